@@ -1,0 +1,191 @@
+"""HTTP and gRPC callouts and proxy_get_status (ABI §2.2 "HTTP callouts",
+"gRPC callouts", §6.4).
+
+Calls belong to the root context whatever context issued them; the dispatcher
+the driver supplied carries them, and their results come back as posted
+deliveries (``PluginVM.http_call_done`` / ``grpc_event``). Without a gRPC
+transport, gRPC calls answer INTERNAL_FAILURE (documented in the README).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from host.wasm.abi._common import BAD_ARGUMENT, NOT_FOUND, OK, hostfn, read, return_bytes
+from host.wasm.context import GrpcCall, HttpCallout, RootContext
+from host.wasm.pairs import PairsError, decode_pairs
+from host.wasm.types import LogLevel, Status
+
+if TYPE_CHECKING:
+    from host.wasm.vm import PluginVM
+
+
+def proxy_get_status(vm: PluginVM, ret_code: int, ret_msg_ptr: int, ret_msg_size: int) -> int:
+    root = vm.ctx.root
+    code, msg = root.last_status if isinstance(root, RootContext) else (0, b"")
+    vm.instance.check(ret_code, 4)
+    status = return_bytes(vm, msg, ret_msg_ptr, ret_msg_size)
+    vm.instance.write_u32(ret_code, code)
+    return status
+
+
+def proxy_http_call(
+    vm: PluginVM,
+    upstream_ptr: int,
+    upstream_len: int,
+    headers_ptr: int,
+    headers_len: int,
+    body_ptr: int,
+    body_len: int,
+    trailers_ptr: int,
+    trailers_len: int,
+    timeout_ms: int,
+    ret_token: int,
+) -> int:
+    cluster = read(vm, upstream_ptr, upstream_len).decode("utf-8", "replace")
+    raw_headers = read(vm, headers_ptr, headers_len)
+    body = read(vm, body_ptr, body_len)
+    raw_trailers = read(vm, trailers_ptr, trailers_len)
+    vm.instance.write_u32(ret_token, 0)  # validates the out-slot first (cpp-host)
+    root = vm.ctx.root
+    if not isinstance(root, RootContext):
+        return BAD_ARGUMENT
+    try:
+        headers = [(k.lower(), v) for k, v in decode_pairs(raw_headers)]
+        trailers = [(k.lower(), v) for k, v in decode_pairs(raw_trailers)]
+    except PairsError:
+        return BAD_ARGUMENT
+    names = {k for k, _ in headers}
+    if b":method" not in names or b":path" not in names or not (
+        b":authority" in names or b"host" in names
+    ):
+        # Envoy requires :method, :path and :authority/host.
+        return BAD_ARGUMENT
+    if not vm.host.http.has_cluster(cluster):
+        from host.wasm.abi.logging import emit
+
+        emit(vm, LogLevel.WARN, f"http_call to unknown cluster {cluster!r}: BAD_ARGUMENT", "host")
+        return BAD_ARGUMENT
+    token = vm.host.next_callout_token()
+    call = HttpCallout(token, cluster, headers, body, trailers, timeout_ms, vm.ctx.id)
+    root.http_calls[token] = call
+    vm.callouts.append(call)
+    vm.host.http.dispatch(call, vm.http_call_done)
+    vm.instance.write_u32(ret_token, token)
+    return OK
+
+
+class _GrpcEvents:
+    def __init__(self, vm: PluginVM) -> None:
+        self.vm = vm
+
+    def initial_metadata(self, call: GrpcCall, pairs: list[tuple[bytes, bytes]]) -> None:
+        self.vm.grpc_event(call, "initial_metadata", pairs)
+
+    def message(self, call: GrpcCall, data: bytes) -> None:
+        self.vm.grpc_event(call, "message", data)
+
+    def trailing_metadata(self, call: GrpcCall, pairs: list[tuple[bytes, bytes]]) -> None:
+        self.vm.grpc_event(call, "trailing_metadata", pairs)
+
+    def close(self, call: GrpcCall, status: int, message: bytes) -> None:
+        self.vm.grpc_event(call, "close", message, status)
+
+
+def _grpc_start(
+    vm: PluginVM, cluster: bytes, service: bytes, method: bytes, raw_md: bytes, message: bytes,
+    timeout_ms: int, ret_token: int, stream: bool,
+) -> int:
+    vm.instance.write_u32(ret_token, 0)
+    root = vm.ctx.root
+    if not isinstance(root, RootContext):
+        return BAD_ARGUMENT
+    try:
+        metadata = decode_pairs(raw_md)
+    except PairsError:
+        return BAD_ARGUMENT
+    # cpp-host token classes: unary calls ≡ 1, streams ≡ 2 (mod 4).
+    token = (vm.host.next_callout_token() | (2 if stream else 1)) & 0xFFFFFFFF
+    call = GrpcCall(
+        token, cluster.decode("utf-8", "replace"), service.decode("utf-8", "replace"),
+        method.decode("utf-8", "replace"), metadata, message, timeout_ms, stream, vm.ctx.id,
+    )
+    status = vm.host.grpc.start(call, _GrpcEvents(vm))
+    if status != Status.OK:
+        from host.wasm.abi.logging import emit
+
+        reason = getattr(vm.host.grpc, "reason", "gRPC dispatcher refused the call")
+        emit(vm, LogLevel.WARN, f"grpc call to {call.cluster}/{call.service}/{call.method}: {reason}", "host")
+        return int(status)
+    root.grpc_calls[token] = call
+    vm.instance.write_u32(ret_token, token)
+    return OK
+
+
+def proxy_grpc_call(
+    vm: PluginVM, up_ptr: int, up_len: int, svc_ptr: int, svc_len: int, m_ptr: int, m_len: int,
+    md_ptr: int, md_len: int, msg_ptr: int, msg_len: int, timeout_ms: int, ret_token: int,
+) -> int:
+    return _grpc_start(
+        vm, read(vm, up_ptr, up_len), read(vm, svc_ptr, svc_len), read(vm, m_ptr, m_len),
+        read(vm, md_ptr, md_len), read(vm, msg_ptr, msg_len), timeout_ms, ret_token, False,
+    )
+
+
+def proxy_grpc_stream(
+    vm: PluginVM, up_ptr: int, up_len: int, svc_ptr: int, svc_len: int, m_ptr: int, m_len: int,
+    md_ptr: int, md_len: int, ret_token: int,
+) -> int:
+    return _grpc_start(
+        vm, read(vm, up_ptr, up_len), read(vm, svc_ptr, svc_len), read(vm, m_ptr, m_len),
+        read(vm, md_ptr, md_len), b"", 0, ret_token, True,
+    )
+
+
+def _grpc_lookup(vm: PluginVM, token: int) -> GrpcCall | None:
+    root = vm.ctx.root
+    if not isinstance(root, RootContext):
+        return None
+    return root.grpc_calls.get(token)
+
+
+def proxy_grpc_send(vm: PluginVM, token: int, msg_ptr: int, msg_len: int, end_stream: int) -> int:
+    msg = read(vm, msg_ptr, msg_len)
+    call = _grpc_lookup(vm, token)
+    if call is None:
+        return NOT_FOUND
+    if not call.stream:
+        return BAD_ARGUMENT
+    return int(vm.host.grpc.send(call, msg, bool(end_stream)))
+
+
+def proxy_grpc_cancel(vm: PluginVM, token: int) -> int:
+    call = _grpc_lookup(vm, token)
+    if call is None:
+        return NOT_FOUND
+    vm.host.grpc.cancel(call)
+    root = vm.ctx.root
+    if isinstance(root, RootContext):
+        root.grpc_calls.pop(token, None)  # no further callbacks after cancel
+    return OK
+
+
+def proxy_grpc_close(vm: PluginVM, token: int) -> int:
+    call = _grpc_lookup(vm, token)
+    if call is None:
+        return NOT_FOUND
+    if not call.stream:
+        return proxy_grpc_cancel(vm, token)
+    vm.host.grpc.close(call)
+    return OK
+
+
+FUNCTIONS = (
+    hostfn("proxy_get_status", "iii", "i", proxy_get_status),
+    hostfn("proxy_http_call", "iiiiiiiiii", "i", proxy_http_call),
+    hostfn("proxy_grpc_call", "iiiiiiiiiiii", "i", proxy_grpc_call),
+    hostfn("proxy_grpc_stream", "iiiiiiiii", "i", proxy_grpc_stream),
+    hostfn("proxy_grpc_send", "iiii", "i", proxy_grpc_send),
+    hostfn("proxy_grpc_cancel", "i", "i", proxy_grpc_cancel),
+    hostfn("proxy_grpc_close", "i", "i", proxy_grpc_close),
+)

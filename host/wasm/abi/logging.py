@@ -1,0 +1,63 @@
+"""Logging and time: proxy_log, proxy_get_log_level, clocks, tick period (ABI §2.2)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from host.wasm.abi._common import BAD_ARGUMENT, OK, hostfn, read
+from host.wasm.context import HttpContext, RootContext
+from host.wasm.types import LogLevel
+
+if TYPE_CHECKING:
+    from host.wasm.vm import PluginVM
+
+
+def emit(vm: PluginVM, level: LogLevel, message: str, source: str = "plugin") -> None:
+    from host.wasm.plugin_host import LogRecord
+
+    if level < vm.host.log_level:
+        return
+    ctx = vm.ctx
+    root = ctx.root
+    request_id = ctx.info.request_id if isinstance(ctx, HttpContext) else ""
+    vm.host.log(
+        LogRecord(
+            level, message, vm.name, root.root_id if isinstance(root, RootContext) else "",
+            ctx.id, request_id, source,
+        )
+    )
+
+
+def proxy_log(vm: PluginVM, level: int, ptr: int, size: int) -> int:
+    if level > 5:
+        return BAD_ARGUMENT
+    msg = read(vm, ptr, size)
+    emit(vm, LogLevel(level), msg.decode("utf-8", "replace"))
+    return OK
+
+
+def proxy_get_log_level(vm: PluginVM, ret: int) -> int:
+    # Never 6 ("off"): the Rust SDK reads it into an enum without that value.
+    vm.instance.write_u32(ret, min(int(vm.host.log_level), 5))
+    return OK
+
+
+def proxy_get_current_time_nanoseconds(vm: PluginVM, ret: int) -> int:
+    vm.instance.write_u64(ret, vm.host.clock.wall_ns())
+    return OK
+
+
+def proxy_set_tick_period_milliseconds(vm: PluginVM, period_ms: int) -> int:
+    root = vm.ctx.root
+    if isinstance(root, RootContext):
+        root.tick_period_ms = period_ms
+        root.next_tick_ms = vm.host.clock.now_ms() + period_ms if period_ms else None
+    return OK
+
+
+FUNCTIONS = (
+    hostfn("proxy_log", "iii", "i", proxy_log),
+    hostfn("proxy_get_log_level", "i", "i", proxy_get_log_level),
+    hostfn("proxy_get_current_time_nanoseconds", "i", "i", proxy_get_current_time_nanoseconds),
+    hostfn("proxy_set_tick_period_milliseconds", "i", "i", proxy_set_tick_period_milliseconds),
+)
