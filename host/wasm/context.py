@@ -206,19 +206,24 @@ class RootContext(Context):
         self.call_data: bytes | None = None
 
 
-@dataclass
 class _Direction:
     """One direction (request or response) of an HTTP stream as one plugin sees it."""
 
-    headers: HeaderMap | None = None
-    headers_state: MapState = MapState.ABSENT
-    trailers: HeaderMap | None = None
-    trailers_writable: bool = False
-    body: bytearray = field(default_factory=bytearray)  # current chunk or held buffer
-    body_active: bool = False  # inside a body callback (buffer readable/writable)
-    buffering: bool = False  # last body callback asked to buffer
-    paused: bool = False  # headers/body/trailers held until continue_stream
-    end_of_stream: bool = False
+    __slots__ = (
+        "body", "body_active", "buffering", "end_of_stream", "headers", "headers_state",
+        "paused", "trailers", "trailers_writable",
+    )
+
+    def __init__(self) -> None:
+        self.headers: HeaderMap | None = None
+        self.headers_state = MapState.ABSENT
+        self.trailers: HeaderMap | None = None
+        self.trailers_writable = False
+        self.body = bytearray()  # current chunk or held buffer
+        self.body_active = False  # inside a body callback (buffer readable/writable)
+        self.buffering = False  # last body callback asked to buffer
+        self.paused = False  # headers/body/trailers held until continue_stream
+        self.end_of_stream = False
 
 
 class HttpContext(Context):
@@ -228,7 +233,7 @@ class HttpContext(Context):
         self, vm: PluginVM, context_id: int, root: RootContext, info: StreamInfo | None = None
     ) -> None:
         super().__init__(vm, context_id, root)
-        self.info = info or StreamInfo()
+        self._info = info
         self.request = _Direction()
         self.response = _Direction()
         self.local_response: LocalResponse | None = None
@@ -240,6 +245,12 @@ class HttpContext(Context):
         self.route_cache_dirty = False
         # per-callback accounting for the inspector: (callback, result, µs)
         self.callbacks: list[tuple[str, int | None, float]] = []
+
+    @property
+    def info(self) -> StreamInfo:
+        if self._info is None:
+            self._info = StreamInfo()
+        return self._info
 
     def direction(self, stream: StreamType) -> _Direction:
         return self.request if stream == StreamType.HTTP_REQUEST else self.response

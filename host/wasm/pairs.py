@@ -171,4 +171,6 @@ class HeaderMap:
 
 
 def _b(x: bytes | str) -> bytes:
+    if type(x) is bytes:
+        return x
     return x.encode("utf-8") if isinstance(x, str) else bytes(x)

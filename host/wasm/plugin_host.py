@@ -40,16 +40,29 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
 class LogRecord:
-    level: LogLevel
-    message: str
-    plugin: str
-    root_id: str
-    context_id: int
-    request_id: str = ""
-    source: str = "plugin"  # "plugin" (proxy_log), "stdout", "stderr", "host"
-    time: float = field(default_factory=time.time)
+    """One log line: from the plugin (proxy_log, stdout, stderr) or the host about it.
+
+    A slotted class, not a dataclass: one is made per plugin log call on the hot path.
+    """
+
+    __slots__ = ("context_id", "level", "message", "plugin", "request_id", "root_id", "source", "time")
+
+    def __init__(
+        self, level: LogLevel, message: str, plugin: str, root_id: str, context_id: int,
+        request_id: str = "", source: str = "plugin", time_: float | None = None,
+    ) -> None:
+        self.level = level
+        self.message = message
+        self.plugin = plugin
+        self.root_id = root_id
+        self.context_id = context_id
+        self.request_id = request_id
+        self.source = source  # "plugin" (proxy_log), "stdout", "stderr", "host"
+        self.time = time.time() if time_ is None else time_
+
+    def __repr__(self) -> str:
+        return f"LogRecord({self.level.name}, {self.message!r}, plugin={self.plugin!r})"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -57,6 +70,7 @@ class LogRecord:
             "message": self.message,
             "plugin": self.plugin,
             "context_id": self.context_id,
+            "request_id": self.request_id,
             "source": self.source,
         }
 

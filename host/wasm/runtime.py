@@ -214,6 +214,7 @@ class Engine:
             self.cache_dir: Path | None = None
         else:
             self.cache_dir = cache_dir if isinstance(cache_dir, Path) else _default_cache_dir()
+        self.epoch = 0  # mirrors the engine's epoch (bumped by the ticker thread)
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -239,6 +240,7 @@ class Engine:
         addr = self._engine_addr
         while not self._stop.wait(interval):
             _INCREMENT_EPOCH(addr)
+            self.epoch += 1
 
     def close(self) -> None:
         self._stop.set()
@@ -506,6 +508,10 @@ class RawFunc:
     nparams: int
     nresults: int
     holder: Any = field(repr=False, default=None)
+    n: int = 0  # length of the args-and-results array
+
+    def __post_init__(self) -> None:
+        self.n = max(self.nparams, self.nresults)
 
 
 class Instance:
@@ -592,8 +598,12 @@ class Instance:
         self._mem_limit = memory_limit_bytes
         if mem is not None:
             self._map_memory()
-        # call buffer (args and results), trap out-slot
+        # call buffers (args and results; a spare one for re-entrant calls), trap slot
         self._buf = (ctypes.c_uint32 * (_WORDS_PER_SLOT * _MAX_SLOTS))()
+        self._buf2 = (ctypes.c_uint32 * (_WORDS_PER_SLOT * _MAX_SLOTS))()
+        self._buf2_addr = ctypes.addressof(self._buf2)
+        self._trap_slot2 = ctypes.c_void_p()
+        self._deadline_epoch = -1
         self._buf_addr = ctypes.addressof(self._buf)
         self._trap_slot = ctypes.c_void_p()
         self._trap_addr = ctypes.addressof(self._trap_slot)
@@ -673,39 +683,57 @@ class Instance:
     def call(self, fn: RawFunc, args: Sequence[int], deadline_ticks: int) -> int | None:
         """Call ``fn`` on the unchecked path; raises ``CallFailed`` on a trap.
 
-        ``deadline_ticks`` is applied only to an outermost call (a re-entrant
-        allocator call from a host function shares its caller's budget).
+        ``deadline_ticks`` is applied to an outermost call, refreshed only when the
+        engine's epoch moved since it was last set (the budget is exact to one tick,
+        and the common case costs no extra C call). A re-entrant call (the guest
+        allocator from inside a host function) shares its caller's budget.
         """
+        if self.depth:
+            return self._call_nested(fn, args)
         if self._closed:
             raise CallFailed("closed", "instance is closed")
-        buf = self._buf
-        if self.depth:
-            # Re-entrant (allocator from inside a host function): use a fresh buffer so
-            # the outer call's argument/result slots are untouched.
-            buf = (ctypes.c_uint32 * (_WORDS_PER_SLOT * _MAX_SLOTS))()
-            addr = ctypes.addressof(buf)
-        else:
-            addr = self._buf_addr
+        epoch = self.engine.epoch
+        if epoch != self._deadline_epoch:
             _SET_EPOCH_DEADLINE(self._ctx, deadline_ticks)
+            self._deadline_epoch = epoch
+        buf = self._buf
         w = 0
         for a in args:
-            buf[w] = a & 0xFFFFFFFF
-            w += _WORDS_PER_SLOT
-        trap_slot = ctypes.c_void_p() if self.depth else self._trap_slot
-        trap_addr = ctypes.addressof(trap_slot) if self.depth else self._trap_addr
-        trap_slot.value = None
+            buf[w] = a
+            w += 4
+        self.depth = 1
+        err = _CALL_UNCHECKED(self._ctx, fn.addr, self._buf_addr, fn.n, self._trap_addr)
+        self.depth = 0
+        if err or self._trap_slot.value:
+            trap = self._trap_slot.value
+            self._trap_slot.value = None
+            self._deadline_epoch = -1
+            raise self._failure(fn.name, err, trap)
+        return buf[0] if fn.nresults else None
+
+    def _call_nested(self, fn: RawFunc, args: Sequence[int]) -> int | None:
+        # Depth 1 → the spare buffer; deeper (an allocator calling a host function that
+        # allocates) → a fresh one. The outer call's slots are never touched.
+        if self.depth == 1:
+            buf, addr, trap_slot = self._buf2, self._buf2_addr, self._trap_slot2
+        else:
+            buf = (ctypes.c_uint32 * (_WORDS_PER_SLOT * _MAX_SLOTS))()
+            addr = ctypes.addressof(buf)
+            trap_slot = ctypes.c_void_p()
+        w = 0
+        for a in args:
+            buf[w] = a
+            w += 4
         self.depth += 1
         try:
-            err = _CALL_UNCHECKED(
-                self._ctx, fn.addr, addr, max(fn.nparams, fn.nresults), trap_addr
-            )
+            err = _CALL_UNCHECKED(self._ctx, fn.addr, addr, fn.n, ctypes.addressof(trap_slot))
         finally:
             self.depth -= 1
         if err or trap_slot.value:
-            raise self._failure(fn.name, err, trap_slot.value)
-        if fn.nresults:
-            return int(buf[0])
-        return None
+            trap = trap_slot.value
+            trap_slot.value = None
+            raise self._failure(fn.name, err, trap)
+        return buf[0] if fn.nresults else None
 
     def _failure(self, fname: str, err: int | None, trap: int | None) -> CallFailed:
         host_error, self.host_error = self.host_error, None

@@ -14,6 +14,7 @@ No sockets, no asyncio, no threads: the caller drives it.
 from __future__ import annotations
 
 import time
+from time import perf_counter_ns as _perf_ns
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -172,6 +173,7 @@ class PluginVM:
         self.trap_count = 0
         self.failure_listeners: list[object] = []
         self.current_callback = ""
+        self.last_call_ns = 0
         self.trace_calls = False  # record every guest call (the offline runner shows them)
         self.trace: list[tuple[str, int, int | str | None]] = []
         self.callouts: list[HttpCallout] = []  # issued on this VM (newest last), for display
@@ -280,19 +282,17 @@ class PluginVM:
     # -- guest calls ----------------------------------------------------------------------
 
     def _call(self, fn: RawFunc, args: tuple[int, ...], ctx: Context, name: str) -> int | None:
+        """The one door into the guest: current context set, effective context reset,
+        deadline applied, a trap turned into a sticky VM failure (§6.8)."""
         if self.failure is not None:
             raise _Trapped()
-        prev_current, prev_effective = self.current, self.effective
-        prev_callback = self.current_callback
+        prev = (self.current, self.effective, self.current_callback)
         self.current = ctx
         self.effective = None
         self.current_callback = name
-        t0 = time.perf_counter_ns()
+        t0 = _perf_ns()
         try:
             r = self.instance.call(fn, args, self._deadline)
-            if self.trace_calls:
-                self.trace.append((name, ctx.id, r))
-            return r
         except CallFailed as e:
             if self.trace_calls:
                 self.trace.append((name, ctx.id, f"trap: {e.kind}"))
@@ -300,11 +300,14 @@ class PluginVM:
             self._fail(FailState.RUNTIME_ERROR, e.kind, e.message, name, ctx.id, e.backtrace)
             raise _Trapped() from None
         finally:
-            self.callback_ns += time.perf_counter_ns() - t0
+            dt = _perf_ns() - t0
+            self.last_call_ns = dt
+            self.callback_ns += dt
             self.callback_count += 1
-            self.current = prev_current
-            self.effective = prev_effective
-            self.current_callback = prev_callback
+            self.current, self.effective, self.current_callback = prev
+        if self.trace_calls:
+            self.trace.append((name, ctx.id, r))
+        return r
 
     def _fail(
         self, state: FailState, kind: str, message: str, callback: str, context_id: int,
@@ -326,17 +329,9 @@ class PluginVM:
         self.host.log(LogRecord(level, message, self.name, root_id, c.id, source="host"))
 
     def allocate(self, size: int) -> int:
-        """Call the guest allocator from a host function (re-entrant; VM context)."""
-        fn = self._allocator
-        assert fn is not None
-        prev_current, prev_effective = self.current, self.effective
-        self.current = self.vm_context
-        self.effective = None
-        try:
-            return self.instance.call(fn, (size,), self._deadline) or 0
-        finally:
-            self.current = prev_current
-            self.effective = prev_effective
+        """Call the guest allocator from a host function (re-entrant: it shares the
+        running callback's deadline; a trap in it fails the outer call)."""
+        return self.instance.call(self._allocator, (size,), self._deadline) or 0  # type: ignore[arg-type]
 
     # -- deferred actions (§6.0) --------------------------------------------------------
 
@@ -601,29 +596,36 @@ class PluginVM:
     def _stream_call(
         self, ctx: HttpContext | TcpContext, fn: RawFunc | None, args: tuple[int, ...], name: str
     ) -> int | None:
-        """Run a stream callback (after lazily creating the context); record timing."""
-        t0 = time.perf_counter_ns()
-        try:
+        """Run a stream callback (after lazily creating the context); record its time."""
+        if not ctx.created:
             self._ensure_created(ctx)
-            if fn is None:
-                return 0
-            return self._call(fn, args, ctx, name)
-        finally:
-            ctx.callbacks.append((name, None, (time.perf_counter_ns() - t0) / 1000.0))
+        if fn is None:
+            ctx.callbacks.append((name, None, 0.0))
+            return 0
+        r = self._call(fn, args, ctx, name)
+        ctx.callbacks.append((name, r, self.last_call_ns / 1000.0))
+        return r
 
     def _settle(
         self, ctx: HttpContext, stream: StreamType, paused: bool, local_before: object
     ) -> Action:
         """Fold the actions recorded during a stream callback into its result (§6.0-6.2)."""
+        if not self._actions:
+            if ctx.local_response is not None and ctx.local_response is not local_before:
+                return Action.LOCAL_REPLY  # pragma: no cover - a reply always records one
+            return Action.PAUSE if paused else Action.CONTINUE
         acts = self._take_actions()
-        own_continue = any(
-            k == "continue" and c is ctx and s == stream for k, c, s in acts
-        )
-        own_close = any(k == "close" and c is ctx and s == stream for k, c, s in acts)
-        others = [
-            a for a in acts
-            if not (a[1] is ctx and (a[2] == stream or a[0] == "local_reply"))
-        ]
+        own_continue = own_close = False
+        others = []
+        for a in acts:
+            kind, c, s = a
+            if c is ctx and s == stream:
+                if kind == "continue":
+                    own_continue = True
+                elif kind == "close":
+                    own_close = True
+            elif not (c is ctx and kind == "local_reply"):
+                others.append(a)
         d = ctx.direction(stream)
         if ctx.local_response is not None and ctx.local_response is not local_before:
             d.paused = False
@@ -635,7 +637,8 @@ class PluginVM:
             result = Action.PAUSE
         else:
             result = Action.CONTINUE
-        self._apply_actions(others)
+        if others:
+            self._apply_actions(others)
         return result
 
     def http_headers(
@@ -657,7 +660,6 @@ class PluginVM:
         except _Trapped:
             self._take_actions()
             return Action.FAILED
-        ctx.callbacks[-1] = (name, r, ctx.callbacks[-1][2])
         # Headers results (§3.3): 0 Continue, 2 ContinueAndEndStream (= Continue);
         # anything else stops headers *and* body until continue_stream.
         d.paused = r not in (0, 2)
@@ -690,7 +692,6 @@ class PluginVM:
         finally:
             d.body_active = False
             d.trailers_writable = False
-        ctx.callbacks[-1] = (name, r, ctx.callbacks[-1][2])
         # Body results: 0 Continue; 1/2 StopIterationAndBuffer/Watermark: keep
         # accumulating and call again with the total; 3 StopIterationNoBuffer.
         # At end of stream a stop waits for continue_stream.
@@ -724,7 +725,6 @@ class PluginVM:
             return Action.FAILED
         finally:
             d.trailers_writable = False
-        ctx.callbacks[-1] = (name, r, ctx.callbacks[-1][2])
         d.paused = r != 0
         action = self._settle(ctx, stream, d.paused, before)
         if action == Action.CONTINUE:
