@@ -1,0 +1,287 @@
+"""The ``wasmdesk`` command line.
+
+``wasmdesk inspect``, ``wasmdesk try`` and ``wasmdesk demo`` run headless on the host
+alone. (``wasmdesk`` with no arguments, the desktop app, is ``gui.launcher``.)
+
+Exit codes: 0 success; 1 the plugin failed (start-up, configure, trap);
+2 bad arguments or an unreadable/invalid input file (one-line error on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from host import __version__
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """Bad arguments or unreadable input: exit 2 with a one-line message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{what}: no such file: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what}: is a directory: {path}") from None
+    except OSError as e:
+        raise UsageError(f"{what}: cannot read {path}: {e.strerror}") from None
+
+
+def _text_or_file(value: str | None, what: str) -> bytes:
+    """``TEXT`` or ``@FILE`` (``@-`` reads stdin)."""
+    if value is None:
+        return b""
+    if value.startswith("@"):
+        if value == "@-":
+            return sys.stdin.buffer.read()
+        return _read_file(value[1:], what)
+    return value.encode("utf-8")
+
+
+def _json_or_file(value: str | None, what: str) -> bytes:
+    data = _text_or_file(value, what)
+    if data.strip():
+        try:
+            json.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            # Plugins receive raw bytes; JSON is what Istio sends, so say it clearly
+            # but still pass non-JSON text through when asked with --raw-config.
+            raise UsageError(f"{what} is not valid JSON: {e}") from None
+    return data
+
+
+def _header(value: str, flag: str) -> tuple[str, str]:
+    if ":" not in value[1:]:
+        raise UsageError(f"{flag} expects 'name: value', got {value!r}")
+    # Allow pseudo-header style names (':authority: x') by splitting after the 1st char.
+    idx = value.index(":", 1)
+    name, val = value[:idx].strip(), value[idx + 1 :].strip()
+    if not name:
+        raise UsageError(f"{flag} expects 'name: value', got {value!r}")
+    return name, val
+
+
+def _cluster(value: str) -> tuple[str, str]:
+    name, sep, url = value.partition("=")
+    if not sep or not name or not url:
+        raise UsageError(f"--cluster expects NAME=URL, got {value!r}")
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--cluster {name}: URL must start with http:// or https://, got {url!r}")
+    return name, url
+
+
+def _build_parser() -> _Parser:
+    p = _Parser(
+        prog="wasmdesk",
+        description="A desktop workbench for Proxy-Wasm plugins.",
+    )
+    p.add_argument("--version", action="version", version=f"wasmdesk {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    sub.add_parser("demo", help="run the bundled demo plugins on sample requests (headless)")
+
+    ins = sub.add_parser("inspect", help="show a module's ABI, SDK, callbacks and imports")
+    ins.add_argument("plugin", help="path to a .wasm module")
+    ins.add_argument("--json", action="store_true", help="print one JSON object")
+
+    t = sub.add_parser(
+        "try",
+        help="run one request and response through a plugin, offline",
+        description="Start the plugin, run one request and then the given upstream response "
+        "through it, and show what the plugin changed.",
+    )
+    t.add_argument("plugin", help="path to a .wasm module")
+    t.add_argument("--config", help="plugin configuration: JSON text or @FILE (Istio pluginConfig)")
+    t.add_argument("--raw-config", help="plugin configuration passed as-is (not checked as JSON)")
+    t.add_argument("--vm-config", help="VM configuration: JSON text or @FILE")
+    t.add_argument(
+        "--root-id",
+        help="root id (Istio pluginName); default: the module's file name without .wasm",
+    )
+    t.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="environment variable for the plugin (vmConfig.env), repeatable")
+    t.add_argument("--method", default="GET")
+    t.add_argument("--path", default="/")
+    t.add_argument("--authority", default="localhost")
+    t.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
+                   help="request header, repeatable")
+    t.add_argument("--body", help="request body: TEXT or @FILE")
+    t.add_argument("--trailer", action="append", default=[], metavar="'NAME: VALUE'",
+                   help="request trailer, repeatable")
+    t.add_argument("--status", type=int, default=200, help="upstream response status (default 200)")
+    t.add_argument("-R", "--response-header", action="append", default=[], metavar="'NAME: VALUE'",
+                   help="upstream response header, repeatable")
+    t.add_argument("--response-body", help="upstream response body: TEXT or @FILE")
+    t.add_argument("--response-trailer", action="append", default=[], metavar="'NAME: VALUE'")
+    t.add_argument("--cluster", action="append", default=[], metavar="NAME=URL",
+                   help="a cluster http_call can reach, repeatable")
+    t.add_argument("--ticks", type=int, default=0, help="fire N tick periods after start-up")
+    t.add_argument("--log-level", default="info",
+                   help="plugin log level: trace, debug, info, warn, error, critical (default info, as Envoy)")
+    t.add_argument("--timeout-ms", type=float, default=100.0,
+                   help="time budget per guest callback in ms (default 100)")
+    t.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(args_list)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        if args.command == "demo":
+            return _cmd_demo()
+        if args.command == "inspect":
+            return _cmd_inspect(args)
+        if args.command == "try":
+            return _cmd_try(args)
+        raise UsageError(f"unknown command {args.command!r}")
+    except UsageError as e:
+        print(f"wasmdesk: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _cmd_demo() -> int:
+    """The headless demo: two bundled plugins on one request each, no set-up needed."""
+    from host.resources import demo_plugin
+
+    print("== add_header: adds a request and a response header ==")
+    rc = main(["try", str(demo_plugin("add_header")), "--path", "/demo",
+               "-H", "user-agent: wasmdesk-demo", "--log-level", "info"])
+    print()
+    print("== auth_token: a request without a token gets the plugin's local 403 ==")
+    rc2 = main(["try", str(demo_plugin("auth_token")), "--path", "/private", "--log-level", "info"])
+    return rc or rc2
+
+
+def _load_module(path: str) -> tuple[bytes, object]:
+    from host.wasm import Engine, LoadError
+
+    wasm = _read_file(path, "plugin")
+    engine = Engine()
+    try:
+        module = engine.compile(wasm)
+    except LoadError as e:
+        engine.close()
+        raise UsageError(f"{path}: {e.message}") from None
+    return wasm, (engine, module)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from host.wasm.module_info import describe
+
+    _wasm, (engine, module) = _load_module(args.plugin)  # type: ignore[misc]
+    try:
+        info = describe(module)
+    finally:
+        engine.close()
+    if args.json:
+        out = info.to_dict()
+        out["file"] = args.plugin
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"module      {args.plugin}  ({info.size} bytes, sha256 {info.sha256[:16]}…)")
+    print(f"ABI         {info.abi or 'none (no proxy_abi_version_* export: not loadable)'}")
+    print(f"likely SDK  {info.sdk}  [{'; '.join(info.sdk_evidence)}]")
+    if info.producers:
+        for k, v in info.producers.items():
+            print(f"  producers.{k}: {', '.join(v)}")
+    print(f"callbacks   ({len(info.callbacks)})")
+    for c in info.callbacks:
+        print(f"  {c}")
+    if info.lifecycle:
+        print(f"lifecycle   {', '.join(info.lifecycle)}")
+    print(f"imports     ({len(info.imports)})")
+    width = max((len(f"{i.module}.{i.name}") for i in info.imports), default=10)
+    for i in info.imports:
+        mark = {"yes": "provided", "stub": "STUB (unknown: returns an error if called)",
+                "signature-mismatch": "STUB (signature differs from the ABI)",
+                "no": "MISSING"}[i.provided]
+        print(f"  {f'{i.module}.{i.name}':<{width}}  {i.signature:<36} {mark}")
+    for w in info.warnings:
+        print(f"warning: {w}")
+    return 0
+
+
+def _cmd_try(args: argparse.Namespace) -> int:
+    from host.runner import TryRequest, run_try
+    from host.wasm import LoadError, LogLevel
+
+    if args.ticks < 0:
+        raise UsageError("--ticks must be >= 0")
+    if not 100 <= args.status <= 999:
+        raise UsageError(f"--status must be an HTTP status code (100-999), got {args.status}")
+    if args.timeout_ms <= 0:
+        raise UsageError("--timeout-ms must be > 0")
+    try:
+        level = LogLevel.parse(args.log_level)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.config is not None and args.raw_config is not None:
+        raise UsageError("give --config or --raw-config, not both")
+    config = (
+        _text_or_file(args.raw_config, "--raw-config")
+        if args.raw_config is not None
+        else _json_or_file(args.config, "--config")
+    )
+    env = []
+    for e in args.env:
+        k, sep, v = e.partition("=")
+        if not sep or not k:
+            raise UsageError(f"--env expects NAME=VALUE, got {e!r}")
+        env.append((k, v))
+    wasm = _read_file(args.plugin, "plugin")
+    root_id = args.root_id if args.root_id is not None else Path(args.plugin).name.removesuffix(".wasm")
+    req = TryRequest(
+        method=args.method,
+        path=args.path,
+        authority=args.authority,
+        headers=[_header(h, "-H") for h in args.header],
+        body=_text_or_file(args.body, "--body"),
+        trailers=[_header(h, "--trailer") for h in args.trailer],
+        status=args.status,
+        response_headers=[_header(h, "-R") for h in args.response_header],
+        response_body=_text_or_file(args.response_body, "--response-body"),
+        response_trailers=[_header(h, "--response-trailer") for h in args.response_trailer],
+        root_id=root_id,
+        plugin_name=root_id,
+        configuration=config,
+        vm_configuration=_json_or_file(args.vm_config, "--vm-config"),
+        env=env,
+        clusters=dict(_cluster(c) for c in args.cluster),
+        ticks=args.ticks,
+        log_level=level,
+        callback_timeout_ms=args.timeout_ms,
+    )
+    try:
+        result = run_try(wasm, req)
+    except LoadError as e:
+        raise UsageError(f"{args.plugin}: {e.message}") from None
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        from host.report import render_try
+
+        print(render_try(args.plugin, result))
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Human-readable rendering of a ``wasmdesk try`` result (the non ``--json`` output)."""
+
+from __future__ import annotations
+
+from host.runner import TryResult
+
+__all__ = ["header_diff", "render_try"]
+
+
+def header_diff(before: list[tuple[bytes, bytes]], after: list[tuple[bytes, bytes]]) -> list[str]:
+    """Lines "+ name: value" / "- name: value" / "~ name: old -> new" in ``after`` order."""
+    def d(pairs: list[tuple[bytes, bytes]]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for k, v in pairs:
+            out.setdefault(k.decode("latin-1"), []).append(v.decode("utf-8", "replace"))
+        return out
+
+    b, a = d(before), d(after)
+    lines = []
+    for k, vals in a.items():
+        old = b.get(k)
+        if old is None:
+            lines += [f"  + {k}: {v}" for v in vals]
+        elif old != vals:
+            lines.append(f"  ~ {k}: {', '.join(old)} -> {', '.join(vals)}")
+    for k, vals in b.items():
+        if k not in a:
+            lines += [f"  - {k}: {v}" for v in vals]
+    return lines
+
+
+def _short(body: bytes, limit: int = 200) -> str:
+    text = body.decode("utf-8", "replace")
+    return text if len(text) <= limit else text[:limit] + f"… ({len(body)} bytes)"
+
+
+def render_try(plugin: str, r: TryResult) -> str:
+    out = [f"plugin    {plugin}  (ABI {r.abi or '?'}, {r.sdk or 'unknown SDK'})"]
+    if r.failure is not None:
+        f = r.failure
+        out.append(f"FAILED    {f['state']} / {f['kind']}: {f['message']}")
+        for frame in f.get("backtrace", []) or []:  # type: ignore[union-attr]
+            out.append(f"            at {frame}")
+    if r.original_request_headers:
+        fate = "forwarded upstream" if r.request_forwarded else (
+            "answered locally" if r.local_response else "not forwarded")
+        out.append(f"request   {fate}")
+        diff = header_diff(r.original_request_headers, r.request_headers)
+        out += diff or ["  (headers unchanged)"]
+        if r.request_body:
+            out.append(f"  body: {_short(r.request_body)}")
+    if r.local_response is not None:
+        lr = r.local_response
+        out.append(f"local reply {lr['status']}  details={lr['details'] or '-'}  body={lr['body']!r}")
+    if r.response_status is not None:
+        out.append(f"response  {r.response_status}")
+        diff = header_diff(r.original_response_headers, r.response_headers)
+        out += diff or ["  (headers unchanged)"]
+        if r.response_body:
+            out.append(f"  body: {_short(r.response_body)}")
+    if r.callouts:
+        out.append("callouts")
+        for c in r.callouts:
+            res = c["failure"] or c["response_status"]
+            out.append(f"  {c['cluster']}  -> {res}  ({c['elapsed_ms']} ms)")
+    if r.ticks_fired:
+        out.append(f"ticks     {r.ticks_fired} fired")
+    if r.metrics:
+        out.append("metrics")
+        out += [f"  {k} = {v}" for k, v in r.metrics.items()]
+    if r.logs:
+        out.append("logs")
+        out += [f"  [{rec['level']}] {rec['message']}" for rec in r.logs]
+    for n in r.notes:
+        out.append(f"note: {n}")
+    return "\n".join(out)

@@ -1,0 +1,422 @@
+"""The offline runner behind ``wasmdesk try``: one request through one plugin, no proxy.
+
+It starts the plugin (start-up, vm_start, configure), optionally fires tick
+periods, runs the request (headers, body, trailers) and then the given upstream
+response (or the plugin's local reply) through it, and finishes the stream
+(done, log, delete). ``http_call``s really go out over HTTP (httpx) to the
+``--cluster`` URLs, performed between guest callbacks, never inside one.
+Everything it saw comes back as a ``TryResult``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from host.wasm import (
+    Action,
+    HeaderMap,
+    HttpContext,
+    LogLevel,
+    PluginHost,
+    StreamInfo,
+    VirtualClock,
+    VmConfig,
+    VmStartError,
+)
+from host.wasm.context import HttpCallout, StreamListener
+from host.wasm.module_info import describe
+from host.wasm.runtime import Engine, LoadError
+from host.wasm.types import StreamType
+
+__all__ = ["CalloutClient", "TryRequest", "TryResult", "run_try"]
+
+
+@dataclass
+class TryRequest:
+    method: str = "GET"
+    path: str = "/"
+    authority: str = "localhost"
+    scheme: str = "http"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    trailers: list[tuple[str, str]] = field(default_factory=list)
+    status: int = 200
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    response_body: bytes = b""
+    response_trailers: list[tuple[str, str]] = field(default_factory=list)
+    root_id: str = ""
+    plugin_name: str = ""
+    configuration: bytes = b""
+    vm_configuration: bytes = b""
+    env: list[tuple[str, str]] = field(default_factory=list)
+    clusters: dict[str, str] = field(default_factory=dict)
+    ticks: int = 0
+    log_level: LogLevel = LogLevel.TRACE
+    callback_timeout_ms: float = 100.0
+    callout_timeout_ms: float = 5000.0
+
+
+@dataclass
+class TryResult:
+    abi: str | None = None
+    sdk: str = ""
+    request_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    original_request_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    request_body: bytes = b""
+    request_forwarded: bool = False
+    response_status: int | None = None
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    original_response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    response_body: bytes = b""
+    local_response: dict[str, object] | None = None
+    logs: list[dict[str, object]] = field(default_factory=list)
+    metrics: dict[str, object] = field(default_factory=dict)
+    callouts: list[dict[str, object]] = field(default_factory=list)
+    callbacks: list[dict[str, object]] = field(default_factory=list)
+    failure: dict[str, object] | None = None
+    notes: list[str] = field(default_factory=list)
+    ticks_fired: int = 0
+    shared_data: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def to_json(self) -> dict[str, object]:
+        def text(pairs: list[tuple[bytes, bytes]]) -> list[list[str]]:
+            return [[k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in pairs]
+
+        return {
+            "abi": self.abi,
+            "sdk": self.sdk,
+            "request": {
+                "headers": text(self.request_headers),
+                "body": self.request_body.decode("utf-8", "replace"),
+                "forwarded": self.request_forwarded,
+            },
+            "response": {
+                "status": self.response_status,
+                "headers": text(self.response_headers),
+                "body": self.response_body.decode("utf-8", "replace"),
+            },
+            "local_response": self.local_response,
+            "logs": self.logs,
+            "metrics": self.metrics,
+            "callouts": self.callouts,
+            "callbacks": self.callbacks,
+            "failure": self.failure,
+            "ticks_fired": self.ticks_fired,
+            "shared_data": self.shared_data,
+            "notes": self.notes,
+        }
+
+
+class CalloutClient:
+    """An ``HttpDispatcher`` over httpx that performs calls when the runner asks.
+
+    ``dispatch`` only queues (it runs inside a host function, with the guest's
+    deadline ticking); ``perform_pending`` makes the requests between callbacks.
+    """
+
+    def __init__(self, clusters: dict[str, str], default_timeout_ms: float = 5000.0) -> None:
+        self.clusters = dict(clusters)
+        self.default_timeout_ms = default_timeout_ms
+        self._queue: list[tuple[HttpCallout, Callable[[HttpCallout], None]]] = []
+        self.completed: list[HttpCallout] = []
+        self._client: httpx.Client | None = None
+
+    def has_cluster(self, name: str) -> bool:
+        return name in self.clusters
+
+    def dispatch(self, call: HttpCallout, done: Callable[[HttpCallout], None]) -> None:
+        self._queue.append((call, done))
+
+    def cancel(self, call: HttpCallout) -> None:
+        self._queue = [(c, d) for c, d in self._queue if c is not call]
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue)
+
+    def perform_pending(self) -> int:
+        n = 0
+        while self._queue:
+            call, done = self._queue.pop(0)
+            self._perform(call)
+            self.completed.append(call)
+            done(call)
+            n += 1
+        return n
+
+    def _perform(self, call: HttpCallout) -> None:
+        base = self.clusters[call.cluster].rstrip("/")
+        hdr = dict(call.headers)
+        method = hdr.get(b":method", b"GET").decode()
+        path = hdr.get(b":path", b"/").decode("latin-1")
+        authority = (hdr.get(b":authority") or hdr.get(b"host") or b"").decode("latin-1")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in call.headers if not k.startswith(b":")]
+        if authority and not any(k.lower() == "host" for k, _ in headers):
+            headers.append(("host", authority))
+        timeout = (call.timeout_ms or self.default_timeout_ms) / 1000.0
+        if self._client is None:
+            self._client = httpx.Client(follow_redirects=False, trust_env=False)
+        t0 = time.perf_counter()
+        try:
+            resp = self._client.request(
+                method, base + path, headers=headers, content=call.body or None, timeout=timeout
+            )
+        except httpx.TimeoutException:
+            call.failure = "timeout"
+        except httpx.ConnectError:
+            call.failure = "connect_failure"
+        except httpx.HTTPError as e:
+            call.failure = f"reset: {type(e).__name__}"
+        else:
+            call.response_status = resp.status_code
+            call.response_headers = [(b":status", str(resp.status_code).encode())] + [
+                (k.lower(), v) for k, v in resp.headers.raw
+            ]
+            call.response_body = resp.content
+        call.elapsed_ms = (time.perf_counter() - t0) * 1000.0
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+class _Listener(StreamListener):
+    def __init__(self) -> None:
+        self.resumed: list[StreamType] = []
+        self.local_replies = 0
+        self.closed: list[StreamType] = []
+
+    def on_resume(self, ctx: HttpContext, stream: StreamType) -> None:
+        self.resumed.append(stream)
+
+    def on_local_reply(self, ctx: HttpContext) -> None:
+        self.local_replies += 1
+
+    def on_close(self, ctx: object, stream: StreamType) -> None:
+        self.closed.append(stream)
+
+
+def _pairs(items: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.strip().lower().encode(), v.strip().encode()) for k, v in items]
+
+
+class _Run:
+    def __init__(self, req: TryRequest, host: PluginHost, callouts: CalloutClient,
+                 clock: VirtualClock, result: TryResult) -> None:
+        self.req = req
+        self.host = host
+        self.callouts = callouts
+        self.clock = clock
+        self.result = result
+        self.listener = _Listener()
+
+    def settle(self) -> None:
+        """Run everything posted (callout responses, queue deliveries) until quiet."""
+        for _ in range(1000):
+            n = self.callouts.perform_pending() + self.host.run_pending()
+            if n == 0:
+                return
+
+    def wait(self, ctx: HttpContext, stream: StreamType, action: Action) -> Action:
+        """After PAUSE: let callouts/queues run; resumed → CONTINUE, else still PAUSE."""
+        if action != Action.PAUSE:
+            return action
+        before = len(self.listener.resumed)
+        self.settle()
+        if ctx.local_response is not None and self.listener.local_replies:
+            return Action.LOCAL_REPLY
+        if self.listener.closed:
+            return Action.CLOSE
+        if stream in self.listener.resumed[before:]:
+            return Action.CONTINUE
+        if ctx.vm.failed:
+            return Action.FAILED
+        return Action.PAUSE
+
+
+def run_try(wasm: bytes, req: TryRequest, *, engine: Engine | None = None) -> TryResult:
+    """Run one request and response through the plugin in ``wasm``."""
+    result = TryResult()
+    clock = VirtualClock(start_wall_ns=time.time_ns())
+    callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
+    host = PluginHost(engine, clock=clock, http=callouts, log_level=req.log_level)
+    try:
+        _run(wasm, req, host, callouts, clock, result)
+    finally:
+        result.logs = [r.to_dict() for r in host.logs]
+        result.metrics = host.metrics.snapshot()
+        result.shared_data = host.shared_data.snapshot()
+        result.callouts = [
+            {
+                "cluster": c.cluster,
+                "headers": [[k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in c.headers],
+                "body": c.body.decode("utf-8", "replace"),
+                "response_status": c.response_status,
+                "failure": c.failure,
+                "elapsed_ms": round(c.elapsed_ms, 2),
+            }
+            for c in callouts.completed
+        ]
+        callouts.close()
+        host.close()
+    return result
+
+
+def _run(wasm: bytes, req: TryRequest, host: PluginHost, callouts: CalloutClient,
+         clock: VirtualClock, result: TryResult) -> None:
+    module = host.compile(wasm)  # LoadError propagates: bad input, exit 2
+    info = describe(module)
+    result.abi = info.abi
+    result.sdk = info.sdk
+    config = VmConfig(
+        name=req.plugin_name or req.root_id or "plugin",
+        vm_configuration=req.vm_configuration,
+        env=tuple(req.env),
+        callback_timeout_ms=req.callback_timeout_ms,
+    )
+    try:
+        vm = host.create_vm(module, config)
+        vm.trace_calls = True
+        root = vm.start_plugin(req.root_id, req.configuration, req.plugin_name or req.root_id)
+    except VmStartError as e:
+        result.failure = e.failure.to_dict()
+        if e.failure.kind == "proc_exit" and "255" in e.failure.message:
+            result.notes.append(
+                "the AssemblyScript SDK calls proc_exit(255) when no root context is registered "
+                f"under the root id {req.root_id!r}: pass the plugin's name with --root-id"
+            )
+        _collect_trace(host, result)
+        return
+    run = _Run(req, host, callouts, clock, result)
+    run.settle()
+    # -- ticks (virtual clock: one period each) --
+    for _ in range(req.ticks):
+        if not root.tick_period_ms:
+            result.notes.append("--ticks given but the plugin set no tick period; no tick fired")
+            break
+        clock.advance(root.tick_period_ms)
+        vm.tick(root)
+        result.ticks_fired += 1
+        run.settle()
+        if vm.failed:
+            break
+    if vm.failed:
+        result.failure = vm.failure.to_dict()  # type: ignore[union-attr]
+        _collect_trace(host, result)
+        return
+    _run_stream(vm, root, req, run, result)
+    if vm.failed:
+        result.failure = vm.failure.to_dict()  # type: ignore[union-attr]
+    _collect_trace(host, result)
+
+
+def _run_stream(vm: object, root: object, req: TryRequest, run: _Run, result: TryResult) -> None:
+    from host.wasm.vm import PluginVM
+
+    assert isinstance(vm, PluginVM)
+    request_id = str(uuid.uuid4())
+    info = StreamInfo(
+        request_id=request_id, start_time_ns=run.clock.wall_ns(), scheme=req.scheme,
+        request_size=len(req.body), response_size=len(req.response_body),
+    )
+    ctx = vm.new_http_context(root, info, run.listener)  # type: ignore[arg-type]
+    headers = HeaderMap(
+        [(":method", req.method), (":path", req.path), (":authority", req.authority),
+         (":scheme", req.scheme)]
+    )
+    for k, v in _pairs(req.headers):
+        headers.add(k, v)
+    if req.body and headers.get("content-length") is None:
+        headers.add("content-length", str(len(req.body)))
+    if headers.get("x-request-id") is None:
+        headers.add("x-request-id", request_id)
+    result.original_request_headers = headers.items()
+    trailers = HeaderMap(_pairs(req.trailers)) if req.trailers else None
+    forwarded_body = b""
+    try:
+        action = ctx.on_request_headers(headers, not req.body and trailers is None)
+        action = run.wait(ctx, StreamType.HTTP_REQUEST, action)
+        if action == Action.CONTINUE and (req.body or trailers is not None):
+            if req.body:
+                action = ctx.on_request_body(req.body, trailers is None)
+                action = run.wait(ctx, StreamType.HTTP_REQUEST, action)
+                if action == Action.CONTINUE:
+                    forwarded_body = ctx.take_body(StreamType.HTTP_REQUEST)
+            if action == Action.CONTINUE and trailers is not None:
+                action = ctx.on_request_trailers(trailers)
+                action = run.wait(ctx, StreamType.HTTP_REQUEST, action)
+        result.request_headers = headers.items()
+        result.request_body = forwarded_body if action == Action.CONTINUE else req.body
+        if action == Action.FAILED:
+            return
+        if action == Action.PAUSE:
+            result.notes.append(
+                "the request stayed paused: the plugin never called continue_stream, so it "
+                "would not reach the upstream (Envoy would hold it until its timeout)"
+            )
+            return
+        if action == Action.CLOSE:
+            result.notes.append("the plugin reset the stream (proxy_close_stream)")
+            return
+        if action == Action.CONTINUE:
+            result.request_forwarded = True
+        # -- response: the upstream's, or the plugin's local reply --
+        lr = ctx.local_response
+        if lr is not None:
+            result.local_response = lr.to_dict()
+            rheaders = lr.response_headers()
+            rbody = lr.body
+            rtrailers = None
+        else:
+            rheaders = HeaderMap([(":status", str(req.status))])
+            for k, v in _pairs(req.response_headers):
+                rheaders.add(k, v)
+            rbody = req.response_body
+            if rbody and rheaders.get("content-length") is None:
+                rheaders.add("content-length", str(len(rbody)))
+            rtrailers = HeaderMap(_pairs(req.response_trailers)) if req.response_trailers else None
+        result.original_response_headers = rheaders.items()
+        out_body = b""
+        action = ctx.on_response_headers(rheaders, not rbody and rtrailers is None)
+        action = run.wait(ctx, StreamType.HTTP_RESPONSE, action)
+        if action == Action.LOCAL_REPLY and lr is None and ctx.local_response is not None:
+            # A local reply sent from the response path replaces the upstream response.
+            lr = ctx.local_response
+            result.local_response = lr.to_dict()
+            rheaders = lr.response_headers()
+            rbody, rtrailers = lr.body, None
+            action = Action.CONTINUE
+        if action == Action.CONTINUE and (rbody or rtrailers is not None):
+            if rbody:
+                action = ctx.on_response_body(rbody, rtrailers is None)
+                action = run.wait(ctx, StreamType.HTTP_RESPONSE, action)
+                if action == Action.CONTINUE:
+                    out_body = ctx.take_body(StreamType.HTTP_RESPONSE)
+            if action == Action.CONTINUE and rtrailers is not None:
+                action = ctx.on_response_trailers(rtrailers)
+                action = run.wait(ctx, StreamType.HTTP_RESPONSE, action)
+        if action == Action.PAUSE:
+            result.notes.append("the response stayed paused: the plugin never resumed it")
+        status = rheaders.get(":status")
+        result.response_status = int(status) if status and status.isdigit() else None
+        result.response_headers = rheaders.items()
+        result.response_body = out_body if action == Action.CONTINUE else rbody
+    finally:
+        ctx.finish()
+        run.settle()
+
+
+def _collect_trace(host: PluginHost, result: TryResult) -> None:
+    for vm in host.vms:
+        result.callbacks = [
+            {"name": name, "context_id": cid, "result": r} for name, cid, r in vm.trace
+        ]
