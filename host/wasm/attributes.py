@@ -248,10 +248,6 @@ def lookup(ctx: Context, path: bytes) -> bytes | None:
         path = path[:-1]
     if not path:
         return None
-    # set_property values (Envoy filter state "wasm.<path>") win.
-    fs = ctx.filter_state.get(path)
-    if fs is not None:
-        return fs
     segments = path.split(b"\0")
     first = segments[0]
     plugin = _plugin(ctx, first)
@@ -260,7 +256,10 @@ def lookup(ctx: Context, path: bytes) -> bytes | None:
     info: StreamInfo | None = getattr(ctx, "info", None)
     fn = _TOP.get(first)
     if fn is None:
-        return None
+        # Only names that are not attributes fall back to set_property values: Envoy's
+        # FindValue resolves known tokens first and reads filter state "wasm.<name>"
+        # only for unknown ones, so a plugin cannot shadow request.path (ABI doc §5.4).
+        return ctx.filter_state.get(path)
     if info is None:
         # Root contexts: only stream-independent attributes.
         if first not in (b"xds", b"node", b"cluster_name", b"route_name", b"listener_direction"):

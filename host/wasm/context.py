@@ -192,6 +192,7 @@ class RootContext(Context):
         self.plugin_name = plugin_name
         self.configuration = configuration
         self.configuring: bytes | None = None  # PLUGIN_CONFIGURATION is readable only then
+        self.configured = False  # a first on_configure succeeded
         self.tick_period_ms = 0
         self.next_tick_ms: float | None = None
         self.http_calls: dict[int, HttpCallout] = {}

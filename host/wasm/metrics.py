@@ -44,17 +44,21 @@ class Metric:
 
 class MetricsRegistry:
     def __init__(self) -> None:
-        self.by_name: dict[str, Metric] = {}
+        self.by_name: dict[str, Metric] = {}  # for display: the latest metric of a name
+        self._by_key: dict[tuple[MetricType, str], Metric] = {}
         self._by_id: dict[int, Metric] = {}
         self._next = 0
 
     def define(self, mtype: MetricType, name: str) -> int:
-        m = self.by_name.get(name)
-        if m is None or m.type != mtype:
-            # Redefining a name with another type makes a fresh metric (Envoy keys
-            # its stores by type too).
+        # Envoy keeps counters, gauges and histograms in separate stores, so a name
+        # is looked up per type: defining gauge "x" must not detach a later
+        # definition of counter "x" from the existing counter (ABI doc §2.2 "Metrics").
+        key = (mtype, name)
+        m = self._by_key.get(key)
+        if m is None:
             m = Metric(name, mtype)
-            self.by_name[name] = m
+            self._by_key[key] = m
+        self.by_name[name] = m
         self._next += 1
         mid = (self._next << 2) | int(mtype)
         self._by_id[mid] = m
@@ -67,7 +71,7 @@ class MetricsRegistry:
         return {name: m.snapshot() for name, m in sorted(self.by_name.items())}
 
     def reset(self) -> None:
-        for m in self.by_name.values():
+        for m in self._by_key.values():
             if m.type == MetricType.COUNTER:
                 m.value = 0
             elif m.type == MetricType.HISTOGRAM:

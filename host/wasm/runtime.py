@@ -298,7 +298,10 @@ class Engine:
                 self.stats["cache_misses"] += 1
             return None
         try:
-            module = wasmtime.Module.deserialize_file(self._wt, str(path))
+            # Read into memory rather than deserialize_file: that maps the file, and a
+            # cache file truncated or rewritten by another tool while the module is in
+            # use would then kill the process with SIGBUS.
+            module = wasmtime.Module.deserialize(self._wt, path.read_bytes())
         except Exception:
             # A stale or truncated entry (another wasmtime build, a crash mid-write):
             # drop it and compile again.
@@ -747,10 +750,17 @@ class Instance:
             message = t.message
             code = t.trap_code
             try:
-                for fr in t.frames[:_MAX_FRAMES]:
+                all_frames = t.frames
+                keep = all_frames
+                if len(all_frames) > _MAX_FRAMES:
+                    # Keep both ends: the crash site and the callback the host entered.
+                    keep = all_frames[: _MAX_FRAMES // 2] + all_frames[-_MAX_FRAMES // 2 :]
+                for i, fr in enumerate(keep):
                     name = fr.func_name or f"func[{fr.func_index}]"
                     off = fr.module_offset
                     frames.append(f"{name} @0x{off:x}" if off < (1 << 63) else name)
+                    if i == _MAX_FRAMES // 2 - 1 and len(all_frames) > _MAX_FRAMES:
+                        frames.append(f"... {len(all_frames) - _MAX_FRAMES} more frames ...")
             except Exception:  # frames are best effort (no name section, etc.)
                 pass
         reason = trap_reason(message)

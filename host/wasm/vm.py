@@ -44,6 +44,7 @@ DEFAULT_CALLBACK_TIMEOUT_MS = 100.0
 
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
 WASI_NOSYS = 52
+_START_FUNCTIONS = frozenset(("_start", "_initialize", "main", "__main_void"))
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class VmConfig:
     # "envoy": malloc first, as cpp-host/Envoy/Kong do. ABI doc §1.4.
     allocator: str = "spec"
     args: tuple[str, ...] = field(default=())
+    trace_calls: bool = False  # record every guest call from start-up on (vm.trace)
 
 
 class VmStartError(Exception):
@@ -174,7 +176,7 @@ class PluginVM:
         self.failure_listeners: list[object] = []
         self.current_callback = ""
         self.last_call_ns = 0
-        self.trace_calls = False  # record every guest call (the offline runner shows them)
+        self.trace_calls = config.trace_calls  # record every guest call (vm.trace)
         self.trace: list[tuple[str, int, int | str | None]] = []
         self.callouts: list[HttpCallout] = []  # issued on this VM (newest last), for display
 
@@ -248,22 +250,21 @@ class PluginVM:
         except _Trapped:
             f = self.failure
             assert f is not None
-            if f.kind == "proc_exit" and self.instance.proc_exit_code == 0:
-                # proc_exit(0) at the end of a WASI command's _start is a clean exit.
-                self.failure = None
-                self.instance.proc_exit_code = None
-            else:
-                self.failure = Failure(
-                    FailState.UNABLE_TO_INITIALIZE_CODE, f.kind, f.message, f.callback, 0,
-                    f.backtrace, f.at,
-                )
-                raise VmStartError(self.failure) from None
+            self.failure = Failure(
+                FailState.UNABLE_TO_INITIALIZE_CODE, f.kind, f.message, f.callback, 0,
+                f.backtrace, f.at,
+            )
+            raise VmStartError(self.failure) from None
 
     # -- identity / info ----------------------------------------------------------------
 
     @property
     def failed(self) -> bool:
         return self.failure is not None
+
+    @property
+    def closed(self) -> bool:
+        return self.instance._closed
 
     @property
     def stubbed_imports(self) -> list[Import]:
@@ -294,10 +295,22 @@ class PluginVM:
         try:
             r = self.instance.call(fn, args, self._deadline)
         except CallFailed as e:
+            if (
+                e.kind == "proc_exit" and self.instance.proc_exit_code == 0
+                and name in _START_FUNCTIONS
+            ):
+                # proc_exit(0) at the end of a WASI command's _start is a clean exit.
+                self.instance.proc_exit_code = None
+                if self.trace_calls:
+                    self.trace.append((name, ctx.id, "proc_exit(0)"))
+                return None
             if self.trace_calls:
                 self.trace.append((name, ctx.id, f"trap: {e.kind}"))
             self.trap_count += 1
-            self._fail(FailState.RUNTIME_ERROR, e.kind, e.message, name, ctx.id, e.backtrace)
+            bt = e.backtrace
+            if bt and not any(f.startswith(name) for f in bt):
+                bt = (*bt, f"{name} (entered by the host)")
+            self._fail(FailState.RUNTIME_ERROR, e.kind, e.message, name, ctx.id, bt)
             raise _Trapped() from None
         finally:
             dt = _perf_ns() - t0
@@ -329,9 +342,18 @@ class PluginVM:
         self.host.log(LogRecord(level, message, self.name, root_id, c.id, source="host"))
 
     def allocate(self, size: int) -> int:
-        """Call the guest allocator from a host function (re-entrant: it shares the
-        running callback's deadline; a trap in it fails the outer call)."""
-        return self.instance.call(self._allocator, (size,), self._deadline) or 0  # type: ignore[arg-type]
+        """Call the guest allocator from a host function. Re-entrant: it shares the
+        running callback's deadline, a trap in it fails the outer call, and it runs
+        on the VM context (id 0) as in cpp-host, so host functions it calls (Go's
+        runtime calls clocks) act on no stream (ABI doc §1.4)."""
+        prev_current, prev_effective = self.current, self.effective
+        self.current = self.vm_context
+        self.effective = None
+        try:
+            return self.instance.call(self._allocator, (size,), self._deadline) or 0  # type: ignore[arg-type]
+        finally:
+            self.current = prev_current
+            self.effective = prev_effective
 
     # -- deferred actions (§6.0) --------------------------------------------------------
 
@@ -352,6 +374,8 @@ class PluginVM:
                 if d.paused or d.buffering:
                     d.paused = False
                     d.buffering = False
+                    if d.headers_state == MapState.ACTIVE:
+                        d.headers_state = MapState.RELEASED  # forwarded on resume (§6.1.4)
                     if listener is not None:
                         listener.on_resume(ctx, stream)
             elif kind == "continue" and isinstance(ctx, TcpContext) and stream is not None:
@@ -389,6 +413,11 @@ class PluginVM:
         """Create the root context, then on_vm_start and on_configure (§1.3 step 5)."""
         if self.failure is not None:
             raise VmStartError(self.failure)
+        if root_id in self.roots:
+            raise ValueError(
+                f"a plugin with root id {root_id!r} already runs on this VM; "
+                "reconfigure it (configure) or remove it first"
+            )
         root = RootContext(self, self._new_id(), root_id, plugin_name or root_id, configuration)
         self.contexts[root.id] = root
         self.roots[root_id] = root
@@ -422,7 +451,16 @@ class PluginVM:
         return root
 
     def configure(self, root: RootContext, configuration: bytes) -> bool:
-        """on_configure with ``configuration`` readable as PLUGIN_CONFIGURATION."""
+        """on_configure with ``configuration`` readable as PLUGIN_CONFIGURATION.
+
+        At start-up a refusal fails the plugin (CONFIGURE_FAILED, as Envoy). On a
+        running plugin a refusal only returns False: the VM keeps serving (Envoy
+        rejects the update). A trap fails the VM either way; a VM that already
+        failed is left as it is (its RUNTIME_ERROR stays reloadable).
+        """
+        if self.failure is not None:
+            return False
+        starting = not root.configured
         cb = self.cb
         root.configuring = configuration
         try:
@@ -443,13 +481,21 @@ class PluginVM:
         finally:
             root.configuring = None
         if ok == 0:
-            self._fail(
-                FailState.CONFIGURE_FAILED, "configure_failed",
-                "proxy_on_configure returned false (the plugin rejected its configuration)",
-                "proxy_on_configure", root.id,
-            )
+            if starting:
+                self._fail(
+                    FailState.CONFIGURE_FAILED, "configure_failed",
+                    "proxy_on_configure returned false (the plugin rejected its configuration)",
+                    "proxy_on_configure", root.id,
+                )
+            else:
+                self._host_log(
+                    LogLevel.ERROR,
+                    "proxy_on_configure returned false: the new configuration was rejected",
+                    root,
+                )
             return False
         root.configuration = configuration
+        root.configured = True
         return True
 
     def validate_configuration(self, root: RootContext, configuration: bytes) -> bool | None:
@@ -520,6 +566,7 @@ class PluginVM:
             )
         finally:
             root.callout_response = None
+            root.last_status = (Status.OK, b"")  # valid only inside the callback
 
     def _root_of_call(self, token: int) -> RootContext | None:
         for r in self.roots.values():
@@ -567,9 +614,12 @@ class PluginVM:
         elif kind == "close":
             root.grpc_calls.pop(call.token, None)
             root.last_status = (status, payload if isinstance(payload, bytes) else b"")
-            self._run_root_callback(
-                cb.proxy_on_grpc_close, (root.id, call.token, status), root, "proxy_on_grpc_close"
-            )
+            try:
+                self._run_root_callback(
+                    cb.proxy_on_grpc_close, (root.id, call.token, status), root, "proxy_on_grpc_close"
+                )
+            finally:
+                root.last_status = (Status.OK, b"")
 
     def queue_ready(self, root: RootContext, token: int) -> bool:
         return self._run_root_callback(
@@ -581,6 +631,8 @@ class PluginVM:
     def new_http_context(
         self, root: RootContext, info: StreamInfo | None = None, listener: StreamListener | None = None
     ) -> HttpContext:
+        if root.deleted:
+            raise ValueError(f"root context {root.id} ({root.root_id!r}) was removed")
         ctx = HttpContext(self, self._new_id(), root, info)
         ctx.listener = listener
         self.contexts[ctx.id] = ctx
@@ -644,8 +696,10 @@ class PluginVM:
     def http_headers(
         self, ctx: HttpContext, stream: StreamType, headers: HeaderMap, end_of_stream: bool
     ) -> Action:
-        if self.failure is not None:
+        if self.failure is not None or self.instance._closed:
             return Action.FAILED
+        if ctx.deleted:
+            return Action.CONTINUE  # finished stream: nothing reaches the guest (§6.0)
         d = ctx.direction(stream)
         d.headers = headers
         d.headers_state = MapState.ACTIVE
@@ -672,9 +726,13 @@ class PluginVM:
     def http_body(
         self, ctx: HttpContext, stream: StreamType, chunk: bytes, end_of_stream: bool
     ) -> Action:
-        if self.failure is not None:
+        if self.failure is not None or self.instance._closed:
             return Action.FAILED
+        if ctx.deleted:
+            return Action.CONTINUE
         d = ctx.direction(stream)
+        if not (d.buffering or d.paused):
+            d.body.clear()  # what the last Continue released is gone from the buffer
         d.body += chunk
         d.end_of_stream = end_of_stream
         if end_of_stream and d.trailers is None:
@@ -708,8 +766,10 @@ class PluginVM:
         return action
 
     def http_trailers(self, ctx: HttpContext, stream: StreamType, trailers: HeaderMap) -> Action:
-        if self.failure is not None:
+        if self.failure is not None or self.instance._closed:
             return Action.FAILED
+        if ctx.deleted:
+            return Action.CONTINUE
         d = ctx.direction(stream)
         d.trailers = trailers
         d.trailers_writable = True
@@ -761,6 +821,8 @@ class PluginVM:
     def new_tcp_context(
         self, root: RootContext, info: StreamInfo | None = None, listener: StreamListener | None = None
     ) -> TcpContext:
+        if root.deleted:
+            raise ValueError(f"root context {root.id} ({root.root_id!r}) was removed")
         ctx = TcpContext(self, self._new_id(), root, info)
         ctx.listener = listener
         self.contexts[ctx.id] = ctx
@@ -780,8 +842,10 @@ class PluginVM:
         return Action.CONTINUE
 
     def tcp_new_connection(self, ctx: TcpContext) -> Action:
-        if self.failure is not None:
+        if self.failure is not None or self.instance._closed:
             return Action.FAILED
+        if ctx.deleted:
+            return Action.CONTINUE
         try:
             r = self._stream_call(ctx, self.cb.proxy_on_new_connection, (ctx.id,), "proxy_on_new_connection")
         except _Trapped:
@@ -790,8 +854,10 @@ class PluginVM:
         return self._settle_tcp(ctx, StreamType.DOWNSTREAM, r != 0)
 
     def tcp_data(self, ctx: TcpContext, stream: StreamType, data: bytes, end_of_stream: bool) -> Action:
-        if self.failure is not None:
+        if self.failure is not None or self.instance._closed:
             return Action.FAILED
+        if ctx.deleted:
+            return Action.CONTINUE
         down = stream == StreamType.DOWNSTREAM
         buf = ctx.downstream if down else ctx.upstream
         buf += data
@@ -826,8 +892,8 @@ class PluginVM:
 
     def remove_plugin(self, root: RootContext) -> None:
         """on_done(root); on_delete now, or once the plugin calls proxy_done (§1.5)."""
-        if root.deleted:
-            return
+        if root.deleted or root.pending_done:
+            return  # already gone, or parked until the plugin calls proxy_done
         for call in list(root.http_calls.values()):
             self.host.http.cancel(call)
         root.http_calls.clear()
@@ -873,6 +939,9 @@ class PluginVM:
             if isinstance(ctx, (HttpContext, TcpContext)):
                 self.finish_stream(ctx)
         for root in list(self.roots.values()):
+            if root.pending_done:
+                self._delete_root(root)  # on_done was already delivered once
+                continue
             self.remove_plugin(root)
             if root.pending_done:
                 self._delete_root(root)

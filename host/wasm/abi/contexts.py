@@ -24,6 +24,9 @@ def proxy_set_effective_context(vm: PluginVM, context_id: int) -> int:
 def proxy_done(vm: PluginVM) -> int:
     root = vm.ctx.root
     if isinstance(root, RootContext) and root.pending_done:
+        # cpp-host WasmBase::done takes the root out of pending_done_ at once (the
+        # delete itself is deferred), so a second proxy_done is NOT_FOUND (ABI doc §1.5).
+        root.pending_done = False
         vm.root_done(root)
         return OK
     return NOT_FOUND

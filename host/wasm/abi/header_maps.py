@@ -96,8 +96,16 @@ def proxy_get_header_map_value(
     key = read(vm, key_ptr, key_len)
     m = _map(vm, mtype, False)
     if m is None:
-        return BAD_ARGUMENT
-    value = m.get(key)
+        ctx = vm.ctx
+        if not (isinstance(ctx, HttpContext) and ctx.access_log_phase):
+            return BAD_ARGUMENT
+        # Envoy getHeaderMapValue: a map that does not exist in the access-log phase
+        # (e.g. no response headers on a reset stream) is a missing key, not
+        # BAD_ARGUMENT (ABI doc §2.2) -- Rust plugins reading :status in on_log panic
+        # on BAD_ARGUMENT.
+        value = None
+    else:
+        value = m.get(key)
     if value is None:
         if vm.abi == "0.1.0":
             return return_bytes(vm, b"", ret_ptr, ret_size)  # 0.1.0: OK and empty

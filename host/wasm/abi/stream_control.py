@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from host.wasm.vm import PluginVM
 
 
+_DETAILS_WHITESPACE = str.maketrans({c: "_" for c in " \t\f\v\n\r"})
+
+
 def proxy_continue_stream(vm: PluginVM, stream_type: int) -> int:
     if stream_type > 3:
         return BAD_ARGUMENT
@@ -37,8 +40,13 @@ def proxy_close_stream(vm: PluginVM, stream_type: int) -> int:
     if stream_type > 3:
         return BAD_ARGUMENT
     ctx = vm.ctx
-    if isinstance(ctx, (HttpContext, TcpContext)):
-        vm.request_action("close", ctx, StreamType(stream_type))
+    st = StreamType(stream_type)
+    if isinstance(ctx, HttpContext):
+        if st in (StreamType.HTTP_REQUEST, StreamType.HTTP_RESPONSE):
+            vm.request_action("close", ctx, st)
+        return OK  # TCP stream types on an HTTP stream: ignored, as Envoy does
+    if isinstance(ctx, TcpContext):
+        vm.request_action("close", ctx, st)
         return OK
     return BAD_ARGUMENT
 
@@ -88,8 +96,9 @@ def proxy_send_local_response(
     gs = signed32(grpc_status)
     ctx.local_response = LocalResponse(
         status=status_code,
-        # Envoy replaces whitespace in response code details with underscores.
-        details="_".join(details.decode("utf-8", "replace").split()),
+        # Envoy (StringUtil::replaceAllEmptySpace) replaces each space, tab, FF, VT, LF
+        # and CR with "_", one for one: no collapsing, no stripping (ABI doc §2.2).
+        details=details.decode("utf-8", "replace").translate(_DETAILS_WHITESPACE),
         body=body,
         headers=[(k.lower(), v) for k, v in headers],
         grpc_status=gs if 0 <= gs <= 16 else None,
