@@ -92,6 +92,22 @@ def _build_parser() -> _Parser:
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
     sub.add_parser("demo", help="run the bundled demo plugins on sample requests (headless)")
 
+    sv = sub.add_parser(
+        "serve",
+        help="run the local proxy with a plugin chain and the admin API",
+        description="Run the local HTTP proxy. Without --config it runs the embedded default: "
+        "the bundled demo plugins in front of the built-in demo upstream.",
+    )
+    sv.add_argument("--config", help="multi-document YAML: WasmPlugin documents and one Proxy document")
+    sv.add_argument("--listen", metavar="HOST:PORT", help="override spec.listen (default 127.0.0.1:10000)")
+    sv.add_argument("--admin", metavar="HOST:PORT", help="override spec.admin (default 127.0.0.1:9901)")
+    sv.add_argument("--log-level", default="info", help="plugin log level (default info)")
+    sv.add_argument("--no-watch", action="store_true",
+                    help="do not reload when the config file or a module file changes")
+    sv.add_argument("--lenient", action="store_true",
+                    help="start even if a plugin fails to load (it is failed per its failStrategy); "
+                    "by default, as Envoy at start-up, the proxy refuses to start")
+
     ins = sub.add_parser("inspect", help="show a module's ABI, SDK, callbacks and imports")
     ins.add_argument("plugin", help="path to a .wasm module")
     ins.add_argument("--json", action="store_true", help="print one JSON object")
@@ -146,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if args.command == "demo":
             return _cmd_demo()
+        if args.command == "serve":
+            return _cmd_serve(args)
         if args.command == "inspect":
             return _cmd_inspect(args)
         if args.command == "try":
@@ -169,6 +187,84 @@ def _cmd_demo() -> int:
     print("== auth_token: a request without a token gets the plugin's local 403 ==")
     rc2 = main(["try", str(demo_plugin("auth_token")), "--path", "/private", "--log-level", "info"])
     return rc or rc2
+
+
+def _host_port(value: str, flag: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"{flag} expects HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import dataclasses
+    import signal
+
+    from host.proxy.config import ConfigError, load_config
+    from host.proxy.server import ProxyServer, StartupError
+    from host.resources import resources_dir
+    from host.wasm import LogLevel
+
+    path = args.config or str(resources_dir() / "default" / "wasmdesk.yaml")
+    try:
+        config = load_config(path)
+    except FileNotFoundError:
+        raise UsageError(f"--config: no such file: {path}") from None
+    except ConfigError as e:
+        print(f"wasmdesk: invalid configuration:\n{e}", file=sys.stderr)
+        return 2
+    try:
+        level = LogLevel.parse(args.log_level)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    changes: dict[str, object] = {}
+    if args.listen:
+        changes["listen_host"], changes["listen_port"] = _host_port(args.listen, "--listen")
+    if args.admin:
+        host, port = _host_port(args.admin, "--admin")
+        if not (host.startswith("127.") or host in ("localhost", "::1")):
+            raise UsageError("--admin: the admin API listens on loopback only")
+        changes["admin_host"], changes["admin_port"] = host, port
+    if changes:
+        config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+
+    def show(rec: object) -> None:
+        r = rec  # LogRecord
+        print(f"[{r.level.name.lower():8}] {r.plugin}: {r.message}", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
+
+    async def run() -> int:
+        server = ProxyServer(config, strict=not args.lenient, log_level=level, on_log=show,
+                             watch=not args.no_watch)
+        try:
+            await server.start()
+        except StartupError as e:
+            print(f"wasmdesk: the proxy did not start: {e}", file=sys.stderr)
+            return 1
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, server.request_stop)
+            except (NotImplementedError, RuntimeError):
+                pass
+        lh, lp = server.listen_address
+        ah, ap = server.admin_address
+        print(f"wasmdesk: proxy on http://{lh}:{lp}  admin on http://{ah}:{ap}  "
+              f"config {config.source}", file=sys.stderr, flush=True)
+        for line in server.config_dump()["order"]:
+            print(f"  {line}", file=sys.stderr)
+        try:
+            await server.run_until_stopped()
+        finally:
+            await server.stop()
+        return 0
+
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        return int(uvloop.run(run()))
+    except ImportError:
+        return asyncio.run(run())
 
 
 def _load_module(path: str) -> tuple[bytes, object]:

@@ -235,6 +235,7 @@ class HttpContext(Context):
     ) -> None:
         super().__init__(vm, context_id, root)
         self._info = info
+        self.info_factory: Callable[[], StreamInfo] | None = None
         self.request = _Direction()
         self.response = _Direction()
         self.local_response: LocalResponse | None = None
@@ -249,8 +250,9 @@ class HttpContext(Context):
 
     @property
     def info(self) -> StreamInfo:
+        """Made on first use (most requests never read a property)."""
         if self._info is None:
-            self._info = StreamInfo()
+            self._info = self.info_factory() if self.info_factory is not None else StreamInfo()
         return self._info
 
     def direction(self, stream: StreamType) -> _Direction:

@@ -28,11 +28,20 @@ def emit(vm: PluginVM, level: LogLevel, message: str, source: str = "plugin") ->
     )
 
 
+_LEVELS = tuple(LogLevel)
+
+
 def proxy_log(vm: PluginVM, level: int, ptr: int, size: int) -> int:
     if level > 5:
         return BAD_ARGUMENT
+    if level < vm.host.log_level:
+        # Filtered: still the guest's pointer must be valid, but nothing is copied or
+        # decoded (SDKs log a lot at debug level; this is the hot path).
+        if ptr + size > vm.instance.mem_size:
+            vm.instance.check(ptr, size)
+        return OK
     msg = read(vm, ptr, size)
-    emit(vm, LogLevel(level), msg.decode("utf-8", "replace"))
+    emit(vm, _LEVELS[level], msg.decode("utf-8", "replace"))
     return OK
 
 

@@ -1,0 +1,308 @@
+"""Benchmark: the local proxy's throughput, latency and CPU per request, with ratios.
+
+Measured in one run on loopback with a bounded load generator (wrk when installed,
+else a small asyncio client), against the same upstream:
+
+  upstream direct        the upstream hit without a proxy
+  nginx proxy_pass       Debian's nginx, one worker, keep-alive upstream (when installed)
+  wasmdesk, no plugin    `wasmdesk serve` with no WasmPlugin
+  wasmdesk, typical      the typical header plugin (read 2 headers, add 1, log; response add 1)
+  wasmdesk, 5 plugins    five typical plugins chained
+
+It prints throughput and p50/p99 latency at 16 connections, median latency at one
+connection, the proxy's CPU time per request (utime+stime of its process / requests:
+steadier than req/s on a noisy machine), and the ratios the issue sets targets for:
+no-plugin ≥ 0.6× nginx throughput and ≤ 2× its CPU per request; the typical plugin
+adds ≤ 45 µs CPU per request (≥ 0.5× no-plugin throughput); five plugins ≥ 0.2×;
+added median latency at one connection ≤ 100 µs; p99 with one plugin ≤ 2× no-plugin.
+
+Usage: .venv/bin/python bench/bench_proxy.py [--seconds S] [--connections N]
+Each load run is bounded by --seconds; everything binds 127.0.0.1 and stops itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = ROOT / "resources" / "plugins" / "typical.wasm"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return int(port)
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its threads, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@dataclass
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+
+
+def run_wrk(url: str, seconds: float, connections: int) -> Load:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--latency", url],
+        capture_output=True, text=True, timeout=seconds + 30,
+    ).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        if not m:
+            return float("nan")
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"{non2xx.group(1)} failed responses from {url}")
+    return Load(rps, ms("50"), ms("99"), total)
+
+
+async def _client_loop(host: str, port: int, path: str, stop_at: float, lat: list[float]) -> int:
+    reader, writer = await asyncio.open_connection(host, port)
+    req = f"GET {path} HTTP/1.1\r\nhost: {host}:{port}\r\nuser-agent: bench\r\n\r\n".encode()
+    n = 0
+    while time.monotonic() < stop_at:
+        t0 = time.perf_counter()
+        writer.write(req)
+        head = await reader.readuntil(b"\r\n\r\n")
+        m = re.search(rb"content-length: (\d+)", head, re.I)
+        await reader.readexactly(int(m.group(1)) if m else 0)
+        lat.append((time.perf_counter() - t0) * 1000)
+        n += 1
+    writer.close()
+    return n
+
+
+def run_python_load(url: str, seconds: float, connections: int) -> Load:
+    m = re.match(r"http://([\d.]+):(\d+)(/.*)", url)
+    assert m
+    host, port, path = m.group(1), int(m.group(2)), m.group(3)
+    lat: list[float] = []
+
+    async def main() -> int:
+        stop_at = time.monotonic() + seconds
+        counts = await asyncio.gather(*[_client_loop(host, port, path, stop_at, lat)
+                                        for _ in range(connections)])
+        return sum(counts)
+
+    t0 = time.monotonic()
+    n = asyncio.run(main())
+    el = time.monotonic() - t0
+    lat.sort()
+    return Load(n / el, lat[len(lat) // 2], lat[int(len(lat) * 0.99)], n)
+
+
+def load(url: str, seconds: float, connections: int) -> Load:
+    if shutil.which("wrk"):
+        return run_wrk(url, seconds, connections)
+    return run_python_load(url, seconds, connections)
+
+
+# -- the servers under test ----------------------------------------------------------------
+
+
+class Proc:
+    def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None) -> None:
+        self.p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  env=env, start_new_session=True)
+        self.port = port
+        try:
+            wait_port(port)
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"{args[0]} did not start: {self.p.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.p.pid)
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+
+
+NGINX_UPSTREAM = """
+worker_processes 1;
+daemon off;
+error_log {d}/up-error.log;
+pid {d}/up.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  server {{
+    listen 127.0.0.1:{port};
+    keepalive_requests 1000000;
+    location / {{ default_type text/plain; return 200 "ok\\n"; }}
+  }}
+}}
+"""
+
+NGINX_PROXY = """
+worker_processes 1;
+daemon off;
+error_log {d}/px-error.log;
+pid {d}/px.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  upstream up {{ server 127.0.0.1:{up}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    keepalive_requests 1000000;
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+"""
+
+
+def nginx(conf: str, d: str, name: str, port: int) -> Proc:
+    path = Path(d) / f"{name}.conf"
+    path.write_text(conf)
+    return Proc(["nginx", "-c", str(path), "-p", d, "-e", f"{d}/{name}-startup.log"], port)
+
+
+def wasmdesk_config(d: str, port: int, admin: int, upstream: int, plugins: int) -> str:
+    docs = [f"""apiVersion: wasmdesk.dev/v1alpha1
+kind: Proxy
+spec:
+  listen: 127.0.0.1:{port}
+  admin: 127.0.0.1:{admin}
+  clusters: [{{name: up, url: "http://127.0.0.1:{upstream}", timeout: 10s}}]
+  defaultCluster: up
+"""]
+    for i in range(plugins):
+        docs.append(f"""apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: typical-{i}}}
+spec:
+  url: {PLUGIN}
+  pluginName: typical
+""")
+    path = Path(d) / f"wasmdesk-{plugins}.yaml"
+    path.write_text("---\n".join(docs))
+    return str(path)
+
+
+def wasmdesk(d: str, upstream: int, plugins: int) -> Proc:
+    port, admin = free_port(), free_port()
+    cfg = wasmdesk_config(d, port, admin, upstream, plugins)
+    exe = Path(sys.executable).parent / "wasmdesk"
+    env = dict(os.environ, WASMDESK_CACHE_DIR=str(Path(d) / "cache"))
+    return Proc([str(exe), "serve", "--config", cfg, "--no-watch", "--log-level", "warn"], port, env)
+
+
+def measure(proc: Proc | None, url: str, seconds: float, connections: int) -> tuple[Load, Load, float]:
+    """(load at N connections, load at 1 connection, CPU µs per request of ``proc``)."""
+    load(url, 1.0, connections)  # warm-up
+    c0 = proc.cpu() if proc else 0.0
+    many = load(url, seconds, connections)
+    c1 = proc.cpu() if proc else 0.0
+    one = load(url, max(1.0, seconds / 2), 1)
+    cpu_us = (c1 - c0) / many.requests * 1e6 if proc and many.requests else float("nan")
+    return many, one, cpu_us
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--connections", type=int, default=16)
+    args = ap.parse_args()
+    have_nginx = shutil.which("nginx") is not None
+    gen = "wrk" if shutil.which("wrk") else "python asyncio client"
+    rows: dict[str, tuple[Load, Load, float]] = {}
+    with tempfile.TemporaryDirectory() as d:
+        procs: list[Proc] = []
+        try:
+            up_port = free_port()
+            if have_nginx:
+                up = nginx(NGINX_UPSTREAM.format(d=d, port=up_port), d, "upstream", up_port)
+            else:
+                from host.proxy.demo_upstream import _EchoProtocol  # noqa: F401
+                up = Proc([sys.executable, "-c", (
+                    "import asyncio,sys; sys.path.insert(0, %r)\n"
+                    "from host.proxy.demo_upstream import start_echo_server\n"
+                    "async def m():\n    s = await start_echo_server('127.0.0.1', %d)\n"
+                    "    await asyncio.Event().wait()\nasyncio.run(m())") % (str(ROOT), up_port)], up_port)
+            procs.append(up)
+            rows["upstream direct"] = measure(None, f"http://127.0.0.1:{up_port}/", args.seconds, args.connections)
+            if have_nginx:
+                px_port = free_port()
+                px = nginx(NGINX_PROXY.format(d=d, port=px_port, up=up_port), d, "proxy", px_port)
+                procs.append(px)
+                rows["nginx proxy_pass"] = measure(px, f"http://127.0.0.1:{px_port}/", args.seconds, args.connections)
+                px.stop()
+            for label, n in (("wasmdesk, no plugin", 0), ("wasmdesk, typical plugin", 1),
+                             ("wasmdesk, 5 plugins", 5)):
+                w = wasmdesk(d, up_port, n)
+                procs.append(w)
+                rows[label] = measure(w, f"http://127.0.0.1:{w.port}/bench", args.seconds, args.connections)
+                w.stop()
+        finally:
+            for p in procs:
+                p.stop()
+
+    print(f"Local proxy on loopback: {args.connections} connections, {args.seconds:.0f}s per run, "
+          f"load by {gen}; upstream: {'nginx returning 3 bytes' if have_nginx else 'the demo echo server'}")
+    print(f"{'':26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p50@1c ms':>10} {'CPU µs/req':>11}")
+    for label, (many, one, cpu) in rows.items():
+        print(f"{label:26} {many.rps:9.0f} {many.p50_ms:8.3f} {many.p99_ms:8.3f} {one.p50_ms:10.3f} {cpu:11.1f}")
+    base = rows["wasmdesk, no plugin"]
+    one_p = rows["wasmdesk, typical plugin"]
+    five = rows["wasmdesk, 5 plugins"]
+    print("Ratios (targets in brackets)")
+    if "nginx proxy_pass" in rows:
+        ng = rows["nginx proxy_pass"]
+        print(f"  no-plugin / nginx throughput        {base[0].rps / ng[0].rps:6.2f}   [>= 0.6]")
+        print(f"  no-plugin / nginx CPU per request   {base[2] / ng[2]:6.2f}   [<= 2.0]")
+    print(f"  typical plugin: added CPU µs/req    {one_p[2] - base[2]:6.1f}   [<= 45]")
+    print(f"  typical / no-plugin throughput      {one_p[0].rps / base[0].rps:6.2f}   [>= 0.5]")
+    print(f"  5 plugins / no-plugin throughput    {five[0].rps / base[0].rps:6.2f}   [>= 0.2]")
+    print(f"  added median latency @1c, µs        {(one_p[1].p50_ms - base[1].p50_ms) * 1000:6.0f}   [<= 100]")
+    print(f"  p99 typical / p99 no-plugin         {one_p[0].p99_ms / base[0].p99_ms:6.2f}   [<= 2.0]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,679 @@
+"""One request through the plugin chain: plugin callbacks in, data-path verdicts out.
+
+``ChainRun`` is the ``StreamFilter`` the data path drives for one request. It walks
+the request through the plugins in effective order (Istio's phase, then priority)
+and the response back in reverse, as Envoy does, and applies the operator modes:
+
+* enforce: what the plugin asks for happens (mutations, pauses, local replies);
+* log-only: the plugin runs on a copy of the real stream; nothing it asks for is
+  applied, later plugins see the unmodified stream, intent is counted apart from
+  effect (would-reply by status, would-mutate, would-pause), a trap never affects
+  traffic (operator-reference §2.2);
+* canary: only the sampled share of requests runs the plugin (random, or a sticky
+  hash of a header or the client address); ``x-wasmdesk-canary: always|never``
+  forces it; canary and log-only compose;
+* failure policy of a failed plugin (Istio ``failStrategy``): FAIL_CLOSE answers
+  503 naming the plugin and the failure; FAIL_OPEN skips it; FAIL_RELOAD gets a
+  fresh instance (with backoff), answering 503 meanwhile.
+
+Every plugin hop is recorded for the request inspector (headers and body before
+and after, local replies, what a log-only plugin would have changed, callouts,
+time per callback). No sockets here: the verdicts are ``http1.Step`` values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from host.proxy.http1 import CONTINUE, HOLD, ExchangeInfo, LocalReply, Step
+from host.wasm.context import Action, HttpContext, LocalResponse, StreamInfo, StreamListener
+from host.wasm.pairs import HeaderMap
+from host.wasm.types import StreamType
+
+if TYPE_CHECKING:
+    from host.proxy.plugins import PluginInstance, PluginManager, PluginSlot
+
+__all__ = ["CANARY_HEADER", "ChainRun", "HopRecord", "RequestRecord", "canary_forced", "canary_sampled"]
+
+CANARY_HEADER = b"x-wasmdesk-canary"
+_BODY_SAMPLE = 4096  # bytes of each body kept in the inspector record
+
+
+def canary_forced(headers: HeaderMap) -> bool | None:
+    """``x-wasmdesk-canary: always`` → True, ``never`` → False, else None."""
+    forced = headers.get(CANARY_HEADER)
+    if forced is not None:
+        f = forced.strip().lower()
+        if f == b"always":
+            return True
+        if f == b"never":
+            return False
+    return None
+
+
+def canary_sampled(percent: float, key: str, headers: HeaderMap, client_ip: str,
+                   forced: bool | None = None) -> bool:
+    """Whether this request runs a plugin at ``percent``% with canary key ``key``
+    (``forced``: the request's x-wasmdesk-canary verdict, see ``canary_forced``)."""
+    if forced is not None:
+        return forced
+    if percent >= 100:
+        return True
+    if percent <= 0:
+        return False
+    if key == "random":
+        return random.random() * 100 < percent
+    if key == "client-ip":
+        material = client_ip.encode()
+    elif key.startswith("header:"):
+        v = headers.get(key[7:])
+        if v is None:
+            # No key to hash: fall back to a random draw rather than always one side.
+            return random.random() * 100 < percent
+        material = v
+    else:
+        return random.random() * 100 < percent
+    bucket = int.from_bytes(hashlib.blake2b(material, digest_size=8).digest(), "big") % 10_000
+    return bucket < percent * 100
+
+
+class HopRecord:
+    """What one plugin did to one request (the inspector's row). Slotted: one per
+    plugin per request on the hot path."""
+
+    __slots__ = (
+        "callbacks", "callouts", "failure", "local_reply", "mode", "paused_ms", "plugin",
+        "ran", "request_body_after", "request_body_before", "request_headers_after",
+        "request_headers_before", "response_body_after", "response_body_before",
+        "response_headers_after", "response_headers_before", "skipped_reason", "would",
+    )
+
+    def __init__(self, plugin: str, mode: str, ran: bool, skipped_reason: str = "") -> None:
+        self.plugin = plugin
+        self.mode = mode
+        self.ran = ran
+        self.skipped_reason = skipped_reason
+        self.request_headers_before: list[tuple[bytes, bytes]] | None = None
+        self.request_headers_after: list[tuple[bytes, bytes]] | None = None
+        self.request_body_before: bytes | None = None
+        self.request_body_after: bytes | None = None
+        self.response_headers_before: list[tuple[bytes, bytes]] | None = None
+        self.response_headers_after: list[tuple[bytes, bytes]] | None = None
+        self.response_body_before: bytes | None = None
+        self.response_body_after: bytes | None = None
+        self.local_reply: dict[str, Any] | None = None
+        self.would: list[str] = []  # log-only intents
+        self.paused_ms = 0.0
+        self.callbacks: list[tuple[str, int | None, float]] = []
+        self.callouts: list[dict[str, Any]] = []
+        self.failure: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        def pairs(p: list[tuple[bytes, bytes]] | None) -> list[list[str]] | None:
+            if p is None:
+                return None
+            return [[k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in p]
+
+        def body(b: bytes | None) -> str | None:
+            return None if b is None else b.decode("utf-8", "replace")
+
+        return {
+            "plugin": self.plugin, "mode": self.mode, "ran": self.ran,
+            "skipped_reason": self.skipped_reason,
+            "request_headers_before": pairs(self.request_headers_before),
+            "request_headers_after": pairs(self.request_headers_after),
+            "request_body_before": body(self.request_body_before),
+            "request_body_after": body(self.request_body_after),
+            "response_headers_before": pairs(self.response_headers_before),
+            "response_headers_after": pairs(self.response_headers_after),
+            "response_body_before": body(self.response_body_before),
+            "response_body_after": body(self.response_body_after),
+            "local_reply": self.local_reply, "would": list(self.would),
+            "paused_ms": round(self.paused_ms, 3),
+            "callbacks": [
+                {"name": n, "result": r, "us": round(us, 1)} for n, r, us in self.callbacks
+            ],
+            "callouts": self.callouts, "failure": self.failure,
+        }
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """One finished request for the inspector ring."""
+
+    id: int
+    request_id: str
+    method: str
+    path: str
+    authority: str
+    client: str
+    status: int
+    outcome: str
+    duration_ms: float
+    started: float  # wall clock seconds
+    hops: list[HopRecord]
+    response_code_details: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "request_id": self.request_id, "method": self.method,
+            "path": self.path, "authority": self.authority, "client": self.client,
+            "status": self.status, "outcome": self.outcome,
+            "duration_ms": round(self.duration_ms, 3), "started": self.started,
+            "response_code_details": self.response_code_details,
+            "hops": [h.to_dict() for h in self.hops],
+        }
+
+
+class _Hop(StreamListener):
+    """One plugin on this request: its context, mode and bookkeeping."""
+
+    __slots__ = (
+        "ctx", "enforce", "inst", "rec", "req_done", "req_replied", "resp_done", "run",
+        "shadow_req_in", "shadow_resp_in", "slot", "wait_started",
+    )
+
+    def __init__(self, run: ChainRun, slot: PluginSlot, inst: PluginInstance, enforce: bool) -> None:
+        self.run = run
+        self.slot = slot
+        self.inst = inst
+        self.enforce = enforce
+        self.ctx: HttpContext | None = None
+        self.rec = HopRecord(slot.name, "enforce" if enforce else "log-only", True)
+        self.req_done = False  # request direction finished for this plugin
+        self.req_replied = False
+        self.resp_done = False
+        self.shadow_req_in = bytearray()
+        self.shadow_resp_in = bytearray()
+        self.wait_started = 0.0
+
+    # StreamListener: things the plugin did outside its own stream callbacks
+    def on_resume(self, ctx: HttpContext, stream: StreamType) -> None:
+        self.run._resumed(self, stream)
+
+    def on_local_reply(self, ctx: HttpContext) -> None:
+        self.run._late_local_reply(self)
+
+    def on_close(self, ctx: Any, stream: StreamType) -> None:
+        self.run._late_close(self)
+
+
+class ChainRun:
+    """The plugin chain for one request (a ``StreamFilter`` for ``http1.Exchange``)."""
+
+    _seq = 0
+
+    def __init__(self, manager: PluginManager, info: ExchangeInfo) -> None:
+        self.m = manager
+        self.info = info
+        self.loop = manager.loop
+        ChainRun._seq += 1
+        self.seq = ChainRun._seq
+        self.hops: list[_Hop] = []
+        self.records: list[HopRecord] = []
+        self.headers: HeaderMap | None = None
+        self.resp_headers: HeaderMap | None = None
+        # where a pending iteration stands
+        self._req_index = 0
+        self._req_eos = False
+        self._req_data = b""
+        self._resp_index = 0
+        self._resp_data = b""
+        self._resp_eos = False
+        self._waiting: asyncio.Future[Step] | None = None
+        self._waiting_hop: _Hop | None = None
+        self._waiting_stage = ""
+        self.reply: LocalReply | None = None
+        self.completed = False
+        self.stream_info: StreamInfo | None = None
+
+    # -- setup --------------------------------------------------------------------------
+
+    def _select(self, headers: HeaderMap) -> Step | None:
+        """Choose which plugins run on this request; a verdict if a failed one must answer."""
+        client_ip = self.info.client[0]
+        forced = canary_forced(headers)
+        for slot in self.m.ordered:
+            mode = slot.mode
+            if mode == "disabled":
+                self.records.append(HopRecord(slot.name, mode, False, "disabled"))
+                continue
+            if not canary_sampled(slot.canary_percent, slot.canary_key, headers, client_ip, forced):
+                slot.count("canary_skipped")
+                self.records.append(HopRecord(slot.name, mode, False, "not sampled by canary"))
+                continue
+            enforce = mode != "log-only"
+            inst = slot.instance_for_request()
+            if inst is None:
+                # Failed (or still starting) plugin: its failure policy decides.
+                policy = slot.effective_policy()
+                if not enforce or policy == "FAIL_OPEN":
+                    slot.count("fail_open_skipped")
+                    self.records.append(HopRecord(slot.name, mode, False, f"failed, {policy}: skipped"))
+                    continue
+                slot.count("fail_closed_rejected")
+                rec = HopRecord(slot.name, mode, False, f"failed, {policy}: request rejected")
+                rec.failure = slot.failure_dict()
+                self.records.append(rec)
+                return Step(Step.REPLY, reply=self.m.failure_reply(slot))
+            hop = _Hop(self, slot, inst, enforce)
+            inst.inflight += 1
+            slot.count("invocations")
+            self.hops.append(hop)
+            self.records.append(hop.rec)
+        return None
+
+    def _stream_info(self) -> StreamInfo:
+        """The stream's attributes for proxy_get_property, made once, on first use."""
+        if self.stream_info is None:
+            i = self.info
+            self.stream_info = StreamInfo(
+                source_address=f"{i.client[0]}:{i.client[1]}",
+                destination_address=f"{i.local[0]}:{i.local[1]}",
+                connection_id=i.connection_id,
+                request_id=i.request_id,
+                start_time_ns=i.start_wall_ns,
+                cluster_name=i.cluster,
+                upstream_address=i.upstream_address,
+            )
+        return self.stream_info
+
+    def _ctx(self, hop: _Hop) -> HttpContext:
+        if hop.ctx is None:
+            ctx = hop.inst.vm.new_http_context(hop.inst.root, None, hop)
+            ctx.info_factory = self._stream_info
+            hop.ctx = ctx
+        return hop.ctx
+
+    # -- request path -------------------------------------------------------------------
+
+    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Step:
+        self.headers = headers
+        self._req_eos = end_stream
+        early = self._select(headers)
+        if early is not None:
+            return self._reply_step(early.reply, len(self.hops))  # type: ignore[arg-type]
+        if not self.hops:
+            return CONTINUE
+        return self._iterate_request_headers(0)
+
+    def _iterate_request_headers(self, start: int) -> Step:
+        headers = self.headers
+        assert headers is not None
+        for i in range(start, len(self.hops)):
+            hop = self.hops[i]
+            ctx = self._ctx(hop)
+            rec = hop.rec
+            rec.request_headers_before = headers.items()
+            if hop.enforce:
+                action = ctx.on_request_headers(headers, self._req_eos)
+                rec.request_headers_after = headers.items()
+            else:
+                shadow = headers.copy()
+                action = ctx.on_request_headers(shadow, self._req_eos)
+                rec.request_headers_after = shadow.items()
+                if shadow != headers:
+                    self._would(hop, "mutate_request_headers")
+            verdict = self._after_action(hop, action, "request_headers", i)
+            if verdict is not None:
+                return verdict
+        return CONTINUE
+
+    def request_data(self, data: bytes, end_stream: bool) -> Step:
+        self._req_eos = end_stream
+        return self._iterate_request_data(0, data, end_stream)
+
+    def _iterate_request_data(self, start: int, data: bytes, eos: bool) -> Step:
+        for i in range(start, len(self.hops)):
+            hop = self.hops[i]
+            if hop.req_done or hop.ctx is None:
+                continue  # replied, or never saw the headers (it failed open)
+            ctx = hop.ctx
+            rec = hop.rec
+            if not hop.inst.has_request_body:
+                continue  # no proxy_on_request_body: the data passes untouched
+            if hop.enforce:
+                action = ctx.on_request_body(data, eos)
+                if action == Action.CONTINUE:
+                    before = data
+                    data = ctx.take_body(StreamType.HTTP_REQUEST)
+                    rec.request_body_before = _sample(rec.request_body_before, before)
+                    rec.request_body_after = _sample(rec.request_body_after, data)
+                    continue
+                if action == Action.PAUSE and not eos:
+                    if self.m.over_buffer_limit(len(ctx.request.body)):
+                        return self._buffer_overflow(hop, request=True)
+                    return HOLD  # buffering: called again with the next chunk
+            else:
+                hop.shadow_req_in += data
+                action = ctx.on_request_body(bytes(data), eos)
+                if action == Action.CONTINUE:
+                    released = ctx.take_body(StreamType.HTTP_REQUEST)
+                    if released != bytes(hop.shadow_req_in):
+                        self._would(hop, "mutate_request_body")
+                    hop.shadow_req_in.clear()
+                    continue
+                if action == Action.PAUSE and not eos:
+                    if self.m.over_buffer_limit(len(ctx.request.body)):
+                        ctx.take_body(StreamType.HTTP_REQUEST)
+                        hop.shadow_req_in.clear()
+                    continue  # log-only never holds the real stream
+            verdict = self._after_action(hop, action, "request_data", i, data)
+            if verdict is not None:
+                return verdict
+        return Step(Step.CONTINUE, data)
+
+    # -- response path ------------------------------------------------------------------
+
+    def _response_hops(self) -> list[_Hop]:
+        return self.hops
+
+    def response_headers(self, headers: HeaderMap, end_stream: bool) -> Step:
+        self.resp_headers = headers
+        self._resp_eos = end_stream
+        if self.reply is not None:
+            return CONTINUE  # our own reply, already through the response path
+        return self._iterate_response_headers(len(self.hops) - 1)
+
+    def _iterate_response_headers(self, start: int) -> Step:
+        headers = self.resp_headers
+        assert headers is not None
+        for i in range(start, -1, -1):
+            hop = self.hops[i]
+            if hop.resp_done:
+                continue
+            ctx = self._ctx(hop)
+            rec = hop.rec
+            rec.response_headers_before = headers.items()
+            if hop.enforce:
+                action = ctx.on_response_headers(headers, self._resp_eos)
+                rec.response_headers_after = headers.items()
+            else:
+                shadow = headers.copy()
+                action = ctx.on_response_headers(shadow, self._resp_eos)
+                rec.response_headers_after = shadow.items()
+                if shadow != headers:
+                    self._would(hop, "mutate_response_headers")
+            verdict = self._after_action(hop, action, "response_headers", i)
+            if verdict is not None:
+                return verdict
+        return CONTINUE
+
+    def response_data(self, data: bytes, end_stream: bool) -> Step:
+        if self.reply is not None:
+            return Step(Step.CONTINUE, data)
+        return self._iterate_response_data(len(self.hops) - 1, data, end_stream)
+
+    def _iterate_response_data(self, start: int, data: bytes, eos: bool) -> Step:
+        for i in range(start, -1, -1):
+            hop = self.hops[i]
+            if hop.resp_done or hop.ctx is None:
+                continue
+            ctx = hop.ctx
+            rec = hop.rec
+            if not hop.inst.has_response_body:
+                continue  # no proxy_on_response_body: the data passes untouched
+            if hop.enforce:
+                action = ctx.on_response_body(data, eos)
+                if action == Action.CONTINUE:
+                    before = data
+                    data = ctx.take_body(StreamType.HTTP_RESPONSE)
+                    rec.response_body_before = _sample(rec.response_body_before, before)
+                    rec.response_body_after = _sample(rec.response_body_after, data)
+                    continue
+                if action == Action.PAUSE and not eos:
+                    if self.m.over_buffer_limit(len(ctx.response.body)):
+                        return self._buffer_overflow(hop, request=False)
+                    return HOLD
+            else:
+                hop.shadow_resp_in += data
+                action = ctx.on_response_body(bytes(data), eos)
+                if action == Action.CONTINUE:
+                    released = ctx.take_body(StreamType.HTTP_RESPONSE)
+                    if released != bytes(hop.shadow_resp_in):
+                        self._would(hop, "mutate_response_body")
+                    hop.shadow_resp_in.clear()
+                    continue
+                if action == Action.PAUSE and not eos:
+                    if self.m.over_buffer_limit(len(ctx.response.body)):
+                        ctx.take_body(StreamType.HTTP_RESPONSE)
+                        hop.shadow_resp_in.clear()
+                    continue
+            verdict = self._after_action(hop, action, "response_data", i, data)
+            if verdict is not None:
+                return verdict
+        return Step(Step.CONTINUE, data)
+
+    # -- what an action means ---------------------------------------------------------------
+
+    def _after_action(
+        self, hop: _Hop, action: Action, stage: str, index: int, data: bytes = b""
+    ) -> Step | None:
+        """None to go on to the next plugin, or the verdict that stops the iteration."""
+        if action == Action.CONTINUE:
+            return None
+        ctx = hop.ctx
+        assert ctx is not None
+        slot = hop.slot
+        if action == Action.FAILED:
+            hop.rec.failure = slot.failure_dict()
+            self.m.plugin_failed(hop.inst, self)
+            hop.req_done = hop.resp_done = True
+            if not hop.enforce or slot.effective_policy() == "FAIL_OPEN":
+                return None  # the stream goes on as if the plugin were absent
+            return self._reply_step(self.m.failure_reply(slot), index, request=stage.startswith("request"))
+        if action == Action.LOCAL_REPLY:
+            lr = ctx.local_response
+            assert lr is not None
+            hop.rec.local_reply = lr.to_dict()
+            if not hop.enforce:
+                self._would(hop, f"reply_{lr.status}")
+                hop.req_done = True
+                return None
+            hop.req_done = True
+            hop.req_replied = True
+            slot.count(f"local_reply_{lr.status}")
+            return self._reply_step(_reply_of(lr), index, request=stage.startswith("request"), sender=hop)
+        if action == Action.CLOSE:
+            if not hop.enforce:
+                self._would(hop, "reset")
+                return None
+            return Step(Step.RESET)
+        # PAUSE: wait for proxy_continue_stream (or a reply/close from a callout)
+        if not hop.enforce:
+            self._would(hop, "pause")
+            return None
+        slot.count("paused")
+        return self._wait(hop, stage, index, data)
+
+    def _would(self, hop: _Hop, what: str) -> None:
+        hop.rec.would.append(what)
+        hop.slot.count(f"log_only.would_{what}")
+
+    def _wait(self, hop: _Hop, stage: str, index: int, data: bytes) -> Step:
+        fut: asyncio.Future[Step] = self.loop.create_future()
+        self._waiting = fut
+        self._waiting_hop = hop
+        self._waiting_stage = stage
+        hop.wait_started = time.monotonic()
+        if stage == "request_headers":
+            self._req_index = index
+        elif stage == "request_data":
+            self._req_index = index
+            self._req_data = data
+        elif stage == "response_headers":
+            self._resp_index = index
+        else:
+            self._resp_index = index
+            self._resp_data = data
+        self.m.paused_streams += 1
+        return Step(Step.WAIT, wait=fut)
+
+    def _settle_wait(self, compute: Any) -> None:
+        fut, self._waiting = self._waiting, None
+        hop, self._waiting_hop = self._waiting_hop, None
+        if hop is not None:
+            hop.rec.paused_ms += (time.monotonic() - hop.wait_started) * 1000
+        self.m.paused_streams -= 1
+        if fut is None or fut.done():
+            return
+        try:
+            step = compute()
+        except Exception as e:  # never strand a request on a host bug
+            self.m.log_error(f"chain error while resuming: {type(e).__name__}: {e}")
+            step = Step(Step.REPLY, reply=LocalReply(500, b"wasmdesk: internal error\n",
+                                                     details="wasmdesk_internal_error"))
+        fut.set_result(step)
+
+    def _resumed(self, hop: _Hop, stream: StreamType) -> None:
+        """A plugin continued its paused stream (after the callback that did it)."""
+        if hop is not self._waiting_hop or self.completed:
+            return
+        stage = self._waiting_stage
+        i = self._req_index if stage.startswith("request") else self._resp_index
+        ctx = hop.ctx
+        assert ctx is not None
+
+        def compute() -> Step:
+            if stage == "request_headers":
+                hop.rec.request_headers_after = self.headers.items() if self.headers else None
+                return self._iterate_request_headers(i + 1)
+            if stage == "request_data":
+                data = ctx.take_body(StreamType.HTTP_REQUEST)
+                return self._iterate_request_data(i + 1, data, self._req_eos)
+            if stage == "response_headers":
+                return self._iterate_response_headers(i - 1)
+            data = ctx.take_body(StreamType.HTTP_RESPONSE)
+            return self._iterate_response_data(i - 1, data, self._resp_eos)
+
+        # Resolve on the next loop turn: never from inside the VM's delivery.
+        self.loop.call_soon(self._settle_wait, compute)
+
+    def _late_local_reply(self, hop: _Hop) -> None:
+        """A plugin sent a local reply from a root callback (e.g. a callout response)."""
+        ctx = hop.ctx
+        if ctx is None or ctx.local_response is None or self.completed:
+            return
+        lr = ctx.local_response
+        hop.rec.local_reply = lr.to_dict()
+        if hop is not self._waiting_hop:
+            return
+        stage = self._waiting_stage
+        i = self._req_index if stage.startswith("request") else self._resp_index
+        hop.req_done = True
+        hop.slot.count(f"local_reply_{lr.status}")
+        self.loop.call_soon(
+            self._settle_wait,
+            lambda: self._reply_step(_reply_of(lr), i, request=stage.startswith("request"), sender=hop),
+        )
+
+    def _late_close(self, hop: _Hop) -> None:
+        if hop is self._waiting_hop and not self.completed:
+            self.loop.call_soon(self._settle_wait, lambda: Step(Step.RESET))
+
+    def _buffer_overflow(self, hop: _Hop, request: bool) -> Step:
+        # Envoy: 413 when a buffered request body exceeds the limit, 500 for a response.
+        self.m.count("buffer_overflow")
+        if request:
+            reply = LocalReply(413, b"Payload Too Large\n", details="request_payload_too_large")
+        else:
+            reply = LocalReply(500, b"Internal Server Error\n", details="response_payload_too_large")
+        idx = self.hops.index(hop)
+        return self._reply_step(reply, idx, request=request)
+
+    # -- local replies ----------------------------------------------------------------------
+
+    def _reply_step(self, reply: LocalReply, index: int, request: bool = True,
+                    sender: _Hop | None = None) -> Step:
+        """Run a local reply through the response path of the plugins that saw the
+        request (sender included, as Envoy and Kong do), then answer with it."""
+        self.reply = reply
+        headers = HeaderMap([(b":status", str(reply.status).encode())])
+        if reply.body:
+            headers.add(b"content-length", str(len(reply.body)).encode())
+            if not any(k.lower() == b"content-type" for k, _ in reply.headers):
+                headers.add(b"content-type", b"text/plain")
+        else:
+            headers.add(b"content-length", b"0")
+        for k, v in reply.headers:
+            headers.add(k.lower(), v)
+        body = reply.body
+        last = min(index, len(self.hops) - 1) if request else index - 1
+        for i in range(last, -1, -1):
+            hop = self.hops[i]
+            if hop.resp_done or hop.ctx is None:
+                continue
+            ctx = hop.ctx
+            target = headers if hop.enforce else headers.copy()
+            hop.rec.response_headers_before = headers.items()
+            action = ctx.on_response_headers(target, not body)
+            hop.rec.response_headers_after = target.items()
+            if action == Action.FAILED:
+                hop.rec.failure = hop.slot.failure_dict()
+                self.m.plugin_failed(hop.inst, self)
+                hop.resp_done = True
+                continue
+            if body and action == Action.CONTINUE:
+                b_action = ctx.on_response_body(body, True)
+                if b_action == Action.CONTINUE:
+                    out = ctx.take_body(StreamType.HTTP_RESPONSE)
+                    if hop.enforce:
+                        body = out
+                elif b_action == Action.FAILED:
+                    self.m.plugin_failed(hop.inst, self)
+            hop.resp_done = True
+        status = headers.get(b":status")
+        final = LocalReply(
+            int(status) if status and status.isdigit() else reply.status,
+            body,
+            [(k, v) for k, v in headers if not k.startswith(b":")],
+            reply.details,
+        )
+        self.info.response_code_details = reply.details
+        return Step(Step.REPLY, reply=final)
+
+    # -- end ------------------------------------------------------------------------------
+
+    def complete(self) -> None:
+        if self.completed:
+            return
+        self.completed = True
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.cancel()
+            self._waiting = None
+            self.m.paused_streams -= 1
+        for hop in self.hops:
+            ctx = hop.ctx
+            if ctx is not None:
+                ctx.finish()  # done, log, delete (skipped on a failed VM)
+                hop.rec.callbacks = list(ctx.callbacks)
+                hop.rec.callouts = [
+                    {"cluster": c.cluster, "status": c.response_status, "failure": c.failure,
+                     "elapsed_ms": round(c.elapsed_ms, 2)}
+                    for c in hop.inst.vm.callouts if c.context_id == ctx.id
+                ]
+                self.m.record_callback_time(hop.slot, ctx)
+            hop.inst.inflight -= 1
+            hop.inst.maybe_retire()
+        self.m.request_finished(self)
+
+
+def _reply_of(lr: LocalResponse) -> LocalReply:
+    headers = list(lr.headers)
+    if lr.grpc_status is not None:
+        headers.append((b"grpc-status", str(lr.grpc_status).encode()))
+        if lr.body:
+            headers.append((b"grpc-message", lr.body))
+    return LocalReply(lr.status, lr.body, headers, lr.details)
+
+
+def _sample(prev: bytes | None, data: bytes) -> bytes:
+    cur = prev or b""
+    if len(cur) >= _BODY_SAMPLE:
+        return cur
+    return cur + data[: _BODY_SAMPLE - len(cur)]

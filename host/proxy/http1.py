@@ -1,0 +1,1152 @@
+"""The HTTP/1.1 data path: downstream server protocol, pooled upstream connections,
+and one ``Exchange`` (a request/response pair) at a time per client connection.
+
+Built on ``asyncio.Protocol`` callbacks and httptools (llhttp) on both sides; no
+task per request: an exchange is a small state machine driven by parser events
+and by the verdicts of its ``StreamFilter`` (the plugin chain), which may answer
+at once or later (``Step.wait``). What the filter decides is plain data; this
+module turns it into I/O. It knows nothing of wasm.
+
+Framing rule: the upstream request head (and the downstream response head) is
+written when the filter releases the first body bytes or the end of the stream.
+If a plugin buffered the whole body, the real length is known then and
+``content-length`` is set from it; otherwise the message streams with the
+framing in its (possibly modified) headers, or chunked without one. A streamed
+body whose length ends up different from its declared content-length closes
+the connection after the message instead of desynchronising it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httptools
+
+from host.wasm.pairs import HeaderMap
+
+__all__ = [
+    "MAX_HEADER_BYTES",
+    "Cluster",
+    "DownstreamProtocol",
+    "Exchange",
+    "ExchangeInfo",
+    "LocalReply",
+    "PassThroughFilter",
+    "ProxyCore",
+    "Step",
+    "StreamFilter",
+    "UpstreamPool",
+]
+
+MAX_HEADER_BYTES = 64 * 1024
+_HOP_BY_HOP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te",
+     b"trailer", b"proxy-authenticate", b"proxy-authorization")
+)
+_REASONS = {
+    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 206: "Partial Content",
+    301: "Moved Permanently", 302: "Found", 304: "Not Modified", 307: "Temporary Redirect",
+    308: "Permanent Redirect", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Payload Too Large",
+    429: "Too Many Requests", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+_REASON_BYTES = {k: v.encode() for k, v in _REASONS.items()}
+
+
+def reason(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
+
+
+# -- what a filter answers ---------------------------------------------------------------
+
+
+@dataclass
+class LocalReply:
+    status: int
+    body: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    details: str = ""
+
+
+class Step:
+    """A filter's verdict on one event.
+
+    ``CONTINUE`` forwards ``data`` (the bytes released now; may be empty),
+    ``HOLD`` forwards nothing yet (the filter is buffering), ``REPLY`` answers with
+    ``reply`` instead, ``WAIT`` resolves later through ``wait`` (a future whose
+    result is another Step), ``RESET`` drops the stream.
+    """
+
+    __slots__ = ("data", "kind", "reply", "wait")
+
+    CONTINUE = 0
+    HOLD = 1
+    REPLY = 2
+    WAIT = 3
+    RESET = 4
+
+    def __init__(self, kind: int, data: bytes = b"", reply: LocalReply | None = None,
+                 wait: asyncio.Future[Step] | None = None) -> None:
+        self.kind = kind
+        self.data = data
+        self.reply = reply
+        self.wait = wait
+
+    def __repr__(self) -> str:
+        names = ("CONTINUE", "HOLD", "REPLY", "WAIT", "RESET")
+        return f"Step({names[self.kind]}, {len(self.data)} bytes)"
+
+
+CONTINUE = Step(Step.CONTINUE)
+HOLD = Step(Step.HOLD)
+
+
+@dataclass
+class ExchangeInfo:
+    """What the data path knows about a request, for filters and stats."""
+
+    client: tuple[str, int]
+    local: tuple[str, int]
+    connection_id: int
+    request_id: str = ""
+    start: float = 0.0  # time.monotonic()
+    start_wall_ns: int = 0
+    cluster: str = ""
+    status: int = 0
+    request_bytes: int = 0
+    response_bytes: int = 0
+    upstream_address: str = ""
+    upstream_ms: float = 0.0
+    response_code_details: str = ""
+    outcome: str = ""  # "", "reply", "reset", "client_disconnect", "upstream_error"
+
+
+class StreamFilter(Protocol):
+    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Step: ...
+
+    def request_data(self, data: bytes, end_stream: bool) -> Step: ...
+
+    def response_headers(self, headers: HeaderMap, end_stream: bool) -> Step: ...
+
+    def response_data(self, data: bytes, end_stream: bool) -> Step: ...
+
+    def complete(self) -> None: ...
+
+
+class PassThroughFilter:
+    """No plugins: every event continues with its own data."""
+
+    __slots__ = ()
+
+    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Step:
+        return CONTINUE
+
+    def request_data(self, data: bytes, end_stream: bool) -> Step:
+        return Step(Step.CONTINUE, data)
+
+    def response_headers(self, headers: HeaderMap, end_stream: bool) -> Step:
+        return CONTINUE
+
+    def response_data(self, data: bytes, end_stream: bool) -> Step:
+        return Step(Step.CONTINUE, data)
+
+    def complete(self) -> None:
+        pass
+
+
+_PASS = PassThroughFilter()
+
+
+# -- clusters and the upstream pool --------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    name: str
+    host: str
+    port: int
+    timeout_s: float = 15.0
+    connect_timeout_s: float = 5.0
+    max_idle: int = 64
+    idle: deque[UpstreamProtocol] = field(default_factory=deque)
+
+    @classmethod
+    def from_url(cls, name: str, url: str, timeout_s: float = 15.0) -> Cluster:
+        u = urlsplit(url)
+        if u.scheme != "http":
+            raise ValueError(f"cluster {name}: only http:// upstreams are supported, got {url!r}")
+        if not u.hostname:
+            raise ValueError(f"cluster {name}: URL has no host: {url!r}")
+        return cls(name, u.hostname, u.port or 80, timeout_s)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    """One pooled keep-alive connection to a cluster; parses responses for its exchange."""
+
+    def __init__(self, cluster: Cluster, pool: UpstreamPool) -> None:
+        self.cluster = cluster
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.closed = False
+        self.reusable = True
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._expect_body = True
+
+    # asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        try:
+            self.cluster.idle.remove(self)
+        except ValueError:
+            pass
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.upstream_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            self.reusable = False
+            ex = self.exchange
+            self.exchange = None
+            if self.transport is not None:
+                self.transport.close()
+            if ex is not None:
+                ex.upstream_error(502, f"upstream sent a malformed response: {e}")
+
+    # parser callbacks
+    def on_message_begin(self) -> None:
+        self._headers = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        if not self.parser.should_keep_alive():
+            self.reusable = False
+        status = self.parser.get_status_code()
+        ex.upstream_headers(status, self._headers, self._expect_body)
+        if not self._expect_body and status >= 200:
+            # A HEAD response: no body follows whatever its content-length says, and
+            # the parser cannot be told so; end here and do not reuse the connection.
+            self.reusable = False
+            self.exchange = None
+            ex.upstream_complete()
+            if self.transport is not None:
+                self.transport.close()
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.exchange
+        self.exchange = None
+        if ex is not None:
+            ex.upstream_complete()
+        self.pool.release(self)
+
+    def send(self, exchange: Exchange, data: bytes, expect_body: bool) -> None:
+        if self.exchange is not exchange:
+            self.exchange = exchange
+            self._expect_body = expect_body
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def abandon(self) -> None:
+        """The exchange gave up on this connection (client gone, reply sent): close it."""
+        self.exchange = None
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.close()
+
+
+class UpstreamPool:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.connects = 0
+        self.connect_failures = 0
+
+    def acquire(self, cluster: Cluster, done: Callable[[UpstreamProtocol | None, str], None]) -> None:
+        """Call ``done(conn, "")`` with a ready connection, or ``done(None, reason)``."""
+        while cluster.idle:
+            conn = cluster.idle.pop()
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                done(conn, "")
+                return
+        self.connects += 1
+
+        async def connect() -> None:
+            try:
+                _t, proto = await asyncio.wait_for(
+                    self.loop.create_connection(lambda: UpstreamProtocol(cluster, self),
+                                                cluster.host, cluster.port),
+                    cluster.connect_timeout_s,
+                )
+            except asyncio.TimeoutError:
+                self.connect_failures += 1
+                done(None, "connect timeout")
+                return
+            except OSError as e:
+                self.connect_failures += 1
+                done(None, f"connection failure: {e.strerror or e}")
+                return
+            done(proto, "")
+
+        self.loop.create_task(connect())
+
+    def release(self, conn: UpstreamProtocol) -> None:
+        if (
+            conn.reusable and not conn.closed and conn.transport is not None
+            and not conn.transport.is_closing() and len(conn.cluster.idle) < conn.cluster.max_idle
+        ):
+            conn.cluster.idle.append(conn)
+        elif conn.transport is not None:
+            conn.transport.close()
+
+    def close(self, clusters: list[Cluster]) -> None:
+        for c in clusters:
+            while c.idle:
+                conn = c.idle.pop()
+                if conn.transport is not None:
+                    conn.transport.close()
+
+
+# -- the proxy core (what every connection shares) -----------------------------------------
+
+
+class ProxyCore(Protocol):
+    """What the data path needs from the server that owns it."""
+
+    loop: asyncio.AbstractEventLoop
+    pool: UpstreamPool
+
+    def route(self, headers: HeaderMap) -> Cluster | None: ...
+
+    def new_filter(self, info: ExchangeInfo) -> StreamFilter: ...
+
+    def exchange_started(self, ex: Exchange) -> None: ...
+
+    def exchange_finished(self, ex: Exchange) -> None: ...
+
+    def connection_opened(self) -> None: ...
+
+    def connection_closed(self) -> None: ...
+
+
+# -- downstream ------------------------------------------------------------------------------
+
+
+class _ParsedRequest:
+    __slots__ = ("body", "complete", "headers", "keep_alive", "method", "target", "version")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = True
+        self.body: list[bytes] = []
+        self.complete = False
+
+
+class DownstreamProtocol(asyncio.Protocol):
+    """One client connection. Requests are answered strictly in order (HTTP/1.1
+    pipelining is honoured by queueing later requests until the current one ends)."""
+
+    _ids = 0
+
+    def __init__(self, core: ProxyCore) -> None:
+        self.core = core
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client = ("", 0)
+        self.local = ("", 0)
+        DownstreamProtocol._ids += 1
+        self.id = DownstreamProtocol._ids
+        self.current: Exchange | None = None
+        self.queued: deque[_ParsedRequest] = deque()
+        self._parsing: _ParsedRequest | None = None
+        self._header_bytes = 0
+        self._url = b""
+        self.closing = False
+        self._reading_paused = False
+
+    # asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("", 0)
+        sock = transport.get_extra_info("sockname") or ("", 0)
+        self.client = (str(peer[0]), int(peer[1]))
+        self.local = (str(sock[0]), int(sock[1]))
+        self.core.connection_opened()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        ex = self.current
+        self.current = None
+        if ex is not None:
+            ex.downstream_lost()
+        self.queued.clear()
+        self.core.connection_closed()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fatal(501, "protocol upgrades are not supported")
+        except _HeadersTooLarge:
+            self._fatal(431, "request header block exceeds 64 KiB")
+        except httptools.HttpParserError as e:
+            self._fatal(400, f"malformed HTTP request: {e}")
+
+    def _fatal(self, status: int, message: str) -> None:
+        """A request we cannot parse: answer it (if nothing is in flight) and close."""
+        self.closing = True
+        if self.current is None or not self.current.response_started:
+            body = (message + "\n").encode()
+            head = (
+                f"HTTP/1.1 {status} {reason(status)}\r\ncontent-type: text/plain\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            ).encode()
+            if self.current is not None:
+                ex, self.current = self.current, None
+                ex.downstream_lost()
+            if self.transport is not None:
+                self.transport.write(head + body)
+        if self.transport is not None:
+            self.transport.close()
+
+    # parser callbacks
+    def on_message_begin(self) -> None:
+        self._parsing = _ParsedRequest()
+        self._header_bytes = 0
+        self._url = b""
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._header_bytes += len(url)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            raise _HeadersTooLarge()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        p = self._parsing
+        assert p is not None
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > MAX_HEADER_BYTES:
+            raise _HeadersTooLarge()
+        p.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        p = self._parsing
+        assert p is not None
+        p.method = self.parser.get_method()
+        p.target = self._url
+        p.version = self.parser.get_http_version()
+        p.keep_alive = self.parser.should_keep_alive()
+        if self.current is None:
+            self._start(p)
+        else:
+            self.queued.append(p)
+
+    def on_body(self, body: bytes) -> None:
+        p = self._parsing
+        assert p is not None
+        ex = self.current
+        if ex is not None and ex.parsed is p:
+            ex.downstream_body(body)
+        else:
+            p.body.append(body)
+
+    def on_message_complete(self) -> None:
+        p = self._parsing
+        assert p is not None
+        p.complete = True
+        self._parsing = None
+        ex = self.current
+        if ex is not None and ex.parsed is p:
+            ex.downstream_complete()
+
+    # exchange management
+    def _start(self, p: _ParsedRequest) -> None:
+        ex = Exchange(self, p)
+        self.current = ex
+        ex.begin()
+        # Replay what the parser already delivered for a queued request.
+        for chunk in p.body:
+            ex.downstream_body(chunk)
+        p.body = []
+        if p.complete and ex.parsed is p:
+            ex.downstream_complete()
+
+    def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
+        if self.current is ex:
+            self.current = None
+        if not keep_alive or self.closing:
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self.queued:
+            self._start(self.queued.popleft())
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+
+class _HeadersTooLarge(Exception):
+    pass
+
+
+# -- one exchange ----------------------------------------------------------------------------
+
+
+class Exchange:
+    """One request and its response through the filter to a cluster and back."""
+
+    def __init__(self, down: DownstreamProtocol, parsed: _ParsedRequest) -> None:
+        self.down = down
+        self.core = down.core
+        self.parsed = parsed
+        self.info = ExchangeInfo(down.client, down.local, down.id, start=time.monotonic(),
+                                 start_wall_ns=time.time_ns())
+        self.filter: StreamFilter = _PASS
+        self.headers: HeaderMap | None = None
+        self.method = parsed.method
+        # request side
+        self.req_headers_passed = False
+        self.req_has_body = False
+        self.req_remaining = -1  # content-length bytes still to come (-1: chunked / none)
+        self.req_complete = False  # the client finished sending
+        self.req_eos_delivered = False
+        self.req_pending: list[tuple[bytes, bool]] = []  # events held while the filter waits
+        self.req_waiting = False
+        self.req_out: list[bytes] = []  # released bytes not yet written upstream
+        self.req_head_sent = False
+        self.req_chunked = False
+        self.req_declared = -1
+        self.req_written = 0
+        self._req_end = False
+        self._req_end_written = False
+        self.upstream: UpstreamProtocol | None = None
+        self.connecting = False
+        self.cluster: Cluster | None = None
+        # response side
+        self.resp_waiting = False
+        self.resp_pending: list[tuple[bytes, bool]] = []
+        self.resp_headers: HeaderMap | None = None
+        self.resp_head_sent = False
+        self.resp_out: list[bytes] = []
+        self.resp_chunked = False
+        self.resp_declared = -1
+        self.resp_written = 0
+        self.resp_eos = False
+        self.resp_has_body = True
+        self.response_started = False
+        self.replying = False
+        self.finished = False
+        self.keep_alive = parsed.keep_alive
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- request path --
+
+    def begin(self) -> None:
+        p = self.parsed
+        h = HeaderMap()
+        target = p.target
+        authority = b""
+        if target[:1] != b"/" and target != b"*":
+            # absolute-form (a client configured to use us as an HTTP proxy)
+            try:
+                u = httptools.parse_url(target)
+                authority = u.host + (b":" + str(u.port).encode() if u.port else b"")
+                target = (u.path or b"/") + (b"?" + u.query if u.query else b"")
+            except httptools.HttpParserInvalidURLError:
+                self.down._fatal(400, "malformed request target")
+                return
+        host = b""
+        cl = -1
+        te_chunked = False
+        for k, v in p.headers:
+            if k == b"host":
+                host = v
+            elif k == b"content-length":
+                try:
+                    cl = int(v)
+                except ValueError:
+                    self.down._fatal(400, "malformed content-length")
+                    return
+            elif k == b"transfer-encoding":
+                te_chunked = b"chunked" in v.lower()
+        h.set_all([(b":method", p.method), (b":path", target),
+                   (b":authority", authority or host), (b":scheme", b"http")])
+        items = h._items
+        xff = None
+        rid = None
+        for k, v in p.headers:
+            if k in _HOP_BY_HOP or k == b"host":
+                continue
+            if k == b"x-forwarded-for":
+                xff = v
+                continue
+            if k == b"x-request-id":
+                rid = v
+            items.append((k, v))
+        client_ip = self.down.client[0].encode()
+        items.append((b"x-forwarded-for", xff + b", " + client_ip if xff else client_ip))
+        items.append((b"x-forwarded-proto", b"http"))
+        if rid is None:
+            rid = str(uuid.uuid4()).encode()
+            items.append((b"x-request-id", rid))
+        self.info.request_id = rid.decode("latin-1")
+        if cl > 0 or te_chunked:
+            self.req_has_body = True
+            self.req_remaining = cl if not te_chunked else -1
+            if not te_chunked:
+                items.append((b"content-length", str(cl).encode()))
+        self.headers = h
+        self.core.exchange_started(self)
+        self.filter = self.core.new_filter(self.info)
+        self._on_request_headers_step(self.filter.request_headers(h, not self.req_has_body))
+
+    def _on_request_headers_step(self, step: Step) -> None:
+        k = step.kind
+        if k == Step.CONTINUE:
+            self.req_headers_passed = True
+            self._route_and_connect()
+            if not self.req_has_body:
+                self._flush_request(end=True)
+            self._drain_request_pending()
+        elif k == Step.WAIT:
+            self.req_waiting = True
+            step.wait.add_done_callback(self._resume_request_headers)  # type: ignore[union-attr]
+        elif k == Step.REPLY:
+            self._reply_from_filter(step.reply)  # type: ignore[arg-type]
+        elif k == Step.RESET:
+            self._reset("reset by a plugin")
+        else:  # HOLD on headers means wait for continue (the chain answers WAIT instead)
+            self.req_waiting = True
+
+    def _resume_request_headers(self, fut: asyncio.Future[Step]) -> None:
+        self.req_waiting = False
+        if self.finished or fut.cancelled():
+            return
+        self._on_request_headers_step(fut.result())
+
+    def downstream_body(self, chunk: bytes) -> None:
+        if self.finished or self.replying:
+            return
+        self.info.request_bytes += len(chunk)
+        eos = False
+        if self.req_remaining >= 0:
+            self.req_remaining -= len(chunk)
+            eos = self.req_remaining <= 0
+        if eos:
+            self.req_eos_delivered = True
+        if self.req_waiting or not self.req_headers_passed:
+            self.req_pending.append((chunk, eos))
+            return
+        self._on_request_data_step(self.filter.request_data(chunk, eos), eos)
+
+    def downstream_complete(self) -> None:
+        self.req_complete = True
+        if self.finished or self.replying:
+            if self.replying and self.finished is False:
+                return
+            return
+        if not self.req_has_body or self.req_eos_delivered:
+            return
+        self.req_eos_delivered = True
+        if self.req_waiting or not self.req_headers_passed:
+            self.req_pending.append((b"", True))
+            return
+        self._on_request_data_step(self.filter.request_data(b"", True), True)
+
+    def _drain_request_pending(self) -> None:
+        while self.req_pending and not self.req_waiting and not self.finished and not self.replying:
+            chunk, eos = self.req_pending.pop(0)
+            self._on_request_data_step(self.filter.request_data(chunk, eos), eos)
+
+    def _on_request_data_step(self, step: Step, eos: bool) -> None:
+        k = step.kind
+        if k == Step.CONTINUE:
+            if step.data:
+                self.req_out.append(step.data)
+            self._flush_request(end=eos)
+        elif k == Step.HOLD:
+            pass
+        elif k == Step.WAIT:
+            self.req_waiting = True
+
+            def resumed(fut: asyncio.Future[Step]) -> None:
+                self.req_waiting = False
+                if self.finished or fut.cancelled():
+                    return
+                self._on_request_data_step(fut.result(), eos)
+                self._drain_request_pending()
+
+            step.wait.add_done_callback(resumed)  # type: ignore[union-attr]
+        elif k == Step.REPLY:
+            self._reply_from_filter(step.reply)  # type: ignore[arg-type]
+        else:
+            self._reset("reset by a plugin")
+
+    # -- upstream --
+
+    def _route_and_connect(self) -> None:
+        assert self.headers is not None
+        cluster = self.core.route(self.headers)
+        if cluster is None:
+            self.send_local(LocalReply(404, b"no route to any cluster\n", details="route_not_found"))
+            return
+        self.cluster = cluster
+        self.info.cluster = cluster.name
+        self.info.upstream_address = cluster.address
+        self.connecting = True
+        self.core.pool.acquire(cluster, self._connected)
+
+    def _connected(self, conn: UpstreamProtocol | None, why: str) -> None:
+        self.connecting = False
+        if self.finished or self.replying:
+            if conn is not None:
+                self.core.pool.release(conn)
+            return
+        if conn is None:
+            self.info.outcome = "upstream_error"
+            self.send_local(LocalReply(
+                503,
+                b"upstream connect error or disconnect/reset before headers. reset reason: "
+                + why.encode() + b"\n",
+                details="upstream_reset_before_response_started{connection_failure}",
+            ))
+            return
+        self.upstream = conn
+        assert self.cluster is not None
+        self.timer = self.core.loop.call_later(self.cluster.timeout_s, self._timeout)
+        self._flush_request(end=self.req_eos_delivered or not self.req_has_body, force=False)
+
+    def _timeout(self) -> None:
+        self.timer = None
+        if self.finished or self.response_started:
+            if not self.finished and self.upstream is not None:
+                # mid-body: nothing sane to send; drop both sides
+                self._reset("upstream timeout during the response body")
+            return
+        self.info.outcome = "upstream_error"
+        if self.upstream is not None:
+            self.upstream.abandon()
+            self.upstream = None
+        self.send_local(LocalReply(504, b"upstream request timeout\n", details="upstream_response_timeout"))
+
+    def _flush_request(self, end: bool, force: bool = True) -> None:
+        """Write released request bytes upstream in one write (the head first, once)."""
+        if end:
+            self._req_end = True
+        conn = self.upstream
+        if conn is None:
+            return  # written when the connection is ready
+        end = self._req_end
+        out: list[bytes] = []
+        if not self.req_head_sent:
+            if not end and not self.req_out:
+                return  # nothing released yet: keep the head until we know more
+            out.append(self._request_head(end))
+        if self.req_out:
+            data = b"".join(self.req_out) if len(self.req_out) > 1 else self.req_out[0]
+            self.req_out = []
+            self.req_written += len(data)
+            out.append(b"%x\r\n%s\r\n" % (len(data), data) if self.req_chunked else data)
+        if end and not self._req_end_written:
+            self._req_end_written = True
+            if self.req_chunked:
+                out.append(b"0\r\n\r\n")
+            elif self.req_declared >= 0 and self.req_written != self.req_declared:
+                conn.reusable = False  # a plugin changed a streamed body's length
+        if out:
+            conn.send(self, out[0] if len(out) == 1 else b"".join(out), self.method != b"HEAD")
+
+    def _request_head(self, end: bool) -> bytes:
+        h = self.headers
+        assert h is not None and self.upstream is not None
+        method = path = authority = b""
+        lines = []
+        declared = -1
+        for k, v in h:
+            if k[:1] == b":":
+                if k == b":method":
+                    method = v
+                elif k == b":path":
+                    path = v
+                elif k == b":authority":
+                    authority = v
+                continue
+            if k == b"content-length":
+                try:
+                    declared = int(v)
+                except ValueError:
+                    declared = -1
+                continue
+            if k in _HOP_BY_HOP:
+                continue
+            lines.append(k + b": " + v)
+        known = end  # the whole (released) body is in req_out
+        if known:
+            n = sum(map(len, self.req_out))
+            if n or self.req_has_body or declared >= 0:
+                lines.append(b"content-length: %d" % n)
+            self.req_declared = n
+        elif declared >= 0:
+            lines.append(b"content-length: %d" % declared)
+            self.req_declared = declared
+        else:
+            lines.append(b"transfer-encoding: chunked")
+            self.req_chunked = True
+        self.req_head_sent = True
+        self._upstream_sent_at = time.monotonic()
+        if lines:
+            return b"%s %s HTTP/1.1\r\nhost: %s\r\n%s\r\n\r\n" % (
+                method or b"GET", path or b"/", authority or self.upstream.cluster.address.encode(),
+                b"\r\n".join(lines))
+        return b"%s %s HTTP/1.1\r\nhost: %s\r\n\r\n" % (
+            method or b"GET", path or b"/", authority or self.upstream.cluster.address.encode())
+
+    # -- response path --
+
+    def upstream_headers(self, status: int, headers: list[tuple[bytes, bytes]], expect_body: bool) -> None:
+        if self.finished or self.replying:
+            return
+        if 100 <= status < 200:
+            return  # interim responses are not forwarded
+        self.info.upstream_ms = (time.monotonic() - getattr(self, "_upstream_sent_at", self.info.start)) * 1000
+        h = HeaderMap()
+        items = h._items
+        items.append((b":status", str(status).encode()))
+        cl = -1
+        chunked = False
+        for k, v in headers:
+            if k == b"content-length":
+                try:
+                    cl = int(v)
+                except ValueError:
+                    cl = -1
+            elif k == b"transfer-encoding":
+                chunked = True
+                continue
+            if k in _HOP_BY_HOP:
+                continue
+            items.append((k, v))
+        has_body = expect_body and status not in (204, 304) and (cl != 0)
+        self.resp_has_body = has_body
+        self.resp_headers = h
+        self.response_started = True
+        self._on_response_headers_step(self.filter.response_headers(h, not has_body))
+
+    def _on_response_headers_step(self, step: Step) -> None:
+        k = step.kind
+        if k == Step.CONTINUE:
+            if not self.resp_has_body:
+                self._flush_response(end=True)
+            self._drain_response_pending()
+        elif k == Step.WAIT:
+            self.resp_waiting = True
+
+            def resumed(fut: asyncio.Future[Step]) -> None:
+                self.resp_waiting = False
+                if self.finished or fut.cancelled():
+                    return
+                self._on_response_headers_step(fut.result())
+
+            step.wait.add_done_callback(resumed)  # type: ignore[union-attr]
+        elif k == Step.REPLY:
+            self._reply_from_filter(step.reply, from_response=True)  # type: ignore[arg-type]
+        elif k == Step.RESET:
+            self._reset("reset by a plugin")
+        else:
+            self.resp_waiting = True
+
+    def upstream_body(self, chunk: bytes) -> None:
+        if self.finished or self.replying:
+            return
+        if self.resp_waiting:
+            self.resp_pending.append((chunk, False))
+            return
+        self._on_response_data_step(self.filter.response_data(chunk, False), False)
+
+    def upstream_complete(self) -> None:
+        self.upstream = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.finished or self.replying:
+            return
+        if not self.resp_has_body:
+            return
+        if self.resp_waiting:
+            self.resp_pending.append((b"", True))
+            return
+        self._on_response_data_step(self.filter.response_data(b"", True), True)
+
+    def _drain_response_pending(self) -> None:
+        while self.resp_pending and not self.resp_waiting and not self.finished and not self.replying:
+            chunk, eos = self.resp_pending.pop(0)
+            self._on_response_data_step(self.filter.response_data(chunk, eos), eos)
+
+    def _on_response_data_step(self, step: Step, eos: bool) -> None:
+        k = step.kind
+        if k == Step.CONTINUE:
+            if step.data:
+                self.resp_out.append(step.data)
+            self._flush_response(end=eos)
+        elif k == Step.HOLD:
+            pass
+        elif k == Step.WAIT:
+            self.resp_waiting = True
+
+            def resumed(fut: asyncio.Future[Step]) -> None:
+                self.resp_waiting = False
+                if self.finished or fut.cancelled():
+                    return
+                self._on_response_data_step(fut.result(), eos)
+                self._drain_response_pending()
+
+            step.wait.add_done_callback(resumed)  # type: ignore[union-attr]
+        elif k == Step.REPLY:
+            self._reply_from_filter(step.reply, from_response=True)  # type: ignore[arg-type]
+        else:
+            self._reset("reset by a plugin")
+
+    def _flush_response(self, end: bool) -> None:
+        """Write released response bytes downstream in one write (head first, once)."""
+        out: list[bytes] = []
+        if not self.resp_head_sent:
+            if not end and not self.resp_out:
+                return
+            out.append(self._response_head(end))
+        if self.resp_out:
+            data = b"".join(self.resp_out) if len(self.resp_out) > 1 else self.resp_out[0]
+            self.resp_out = []
+            self.resp_written += len(data)
+            self.info.response_bytes += len(data)
+            if self.resp_chunked:
+                out.append(b"%x\r\n%s\r\n" % (len(data), data))
+            elif self.method != b"HEAD":
+                out.append(data)
+        if end:
+            if self.resp_chunked:
+                out.append(b"0\r\n\r\n")
+            elif self.resp_declared >= 0 and self.resp_written != self.resp_declared and self.method != b"HEAD":
+                self.keep_alive = False  # a plugin changed a streamed body's length
+        if out:
+            self.down.write(out[0] if len(out) == 1 else b"".join(out))
+        if end:
+            self._finish()
+
+    def _response_head(self, end: bool) -> bytes:
+        h = self.resp_headers
+        assert h is not None
+        status = 200
+        lines = []
+        declared = -1
+        for k, v in h:
+            if k == b":status":
+                try:
+                    status = int(v)
+                except ValueError:
+                    status = 502
+                continue
+            if k[:1] == b":":
+                continue
+            if k == b"content-length":
+                try:
+                    declared = int(v)
+                except ValueError:
+                    declared = -1
+                continue
+            if k in _HOP_BY_HOP:
+                continue
+            lines.append(k + b": " + v)
+        self.info.status = status
+        if status in (204, 304) or 100 <= status < 200:
+            pass
+        elif end:
+            n = sum(map(len, self.resp_out))
+            if self.method == b"HEAD" and declared >= 0:
+                n = declared
+            lines.append(b"content-length: %d" % n)
+            self.resp_declared = n
+        elif declared >= 0:
+            lines.append(b"content-length: %d" % declared)
+            self.resp_declared = declared
+        else:
+            lines.append(b"transfer-encoding: chunked")
+            self.resp_chunked = True
+        if not self.keep_alive or self.down.closing:
+            lines.append(b"connection: close")
+        self.resp_head_sent = True
+        return b"HTTP/1.1 %d %s\r\n%s\r\n\r\n" % (status, _REASON_BYTES.get(status) or reason(status).encode(),
+                                                 b"\r\n".join(lines))
+
+    # -- local replies and endings --
+
+    def _reply_from_filter(self, reply: LocalReply, from_response: bool = False) -> None:
+        """The filter answered locally (its reply already went through the response
+        path inside the filter): write it as is."""
+        self.info.outcome = "reply"
+        self._write_reply(reply)
+
+    def send_local(self, reply: LocalReply) -> None:
+        """A reply generated by the proxy (no route, upstream failure, timeout): it
+        travels the filter's response path like an upstream response, as in Envoy."""
+        if self.finished or self.response_started:
+            self._reset(reply.details or "local reply after the response started")
+            return
+        self.info.response_code_details = reply.details
+        h = HeaderMap([(b":status", str(reply.status).encode()),
+                       (b"content-type", b"text/plain"),
+                       (b"content-length", str(len(reply.body)).encode())])
+        for k, v in reply.headers:
+            h.add(k, v)
+        self.resp_headers = h
+        self.response_started = True
+        self.resp_has_body = bool(reply.body)
+        self._on_response_headers_step(self.filter.response_headers(h, not reply.body))
+        if reply.body and not self.finished and not self.replying:
+            self.upstream_body_local(reply.body)
+
+    def upstream_body_local(self, body: bytes) -> None:
+        if self.resp_waiting:
+            self.resp_pending.append((body, True))
+            return
+        self._on_response_data_step(self.filter.response_data(body, True), True)
+
+    def _write_reply(self, reply: LocalReply) -> None:
+        if self.finished:
+            return
+        if self.resp_head_sent:
+            self._reset("local reply after the response started")
+            return
+        self.replying = True
+        if self.upstream is not None:
+            self.upstream.abandon()
+            self.upstream = None
+        if self.req_has_body and not self.req_complete:
+            self.keep_alive = False  # the rest of the request body would be misread
+        self.info.status = reply.status
+        self.info.response_code_details = reply.details
+        lines = [k + b": " + v for k, v in reply.headers
+                 if k[:1] != b":" and k not in _HOP_BY_HOP and k != b"content-length"]
+        lines.append(b"content-length: %d" % len(reply.body))
+        if not self.keep_alive:
+            lines.append(b"connection: close")
+        self.resp_head_sent = True
+        self.info.response_bytes += len(reply.body)
+        self.down.write(
+            b"HTTP/1.1 %d %s\r\n%s\r\n\r\n%s" % (reply.status, reason(reply.status).encode(),
+                                                 b"\r\n".join(lines),
+                                                 b"" if self.method == b"HEAD" else reply.body)
+        )
+        self._finish()
+
+    def _reset(self, why: str) -> None:
+        if self.finished:
+            return
+        self.info.outcome = "reset"
+        self.info.response_code_details = why
+        self.keep_alive = False
+        if self.upstream is not None:
+            self.upstream.abandon()
+            self.upstream = None
+        if self.down.transport is not None:
+            self.down.transport.abort() if not self.resp_head_sent else self.down.transport.close()
+        self._finish()
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        if self.finished:
+            return
+        self.upstream = None
+        if self.response_started:
+            self._reset("upstream connection lost mid-response")
+            return
+        self.info.outcome = "upstream_error"
+        self.send_local(LocalReply(
+            503, b"upstream connect error or disconnect/reset before headers. reset reason: "
+            b"connection termination\n",
+            details="upstream_reset_before_response_started{connection_termination}",
+        ))
+
+    def upstream_error(self, status: int, message: str) -> None:
+        if self.finished:
+            return
+        self.upstream = None
+        self.info.outcome = "upstream_error"
+        if self.response_started:
+            self._reset(message)
+        else:
+            self.send_local(LocalReply(status, (message + "\n").encode(), details="upstream_protocol_error"))
+
+    def downstream_lost(self) -> None:
+        """The client went away: no more I/O, but the filter still completes."""
+        if self.finished:
+            return
+        self.info.outcome = "client_disconnect"
+        self.keep_alive = False
+        if self.upstream is not None:
+            self.upstream.abandon()
+            self.upstream = None
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        up = self.upstream
+        if up is not None and up.exchange is self:
+            if self.resp_headers is not None and not self.resp_has_body and not self.replying \
+                    and self.info.outcome == "":
+                pass  # its empty message completes in this same parse; the pool takes it back
+            else:
+                up.abandon()
+            self.upstream = None
+        try:
+            self.filter.complete()
+        finally:
+            self.core.exchange_finished(self)
+            # Keep-alive only once the client finished sending this request.
+            keep = self.keep_alive and (self.req_complete or not self.req_has_body)
+            self.down.exchange_done(self, keep)
+
+
+def summary(ex: Exchange) -> dict[str, Any]:  # pragma: no cover - debugging aid
+    return {"status": ex.info.status, "outcome": ex.info.outcome, "cluster": ex.info.cluster}

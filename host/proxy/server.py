@@ -1,0 +1,407 @@
+"""The proxy server: the data path, the plugin chain, the admin API and the demo
+upstream wired onto one asyncio loop (uvloop when available).
+
+``ProxyServer`` is what ``wasmdesk serve`` runs in the main thread and what the
+desktop app runs on its engine thread. Everything here happens on the loop's
+thread: it owns every wasmtime Store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from host.proxy import stats as st
+from host.proxy.admin import AdminProtocol
+from host.proxy.chain import ChainRun
+from host.proxy.config import (
+    ConfigError,
+    ProxyConfig,
+    dump_config,
+    effective_order,
+    explain_order,
+    load_config,
+)
+from host.proxy.demo_upstream import EchoServer, start_echo_server
+from host.proxy.http1 import (
+    Cluster,
+    DownstreamProtocol,
+    Exchange,
+    ExchangeInfo,
+    PassThroughFilter,
+    StreamFilter,
+    UpstreamPool,
+)
+from host.proxy.plugins import PluginManager, PluginSlot
+from host.wasm import Engine, HeaderMap, LogLevel, PluginHost
+from host.wasm.plugin_host import LogRecord
+
+__all__ = ["DEMO_CLUSTER", "ProxyServer", "StartupError"]
+
+DEMO_CLUSTER = "wasmdesk-demo-upstream"
+_PASS = PassThroughFilter()
+
+
+class StartupError(Exception):
+    """The proxy refused to start (a plugin failed to load, a port is taken...)."""
+
+
+class ProxyServer:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        *,
+        engine: Engine | None = None,
+        strict: bool = True,
+        log_level: LogLevel = LogLevel.INFO,
+        on_log: Callable[[LogRecord], None] | None = None,
+        watch: bool = False,
+    ) -> None:
+        self.config = config
+        self.strict = strict
+        self.engine = engine
+        self.log_level = log_level
+        self.on_log = on_log
+        self.watch = watch
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.stats = st.StatsStore()
+        self.host: PluginHost | None = None
+        self.manager: PluginManager = None  # type: ignore[assignment]
+        self.pool: UpstreamPool = None  # type: ignore[assignment]
+        self.clusters: dict[str, Cluster] = {}
+        self.default_cluster: Cluster | None = None
+        self.demo: EchoServer | None = None
+        self._servers: list[asyncio.base_events.Server] = []
+        self.listen_address = ("", 0)
+        self.admin_address = ("", 0)
+        self.running = False
+        self._stop = asyncio.Event() if False else None
+        self._stop_event: asyncio.Event | None = None
+        self.log_seq = 0
+        self.logs: list[tuple[int, LogRecord]] = []
+        self._watch_task: asyncio.Task[None] | None = None
+        self._mtimes: dict[str, float] = {}
+        self.active_requests = 0
+        self.requests_total = 0
+        self.on_request_done: list[Callable[[Exchange], None]] = []
+        # hot-path stats objects, resolved once
+        s = self.stats
+        self._rq_total = s.counter("http.downstream_rq_total")
+        self._rq_class = {c: s.counter(f"http.downstream_rq_{c}xx") for c in range(1, 6)}
+        self._rq_time = s.histogram("http.downstream_rq_time")
+        self._cx_active = s.gauge("http.downstream_cx_active")
+        self._cx_total = s.counter("http.downstream_cx_total")
+        self._rq_active = s.gauge("http.downstream_rq_active")
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self.host = PluginHost(self.engine, log_level=self.log_level, log_sink=self._log_sink)
+        self.pool = UpstreamPool(self.loop)
+        cache = Path(os.environ.get("WASMDESK_CACHE_DIR") or
+                     Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wasmdesk") / "downloads"
+        self.manager = PluginManager(self.loop, self.host, self.stats, cache_dir=cache)
+        self.stats.include_plugin_metrics(self.host.metrics)
+        await self._apply_clusters(self.config)
+        errors = await self.manager.apply(self.config)
+        if errors and self.strict:
+            await self._close_plugins()
+            raise StartupError("; ".join(errors))
+        cfg = self.config
+        try:
+            srv = await self.loop.create_server(
+                lambda: DownstreamProtocol(self), cfg.listen_host, cfg.listen_port,
+                reuse_address=True, backlog=1024,
+            )
+        except OSError as e:
+            await self._close_plugins()
+            raise StartupError(f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {e.strerror or e}") from None
+        self._servers.append(srv)
+        self.listen_address = _sockname(srv)
+        try:
+            adm = await self.loop.create_server(
+                lambda: AdminProtocol(self), cfg.admin_host, cfg.admin_port, reuse_address=True,
+            )
+        except OSError as e:
+            srv.close()
+            await self._close_plugins()
+            raise StartupError(f"cannot listen on admin {cfg.admin_host}:{cfg.admin_port}: {e.strerror or e}") from None
+        self._servers.append(adm)
+        self.admin_address = _sockname(adm)
+        self.running = True
+        if self.watch:
+            self._remember_mtimes()
+            self._watch_task = self.loop.create_task(self._watch_loop())
+
+    async def _apply_clusters(self, config: ProxyConfig) -> None:
+        clusters: dict[str, Cluster] = {}
+        for c in config.clusters:
+            old = self.clusters.get(c.name)
+            if not c.url.startswith("http://"):
+                # https clusters serve http_call (httpx); the data path speaks plain
+                # HTTP/1.1 to its upstreams.
+                if config.default_cluster == c.name:
+                    raise StartupError(
+                        f"cluster {c.name}: the proxy forwards to http:// upstreams only; "
+                        f"{c.url} can serve plugin callouts but not be the default cluster"
+                    )
+                continue
+            new = Cluster.from_url(c.name, c.url, c.timeout_s)
+            if old is not None and (old.host, old.port) == (new.host, new.port):
+                old.timeout_s = new.timeout_s
+                new = old  # keep its pooled connections
+            clusters[c.name] = new
+        if config.default_cluster:
+            default = clusters[config.default_cluster]
+        elif len(clusters) == 1 and len(config.clusters) == 1:
+            default = next(iter(clusters.values()))
+        else:
+            if self.demo is None:
+                self.demo = await start_echo_server("127.0.0.1", 0)
+            default = self.clusters.get(DEMO_CLUSTER) or Cluster(DEMO_CLUSTER, self.demo.host, self.demo.port)
+            clusters[DEMO_CLUSTER] = default
+        self.clusters = clusters
+        self.default_cluster = default
+        self.manager.cluster_urls.update({c.name: (c.url, c.timeout_s) for c in config.clusters})
+        if self.demo is not None:
+            self.manager.cluster_urls[DEMO_CLUSTER] = (self.demo.url, 5.0)
+
+    async def run_until_stopped(self) -> None:
+        assert self._stop_event is not None
+        await self._stop_event.wait()
+
+    def request_stop(self) -> None:
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    async def stop(self) -> None:
+        self.running = False
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch_task
+        for s in self._servers:
+            s.close()
+        for s in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(s.wait_closed(), 2.0)
+        self._servers.clear()
+        self.pool.close(list(self.clusters.values()))
+        if self.demo is not None:
+            self.demo.close()
+        await self._close_plugins()
+
+    async def _close_plugins(self) -> None:
+        if self.manager is not None:
+            await self.manager.aclose()
+        if self.host is not None:
+            self.host.close()
+            self.host = None
+
+    # -- ProxyCore (what the data path calls) ----------------------------------------------
+
+    def route(self, headers: HeaderMap) -> Cluster | None:
+        return self.default_cluster
+
+    def new_filter(self, info: ExchangeInfo) -> StreamFilter:
+        if not self.manager.ordered:
+            return _PASS
+        return ChainRun(self.manager, info)
+
+    def exchange_started(self, ex: Exchange) -> None:
+        self.active_requests += 1
+        self._rq_active.set(self.active_requests)
+
+    def exchange_finished(self, ex: Exchange) -> None:
+        self.active_requests -= 1
+        self._rq_active.set(self.active_requests)
+        self.requests_total += 1
+        self._rq_total.inc()
+        status = ex.info.status
+        c = status // 100
+        if 1 <= c <= 5:
+            self._rq_class[c].inc()
+        self._rq_time.record((time.monotonic() - ex.info.start) * 1000)
+        if ex.info.outcome == "upstream_error":
+            self.stats.counter(f"cluster.{ex.info.cluster or 'none'}.upstream_rq_error").inc()
+        for fn in self.on_request_done:
+            fn(ex)
+
+    def connection_opened(self) -> None:
+        self._cx_total.inc()
+        self._cx_active.inc()
+
+    def connection_closed(self) -> None:
+        self._cx_active.dec()
+
+    # -- logs -----------------------------------------------------------------------------
+
+    def _log_sink(self, record: LogRecord) -> None:
+        self.log_seq += 1
+        self.logs.append((self.log_seq, record))
+        if len(self.logs) > 5000:
+            del self.logs[:1000]
+        if self.on_log is not None:
+            self.on_log(record)
+
+    def logs_since(self, seq: int) -> dict[str, Any]:
+        out = [dict(r.to_dict(), seq=s, time=r.time) for s, r in self.logs if s > seq]
+        return {"next": self.log_seq, "logs": out[-1000:]}
+
+    def set_log_level(self, name: str) -> None:
+        level = LogLevel.parse(name)
+        self.log_level = level
+        if self.host is not None:
+            self.host.log_level = level
+
+    def log_level_name(self) -> str:
+        return self.log_level.name.lower()
+
+    # -- admin views ------------------------------------------------------------------------
+
+    def stats_snapshot(self) -> st.StatsSnapshot:
+        for slot in self.manager.slots.values():
+            inst = slot.instance
+            mem = inst.vm.memory_bytes() if inst is not None and not inst.closed else 0
+            self.stats.gauge(f"wasm.{slot.name}.vm_memory_size").set(mem)
+            self.stats.gauge(f"wasm.{slot.name}.failed").set(1 if slot.state in ("failed", "reloading") else 0)
+        self.stats.gauge("wasm.paused_streams").set(self.manager.paused_streams)
+        return self.stats.snapshot()
+
+    def plugins_snapshot(self) -> list[dict[str, Any]]:
+        return [s.snapshot() for s in self.manager.ordered]
+
+    def failing_closed(self) -> list[str]:
+        return [
+            s.name for s in self.manager.ordered
+            if s.state in ("failed", "reloading") and s.mode == "enforce"
+            and s.effective_policy() != "FAIL_OPEN"
+        ]
+
+    def recent_requests(self, limit: int) -> list[dict[str, Any]]:
+        recs = list(self.manager.recent)[-max(0, limit):]
+        return [r.to_dict() for r in recs]
+
+    def config_dump(self) -> dict[str, Any]:
+        cfg = self.current_config()
+        return {
+            "listen": f"{self.listen_address[0]}:{self.listen_address[1]}",
+            "admin": f"{self.admin_address[0]}:{self.admin_address[1]}",
+            "clusters": [{"name": c.name, "address": c.address, "timeout_s": c.timeout_s}
+                         for c in self.clusters.values()],
+            "default_cluster": self.default_cluster.name if self.default_cluster else None,
+            "plugins": self.plugins_snapshot(),
+            "order": explain_order(list(effective_order(list(cfg.plugins)))),
+            "source": cfg.source,
+            "yaml": dump_config(cfg),
+        }
+
+    def current_config(self) -> ProxyConfig:
+        import dataclasses
+
+        specs = tuple(self.manager.slots[p.name].spec if p.name in self.manager.slots else p
+                      for p in self.config.plugins)
+        return dataclasses.replace(self.config, plugins=specs)
+
+    def config_yaml(self) -> str:
+        return dump_config(self.current_config())
+
+    def set_plugin_mode(self, name: str, **kw: Any) -> dict[str, Any]:
+        slot: PluginSlot = self.manager.set_mode(name, **kw)
+        return slot.snapshot()
+
+    async def reload_plugin(self, name: str) -> str:
+        return await self.manager.reload(name)
+
+    def reset_counters(self) -> None:
+        self.stats.reset_counters()
+        if self.host is not None:
+            self.host.metrics.reset()
+        for slot in self.manager.slots.values():
+            slot.counters.clear()
+
+    # -- live reconfiguration -----------------------------------------------------------------
+
+    async def apply_config(self, config: ProxyConfig) -> list[str]:
+        """Swap in a new configuration while traffic flows. Listener addresses are
+        kept (a change needs a restart); clusters and plugins follow the new config."""
+        await self._apply_clusters(config)
+        errors = await self.manager.apply(config)
+        self.config = config
+        return errors
+
+    async def reload_config_file(self) -> list[str]:
+        path = self.config.source
+        try:
+            config = load_config(path)
+        except ConfigError as e:
+            msg = f"config reload refused, keeping the running config:\n{e}"
+            self.manager.log_error(msg)
+            return [msg]
+        errors = await self.apply_config(config)
+        self.manager.log_info(f"config reloaded from {path}" + (f" with {len(errors)} error(s)" if errors else ""))
+        return errors
+
+    def _watched_files(self) -> list[str]:
+        files = []
+        if self.config.source and os.path.isfile(self.config.source):
+            files.append(self.config.source)
+        for p in self.config.plugins:
+            if p.location_kind == "file":
+                files.append(p.location)
+        return files
+
+    def _remember_mtimes(self) -> None:
+        self._mtimes = {}
+        for f in self._watched_files():
+            with contextlib.suppress(OSError):
+                self._mtimes[f] = os.stat(f).st_mtime_ns
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            changed = False
+            for f in self._watched_files():
+                try:
+                    m = os.stat(f).st_mtime_ns
+                except OSError:
+                    continue
+                if self._mtimes.get(f) != m:
+                    changed = True
+            if not changed:
+                continue
+            self._remember_mtimes()
+            try:
+                if self.config.source and os.path.isfile(self.config.source):
+                    await self.reload_config_file()
+                    # plugin modules that changed on disk (same config text) restart too
+                    for name in list(self.manager.slots):
+                        slot = self.manager.slots[name]
+                        if slot.spec.location_kind == "file" and slot.instance is not None:
+                            try:
+                                data = Path(slot.spec.location).read_bytes()
+                            except OSError:
+                                continue
+                            import hashlib
+
+                            if hashlib.sha256(data).hexdigest() != slot.sha256:
+                                err = await self.manager.reload(name)
+                                self.manager.log_info(
+                                    f"plugin {name}: module changed on disk: "
+                                    + ("reloaded" if not err else f"kept the old version: {err}")
+                                )
+            except Exception as e:  # watching must never stop the proxy
+                self.manager.log_error(f"config watch error: {type(e).__name__}: {e}")
+            self._remember_mtimes()
+
+
+def _sockname(server: asyncio.base_events.Server) -> tuple[str, int]:
+    sock = server.sockets[0].getsockname()
+    return str(sock[0]), int(sock[1])
