@@ -14,8 +14,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from host import __version__
+
+if TYPE_CHECKING:
+    from host.wasm import Engine, Module
 
 __all__ = ["main"]
 
@@ -98,15 +102,27 @@ def _build_parser() -> _Parser:
         description="Run the local HTTP proxy. Without --config it runs the embedded default: "
         "the bundled demo plugins in front of the built-in demo upstream.",
     )
-    sv.add_argument("--config", help="multi-document YAML: WasmPlugin documents and one Proxy document")
-    sv.add_argument("--listen", metavar="HOST:PORT", help="override spec.listen (default 127.0.0.1:10000)")
-    sv.add_argument("--admin", metavar="HOST:PORT", help="override spec.admin (default 127.0.0.1:9901)")
+    sv.add_argument(
+        "--config", help="multi-document YAML: WasmPlugin documents and one Proxy document"
+    )
+    sv.add_argument(
+        "--listen", metavar="HOST:PORT", help="override spec.listen (default 127.0.0.1:10000)"
+    )
+    sv.add_argument(
+        "--admin", metavar="HOST:PORT", help="override spec.admin (default 127.0.0.1:9901)"
+    )
     sv.add_argument("--log-level", default="info", help="plugin log level (default info)")
-    sv.add_argument("--no-watch", action="store_true",
-                    help="do not reload when the config file or a module file changes")
-    sv.add_argument("--lenient", action="store_true",
-                    help="start even if a plugin fails to load (it is failed per its failStrategy); "
-                    "by default, as Envoy at start-up, the proxy refuses to start")
+    sv.add_argument(
+        "--no-watch",
+        action="store_true",
+        help="do not reload when the config file or a module file changes",
+    )
+    sv.add_argument(
+        "--lenient",
+        action="store_true",
+        help="start even if a plugin fails to load (it is failed per its failStrategy); "
+        "by default, as Envoy at start-up, the proxy refuses to start",
+    )
 
     ins = sub.add_parser("inspect", help="show a module's ABI, SDK, callbacks and imports")
     ins.add_argument("plugin", help="path to a .wasm module")
@@ -126,28 +142,62 @@ def _build_parser() -> _Parser:
         "--root-id",
         help="root id (Istio pluginName); default: the module's file name without .wasm",
     )
-    t.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="environment variable for the plugin (vmConfig.env), repeatable")
+    t.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment variable for the plugin (vmConfig.env), repeatable",
+    )
     t.add_argument("--method", default="GET")
     t.add_argument("--path", default="/")
     t.add_argument("--authority", default="localhost")
-    t.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
-                   help="request header, repeatable")
+    t.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="request header, repeatable",
+    )
     t.add_argument("--body", help="request body: TEXT or @FILE")
-    t.add_argument("--trailer", action="append", default=[], metavar="'NAME: VALUE'",
-                   help="request trailer, repeatable")
+    t.add_argument(
+        "--trailer",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="request trailer, repeatable",
+    )
     t.add_argument("--status", type=int, default=200, help="upstream response status (default 200)")
-    t.add_argument("-R", "--response-header", action="append", default=[], metavar="'NAME: VALUE'",
-                   help="upstream response header, repeatable")
+    t.add_argument(
+        "-R",
+        "--response-header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="upstream response header, repeatable",
+    )
     t.add_argument("--response-body", help="upstream response body: TEXT or @FILE")
     t.add_argument("--response-trailer", action="append", default=[], metavar="'NAME: VALUE'")
-    t.add_argument("--cluster", action="append", default=[], metavar="NAME=URL",
-                   help="a cluster http_call can reach, repeatable")
+    t.add_argument(
+        "--cluster",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="a cluster http_call can reach, repeatable",
+    )
     t.add_argument("--ticks", type=int, default=0, help="fire N tick periods after start-up")
-    t.add_argument("--log-level", default="info",
-                   help="plugin log level: trace, debug, info, warn, error, critical (default info, as Envoy)")
-    t.add_argument("--timeout-ms", type=float, default=100.0,
-                   help="time budget per guest callback in ms (default 100)")
+    t.add_argument(
+        "--log-level",
+        default="info",
+        help="plugin log level: trace, debug, info, warn, error, critical (default info, as Envoy)",
+    )
+    t.add_argument(
+        "--timeout-ms",
+        type=float,
+        default=100.0,
+        help="time budget per guest callback in ms (default 100)",
+    )
     t.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -181,8 +231,18 @@ def _cmd_demo() -> int:
     from host.resources import demo_plugin
 
     print("== add_header: adds a request and a response header ==")
-    rc = main(["try", str(demo_plugin("add_header")), "--path", "/demo",
-               "-H", "user-agent: wasmdesk-demo", "--log-level", "info"])
+    rc = main(
+        [
+            "try",
+            str(demo_plugin("add_header")),
+            "--path",
+            "/demo",
+            "-H",
+            "user-agent: wasmdesk-demo",
+            "--log-level",
+            "info",
+        ]
+    )
     print()
     print("== auth_token: a request without a token gets the plugin's local 403 ==")
     rc2 = main(["try", str(demo_plugin("auth_token")), "--path", "/private", "--log-level", "info"])
@@ -234,8 +294,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"[{r.level.name.lower():8}] {r.plugin}: {r.message}", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
 
     async def run() -> int:
-        server = ProxyServer(config, strict=not args.lenient, log_level=level, on_log=show,
-                             watch=not args.no_watch)
+        server = ProxyServer(
+            config, strict=not args.lenient, log_level=level, on_log=show, watch=not args.no_watch
+        )
         try:
             await server.start()
         except StartupError as e:
@@ -249,8 +310,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 pass
         lh, lp = server.listen_address
         ah, ap = server.admin_address
-        print(f"wasmdesk: proxy on http://{lh}:{lp}  admin on http://{ah}:{ap}  "
-              f"config {config.source}", file=sys.stderr, flush=True)
+        print(
+            f"wasmdesk: proxy on http://{lh}:{lp}  admin on http://{ah}:{ap}  "
+            f"config {config.source}",
+            file=sys.stderr,
+            flush=True,
+        )
         for line in server.config_dump()["order"]:
             print(f"  {line}", file=sys.stderr)
         try:
@@ -260,14 +325,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
 
         return int(uvloop.run(run()))
     except ImportError:
         return asyncio.run(run())
 
 
-def _load_module(path: str) -> tuple[bytes, object]:
+def _load_module(path: str) -> tuple[bytes, tuple[Engine, Module]]:
     from host.wasm import Engine, LoadError
 
     wasm = _read_file(path, "plugin")
@@ -283,7 +348,7 @@ def _load_module(path: str) -> tuple[bytes, object]:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from host.wasm.module_info import describe
 
-    _wasm, (engine, module) = _load_module(args.plugin)  # type: ignore[misc]
+    _wasm, (engine, module) = _load_module(args.plugin)
     try:
         info = describe(module)
     finally:
@@ -307,9 +372,12 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     print(f"imports     ({len(info.imports)})")
     width = max((len(f"{i.module}.{i.name}") for i in info.imports), default=10)
     for i in info.imports:
-        mark = {"yes": "provided", "stub": "STUB (unknown: returns an error if called)",
-                "signature-mismatch": "STUB (signature differs from the ABI)",
-                "no": "MISSING"}[i.provided]
+        mark = {
+            "yes": "provided",
+            "stub": "STUB (unknown: returns an error if called)",
+            "signature-mismatch": "STUB (signature differs from the ABI)",
+            "no": "MISSING",
+        }[i.provided]
         print(f"  {f'{i.module}.{i.name}':<{width}}  {i.signature:<36} {mark}")
     for w in info.warnings:
         print(f"warning: {w}")
@@ -338,13 +406,15 @@ def _cmd_try(args: argparse.Namespace) -> int:
         else _json_or_file(args.config, "--config")
     )
     env = []
-    for e in args.env:
-        k, sep, v = e.partition("=")
+    for item in args.env:
+        k, sep, v = item.partition("=")
         if not sep or not k:
-            raise UsageError(f"--env expects NAME=VALUE, got {e!r}")
+            raise UsageError(f"--env expects NAME=VALUE, got {item!r}")
         env.append((k, v))
     wasm = _read_file(args.plugin, "plugin")
-    root_id = args.root_id if args.root_id is not None else Path(args.plugin).name.removesuffix(".wasm")
+    root_id = (
+        args.root_id if args.root_id is not None else Path(args.plugin).name.removesuffix(".wasm")
+    )
     req = TryRequest(
         method=args.method,
         path=args.path,

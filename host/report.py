@@ -9,6 +9,7 @@ __all__ = ["header_diff", "render_try"]
 
 def header_diff(before: list[tuple[bytes, bytes]], after: list[tuple[bytes, bytes]]) -> list[str]:
     """Lines "+ name: value" / "- name: value" / "~ name: old -> new" in ``after`` order."""
+
     def d(pairs: list[tuple[bytes, bytes]]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for k, v in pairs:
@@ -39,11 +40,15 @@ def render_try(plugin: str, r: TryResult) -> str:
     if r.failure is not None:
         f = r.failure
         out.append(f"FAILED    {f['state']} / {f['kind']}: {f['message']}")
-        for frame in f.get("backtrace", []) or []:  # type: ignore[union-attr]
+        frames = f.get("backtrace") or []
+        for frame in frames if isinstance(frames, list) else []:
             out.append(f"            at {frame}")
     if r.original_request_headers:
-        fate = "forwarded upstream" if r.request_forwarded else (
-            "answered locally" if r.local_response else "not forwarded")
+        fate = (
+            "forwarded upstream"
+            if r.request_forwarded
+            else ("answered locally" if r.local_response else "not forwarded")
+        )
         out.append(f"request   {fate}")
         diff = header_diff(r.original_request_headers, r.request_headers)
         out += diff or ["  (headers unchanged)"]
@@ -51,7 +56,9 @@ def render_try(plugin: str, r: TryResult) -> str:
             out.append(f"  body: {_short(r.request_body)}")
     if r.local_response is not None:
         lr = r.local_response
-        out.append(f"local reply {lr['status']}  details={lr['details'] or '-'}  body={lr['body']!r}")
+        out.append(
+            f"local reply {lr['status']}  details={lr['details'] or '-'}  body={lr['body']!r}"
+        )
     if r.response_status is not None:
         out.append(f"response  {r.response_status}")
         diff = header_diff(r.original_response_headers, r.response_headers)

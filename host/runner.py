@@ -30,7 +30,7 @@ from host.wasm import (
 )
 from host.wasm.context import HttpCallout, StreamListener
 from host.wasm.module_info import describe
-from host.wasm.runtime import Engine, LoadError
+from host.wasm.runtime import Engine
 from host.wasm.types import StreamType
 
 __all__ = ["CalloutClient", "TryRequest", "TryResult", "run_try"]
@@ -81,6 +81,7 @@ class TryResult:
     failure: dict[str, object] | None = None
     notes: list[str] = field(default_factory=list)
     ticks_fired: int = 0
+    ticks_while_paused: int = 0
     shared_data: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -111,6 +112,7 @@ class TryResult:
             "callbacks": self.callbacks,
             "failure": self.failure,
             "ticks_fired": self.ticks_fired,
+            "ticks_while_paused": self.ticks_while_paused,
             "shared_data": self.shared_data,
             "notes": self.notes,
         }
@@ -159,7 +161,11 @@ class CalloutClient:
         method = hdr.get(b":method", b"GET").decode()
         path = hdr.get(b":path", b"/").decode("latin-1")
         authority = (hdr.get(b":authority") or hdr.get(b"host") or b"").decode("latin-1")
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in call.headers if not k.startswith(b":")]
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in call.headers
+            if not k.startswith(b":")
+        ]
         if authority and not any(k.lower() == "host" for k, _ in headers):
             headers.append(("host", authority))
         timeout = (call.timeout_ms or self.default_timeout_ms) / 1000.0
@@ -210,8 +216,14 @@ def _pairs(items: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 
 
 class _Run:
-    def __init__(self, req: TryRequest, host: PluginHost, callouts: CalloutClient,
-                 clock: VirtualClock, result: TryResult) -> None:
+    def __init__(
+        self,
+        req: TryRequest,
+        host: PluginHost,
+        callouts: CalloutClient,
+        clock: VirtualClock,
+        result: TryResult,
+    ) -> None:
         self.req = req
         self.host = host
         self.callouts = callouts
@@ -226,21 +238,34 @@ class _Run:
             if n == 0:
                 return
 
+    # While a request waits, ticks keep firing as in Envoy (a plugin may resume it from
+    # proxy_on_tick, like the Go SDK's postpone_requests); bounded in virtual time.
+    MAX_WAIT_MS = 30_000.0
+
     def wait(self, ctx: HttpContext, stream: StreamType, action: Action) -> Action:
-        """After PAUSE: let callouts/queues run; resumed → CONTINUE, else still PAUSE."""
+        """After PAUSE: let callouts, queues and ticks run; resumed → CONTINUE, else PAUSE."""
         if action != Action.PAUSE:
             return action
         before = len(self.listener.resumed)
-        self.settle()
-        if ctx.local_response is not None and self.listener.local_replies:
-            return Action.LOCAL_REPLY
-        if self.listener.closed:
-            return Action.CLOSE
-        if stream in self.listener.resumed[before:]:
-            return Action.CONTINUE
-        if ctx.vm.failed:
-            return Action.FAILED
-        return Action.PAUSE
+        waited = 0.0
+        root = ctx.root
+        while True:
+            self.settle()
+            if ctx.local_response is not None and self.listener.local_replies:
+                return Action.LOCAL_REPLY
+            if self.listener.closed:
+                return Action.CLOSE
+            if stream in self.listener.resumed[before:]:
+                return Action.CONTINUE
+            if ctx.vm.failed:
+                return Action.FAILED
+            period = root.tick_period_ms
+            if not period or waited >= self.MAX_WAIT_MS:
+                return Action.PAUSE
+            self.clock.advance(period)
+            waited += period
+            ctx.vm.tick(root)
+            self.result.ticks_while_paused += 1
 
 
 def run_try(wasm: bytes, req: TryRequest, *, engine: Engine | None = None) -> TryResult:
@@ -253,12 +278,14 @@ def run_try(wasm: bytes, req: TryRequest, *, engine: Engine | None = None) -> Tr
         _run(wasm, req, host, callouts, clock, result)
     finally:
         result.logs = [r.to_dict() for r in host.logs]
-        result.metrics = host.metrics.snapshot()
-        result.shared_data = host.shared_data.snapshot()
+        result.metrics = dict(host.metrics.snapshot())
+        result.shared_data = dict(host.shared_data.snapshot())
         result.callouts = [
             {
                 "cluster": c.cluster,
-                "headers": [[k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in c.headers],
+                "headers": [
+                    [k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in c.headers
+                ],
                 "body": c.body.decode("utf-8", "replace"),
                 "response_status": c.response_status,
                 "failure": c.failure,
@@ -271,8 +298,14 @@ def run_try(wasm: bytes, req: TryRequest, *, engine: Engine | None = None) -> Tr
     return result
 
 
-def _run(wasm: bytes, req: TryRequest, host: PluginHost, callouts: CalloutClient,
-         clock: VirtualClock, result: TryResult) -> None:
+def _run(
+    wasm: bytes,
+    req: TryRequest,
+    host: PluginHost,
+    callouts: CalloutClient,
+    clock: VirtualClock,
+    result: TryResult,
+) -> None:
     module = host.compile(wasm)  # LoadError propagates: bad input, exit 2
     info = describe(module)
     result.abi = info.abi
@@ -315,7 +348,7 @@ def _run(wasm: bytes, req: TryRequest, host: PluginHost, callouts: CalloutClient
         return
     _run_stream(vm, root, req, run, result)
     if vm.failed:
-        result.failure = vm.failure.to_dict()  # type: ignore[union-attr]
+        result.failure = vm.failure.to_dict() if vm.failure else None
     _collect_trace(host, result)
 
 
@@ -325,13 +358,20 @@ def _run_stream(vm: object, root: object, req: TryRequest, run: _Run, result: Tr
     assert isinstance(vm, PluginVM)
     request_id = str(uuid.uuid4())
     info = StreamInfo(
-        request_id=request_id, start_time_ns=run.clock.wall_ns(), scheme=req.scheme,
-        request_size=len(req.body), response_size=len(req.response_body),
+        request_id=request_id,
+        start_time_ns=run.clock.wall_ns(),
+        scheme=req.scheme,
+        request_size=len(req.body),
+        response_size=len(req.response_body),
     )
     ctx = vm.new_http_context(root, info, run.listener)  # type: ignore[arg-type]
     headers = HeaderMap(
-        [(":method", req.method), (":path", req.path), (":authority", req.authority),
-         (":scheme", req.scheme)]
+        [
+            (":method", req.method),
+            (":path", req.path),
+            (":authority", req.authority),
+            (":scheme", req.scheme),
+        ]
     )
     for k, v in _pairs(req.headers):
         headers.add(k, v)

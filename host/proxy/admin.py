@@ -40,8 +40,12 @@ __all__ = ["AdminProtocol", "Response"]
 class Response:
     __slots__ = ("body", "ctype", "status")
 
-    def __init__(self, status: int, body: bytes | str | dict[str, Any] | list[Any],
-                 ctype: str = "text/plain; charset=utf-8") -> None:
+    def __init__(
+        self,
+        status: int,
+        body: bytes | str | dict[str, Any] | list[Any],
+        ctype: str = "text/plain; charset=utf-8",
+    ) -> None:
         if isinstance(body, (dict, list)):
             body = json.dumps(body, indent=2, default=str)
             ctype = "application/json"
@@ -50,8 +54,9 @@ class Response:
         self.ctype = ctype
 
 
-Handler = Callable[["ProxyServer", str, dict[str, list[str]], bytes, re.Match[str]],
-                   Awaitable[Response] | Response]
+Handler = Callable[
+    ["ProxyServer", str, dict[str, list[str]], bytes, re.Match[str]], Awaitable[Response] | Response
+]
 
 
 def _json_or_form(body: bytes, query: dict[str, list[str]]) -> dict[str, Any]:
@@ -90,8 +95,9 @@ def _stats(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -> R
     if q.get("format", [""])[-1] == "json":
         return Response(200, st.render_json(snap, filter=flt, used_only=used))
     if q.get("format", [""])[-1] == "prometheus":
-        return Response(200, st.render_prometheus(snap, filter=flt, used_only=used),
-                        "text/plain; version=0.0.4")
+        return Response(
+            200, st.render_prometheus(snap, filter=flt, used_only=used), "text/plain; version=0.0.4"
+        )
     return Response(200, st.render_text(snap, filter=flt, used_only=used))
 
 
@@ -99,9 +105,11 @@ def _prometheus(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any)
     from host.proxy import stats as st
 
     flt = q.get("filter", [None])[-1]
-    return Response(200, st.render_prometheus(srv.stats_snapshot(), filter=flt,
-                                              used_only="usedonly" in q),
-                    "text/plain; version=0.0.4")
+    return Response(
+        200,
+        st.render_prometheus(srv.stats_snapshot(), filter=flt, used_only="usedonly" in q),
+        "text/plain; version=0.0.4",
+    )
 
 
 def _config_dump(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -> Response:
@@ -130,7 +138,9 @@ def _logs(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -> Re
     return Response(200, srv.logs_since(since))
 
 
-def _logging(srv: ProxyServer, method: str, q: dict[str, list[str]], body: bytes, *_: Any) -> Response:
+def _logging(
+    srv: ProxyServer, method: str, q: dict[str, list[str]], body: bytes, *_: Any
+) -> Response:
     if method == "POST":
         level = q.get("level", [None])[-1]
         if level is None:
@@ -147,8 +157,9 @@ def _logging(srv: ProxyServer, method: str, q: dict[str, list[str]], body: bytes
     return Response(200, {"plugin_log_level": srv.log_level_name()})
 
 
-def _mode(srv: ProxyServer, method: str, q: dict[str, list[str]], body: bytes,
-          m: re.Match[str]) -> Response:
+def _mode(
+    srv: ProxyServer, method: str, q: dict[str, list[str]], body: bytes, m: re.Match[str]
+) -> Response:
     name = unquote(m.group(1))
     try:
         data = _json_or_form(body, q)
@@ -161,7 +172,9 @@ def _mode(srv: ProxyServer, method: str, q: dict[str, list[str]], body: bytes,
             mode=data.get("mode"),
             canary_percent=float(pct) if pct is not None else None,
             canary_key=data.get("canary-key", data.get("canary_key")),
-            fail_strategy=data.get("fail-strategy", data.get("fail_strategy", data.get("failStrategy"))),
+            fail_strategy=data.get(
+                "fail-strategy", data.get("fail_strategy", data.get("failStrategy"))
+            ),
         )
     except KeyError:
         return Response(404, f"no plugin named {name!r}\n")
@@ -170,8 +183,9 @@ def _mode(srv: ProxyServer, method: str, q: dict[str, list[str]], body: bytes,
     return Response(200, slot)
 
 
-async def _reload(srv: ProxyServer, method: str, q: dict[str, list[str]], body: bytes,
-                  m: re.Match[str]) -> Response:
+async def _reload(
+    srv: ProxyServer, method: str, q: dict[str, list[str]], body: bytes, m: re.Match[str]
+) -> Response:
     name = unquote(m.group(1))
     try:
         err = await srv.reload_plugin(name)
@@ -253,7 +267,9 @@ class AdminProtocol(asyncio.Protocol):
         if self.size > self.MAX_BODY:
             self._send(Response(413, "body too large\n"), keep=False)
             return
-        asyncio.get_running_loop().create_task(self._dispatch(method, self.url, b"".join(self.body), keep))
+        asyncio.get_running_loop().create_task(
+            self._dispatch(method, self.url, b"".join(self.body), keep)
+        )
 
     async def _dispatch(self, method: str, url: bytes, body: bytes, keep: bool) -> None:
         try:
@@ -280,7 +296,9 @@ class AdminProtocol(asyncio.Protocol):
             break
         if resp is None:
             if allowed:
-                resp = Response(405, f"method {method} not allowed; use {'/'.join(sorted(allowed))}\n")
+                resp = Response(
+                    405, f"method {method} not allowed; use {'/'.join(sorted(allowed))}\n"
+                )
             else:
                 resp = Response(404, f"no admin endpoint {path}\n")
         self._send(resp, keep, head=method == "HEAD")

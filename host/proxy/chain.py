@@ -27,7 +27,7 @@ import asyncio
 import hashlib
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from host.proxy.http1 import CONTINUE, HOLD, ExchangeInfo, LocalReply, Step
@@ -38,7 +38,14 @@ from host.wasm.types import StreamType
 if TYPE_CHECKING:
     from host.proxy.plugins import PluginInstance, PluginManager, PluginSlot
 
-__all__ = ["CANARY_HEADER", "ChainRun", "HopRecord", "RequestRecord", "canary_forced", "canary_sampled"]
+__all__ = [
+    "CANARY_HEADER",
+    "ChainRun",
+    "HopRecord",
+    "RequestRecord",
+    "canary_forced",
+    "canary_sampled",
+]
 
 CANARY_HEADER = b"x-wasmdesk-canary"
 _BODY_SAMPLE = 4096  # bytes of each body kept in the inspector record
@@ -56,8 +63,9 @@ def canary_forced(headers: HeaderMap) -> bool | None:
     return None
 
 
-def canary_sampled(percent: float, key: str, headers: HeaderMap, client_ip: str,
-                   forced: bool | None = None) -> bool:
+def canary_sampled(
+    percent: float, key: str, headers: HeaderMap, client_ip: str, forced: bool | None = None
+) -> bool:
     """Whether this request runs a plugin at ``percent``% with canary key ``key``
     (``forced``: the request's x-wasmdesk-canary verdict, see ``canary_forced``)."""
     if forced is not None:
@@ -87,10 +95,24 @@ class HopRecord:
     plugin per request on the hot path."""
 
     __slots__ = (
-        "callbacks", "callouts", "failure", "local_reply", "mode", "paused_ms", "plugin",
-        "ran", "request_body_after", "request_body_before", "request_headers_after",
-        "request_headers_before", "response_body_after", "response_body_before",
-        "response_headers_after", "response_headers_before", "skipped_reason", "would",
+        "callbacks",
+        "callouts",
+        "failure",
+        "local_reply",
+        "mode",
+        "paused_ms",
+        "plugin",
+        "ran",
+        "request_body_after",
+        "request_body_before",
+        "request_headers_after",
+        "request_headers_before",
+        "response_body_after",
+        "response_body_before",
+        "response_headers_after",
+        "response_headers_before",
+        "skipped_reason",
+        "would",
     )
 
     def __init__(self, plugin: str, mode: str, ran: bool, skipped_reason: str = "") -> None:
@@ -123,7 +145,9 @@ class HopRecord:
             return None if b is None else b.decode("utf-8", "replace")
 
         return {
-            "plugin": self.plugin, "mode": self.mode, "ran": self.ran,
+            "plugin": self.plugin,
+            "mode": self.mode,
+            "ran": self.ran,
             "skipped_reason": self.skipped_reason,
             "request_headers_before": pairs(self.request_headers_before),
             "request_headers_after": pairs(self.request_headers_after),
@@ -133,12 +157,14 @@ class HopRecord:
             "response_headers_after": pairs(self.response_headers_after),
             "response_body_before": body(self.response_body_before),
             "response_body_after": body(self.response_body_after),
-            "local_reply": self.local_reply, "would": list(self.would),
+            "local_reply": self.local_reply,
+            "would": list(self.would),
             "paused_ms": round(self.paused_ms, 3),
             "callbacks": [
                 {"name": n, "result": r, "us": round(us, 1)} for n, r, us in self.callbacks
             ],
-            "callouts": self.callouts, "failure": self.failure,
+            "callouts": self.callouts,
+            "failure": self.failure,
         }
 
 
@@ -161,10 +187,16 @@ class RequestRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "request_id": self.request_id, "method": self.method,
-            "path": self.path, "authority": self.authority, "client": self.client,
-            "status": self.status, "outcome": self.outcome,
-            "duration_ms": round(self.duration_ms, 3), "started": self.started,
+            "id": self.id,
+            "request_id": self.request_id,
+            "method": self.method,
+            "path": self.path,
+            "authority": self.authority,
+            "client": self.client,
+            "status": self.status,
+            "outcome": self.outcome,
+            "duration_ms": round(self.duration_ms, 3),
+            "started": self.started,
             "response_code_details": self.response_code_details,
             "hops": [h.to_dict() for h in self.hops],
         }
@@ -174,11 +206,23 @@ class _Hop(StreamListener):
     """One plugin on this request: its context, mode and bookkeeping."""
 
     __slots__ = (
-        "ctx", "enforce", "inst", "rec", "req_done", "req_replied", "resp_done", "run",
-        "shadow_req_in", "shadow_resp_in", "slot", "wait_started",
+        "ctx",
+        "enforce",
+        "inst",
+        "rec",
+        "req_done",
+        "req_replied",
+        "resp_done",
+        "run",
+        "shadow_req_in",
+        "shadow_resp_in",
+        "slot",
+        "wait_started",
     )
 
-    def __init__(self, run: ChainRun, slot: PluginSlot, inst: PluginInstance, enforce: bool) -> None:
+    def __init__(
+        self, run: ChainRun, slot: PluginSlot, inst: PluginInstance, enforce: bool
+    ) -> None:
         self.run = run
         self.slot = slot
         self.inst = inst
@@ -254,7 +298,9 @@ class ChainRun:
                 policy = slot.effective_policy()
                 if not enforce or policy == "FAIL_OPEN":
                     slot.count("fail_open_skipped")
-                    self.records.append(HopRecord(slot.name, mode, False, f"failed, {policy}: skipped"))
+                    self.records.append(
+                        HopRecord(slot.name, mode, False, f"failed, {policy}: skipped")
+                    )
                     continue
                 slot.count("fail_closed_rejected")
                 rec = HopRecord(slot.name, mode, False, f"failed, {policy}: request rejected")
@@ -466,7 +512,9 @@ class ChainRun:
             hop.req_done = hop.resp_done = True
             if not hop.enforce or slot.effective_policy() == "FAIL_OPEN":
                 return None  # the stream goes on as if the plugin were absent
-            return self._reply_step(self.m.failure_reply(slot), index, request=stage.startswith("request"))
+            return self._reply_step(
+                self.m.failure_reply(slot), index, request=stage.startswith("request")
+            )
         if action == Action.LOCAL_REPLY:
             lr = ctx.local_response
             assert lr is not None
@@ -478,7 +526,9 @@ class ChainRun:
             hop.req_done = True
             hop.req_replied = True
             slot.count(f"local_reply_{lr.status}")
-            return self._reply_step(_reply_of(lr), index, request=stage.startswith("request"), sender=hop)
+            return self._reply_step(
+                _reply_of(lr), index, request=stage.startswith("request"), sender=hop
+            )
         if action == Action.CLOSE:
             if not hop.enforce:
                 self._would(hop, "reset")
@@ -526,8 +576,12 @@ class ChainRun:
             step = compute()
         except Exception as e:  # never strand a request on a host bug
             self.m.log_error(f"chain error while resuming: {type(e).__name__}: {e}")
-            step = Step(Step.REPLY, reply=LocalReply(500, b"wasmdesk: internal error\n",
-                                                     details="wasmdesk_internal_error"))
+            step = Step(
+                Step.REPLY,
+                reply=LocalReply(
+                    500, b"wasmdesk: internal error\n", details="wasmdesk_internal_error"
+                ),
+            )
         fut.set_result(step)
 
     def _resumed(self, hop: _Hop, stream: StreamType) -> None:
@@ -569,7 +623,9 @@ class ChainRun:
         hop.slot.count(f"local_reply_{lr.status}")
         self.loop.call_soon(
             self._settle_wait,
-            lambda: self._reply_step(_reply_of(lr), i, request=stage.startswith("request"), sender=hop),
+            lambda: self._reply_step(
+                _reply_of(lr), i, request=stage.startswith("request"), sender=hop
+            ),
         )
 
     def _late_close(self, hop: _Hop) -> None:
@@ -582,14 +638,17 @@ class ChainRun:
         if request:
             reply = LocalReply(413, b"Payload Too Large\n", details="request_payload_too_large")
         else:
-            reply = LocalReply(500, b"Internal Server Error\n", details="response_payload_too_large")
+            reply = LocalReply(
+                500, b"Internal Server Error\n", details="response_payload_too_large"
+            )
         idx = self.hops.index(hop)
         return self._reply_step(reply, idx, request=request)
 
     # -- local replies ----------------------------------------------------------------------
 
-    def _reply_step(self, reply: LocalReply, index: int, request: bool = True,
-                    sender: _Hop | None = None) -> Step:
+    def _reply_step(
+        self, reply: LocalReply, index: int, request: bool = True, sender: _Hop | None = None
+    ) -> Step:
         """Run a local reply through the response path of the plugins that saw the
         request (sender included, as Envoy and Kong do), then answer with it."""
         self.reply = reply
@@ -653,14 +712,27 @@ class ChainRun:
                 ctx.finish()  # done, log, delete (skipped on a failed VM)
                 hop.rec.callbacks = list(ctx.callbacks)
                 hop.rec.callouts = [
-                    {"cluster": c.cluster, "status": c.response_status, "failure": c.failure,
-                     "elapsed_ms": round(c.elapsed_ms, 2)}
-                    for c in hop.inst.vm.callouts if c.context_id == ctx.id
+                    {
+                        "cluster": c.cluster,
+                        "status": c.response_status,
+                        "failure": c.failure,
+                        "elapsed_ms": round(c.elapsed_ms, 2),
+                    }
+                    for c in hop.inst.vm.callouts
+                    if c.context_id == ctx.id
                 ]
                 self.m.record_callback_time(hop.slot, ctx)
             hop.inst.inflight -= 1
             hop.inst.maybe_retire()
+            # Break the run <-> hop <-> context cycles now, so a finished request is
+            # freed by reference counting instead of waiting for the cyclic GC.
+            if ctx is not None:
+                ctx.listener = None
+                ctx.info_factory = None
+            hop.ctx = None
+            hop.run = None  # type: ignore[assignment]
         self.m.request_finished(self)
+        self.hops = []
 
 
 def _reply_of(lr: LocalResponse) -> LocalReply:

@@ -37,7 +37,9 @@ class _EchoProtocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             if self.transport is not None:
-                self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                self.transport.write(
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                )
                 self.transport.close()
 
     def on_url(self, url: bytes) -> None:
@@ -69,15 +71,19 @@ class _EchoProtocol(asyncio.Protocol):
             ctype = "text/plain"
         else:
             doc: dict[str, Any] = {
-                "method": method, "path": path, "query": query,
-                "headers": dict(self.headers), "body": body.decode("utf-8", "replace"),
+                "method": method,
+                "path": path,
+                "query": query,
+                "headers": dict(self.headers),
+                "body": body.decode("utf-8", "replace"),
                 "message": "hello from the wasmdesk demo upstream",
             }
             payload = json.dumps(doc, indent=1).encode()
         self._reset()
+        close = "" if keep else "connection: close\r\n"
         head = (
             f"HTTP/1.1 {status} OK\r\ncontent-type: {ctype}\r\ncontent-length: {len(payload)}\r\n"
-            f"server: wasmdesk-demo-upstream\r\n{'' if keep else 'connection: close' + chr(13) + chr(10)}\r\n"
+            f"server: wasmdesk-demo-upstream\r\n{close}\r\n"
         ).encode()
         transport = self.transport
         if transport is None:

@@ -19,8 +19,8 @@ the connection after the message instead of desynchronising it.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,16 +47,53 @@ __all__ = [
 
 MAX_HEADER_BYTES = 64 * 1024
 _HOP_BY_HOP = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te",
-     b"trailer", b"proxy-authenticate", b"proxy-authorization")
+    (
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"te",
+        b"trailer",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    )
 )
+# request headers the data path reads or rewrites itself
+_SPECIAL = _HOP_BY_HOP | {b"host", b"content-length", b"x-forwarded-for", b"x-request-id"}
+
+
+def _request_id() -> bytes:
+    """A random (version 4) UUID, as Envoy generates for x-request-id; cheaper than uuid4()."""
+    r = int.from_bytes(os.urandom(16), "big")
+    r = (r & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC000 << 48) | (0x8000 << 48)
+    h = b"%032x" % r
+    return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+
+
 _REASONS = {
-    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 206: "Partial Content",
-    301: "Moved Permanently", 302: "Found", 304: "Not Modified", 307: "Temporary Redirect",
-    308: "Permanent Redirect", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Payload Too Large",
-    429: "Too Many Requests", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    204: "No Content",
+    206: "Partial Content",
+    301: "Moved Permanently",
+    302: "Found",
+    304: "Not Modified",
+    307: "Temporary Redirect",
+    308: "Permanent Redirect",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
     504: "Gateway Timeout",
 }
 
@@ -96,8 +133,13 @@ class Step:
     WAIT = 3
     RESET = 4
 
-    def __init__(self, kind: int, data: bytes = b"", reply: LocalReply | None = None,
-                 wait: asyncio.Future[Step] | None = None) -> None:
+    def __init__(
+        self,
+        kind: int,
+        data: bytes = b"",
+        reply: LocalReply | None = None,
+        wait: asyncio.Future[Step] | None = None,
+    ) -> None:
         self.kind = kind
         self.data = data
         self.reply = reply
@@ -112,7 +154,7 @@ CONTINUE = Step(Step.CONTINUE)
 HOLD = Step(Step.HOLD)
 
 
-@dataclass
+@dataclass(slots=True)
 class ExchangeInfo:
     """What the data path knows about a request, for filters and stats."""
 
@@ -293,7 +335,9 @@ class UpstreamPool:
         self.connects = 0
         self.connect_failures = 0
 
-    def acquire(self, cluster: Cluster, done: Callable[[UpstreamProtocol | None, str], None]) -> None:
+    def acquire(
+        self, cluster: Cluster, done: Callable[[UpstreamProtocol | None, str], None]
+    ) -> None:
         """Call ``done(conn, "")`` with a ready connection, or ``done(None, reason)``."""
         while cluster.idle:
             conn = cluster.idle.pop()
@@ -305,11 +349,12 @@ class UpstreamPool:
         async def connect() -> None:
             try:
                 _t, proto = await asyncio.wait_for(
-                    self.loop.create_connection(lambda: UpstreamProtocol(cluster, self),
-                                                cluster.host, cluster.port),
+                    self.loop.create_connection(
+                        lambda: UpstreamProtocol(cluster, self), cluster.host, cluster.port
+                    ),
                     cluster.connect_timeout_s,
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.connect_failures += 1
                 done(None, "connect timeout")
                 return
@@ -323,8 +368,11 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamProtocol) -> None:
         if (
-            conn.reusable and not conn.closed and conn.transport is not None
-            and not conn.transport.is_closing() and len(conn.cluster.idle) < conn.cluster.max_idle
+            conn.reusable
+            and not conn.closed
+            and conn.transport is not None
+            and not conn.transport.is_closing()
+            and len(conn.cluster.idle) < conn.cluster.max_idle
         ):
             conn.cluster.idle.append(conn)
         elif conn.transport is not None:
@@ -387,6 +435,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client = ("", 0)
+        self.client_ip = b""
         self.local = ("", 0)
         DownstreamProtocol._ids += 1
         self.id = DownstreamProtocol._ids
@@ -404,6 +453,7 @@ class DownstreamProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("", 0)
         sock = transport.get_extra_info("sockname") or ("", 0)
         self.client = (str(peer[0]), int(peer[1]))
+        self.client_ip = self.client[0].encode()
         self.local = (str(sock[0]), int(sock[1]))
         self.core.connection_opened()
 
@@ -533,12 +583,56 @@ class _HeadersTooLarge(Exception):
 class Exchange:
     """One request and its response through the filter to a cluster and back."""
 
+    __slots__ = (
+        "_req_end",
+        "_req_end_written",
+        "_upstream_sent_at",
+        "cluster",
+        "connecting",
+        "core",
+        "down",
+        "filter",
+        "finished",
+        "headers",
+        "info",
+        "keep_alive",
+        "method",
+        "parsed",
+        "replying",
+        "req_chunked",
+        "req_complete",
+        "req_declared",
+        "req_eos_delivered",
+        "req_has_body",
+        "req_head_sent",
+        "req_headers_passed",
+        "req_out",
+        "req_pending",
+        "req_remaining",
+        "req_waiting",
+        "req_written",
+        "resp_chunked",
+        "resp_declared",
+        "resp_eos",
+        "resp_has_body",
+        "resp_head_sent",
+        "resp_headers",
+        "resp_out",
+        "resp_pending",
+        "resp_waiting",
+        "resp_written",
+        "response_started",
+        "timer",
+        "upstream",
+    )
+
     def __init__(self, down: DownstreamProtocol, parsed: _ParsedRequest) -> None:
         self.down = down
         self.core = down.core
         self.parsed = parsed
-        self.info = ExchangeInfo(down.client, down.local, down.id, start=time.monotonic(),
-                                 start_wall_ns=time.time_ns())
+        self.info = ExchangeInfo(
+            down.client, down.local, down.id, start=time.monotonic(), start_wall_ns=time.time_ns()
+        )
         self.filter: StreamFilter = _PASS
         self.headers: HeaderMap | None = None
         self.method = parsed.method
@@ -576,6 +670,7 @@ class Exchange:
         self.finished = False
         self.keep_alive = parsed.keep_alive
         self.timer: asyncio.TimerHandle | None = None
+        self._upstream_sent_at = 0.0
 
     # -- request path --
 
@@ -596,43 +691,48 @@ class Exchange:
         host = b""
         cl = -1
         te_chunked = False
-        for k, v in p.headers:
-            if k == b"host":
-                host = v
-            elif k == b"content-length":
-                try:
-                    cl = int(v)
-                except ValueError:
-                    self.down._fatal(400, "malformed content-length")
-                    return
-            elif k == b"transfer-encoding":
-                te_chunked = b"chunked" in v.lower()
-        h.set_all([(b":method", p.method), (b":path", target),
-                   (b":authority", authority or host), (b":scheme", b"http")])
-        items = h._items
         xff = None
         rid = None
+        rest = []
         for k, v in p.headers:
-            if k in _HOP_BY_HOP or k == b"host":
-                continue
-            if k == b"x-forwarded-for":
-                xff = v
-                continue
-            if k == b"x-request-id":
-                rid = v
-            items.append((k, v))
-        client_ip = self.down.client[0].encode()
+            if k in _SPECIAL:
+                if k == b"host":
+                    host = v
+                elif k == b"content-length":
+                    try:
+                        cl = int(v)
+                    except ValueError:
+                        self.down._fatal(400, "malformed content-length")
+                        return
+                elif k == b"transfer-encoding":
+                    te_chunked = b"chunked" in v.lower()
+                elif k == b"x-forwarded-for":
+                    xff = v
+                elif k == b"x-request-id":
+                    rid = v
+                    rest.append((k, v))
+                continue  # hop-by-hop headers are not forwarded
+            rest.append((k, v))
+        items = [
+            (b":method", p.method),
+            (b":path", target),
+            (b":authority", authority or host),
+            (b":scheme", b"http"),
+        ]
+        items += rest
+        client_ip = self.down.client_ip
         items.append((b"x-forwarded-for", xff + b", " + client_ip if xff else client_ip))
         items.append((b"x-forwarded-proto", b"http"))
         if rid is None:
-            rid = str(uuid.uuid4()).encode()
+            rid = _request_id()
             items.append((b"x-request-id", rid))
+        h._items = items
         self.info.request_id = rid.decode("latin-1")
         if cl > 0 or te_chunked:
             self.req_has_body = True
             self.req_remaining = cl if not te_chunked else -1
-            if not te_chunked:
-                items.append((b"content-length", str(cl).encode()))
+        if cl >= 0 and not te_chunked:
+            items.append((b"content-length", b"%d" % cl))
         self.headers = h
         self.core.exchange_started(self)
         self.filter = self.core.new_filter(self.info)
@@ -726,7 +826,9 @@ class Exchange:
         assert self.headers is not None
         cluster = self.core.route(self.headers)
         if cluster is None:
-            self.send_local(LocalReply(404, b"no route to any cluster\n", details="route_not_found"))
+            self.send_local(
+                LocalReply(404, b"no route to any cluster\n", details="route_not_found")
+            )
             return
         self.cluster = cluster
         self.info.cluster = cluster.name
@@ -742,12 +844,15 @@ class Exchange:
             return
         if conn is None:
             self.info.outcome = "upstream_error"
-            self.send_local(LocalReply(
-                503,
-                b"upstream connect error or disconnect/reset before headers. reset reason: "
-                + why.encode() + b"\n",
-                details="upstream_reset_before_response_started{connection_failure}",
-            ))
+            self.send_local(
+                LocalReply(
+                    503,
+                    b"upstream connect error or disconnect/reset before headers. reset reason: "
+                    + why.encode()
+                    + b"\n",
+                    details="upstream_reset_before_response_started{connection_failure}",
+                )
+            )
             return
         self.upstream = conn
         assert self.cluster is not None
@@ -765,7 +870,9 @@ class Exchange:
         if self.upstream is not None:
             self.upstream.abandon()
             self.upstream = None
-        self.send_local(LocalReply(504, b"upstream request timeout\n", details="upstream_response_timeout"))
+        self.send_local(
+            LocalReply(504, b"upstream request timeout\n", details="upstream_response_timeout")
+        )
 
     def _flush_request(self, end: bool, force: bool = True) -> None:
         """Write released request bytes upstream in one write (the head first, once)."""
@@ -834,24 +941,33 @@ class Exchange:
         self._upstream_sent_at = time.monotonic()
         if lines:
             return b"%s %s HTTP/1.1\r\nhost: %s\r\n%s\r\n\r\n" % (
-                method or b"GET", path or b"/", authority or self.upstream.cluster.address.encode(),
-                b"\r\n".join(lines))
+                method or b"GET",
+                path or b"/",
+                authority or self.upstream.cluster.address.encode(),
+                b"\r\n".join(lines),
+            )
         return b"%s %s HTTP/1.1\r\nhost: %s\r\n\r\n" % (
-            method or b"GET", path or b"/", authority or self.upstream.cluster.address.encode())
+            method or b"GET",
+            path or b"/",
+            authority or self.upstream.cluster.address.encode(),
+        )
 
     # -- response path --
 
-    def upstream_headers(self, status: int, headers: list[tuple[bytes, bytes]], expect_body: bool) -> None:
+    def upstream_headers(
+        self, status: int, headers: list[tuple[bytes, bytes]], expect_body: bool
+    ) -> None:
         if self.finished or self.replying:
             return
         if 100 <= status < 200:
             return  # interim responses are not forwarded
-        self.info.upstream_ms = (time.monotonic() - getattr(self, "_upstream_sent_at", self.info.start)) * 1000
+        self.info.upstream_ms = (
+            time.monotonic() - (self._upstream_sent_at or self.info.start)
+        ) * 1000
         h = HeaderMap()
         items = h._items
         items.append((b":status", str(status).encode()))
         cl = -1
-        chunked = False
         for k, v in headers:
             if k == b"content-length":
                 try:
@@ -859,8 +975,7 @@ class Exchange:
                 except ValueError:
                     cl = -1
             elif k == b"transfer-encoding":
-                chunked = True
-                continue
+                continue  # the response is re-framed downstream
             if k in _HOP_BY_HOP:
                 continue
             items.append((k, v))
@@ -916,7 +1031,9 @@ class Exchange:
         self._on_response_data_step(self.filter.response_data(b"", True), True)
 
     def _drain_response_pending(self) -> None:
-        while self.resp_pending and not self.resp_waiting and not self.finished and not self.replying:
+        while (
+            self.resp_pending and not self.resp_waiting and not self.finished and not self.replying
+        ):
             chunk, eos = self.resp_pending.pop(0)
             self._on_response_data_step(self.filter.response_data(chunk, eos), eos)
 
@@ -963,7 +1080,11 @@ class Exchange:
         if end:
             if self.resp_chunked:
                 out.append(b"0\r\n\r\n")
-            elif self.resp_declared >= 0 and self.resp_written != self.resp_declared and self.method != b"HEAD":
+            elif (
+                self.resp_declared >= 0
+                and self.resp_written != self.resp_declared
+                and self.method != b"HEAD"
+            ):
                 self.keep_alive = False  # a plugin changed a streamed body's length
         if out:
             self.down.write(out[0] if len(out) == 1 else b"".join(out))
@@ -1012,8 +1133,11 @@ class Exchange:
         if not self.keep_alive or self.down.closing:
             lines.append(b"connection: close")
         self.resp_head_sent = True
-        return b"HTTP/1.1 %d %s\r\n%s\r\n\r\n" % (status, _REASON_BYTES.get(status) or reason(status).encode(),
-                                                 b"\r\n".join(lines))
+        return b"HTTP/1.1 %d %s\r\n%s\r\n\r\n" % (
+            status,
+            _REASON_BYTES.get(status) or reason(status).encode(),
+            b"\r\n".join(lines),
+        )
 
     # -- local replies and endings --
 
@@ -1030,9 +1154,13 @@ class Exchange:
             self._reset(reply.details or "local reply after the response started")
             return
         self.info.response_code_details = reply.details
-        h = HeaderMap([(b":status", str(reply.status).encode()),
-                       (b"content-type", b"text/plain"),
-                       (b"content-length", str(len(reply.body)).encode())])
+        h = HeaderMap(
+            [
+                (b":status", str(reply.status).encode()),
+                (b"content-type", b"text/plain"),
+                (b"content-length", str(len(reply.body)).encode()),
+            ]
+        )
         for k, v in reply.headers:
             h.add(k, v)
         self.resp_headers = h
@@ -1062,17 +1190,24 @@ class Exchange:
             self.keep_alive = False  # the rest of the request body would be misread
         self.info.status = reply.status
         self.info.response_code_details = reply.details
-        lines = [k + b": " + v for k, v in reply.headers
-                 if k[:1] != b":" and k not in _HOP_BY_HOP and k != b"content-length"]
+        lines = [
+            k + b": " + v
+            for k, v in reply.headers
+            if k[:1] != b":" and k not in _HOP_BY_HOP and k != b"content-length"
+        ]
         lines.append(b"content-length: %d" % len(reply.body))
         if not self.keep_alive:
             lines.append(b"connection: close")
         self.resp_head_sent = True
         self.info.response_bytes += len(reply.body)
         self.down.write(
-            b"HTTP/1.1 %d %s\r\n%s\r\n\r\n%s" % (reply.status, reason(reply.status).encode(),
-                                                 b"\r\n".join(lines),
-                                                 b"" if self.method == b"HEAD" else reply.body)
+            b"HTTP/1.1 %d %s\r\n%s\r\n\r\n%s"
+            % (
+                reply.status,
+                reason(reply.status).encode(),
+                b"\r\n".join(lines),
+                b"" if self.method == b"HEAD" else reply.body,
+            )
         )
         self._finish()
 
@@ -1097,11 +1232,14 @@ class Exchange:
             self._reset("upstream connection lost mid-response")
             return
         self.info.outcome = "upstream_error"
-        self.send_local(LocalReply(
-            503, b"upstream connect error or disconnect/reset before headers. reset reason: "
-            b"connection termination\n",
-            details="upstream_reset_before_response_started{connection_termination}",
-        ))
+        self.send_local(
+            LocalReply(
+                503,
+                b"upstream connect error or disconnect/reset before headers. reset reason: "
+                b"connection termination\n",
+                details="upstream_reset_before_response_started{connection_termination}",
+            )
+        )
 
     def upstream_error(self, status: int, message: str) -> None:
         if self.finished:
@@ -1111,7 +1249,9 @@ class Exchange:
         if self.response_started:
             self._reset(message)
         else:
-            self.send_local(LocalReply(status, (message + "\n").encode(), details="upstream_protocol_error"))
+            self.send_local(
+                LocalReply(status, (message + "\n").encode(), details="upstream_protocol_error")
+            )
 
     def downstream_lost(self) -> None:
         """The client went away: no more I/O, but the filter still completes."""
@@ -1133,8 +1273,12 @@ class Exchange:
             self.timer = None
         up = self.upstream
         if up is not None and up.exchange is self:
-            if self.resp_headers is not None and not self.resp_has_body and not self.replying \
-                    and self.info.outcome == "":
+            if (
+                self.resp_headers is not None
+                and not self.resp_has_body
+                and not self.replying
+                and self.info.outcome == ""
+            ):
                 pass  # its empty message completes in this same parse; the pool takes it back
             else:
                 up.abandon()

@@ -168,7 +168,9 @@ class PluginSlot:
             "root_id": self.spec.plugin_name,
             "phase": self.spec.phase,
             "priority": self.spec.priority,
-            "vm_memory_bytes": inst.vm.memory_bytes() if inst is not None and not inst.closed else 0,
+            "vm_memory_bytes": inst.vm.memory_bytes()
+            if inst is not None and not inst.closed
+            else 0,
             "counters": dict(self.counters),
             "last_error": self.last_error,
         }
@@ -201,8 +203,11 @@ class CalloutDispatcher:
         method = hdr.get(b":method", b"GET").decode()
         path = hdr.get(b":path", b"/").decode("latin-1")
         authority = (hdr.get(b":authority") or hdr.get(b"host") or b"").decode("latin-1")
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in call.headers
-                   if not k.startswith(b":")]
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in call.headers
+            if not k.startswith(b":")
+        ]
         if authority and not any(k.lower() == "host" for k, _ in headers):
             headers.append(("host", authority))
         timeout = call.timeout_ms / 1000.0 if call.timeout_ms else default_timeout
@@ -210,8 +215,13 @@ class CalloutDispatcher:
             self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         t0 = time.perf_counter()
         try:
-            resp = await self._client.request(method, base.rstrip("/") + path, headers=headers,
-                                              content=call.body or None, timeout=timeout)
+            resp = await self._client.request(
+                method,
+                base.rstrip("/") + path,
+                headers=headers,
+                content=call.body or None,
+                timeout=timeout,
+            )
         except httpx.TimeoutException:
             call.failure = "timeout"
         except httpx.ConnectError:
@@ -225,7 +235,9 @@ class CalloutDispatcher:
             ]
             call.response_body = resp.content
         call.elapsed_ms = (time.perf_counter() - t0) * 1000
-        self.m.stat_inc(f"cluster.{call.cluster}.callout_" + ("failure" if call.failure else "success"))
+        self.m.stat_inc(
+            f"cluster.{call.cluster}.callout_" + ("failure" if call.failure else "success")
+        )
         done(call)
 
     async def aclose(self) -> None:
@@ -324,8 +336,12 @@ class PluginManager:
         if slot.crash_loop:
             why += " (crash loop: reloads stopped; reload the plugin to try again)"
         body = f"wasm plugin {slot.name} failed ({slot.effective_policy()}): {why}\n".encode()
-        return LocalReply(503, body, [(b"x-wasmdesk-failed-plugin", slot.name.encode())],
-                          details="wasm_fail_stream")
+        return LocalReply(
+            503,
+            body,
+            [(b"x-wasmdesk-failed-plugin", slot.name.encode())],
+            details="wasm_fail_stream",
+        )
 
     def record_callback_time(self, slot: PluginSlot, ctx: HttpContext) -> None:
         total = 0.0
@@ -369,15 +385,21 @@ class PluginManager:
         if run is not None and run.headers is not None:
             slot.failure_request = {
                 "request_id": run.info.request_id,
-                "headers": [[k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in run.headers],
+                "headers": [
+                    [k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in run.headers
+                ],
                 "client": f"{run.info.client[0]}:{run.info.client[1]}",
             }
         now = time.monotonic()
         slot.failures.append(now)
         policy = slot.effective_policy()
-        self.log_error(f"plugin {slot.name} failed ({policy}): "
-                       f"{vm.failure.kind if vm.failure else '?'}: {vm.failure.message if vm.failure else ''}")
-        if policy == "FAIL_RELOAD" and (vm.failure is None or vm.failure.state == FailState.RUNTIME_ERROR):
+        self.log_error(
+            f"plugin {slot.name} failed ({policy}): "
+            f"{vm.failure.kind if vm.failure else '?'}: {vm.failure.message if vm.failure else ''}"
+        )
+        if policy == "FAIL_RELOAD" and (
+            vm.failure is None or vm.failure.state == FailState.RUNTIME_ERROR
+        ):
             rp = self.reload_policy
             recent = [t for t in slot.failures if now - t <= rp.loop_window_s]
             if len(recent) > rp.loop_max_reloads:
@@ -385,11 +407,17 @@ class PluginManager:
                 slot.state = "failed"
                 slot.reload_at = None
                 slot.count("vm_reload_crash_loop")
-                self.log_error(f"plugin {slot.name}: crash loop ({len(recent)} failures in "
-                               f"{rp.loop_window_s:.0f}s): reloads stopped")
+                self.log_error(
+                    f"plugin {slot.name}: crash loop ({len(recent)} failures in "
+                    f"{rp.loop_window_s:.0f}s): reloads stopped"
+                )
             else:
-                delay = min(rp.max_s, rp.base_s * (2 ** slot.reload_attempts))
-                delay = delay * (0.5 + random.random() * 0.5) if slot.reload_attempts else rp.base_s * (0.5 + random.random() * 0.5)
+                delay = min(rp.max_s, rp.base_s * (2**slot.reload_attempts))
+                delay = (
+                    delay * (0.5 + random.random() * 0.5)
+                    if slot.reload_attempts
+                    else rp.base_s * (0.5 + random.random() * 0.5)
+                )
                 slot.reload_attempts += 1
                 slot.state = "reloading"
                 slot.reload_at = now + delay
@@ -526,8 +554,9 @@ class PluginManager:
                     self._shared_vms.pop(shared_key, None)
             raise
         except ValueError as e:
-            raise VmStartError(Failure(FailState.UNABLE_TO_CREATE_VM, "root_id_in_use", str(e),
-                                       at=time.time())) from None
+            raise VmStartError(
+                Failure(FailState.UNABLE_TO_CREATE_VM, "root_id_in_use", str(e), at=time.time())
+            ) from None
         vm.failure_listeners.append(self)
         self._schedule_ticks()
         return PluginInstance(slot, vm, root, module)
@@ -578,7 +607,11 @@ class PluginManager:
         new_slots: dict[str, PluginSlot] = {}
         for spec in config.plugins:
             slot = self.slots.get(spec.name)
-            if slot is not None and not _needs_restart(slot.spec, spec) and slot.state != "starting":
+            if (
+                slot is not None
+                and not _needs_restart(slot.spec, spec)
+                and slot.state != "starting"
+            ):
                 self._apply_in_place(slot, spec)
                 new_slots[spec.name] = slot
                 continue
@@ -595,9 +628,12 @@ class PluginManager:
                 slot.spec = spec
                 slot.state = "failed"
                 slot.last_error = err
-                slot.failure = Failure(FailState.UNABLE_TO_CREATE_VM if module is None
-                                       else FailState.CONFIGURE_FAILED, "load_failed", err,
-                                       at=time.time())
+                slot.failure = Failure(
+                    FailState.UNABLE_TO_CREATE_VM if module is None else FailState.CONFIGURE_FAILED,
+                    "load_failed",
+                    err,
+                    at=time.time(),
+                )
                 self._apply_in_place(slot, spec)
                 new_slots[spec.name] = slot
                 continue
@@ -641,8 +677,14 @@ class PluginManager:
         if spec.mode == "disabled" and slot.state == "running":
             pass  # stays loaded; the chain skips it
 
-    def set_mode(self, name: str, mode: str | None = None, canary_percent: float | None = None,
-                 canary_key: str | None = None, fail_strategy: str | None = None) -> PluginSlot:
+    def set_mode(
+        self,
+        name: str,
+        mode: str | None = None,
+        canary_percent: float | None = None,
+        canary_key: str | None = None,
+        fail_strategy: str | None = None,
+    ) -> PluginSlot:
         slot = self.slots.get(name)
         if slot is None:
             raise KeyError(name)
@@ -655,8 +697,10 @@ class PluginManager:
                 raise ValueError(f"canary-percent must be within 0..100, got {canary_percent}")
             slot.canary_percent = float(canary_percent)
         if canary_key is not None:
-            if not (canary_key in ("random", "client-ip") or
-                    (canary_key.startswith("header:") and len(canary_key) > 7)):
+            if not (
+                canary_key in ("random", "client-ip")
+                or (canary_key.startswith("header:") and len(canary_key) > 7)
+            ):
                 raise ValueError("canary-key must be random, client-ip or header:NAME")
             slot.canary_key = canary_key.lower() if canary_key.startswith("header:") else canary_key
         if fail_strategy is not None:
@@ -664,8 +708,11 @@ class PluginManager:
                 raise ValueError("failStrategy must be FAIL_CLOSE, FAIL_OPEN or FAIL_RELOAD")
             slot.fail_strategy = fail_strategy
         slot.spec = dataclasses.replace(
-            slot.spec, mode=slot.mode, canary_percent=slot.canary_percent,
-            canary_key=slot.canary_key, fail_strategy=slot.fail_strategy,
+            slot.spec,
+            mode=slot.mode,
+            canary_percent=slot.canary_percent,
+            canary_key=slot.canary_key,
+            fail_strategy=slot.fail_strategy,
         )
         return slot
 
@@ -674,7 +721,7 @@ class PluginManager:
         slot = self.slots.get(name)
         if slot is None:
             raise KeyError(name)
-        module, inst, err = await self.prepare(slot.spec)
+        _module, inst, err = await self.prepare(slot.spec)
         if err:
             slot.last_error = err
             return err
@@ -741,8 +788,16 @@ class PluginManager:
 
 def _needs_restart(old: PluginSpec, new: PluginSpec) -> bool:
     """Whether a spec change needs a new VM (anything but the operator knobs)."""
-    knobs = ("mode", "canary_percent", "canary_key", "fail_strategy", "raw", "line",
-             "priority", "phase")
+    knobs = (
+        "mode",
+        "canary_percent",
+        "canary_key",
+        "fail_strategy",
+        "raw",
+        "line",
+        "priority",
+        "phase",
+    )
     for f in dataclasses.fields(old):
         if f.name in knobs:
             continue

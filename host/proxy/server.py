@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -105,8 +106,13 @@ class ProxyServer:
         self._stop_event = asyncio.Event()
         self.host = PluginHost(self.engine, log_level=self.log_level, log_sink=self._log_sink)
         self.pool = UpstreamPool(self.loop)
-        cache = Path(os.environ.get("WASMDESK_CACHE_DIR") or
-                     Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wasmdesk") / "downloads"
+        cache = (
+            Path(
+                os.environ.get("WASMDESK_CACHE_DIR")
+                or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wasmdesk"
+            )
+            / "downloads"
+        )
         self.manager = PluginManager(self.loop, self.host, self.stats, cache_dir=cache)
         self.stats.include_plugin_metrics(self.host.metrics)
         await self._apply_clusters(self.config)
@@ -117,25 +123,39 @@ class ProxyServer:
         cfg = self.config
         try:
             srv = await self.loop.create_server(
-                lambda: DownstreamProtocol(self), cfg.listen_host, cfg.listen_port,
-                reuse_address=True, backlog=1024,
+                lambda: DownstreamProtocol(self),
+                cfg.listen_host,
+                cfg.listen_port,
+                reuse_address=True,
+                backlog=1024,
             )
         except OSError as e:
             await self._close_plugins()
-            raise StartupError(f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {e.strerror or e}") from None
+            raise StartupError(
+                f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {e.strerror or e}"
+            ) from None
         self._servers.append(srv)
         self.listen_address = _sockname(srv)
         try:
             adm = await self.loop.create_server(
-                lambda: AdminProtocol(self), cfg.admin_host, cfg.admin_port, reuse_address=True,
+                lambda: AdminProtocol(self),
+                cfg.admin_host,
+                cfg.admin_port,
+                reuse_address=True,
             )
         except OSError as e:
             srv.close()
             await self._close_plugins()
-            raise StartupError(f"cannot listen on admin {cfg.admin_host}:{cfg.admin_port}: {e.strerror or e}") from None
+            raise StartupError(
+                f"cannot listen on admin {cfg.admin_host}:{cfg.admin_port}: {e.strerror or e}"
+            ) from None
         self._servers.append(adm)
         self.admin_address = _sockname(adm)
         self.running = True
+        # Start-up objects (modules, VMs, config) live as long as the server: keep the
+        # cyclic GC from rescanning them on every collection (tail latency).
+        gc.collect()
+        gc.freeze()
         if self.watch:
             self._remember_mtimes()
             self._watch_task = self.loop.create_task(self._watch_loop())
@@ -165,7 +185,9 @@ class ProxyServer:
         else:
             if self.demo is None:
                 self.demo = await start_echo_server("127.0.0.1", 0)
-            default = self.clusters.get(DEMO_CLUSTER) or Cluster(DEMO_CLUSTER, self.demo.host, self.demo.port)
+            default = self.clusters.get(DEMO_CLUSTER) or Cluster(
+                DEMO_CLUSTER, self.demo.host, self.demo.port
+            )
             clusters[DEMO_CLUSTER] = default
         self.clusters = clusters
         self.default_cluster = default
@@ -271,7 +293,9 @@ class ProxyServer:
             inst = slot.instance
             mem = inst.vm.memory_bytes() if inst is not None and not inst.closed else 0
             self.stats.gauge(f"wasm.{slot.name}.vm_memory_size").set(mem)
-            self.stats.gauge(f"wasm.{slot.name}.failed").set(1 if slot.state in ("failed", "reloading") else 0)
+            self.stats.gauge(f"wasm.{slot.name}.failed").set(
+                1 if slot.state in ("failed", "reloading") else 0
+            )
         self.stats.gauge("wasm.paused_streams").set(self.manager.paused_streams)
         return self.stats.snapshot()
 
@@ -280,13 +304,15 @@ class ProxyServer:
 
     def failing_closed(self) -> list[str]:
         return [
-            s.name for s in self.manager.ordered
-            if s.state in ("failed", "reloading") and s.mode == "enforce"
+            s.name
+            for s in self.manager.ordered
+            if s.state in ("failed", "reloading")
+            and s.mode == "enforce"
             and s.effective_policy() != "FAIL_OPEN"
         ]
 
     def recent_requests(self, limit: int) -> list[dict[str, Any]]:
-        recs = list(self.manager.recent)[-max(0, limit):]
+        recs = list(self.manager.recent)[-max(0, limit) :]
         return [r.to_dict() for r in recs]
 
     def config_dump(self) -> dict[str, Any]:
@@ -294,8 +320,10 @@ class ProxyServer:
         return {
             "listen": f"{self.listen_address[0]}:{self.listen_address[1]}",
             "admin": f"{self.admin_address[0]}:{self.admin_address[1]}",
-            "clusters": [{"name": c.name, "address": c.address, "timeout_s": c.timeout_s}
-                         for c in self.clusters.values()],
+            "clusters": [
+                {"name": c.name, "address": c.address, "timeout_s": c.timeout_s}
+                for c in self.clusters.values()
+            ],
             "default_cluster": self.default_cluster.name if self.default_cluster else None,
             "plugins": self.plugins_snapshot(),
             "order": explain_order(list(effective_order(list(cfg.plugins)))),
@@ -306,8 +334,10 @@ class ProxyServer:
     def current_config(self) -> ProxyConfig:
         import dataclasses
 
-        specs = tuple(self.manager.slots[p.name].spec if p.name in self.manager.slots else p
-                      for p in self.config.plugins)
+        specs = tuple(
+            self.manager.slots[p.name].spec if p.name in self.manager.slots else p
+            for p in self.config.plugins
+        )
         return dataclasses.replace(self.config, plugins=specs)
 
     def config_yaml(self) -> str:
@@ -346,7 +376,9 @@ class ProxyServer:
             self.manager.log_error(msg)
             return [msg]
         errors = await self.apply_config(config)
-        self.manager.log_info(f"config reloaded from {path}" + (f" with {len(errors)} error(s)" if errors else ""))
+        self.manager.log_info(
+            f"config reloaded from {path}" + (f" with {len(errors)} error(s)" if errors else "")
+        )
         return errors
 
     def _watched_files(self) -> list[str]:

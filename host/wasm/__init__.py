@@ -4,7 +4,14 @@ Knows nothing of sockets or Qt. ``PluginHost`` owns what VMs share; ``PluginVM``
 one module instance with its contexts; ``HttpContext`` is one plugin on one stream.
 """
 
-from host.wasm.context import Action, HttpContext, LocalResponse, RootContext, StreamInfo, TcpContext
+from host.wasm.context import (
+    Action,
+    HttpContext,
+    LocalResponse,
+    RootContext,
+    StreamInfo,
+    TcpContext,
+)
 from host.wasm.pairs import HeaderMap
 from host.wasm.plugin_host import LogRecord, PluginHost, VirtualClock
 from host.wasm.runtime import Engine, LoadError, Module

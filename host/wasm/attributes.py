@@ -173,7 +173,7 @@ def _response(ctx: Context, info: StreamInfo, rest: list[bytes]) -> bytes | None
 def _address(addr: str, rest: list[bytes]) -> bytes | None:
     if not addr or not rest:
         return None
-    host, port = _split_addr(addr)
+    _host, port = _split_addr(addr)
     if rest[0] == b"address":
         return addr.encode()
     if rest[0] == b"port":

@@ -63,7 +63,9 @@ class LocalResponse:
         return {
             "status": self.status,
             "details": self.details,
-            "headers": [[k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in self.headers],
+            "headers": [
+                [k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in self.headers
+            ],
             "body": self.body.decode("utf-8", "replace"),
             "grpc_status": self.grpc_status,
         }
@@ -162,7 +164,9 @@ class StreamListener:
     def on_local_reply(self, ctx: HttpContext) -> None:  # pragma: no cover
         pass
 
-    def on_close(self, ctx: HttpContext | TcpContext, stream: StreamType) -> None:  # pragma: no cover
+    def on_close(
+        self, ctx: HttpContext | TcpContext, stream: StreamType
+    ) -> None:  # pragma: no cover
         pass
 
 
@@ -211,8 +215,15 @@ class _Direction:
     """One direction (request or response) of an HTTP stream as one plugin sees it."""
 
     __slots__ = (
-        "body", "body_active", "buffering", "end_of_stream", "headers", "headers_state",
-        "paused", "trailers", "trailers_writable",
+        "body",
+        "body_active",
+        "buffering",
+        "end_of_stream",
+        "headers",
+        "headers_state",
+        "paused",
+        "trailers",
+        "trailers_writable",
     )
 
     def __init__(self) -> None:

@@ -86,8 +86,11 @@ class ImportInfo:
 
     def to_dict(self) -> dict[str, str]:
         return {
-            "module": self.module, "name": self.name, "kind": self.kind,
-            "signature": self.signature, "provided": self.provided,
+            "module": self.module,
+            "name": self.name,
+            "kind": self.kind,
+            "signature": self.signature,
+            "provided": self.provided,
         }
 
 
@@ -122,7 +125,9 @@ class ModuleInfo:
         }
 
 
-def _guess_sdk(module: Module, producers: dict[str, list[str]], names: set[str]) -> tuple[str, list[str]]:
+def _guess_sdk(
+    module: Module, producers: dict[str, list[str]], names: set[str]
+) -> tuple[str, list[str]]:
     exports = {e.name for e in module.exports}
     imports = {(i.module, i.name) for i in module.imports}
     langs = " ".join(producers.get("language", []) + producers.get("processed-by", [])).lower()
@@ -137,19 +142,31 @@ def _guess_sdk(module: Module, producers: dict[str, list[str]], names: set[str])
     if any(n.startswith("_ZN") or "proxy_wasm" in n for n in names):
         ev.append("Rust-mangled symbols in the name section")
         return "Rust (proxy-wasm crate)", ev
-    if ("wasi_unstable", "proc_exit") in imports and "malloc" in exports and (
-        "__new" in exports or "abort_proc_exit" in names or "~lib" in " ".join(list(names)[:50])
-        or ("env", "abort") not in imports
-    ) and not any(m == "wasi_snapshot_preview1" for m, _ in imports):
-        return "AssemblyScript (solo-io/proxy-runtime)", ["imports wasi_unstable.proc_exit", "exports malloc"]
+    if (
+        ("wasi_unstable", "proc_exit") in imports
+        and "malloc" in exports
+        and (
+            "__new" in exports
+            or "abort_proc_exit" in names
+            or "~lib" in " ".join(list(names)[:50])
+            or ("env", "abort") not in imports
+        )
+        and not any(m == "wasi_snapshot_preview1" for m, _ in imports)
+    ):
+        return "AssemblyScript (solo-io/proxy-runtime)", [
+            "imports wasi_unstable.proc_exit",
+            "exports malloc",
+        ]
     if ("env", "emscripten_notify_memory_growth") in imports:
         return "C++ (proxy-wasm-cpp-sdk, Emscripten)", ["imports emscripten_notify_memory_growth"]
-    if "clang" in langs or "c" == langs.strip() or "c11" in langs or "c++" in langs:
+    if "clang" in langs or langs.strip() == "c" or "c11" in langs or "c++" in langs:
         return "C/C++ (clang)", [f"producers: {langs}"]
     if "proxy_on_memory_allocate" in exports and "malloc" in exports and "_start" in exports:
         return "Go (TinyGo)", ["exports both allocators and _start"]
     if "proxy_on_memory_allocate" in exports and "_initialize" in exports:
-        return "Rust or Go 1.24 (wasip1 reactor)", ["exports proxy_on_memory_allocate and _initialize"]
+        return "Rust or Go 1.24 (wasip1 reactor)", [
+            "exports proxy_on_memory_allocate and _initialize"
+        ]
     return "unknown", ["no SDK fingerprint matched"]
 
 
@@ -218,7 +235,9 @@ def describe(module: Module) -> ModuleInfo:
                 provided = "yes"
         imports.append(ImportInfo(i.module, i.name, i.kind, sig, provided))
     if abi is None:
-        warnings.append("no Proxy-Wasm ABI marker export: this host (like Envoy) refuses to load it")
+        warnings.append(
+            "no Proxy-Wasm ABI marker export: this host (like Envoy) refuses to load it"
+        )
     if not memory:
         warnings.append("exports no memory")
     if "malloc" not in {e.name for e in module.exports} and "proxy_on_memory_allocate" not in {
@@ -226,6 +245,16 @@ def describe(module: Module) -> ModuleInfo:
     }:
         warnings.append("exports no allocator (malloc or proxy_on_memory_allocate): cannot start")
     return ModuleInfo(
-        module.sha256, module.size, abi, sdk, evidence, sorted(callbacks), lifecycle, sorted(other),
-        imports, producers, memory, warnings,
+        module.sha256,
+        module.size,
+        abi,
+        sdk,
+        evidence,
+        sorted(callbacks),
+        lifecycle,
+        sorted(other),
+        imports,
+        producers,
+        memory,
+        warnings,
     )

@@ -10,7 +10,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 
-__all__ = ["MAX_PAIRS", "MAX_PAIRS_BYTES", "HeaderMap", "PairsError", "decode_pairs", "encode_pairs"]
+__all__ = [
+    "MAX_PAIRS",
+    "MAX_PAIRS_BYTES",
+    "HeaderMap",
+    "PairsError",
+    "decode_pairs",
+    "encode_pairs",
+]
 
 MAX_PAIRS = 1024
 MAX_PAIRS_BYTES = 1 << 20
@@ -84,9 +91,7 @@ class HeaderMap:
     __slots__ = ("_items",)
 
     def __init__(self, items: Iterable[tuple[bytes | str, bytes | str]] = ()) -> None:
-        self._items: list[tuple[bytes, bytes]] = [
-            (_lower(_b(k)), _b(v)) for k, v in items
-        ]
+        self._items: list[tuple[bytes, bytes]] = [(_lower(_b(k)), _b(v)) for k, v in items]
 
     @classmethod
     def from_pairs(cls, pairs: list[tuple[bytes, bytes]]) -> HeaderMap:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from host.wasm.metrics import MetricsRegistry
@@ -46,11 +45,27 @@ class LogRecord:
     A slotted class, not a dataclass: one is made per plugin log call on the hot path.
     """
 
-    __slots__ = ("context_id", "level", "message", "plugin", "request_id", "root_id", "source", "time")
+    __slots__ = (
+        "context_id",
+        "level",
+        "message",
+        "plugin",
+        "request_id",
+        "root_id",
+        "source",
+        "time",
+    )
 
     def __init__(
-        self, level: LogLevel, message: str, plugin: str, root_id: str, context_id: int,
-        request_id: str = "", source: str = "plugin", time_: float | None = None,
+        self,
+        level: LogLevel,
+        message: str,
+        plugin: str,
+        root_id: str,
+        context_id: int,
+        request_id: str = "",
+        source: str = "plugin",
+        time_: float | None = None,
     ) -> None:
         self.level = level
         self.message = message

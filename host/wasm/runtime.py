@@ -203,7 +203,7 @@ class Engine:
 
     TICK_MS = 5
 
-    def __init__(self, cache_dir: Path | None | bool = None) -> None:
+    def __init__(self, cache_dir: Path | bool | None = None) -> None:
         cfg = wasmtime.Config()
         cfg.epoch_interruption = True
         cfg.memory_may_move = False
@@ -467,13 +467,21 @@ def _trampoline_source(params: Sequence[str], results: Sequence[str]) -> str:
         else:
             args.append(f"(p[{w}] | (p[{w + 1}] << 32))")
     call = f"impl(owner{''.join(', ' + a for a in args)})"
-    lines = ["def make(impl, owner, fault, on_error, name):", "    def cb(env, caller, p, n):", "        try:"]
+    lines = [
+        "def make(impl, owner, fault, on_error, name):",
+        "    def cb(env, caller, p, n):",
+        "        try:",
+    ]
     if not results:
         lines.append(f"            {call}")
     elif results[0] in ("i32", "f32"):
         lines.append(f"            p[0] = {call} & 0xFFFFFFFF")
     else:
-        lines += [f"            r = {call} & 0xFFFFFFFFFFFFFFFF", "            p[0] = r & 0xFFFFFFFF", "            p[1] = r >> 32"]
+        lines += [
+            f"            r = {call} & 0xFFFFFFFFFFFFFFFF",
+            "            p[0] = r & 0xFFFFFFFF",
+            "            p[1] = r >> 32",
+        ]
     lines.append("            return 0")
     lines.append("        except GuestFault:")
     if results:
@@ -574,15 +582,21 @@ class Instance:
         if self.missing:
             names = ", ".join(f"{m.module}.{m.name} ({m.kind})" for m in self.missing)
             self._delete_store()
-            raise LoadError("unsatisfiable_import", f"module imports what no host provides: {names}")
+            raise LoadError(
+                "unsatisfiable_import", f"module imports what no host provides: {names}"
+            )
         try:
             self.wt_instance = self.linker.instantiate(self.store, module.wt)
         except wasmtime.Trap as e:
             self._delete_store()
-            raise LoadError("start_trap", f"module start function trapped: {_first_line(e.message)}") from e
+            raise LoadError(
+                "start_trap", f"module start function trapped: {_first_line(e.message)}"
+            ) from e
         except wasmtime.WasmtimeError as e:
             self._delete_store()
-            raise LoadError("instantiate", f"cannot instantiate module: {_first_line(str(e))}") from e
+            raise LoadError(
+                "instantiate", f"cannot instantiate module: {_first_line(str(e))}"
+            ) from e
 
         exports = self.wt_instance.exports(self.store)
         self._exports = exports
@@ -640,8 +654,13 @@ class Instance:
         )
         if err:
             raise LoadError(
-                "link", f"cannot define {hf.module}.{hf.name}: "
-                + str(wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t))))
+                "link",
+                f"cannot define {hf.module}.{hf.name}: "
+                + str(
+                    wasmtime.WasmtimeError._from_ptr(
+                        ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t))
+                    )
+                ),
             )
 
     def _stub(self, imp: Import, result: int) -> HostFunction:
@@ -743,10 +762,12 @@ class Instance:
         frames: list[str] = []
         code = None
         if err:
-            e = wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
+            e = wasmtime.WasmtimeError._from_ptr(
+                ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t))
+            )
             message = str(e)
         else:
-            t = wasmtime.Trap._from_ptr(ctypes.cast(trap, ctypes.POINTER(ffi.wasm_trap_t)))
+            t = wasmtime.Trap._from_ptr(ctypes.cast(trap or 0, ctypes.POINTER(ffi.wasm_trap_t)))
             message = t.message
             code = t.trap_code
             try:
@@ -767,7 +788,8 @@ class Instance:
         if isinstance(host_error, CallFailed):
             # The guest allocator trapped while a host function was copying data out.
             return CallFailed(
-                host_error.kind, f"{fname}: guest allocator failed: {host_error.message}",
+                host_error.kind,
+                f"{fname}: guest allocator failed: {host_error.message}",
                 host_error.backtrace or tuple(frames),
             )
         if host_error is not None:
@@ -776,7 +798,9 @@ class Instance:
             )
         if self.proc_exit_code is not None and "proc_exit" in message:
             return CallFailed(
-                "proc_exit", f"{fname}: guest called proc_exit({self.proc_exit_code})", tuple(frames)
+                "proc_exit",
+                f"{fname}: guest called proc_exit({self.proc_exit_code})",
+                tuple(frames),
             )
         if code is not None:
             kind = code.name.lower()

@@ -40,7 +40,10 @@ class SharedData:
 
     def snapshot(self) -> dict[str, dict[str, tuple[str, int]]]:
         return {
-            vm: {k.decode("utf-8", "replace"): (v.decode("utf-8", "replace"), c) for k, (v, c) in s.items()}
+            vm: {
+                k.decode("utf-8", "replace"): (v.decode("utf-8", "replace"), c)
+                for k, (v, c) in s.items()
+            }
             for vm, s in self._stores.items()
         }
 
@@ -116,7 +119,13 @@ class SharedQueues:
 
     def snapshot(self) -> list[dict[str, object]]:
         return [
-            {"vm_id": q.vm_id, "name": q.name, "token": q.token, "depth": len(q.items),
-             "enqueued": q.enqueued, "dequeued": q.dequeued}
+            {
+                "vm_id": q.vm_id,
+                "name": q.name,
+                "token": q.token,
+                "depth": len(q.items),
+                "enqueued": q.enqueued,
+                "dequeued": q.dequeued,
+            }
             for q in self._by_token.values()
         ]

@@ -14,8 +14,8 @@ No sockets, no asyncio, no threads: the caller drives it.
 from __future__ import annotations
 
 import time
-from time import perf_counter_ns as _perf_ns
 from dataclasses import dataclass, field
+from time import perf_counter_ns as _perf_ns
 from typing import TYPE_CHECKING
 
 from host.wasm.context import (
@@ -134,9 +134,9 @@ class Callbacks:
         self.proxy_on_foreign_function = (
             get("proxy_on_foreign_function", 3, 0) if abi != "0.1.0" else None
         )
-        if self.proxy_on_grpc_receive_trailing_metadata is None:
+        if getattr(self, "proxy_on_grpc_receive_trailing_metadata", None) is None:
             # The AssemblyScript runtime exports this callback misspelled (ABI doc §3.4).
-            self.proxy_on_grpc_receive_trailing_metadata = inst.func(
+            self.proxy_on_grpc_receive_trailing_metadata: RawFunc | None = inst.func(
                 "proxy_on_grpc_trailing_metadata", ("i32",) * 3, ()
             )
         self._initialize = inst.func("_initialize", (), ())
@@ -217,8 +217,10 @@ class PluginVM:
         if not inst.mem_size and inst._memory is None:
             raise VmStartError(
                 Failure(
-                    FailState.UNABLE_TO_CREATE_VM, "no_memory",
-                    "module exports no linear memory", at=time.time(),
+                    FailState.UNABLE_TO_CREATE_VM,
+                    "no_memory",
+                    "module exports no linear memory",
+                    at=time.time(),
                 )
             )
         cb = Callbacks(inst, self.abi)
@@ -232,9 +234,11 @@ class PluginVM:
         if self._allocator is None:
             raise VmStartError(
                 Failure(
-                    FailState.MISSING_FUNCTION, "missing_allocator",
+                    FailState.MISSING_FUNCTION,
+                    "missing_allocator",
                     "Wasm module is missing malloc function (exports neither "
-                    "proxy_on_memory_allocate nor malloc)", at=time.time(),
+                    "proxy_on_memory_allocate nor malloc)",
+                    at=time.time(),
                 )
             )
         # Start-up (§1.3 step 4) on the VM context.
@@ -251,8 +255,13 @@ class PluginVM:
             f = self.failure
             assert f is not None
             self.failure = Failure(
-                FailState.UNABLE_TO_INITIALIZE_CODE, f.kind, f.message, f.callback, 0,
-                f.backtrace, f.at,
+                FailState.UNABLE_TO_INITIALIZE_CODE,
+                f.kind,
+                f.message,
+                f.callback,
+                0,
+                f.backtrace,
+                f.at,
             )
             raise VmStartError(self.failure) from None
 
@@ -296,7 +305,8 @@ class PluginVM:
             r = self.instance.call(fn, args, self._deadline)
         except CallFailed as e:
             if (
-                e.kind == "proc_exit" and self.instance.proc_exit_code == 0
+                e.kind == "proc_exit"
+                and self.instance.proc_exit_code == 0
                 and name in _START_FUNCTIONS
             ):
                 # proc_exit(0) at the end of a WASI command's _start is a clean exit.
@@ -323,11 +333,18 @@ class PluginVM:
         return r
 
     def _fail(
-        self, state: FailState, kind: str, message: str, callback: str, context_id: int,
+        self,
+        state: FailState,
+        kind: str,
+        message: str,
+        callback: str,
+        context_id: int,
         backtrace: tuple[str, ...] = (),
     ) -> None:
         if self.failure is None:
-            self.failure = Failure(state, kind, message, callback, context_id, backtrace, time.time())
+            self.failure = Failure(
+                state, kind, message, callback, context_id, backtrace, time.time()
+            )
             self._host_log(LogLevel.CRITICAL, f"plugin VM failed: {kind}: {message}")
             for listener in list(self.failure_listeners):
                 fn = getattr(listener, "vm_failed", None)
@@ -382,15 +399,17 @@ class PluginVM:
                 if stream in ctx.paused:
                     ctx.paused.discard(stream)
                     if listener is not None:
-                        listener.on_resume(ctx, stream)  # type: ignore[arg-type]
+                        listener.on_resume(ctx, stream)
             elif kind == "close" and stream is not None:
                 if listener is not None:
-                    listener.on_close(ctx, stream)  # type: ignore[arg-type]
+                    listener.on_close(ctx, stream)
             elif kind == "local_reply" and isinstance(ctx, HttpContext):
                 if listener is not None:
                     listener.on_local_reply(ctx)
 
-    def _run_root_callback(self, fn: RawFunc | None, args: tuple[int, ...], root: RootContext, name: str) -> bool:
+    def _run_root_callback(
+        self, fn: RawFunc | None, args: tuple[int, ...], root: RootContext, name: str
+    ) -> bool:
         """Run a callback that is not a stream event; apply what it asked afterwards."""
         if fn is None or self.failure is not None or root.deleted:
             return self.failure is None
@@ -409,7 +428,9 @@ class PluginVM:
         self._next_context_id += 1
         return cid
 
-    def start_plugin(self, root_id: str, configuration: bytes, plugin_name: str = "") -> RootContext:
+    def start_plugin(
+        self, root_id: str, configuration: bytes, plugin_name: str = ""
+    ) -> RootContext:
         """Create the root context, then on_vm_start and on_configure (§1.3 step 5)."""
         if self.failure is not None:
             raise VmStartError(self.failure)
@@ -424,24 +445,37 @@ class PluginVM:
         cb = self.cb
         try:
             if cb.proxy_on_context_create is not None:
-                self._call(cb.proxy_on_context_create, (root.id, 0), root, "proxy_on_context_create")
+                self._call(
+                    cb.proxy_on_context_create, (root.id, 0), root, "proxy_on_context_create"
+                )
             root.created = True
             if cb.proxy_on_vm_start is not None:
                 ok = self._call(
-                    cb.proxy_on_vm_start, (root.id, len(self.config.vm_configuration)), root,
+                    cb.proxy_on_vm_start,
+                    (root.id, len(self.config.vm_configuration)),
+                    root,
                     "proxy_on_vm_start",
                 )
                 if ok == 0:
                     self._fail(
-                        FailState.START_FAILED, "start_failed",
-                        "proxy_on_vm_start returned false", "proxy_on_vm_start", root.id,
+                        FailState.START_FAILED,
+                        "start_failed",
+                        "proxy_on_vm_start returned false",
+                        "proxy_on_vm_start",
+                        root.id,
                     )
                     raise VmStartError(self.failure)  # type: ignore[arg-type]
         except _Trapped:
             f = self.failure
             assert f is not None
             self.failure = Failure(
-                FailState.START_FAILED, f.kind, f.message, f.callback, f.context_id, f.backtrace, f.at
+                FailState.START_FAILED,
+                f.kind,
+                f.message,
+                f.callback,
+                f.context_id,
+                f.backtrace,
+                f.at,
             )
             raise VmStartError(self.failure) from None
         if not self.configure(root, configuration):
@@ -463,6 +497,7 @@ class PluginVM:
         starting = not root.configured
         cb = self.cb
         root.configuring = configuration
+        ok: int | None
         try:
             if cb.proxy_on_configure is None:
                 ok = 1
@@ -474,8 +509,13 @@ class PluginVM:
             f = self.failure
             assert f is not None
             self.failure = Failure(
-                FailState.CONFIGURE_FAILED, f.kind, f.message, f.callback, f.context_id,
-                f.backtrace, f.at,
+                FailState.CONFIGURE_FAILED,
+                f.kind,
+                f.message,
+                f.callback,
+                f.context_id,
+                f.backtrace,
+                f.at,
             )
             return False
         finally:
@@ -483,9 +523,11 @@ class PluginVM:
         if ok == 0:
             if starting:
                 self._fail(
-                    FailState.CONFIGURE_FAILED, "configure_failed",
+                    FailState.CONFIGURE_FAILED,
+                    "configure_failed",
                     "proxy_on_configure returned false (the plugin rejected its configuration)",
-                    "proxy_on_configure", root.id,
+                    "proxy_on_configure",
+                    root.id,
                 )
             else:
                 self._host_log(
@@ -505,7 +547,9 @@ class PluginVM:
             return None
         root.configuring = configuration
         try:
-            return bool(self._call(fn, (root.id, len(configuration)), root, "proxy_validate_configuration"))
+            return bool(
+                self._call(fn, (root.id, len(configuration)), root, "proxy_validate_configuration")
+            )
         except _Trapped:
             return False
         finally:
@@ -522,7 +566,8 @@ class PluginVM:
 
     def due_ticks(self, now_ms: float) -> list[RootContext]:
         return [
-            r for r in self.roots.values()
+            r
+            for r in self.roots.values()
             if r.next_tick_ms is not None and r.next_tick_ms <= now_ms and not r.deleted
         ]
 
@@ -530,7 +575,9 @@ class PluginVM:
         root.call_data = args
         try:
             return self._run_root_callback(
-                self.cb.proxy_on_foreign_function, (root.id, function_id, len(args)), root,
+                self.cb.proxy_on_foreign_function,
+                (root.id, function_id, len(args)),
+                root,
                 "proxy_on_foreign_function",
             )
         finally:
@@ -561,7 +608,9 @@ class PluginVM:
             root.callout_response = call
         try:
             self._run_root_callback(
-                self.cb.proxy_on_http_call_response, (root.id, call.token, nh, nb, nt), root,
+                self.cb.proxy_on_http_call_response,
+                (root.id, call.token, nh, nb, nt),
+                root,
                 "proxy_on_http_call_response",
             )
         finally:
@@ -582,12 +631,14 @@ class PluginVM:
         if root is None or root.deleted:
             return
         cb = self.cb
+        size = len(payload) if isinstance(payload, (bytes, list)) else 0
         if kind == "initial_metadata":
             root.grpc_initial_metadata = payload  # type: ignore[assignment]
             try:
                 self._run_root_callback(
                     cb.proxy_on_grpc_receive_initial_metadata,
-                    (root.id, call.token, len(payload)), root,  # type: ignore[arg-type]
+                    (root.id, call.token, size),
+                    root,
                     "proxy_on_grpc_receive_initial_metadata",
                 )
             finally:
@@ -596,7 +647,9 @@ class PluginVM:
             root.grpc_message = payload  # type: ignore[assignment]
             try:
                 self._run_root_callback(
-                    cb.proxy_on_grpc_receive, (root.id, call.token, len(payload)), root,  # type: ignore[arg-type]
+                    cb.proxy_on_grpc_receive,
+                    (root.id, call.token, size),
+                    root,
                     "proxy_on_grpc_receive",
                 )
             finally:
@@ -606,7 +659,8 @@ class PluginVM:
             try:
                 self._run_root_callback(
                     cb.proxy_on_grpc_receive_trailing_metadata,
-                    (root.id, call.token, len(payload)), root,  # type: ignore[arg-type]
+                    (root.id, call.token, size),
+                    root,
                     "proxy_on_grpc_receive_trailing_metadata",
                 )
             finally:
@@ -616,7 +670,10 @@ class PluginVM:
             root.last_status = (status, payload if isinstance(payload, bytes) else b"")
             try:
                 self._run_root_callback(
-                    cb.proxy_on_grpc_close, (root.id, call.token, status), root, "proxy_on_grpc_close"
+                    cb.proxy_on_grpc_close,
+                    (root.id, call.token, status),
+                    root,
+                    "proxy_on_grpc_close",
                 )
             finally:
                 root.last_status = (Status.OK, b"")
@@ -629,7 +686,10 @@ class PluginVM:
     # -- HTTP streams --------------------------------------------------------------------
 
     def new_http_context(
-        self, root: RootContext, info: StreamInfo | None = None, listener: StreamListener | None = None
+        self,
+        root: RootContext,
+        info: StreamInfo | None = None,
+        listener: StreamListener | None = None,
     ) -> HttpContext:
         if root.deleted:
             raise ValueError(f"root context {root.id} ({root.root_id!r}) was removed")
@@ -707,7 +767,11 @@ class PluginVM:
         req = stream == StreamType.HTTP_REQUEST
         fn = self.cb.proxy_on_request_headers if req else self.cb.proxy_on_response_headers
         name = "proxy_on_request_headers" if req else "proxy_on_response_headers"
-        args = (ctx.id, len(headers)) if self.abi == "0.1.0" else (ctx.id, len(headers), int(end_of_stream))
+        args = (
+            (ctx.id, len(headers))
+            if self.abi == "0.1.0"
+            else (ctx.id, len(headers), int(end_of_stream))
+        )
         before = ctx.local_response
         try:
             r = self._stream_call(ctx, fn, args, name)
@@ -819,7 +883,10 @@ class PluginVM:
     # -- TCP streams ---------------------------------------------------------------------
 
     def new_tcp_context(
-        self, root: RootContext, info: StreamInfo | None = None, listener: StreamListener | None = None
+        self,
+        root: RootContext,
+        info: StreamInfo | None = None,
+        listener: StreamListener | None = None,
     ) -> TcpContext:
         if root.deleted:
             raise ValueError(f"root context {root.id} ({root.root_id!r}) was removed")
@@ -847,13 +914,17 @@ class PluginVM:
         if ctx.deleted:
             return Action.CONTINUE
         try:
-            r = self._stream_call(ctx, self.cb.proxy_on_new_connection, (ctx.id,), "proxy_on_new_connection")
+            r = self._stream_call(
+                ctx, self.cb.proxy_on_new_connection, (ctx.id,), "proxy_on_new_connection"
+            )
         except _Trapped:
             self._take_actions()
             return Action.FAILED
         return self._settle_tcp(ctx, StreamType.DOWNSTREAM, r != 0)
 
-    def tcp_data(self, ctx: TcpContext, stream: StreamType, data: bytes, end_of_stream: bool) -> Action:
+    def tcp_data(
+        self, ctx: TcpContext, stream: StreamType, data: bytes, end_of_stream: bool
+    ) -> Action:
         if self.failure is not None or self.instance._closed:
             return Action.FAILED
         if ctx.deleted:
@@ -878,10 +949,13 @@ class PluginVM:
             return
         down = stream == StreamType.DOWNSTREAM
         fn = (
-            self.cb.proxy_on_downstream_connection_close if down
+            self.cb.proxy_on_downstream_connection_close
+            if down
             else self.cb.proxy_on_upstream_connection_close
         )
-        name = "proxy_on_downstream_connection_close" if down else "proxy_on_upstream_connection_close"
+        name = (
+            "proxy_on_downstream_connection_close" if down else "proxy_on_upstream_connection_close"
+        )
         try:
             self._stream_call(ctx, fn, (ctx.id, peer), name)
         except _Trapped:

@@ -32,7 +32,9 @@ def _pthread_equal(vm: object, a: int, b: int) -> int:
 
 
 _EXTRA = (
-    HostFunction("env", "emscripten_notify_memory_growth", ("i32",), (), _emscripten_notify_memory_growth),
+    HostFunction(
+        "env", "emscripten_notify_memory_growth", ("i32",), (), _emscripten_notify_memory_growth
+    ),
     HostFunction("env", "pthread_equal", ("i32", "i32"), ("i32",), _pthread_equal),
 )
 

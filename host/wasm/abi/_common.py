@@ -25,8 +25,14 @@ INVALID_MEMORY_ACCESS = int(Status.INVALID_MEMORY_ACCESS)
 _SIG = {"i": "i32", "I": "i64"}
 
 
-def hostfn(name: str, params: str, results: str, impl: Callable[..., int | None],
-           module: str = "env", fault: int = INVALID_MEMORY_ACCESS) -> HostFunction:
+def hostfn(
+    name: str,
+    params: str,
+    results: str,
+    impl: Callable[..., int | None],
+    module: str = "env",
+    fault: int = INVALID_MEMORY_ACCESS,
+) -> HostFunction:
     """Declare a host function; ``params``/``results`` spell types as i (i32) and I (i64)."""
     return HostFunction(
         module, name, tuple(_SIG[c] for c in params), tuple(_SIG[c] for c in results), impl, fault

@@ -56,8 +56,10 @@ def proxy_http_call(
     except PairsError:
         return BAD_ARGUMENT
     names = {k for k, _ in headers}
-    if b":method" not in names or b":path" not in names or not (
-        b":authority" in names or b"host" in names
+    if (
+        b":method" not in names
+        or b":path" not in names
+        or not (b":authority" in names or b"host" in names)
     ):
         # Envoy requires :method, :path and :authority/host.
         return BAD_ARGUMENT
@@ -93,8 +95,15 @@ class _GrpcEvents:
 
 
 def _grpc_start(
-    vm: PluginVM, cluster: bytes, service: bytes, method: bytes, raw_md: bytes, message: bytes,
-    timeout_ms: int, ret_token: int, stream: bool,
+    vm: PluginVM,
+    cluster: bytes,
+    service: bytes,
+    method: bytes,
+    raw_md: bytes,
+    message: bytes,
+    timeout_ms: int,
+    ret_token: int,
+    stream: bool,
 ) -> int:
     vm.instance.write_u32(ret_token, 0)
     root = vm.ctx.root
@@ -107,15 +116,27 @@ def _grpc_start(
     # cpp-host token classes: unary calls ≡ 1, streams ≡ 2 (mod 4).
     token = (vm.host.next_callout_token() | (2 if stream else 1)) & 0xFFFFFFFF
     call = GrpcCall(
-        token, cluster.decode("utf-8", "replace"), service.decode("utf-8", "replace"),
-        method.decode("utf-8", "replace"), metadata, message, timeout_ms, stream, vm.ctx.id,
+        token,
+        cluster.decode("utf-8", "replace"),
+        service.decode("utf-8", "replace"),
+        method.decode("utf-8", "replace"),
+        metadata,
+        message,
+        timeout_ms,
+        stream,
+        vm.ctx.id,
     )
     status = vm.host.grpc.start(call, _GrpcEvents(vm))
     if status != Status.OK:
         from host.wasm.abi.logging import emit
 
         reason = getattr(vm.host.grpc, "reason", "gRPC dispatcher refused the call")
-        emit(vm, LogLevel.WARN, f"grpc call to {call.cluster}/{call.service}/{call.method}: {reason}", "host")
+        emit(
+            vm,
+            LogLevel.WARN,
+            f"grpc call to {call.cluster}/{call.service}/{call.method}: {reason}",
+            "host",
+        )
         return int(status)
     root.grpc_calls[token] = call
     vm.instance.write_u32(ret_token, token)
@@ -123,22 +144,55 @@ def _grpc_start(
 
 
 def proxy_grpc_call(
-    vm: PluginVM, up_ptr: int, up_len: int, svc_ptr: int, svc_len: int, m_ptr: int, m_len: int,
-    md_ptr: int, md_len: int, msg_ptr: int, msg_len: int, timeout_ms: int, ret_token: int,
+    vm: PluginVM,
+    up_ptr: int,
+    up_len: int,
+    svc_ptr: int,
+    svc_len: int,
+    m_ptr: int,
+    m_len: int,
+    md_ptr: int,
+    md_len: int,
+    msg_ptr: int,
+    msg_len: int,
+    timeout_ms: int,
+    ret_token: int,
 ) -> int:
     return _grpc_start(
-        vm, read(vm, up_ptr, up_len), read(vm, svc_ptr, svc_len), read(vm, m_ptr, m_len),
-        read(vm, md_ptr, md_len), read(vm, msg_ptr, msg_len), timeout_ms, ret_token, False,
+        vm,
+        read(vm, up_ptr, up_len),
+        read(vm, svc_ptr, svc_len),
+        read(vm, m_ptr, m_len),
+        read(vm, md_ptr, md_len),
+        read(vm, msg_ptr, msg_len),
+        timeout_ms,
+        ret_token,
+        False,
     )
 
 
 def proxy_grpc_stream(
-    vm: PluginVM, up_ptr: int, up_len: int, svc_ptr: int, svc_len: int, m_ptr: int, m_len: int,
-    md_ptr: int, md_len: int, ret_token: int,
+    vm: PluginVM,
+    up_ptr: int,
+    up_len: int,
+    svc_ptr: int,
+    svc_len: int,
+    m_ptr: int,
+    m_len: int,
+    md_ptr: int,
+    md_len: int,
+    ret_token: int,
 ) -> int:
     return _grpc_start(
-        vm, read(vm, up_ptr, up_len), read(vm, svc_ptr, svc_len), read(vm, m_ptr, m_len),
-        read(vm, md_ptr, md_len), b"", 0, ret_token, True,
+        vm,
+        read(vm, up_ptr, up_len),
+        read(vm, svc_ptr, svc_len),
+        read(vm, m_ptr, m_len),
+        read(vm, md_ptr, md_len),
+        b"",
+        0,
+        ret_token,
+        True,
     )
 
 

@@ -33,7 +33,12 @@ def proxy_done(vm: PluginVM) -> int:
 
 
 def proxy_call_foreign_function(
-    vm: PluginVM, name_ptr: int, name_len: int, args_ptr: int, args_len: int, ret_ptr: int,
+    vm: PluginVM,
+    name_ptr: int,
+    name_len: int,
+    args_ptr: int,
+    args_len: int,
+    ret_ptr: int,
     ret_size: int,
 ) -> int:
     name = read(vm, name_ptr, name_len).decode("utf-8", "replace")

@@ -22,8 +22,13 @@ def emit(vm: PluginVM, level: LogLevel, message: str, source: str = "plugin") ->
     request_id = ctx.info.request_id if isinstance(ctx, HttpContext) else ""
     vm.host.log(
         LogRecord(
-            level, message, vm.name, root.root_id if isinstance(root, RootContext) else "",
-            ctx.id, request_id, source,
+            level,
+            message,
+            vm.name,
+            root.root_id if isinstance(root, RootContext) else "",
+            ctx.id,
+            request_id,
+            source,
         )
     )
 

@@ -12,7 +12,9 @@ if TYPE_CHECKING:
     from host.wasm.vm import PluginVM
 
 
-def proxy_get_property(vm: PluginVM, path_ptr: int, path_len: int, ret_ptr: int, ret_size: int) -> int:
+def proxy_get_property(
+    vm: PluginVM, path_ptr: int, path_len: int, ret_ptr: int, ret_size: int
+) -> int:
     path = read(vm, path_ptr, path_len)
     value = lookup(vm.ctx, path)
     if value is None:
@@ -20,7 +22,9 @@ def proxy_get_property(vm: PluginVM, path_ptr: int, path_len: int, ret_ptr: int,
     return return_bytes(vm, value, ret_ptr, ret_size)
 
 
-def proxy_set_property(vm: PluginVM, path_ptr: int, path_len: int, val_ptr: int, val_len: int) -> int:
+def proxy_set_property(
+    vm: PluginVM, path_ptr: int, path_len: int, val_ptr: int, val_len: int
+) -> int:
     path = read(vm, path_ptr, path_len)
     value = read(vm, val_ptr, val_len)
     ctx = vm.ctx

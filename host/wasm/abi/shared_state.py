@@ -41,7 +41,9 @@ def proxy_register_shared_queue(vm: PluginVM, name_ptr: int, name_len: int, ret_
     name = read(vm, name_ptr, name_len).decode("utf-8", "replace")
     vm.instance.check(ret_token, 4)
     root = vm.ctx.root
-    q = vm.host.queues.register(vm.config.vm_id, name, root if isinstance(root, RootContext) else None)
+    q = vm.host.queues.register(
+        vm.config.vm_id, name, root if isinstance(root, RootContext) else None
+    )
     vm.instance.write_u32(ret_token, q.token)
     return OK
 
@@ -68,7 +70,11 @@ def proxy_enqueue_shared_queue(vm: PluginVM, token: int, val_ptr: int, val_len: 
     if isinstance(receiver, RootContext):
         # One notification per enqueue, delivered after this guest call (never inside).
         rvm = receiver.vm
-        vm.host.post(lambda: rvm.queue_ready(receiver, token))
+
+        def deliver() -> None:
+            rvm.queue_ready(receiver, token)
+
+        vm.host.post(deliver)
     return OK
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from host.wasm.abi._common import hostfn, read
+from host.wasm.abi._common import hostfn
 from host.wasm.runtime import HostFunction, ProcExit
 from host.wasm.types import LogLevel
 
@@ -49,7 +49,9 @@ def fd_write(vm: PluginVM, fd: int, iovs: int, iovs_len: int, ret_nwritten: int)
     from host.wasm.abi.logging import emit
 
     emit(
-        vm, LogLevel.INFO if fd == STDOUT else LogLevel.ERROR, text.decode("utf-8", "replace"),
+        vm,
+        LogLevel.INFO if fd == STDOUT else LogLevel.ERROR,
+        text.decode("utf-8", "replace"),
         "stdout" if fd == STDOUT else "stderr",
     )
     return SUCCESS
@@ -169,13 +171,23 @@ def fd_read(vm: PluginVM, fd: int, iovs: int, iovs_len: int, ret: int) -> int:
 
 
 def path_open(
-    vm: PluginVM, fd: int, dirflags: int, path: int, path_len: int, oflags: int,
-    rights_base: int, rights_inh: int, fdflags: int, ret_fd: int,
+    vm: PluginVM,
+    fd: int,
+    dirflags: int,
+    path: int,
+    path_len: int,
+    oflags: int,
+    rights_base: int,
+    rights_inh: int,
+    fdflags: int,
+    ret_fd: int,
 ) -> int:
     return NOENT
 
 
-def _both(name: str, params: str, results: str, impl: object, fault: int = FAULT) -> tuple[HostFunction, ...]:
+def _both(
+    name: str, params: str, results: str, impl: object, fault: int = FAULT
+) -> tuple[HostFunction, ...]:
     return tuple(
         hostfn(name, params, results, impl, module=m, fault=fault)  # type: ignore[arg-type]
         for m in ("wasi_snapshot_preview1", "wasi_unstable")
