@@ -272,6 +272,7 @@ class ChainRun:
         self._waiting: asyncio.Future[Step] | None = None
         self._waiting_hop: _Hop | None = None
         self._waiting_stage = ""
+        self._wait_timer: asyncio.TimerHandle | None = None
         self.reply: LocalReply | None = None
         self.completed = False
         self.stream_info: StreamInfo | None = None
@@ -551,6 +552,11 @@ class ChainRun:
         self._waiting_hop = hop
         self._waiting_stage = stage
         hop.wait_started = time.monotonic()
+        # A plugin that never resumes must not hold the request forever (Envoy's
+        # stream timeouts); the request gets a 504 naming it.
+        self._wait_timer = self.loop.call_later(
+            self.m.pause_timeout_s, self._pause_expired, fut, hop
+        )
         if stage == "request_headers":
             self._req_index = index
         elif stage == "request_data":
@@ -564,7 +570,24 @@ class ChainRun:
         self.m.paused_streams += 1
         return Step(Step.WAIT, wait=fut)
 
+    def _pause_expired(self, fut: asyncio.Future[Step], hop: _Hop) -> None:
+        if self._waiting is not fut or fut.done():
+            return
+        hop.slot.count("pause_timeout")
+        body = (
+            f"wasm plugin {hop.slot.name} kept the stream paused for "
+            f"{self.m.pause_timeout_s:g}s without resuming it\n"
+        ).encode()
+        reply = LocalReply(504, body, details="wasm_pause_timeout")
+        stage = self._waiting_stage
+        i = self._req_index if stage.startswith("request") else self._resp_index
+        self._settle_wait(lambda: self._reply_step(reply, i, request=stage.startswith("request")))
+
     def _settle_wait(self, compute: Any) -> None:
+        timer = self._wait_timer
+        if timer is not None:
+            timer.cancel()
+            self._wait_timer = None
         fut, self._waiting = self._waiting, None
         hop, self._waiting_hop = self._waiting_hop, None
         if hop is not None:
@@ -615,6 +638,9 @@ class ChainRun:
             return
         lr = ctx.local_response
         hop.rec.local_reply = lr.to_dict()
+        if not hop.enforce:
+            self._would(hop, f"reply_{lr.status}")
+            return
         if hop is not self._waiting_hop:
             return
         stage = self._waiting_stage
@@ -706,6 +732,9 @@ class ChainRun:
             self._waiting.cancel()
             self._waiting = None
             self.m.paused_streams -= 1
+        if self._wait_timer is not None:
+            self._wait_timer.cancel()
+            self._wait_timer = None
         for hop in self.hops:
             ctx = hop.ctx
             if ctx is not None:

@@ -274,6 +274,7 @@ class PluginManager:
         self.cluster_urls: dict[str, tuple[str, float]] = {}
         self.recent: deque[RequestRecord] = deque(maxlen=inspector_size)
         self.paused_streams = 0
+        self.pause_timeout_s = 30.0  # longest a plugin may hold a stream paused
         self._log = log
         self.cache_dir = cache_dir
         self._shared_vms: dict[tuple[str, str], PluginVM] = {}
