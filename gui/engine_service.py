@@ -1,0 +1,517 @@
+"""The desktop app's one door to the engine.
+
+``EngineService`` owns the engine thread: a daemon thread running one asyncio loop
+(uvloop when importable) with a ``host.proxy.server.ProxyServer`` on it. That thread
+owns every wasmtime Store; nothing here lets the GUI thread call into wasm.
+
+Commands go in as methods (thread-safe: each is scheduled on the engine loop);
+changes come out as Qt signals (emitted on the engine thread, delivered queued to the
+receivers' thread). Live data is *pulled*: every ``publish_interval_s`` the engine
+thread builds an immutable ``_Published`` record (stats snapshot, plugin snapshot,
+effective config) and stores it in one attribute, and appends new log lines and new
+inspector summaries to bounded deques; ``snapshot()`` (the GUI's 10 Hz timer) reads the
+attribute and drains the deques: no lock is taken, no engine object leaves the engine
+thread, no per-request signal is sent.
+
+This module must not touch widgets, and must not hand engine objects (slots, records,
+the server) to callers: only frozen dataclasses, plain dicts and tuples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from gui import traffic
+from host.proxy.config import ProxyConfig
+from host.proxy.server import ProxyServer, StartupError
+from host.proxy.stats import StatsSnapshot
+from host.wasm import LogLevel
+
+__all__ = ["EngineService", "EngineSnapshot"]
+
+_log = logging.getLogger(__name__)
+
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# fields of a plugin snapshot that change as traffic flows: not a "plugins changed" event
+_VOLATILE = ("counters", "vm_memory_bytes", "reload_at")
+
+
+@dataclass(frozen=True)
+class _Published:
+    seq: int
+    time: float
+    stats: StatsSnapshot
+    plugins: tuple[Mapping[str, Any], ...]
+    config: ProxyConfig
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """What the GUI timer pulls: the latest published state plus what is new since the
+    previous pull (log lines and inspector summaries, oldest first)."""
+
+    seq: int
+    time: float
+    stats: StatsSnapshot
+    plugins: tuple[Mapping[str, Any], ...]
+    config: ProxyConfig
+    logs: tuple[Mapping[str, Any], ...]
+    requests: tuple[Mapping[str, Any], ...]
+    dropped_logs: int = 0
+
+
+def _loopback(host: str) -> str:
+    return host if host in _LOOPBACK_HOSTS or host.startswith("127.") else "127.0.0.1"
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency of the proxy
+        return asyncio.new_event_loop()
+
+
+def _request_summary(rec: Any) -> dict[str, Any]:
+    ran = [h.plugin for h in rec.hops if h.ran]
+    return {
+        "id": rec.id,
+        "request_id": rec.request_id,
+        "method": rec.method,
+        "path": rec.path,
+        "status": rec.status,
+        "outcome": rec.outcome,
+        "duration_ms": round(rec.duration_ms, 3),
+        "started": rec.started,
+        "plugins": ran,
+        "local_reply": next((h.plugin for h in rec.hops if h.local_reply), ""),
+        "would": sum(len(h.would) for h in rec.hops),
+        "failed": next((h.plugin for h in rec.hops if h.failure), ""),
+    }
+
+
+def _plugin_key(p: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple((k, repr(v)) for k, v in p.items() if k not in _VOLATILE)
+
+
+class EngineService(QObject):
+    """Runs the proxy on its own thread; see the module docstring for the contract."""
+
+    started = Signal()
+    start_failed = Signal(str)
+    stopped = Signal()
+    plugins_changed = Signal(list)
+    config_applied = Signal(list)  # the errors; [] when every plugin took the new config
+    command_failed = Signal(str)
+    plugin_reloaded = Signal(str, str)  # name, error ("" on success)
+    response_received = Signal(dict)
+    request_details_received = Signal(dict)
+    traffic_progress = Signal(int, int)  # sent, planned
+    traffic_finished = Signal(dict)
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        *,
+        listen: tuple[str, int] | None = None,
+        admin: tuple[str, int] | None = None,
+        log_level: LogLevel = LogLevel.INFO,
+        publish_interval_s: float = 0.1,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        lh, lp = listen if listen is not None else (config.listen_host, config.listen_port)
+        ah, ap = admin if admin is not None else (config.admin_host, config.admin_port)
+        self._config = config
+        self._listen_req = (_loopback(lh), lp)
+        self._admin_req = (_loopback(ah), ap)
+        self._log_level = log_level
+        self._interval = publish_interval_s
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: ProxyServer | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._latest: _Published | None = None
+        self._logs: deque[dict[str, Any]] = deque(maxlen=5000)
+        self._requests: deque[dict[str, Any]] = deque(maxlen=1000)
+        self._last_log_seq = 0
+        self._last_record_id = 0
+        self._plugin_keys: tuple[tuple[Any, ...], ...] = ()
+        self._traffic_task: asyncio.Task[Any] | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self.listen_address: tuple[str, int] = ("", 0)
+        self.admin_address: tuple[str, int] = ("", 0)
+        self.notes: list[str] = []  # start-up notes (a port fallback...)
+        self.running = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the engine thread; ``started`` or ``start_failed`` follows."""
+        if self._thread is not None:
+            raise RuntimeError("the engine was already started")
+        self._thread = threading.Thread(
+            target=self._thread_main, name="wasmdesk-engine", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def stop(self) -> None:
+        """Ask the engine to stop (non-blocking); ``stopped`` follows."""
+        loop, ev = self._loop, self._stop_event
+        if loop is not None and ev is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(ev.set)
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        """Stop the proxy and join the engine thread. True if the thread ended in time."""
+        self.stop()
+        t = self._thread
+        if t is None:
+            return True
+        t.join(timeout_s)
+        return not t.is_alive()
+
+    def __enter__(self) -> EngineService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _thread_main(self) -> None:
+        loop = _new_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main(loop))
+        except Exception as e:  # never let the thread die silently
+            _log.exception("engine thread failed")
+            self.start_failed.emit(f"{type(e).__name__}: {e}")
+        finally:
+            self.running = False
+            with contextlib.suppress(Exception):
+                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for t in pending:
+                    t.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            self._loop = None
+            loop.close()
+            self.stopped.emit()
+
+    async def _start_server(self) -> ProxyServer | str:
+        """Start with the requested ports; a port that is taken falls back to an
+        ephemeral one (the bound address is what the window shows)."""
+        listen, admin = self._listen_req, self._admin_req
+        for _attempt in range(3):
+            cfg = dataclasses.replace(
+                self._config,
+                listen_host=listen[0],
+                listen_port=listen[1],
+                admin_host=admin[0],
+                admin_port=admin[1],
+            )
+            server = ProxyServer(cfg, strict=False, log_level=self._log_level)
+            try:
+                await server.start()
+                # keep the workspace's own listen/admin values in the config we publish
+                server.config = dataclasses.replace(
+                    server.config,
+                    listen_host=self._config.listen_host,
+                    listen_port=self._config.listen_port,
+                    admin_host=self._config.admin_host,
+                    admin_port=self._config.admin_port,
+                )
+                return server
+            except StartupError as e:
+                if server.demo is not None:
+                    server.demo.close()
+                msg = str(e)
+                if msg.startswith("cannot listen on admin") and admin[1] != 0:
+                    self.notes.append(f"admin port {admin[1]} is taken; using a free port")
+                    admin = (admin[0], 0)
+                elif msg.startswith("cannot listen on") and listen[1] != 0:
+                    self.notes.append(f"proxy port {listen[1]} is taken; using a free port")
+                    listen = (listen[0], 0)
+                else:
+                    return msg
+        return "could not find free ports"
+
+    async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._stop_event = asyncio.Event()
+        self._loop = loop
+        result = await self._start_server()
+        if isinstance(result, str):
+            self.start_failed.emit(result)
+            return
+        server = self._server = result
+        self.listen_address = server.listen_address
+        self.admin_address = server.admin_address
+        self.running = True
+        self._publish()
+        self.started.emit()
+        publisher = loop.create_task(self._publish_loop())
+        try:
+            await self._stop_event.wait()
+        finally:
+            self.running = False
+            publisher.cancel()
+            if self._traffic_task is not None:
+                self._traffic_task.cancel()
+            for t in list(self._tasks):
+                t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
+            await server.stop()
+            self._server = None
+
+    # -- publishing (engine thread) --------------------------------------------------------
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                self._publish()
+            except Exception:  # a snapshot bug must not stop the proxy
+                _log.exception("publishing a snapshot failed")
+
+    def _publish(self) -> None:
+        server = self._server
+        if server is None:
+            return
+        stats = server.stats_snapshot()
+        plugins = tuple(server.plugins_snapshot())
+        prev = self._latest
+        self._latest = _Published(
+            seq=(prev.seq + 1) if prev else 1,
+            time=time.monotonic(),
+            stats=stats,
+            plugins=plugins,
+            config=server.current_config(),
+        )
+        # new log lines: walk back from the end to the last one already taken
+        logs = server.logs
+        new: list[dict[str, Any]] = []
+        for seq, rec in reversed(logs):
+            if seq <= self._last_log_seq or len(new) >= 2000:
+                break
+            d = rec.to_dict()
+            d["seq"] = seq
+            d["time"] = rec.time
+            new.append(d)
+        if new:
+            self._last_log_seq = new[0]["seq"]
+            self._logs.extend(reversed(new))
+        recs: list[dict[str, Any]] = []
+        for rec in reversed(server.manager.recent):
+            if rec.id <= self._last_record_id:
+                break
+            recs.append(_request_summary(rec))
+        if recs:
+            self._last_record_id = recs[0]["id"]
+            self._requests.extend(reversed(recs))
+        keys = tuple(_plugin_key(p) for p in plugins)
+        if keys != self._plugin_keys:
+            self._plugin_keys = keys
+            self.plugins_changed.emit([dict(p) for p in plugins])
+
+    # -- pulls (any thread) ------------------------------------------------------------------
+
+    def snapshot(self) -> EngineSnapshot | None:
+        """The latest published state and everything new since the last call; None until
+        the engine has started. Never blocks on the engine."""
+        latest = self._latest
+        if latest is None:
+            return None
+        logs = _drain(self._logs)
+        reqs = _drain(self._requests)
+        return EngineSnapshot(
+            seq=latest.seq,
+            time=latest.time,
+            stats=latest.stats,
+            plugins=latest.plugins,
+            config=latest.config,
+            logs=logs,
+            requests=reqs,
+        )
+
+    @property
+    def config(self) -> ProxyConfig:
+        """The engine's effective config as last published (the initial one before start)."""
+        latest = self._latest
+        return latest.config if latest is not None else self._config
+
+    # -- commands (any thread) ---------------------------------------------------------------
+
+    def _submit(self, what: str, fn: Callable[[ProxyServer], Awaitable[None]]) -> bool:
+        loop = self._loop
+        if loop is None or not self.running:
+            self.command_failed.emit(f"{what}: the engine is not running")
+            return False
+
+        async def run() -> None:
+            server = self._server
+            if server is None:
+                self.command_failed.emit(f"{what}: the engine is not running")
+                return
+            try:
+                await fn(server)
+            except (KeyError, ValueError, TypeError) as e:
+                text = str(e) if not isinstance(e, KeyError) else f"no plugin named {e.args[0]!r}"
+                self.command_failed.emit(f"{what}: {text}")
+            except Exception as e:
+                _log.exception("%s failed", what)
+                self.command_failed.emit(f"{what}: {type(e).__name__}: {e}")
+
+        def schedule() -> None:
+            task = loop.create_task(run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        try:
+            loop.call_soon_threadsafe(schedule)
+        except RuntimeError:  # the loop closed meanwhile
+            self.command_failed.emit(f"{what}: the engine is not running")
+            return False
+        return True
+
+    def apply_config(self, config: ProxyConfig) -> bool:
+        """Swap in a new config live; ``config_applied(errors)`` follows. A plugin whose
+        new version fails keeps its running version (the engine's rule)."""
+
+        async def do(server: ProxyServer) -> None:
+            errors = await server.apply_config(config)
+            self._publish()
+            self.config_applied.emit(list(errors))
+
+        return self._submit("apply config", do)
+
+    def set_plugin_mode(
+        self,
+        name: str,
+        *,
+        mode: str | None = None,
+        canary_percent: float | None = None,
+        canary_key: str | None = None,
+        fail_strategy: str | None = None,
+    ) -> bool:
+        async def do(server: ProxyServer) -> None:
+            server.set_plugin_mode(
+                name,
+                mode=mode,
+                canary_percent=canary_percent,
+                canary_key=canary_key,
+                fail_strategy=fail_strategy,
+            )
+            self._publish()
+
+        return self._submit(f"plugin {name}", do)
+
+    def reload_plugin(self, name: str) -> bool:
+        async def do(server: ProxyServer) -> None:
+            err = await server.reload_plugin(name)
+            self._publish()
+            self.plugin_reloaded.emit(name, err)
+
+        return self._submit(f"reload {name}", do)
+
+    def reset_counters(self) -> bool:
+        async def do(server: ProxyServer) -> None:
+            server.reset_counters()
+
+        return self._submit("reset counters", do)
+
+    def fetch_request(self, record_id: int) -> bool:
+        """Ask for one inspector record in full (every hop); ``request_details_received``
+        follows, with ``error`` set when it has left the inspector's ring."""
+
+        async def do(server: ProxyServer) -> None:
+            for rec in reversed(server.manager.recent):
+                if rec.id == record_id:
+                    self.request_details_received.emit(rec.to_dict())
+                    return
+            self.request_details_received.emit(
+                {"id": record_id, "error": "this request has left the inspector's ring"}
+            )
+
+        return self._submit("inspect request", do)
+
+    def send_request(
+        self,
+        method: str,
+        url_path: str,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> bool:
+        """Send one request through the proxy; ``response_received(dict)`` follows (with
+        ``error`` set when there was no response)."""
+        if not url_path.startswith("/"):
+            self.command_failed.emit(f"send request: the path must start with '/': {url_path!r}")
+            return False
+
+        async def do(server: ProxyServer) -> None:
+            host, port = server.listen_address
+            resp = await traffic.fetch(host, port, method, url_path, headers, body)
+            d = resp.to_dict()
+            d.update(method=method, path=url_path)
+            self.response_received.emit(d)
+
+        return self._submit("send request", do)
+
+    def generate_traffic(self, rps: float = 200.0, seconds: float = 10.0) -> bool:
+        """Bounded demo load through the proxy (see ``gui.traffic.run_load``);
+        ``traffic_progress`` ~10 times a second, then ``traffic_finished``. A second call
+        while one runs replaces it."""
+        if not (0 < rps <= traffic.MAX_LOAD_RPS) or not (0 < seconds <= traffic.MAX_LOAD_SECONDS):
+            self.command_failed.emit(
+                f"generate traffic: rate must be 1..{traffic.MAX_LOAD_RPS} req/s and duration "
+                f"0..{traffic.MAX_LOAD_SECONDS:g} s"
+            )
+            return False
+
+        async def do(server: ProxyServer) -> None:
+            if self._traffic_task is not None:
+                self._traffic_task.cancel()
+            host, port = server.listen_address
+            task = asyncio.current_task()
+            self._traffic_task = task
+            try:
+                result = await traffic.run_load(
+                    host, port, rps, seconds, on_progress=self.traffic_progress.emit
+                )
+            finally:
+                if self._traffic_task is task:
+                    self._traffic_task = None
+            self.traffic_finished.emit(result.to_dict())
+
+        return self._submit("generate traffic", do)
+
+    def stop_traffic(self) -> bool:
+        async def do(server: ProxyServer) -> None:
+            if self._traffic_task is not None:
+                self._traffic_task.cancel()
+
+        return self._submit("stop traffic", do)
+
+
+def _drain(d: deque[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
+    out: list[dict[str, Any]] = []
+    pop = d.popleft
+    with contextlib.suppress(IndexError):
+        for _ in range(len(d)):
+            out.append(pop())
+    return tuple(out)

@@ -1,0 +1,558 @@
+"""The main window: the header bar (proxy address, Generate traffic), the plugin chain
+with its details, and the graphs / logs / inspector / composer tabs.
+
+It talks to the engine only through an engine service (``gui.engine_service.EngineService``
+or a fake with the same signals and methods): commands as method calls, changes as
+signals, live data pulled by a 10 Hz timer with ``service.snapshot()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from PySide6.QtCore import QElapsedTimer, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gui.composer_panel import ComposerPanel
+from gui.inspector_panel import InspectorPanel
+from gui.logs_panel import LogsPanel
+from gui.plugin_panel import PluginDetailsPanel, PluginListView
+from gui.stats_panel import StatsPanel
+from gui.workspace import Workspace
+from host.proxy.config import (
+    ConfigError,
+    PluginSpec,
+    ProxyConfig,
+    load_config,
+    new_plugin,
+    with_changes,
+)
+
+__all__ = ["MainWindow", "load_wasm_spec"]
+
+WASM_MAGIC = b"\0asm"
+DEMO_RPS = 300.0
+DEMO_SECONDS = 20.0
+
+
+class _Service(Protocol):  # what the window needs of an engine service
+    listen_address: tuple[str, int]
+    admin_address: tuple[str, int]
+    notes: list[str]
+
+    @property
+    def config(self) -> ProxyConfig: ...
+    def snapshot(self) -> Any: ...
+    def apply_config(self, config: ProxyConfig) -> bool: ...
+    def set_plugin_mode(self, name: str, **kw: Any) -> bool: ...
+    def reload_plugin(self, name: str) -> bool: ...
+    def fetch_request(self, record_id: int) -> bool: ...
+    def send_request(
+        self, method: str, url_path: str, headers: Any = (), body: bytes = b""
+    ) -> bool: ...
+    def generate_traffic(self, rps: float = ..., seconds: float = ...) -> bool: ...
+    def stop_traffic(self) -> bool: ...
+    def close(self, timeout_s: float = ...) -> bool: ...
+
+
+def _plugin_name_for(path: Path, taken: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9-]+", "-", path.stem.lower()).strip("-")[:50] or "plugin"
+    if not base[0].isalpha():
+        base = f"p-{base}"
+    name, n = base, 2
+    while name in taken:
+        name = f"{base}-{n}"
+        n += 1
+    return name
+
+
+def load_wasm_spec(path: str | Path, config: ProxyConfig) -> PluginSpec:
+    """A new WasmPlugin for a module file, checked before anything changes: raises
+    ValueError with a message for the user when the file is not a readable .wasm."""
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"{p}: no such file")
+    if not p.is_file():
+        raise ValueError(f"{p}: not a file")
+    try:
+        with p.open("rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ValueError(f"{p}: cannot read it: {e.strerror or e}") from None
+    if magic != WASM_MAGIC:
+        raise ValueError(
+            f"{p.name} is not a WebAssembly module (it does not start with \\0asm). "
+            "Load a compiled Proxy-Wasm plugin (.wasm)."
+        )
+    name = _plugin_name_for(p, {s.name for s in config.plugins})
+    root_id = re.sub(r"[^A-Za-z0-9_.-]", "_", p.stem)
+    try:
+        return new_plugin(name, str(p.resolve()), plugin_name=root_id)
+    except ConfigError as e:
+        raise ValueError(f"{p.name}: {e}") from None
+
+
+class MainWindow(QMainWindow):
+    def __init__(
+        self,
+        service: _Service,
+        workspace: Workspace | None = None,
+        *,
+        poll_interval_ms: int = 100,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("MainWindow")
+        self.setWindowTitle("Wasmdesk")
+        self.resize(1400, 900)
+        self.setAcceptDrops(True)
+        self.service = service
+        self.workspace = workspace
+        self.last_error = ""
+        self._pending: ProxyConfig | None = None
+        self._closing = False
+        self._engine_stopped = False
+        self._select_after_change = ""
+
+        # -- header bar
+        header = QWidget()
+        header.setObjectName("header_bar")
+        hl = QHBoxLayout(header)
+        hl.setContentsMargins(6, 4, 6, 4)
+        hl.addWidget(QLabel("<b>Proxy</b>"))
+        self.address_edit = QLineEdit("starting…")
+        self.address_edit.setObjectName("proxy_address")
+        self.address_edit.setReadOnly(True)
+        self.address_edit.setMinimumWidth(220)
+        hl.addWidget(self.address_edit)
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setToolTip("Copy the proxy address")
+        hl.addWidget(self.copy_button)
+        self.admin_label = QLabel("")
+        self.admin_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        hl.addWidget(self.admin_label)
+        hl.addStretch(1)
+        self.traffic_label = QLabel("")
+        hl.addWidget(self.traffic_label)
+        self.generate_button = QPushButton("Generate traffic")
+        self.generate_button.setObjectName("generate_traffic")
+        self.generate_button.setToolTip(
+            f"Send {DEMO_RPS:g} requests/s for {DEMO_SECONDS:g} s through the proxy"
+        )
+        self.generate_button.setEnabled(False)
+        hl.addWidget(self.generate_button)
+
+        # -- plugins (left)
+        self.plugin_list = PluginListView()
+        self.load_button = QPushButton("Load .wasm…")
+        self.load_button.setToolTip("Or drop a .wasm file on the window")
+        self.plugin_details = PluginDetailsPanel()
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.addWidget(QLabel("<b>Plugin chain</b> (effective order)"))
+        ll.addWidget(self.plugin_list, 1)
+        ll.addWidget(self.load_button)
+        left_split = QSplitter(Qt.Orientation.Vertical)
+        left_split.addWidget(left)
+        left_split.addWidget(self.plugin_details)
+        left_split.setSizes([250, 600])
+
+        # -- tabs (right)
+        self.stats_panel = StatsPanel()
+        self.logs_panel = LogsPanel()
+        self.inspector_panel = InspectorPanel()
+        self.composer_panel = ComposerPanel()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.stats_panel, "Graphs")
+        self.tabs.addTab(self.logs_panel, "Logs")
+        self.tabs.addTab(self.inspector_panel, "Inspector")
+        self.tabs.addTab(self.composer_panel, "Composer")
+
+        body = QSplitter(Qt.Orientation.Horizontal)
+        body.addWidget(left_split)
+        body.addWidget(self.tabs)
+        body.setSizes([420, 980])
+        central = QWidget()
+        cl = QVBoxLayout(central)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.addWidget(header)
+        cl.addWidget(body, 1)
+        self.setCentralWidget(central)
+        self.lag_label = QLabel("")
+        self.statusBar().addPermanentWidget(self.lag_label)
+        if workspace is not None and workspace.message:
+            self.statusBar().showMessage(workspace.message, 15000)
+        self._build_menu()
+
+        # -- wiring
+        self.copy_button.clicked.connect(self._on_copy_button_clicked)
+        self.generate_button.clicked.connect(self._on_generate_button_clicked)
+        self.load_button.clicked.connect(self._on_load_button_clicked)
+        self.plugin_list.plugin_selected.connect(self._on_plugin_list_plugin_selected)
+        d = self.plugin_details
+        d.mode_changed.connect(self._on_plugin_details_mode_changed)
+        d.order_changed.connect(self._on_plugin_details_order_changed)
+        d.config_edited.connect(self._on_plugin_details_config_edited)
+        d.remove_requested.connect(self._on_plugin_details_remove_requested)
+        d.reload_requested.connect(self._on_plugin_details_reload_requested)
+        self.inspector_panel.request_selected.connect(self._on_inspector_panel_request_selected)
+        c = self.composer_panel
+        c.send_requested.connect(self._on_composer_panel_send_requested)
+        c.load_requested.connect(self._on_composer_panel_load_requested)
+        c.load_stop_requested.connect(self._on_composer_panel_load_stop_requested)
+        s: Any = service
+        s.started.connect(self._on_service_started)
+        s.start_failed.connect(self._on_service_start_failed)
+        s.stopped.connect(self._on_service_stopped)
+        s.plugins_changed.connect(self._on_service_plugins_changed)
+        s.config_applied.connect(self._on_service_config_applied)
+        s.command_failed.connect(self._on_service_command_failed)
+        s.plugin_reloaded.connect(self._on_service_plugin_reloaded)
+        s.response_received.connect(self._on_service_response_received)
+        s.request_details_received.connect(self._on_service_request_details_received)
+        s.traffic_progress.connect(self._on_service_traffic_progress)
+        s.traffic_finished.connect(self._on_service_traffic_finished)
+
+        self.poll_timer = QTimer(self)
+        self.poll_timer.setInterval(poll_interval_ms)
+        self.poll_timer.timeout.connect(self._on_poll_timer_timeout)
+        self.save_timer = QTimer(self)
+        self.save_timer.setSingleShot(True)
+        self.save_timer.setInterval(500)
+        self.save_timer.timeout.connect(self._on_save_timer_timeout)
+        # event-loop lag: how late a 50 ms timer fires (issue item 10)
+        self.lag_timer = QTimer(self)
+        self.lag_timer.setInterval(50)
+        self.lag_timer.timeout.connect(self._on_lag_timer_timeout)
+        self._lag_clock = QElapsedTimer()
+        self.max_lag_ms = 0.0
+        self.lag_samples: deque[float] = deque(maxlen=1200)  # the last minute, 20 Hz
+        self._window_lag_ms = 0.0
+        self._lag_shown_at = 0.0
+        self.polls = 0
+        self.poll_ms_max = 0.0
+
+    def _build_menu(self) -> None:
+        m = self.menuBar().addMenu("&File")
+        load = QAction("&Load plugin…", self)
+        load.triggered.connect(self._on_load_button_clicked)
+        imp = QAction("&Import WasmPlugin YAML…", self)
+        imp.triggered.connect(self._on_import_action_triggered)
+        exp = QAction("&Export WasmPlugin YAML…", self)
+        exp.triggered.connect(self._on_export_action_triggered)
+        quit_ = QAction("&Quit", self)
+        quit_.triggered.connect(self.close)
+        for a in (load, imp, exp):
+            m.addAction(a)
+        m.addSeparator()
+        m.addAction(quit_)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def show_error(self, title: str, text: str) -> None:
+        """A non-blocking message box (and ``last_error`` for tests)."""
+        self.last_error = text
+        self.statusBar().showMessage(text, 10000)
+        box = QMessageBox(
+            QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self
+        )
+        box.setObjectName("error_box")
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
+    def _base_config(self) -> ProxyConfig:
+        return self._pending if self._pending is not None else self.service.config
+
+    def _apply(self, config: ProxyConfig) -> None:
+        if self.service.apply_config(config):
+            self._pending = config
+
+    def _spec(self, name: str) -> PluginSpec | None:
+        return next((p for p in self._base_config().plugins if p.name == name), None)
+
+    def load_plugin_file(self, path: str | Path) -> bool:
+        """What "Load .wasm" and a drop do: add the module as a new plugin. A file that
+        is not a module gives a message and changes nothing."""
+        base = self._base_config()
+        try:
+            spec = load_wasm_spec(path, base)
+        except ValueError as e:
+            self.show_error("Cannot load this file", str(e))
+            return False
+        self._apply(dataclasses.replace(base, plugins=(*base.plugins, spec)))
+        self.statusBar().showMessage(f"Loading {spec.name} from {Path(path).name}…", 5000)
+        self._select_after_change = spec.name
+        return True
+
+    def import_config_file(self, path: str | Path) -> bool:
+        try:
+            config = load_config(path)
+        except ConfigError as e:
+            self.show_error("Cannot import this file", str(e))
+            return False
+        current = self._base_config()
+        self._apply(
+            dataclasses.replace(
+                config,
+                listen_host=current.listen_host,
+                listen_port=current.listen_port,
+                admin_host=current.admin_host,
+                admin_port=current.admin_port,
+            )
+        )
+        return True
+
+    def schedule_save(self) -> None:
+        if self.workspace is not None:
+            self.save_timer.start()
+
+    def save_workspace(self) -> None:
+        if self.workspace is None:
+            return
+        try:
+            if not self.workspace.save(self._base_config()):
+                self.statusBar().showMessage(
+                    f"Not saving: {self.workspace.path} is invalid and was kept as it is", 10000
+                )
+        except OSError as e:
+            self.statusBar().showMessage(f"Could not save the workspace: {e}", 10000)
+
+    # -- service signals -------------------------------------------------------------------------
+
+    def _on_service_started(self) -> None:
+        h, p = self.service.listen_address
+        ah, ap = self.service.admin_address
+        self.address_edit.setText(f"http://{h}:{p}")
+        self.admin_label.setText(f"admin http://{ah}:{ap}")
+        self.generate_button.setEnabled(True)
+        for note in self.service.notes:
+            self.statusBar().showMessage(note, 10000)
+        self.poll_timer.start()
+        self._lag_clock.start()
+        self.lag_timer.start()
+
+    def _on_service_start_failed(self, message: str) -> None:
+        self.address_edit.setText("not running")
+        self.show_error("The proxy did not start", message)
+
+    def _on_service_stopped(self) -> None:
+        self._engine_stopped = True
+        self.poll_timer.stop()
+        self.generate_button.setEnabled(False)
+        if not self._closing:
+            self.address_edit.setText("stopped")
+
+    def _on_service_plugins_changed(self, plugins: list[dict[str, Any]]) -> None:
+        self.plugin_list.set_plugins(plugins)
+        want = self._select_after_change
+        if want and want in self.plugin_list.names():
+            self._select_after_change = ""
+            self.plugin_list.select(want)
+        self._refresh_details()
+        self.schedule_save()
+
+    def _on_service_config_applied(self, errors: list[str]) -> None:
+        self._pending = None
+        self.plugin_details.set_config_result(errors)
+        if errors:
+            self.show_error("Some plugins did not take the new configuration", "\n".join(errors))
+        else:
+            self.statusBar().showMessage("Configuration applied", 4000)
+        self.schedule_save()
+
+    def _on_service_command_failed(self, message: str) -> None:
+        self._pending = None
+        self.show_error("The engine refused", message)
+        self._refresh_details()
+
+    def _on_service_plugin_reloaded(self, name: str, error: str) -> None:
+        if error:
+            self.show_error(f"{name} did not reload", error)
+        else:
+            self.statusBar().showMessage(f"{name} reloaded", 4000)
+
+    def _on_service_response_received(self, d: dict[str, Any]) -> None:
+        self.composer_panel.show_response(d)
+
+    def _on_service_request_details_received(self, d: dict[str, Any]) -> None:
+        self.inspector_panel.show_details(d)
+
+    def _on_service_traffic_progress(self, sent: int, planned: int) -> None:
+        self.composer_panel.show_progress(sent, planned)
+        self.traffic_label.setText(f"traffic {sent}/{planned}")
+
+    def _on_service_traffic_finished(self, d: dict[str, Any]) -> None:
+        self.composer_panel.show_load_result(d)
+        self.traffic_label.setText(f"traffic done: {d.get('sent')} requests")
+        self.generate_button.setEnabled(not self._engine_stopped)
+
+    # -- timers ----------------------------------------------------------------------------------
+
+    def _on_poll_timer_timeout(self) -> None:
+        t0 = time.perf_counter()
+        snap = self.service.snapshot()
+        if snap is None:
+            return
+        self.stats_panel.update_stats(snap.stats, redraw=self.stats_panel.isVisible())
+        if snap.logs:
+            self.logs_panel.append_logs(snap.logs)
+        if snap.requests:
+            self.inspector_panel.append_requests(snap.requests)
+        self.polls += 1
+        if self.polls % 10 == 0:  # counters in the details, once a second
+            self._refresh_details(snap.plugins)
+        self.poll_ms_max = max(self.poll_ms_max, (time.perf_counter() - t0) * 1000)
+
+    def _on_lag_timer_timeout(self) -> None:
+        elapsed = self._lag_clock.restart()
+        lag = max(0.0, elapsed - self.lag_timer.interval())
+        self.lag_samples.append(lag)
+        self.max_lag_ms = max(self.max_lag_ms, lag)
+        self._window_lag_ms = max(self._window_lag_ms, lag)
+        now = time.monotonic()
+        if now - self._lag_shown_at >= 1.0:
+            self.lag_label.setText(f"GUI lag ≤ {self._window_lag_ms:.0f} ms")
+            self._window_lag_ms = 0.0
+            self._lag_shown_at = now
+
+    def _on_save_timer_timeout(self) -> None:
+        self.save_workspace()
+
+    # -- user actions ----------------------------------------------------------------------------
+
+    def _refresh_details(self, plugins: Any = None) -> None:
+        name = self.plugin_list.selected_name()
+        p: Mapping[str, Any] | None = None
+        if name:
+            if plugins is not None:
+                p = next((x for x in plugins if x["name"] == name), None)
+            if p is None:
+                p = self.plugin_list.plugin(name)
+        self.plugin_details.show_plugin(p, self._spec(name) if name else None)
+
+    def _on_copy_button_clicked(self) -> None:
+        QGuiApplication.clipboard().setText(self.address_edit.text())
+        self.statusBar().showMessage("Proxy address copied", 3000)
+
+    def _on_generate_button_clicked(self) -> None:
+        if self.service.generate_traffic(DEMO_RPS, DEMO_SECONDS):
+            self.generate_button.setEnabled(False)
+            self.composer_panel.show_load_started()
+            self.tabs.setCurrentWidget(self.stats_panel)
+
+    def _on_load_button_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load a Proxy-Wasm plugin", "", "WebAssembly modules (*.wasm);;All files (*)"
+        )
+        if path:
+            self.load_plugin_file(path)
+
+    def _on_import_action_triggered(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Import WasmPlugin YAML", "", "YAML (*.yaml *.yml);;All files (*)"
+        )
+        if path:
+            self.import_config_file(path)
+
+    def _on_export_action_triggered(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export WasmPlugin YAML", "wasmdesk.yaml", "YAML (*.yaml *.yml)"
+        )
+        if path:
+            try:
+                Workspace(Path(path)).export_to(self._base_config(), path)
+            except OSError as e:
+                self.show_error("Export failed", str(e))
+
+    def _on_plugin_list_plugin_selected(self, name: str) -> None:
+        self._refresh_details()
+
+    def _on_plugin_details_mode_changed(self, name: str, kw: dict[str, Any]) -> None:
+        self.service.set_plugin_mode(name, **kw)
+
+    def _on_plugin_details_order_changed(self, name: str, phase: str, priority: Any) -> None:
+        self._change_spec(name, phase=phase, priority=priority)
+
+    def _on_plugin_details_config_edited(self, name: str, value: dict[str, Any]) -> None:
+        self._change_spec(name, plugin_config=value)
+
+    def _change_spec(self, name: str, **changes: Any) -> None:
+        base = self._base_config()
+        try:
+            plugins = tuple(
+                with_changes(p, **changes) if p.name == name else p for p in base.plugins
+            )
+        except (ConfigError, ValueError) as e:
+            self.show_error(f"Invalid change to {name}", str(e))
+            return
+        self._apply(dataclasses.replace(base, plugins=plugins))
+
+    def _on_plugin_details_remove_requested(self, name: str) -> None:
+        base = self._base_config()
+        self._apply(
+            dataclasses.replace(base, plugins=tuple(p for p in base.plugins if p.name != name))
+        )
+
+    def _on_plugin_details_reload_requested(self, name: str) -> None:
+        self.service.reload_plugin(name)
+
+    def _on_inspector_panel_request_selected(self, record_id: int) -> None:
+        self.service.fetch_request(record_id)
+
+    def _on_composer_panel_send_requested(
+        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
+        self.service.send_request(method, path, headers, body)
+
+    def _on_composer_panel_load_requested(self, rps: float, seconds: float) -> None:
+        if self.service.generate_traffic(rps, seconds):
+            self.composer_panel.show_load_started()
+            self.generate_button.setEnabled(False)
+
+    def _on_composer_panel_load_stop_requested(self) -> None:
+        self.service.stop_traffic()
+
+    # -- drag and drop, close ----------------------------------------------------------------------
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        md = event.mimeData()
+        if md.hasUrls() and any(u.isLocalFile() for u in md.urls()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        files = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        for f in files:
+            self.load_plugin_file(f)
+        event.acceptProposedAction()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self._closing = True
+        self.poll_timer.stop()
+        self.lag_timer.stop()
+        self.save_timer.stop()
+        self.save_workspace()
+        if not self.service.close(5.0):
+            self.statusBar().showMessage("The engine did not stop in time")
+        event.accept()

@@ -1,0 +1,115 @@
+"""The desktop app's workspace: the plugins, their configs and modes, kept between runs.
+
+The workspace is the same multi-document YAML that ``wasmdesk serve --config`` reads
+(``host.proxy.config.dump_config``), so it doubles as the export format. It is written
+atomically (a temporary file in the same directory, fsync, ``os.replace``), and module
+paths are written absolute so the file does not depend on where it lives.
+
+An invalid workspace file is never overwritten: the app starts on the embedded default,
+says why, and saves nothing until the user picks another path. No Qt here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from host.proxy.config import ConfigError, ProxyConfig, dump_config, load_config, with_changes
+from host.resources import resources_dir
+
+__all__ = ["Workspace", "default_config_path", "default_workspace_path", "portable_config"]
+
+ENV_WORKSPACE = "WASMDESK_WORKSPACE"
+
+
+def default_workspace_path() -> Path:
+    env = os.environ.get(ENV_WORKSPACE)
+    if env:
+        return Path(env).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "wasmdesk" / "workspace.yaml"
+
+
+def default_config_path() -> Path:
+    """The embedded default: the bundled demo plugins (the same file ``wasmdesk serve``
+    runs without ``--config``)."""
+    return resources_dir() / "default" / "wasmdesk.yaml"
+
+
+def portable_config(config: ProxyConfig) -> ProxyConfig:
+    """``config`` with every file module URL made absolute, so the YAML can be written
+    anywhere and still load."""
+    plugins = []
+    for p in config.plugins:
+        try:
+            if p.location_kind == "file" and p.url != p.location:
+                p = with_changes(p, url=p.location)
+        except (ValueError, ConfigError):
+            pass  # keep it as written; the loader will say what is wrong
+        plugins.append(p)
+    return dataclasses.replace(config, plugins=tuple(plugins))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class Workspace:
+    """Where the workspace lives and whether it may be written."""
+
+    path: Path
+    writable: bool = True
+    message: str = ""  # what happened at load time, for the status bar
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str] | None = None) -> Workspace:
+        return cls(Path(path) if path is not None else default_workspace_path())
+
+    def load(self) -> ProxyConfig:
+        """The saved workspace, or the embedded default when there is none or it is
+        invalid (then ``writable`` is False and ``message`` says why)."""
+        if self.path.is_file():
+            try:
+                config = load_config(self.path)
+            except ConfigError as e:
+                self.writable = False
+                first = str(e).splitlines()[0] if str(e) else "invalid"
+                self.message = (
+                    f"The workspace {self.path} is invalid and was left as it is; "
+                    f"running the default demo instead. {first}"
+                )
+                return load_config(default_config_path())
+            self.writable = True
+            self.message = f"Workspace restored from {self.path}"
+            return config
+        self.writable = True
+        self.message = "Running the default demo (no saved workspace yet)"
+        return load_config(default_config_path())
+
+    def save(self, config: ProxyConfig) -> bool:
+        """Write ``config``; False (and nothing written) if the file on disk is an invalid
+        workspace this session refused to overwrite."""
+        if not self.writable:
+            return False
+        atomic_write_text(self.path, dump_config(portable_config(config)))
+        return True
+
+    def export_to(self, config: ProxyConfig, path: str | os.PathLike[str]) -> None:
+        """Export as WasmPlugin YAML (and the Proxy document) to any path."""
+        atomic_write_text(Path(path), dump_config(portable_config(config)))

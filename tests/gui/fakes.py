@@ -1,0 +1,136 @@
+"""A fake engine service: the same signals and methods as gui.engine_service.EngineService,
+recording commands and letting tests push snapshots and signals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from gui.engine_service import EngineSnapshot
+from gui.workspace import default_config_path
+from host.proxy.config import ProxyConfig, effective_order, load_config
+from host.proxy.stats import StatsStore
+
+
+def plugin_dict(name: str, **kw: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "name": name,
+        "state": "running",
+        "mode": "enforce",
+        "canary_percent": 100.0,
+        "canary_key": "random",
+        "fail_strategy": "FAIL_CLOSE",
+        "failure": None,
+        "crash_loop": False,
+        "reload_at": None,
+        "abi": "0.2.1",
+        "sha256": "0" * 64,
+        "root_id": name.replace("-", "_"),
+        "phase": "UNSPECIFIED_PHASE",
+        "priority": None,
+        "vm_memory_bytes": 65536,
+        "counters": {},
+        "last_error": "",
+    }
+    d.update(kw)
+    return d
+
+
+class FakeEngineService(QObject):
+    started = Signal()
+    start_failed = Signal(str)
+    stopped = Signal()
+    plugins_changed = Signal(list)
+    config_applied = Signal(list)
+    command_failed = Signal(str)
+    plugin_reloaded = Signal(str, str)
+    response_received = Signal(dict)
+    request_details_received = Signal(dict)
+    traffic_progress = Signal(int, int)
+    traffic_finished = Signal(dict)
+
+    def __init__(self, config: ProxyConfig | None = None) -> None:
+        super().__init__()
+        self._config = config if config is not None else load_config(default_config_path())
+        self.listen_address = ("127.0.0.1", 10000)
+        self.admin_address = ("127.0.0.1", 9901)
+        self.notes: list[str] = []
+        self.calls: list[tuple[str, Any]] = []
+        self.store = StatsStore()
+        self.pending_logs: list[dict[str, Any]] = []
+        self.pending_requests: list[dict[str, Any]] = []
+        self.plugins: list[dict[str, Any]] = []
+        self.closed = False
+        self.seq = 0
+
+    @property
+    def config(self) -> ProxyConfig:
+        return self._config
+
+    def snapshot(self) -> EngineSnapshot:
+        self.seq += 1
+        logs, reqs = tuple(self.pending_logs), tuple(self.pending_requests)
+        self.pending_logs.clear()
+        self.pending_requests.clear()
+        return EngineSnapshot(
+            seq=self.seq,
+            time=0.0,
+            stats=self.store.snapshot(),
+            plugins=tuple(self.plugins),
+            config=self._config,
+            logs=logs,
+            requests=reqs,
+        )
+
+    def apply_config(self, config: ProxyConfig) -> bool:
+        self.calls.append(("apply_config", config))
+        self._config = config
+        return True
+
+    def set_plugin_mode(self, name: str, **kw: Any) -> bool:
+        self.calls.append(("set_plugin_mode", (name, kw)))
+        return True
+
+    def reload_plugin(self, name: str) -> bool:
+        self.calls.append(("reload_plugin", name))
+        return True
+
+    def fetch_request(self, record_id: int) -> bool:
+        self.calls.append(("fetch_request", record_id))
+        return True
+
+    def send_request(
+        self, method: str, url_path: str, headers: Any = (), body: bytes = b""
+    ) -> bool:
+        self.calls.append(("send_request", (method, url_path, list(headers), body)))
+        return True
+
+    def generate_traffic(self, rps: float = 200.0, seconds: float = 10.0) -> bool:
+        self.calls.append(("generate_traffic", (rps, seconds)))
+        return True
+
+    def stop_traffic(self) -> bool:
+        self.calls.append(("stop_traffic", None))
+        return True
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        self.closed = True
+        return True
+
+    def names(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+    def with_plugin_specs(self) -> None:
+        """Publish plugin dicts matching the config's plugins."""
+        self.plugins = [
+            plugin_dict(
+                p.name,
+                phase=p.phase,
+                priority=p.priority,
+                mode=p.mode,
+                state="log-only" if p.mode == "log-only" else "running",
+                canary_percent=p.canary_percent,
+            )
+            for p in effective_order(self._config.plugins)
+        ]
