@@ -45,6 +45,13 @@ DEFAULT_CALLBACK_TIMEOUT_MS = 100.0
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
 WASI_NOSYS = 52
 _START_FUNCTIONS = frozenset(("_start", "_initialize", "main", "__main_void"))
+# gRPC events that carry a payload: the RootContext slot it is readable from, and the
+# root callback that reads it (ABI doc §3.4).
+_GRPC_PAYLOAD_EVENTS = {
+    "initial_metadata": ("grpc_initial_metadata", "proxy_on_grpc_receive_initial_metadata"),
+    "message": ("grpc_message", "proxy_on_grpc_receive"),
+    "trailing_metadata": ("grpc_trailing_metadata", "proxy_on_grpc_receive_trailing_metadata"),
+}
 
 
 @dataclass(frozen=True)
@@ -630,47 +637,23 @@ class PluginVM:
         root = next((r for r in self.roots.values() if call.token in r.grpc_calls), None)
         if root is None or root.deleted:
             return
-        cb = self.cb
         size = len(payload) if isinstance(payload, (bytes, list)) else 0
-        if kind == "initial_metadata":
-            root.grpc_initial_metadata = payload  # type: ignore[assignment]
+        if kind in _GRPC_PAYLOAD_EVENTS:
+            # The payload is readable (as a buffer or a map) only inside its callback.
+            slot, name = _GRPC_PAYLOAD_EVENTS[kind]
+            setattr(root, slot, payload)
             try:
                 self._run_root_callback(
-                    cb.proxy_on_grpc_receive_initial_metadata,
-                    (root.id, call.token, size),
-                    root,
-                    "proxy_on_grpc_receive_initial_metadata",
+                    getattr(self.cb, name), (root.id, call.token, size), root, name
                 )
             finally:
-                root.grpc_initial_metadata = None
-        elif kind == "message":
-            root.grpc_message = payload  # type: ignore[assignment]
-            try:
-                self._run_root_callback(
-                    cb.proxy_on_grpc_receive,
-                    (root.id, call.token, size),
-                    root,
-                    "proxy_on_grpc_receive",
-                )
-            finally:
-                root.grpc_message = None
-        elif kind == "trailing_metadata":
-            root.grpc_trailing_metadata = payload  # type: ignore[assignment]
-            try:
-                self._run_root_callback(
-                    cb.proxy_on_grpc_receive_trailing_metadata,
-                    (root.id, call.token, size),
-                    root,
-                    "proxy_on_grpc_receive_trailing_metadata",
-                )
-            finally:
-                root.grpc_trailing_metadata = None
+                setattr(root, slot, None)
         elif kind == "close":
             root.grpc_calls.pop(call.token, None)
             root.last_status = (status, payload if isinstance(payload, bytes) else b"")
             try:
                 self._run_root_callback(
-                    cb.proxy_on_grpc_close,
+                    self.cb.proxy_on_grpc_close,
                     (root.id, call.token, status),
                     root,
                     "proxy_on_grpc_close",
