@@ -135,7 +135,7 @@ def _logs(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -> Re
         since = int(q.get("since", ["0"])[-1])
     except ValueError:
         return Response(400, "since must be an integer\n")
-    return Response(200, srv.logs_since(since))
+    return Response(200, srv.logs_view(since))
 
 
 def _logging(

@@ -11,7 +11,9 @@ and the response back in reverse, as Envoy does, and applies the operator modes:
   traffic (operator-reference §2.2);
 * canary: only the sampled share of requests runs the plugin (random, or a sticky
   hash of a header or the client address); ``x-wasmdesk-canary: always|never``
-  forces it; canary and log-only compose;
+  forces the canaried plugins (below 100%) on or off, plugins at 100% run either
+  way; the header is a control header, removed before plugins and upstream see it;
+  canary and log-only compose;
 * failure policy of a failed plugin (Istio ``failStrategy``): FAIL_CLOSE answers
   503 naming the plugin and the failure; FAIL_OPEN skips it; FAIL_RELOAD gets a
   fresh instance (with backoff), answering 503 meanwhile.
@@ -27,10 +29,11 @@ import asyncio
 import hashlib
 import random
 import time
+from collections import ChainMap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from host.proxy.http1 import CONTINUE, HOLD, ExchangeInfo, LocalReply, Step
+from host.proxy.http1 import CONTINUE, HOLD, ExchangeInfo, LocalReply, PassThroughFilter, Step
 from host.wasm.context import Action, HttpContext, LocalResponse, StreamInfo, StreamListener
 from host.wasm.pairs import HeaderMap
 from host.wasm.types import StreamType
@@ -42,6 +45,7 @@ __all__ = [
     "CANARY_HEADER",
     "ChainRun",
     "HopRecord",
+    "NoPluginsFilter",
     "RequestRecord",
     "canary_forced",
     "canary_sampled",
@@ -67,11 +71,15 @@ def canary_sampled(
     percent: float, key: str, headers: HeaderMap, client_ip: str, forced: bool | None = None
 ) -> bool:
     """Whether this request runs a plugin at ``percent``% with canary key ``key``
-    (``forced``: the request's x-wasmdesk-canary verdict, see ``canary_forced``)."""
-    if forced is not None:
-        return forced
+    (``forced``: the request's x-wasmdesk-canary verdict, see ``canary_forced``).
+
+    The header forces canaried plugins only: a plugin at 100% is not a canary and
+    runs whatever it says (Kong's ``canary_by_header_name`` likewise only moves
+    requests between the canary and the rest)."""
     if percent >= 100:
         return True
+    if forced is not None:
+        return forced
     if percent <= 0:
         return False
     if key == "random":
@@ -88,6 +96,18 @@ def canary_sampled(
         return random.random() * 100 < percent
     bucket = int.from_bytes(hashlib.blake2b(material, digest_size=8).digest(), "big") % 10_000
     return bucket < percent * 100
+
+
+class NoPluginsFilter(PassThroughFilter):
+    """The filter when no plugin is configured: everything passes, but the canary
+    control header is still not forwarded upstream."""
+
+    __slots__ = ()
+
+    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Step:
+        if headers.get(CANARY_HEADER) is not None:
+            headers.remove(CANARY_HEADER)
+        return CONTINUE
 
 
 class HopRecord:
@@ -276,6 +296,9 @@ class ChainRun:
         self.reply: LocalReply | None = None
         self.completed = False
         self.stream_info: StreamInfo | None = None
+        # proxy_set_property values: Envoy keeps them in the stream's filter state
+        # ("wasm.<name>"), which every Wasm filter of the stream reads and writes.
+        self.filter_state: dict[bytes, bytes] = {}
 
     # -- setup --------------------------------------------------------------------------
 
@@ -334,6 +357,9 @@ class ChainRun:
         if hop.ctx is None:
             ctx = hop.inst.vm.new_http_context(hop.inst.root, None, hop)
             ctx.info_factory = self._stream_info
+            # Enforcing plugins share the stream's filter state; a log-only plugin reads
+            # it but writes to its own layer, so later plugins never see its values.
+            ctx.filter_state = self.filter_state if hop.enforce else ChainMap({}, self.filter_state)
             hop.ctx = ctx
         return hop.ctx
 
@@ -343,6 +369,9 @@ class ChainRun:
         self.headers = headers
         self._req_eos = end_stream
         early = self._select(headers)
+        if headers.get(CANARY_HEADER) is not None:
+            # read by _select; a control header for this proxy, not for plugins or upstream
+            headers.remove(CANARY_HEADER)
         if early is not None:
             return self._reply_step(early.reply, len(self.hops))  # type: ignore[arg-type]
         if not self.hops:
@@ -385,7 +414,15 @@ class ChainRun:
             if not hop.inst.has_request_body:
                 continue  # no proxy_on_request_body: the data passes untouched
             if hop.enforce:
+                was_buffering = ctx.request.buffering
                 action = ctx.on_request_body(data, eos)
+                # Envoy answers 413 as soon as the buffered body grows past the limit,
+                # whichever chunk does it: the last one too (end of stream), and whether
+                # the plugin then continues or keeps the stream stopped.
+                if (
+                    action == Action.PAUSE or (action == Action.CONTINUE and was_buffering)
+                ) and self.m.over_buffer_limit(len(ctx.request.body)):
+                    return self._buffer_overflow(hop, request=True)
                 if action == Action.CONTINUE:
                     before = data
                     data = ctx.take_body(StreamType.HTTP_REQUEST)
@@ -393,8 +430,6 @@ class ChainRun:
                     rec.request_body_after = _sample(rec.request_body_after, data)
                     continue
                 if action == Action.PAUSE and not eos:
-                    if self.m.over_buffer_limit(len(ctx.request.body)):
-                        return self._buffer_overflow(hop, request=True)
                     return HOLD  # buffering: called again with the next chunk
             else:
                 hop.shadow_req_in += data
@@ -466,7 +501,13 @@ class ChainRun:
             if not hop.inst.has_response_body:
                 continue  # no proxy_on_response_body: the data passes untouched
             if hop.enforce:
+                was_buffering = ctx.response.buffering
                 action = ctx.on_response_body(data, eos)
+                # as for the request body: the limit holds for the last chunk too (500)
+                if (
+                    action == Action.PAUSE or (action == Action.CONTINUE and was_buffering)
+                ) and self.m.over_buffer_limit(len(ctx.response.body)):
+                    return self._buffer_overflow(hop, request=False)
                 if action == Action.CONTINUE:
                     before = data
                     data = ctx.take_body(StreamType.HTTP_RESPONSE)
@@ -474,8 +515,6 @@ class ChainRun:
                     rec.response_body_after = _sample(rec.response_body_after, data)
                     continue
                 if action == Action.PAUSE and not eos:
-                    if self.m.over_buffer_limit(len(ctx.response.body)):
-                        return self._buffer_overflow(hop, request=False)
                     return HOLD
             else:
                 hop.shadow_resp_in += data

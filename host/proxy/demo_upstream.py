@@ -4,13 +4,15 @@ Answers every request with a JSON document of what it received (method, path,
 query, headers, body), so ``wasmdesk serve`` with no configuration shows at once
 what the plugin chain did to a request. ``/status/N`` answers with status N,
 ``/delay/MS`` waits MS milliseconds first (bounded to 10 s), ``/bytes/N`` sends N
-bytes of text. Built on asyncio + httptools like the proxy; loopback only.
+bytes of text. 204 and 304 responses and answers to HEAD carry no body (RFC 9110
+§6.4.1). Built on asyncio + httptools like the proxy; loopback only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from http import HTTPStatus
 from typing import Any
 
 import httptools
@@ -81,9 +83,21 @@ class _EchoProtocol(asyncio.Protocol):
             payload = json.dumps(doc, indent=1).encode()
         self._reset()
         close = "" if keep else "connection: close\r\n"
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Unknown"
+        if status in (204, 304):
+            # No body, and no content-length either: a 204 must not have one, and on a
+            # 304 it would describe a representation that is not sent.
+            payload = b""
+            framing = ""
+        else:
+            framing = f"content-type: {ctype}\r\ncontent-length: {len(payload)}\r\n"
+        if method == "HEAD":
+            payload = b""  # the head says what a GET would get; no body follows
         head = (
-            f"HTTP/1.1 {status} OK\r\ncontent-type: {ctype}\r\ncontent-length: {len(payload)}\r\n"
-            f"server: wasmdesk-demo-upstream\r\n{close}\r\n"
+            f"HTTP/1.1 {status} {phrase}\r\n{framing}server: wasmdesk-demo-upstream\r\n{close}\r\n"
         ).encode()
         transport = self.transport
         if transport is None:
@@ -91,7 +105,7 @@ class _EchoProtocol(asyncio.Protocol):
 
         def send() -> None:
             if not transport.is_closing():
-                transport.write(head + (b"" if method == "HEAD" else payload))
+                transport.write(head + payload)
                 if not keep:
                     transport.close()
 

@@ -250,6 +250,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.reusable = True
         self._headers: list[tuple[bytes, bytes]] = []
         self._expect_body = True
+        self._until_eof = False  # the response body ends when the upstream closes
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -264,7 +265,13 @@ class UpstreamProtocol(asyncio.Protocol):
         ex = self.exchange
         if ex is not None:
             self.exchange = None
-            ex.upstream_lost(exc)
+            if self._until_eof and exc is None:
+                # A body delimited by the close (RFC 9112 §6.3, rule 8): a clean EOF
+                # ends the message. llhttp cannot be told, so end it here.
+                self._until_eof = False
+                ex.upstream_complete()
+            else:
+                ex.upstream_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -281,6 +288,7 @@ class UpstreamProtocol(asyncio.Protocol):
     # parser callbacks
     def on_message_begin(self) -> None:
         self._headers = []
+        self._until_eof = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
@@ -292,6 +300,17 @@ class UpstreamProtocol(asyncio.Protocol):
         if not self.parser.should_keep_alive():
             self.reusable = False
         status = self.parser.get_status_code()
+        if self._expect_body and status >= 200 and status not in (204, 304):
+            framed = False
+            for k, v in self._headers:
+                if k == b"content-length" or (
+                    k == b"transfer-encoding" and b"chunked" in v.lower()
+                ):
+                    framed = True
+                    break
+            if not framed:
+                self._until_eof = True
+                self.reusable = False
         ex.upstream_headers(status, self._headers, self._expect_body)
         if not self._expect_body and status >= 200:
             # A HEAD response: no body follows whatever its content-length says, and
@@ -308,6 +327,7 @@ class UpstreamProtocol(asyncio.Protocol):
             ex.upstream_body(body)
 
     def on_message_complete(self) -> None:
+        self._until_eof = False
         ex = self.exchange
         self.exchange = None
         if ex is not None:
@@ -443,6 +463,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.queued: deque[_ParsedRequest] = deque()
         self._parsing: _ParsedRequest | None = None
         self._header_bytes = 0
+        self._headers_too_large = False
         self._url = b""
         self.closing = False
         self._reading_paused = False
@@ -473,25 +494,31 @@ class DownstreamProtocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fatal(501, "protocol upgrades are not supported")
-        except _HeadersTooLarge:
-            self._fatal(431, "request header block exceeds 64 KiB")
         except httptools.HttpParserError as e:
-            self._fatal(400, f"malformed HTTP request: {e}")
+            # httptools wraps what a callback raises (HttpParserCallbackError), so the
+            # header-size verdict travels in a flag, not in the exception type.
+            if self._headers_too_large:
+                self._fatal(431, "request header block exceeds 64 KiB")
+            else:
+                self._fatal(400, f"malformed HTTP request: {e}")
 
     def _fatal(self, status: int, message: str) -> None:
         """A request we cannot parse: answer it (if nothing is in flight) and close."""
         self.closing = True
-        if self.current is None or not self.current.response_started:
+        ex = self.current
+        if ex is None or not ex.response_started:
             body = (message + "\n").encode()
             head = (
                 f"HTTP/1.1 {status} {reason(status)}\r\ncontent-type: text/plain\r\n"
                 f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
             ).encode()
-            if self.current is not None:
-                ex, self.current = self.current, None
-                ex.downstream_lost()
+            # Write before the exchange ends: its end closes the transport, and asyncio
+            # drops writes made after close() (it still flushes the ones made before).
             if self.transport is not None:
                 self.transport.write(head + body)
+            if ex is not None:
+                self.current = None
+                ex.codec_error(status, message)
         if self.transport is not None:
             self.transport.close()
 
@@ -505,6 +532,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._url += url
         self._header_bytes += len(url)
         if self._header_bytes > MAX_HEADER_BYTES:
+            self._headers_too_large = True
             raise _HeadersTooLarge()
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -512,6 +540,7 @@ class DownstreamProtocol(asyncio.Protocol):
         assert p is not None
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > MAX_HEADER_BYTES:
+            self._headers_too_large = True
             raise _HeadersTooLarge()
         p.headers.append((name.lower(), value))
 
@@ -522,6 +551,8 @@ class DownstreamProtocol(asyncio.Protocol):
         p.target = self._url
         p.version = self.parser.get_http_version()
         p.keep_alive = self.parser.should_keep_alive()
+        if self.closing:
+            return  # answered with an error already: later requests are not served
         if self.current is None:
             self._start(p)
         else:
@@ -675,6 +706,9 @@ class Exchange:
     # -- request path --
 
     def begin(self) -> None:
+        # Counted as started before anything can end it (a bad target or length ends
+        # it through _finish, which counts it as finished).
+        self.core.exchange_started(self)
         p = self.parsed
         h = HeaderMap()
         target = p.target
@@ -691,7 +725,7 @@ class Exchange:
         host = b""
         cl = -1
         te_chunked = False
-        xff = None
+        xff: list[bytes] = []
         rid = None
         rest = []
         for k, v in p.headers:
@@ -707,7 +741,7 @@ class Exchange:
                 elif k == b"transfer-encoding":
                     te_chunked = b"chunked" in v.lower()
                 elif k == b"x-forwarded-for":
-                    xff = v
+                    xff.append(v)  # several lines coalesce into one list, as Envoy does
                 elif k == b"x-request-id":
                     rid = v
                     rest.append((k, v))
@@ -721,7 +755,8 @@ class Exchange:
         ]
         items += rest
         client_ip = self.down.client_ip
-        items.append((b"x-forwarded-for", xff + b", " + client_ip if xff else client_ip))
+        xff.append(client_ip)
+        items.append((b"x-forwarded-for", b", ".join(xff) if len(xff) > 1 else client_ip))
         items.append((b"x-forwarded-proto", b"http"))
         if rid is None:
             rid = _request_id()
@@ -734,7 +769,6 @@ class Exchange:
         if cl >= 0 and not te_chunked:
             items.append((b"content-length", b"%d" % cl))
         self.headers = h
-        self.core.exchange_started(self)
         self.filter = self.core.new_filter(self.info)
         self._on_request_headers_step(self.filter.request_headers(h, not self.req_has_body))
 
@@ -857,7 +891,10 @@ class Exchange:
         self.upstream = conn
         assert self.cluster is not None
         self.timer = self.core.loop.call_later(self.cluster.timeout_s, self._timeout)
-        self._flush_request(end=self.req_eos_delivered or not self.req_has_body, force=False)
+        # Only what the filter released so far: the end of the request counts once the
+        # filter passed it (_req_end), not when the client sent it. A body still queued
+        # in req_pending (headers were paused) follows through _drain_request_pending.
+        self._flush_request(end=self._req_end)
 
     def _timeout(self) -> None:
         self.timer = None
@@ -874,7 +911,7 @@ class Exchange:
             LocalReply(504, b"upstream request timeout\n", details="upstream_response_timeout")
         )
 
-    def _flush_request(self, end: bool, force: bool = True) -> None:
+    def _flush_request(self, end: bool) -> None:
         """Write released request bytes upstream in one write (the head first, once)."""
         if end:
             self._req_end = True
@@ -1258,6 +1295,20 @@ class Exchange:
         if self.finished:
             return
         self.info.outcome = "client_disconnect"
+        self.keep_alive = False
+        if self.upstream is not None:
+            self.upstream.abandon()
+            self.upstream = None
+        self._finish()
+
+    def codec_error(self, status: int, message: str) -> None:
+        """The client's request could not be parsed; the connection already wrote the
+        error response (``status``) and closes: end the exchange without more I/O."""
+        if self.finished:
+            return
+        self.info.status = status
+        self.info.outcome = "reply"
+        self.info.response_code_details = f"http1.codec_error{{{message}}}"
         self.keep_alive = False
         if self.upstream is not None:
             self.upstream.abandon()

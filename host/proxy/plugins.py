@@ -86,6 +86,7 @@ class PluginInstance:
         if self.closed:
             return
         self.closed = True
+        self.slot.manager._instances.discard(self)
         vm = self.vm
         try:
             vm.remove_plugin(self.root)
@@ -272,6 +273,8 @@ class PluginManager:
         self.slots: dict[str, PluginSlot] = {}
         self.ordered: list[PluginSlot] = []
         self.cluster_urls: dict[str, tuple[str, float]] = {}
+        # clusters the proxy itself provides (the demo upstream): kept by apply()
+        self.builtin_cluster_urls: dict[str, tuple[str, float]] = {}
         self.recent: deque[RequestRecord] = deque(maxlen=inspector_size)
         self.paused_streams = 0
         self.pause_timeout_s = 30.0  # longest a plugin may hold a stream paused
@@ -280,6 +283,9 @@ class PluginManager:
         self._shared_vms: dict[tuple[str, str], PluginVM] = {}
         self._pending_scheduled = False
         self._tick_handle: asyncio.TimerHandle | None = None
+        # every instance not closed yet: the serving ones and the retired ones that
+        # still have requests in flight (both get their ticks)
+        self._instances: set[PluginInstance] = set()
         self.callouts = CalloutDispatcher(self)
         host.http = self.callouts
         host.wakeup = self._wakeup
@@ -453,6 +459,7 @@ class PluginManager:
         slot.failure = None
         if old is not None and old is not inst:
             self._retire(old)
+        self._schedule_ticks()
         self.log_info(f"plugin {slot.name}: reloaded with a fresh VM")
 
     def _retire(self, inst: PluginInstance) -> None:
@@ -559,8 +566,9 @@ class PluginManager:
                 Failure(FailState.UNABLE_TO_CREATE_VM, "root_id_in_use", str(e), at=time.time())
             ) from None
         vm.failure_listeners.append(self)
-        self._schedule_ticks()
-        return PluginInstance(slot, vm, root, module)
+        inst = PluginInstance(slot, vm, root, module)
+        self._instances.add(inst)
+        return inst
 
     def vm_failed(self, vm: PluginVM) -> None:
         """A VM trapped outside a request (tick, callout response, queue delivery)."""
@@ -602,7 +610,8 @@ class PluginManager:
         new version failed keeps its old instance)."""
         from host.proxy.config import effective_order
 
-        self.cluster_urls = {c.name: (c.url, c.timeout_s) for c in config.clusters}
+        self.cluster_urls = dict(self.builtin_cluster_urls)
+        self.cluster_urls.update({c.name: (c.url, c.timeout_s) for c in config.clusters})
         errors: list[str] = []
         wanted = {s.name: s for s in config.plugins}
         new_slots: dict[str, PluginSlot] = {}
@@ -738,16 +747,18 @@ class PluginManager:
         slot.last_error = ""
         if old is not None and old is not inst:
             self._retire(old)
+        self._schedule_ticks()
         return ""
 
     # -- ticks ---------------------------------------------------------------------------------
 
     def _schedule_ticks(self) -> None:
-        """One timer for the earliest due tick across all plugins."""
+        """One timer for the earliest due tick across all live instances: a retired
+        instance keeps ticking while it still serves requests (one may be paused
+        until its next tick)."""
         earliest: float | None = None
-        for slot in self.slots.values():
-            inst = slot.instance
-            if inst is None or inst.vm.failed or inst.closed:
+        for inst in self._instances:
+            if inst.vm.failed or inst.closed:
                 continue
             t = inst.root.next_tick_ms
             if t is not None and (earliest is None or t < earliest):
@@ -762,9 +773,11 @@ class PluginManager:
     def _fire_ticks(self) -> None:
         self._tick_handle = None
         now = self.host.clock.now_ms()
-        for slot in list(self.slots.values()):
-            inst = slot.instance
-            if inst is None or inst.vm.failed or inst.closed:
+        # serving instances first, in configuration order, then the retired ones
+        serving = [s.instance for s in self.slots.values() if s.instance is not None]
+        retired = [i for i in self._instances if i.retired and i not in serving]
+        for inst in serving + retired:
+            if inst.vm.failed or inst.closed:
                 continue
             root = inst.root
             if root.next_tick_ms is not None and root.next_tick_ms <= now:
@@ -783,6 +796,9 @@ class PluginManager:
             if slot.instance is not None:
                 slot.instance.retired = True
                 slot.instance.close()
+        for inst in list(self._instances):  # retired ones still serving requests
+            inst.retired = True
+            inst.close()
         self.slots.clear()
         self.ordered = []
 

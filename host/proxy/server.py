@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typing import Any
 
 from host.proxy import stats as st
 from host.proxy.admin import AdminProtocol
-from host.proxy.chain import ChainRun
+from host.proxy.chain import ChainRun, NoPluginsFilter, RequestRecord
 from host.proxy.config import (
     ConfigError,
     ProxyConfig,
@@ -34,7 +35,6 @@ from host.proxy.http1 import (
     DownstreamProtocol,
     Exchange,
     ExchangeInfo,
-    PassThroughFilter,
     StreamFilter,
     UpstreamPool,
 )
@@ -45,7 +45,7 @@ from host.wasm.plugin_host import LogRecord
 __all__ = ["DEMO_CLUSTER", "ProxyServer", "StartupError"]
 
 DEMO_CLUSTER = "wasmdesk-demo-upstream"
-_PASS = PassThroughFilter()
+_NO_PLUGINS = NoPluginsFilter()
 
 
 class StartupError(Exception):
@@ -102,6 +102,16 @@ class ProxyServer:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Load the plugins and open the listeners. On failure (StartupError, or any
+        other error) whatever was started is closed again, so the caller may retry,
+        on this object too (e.g. after changing the ports in ``config``)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._undo_start()
+            raise
+
+    async def _start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self.host = PluginHost(self.engine, log_level=self.log_level, log_sink=self._log_sink)
@@ -118,7 +128,6 @@ class ProxyServer:
         await self._apply_clusters(self.config)
         errors = await self.manager.apply(self.config)
         if errors and self.strict:
-            await self._close_plugins()
             raise StartupError("; ".join(errors))
         cfg = self.config
         try:
@@ -130,7 +139,6 @@ class ProxyServer:
                 backlog=1024,
             )
         except OSError as e:
-            await self._close_plugins()
             raise StartupError(
                 f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {e.strerror or e}"
             ) from None
@@ -144,8 +152,6 @@ class ProxyServer:
                 reuse_address=True,
             )
         except OSError as e:
-            srv.close()
-            await self._close_plugins()
             raise StartupError(
                 f"cannot listen on admin {cfg.admin_host}:{cfg.admin_port}: {e.strerror or e}"
             ) from None
@@ -159,6 +165,29 @@ class ProxyServer:
         if self.watch:
             self._remember_mtimes()
             self._watch_task = self.loop.create_task(self._watch_loop())
+
+    async def _undo_start(self) -> None:
+        """Close what a failed start() opened: listeners, the demo upstream, plugins."""
+        self.running = False
+        for s in self._servers:
+            s.close()
+        for s in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(s.wait_closed(), 2.0)
+        self._servers.clear()
+        self.listen_address = self.admin_address = ("", 0)
+        if self.pool is not None:
+            self.pool.close(list(self.clusters.values()))
+        if self.demo is not None:
+            self.demo.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.demo.server.wait_closed(), 2.0)
+            self.demo = None
+        self.clusters = {}
+        self.default_cluster = None
+        if self.host is not None:
+            self.stats.remove_plugin_metrics(self.host.metrics)
+        await self._close_plugins()
 
     async def _apply_clusters(self, config: ProxyConfig) -> None:
         clusters: dict[str, Cluster] = {}
@@ -193,6 +222,9 @@ class ProxyServer:
         self.default_cluster = default
         self.manager.cluster_urls.update({c.name: (c.url, c.timeout_s) for c in config.clusters})
         if self.demo is not None:
+            # built in: for http_call too, and kept when manager.apply() replaces the
+            # configured clusters
+            self.manager.builtin_cluster_urls[DEMO_CLUSTER] = (self.demo.url, 5.0)
             self.manager.cluster_urls[DEMO_CLUSTER] = (self.demo.url, 5.0)
 
     async def run_until_stopped(self) -> None:
@@ -234,7 +266,7 @@ class ProxyServer:
 
     def new_filter(self, info: ExchangeInfo) -> StreamFilter:
         if not self.manager.ordered:
-            return _PASS
+            return _NO_PLUGINS
         return ChainRun(self.manager, info)
 
     def exchange_started(self, ex: Exchange) -> None:
@@ -273,9 +305,38 @@ class ProxyServer:
         if self.on_log is not None:
             self.on_log(record)
 
-    def logs_since(self, seq: int) -> dict[str, Any]:
-        out = [dict(r.to_dict(), seq=s, time=r.time) for s, r in self.logs if s > seq]
-        return {"next": self.log_seq, "logs": out[-1000:]}
+    def logs_since(self, seq: int, limit: int = 2000) -> list[tuple[int, LogRecord]]:
+        """Log records numbered after ``seq``, oldest first: at most the newest
+        ``limit`` of them (a poller that fell behind skips to the recent lines, as
+        the ring drops old ones anyway). Pass the last seq received to continue."""
+        logs = self.logs
+        if limit <= 0 or not logs or logs[-1][0] <= seq:
+            return []
+        # seq numbers only grow: walk back from the end, no scan of the whole ring
+        start = len(logs)
+        stop = max(0, len(logs) - limit)
+        while start > stop and logs[start - 1][0] > seq:
+            start -= 1
+        return logs[start:]
+
+    def logs_view(self, seq: int, limit: int = 1000) -> dict[str, Any]:
+        """``GET /logs?since=SEQ``: the lines after ``seq`` as JSON and the next seq."""
+        out = [dict(r.to_dict(), seq=s, time=r.time) for s, r in self.logs_since(seq, limit)]
+        return {"next": self.log_seq, "logs": out}
+
+    def requests_since(self, record_id: int, limit: int = 500) -> list[RequestRecord]:
+        """Inspector records with an id after ``record_id``, oldest first: at most the
+        newest ``limit`` still in the ring. Pass the last id received to continue."""
+        recent = self.manager.recent if self.manager is not None else ()
+        out: list[RequestRecord] = []
+        if limit <= 0:
+            return out
+        for rec in reversed(recent):
+            if rec.id <= record_id or len(out) >= limit:
+                break
+            out.append(rec)
+        out.reverse()
+        return out
 
     def set_log_level(self, name: str) -> None:
         level = LogLevel.parse(name)
@@ -399,39 +460,45 @@ class ProxyServer:
     async def _watch_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            changed = False
+            changed: list[str] = []
             for f in self._watched_files():
                 try:
                     m = os.stat(f).st_mtime_ns
                 except OSError:
                     continue
                 if self._mtimes.get(f) != m:
-                    changed = True
+                    changed.append(f)
             if not changed:
                 continue
             self._remember_mtimes()
             try:
-                if self.config.source and os.path.isfile(self.config.source):
+                source = self.config.source
+                if source and source in changed and os.path.isfile(source):
                     await self.reload_config_file()
-                    # plugin modules that changed on disk (same config text) restart too
-                    for name in list(self.manager.slots):
-                        slot = self.manager.slots[name]
-                        if slot.spec.location_kind == "file" and slot.instance is not None:
-                            try:
-                                data = Path(slot.spec.location).read_bytes()
-                            except OSError:
-                                continue
-                            import hashlib
-
-                            if hashlib.sha256(data).hexdigest() != slot.sha256:
-                                err = await self.manager.reload(name)
-                                self.manager.log_info(
-                                    f"plugin {name}: module changed on disk: "
-                                    + ("reloaded" if not err else f"kept the old version: {err}")
-                                )
+                # Plugin modules that changed on disk restart too, whether the config
+                # came from a file (its text unchanged) or not (the app, parse_config).
+                await self._reload_changed_modules()
             except Exception as e:  # watching must never stop the proxy
                 self.manager.log_error(f"config watch error: {type(e).__name__}: {e}")
             self._remember_mtimes()
+
+    async def _reload_changed_modules(self) -> None:
+        """Reload the running plugins whose module file no longer matches (sha256)."""
+        for name in list(self.manager.slots):
+            slot = self.manager.slots.get(name)
+            if slot is None or slot.spec.location_kind != "file" or slot.instance is None:
+                continue
+            try:
+                data = Path(slot.spec.location).read_bytes()
+            except OSError:
+                continue
+            if hashlib.sha256(data).hexdigest() == slot.sha256:
+                continue
+            err = await self.manager.reload(name)
+            self.manager.log_info(
+                f"plugin {name}: module changed on disk: "
+                + ("reloaded" if not err else f"kept the old version: {err}")
+            )
 
 
 def _sockname(server: asyncio.base_events.Server) -> tuple[str, int]:

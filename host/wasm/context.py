@@ -11,7 +11,7 @@ the caller's business (``host.wasm.runner`` offline, the proxy's chain live).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -179,7 +179,10 @@ class Context:
         self.root: RootContext = root if root is not None else self  # type: ignore[assignment]
         self.created = False  # proxy_on_context_create delivered
         self.deleted = False
-        self.filter_state: dict[bytes, bytes] = {}
+        # proxy_set_property values. A stream driver may put one mapping shared by the
+        # stream's contexts here (Envoy's per-stream filter state); by default each
+        # context has its own.
+        self.filter_state: MutableMapping[bytes, bytes] = {}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id}>"

@@ -4,12 +4,11 @@ a real timer, shared data by vm_id, body buffering limits, one VM per plugin."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
-
-import pytest
 
 from .conftest import (
     ScriptedUpstream,
@@ -194,16 +193,6 @@ def test_pause_and_continue_through_an_http_call(start_proxy, upstream):
     assert st["wasm.paused_streams"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: host/proxy/http1.py Exchange._connected flushes with "
-    "end=self.req_eos_delivered, which is already True when the whole body arrived (and was "
-    "queued in req_pending) while a plugin paused the request headers; when the pool hands "
-    "out an idle connection synchronously on resume, the head is written with "
-    "content-length: 0 before the pending body is drained, the body is lost for the "
-    "upstream and its bytes follow on the connection as garbage (every other POST behind "
-    "an auth callout arrives empty)",
-)
 def test_request_body_survives_a_pause_on_request_headers(start_proxy, upstream):
     h = start_proxy(_callout_config(upstream.url))
     auth = {"authorization": "Bearer tok"}
@@ -215,14 +204,6 @@ def test_request_body_survives_a_pause_on_request_headers(start_proxy, upstream)
             assert r.json()["body"] == f"payload-{i}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: host/proxy/server.py _apply_clusters registers the built-in demo upstream "
-    "for http_call (manager.cluster_urls['wasmdesk-demo-upstream']), but start() and "
-    "apply_config() then call manager.apply(), whose first line replaces cluster_urls with "
-    "the configured clusters only: an http_call to the demo cluster is refused "
-    "(BAD_ARGUMENT, 'http_call to unknown cluster')",
-)
 def test_http_call_to_the_demo_upstream_cluster(start_proxy):
     cfg = make_config(
         wasm_plugin(
@@ -437,14 +418,6 @@ def test_request_body_over_the_buffer_limit_gets_413(start_proxy, upstream):
     assert len(upstream.requests[-1]["body"]) == 1024 * 1024
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: host/proxy/chain.py ChainRun._iterate_request_data checks the buffer limit "
-    "only when a plugin pauses before end of stream ('if action == Action.PAUSE and not "
-    "eos'); with a content-length body the last chunk arrives with end_of_stream, so a "
-    "buffered body that crosses 1 MiB only with its last chunk is handed whole (here "
-    "1 MiB + 90 bytes) to the plugin and forwarded, instead of Envoy's 413",
-)
 def test_request_body_crossing_the_limit_with_its_last_chunk_gets_413(start_proxy, upstream):
     cfg = make_config(
         wasm_plugin("echo-body", plugin("body_echo_request"), root_id="body_echo_request"),
@@ -460,6 +433,42 @@ def test_request_body_crossing_the_limit_with_its_last_chunk_gets_413(start_prox
         r = read_response(s.makefile("rb"))
     assert r.status == 413
     assert upstream.requests == []
+
+
+def test_response_body_crossing_the_limit_with_its_last_chunk_gets_500(
+    start_proxy, scripted_upstream
+):
+    """The response side of the same rule: the buffered body goes over 1 MiB only with
+    the chunk that ends it, and Envoy's 500 still applies."""
+    total = 1024 * 1024 + 90
+
+    def script(conn: socket.socket, up: ScriptedUpstream) -> None:
+        buf = bytearray()
+        if up.read_head(conn, buf) is None:
+            return
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n\r\n" % total
+        )
+        conn.sendall(b"x" * (1024 * 1024 - 10))
+        time.sleep(0.3)
+        with contextlib.suppress(OSError):
+            conn.sendall(b"z" * 100)
+
+    up = scripted_upstream(script)
+    cfg = make_config(
+        wasm_plugin(
+            "rewrite",
+            plugin("body_rewrite"),
+            root_id="body_rewrite",
+            config={"from": "x", "to": "y", "content_types": [""]},
+        ),
+        clusters={"backend": up.url},
+    )
+    h = start_proxy(cfg)
+    with h.client() as c:
+        r = c.get("/edge")
+    assert r.status_code == 500
+    assert h.stats()["wasmdesk.buffer_overflow"] == 1
 
 
 def test_unbuffered_large_body_is_not_limited(start_proxy, upstream):

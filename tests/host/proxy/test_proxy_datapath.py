@@ -10,8 +10,6 @@ import socket
 import threading
 import time
 
-import pytest
-
 from .conftest import (
     ScriptedUpstream,
     config_text,
@@ -278,12 +276,6 @@ def test_x_forwarded_for_is_appended(start_proxy, upstream):
         assert hdr(upstream.requests[-1], "x-forwarded-for") == ("10.0.0.1, 10.0.0.2, 127.0.0.1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: host/proxy/http1.py Exchange.begin keeps only the last x-forwarded-for "
-    "header line ('xff = v' overwrites): with two x-forwarded-for lines the first hop's "
-    "address is dropped instead of being joined (Envoy coalesces them with ',')",
-)
 def test_x_forwarded_for_with_several_header_lines_keeps_them_all(start_proxy, upstream):
     h = start_proxy(make_config(clusters={"backend": upstream.url}))
     raw_exchange(
@@ -387,6 +379,35 @@ def test_demo_upstream_status_204_does_not_poison_the_pool(start_proxy):
                 assert r.content == b""
 
 
+def test_demo_upstream_sends_no_body_on_204_304_and_head(start_proxy):
+    """Straight to the demo upstream on one keep-alive connection: if a 204, a 304 or
+    a HEAD answer carried a body, the next response would be read from its bytes."""
+    h = start_proxy(make_config())
+    demo = h.server.demo
+    assert demo is not None
+    with socket.create_connection((demo.host, demo.port), timeout=5) as s:
+        f = s.makefile("rb")
+        for method, path, status in (
+            (b"GET", b"/status/204", 204),
+            (b"GET", b"/status/304", 304),
+            (b"HEAD", b"/anything", 200),
+            (b"HEAD", b"/status/204", 204),
+        ):
+            s.sendall(b"%s %s HTTP/1.1\r\nhost: demo\r\n\r\n" % (method, path))
+            r = read_response(f, head=method == b"HEAD")
+            assert r.status == status, (method, path, r.status)
+            assert r.reason != "OK" or status == 200
+            if status in (204, 304):
+                assert r.header("content-length") is None, (method, path)
+            else:  # HEAD: the head still describes what a GET would get
+                assert int(r.header("content-length") or "0") > 0
+        # a body sent after any of them would now be read as this response's head
+        s.sendall(b"GET /after HTTP/1.1\r\nhost: demo\r\n\r\n")
+        r = read_response(f)
+        assert r.status == 200
+        assert _echo(r)["path"] == "/after"
+
+
 # -- bad input (§6) ----------------------------------------------------------------------------
 
 
@@ -414,15 +435,25 @@ def test_malformed_content_length_gets_400(start_proxy):
         assert c.get("/ok").status_code == 200
 
 
-_FATAL_WITH_EXCHANGE = (
-    "BUG: host/proxy/http1.py DownstreamProtocol._fatal: when an exchange is current it "
-    "first calls ex.downstream_lost(), whose _finish() -> exchange_done() closes the "
-    "transport (self.closing is already True), so the 400 written right after is dropped "
-    "(asyncio discards writes after close): the client gets a bare close, no 400"
-)
+def test_requests_refused_as_malformed_are_counted_as_4xx(start_proxy):
+    """A request the data path answers 400 after its head was parsed (a bad target, bad
+    chunking) is a started and finished request with status 400, not a status-0 one."""
+    h = start_proxy(make_config())
+    for data in (
+        b"GET http://[bad/x HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"POST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nZZ\r\n",
+    ):
+        with connect(h) as s:
+            s.sendall(data)
+            assert read_response(s.makefile("rb")).status == 400
+            assert is_closed(s)
+    h.wait_for(lambda: h.sync(lambda: h.server.active_requests) == 0, what="request ends")
+    st = h.stats()
+    assert st["http.downstream_rq_total"] == 2
+    assert st["http.downstream_rq_4xx"] == 2
+    assert st["http.downstream_rq_active"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=_FATAL_WITH_EXCHANGE)
 def test_malformed_chunked_body_gets_400_and_a_close(start_proxy):
     h = start_proxy(make_config())
     with connect(h) as s:
@@ -432,7 +463,6 @@ def test_malformed_chunked_body_gets_400_and_a_close(start_proxy):
         assert is_closed(s)
 
 
-@pytest.mark.xfail(strict=True, reason=_FATAL_WITH_EXCHANGE)
 def test_malformed_absolute_form_target_gets_400(start_proxy):
     h = start_proxy(make_config())
     with connect(h) as s:
@@ -441,15 +471,6 @@ def test_malformed_absolute_form_target_gets_400(start_proxy):
         assert r.status == 400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: host/proxy/http1.py Exchange.begin: on a malformed absolute-form target "
-    "it calls _fatal() and returns before "
-    "core.exchange_started(), but _fatal -> downstream_lost -> _finish still calls "
-    "core.exchange_finished(): ProxyServer.active_requests and the "
-    "http.downstream_rq_active gauge go to -1 (and downstream_rq_total counts a request "
-    "with status 0)",
-)
 def test_bad_request_target_does_not_corrupt_the_active_request_gauge(start_proxy):
     h = start_proxy(make_config())
     with connect(h) as s:
@@ -462,14 +483,6 @@ def test_bad_request_target_does_not_corrupt_the_active_request_gauge(start_prox
     assert h.sync(lambda: h.server.active_requests) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: host/proxy/http1.py DownstreamProtocol.data_received: _HeadersTooLarge raised "
-    "in the on_url/on_header parser callbacks is wrapped by httptools into "
-    "HttpParserCallbackError (an HttpParserError, original only in __context__), so the "
-    "'except _HeadersTooLarge' branch never runs and a >64 KiB header block gets "
-    "400 'malformed HTTP request: User callback error' instead of 431",
-)
 def test_header_block_over_64_kib_gets_431(start_proxy):
     h = start_proxy(make_config())
     big = b"x-big: " + b"a" * (70 * 1024) + b"\r\n"
@@ -651,14 +664,6 @@ def test_config_text_helper_round_trips():
     assert "127.0.0.1:0" in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: host/proxy/http1.py: a response delimited by the upstream closing the "
-    "connection (no content-length, not chunked: HTTP/1.0 style) never completes; "
-    "UpstreamProtocol.connection_lost does not end the message (llhttp needs an EOF "
-    "signal), Exchange.upstream_lost sees response_started and _reset()s, so the client "
-    "gets a chunked response cut off without its final 0-chunk",
-)
 def test_response_delimited_by_connection_close(start_proxy, scripted_upstream):
     def script(conn: socket.socket, up: ScriptedUpstream) -> None:
         buf = bytearray()

@@ -306,16 +306,6 @@ def test_a_new_plugin_failing_configure_on_live_reload_is_failed_per_policy(
         assert r.json()["headers"]["x-order"] == "good"
 
 
-_NO_TICKS_AFTER_RELOAD = (
-    "BUG: host/proxy/plugins.py PluginManager._start_instance calls _schedule_ticks() "
-    "before the caller stores the new instance in slot.instance (maybe_reload and reload "
-    "assign it afterwards and never reschedule); _schedule_ticks skips the old, failed "
-    "instance, so no timer is armed and the fresh instance's proxy_on_tick never runs "
-    "(here: its paused request is never resumed and gets the 504 pause timeout)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_NO_TICKS_AFTER_RELOAD)
 def test_fail_reload_fresh_instance_gets_ticks(start_proxy, probe):
     """The probe pauses every request until its next tick (50 ms); after a FAIL_RELOAD
     reload the fresh instance must tick again."""
@@ -336,7 +326,6 @@ def test_fail_reload_fresh_instance_gets_ticks(start_proxy, probe):
         assert r.status_code == 200, r.text
 
 
-@pytest.mark.xfail(strict=True, reason=_NO_TICKS_AFTER_RELOAD)
 def test_admin_reload_of_a_failed_plugin_gets_ticks(start_proxy, probe):
     h = start_proxy(
         make_config(wasm_plugin("ticking", probe(trap_path="/boom", pause_until_tick_ms=50)))

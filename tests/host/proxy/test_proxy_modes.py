@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.fixtures.wat_modules import make_trap_module
 
 from .conftest import make_config, plugin, wasm_plugin
@@ -255,14 +253,6 @@ def test_set_property_of_a_log_only_plugin_is_not_seen_by_later_plugins(start_pr
     assert "x-probe-prop" not in r.json()["headers"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: proxy_set_property (host/wasm/abi/properties.py) writes ctx.filter_state, a "
-    "dict per plugin context (host/wasm/context.py Context.__init__), and host/proxy/chain.py "
-    "ChainRun gives every hop its own context with no shared per-stream filter state, so a "
-    "value set by one plugin is never readable by a later plugin on the same request "
-    "(Envoy: stream filter state 'wasm.<name>', shared by the stream's Wasm filters)",
-)
 def test_set_property_in_enforce_mode_is_seen_by_later_plugins(start_proxy, probe):
     """Envoy keeps proxy_set_property values in the stream's filter state, readable by the
     other Wasm filters of the same stream (the counterpart of the log-only test above)."""
@@ -355,6 +345,54 @@ def test_canary_force_header(start_proxy):
             doc = c.get("/f", headers={"x-wasmdesk-canary": "sometimes"}).json()
             assert "x-wasmdesk" not in doc["headers"]
             assert doc["headers"].get("x-second") == "2"
+
+
+def test_canary_never_skips_only_the_canaried_plugins(start_proxy):
+    """``never`` turns canaried plugins (below 100%) off, as ``always`` turns them on; a
+    plugin at 100% is not a canary and keeps running for every request."""
+    h = start_proxy(
+        make_config(
+            _add(canary=99),
+            wasm_plugin(
+                "full",
+                plugin("add_header"),
+                root_id="add_header",
+                canary=100,
+                config={"request_header": {"name": "x-second", "value": "2"}},
+            ),
+        )
+    )
+    with h.client() as c:
+        for _ in range(5):
+            doc = c.get("/n", headers={"x-wasmdesk-canary": "never"}).json()
+            assert "x-wasmdesk" not in doc["headers"]
+            assert doc["headers"].get("x-second") == "2"
+    st = h.stats()
+    assert st["wasm.add.canary_skipped"] == 5
+    assert st["wasm.full.invocations"] == 5
+    assert "wasm.full.canary_skipped" not in st
+    hops = {hop.plugin: hop for hop in h.records()[-1].hops}
+    assert hops["add"].skipped_reason == "not sampled by canary"
+    assert hops["full"].ran
+
+
+def test_canary_control_header_is_not_forwarded(start_proxy, upstream):
+    """x-wasmdesk-canary steers this proxy only: neither the plugins nor the upstream
+    see it, with plugins configured or without."""
+    h = start_proxy(make_config(_add(canary=0), clusters={"backend": upstream.url}))
+    with h.client() as c:
+        r = c.get("/h", headers={"x-wasmdesk-canary": "always"})
+    assert r.status_code == 200
+    got = dict(upstream.requests[-1]["headers"])
+    assert got.get("x-wasmdesk") == "hello"  # the header did its job
+    assert not any(k.lower() == "x-wasmdesk-canary" for k in got)
+    before = dict(h.records()[-1].hops[0].request_headers_before)
+    assert b"x-wasmdesk-canary" not in before
+
+    bare = start_proxy(make_config(clusters={"backend": upstream.url}))
+    with bare.client() as c:
+        assert c.get("/h", headers={"x-wasmdesk-canary": "never"}).status_code == 200
+    assert not any(k.lower() == "x-wasmdesk-canary" for k in upstream.requests[-1]["headers"])
 
 
 def test_canary_and_log_only_compose(start_proxy):

@@ -9,8 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from host.proxy.config import load_config
 
 from .conftest import config_text, make_config, plugin, probe_wasm, wasm_plugin
@@ -292,14 +290,6 @@ def test_admin_reload_with_a_broken_module_is_refused(start_proxy, tmp_path: Pat
     assert before.closed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: host/proxy/server.py ProxyServer._watch_loop reloads changed module files "
-    "only inside 'if self.config.source and os.path.isfile(self.config.source)': with a "
-    "config that did not come from a file (parse_config text, the app) and watch=True, "
-    "_watched_files() does watch the .wasm and notices the mtime change, but the module "
-    "is never reloaded",
-)
 def test_module_changed_on_disk_is_reloaded_without_a_config_file(start_proxy, tmp_path: Path):
     mod = tmp_path / "plug.wasm"
     shutil.copyfile(plugin("add_header"), mod)
@@ -314,13 +304,6 @@ def test_module_changed_on_disk_is_reloaded_without_a_config_file(start_proxy, t
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: host/proxy/plugins.py PluginManager._schedule_ticks/_fire_ticks only look "
-    "at slot.instance: after a swap the retired instance that still serves in-flight "
-    "requests never gets proxy_on_tick again, so a request paused on it until its next "
-    "tick is never resumed (504 pause timeout instead of finishing on the old instance)",
-)
 def test_in_flight_request_waiting_for_a_tick_finishes_on_the_old_instance(start_proxy, probe):
     path = probe(pause_until_tick_ms=300)
     h = start_proxy(make_config(wasm_plugin("p", path, config={"v": 1})))
