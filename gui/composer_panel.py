@@ -143,6 +143,14 @@ class ComposerPanel(QWidget):
         body = self.body_edit.toPlainText().encode("utf-8")
         self.send_requested.emit(self.method_combo.currentText(), path, headers, body)
 
+    def fill(self, d: Mapping[str, Any]) -> None:
+        """Put a request in the form (from the inspector's "Send again")."""
+        self.method_combo.setCurrentText(str(d.get("method") or "GET"))
+        self.path_edit.setText(str(d.get("path") or "/"))
+        self.headers_edit.setPlainText("\n".join(f"{k}: {v}" for k, v in d.get("headers") or []))
+        self.body_edit.setPlainText(str(d.get("body") or ""))
+        self.error_label.setText("")
+
     def _on_load_button_clicked(self) -> None:
         self.load_requested.emit(float(self.rps_spin.value()), float(self.seconds_spin.value()))
 

@@ -84,8 +84,25 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
-def _request_summary(rec: Any) -> dict[str, Any]:
+def _trap_failures(server: ProxyServer) -> dict[str, dict[str, Any]]:
+    """request id → {plugin: failure} for the requests that made a plugin fail.
+
+    Works around the chain recording a hop's failure before the plugin manager fills it
+    in (the trapping request's hop says ``failure: None``): the slot remembers which
+    request triggered its failure, so the inspector can still show it there."""
+    out: dict[str, dict[str, Any]] = {}
+    for slot in server.manager.slots.values():
+        req = slot.failure_request
+        if req is not None and slot.failure is not None:
+            out.setdefault(str(req.get("request_id")), {})[slot.name] = slot.failure_dict()
+    return out
+
+
+def _request_summary(rec: Any, failures: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     ran = [h.plugin for h in rec.hops if h.ran]
+    failed = next((h.plugin for h in rec.hops if h.failure), "")
+    if not failed and rec.request_id in failures:
+        failed = next(iter(failures[rec.request_id]))
     return {
         "id": rec.id,
         "request_id": rec.request_id,
@@ -96,9 +113,12 @@ def _request_summary(rec: Any) -> dict[str, Any]:
         "duration_ms": round(rec.duration_ms, 3),
         "started": rec.started,
         "plugins": ran,
-        "local_reply": next((h.plugin for h in rec.hops if h.local_reply), ""),
+        # a log-only plugin's reply is an intent (counted in "would"), not a reply
+        "local_reply": next(
+            (h.plugin for h in rec.hops if h.local_reply and h.mode != "log-only"), ""
+        ),
         "would": sum(len(h.would) for h in rec.hops),
-        "failed": next((h.plugin for h in rec.hops if h.failure), ""),
+        "failed": failed,
     }
 
 
@@ -114,6 +134,7 @@ class EngineService(QObject):
     stopped = Signal()
     plugins_changed = Signal(list)
     config_applied = Signal(list)  # the errors; [] when every plugin took the new config
+    config_refused = Signal(list)  # a new plugin failed its checks: nothing was changed
     command_failed = Signal(str)
     plugin_reloaded = Signal(str, str)  # name, error ("" on success)
     response_received = Signal(dict)
@@ -129,6 +150,7 @@ class EngineService(QObject):
         admin: tuple[str, int] | None = None,
         log_level: LogLevel = LogLevel.INFO,
         publish_interval_s: float = 0.1,
+        record_capacity: int = 1000,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
@@ -146,6 +168,11 @@ class EngineService(QObject):
         self._latest: _Published | None = None
         self._logs: deque[dict[str, Any]] = deque(maxlen=5000)
         self._requests: deque[dict[str, Any]] = deque(maxlen=1000)
+        # the full records behind the summaries handed out (engine thread only): what
+        # fetch_request reads, so a listed request stays inspectable after the proxy's
+        # own ring has moved on; frozen while capture is off
+        self._records: deque[Any] = deque(maxlen=record_capacity)
+        self.capture = True
         self._last_log_seq = 0
         self._last_record_id = 0
         self._plugin_keys: tuple[tuple[Any, ...], ...] = ()
@@ -316,14 +343,18 @@ class EngineService(QObject):
         if new:
             self._last_log_seq = new[0]["seq"]
             self._logs.extend(reversed(new))
-        recs: list[dict[str, Any]] = []
+        recs: list[Any] = []
         for rec in reversed(server.manager.recent):
             if rec.id <= self._last_record_id:
                 break
-            recs.append(_request_summary(rec))
+            recs.append(rec)
         if recs:
-            self._last_record_id = recs[0]["id"]
-            self._requests.extend(reversed(recs))
+            self._last_record_id = recs[0].id
+            if self.capture:
+                recs.reverse()
+                self._records.extend(recs)
+                failures = _trap_failures(server)
+                self._requests.extend(_request_summary(r, failures) for r in recs)
         keys = tuple(_plugin_key(p) for p in plugins)
         if keys != self._plugin_keys:
             self._plugin_keys = keys
@@ -389,16 +420,42 @@ class EngineService(QObject):
             return False
         return True
 
-    def apply_config(self, config: ProxyConfig) -> bool:
+    def apply_config(self, config: ProxyConfig, *, check_new: bool = False) -> bool:
         """Swap in a new config live; ``config_applied(errors)`` follows. A plugin whose
-        new version fails keeps its running version (the engine's rule)."""
+        new version fails keeps its running version (the engine's rule).
+
+        ``check_new``: first fetch, compile, start and configure every plugin that is not
+        running yet in a scratch VM; if one fails, nothing is applied and
+        ``config_refused(errors)`` follows instead. (The engine itself would add such a
+        plugin in the failed state, where FAIL_CLOSE answers 503 to every request: not
+        what loading a broken file from the GUI should do.)"""
 
         async def do(server: ProxyServer) -> None:
+            if check_new:
+                errors = await self._check_new_plugins(server, config)
+                if errors:
+                    self.config_refused.emit(errors)
+                    return
             errors = await server.apply_config(config)
             self._publish()
             self.config_applied.emit(list(errors))
 
         return self._submit("apply config", do)
+
+    async def _check_new_plugins(self, server: ProxyServer, config: ProxyConfig) -> list[str]:
+        # ProxyServer has no "validate only" call; the plugin manager's prepare() is the
+        # check apply() itself runs (fetch + sha256, compile, start, configure).
+        manager = server.manager
+        errors: list[str] = []
+        for spec in config.plugins:
+            if spec.name in manager.slots:
+                continue
+            _module, inst, err = await manager.prepare(spec)
+            if inst is not None:
+                inst.close()
+            if err:
+                errors.append(f"plugin {spec.name}: {err}")
+        return errors
 
     def set_plugin_mode(
         self,
@@ -429,6 +486,11 @@ class EngineService(QObject):
 
         return self._submit(f"reload {name}", do)
 
+    def set_capture(self, on: bool) -> None:
+        """Pause (False) or resume taking new requests into the inspector feed; while
+        paused, the requests already handed out stay fetchable."""
+        self.capture = bool(on)
+
     def reset_counters(self) -> bool:
         async def do(server: ProxyServer) -> None:
             server.reset_counters()
@@ -440,10 +502,16 @@ class EngineService(QObject):
         follows, with ``error`` set when it has left the inspector's ring."""
 
         async def do(server: ProxyServer) -> None:
-            for rec in reversed(server.manager.recent):
-                if rec.id == record_id:
-                    self.request_details_received.emit(rec.to_dict())
-                    return
+            for ring in (self._records, server.manager.recent):
+                for rec in reversed(ring):
+                    if rec.id == record_id:
+                        d = rec.to_dict()
+                        missing = _trap_failures(server).get(rec.request_id, {})
+                        for hop in d["hops"]:
+                            if hop["plugin"] in missing and not hop.get("failure"):
+                                hop["failure"] = missing[hop["plugin"]]
+                        self.request_details_received.emit(d)
+                        return
             self.request_details_received.emit(
                 {"id": record_id, "error": "this request has left the inspector's ring"}
             )

@@ -13,6 +13,7 @@ from PySide6.QtCore import (
     QPersistentModelIndex,
     QSortFilterProxyModel,
     Qt,
+    Signal,
 )
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
@@ -112,6 +113,10 @@ class _LogFilter(QSortFilterProxyModel):
 
 
 class LogsPanel(QWidget):
+    """Plugin log lines; double-click a line to open its request in the inspector."""
+
+    request_activated = Signal(str)  # a line's request id
+
     def __init__(self, capacity: int = 5000, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("LogsPanel")
@@ -154,6 +159,8 @@ class LogsPanel(QWidget):
         self.plugin_combo.currentIndexChanged.connect(self._on_filters_changed)
         self.level_combo.currentIndexChanged.connect(self._on_filters_changed)
         self.search_edit.textChanged.connect(self._on_filters_changed)
+        self.table.doubleClicked.connect(self._on_table_double_clicked)
+        self.table.setToolTip("Double-click a line with a request id to inspect that request")
 
     def append_logs(self, logs: Iterable[Mapping[str, Any]]) -> None:
         lines = []
@@ -199,6 +206,13 @@ class LogsPanel(QWidget):
         self.plugin_combo.setCurrentIndex(max(0, i))
         self.level_combo.setCurrentIndex(max(0, self.level_combo.findData(min_level)))
         self.search_edit.setText(search)
+
+    def _on_table_double_clicked(self, index: QModelIndex) -> None:
+        src = self.proxy.mapToSource(index)
+        if src.isValid():
+            rid = self.model.rows[src.row()][3]
+            if rid:
+                self.request_activated.emit(rid)
 
     def _on_filters_changed(self, *_args: object) -> None:
         self.proxy.set_filters(

@@ -32,11 +32,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.chain_order import MoveRefused, priorities_for_move
 from gui.composer_panel import ComposerPanel
 from gui.inspector_panel import InspectorPanel
+from gui.json_schema import SchemaError, form_problem, load_schema, schema_path_for
 from gui.logs_panel import LogsPanel
-from gui.plugin_panel import PluginDetailsPanel, PluginListView
+from gui.plugin_panel import PluginDetailsPanel, PluginListView, env_vars
 from gui.stats_panel import StatsPanel
+from gui.url_dialog import LoadUrlDialog, check_module_url, check_sha256
 from gui.workspace import Workspace
 from host.proxy.config import (
     ConfigError,
@@ -47,7 +50,7 @@ from host.proxy.config import (
     with_changes,
 )
 
-__all__ = ["MainWindow", "load_wasm_spec"]
+__all__ = ["MainWindow", "load_url_spec", "load_wasm_spec", "schema_for"]
 
 WASM_MAGIC = b"\0asm"
 DEMO_RPS = 300.0
@@ -62,7 +65,7 @@ class _Service(Protocol):  # what the window needs of an engine service
     @property
     def config(self) -> ProxyConfig: ...
     def snapshot(self) -> Any: ...
-    def apply_config(self, config: ProxyConfig) -> bool: ...
+    def apply_config(self, config: ProxyConfig, *, check_new: bool = ...) -> bool: ...
     def set_plugin_mode(self, name: str, **kw: Any) -> bool: ...
     def reload_plugin(self, name: str) -> bool: ...
     def fetch_request(self, record_id: int) -> bool: ...
@@ -71,6 +74,7 @@ class _Service(Protocol):  # what the window needs of an engine service
     ) -> bool: ...
     def generate_traffic(self, rps: float = ..., seconds: float = ...) -> bool: ...
     def stop_traffic(self) -> bool: ...
+    def set_capture(self, on: bool) -> None: ...
     def close(self, timeout_s: float = ...) -> bool: ...
 
 
@@ -111,6 +115,64 @@ def load_wasm_spec(path: str | Path, config: ProxyConfig) -> PluginSpec:
         raise ValueError(f"{p.name}: {e}") from None
 
 
+def load_url_spec(url: str, sha256: str, root_id: str, config: ProxyConfig) -> PluginSpec:
+    """A new WasmPlugin for a module at an http(s) URL pinned by sha256; raises
+    ValueError with a message for the user when an input is malformed."""
+    problem = check_module_url(url) or check_sha256(sha256)
+    if problem:
+        raise ValueError(problem)
+    stem = url.strip().rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+    name = _plugin_name_for(Path(stem), {s.name for s in config.plugins})
+    try:
+        return new_plugin(
+            name, url.strip(), sha256=sha256.strip().lower(), plugin_name=root_id.strip()
+        )
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+
+
+def schema_for(
+    spec: PluginSpec | None, cache: dict[str, tuple[int, Any, str]] | None = None
+) -> tuple[Any, str]:
+    """(schema, note) for a plugin: the ``<module>.schema.json`` beside a file module
+    when there is a usable one, else (None, why the form is not available). ``cache``
+    (path → (mtime, schema, note)) saves re-reading an unchanged file."""
+    cache = cache if cache is not None else {}
+    if spec is None:
+        return None, ""
+    try:
+        kind, location = spec.location_kind, spec.location
+    except ValueError as e:
+        return None, str(e)
+    if kind != "file":
+        return None, (
+            "Modules fetched from a URL come without a schema: edit the configuration as "
+            "YAML or JSON."
+        )
+    path = schema_path_for(location)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        return None, (
+            f"No {path.name} beside the module, so there is no form: edit the configuration "
+            "as YAML or JSON."
+        )
+    cached = cache.get(str(path))
+    if cached is not None and cached[0] == mtime:
+        return cached[1], cached[2]
+    schema: Any = None
+    try:
+        schema = load_schema(path)
+        problem = form_problem(schema)
+        note = "" if problem is None else f"{path.name}: {problem}; edit the YAML instead."
+        if problem is not None:
+            schema = None
+    except SchemaError as e:
+        note = f"{e}; edit the configuration as YAML or JSON."
+    cache[str(path)] = (mtime, schema, note)
+    return schema, note
+
+
 class MainWindow(QMainWindow):
     def __init__(
         self,
@@ -132,6 +194,9 @@ class MainWindow(QMainWindow):
         self._closing = False
         self._engine_stopped = False
         self._select_after_change = ""
+        self._env_pending = ""
+        self._schemas: dict[str, tuple[int, Any, str]] = {}
+        self._latest_plugins: Any = None  # the plugin snapshots of the last poll
 
         # -- header bar
         header = QWidget()
@@ -165,17 +230,30 @@ class MainWindow(QMainWindow):
         self.plugin_list = PluginListView()
         self.load_button = QPushButton("Load .wasm…")
         self.load_button.setToolTip("Or drop a .wasm file on the window")
+        self.load_url_button = QPushButton("From URL…")
+        self.load_url_button.setToolTip("Download a module over http(s), pinned by its sha256")
+        self.up_button = QPushButton("▲")
+        self.up_button.setToolTip("Run earlier within its phase (raises its priority)")
+        self.down_button = QPushButton("▼")
+        self.down_button.setToolTip("Run later within its phase (lowers its priority)")
+        for b in (self.up_button, self.down_button):
+            b.setMaximumWidth(36)
         self.plugin_details = PluginDetailsPanel()
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
         ll.addWidget(QLabel("<b>Plugin chain</b> (effective order)"))
         ll.addWidget(self.plugin_list, 1)
-        ll.addWidget(self.load_button)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.load_button, 1)
+        buttons.addWidget(self.load_url_button, 1)
+        buttons.addWidget(self.up_button)
+        buttons.addWidget(self.down_button)
+        ll.addLayout(buttons)
         left_split = QSplitter(Qt.Orientation.Vertical)
         left_split.addWidget(left)
         left_split.addWidget(self.plugin_details)
-        left_split.setSizes([250, 600])
+        left_split.setSizes([150, 700])
 
         # -- tabs (right)
         self.stats_panel = StatsPanel()
@@ -208,14 +286,24 @@ class MainWindow(QMainWindow):
         self.copy_button.clicked.connect(self._on_copy_button_clicked)
         self.generate_button.clicked.connect(self._on_generate_button_clicked)
         self.load_button.clicked.connect(self._on_load_button_clicked)
+        self.load_url_button.clicked.connect(self._on_load_url_button_clicked)
+        self.up_button.clicked.connect(lambda: self._move_selected(-1))
+        self.down_button.clicked.connect(lambda: self._move_selected(+1))
         self.plugin_list.plugin_selected.connect(self._on_plugin_list_plugin_selected)
+        self.plugin_list.plugin_moved.connect(self._on_plugin_list_plugin_moved)
+        self.plugin_list.files_dropped.connect(self._on_plugin_list_files_dropped)
         d = self.plugin_details
         d.mode_changed.connect(self._on_plugin_details_mode_changed)
         d.order_changed.connect(self._on_plugin_details_order_changed)
         d.config_edited.connect(self._on_plugin_details_config_edited)
         d.remove_requested.connect(self._on_plugin_details_remove_requested)
         d.reload_requested.connect(self._on_plugin_details_reload_requested)
+        d.env_edited.connect(self._on_plugin_details_env_edited)
+        d.logs_requested.connect(self._on_plugin_details_logs_requested)
         self.inspector_panel.request_selected.connect(self._on_inspector_panel_request_selected)
+        self.inspector_panel.capture_toggled.connect(self.service.set_capture)
+        self.inspector_panel.replay_requested.connect(self._on_inspector_panel_replay_requested)
+        self.logs_panel.request_activated.connect(self._on_logs_panel_request_activated)
         c = self.composer_panel
         c.send_requested.connect(self._on_composer_panel_send_requested)
         c.load_requested.connect(self._on_composer_panel_load_requested)
@@ -226,6 +314,7 @@ class MainWindow(QMainWindow):
         s.stopped.connect(self._on_service_stopped)
         s.plugins_changed.connect(self._on_service_plugins_changed)
         s.config_applied.connect(self._on_service_config_applied)
+        s.config_refused.connect(self._on_service_config_refused)
         s.command_failed.connect(self._on_service_command_failed)
         s.plugin_reloaded.connect(self._on_service_plugin_reloaded)
         s.response_received.connect(self._on_service_response_received)
@@ -256,13 +345,15 @@ class MainWindow(QMainWindow):
         m = self.menuBar().addMenu("&File")
         load = QAction("&Load plugin…", self)
         load.triggered.connect(self._on_load_button_clicked)
+        load_url = QAction("Load plugin from &URL…", self)
+        load_url.triggered.connect(self._on_load_url_button_clicked)
         imp = QAction("&Import WasmPlugin YAML…", self)
         imp.triggered.connect(self._on_import_action_triggered)
         exp = QAction("&Export WasmPlugin YAML…", self)
         exp.triggered.connect(self._on_export_action_triggered)
         quit_ = QAction("&Quit", self)
         quit_.triggered.connect(self.close)
-        for a in (load, imp, exp):
+        for a in (load, load_url, imp, exp):
             m.addAction(a)
         m.addSeparator()
         m.addAction(quit_)
@@ -283,9 +374,14 @@ class MainWindow(QMainWindow):
     def _base_config(self) -> ProxyConfig:
         return self._pending if self._pending is not None else self.service.config
 
-    def _apply(self, config: ProxyConfig) -> None:
-        if self.service.apply_config(config):
+    def _apply(self, config: ProxyConfig, *, check_new: bool = False) -> bool:
+        if check_new:
+            ok = self.service.apply_config(config, check_new=True)
+        else:
+            ok = self.service.apply_config(config)
+        if ok:
             self._pending = config
+        return ok
 
     def _spec(self, name: str) -> PluginSpec | None:
         return next((p for p in self._base_config().plugins if p.name == name), None)
@@ -299,9 +395,52 @@ class MainWindow(QMainWindow):
         except ValueError as e:
             self.show_error("Cannot load this file", str(e))
             return False
-        self._apply(dataclasses.replace(base, plugins=(*base.plugins, spec)))
+        new = dataclasses.replace(base, plugins=(*base.plugins, spec))
+        if not self._apply(new, check_new=True):
+            return False
         self.statusBar().showMessage(f"Loading {spec.name} from {Path(path).name}…", 5000)
         self._select_after_change = spec.name
+        return True
+
+    def load_plugin_url(self, url: str, sha256: str, root_id: str) -> bool:
+        """What "From URL…" does: the engine downloads the module, checks its sha256 and
+        starts it in a scratch VM; only then does it join the chain."""
+        base = self._base_config()
+        try:
+            spec = load_url_spec(url, sha256, root_id, base)
+        except ValueError as e:
+            self.show_error("Cannot load from this URL", str(e))
+            return False
+        new = dataclasses.replace(base, plugins=(*base.plugins, spec))
+        if not self._apply(new, check_new=True):
+            return False
+        self.statusBar().showMessage(f"Downloading {url}…", 10000)
+        self._select_after_change = spec.name
+        return True
+
+    def move_plugin(self, name: str, position: int) -> bool:
+        """Move a plugin to ``position`` in the chain (within its phase) by changing
+        priorities; a move into another phase gets a message and changes nothing."""
+        base = self._base_config()
+        try:
+            changes = priorities_for_move(base.plugins, name, position)
+        except MoveRefused as e:
+            self.last_error = str(e)
+            self.statusBar().showMessage(str(e), 8000)
+            return False
+        if not changes:
+            return True
+        try:
+            plugins = tuple(
+                with_changes(p, priority=changes[p.name]) if p.name in changes else p
+                for p in base.plugins
+            )
+        except (ConfigError, ValueError) as e:
+            self.show_error(f"Cannot move {name}", str(e))
+            return False
+        self._apply(dataclasses.replace(base, plugins=plugins))
+        said = ", ".join(f"{n} → {v}" for n, v in changes.items())
+        self.statusBar().showMessage(f"New priorities: {said}", 6000)
         return True
 
     def import_config_file(self, path: str | Path) -> bool:
@@ -311,16 +450,16 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot import this file", str(e))
             return False
         current = self._base_config()
-        self._apply(
+        return self._apply(
             dataclasses.replace(
                 config,
                 listen_host=current.listen_host,
                 listen_port=current.listen_port,
                 admin_host=current.admin_host,
                 admin_port=current.admin_port,
-            )
+            ),
+            check_new=True,
         )
-        return True
 
     def schedule_save(self) -> None:
         if self.workspace is not None:
@@ -363,6 +502,7 @@ class MainWindow(QMainWindow):
             self.address_edit.setText("stopped")
 
     def _on_service_plugins_changed(self, plugins: list[dict[str, Any]]) -> None:
+        self._latest_plugins = plugins
         self.plugin_list.set_plugins(plugins)
         want = self._select_after_change
         if want and want in self.plugin_list.names():
@@ -374,11 +514,24 @@ class MainWindow(QMainWindow):
     def _on_service_config_applied(self, errors: list[str]) -> None:
         self._pending = None
         self.plugin_details.set_config_result(errors)
+        if self._env_pending:
+            mine = [e for e in errors if e.startswith(f"plugin {self._env_pending}:")]
+            self.plugin_details.set_env_result("; ".join(mine))
+            self._env_pending = ""
+            self._refresh_details()
         if errors:
             self.show_error("Some plugins did not take the new configuration", "\n".join(errors))
         else:
             self.statusBar().showMessage("Configuration applied", 4000)
         self.schedule_save()
+
+    def _on_service_config_refused(self, errors: list[str]) -> None:
+        self._pending = None
+        self._select_after_change = ""
+        self.show_error(
+            "The plugin was not added",
+            "\n".join(errors) + "\n\nNothing was changed: the chain runs as before.",
+        )
 
     def _on_service_command_failed(self, message: str) -> None:
         self._pending = None
@@ -419,6 +572,7 @@ class MainWindow(QMainWindow):
         if snap.requests:
             self.inspector_panel.append_requests(snap.requests)
         self.polls += 1
+        self._latest_plugins = snap.plugins
         if self.polls % 10 == 0:  # counters in the details, once a second
             self._refresh_details(snap.plugins)
         self.poll_ms_max = max(self.poll_ms_max, (time.perf_counter() - t0) * 1000)
@@ -443,12 +597,15 @@ class MainWindow(QMainWindow):
     def _refresh_details(self, plugins: Any = None) -> None:
         name = self.plugin_list.selected_name()
         p: Mapping[str, Any] | None = None
+        plugins = plugins if plugins is not None else self._latest_plugins
         if name:
             if plugins is not None:
                 p = next((x for x in plugins if x["name"] == name), None)
             if p is None:
                 p = self.plugin_list.plugin(name)
-        self.plugin_details.show_plugin(p, self._spec(name) if name else None)
+        spec = self._spec(name) if name else None
+        schema, note = schema_for(spec, self._schemas) if p is not None else (None, "")
+        self.plugin_details.show_plugin(p, spec, schema, note)
 
     def _on_copy_button_clicked(self) -> None:
         QGuiApplication.clipboard().setText(self.address_edit.text())
@@ -466,6 +623,25 @@ class MainWindow(QMainWindow):
         )
         if path:
             self.load_plugin_file(path)
+
+    def _on_load_url_button_clicked(self) -> None:
+        dlg = LoadUrlDialog(self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.accepted.connect(lambda: self.load_plugin_url(*dlg.values()))
+        dlg.open()
+
+    def _move_selected(self, step: int) -> None:
+        name = self.plugin_list.selected_name()
+        if name:
+            names = self.plugin_list.names()
+            self.move_plugin(name, max(0, names.index(name) + step))
+
+    def _on_plugin_list_plugin_moved(self, name: str, position: int) -> None:
+        self.move_plugin(name, position)
+
+    def _on_plugin_list_files_dropped(self, files: list[str]) -> None:
+        for f in files:
+            self.load_plugin_file(f)
 
     def _on_import_action_triggered(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -516,8 +692,39 @@ class MainWindow(QMainWindow):
     def _on_plugin_details_reload_requested(self, name: str) -> None:
         self.service.reload_plugin(name)
 
+    def _on_plugin_details_env_edited(self, name: str, entries: list[Any]) -> None:
+        base = self._base_config()
+        try:
+            plugins = tuple(
+                with_changes(p, env=env_vars(entries)) if p.name == name else p
+                for p in base.plugins
+            )
+        except (ConfigError, ValueError) as e:
+            self.plugin_details.set_env_result(str(e))
+            return
+        if self._apply(dataclasses.replace(base, plugins=plugins)):
+            self._env_pending = name
+
+    def _on_plugin_details_logs_requested(self, name: str) -> None:
+        self.logs_panel.set_filters(plugin=name)
+        self.tabs.setCurrentWidget(self.logs_panel)
+
     def _on_inspector_panel_request_selected(self, record_id: int) -> None:
         self.service.fetch_request(record_id)
+
+    def _on_inspector_panel_replay_requested(self, d: dict[str, Any]) -> None:
+        self.composer_panel.fill(d)
+        self.tabs.setCurrentWidget(self.composer_panel)
+
+    def _on_logs_panel_request_activated(self, request_id: str) -> None:
+        if self.inspector_panel.select_request_id(request_id):
+            self.tabs.setCurrentWidget(self.inspector_panel)
+        else:
+            self.statusBar().showMessage(
+                f"Request {request_id} is no longer in the inspector (it keeps the most "
+                "recent ones; Pause it to keep them)",
+                8000,
+            )
 
     def _on_composer_panel_send_requested(
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes

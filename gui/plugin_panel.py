@@ -1,21 +1,24 @@
-"""The plugin chain: ``PluginListView`` (effective order and state badges) and
-``PluginDetailsPanel`` (state, failure details, modes, phase/priority, config text).
+"""The plugin chain: ``PluginListView`` (effective order, state badges, drag to reorder
+within a phase) and ``PluginDetailsPanel`` (state and failure, operator modes, phase and
+priority, vmConfig env, and the configuration as a schema form or YAML/JSON text).
 
-Both take plain plugin snapshots (dicts from ``EngineService.plugins_changed``) and the
-effective ``ProxyConfig``; user actions go out as Qt signals that the main window turns
-into engine-service commands. Nothing here talks to the engine.
+Both take plain plugin snapshots (dicts from ``EngineService.plugins_changed``), the
+plugin's ``PluginSpec`` and its schema; user actions go out as Qt signals that the main
+window turns into engine-service commands. Nothing here talks to the engine.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QFont
+from PySide6.QtCore import QMimeData, QPoint, Qt, Signal
+from PySide6.QtGui import QColor, QDragEnterEvent, QDragMoveEvent, QDropEvent, QFont
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QFormLayout,
@@ -23,19 +26,36 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSlider,
     QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from host.proxy.config import FAIL_STRATEGIES, PHASES, PluginSpec
+from gui.config_form import ConfigForm
+from gui.json_schema import validate
+from host.proxy.config import FAIL_STRATEGIES, PHASES, EnvVar, PluginSpec
 
-__all__ = ["PluginDetailsPanel", "PluginListView", "state_badge"]
+__all__ = ["PLUGIN_MIME", "PluginDetailsPanel", "PluginListView", "state_badge"]
+
+PLUGIN_MIME = "application/x-wasmdesk-plugin"
+_ERR = "#f85149"
+_HEADER_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CANARY_KEYS = (
+    ("random", "random per request"),
+    ("client-ip", "client IP (sticky)"),
+    ("header", "request header (sticky)"),
+)
 
 _BADGE_COLOURS = {
     "running": "#3fb950",
@@ -72,9 +92,15 @@ def state_badge(p: Mapping[str, Any]) -> tuple[str, str]:
 
 
 class PluginListView(QTreeWidget):
-    """The chain in effective order (phase, then priority), one row per plugin."""
+    """The chain in effective order (phase, then priority), one row per plugin.
+
+    Dragging a row within its phase asks for a new position (``plugin_moved``); the
+    rows themselves only change when the engine publishes the new order. A ``.wasm``
+    dropped here is handed on (``files_dropped``)."""
 
     plugin_selected = Signal(str)  # "" when nothing is selected
+    plugin_moved = Signal(str, int)  # name, new 0-based position in the chain
+    files_dropped = Signal(list)  # local file paths
 
     COLUMNS = ("#", "Plugin", "Phase", "Priority", "State")
 
@@ -85,7 +111,14 @@ class PluginListView(QTreeWidget):
         self.setHeaderLabels(list(self.COLUMNS))
         self.setRootIsDecorated(False)
         self.setUniformRowHeights(True)
-        self.setAcceptDrops(False)  # the main window takes file drops
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setDragEnabled(True)
+        self.setAcceptDrops(True)
+        self.viewport().setAcceptDrops(True)
+        self.setDropIndicatorShown(True)
+        self.setDragDropMode(QAbstractItemView.DragDropMode.DragDrop)
+        self.setDefaultDropAction(Qt.DropAction.MoveAction)
+        self.setToolTip("Drag a plugin within its phase to change its priority")
         self.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.header().setStretchLastSection(True)
         self.itemSelectionChanged.connect(self._on_self_item_selection_changed)
@@ -109,6 +142,11 @@ class PluginListView(QTreeWidget):
                 ]
             )
             item.setData(0, Qt.ItemDataRole.UserRole, p["name"])
+            item.setFlags(
+                Qt.ItemFlag.ItemIsEnabled
+                | Qt.ItemFlag.ItemIsSelectable
+                | Qt.ItemFlag.ItemIsDragEnabled
+            )
             item.setForeground(4, QColor(colour))
             bold = QFont()
             bold.setBold(True)
@@ -147,45 +185,158 @@ class PluginListView(QTreeWidget):
     def plugin(self, name: str) -> dict[str, Any] | None:
         return next((p for p in self._plugins if p["name"] == name), None)
 
+    def row_center(self, name: str) -> QPoint:
+        """Where a row is drawn (viewport coordinates), for drops and tests."""
+        i = self.names().index(name)
+        return self.visualItemRect(self.topLevelItem(i)).center()
+
     def _on_self_item_selection_changed(self) -> None:
         self.plugin_selected.emit(self.selected_name())
+
+    # -- drag to reorder ---------------------------------------------------------------------
+
+    def mimeTypes(self) -> list[str]:
+        return [PLUGIN_MIME, "text/uri-list"]
+
+    def mimeData(self, items: Sequence[QTreeWidgetItem]) -> QMimeData:
+        md = QMimeData()
+        if items:
+            md.setData(PLUGIN_MIME, str(items[0].data(0, Qt.ItemDataRole.UserRole)).encode())
+        return md
+
+    def drop_position(self, pos: QPoint, moving: str) -> int:
+        """The chain position (after taking ``moving`` out) a drop at ``pos`` means."""
+        names = self.names()
+        item = self.itemAt(pos)
+        if item is None:
+            target = len(names)
+        else:
+            row = self.indexOfTopLevelItem(item)
+            rect = self.visualItemRect(item)
+            target = row if pos.y() < rect.center().y() else row + 1
+        if moving in names and names.index(moving) < target:
+            target -= 1
+        return target
+
+    def _phase_allows(self, moving: str, target: int) -> bool:
+        p = self.plugin(moving)
+        if p is None:
+            return False
+        rest = [q for q in self._plugins if q["name"] != moving]
+        before = rest[target - 1] if target > 0 else None
+        after = rest[target] if target < len(rest) else None
+        return any(q is not None and q.get("phase") == p.get("phase") for q in (before, after)) or (
+            self.names().index(moving) == target
+        )
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        md = event.mimeData()
+        if md.hasFormat(PLUGIN_MIME) or md.hasUrls():
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
+        md = event.mimeData()
+        if md.hasUrls():
+            event.acceptProposedAction()
+            return
+        if not md.hasFormat(PLUGIN_MIME):
+            event.ignore()
+            return
+        super().dragMoveEvent(event)  # draws the drop indicator
+        name = bytes(md.data(PLUGIN_MIME).data()).decode()
+        if self._phase_allows(name, self.drop_position(event.position().toPoint(), name)):
+            event.acceptProposedAction()
+        else:
+            event.ignore()  # the forbidden cursor: another phase
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        md = event.mimeData()
+        if md.hasUrls():
+            files = [u.toLocalFile() for u in md.urls() if u.isLocalFile()]
+            event.acceptProposedAction()
+            if files:
+                self.files_dropped.emit(files)
+            return
+        if not md.hasFormat(PLUGIN_MIME):
+            event.ignore()
+            return
+        name = bytes(md.data(PLUGIN_MIME).data()).decode()
+        target = self.drop_position(event.position().toPoint(), name)
+        # never let Qt move the rows itself: the engine's order is the truth
+        event.setDropAction(Qt.DropAction.IgnoreAction)
+        event.accept()
+        if name in self.names() and self.names().index(name) != target:
+            self.plugin_moved.emit(name, target)
+
+
+def _request_line(req: Mapping[str, Any]) -> str:
+    headers = {str(k): str(v) for k, v in (req.get("headers") or [])}
+    method = req.get("method") or headers.get(":method", "")
+    path = req.get("path") or headers.get(":path", "")
+    out = " ".join(x for x in (method, path) if x) or "a request"
+    extra = [f"request id {req['request_id']}"] if req.get("request_id") else []
+    if req.get("client"):
+        extra.append(f"from {req['client']}")
+    return out + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _failure_text(p: Mapping[str, Any]) -> str:
     f = p.get("failure")
     if not f:
-        return p.get("last_error") or ""
+        return str(p.get("last_error") or "")
     lines = [f"{f.get('kind', '?')}: {f.get('message', '')}"]
     if f.get("state"):
         lines.append(f"state: {f['state']}")
+    if f.get("callback"):
+        lines.append(f"in callback: {f['callback']}")
     bt = f.get("backtrace")
     if bt:
         lines.append("backtrace:")
         lines.extend(f"  {b}" for b in (bt if isinstance(bt, list) else str(bt).splitlines()))
     req = f.get("request")
     if req:
-        lines.append(
-            "triggered by: "
-            + " ".join(str(req.get(k, "")) for k in ("method", "path") if req.get(k))
-            + (f" (request id {req.get('request_id')})" if req.get("request_id") else "")
-        )
+        lines.append("triggered by: " + _request_line(req))
+        for k, v in req.get("headers") or []:
+            lines.append(f"  {k}: {v}")
+    elif f.get("kind") not in ("load_failed",):
+        lines.append("triggered outside a request (start-up, a tick or a callout response)")
+    if p.get("last_error") and p.get("last_error") not in lines[0]:
+        lines.append(f"last error: {p['last_error']}")
     return "\n".join(lines)
 
 
+def _split_plugin_log(error: str) -> tuple[str, list[str]]:
+    """The engine appends "(plugin log: a | b)" to a failed configure: split it off."""
+    marker = " (plugin log: "
+    if marker in error and error.endswith(")"):
+        head, _, tail = error.partition(marker)
+        return head, [x.strip() for x in tail[:-1].split(" | ") if x.strip()]
+    return error, []
+
+
 class PluginDetailsPanel(QWidget):
-    """The selected plugin: state and failure, operator modes, order, configuration."""
+    """The selected plugin: state and failure, operator modes, order, vmConfig env, and
+    its configuration (a form when the plugin ships a schema, else YAML/JSON text)."""
 
     mode_changed = Signal(str, dict)  # name, set_plugin_mode keyword arguments
     order_changed = Signal(str, str, object)  # name, phase, priority (int or None)
     config_edited = Signal(str, dict)  # name, new pluginConfig
+    env_edited = Signal(str, list)  # name, [(name, valueFrom, value)]
     remove_requested = Signal(str)
     reload_requested = Signal(str)
+    logs_requested = Signal(str)  # show this plugin's log lines
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("PluginDetailsPanel")
         self._name = ""
         self._updating = False
+        self._schema: Mapping[str, Any] | None = None
+        self._env_shown: tuple[Any, ...] | None = None
+        self._env_dirty = False
+        self.form: ConfigForm | None = None
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         self.title_label = QLabel("No plugin selected")
@@ -199,10 +350,42 @@ class PluginDetailsPanel(QWidget):
         self.state_label.setWordWrap(True)
         self.state_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.state_label)
+        self.sections = QTabWidget()
+        self.sections.setObjectName("plugin_sections")
+        lay.addWidget(self.sections, 1)
+        self.sections.addTab(self._build_overview(), "Overview")
+        self.sections.addTab(self._build_config(), "Configuration")
+        self.sections.addTab(self._build_env(), "vmConfig env")
+        buttons = QHBoxLayout()
+        self.reload_button = QPushButton("Reload")
+        self.reload_button.setToolTip("Start a fresh VM from the module (clears a failure)")
+        self.logs_button = QPushButton("Logs")
+        self.logs_button.setToolTip("Show this plugin's log lines")
+        self.remove_button = QPushButton("Remove")
+        buttons.addWidget(self.reload_button)
+        buttons.addWidget(self.logs_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.remove_button)
+        lay.addLayout(buttons)
+        self.reload_button.clicked.connect(lambda: self.reload_requested.emit(self._name))
+        self.remove_button.clicked.connect(lambda: self.remove_requested.emit(self._name))
+        self.logs_button.clicked.connect(lambda: self.logs_requested.emit(self._name))
+        self.show_plugin(None, None)
+
+    # -- building -----------------------------------------------------------------------------
+
+    def _build_overview(self) -> QWidget:
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        lay.setContentsMargins(2, 2, 2, 2)
         self.failure_text = QPlainTextEdit()
+        self.failure_text.setObjectName("failure_text")
         self.failure_text.setReadOnly(True)
-        self.failure_text.setMaximumHeight(90)
+        self.failure_text.setMaximumHeight(130)
         self.failure_text.setPlaceholderText("No failure")
+        mono = QFont("monospace")
+        mono.setStyleHint(QFont.StyleHint.Monospace)
+        self.failure_text.setFont(mono)
         lay.addWidget(self.failure_text)
 
         modes = QGroupBox("Modes")
@@ -215,17 +398,31 @@ class PluginDetailsPanel(QWidget):
         self.canary_slider = QSlider(Qt.Orientation.Horizontal)
         self.canary_slider.setRange(0, 100)
         self.canary_slider.setTracking(False)  # apply on release, not on every pixel
+        self.canary_slider.setPageStep(10)
         self.canary_label = QLabel("100%")
         self.canary_label.setMinimumWidth(40)
         canary_row.addWidget(self.canary_slider)
         canary_row.addWidget(self.canary_label)
         form.addRow("Canary", canary_row)
+        key_row = QHBoxLayout()
         self.canary_key_combo = QComboBox()
-        self.canary_key_combo.setEditable(True)
-        self.canary_key_combo.addItems(["random", "client-ip", "header:x-user-id"])
-        form.addRow("Canary key", self.canary_key_combo)
+        for key, label in CANARY_KEYS:
+            self.canary_key_combo.addItem(label, key)
+        self.canary_header_edit = QLineEdit()
+        self.canary_header_edit.setPlaceholderText("header name, e.g. x-user-id")
+        key_row.addWidget(self.canary_key_combo)
+        key_row.addWidget(self.canary_header_edit, 1)
+        form.addRow("Canary key", key_row)
+        self.canary_key_error = QLabel("")
+        self.canary_key_error.setStyleSheet(f"color:{_ERR}")
+        self.canary_key_error.hide()
+        form.addRow(self.canary_key_error)
         self.fail_combo = QComboBox()
         self.fail_combo.addItems(list(FAIL_STRATEGIES))
+        self.fail_combo.setToolTip(
+            "What a request gets once the plugin failed: FAIL_CLOSE answers 503, FAIL_OPEN "
+            "skips the plugin, FAIL_RELOAD starts a fresh VM (503 meanwhile)"
+        )
         form.addRow("Failure policy", self.fail_combo)
         self.phase_combo = QComboBox()
         self.phase_combo.addItems(list(PHASES))
@@ -240,48 +437,107 @@ class PluginDetailsPanel(QWidget):
         self.order_apply_button = QPushButton("Apply phase/priority")
         form.addRow(self.order_apply_button)
         lay.addWidget(modes)
-
-        cfg = QGroupBox("Plugin configuration (YAML or JSON)")
-        cl = QVBoxLayout(cfg)
-        self.config_edit = QPlainTextEdit()
-        self.config_edit.setObjectName("config_edit")
-        mono = QFont("monospace")
-        mono.setStyleHint(QFont.StyleHint.Monospace)
-        self.config_edit.setFont(mono)
-        cl.addWidget(self.config_edit)
-        self.config_status = QLabel("")
-        self.config_status.setWordWrap(True)
-        cl.addWidget(self.config_status)
-        self.config_apply_button = QPushButton("Apply configuration")
-        cl.addWidget(self.config_apply_button)
-        lay.addWidget(cfg, 1)
-
-        buttons = QHBoxLayout()
-        self.reload_button = QPushButton("Reload")
-        self.remove_button = QPushButton("Remove")
-        buttons.addWidget(self.reload_button)
-        buttons.addWidget(self.remove_button)
-        lay.addLayout(buttons)
+        lay.addStretch(1)
 
         self.enabled_check.toggled.connect(self._on_enabled_check_toggled)
         self.log_only_check.toggled.connect(self._on_log_only_check_toggled)
         self.canary_slider.valueChanged.connect(self._on_canary_slider_value_changed)
         self.canary_slider.sliderMoved.connect(self._on_canary_slider_moved)
         self.canary_key_combo.activated.connect(self._on_canary_key_combo_activated)
+        self.canary_header_edit.editingFinished.connect(self._on_canary_header_edit_finished)
         self.fail_combo.activated.connect(self._on_fail_combo_activated)
         self.order_apply_button.clicked.connect(self._on_order_apply_button_clicked)
+        return page
+
+    def _build_config(self) -> QWidget:
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        lay.setContentsMargins(2, 2, 2, 2)
+        self.config_tabs = QTabWidget()
+        self.config_tabs.setObjectName("config_tabs")
+        self.form_scroll = QScrollArea()
+        self.form_scroll.setWidgetResizable(True)
+        self.form_note = QLabel("")
+        self.form_note.setWordWrap(True)
+        self.form_note.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.form_scroll.setWidget(self.form_note)
+        self.config_edit = QPlainTextEdit()
+        self.config_edit.setObjectName("config_edit")
+        mono = QFont("monospace")
+        mono.setStyleHint(QFont.StyleHint.Monospace)
+        self.config_edit.setFont(mono)
+        self.config_edit.setPlaceholderText("{}  (YAML or JSON; empty means no configuration)")
+        self.config_tabs.addTab(self.form_scroll, "Form")
+        self.config_tabs.addTab(self.config_edit, "YAML / JSON")
+        lay.addWidget(self.config_tabs, 1)
+        self.config_status = QLabel("")
+        self.config_status.setObjectName("config_status")
+        self.config_status.setWordWrap(True)
+        self.config_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.config_status)
+        self.config_apply_button = QPushButton("Apply configuration")
+        self.config_apply_button.setToolTip(
+            "Reconfigure the plugin live; if it rejects the configuration, the running "
+            "version is kept"
+        )
+        lay.addWidget(self.config_apply_button)
         self.config_apply_button.clicked.connect(self._on_config_apply_button_clicked)
         self.config_edit.textChanged.connect(self._on_config_edit_text_changed)
-        self.reload_button.clicked.connect(lambda: self.reload_requested.emit(self._name))
-        self.remove_button.clicked.connect(lambda: self.remove_requested.emit(self._name))
-        self.show_plugin(None, None)
+        self.config_tabs.currentChanged.connect(self._on_config_tabs_current_changed)
+        return page
+
+    def _build_env(self) -> QWidget:
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        lay.setContentsMargins(2, 2, 2, 2)
+        intro = QLabel(
+            "Environment variables the module reads with WASI <code>environ_get</code> "
+            "(Istio <code>vmConfig.env</code>). INLINE takes the value given; HOST passes "
+            "the variable of the Wasmdesk process. Applying restarts the plugin's VM."
+        )
+        intro.setWordWrap(True)
+        lay.addWidget(intro)
+        self.env_table = QTableWidget(0, 3)
+        self.env_table.setObjectName("env_table")
+        self.env_table.setHorizontalHeaderLabels(["Name", "valueFrom", "Value"])
+        self.env_table.horizontalHeader().setStretchLastSection(True)
+        self.env_table.verticalHeader().setVisible(False)
+        lay.addWidget(self.env_table, 1)
+        row = QHBoxLayout()
+        self.env_add_button = QPushButton("Add")
+        self.env_remove_button = QPushButton("Remove")
+        self.env_apply_button = QPushButton("Apply env")
+        row.addWidget(self.env_add_button)
+        row.addWidget(self.env_remove_button)
+        row.addStretch(1)
+        row.addWidget(self.env_apply_button)
+        lay.addLayout(row)
+        self.env_status = QLabel("")
+        self.env_status.setObjectName("env_status")
+        self.env_status.setWordWrap(True)
+        self.env_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.env_status)
+        self.env_add_button.clicked.connect(self._on_env_add_button_clicked)
+        self.env_remove_button.clicked.connect(self._on_env_remove_button_clicked)
+        self.env_apply_button.clicked.connect(self._on_env_apply_button_clicked)
+        self.env_table.itemChanged.connect(self._on_env_table_item_changed)
+        return page
 
     @property
     def name(self) -> str:
         return self._name
 
-    def show_plugin(self, p: Mapping[str, Any] | None, spec: PluginSpec | None) -> None:
-        """Show a plugin snapshot (and its spec, for the config text); None clears."""
+    # -- showing a plugin ----------------------------------------------------------------------
+
+    def show_plugin(
+        self,
+        p: Mapping[str, Any] | None,
+        spec: PluginSpec | None,
+        schema: Mapping[str, Any] | None = None,
+        schema_note: str = "",
+    ) -> None:
+        """Show a plugin snapshot with its spec (config, env) and configuration schema
+        (None: the YAML editor only; ``schema_note`` says why); None clears."""
         self._updating = True
         try:
             new_name = str(p["name"]) if p else ""
@@ -295,6 +551,8 @@ class PluginDetailsPanel(QWidget):
                 self.state_label.setText("Select a plugin, or load a .wasm file.")
                 self.failure_text.setPlainText("")
                 self.config_edit.setPlainText("")
+                self._set_schema(None, "")
+                self._show_env(())
                 return
             self.title_label.setEnabled(True)
             badge, colour = state_badge(p)
@@ -312,20 +570,67 @@ class PluginDetailsPanel(QWidget):
             if not self.canary_slider.isSliderDown():
                 self.canary_slider.setValue(round(pct))
             self.canary_label.setText(f"{pct:g}%")
-            self.canary_key_combo.setCurrentText(str(p.get("canary_key", "random")))
+            self._show_canary_key(str(p.get("canary_key", "random")))
             self.fail_combo.setCurrentText(str(p.get("fail_strategy", "FAIL_CLOSE")))
             if not same:
                 self.phase_combo.setCurrentText(str(p.get("phase", "UNSPECIFIED_PHASE")))
                 prio = p.get("priority")
                 self.priority_check.setChecked(prio is not None)
                 self.priority_spin.setValue(int(prio or 0))
-                text = ""
-                if spec is not None and spec.plugin_config:
-                    text = yaml.safe_dump(spec.plugin_config, sort_keys=False)
-                self.config_edit.setPlainText(text)
+                config = dict(spec.plugin_config) if spec is not None else {}
+                self.config_edit.setPlainText(
+                    yaml.safe_dump(config, sort_keys=False, allow_unicode=True) if config else ""
+                )
+                self._set_schema(schema, schema_note)
+                if self.form is not None:
+                    self.form.set_value(config)
                 self.config_status.setText("")
+                self._env_dirty = False
+            if (
+                spec is not None
+                and not self._env_dirty
+                and self._env_shown != (spec.env, spec.vm_env)
+            ):
+                self._show_env(spec.env, spec.vm_env)
         finally:
             self._updating = False
+
+    def _show_canary_key(self, key: str) -> None:
+        kind = "header" if key.startswith("header:") else key
+        i = self.canary_key_combo.findData(kind)
+        self.canary_key_combo.setCurrentIndex(max(0, i))
+        if kind == "header" and not self.canary_header_edit.hasFocus():
+            self.canary_header_edit.setText(key[len("header:") :])
+        self.canary_header_edit.setEnabled(kind == "header")
+
+    def _set_schema(self, schema: Mapping[str, Any] | None, note: str) -> None:
+        self._schema = schema
+        old = self.form
+        if schema is not None:
+            self.form = ConfigForm(schema)
+            self.form.value_edited.connect(self._on_form_value_edited)
+            self.form_scroll.takeWidget()
+            self.form_scroll.setWidget(self.form)
+            self.config_tabs.setTabEnabled(0, True)
+            self.config_tabs.setCurrentIndex(0)
+        else:
+            self.form = None
+            self.form_scroll.takeWidget()
+            self.form_note = QLabel(note or "This plugin has no configuration schema.")
+            self.form_note.setWordWrap(True)
+            self.form_note.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+            self.form_scroll.setWidget(self.form_note)
+            self.config_tabs.setTabEnabled(0, False)
+            self.config_tabs.setCurrentIndex(1)
+        self.config_tabs.setTabToolTip(0, note)
+        if old is not None:
+            old.deleteLater()
+
+    @property
+    def schema(self) -> Mapping[str, Any] | None:
+        return self._schema
+
+    # -- configuration ---------------------------------------------------------------------------
 
     def parse_config_text(self) -> dict[str, Any]:
         """The editor's text as a pluginConfig mapping; raises ValueError with a message
@@ -351,7 +656,206 @@ class PluginDetailsPanel(QWidget):
             raise ValueError(f"not representable as JSON: {e}") from None
         return value
 
-    # -- slots -----------------------------------------------------------------------------------
+    def form_active(self) -> bool:
+        return self.form is not None and self.config_tabs.currentIndex() == 0
+
+    def current_config(self) -> dict[str, Any]:
+        """What Apply would send; raises ValueError listing what is wrong (syntax, or
+        the schema's rules when the plugin ships one)."""
+        if self.form_active():
+            assert self.form is not None
+            issues = self.form.issues()
+            if issues:
+                raise ValueError("; ".join(str(i) for i in issues))
+            return self.form.value()
+        value = self.parse_config_text()
+        if self._schema is not None:
+            issues = validate(self._schema, value)
+            if issues:
+                raise ValueError("; ".join(str(i) for i in issues))
+        return value
+
+    def _set_status(self, ok: bool, text: str) -> None:
+        colour = "#3fb950" if ok else _ERR
+        self.config_status.setText(f"<span style='color:{colour}'>{_esc(text)}</span>")
+
+    def _check_config(self) -> None:
+        if self._updating:
+            return
+        try:
+            self.current_config()
+        except ValueError as e:
+            self._set_status(False, str(e))
+            self.config_apply_button.setEnabled(False)
+        else:
+            what = "Valid" if self._schema is not None else "Syntax OK"
+            self.config_status.setText(what)
+            self.config_apply_button.setEnabled(bool(self._name))
+
+    def _on_config_edit_text_changed(self) -> None:
+        if not self.form_active():
+            self._check_config()
+
+    def _on_form_value_edited(self) -> None:
+        self._check_config()
+
+    def _on_config_tabs_current_changed(self, index: int) -> None:
+        if self._updating or self.form is None:
+            return
+        if index == 1:  # form → text
+            value = self.form.value()
+            self._updating = True
+            try:
+                self.config_edit.setPlainText(
+                    yaml.safe_dump(value, sort_keys=False, allow_unicode=True) if value else ""
+                )
+            finally:
+                self._updating = False
+        else:  # text → form (what does not fit shows in the form's banner)
+            try:
+                value = self.parse_config_text()
+            except ValueError as e:
+                self._set_status(
+                    False, f"The YAML / JSON text does not parse, the form keeps its values: {e}"
+                )
+                return
+            self.form.set_value(value)
+        self._check_config()
+
+    def _on_config_apply_button_clicked(self) -> None:
+        try:
+            value = self.current_config()
+        except ValueError as e:
+            self._set_status(False, str(e))
+            return
+        if self._name:
+            self.config_status.setText("Applying…")
+            self.config_edited.emit(self._name, value)
+
+    def set_config_result(self, errors: Sequence[str]) -> None:
+        mine = [e for e in errors if e.startswith(f"plugin {self._name}:")] if self._name else []
+        if mine:
+            parts = ["<span style='color:#f85149'><b>Rejected; the running version is kept.</b>"]
+            for e in mine:
+                head, logs = _split_plugin_log(e)
+                parts.append("<br>" + _esc(head))
+                if logs:
+                    parts.append("<br>The plugin's log:")
+                    parts.extend(f"<br>&nbsp;&nbsp;{_esc(line)}" for line in logs)
+            parts.append("</span>")
+            self.config_status.setText("".join(parts))
+        elif self.config_status.text() == "Applying…":
+            self.config_status.setText("Applied")
+
+    def config_status_text(self) -> str:
+        """The status line as plain text (for tests and copying)."""
+        return re.sub(r"<[^>]+>", "\n", self.config_status.text()).replace("&nbsp;", " ")
+
+    # -- vmConfig env ------------------------------------------------------------------------------
+
+    def _show_env(self, env: Sequence[Any], resolved: Sequence[Any] = ()) -> None:
+        self._env_shown = (tuple(env), tuple(resolved))
+        t = self.env_table
+        t.blockSignals(True)
+        t.setRowCount(0)
+        for e in env:
+            self._add_env_row(str(e[0]), str(e[1]), str(e[2]))
+        t.blockSignals(False)
+        seen = ", ".join(f"{k}={v}" for k, v in resolved) or "nothing"
+        missing = [str(e[0]) for e in env if e[1] == "HOST" and e[0] not in dict(resolved)]
+        text = f"The module sees: {seen}"
+        if missing:
+            text += f" (not set in this process: {', '.join(missing)})"
+        self.env_status.setText(_esc(text))
+        self._env_dirty = False
+
+    def _add_env_row(self, name: str, source: str, value: str) -> None:
+        t = self.env_table
+        r = t.rowCount()
+        t.insertRow(r)
+        t.setItem(r, 0, QTableWidgetItem(name))
+        combo = QComboBox()
+        combo.addItems(["INLINE", "HOST"])
+        combo.setCurrentText(source if source in ("INLINE", "HOST") else "INLINE")
+        combo.currentTextChanged.connect(lambda _t: self._on_env_table_item_changed(None))
+        t.setCellWidget(r, 1, combo)
+        t.setItem(r, 2, QTableWidgetItem(value))
+
+    def env_entries(self) -> list[tuple[str, str, str]]:
+        out = []
+        t = self.env_table
+        for r in range(t.rowCount()):
+            name = (t.item(r, 0).text() if t.item(r, 0) else "").strip()
+            combo = t.cellWidget(r, 1)
+            source = combo.currentText() if isinstance(combo, QComboBox) else "INLINE"
+            value = t.item(r, 2).text() if t.item(r, 2) else ""
+            out.append((name, source, value if source == "INLINE" else ""))
+        return out
+
+    def env_problems(self) -> list[str]:
+        problems = []
+        seen: set[str] = set()
+        for i, (name, _source, value) in enumerate(self.env_entries(), 1):
+            if not _C_IDENTIFIER.fullmatch(name):
+                problems.append(f"row {i}: {name!r} is not a valid variable name (A-Z, 0-9, _)")
+            elif name in seen:
+                problems.append(f"row {i}: {name} is listed twice")
+            seen.add(name)
+            if len(value) > 2048:
+                problems.append(f"row {i}: the value is longer than 2048 characters")
+        return problems
+
+    def _on_env_table_item_changed(self, _item: QTableWidgetItem | None) -> None:
+        if self._updating:
+            return
+        self._env_dirty = True
+        problems = self.env_problems()
+        self.env_apply_button.setEnabled(not problems and bool(self._name))
+        if problems:
+            self.env_status.setText(
+                f"<span style='color:{_ERR}'>{_esc('; '.join(problems))}</span>"
+            )
+        else:
+            self.env_status.setText("Not applied yet")
+
+    def _on_env_add_button_clicked(self) -> None:
+        self._add_env_row("", "INLINE", "")
+        r = self.env_table.rowCount() - 1
+        self.env_table.setCurrentCell(r, 0)
+        self._on_env_table_item_changed(None)
+        self.env_table.editItem(self.env_table.item(r, 0))
+
+    def _on_env_remove_button_clicked(self) -> None:
+        r = self.env_table.currentRow()
+        if r < 0:
+            r = self.env_table.rowCount() - 1
+        if r >= 0:
+            self.env_table.removeRow(r)
+            self._on_env_table_item_changed(None)
+
+    def _on_env_apply_button_clicked(self) -> None:
+        problems = self.env_problems()
+        if problems:
+            self.env_status.setText(
+                f"<span style='color:{_ERR}'>{_esc('; '.join(problems))}</span>"
+            )
+            return
+        if self._name:
+            self.env_status.setText("Applying…")
+            self.env_edited.emit(self._name, self.env_entries())
+
+    def set_env_result(self, error: str) -> None:
+        """What became of an env change: "" applied (the table follows the spec again)."""
+        if error:
+            self.env_status.setText(
+                f"<span style='color:{_ERR}'>Not applied, the running version is kept: "
+                f"{_esc(error)}</span>"
+            )
+        else:
+            self._env_dirty = False
+            self._env_shown = None  # the next show_plugin redraws from the new spec
+
+    # -- modes -------------------------------------------------------------------------------------
 
     def _emit_mode(self, **kw: Any) -> None:
         if not self._updating and self._name:
@@ -373,8 +877,37 @@ class PluginDetailsPanel(QWidget):
         self.canary_label.setText(f"{value}%")
         self._emit_mode(canary_percent=float(value))
 
+    def canary_key(self) -> str | None:
+        """The key the controls describe; None (and an inline message) when the header
+        name is not a valid header name."""
+        kind = str(self.canary_key_combo.currentData())
+        self.canary_header_edit.setEnabled(kind == "header")
+        if kind != "header":
+            self.canary_key_error.hide()
+            return kind
+        header = self.canary_header_edit.text().strip().lower()
+        if not _HEADER_TOKEN.fullmatch(header):
+            self.canary_key_error.setText(
+                "Type the request header whose value decides (e.g. x-user-id)"
+                if not header
+                else f"{header!r} is not a valid header name"
+            )
+            self.canary_key_error.show()
+            return None
+        self.canary_key_error.hide()
+        return f"header:{header}"
+
     def _on_canary_key_combo_activated(self, _index: int) -> None:
-        self._emit_mode(canary_key=self.canary_key_combo.currentText().strip())
+        key = self.canary_key()
+        if key is not None:
+            self._emit_mode(canary_key=key)
+        elif self.canary_header_edit.isEnabled():
+            self.canary_header_edit.setFocus()
+
+    def _on_canary_header_edit_finished(self) -> None:
+        key = self.canary_key()
+        if key is not None:
+            self._emit_mode(canary_key=key)
 
     def _on_fail_combo_activated(self, _index: int) -> None:
         self._emit_mode(fail_strategy=self.fail_combo.currentText())
@@ -384,35 +917,12 @@ class PluginDetailsPanel(QWidget):
             prio = self.priority_spin.value() if self.priority_check.isChecked() else None
             self.order_changed.emit(self._name, self.phase_combo.currentText(), prio)
 
-    def _on_config_edit_text_changed(self) -> None:
-        if self._updating:
-            return
-        try:
-            self.parse_config_text()
-        except ValueError as e:
-            self.config_status.setText(f"<span style='color:#f85149'>{e}</span>")
-            self.config_apply_button.setEnabled(False)
-        else:
-            self.config_status.setText("Syntax OK")
-            self.config_apply_button.setEnabled(bool(self._name))
 
-    def _on_config_apply_button_clicked(self) -> None:
-        try:
-            value = self.parse_config_text()
-        except ValueError as e:
-            self.config_status.setText(f"<span style='color:#f85149'>{e}</span>")
-            return
-        if self._name:
-            self.config_status.setText("Applying…")
-            self.config_edited.emit(self._name, value)
+def _esc(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", "<br>")
+    )
 
-    def set_config_result(self, errors: Sequence[str]) -> None:
-        mine = [e for e in errors if e.startswith(f"plugin {self._name}:")] if self._name else []
-        if mine:
-            self.config_status.setText(
-                "<span style='color:#f85149'>Rejected; the running version is kept: "
-                + "<br>".join(mine)
-                + "</span>"
-            )
-        elif self.config_status.text() == "Applying…":
-            self.config_status.setText("Applied")
+
+def env_vars(entries: Sequence[tuple[str, str, str]]) -> tuple[EnvVar, ...]:
+    return tuple(EnvVar(n, s, v) for n, s, v in entries)

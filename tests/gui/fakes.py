@@ -43,6 +43,7 @@ class FakeEngineService(QObject):
     stopped = Signal()
     plugins_changed = Signal(list)
     config_applied = Signal(list)
+    config_refused = Signal(list)
     command_failed = Signal(str)
     plugin_reloaded = Signal(str, str)
     response_received = Signal(dict)
@@ -62,6 +63,7 @@ class FakeEngineService(QObject):
         self.pending_requests: list[dict[str, Any]] = []
         self.plugins: list[dict[str, Any]] = []
         self.closed = False
+        self.checked: list[list[str]] = []
         self.seq = 0
 
     @property
@@ -83,8 +85,10 @@ class FakeEngineService(QObject):
             requests=reqs,
         )
 
-    def apply_config(self, config: ProxyConfig) -> bool:
+    def apply_config(self, config: ProxyConfig, *, check_new: bool = False) -> bool:
         self.calls.append(("apply_config", config))
+        if check_new:
+            self.checked.append([p.name for p in config.plugins])
         self._config = config
         return True
 
@@ -109,6 +113,9 @@ class FakeEngineService(QObject):
     def generate_traffic(self, rps: float = 200.0, seconds: float = 10.0) -> bool:
         self.calls.append(("generate_traffic", (rps, seconds)))
         return True
+
+    def set_capture(self, on: bool) -> None:
+        self.calls.append(("set_capture", on))
 
     def stop_traffic(self) -> bool:
         self.calls.append(("stop_traffic", None))

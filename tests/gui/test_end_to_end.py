@@ -4,37 +4,15 @@ way a user does, and check what the graphs' data, the inspector and the logs sho
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
+from PySide6.QtCore import Qt
 
-from gui.app import build
-from gui.engine_service import EngineService
-from gui.main_window import MainWindow
 from gui.workspace import Workspace
 from host.resources import demo_plugin
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def app_window(qtbot, tmp_path: Path) -> Iterator[tuple[MainWindow, EngineService]]:
-    window, service = build(
-        Workspace.at(tmp_path / "workspace.yaml"),
-        listen=("127.0.0.1", 0),
-        admin=("127.0.0.1", 0),
-    )
-    qtbot.addWidget(window)
-    window.show()
-    with qtbot.waitSignal(service.started, timeout=10_000):
-        service.start()
-    yield window, service
-    window.close()
-    assert service.thread is not None
-    service.thread.join(5)
-    assert not service.thread.is_alive()
 
 
 def test_generate_traffic_moves_graphs_inspector_and_logs(qtbot, app_window) -> None:
@@ -67,6 +45,14 @@ def test_generate_traffic_moves_graphs_inspector_and_logs(qtbot, app_window) -> 
         assert "would:auth-token" in window.stats_panel.series_keys()  # log-only intent
 
     qtbot.waitUntil(graphs_moved, timeout=5_000)
+    # plugin-defined metrics: listed, the first counters plotted, any other one pickable
+    stats = window.stats_panel
+    assert "path_counter.total" in stats.metric_names()
+    assert "path_counter.total" in stats.picked
+    assert np.nanmax(stats.series("custom:path_counter.total")[1]) > 50
+    stats.pick_metrics(["auth_token.denied"])
+    _x, denied = stats.curve_data("custom:auth_token.denied")
+    assert np.nanmax(denied) > 10  # its history, from before it was picked
     _x, y = window.stats_panel.curve_data("rq_total")
     assert np.nanmax(y) > 50  # what the plot shows, not just the ring
 
@@ -75,6 +61,22 @@ def test_generate_traffic_moves_graphs_inspector_and_logs(qtbot, app_window) -> 
         assert any(r[2] == "add-header" for r in window.logs_panel.visible_rows())
 
     qtbot.waitUntil(inspector_and_logs_filled, timeout=5_000)
+    # a log line's request id opens that request in the inspector
+    logs = window.logs_panel
+    logs.set_filters(plugin="auth-token", search="denied")
+    newest = logs.proxy.rowCount() - 1
+    rid = logs.visible_rows()[newest][3]
+    # a line is published as the plugin logs it, its request when the request ends
+    qtbot.waitUntil(lambda: rid in window.inspector_panel.request_id_list(), timeout=5_000)
+    logs.table.doubleClicked.emit(logs.proxy.index(newest, 4))
+    assert window.tabs.currentWidget() is window.inspector_panel
+    item = window.inspector_panel.request_list.currentItem()
+    assert item is not None and item.data(1, Qt.ItemDataRole.UserRole) == rid
+    qtbot.waitUntil(
+        lambda: "would have replied 403" in window.inspector_panel.detail_view.toPlainText(),
+        timeout=5_000,
+    )
+    logs.set_filters()
     # a request's hops, fetched from the engine on selection
     newest = window.inspector_panel.request_ids()[0]
     window.inspector_panel.select_request(newest)

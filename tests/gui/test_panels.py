@@ -269,7 +269,8 @@ def test_inspector_lists_newest_first_and_shows_a_hop_diff(qtbot) -> None:
     )
     text = panel.detail_view.toPlainText()
     assert "+ x-wasmdesk: hello" in text
-    assert "on_request_headers 12.5 µs" in text
+    assert "req headers ±1" in text  # the hop summary
+    assert "on_request_headers\n0\n12.5" in text  # the callbacks table
 
 
 def test_composer_refuses_a_bad_header_line_and_sends_a_good_request(qtbot) -> None:
