@@ -1,17 +1,23 @@
-"""Render the main window after some demo traffic to a PNG (offscreen is fine):
+"""Render the main views after some demo traffic to PNGs (offscreen is fine):
 
-    QT_QPA_PLATFORM=offscreen python -m gui.screenshot docs/screenshots/main_window.png
+    QT_QPA_PLATFORM=offscreen python -m gui.screenshot docs/screenshots
 
-Uses the real engine on ephemeral loopback ports and a throwaway workspace.
+writes ``main_window.png`` (the graphs), ``inspector.png`` (one request's plugin hops),
+``logs.png``, ``config_form.png`` (a schema form with an inline error) and
+``composer.png`` into the directory. A path ending in ``.png`` writes only the main
+window there. Uses the real engine on ephemeral loopback ports and a throwaway
+workspace; closes itself.
 """
 
 from __future__ import annotations
 
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
 
 from gui.app import build
@@ -20,11 +26,31 @@ from gui.workspace import Workspace
 __all__ = ["main"]
 
 
+def _wait(ms: int) -> None:
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
+def _wait_for(pred: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        _wait(50)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    out = Path(args[0] if args else "docs/screenshots/main_window.png")
+    target = Path(args[0] if args else "docs/screenshots")
     seconds = float(args[1]) if len(args) > 1 else 6.0
+    only_main = target.suffix == ".png"
+    out_dir = target.parent if only_main else target
+    out_dir.mkdir(parents=True, exist_ok=True)
     app = QApplication.instance() or QApplication([])
+    app.setApplicationName("Wasmdesk")
+    written: list[Path] = []
     with tempfile.TemporaryDirectory() as tmp:
         window, service = build(
             Workspace.at(Path(tmp) / "workspace.yaml"),
@@ -33,28 +59,70 @@ def main(argv: list[str] | None = None) -> int:
         )
         window.resize(1600, 1000)
         window.show()
-        ok = {"saved": False}
-
-        def on_started() -> None:
-            window.plugin_list.select("auth-token")
-            window._on_generate_button_clicked()
-            QTimer.singleShot(int(seconds * 1000), snap)
-
-        def snap() -> None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            ok["saved"] = window.grab().save(str(out))
-            window.close()
-            app.quit()
-
-        service.started.connect(on_started)
-        service.start_failed.connect(lambda msg: (print(msg, file=sys.stderr), app.quit()))
-        QTimer.singleShot(int((seconds + 20) * 1000), app.quit)
         service.start()
-        app.exec()
+        if not _wait_for(lambda: service.running, 15):
+            print("the engine did not start", file=sys.stderr)
+            return 1
+
+        def shot(name: str) -> None:
+            # the status bar shows the worst lag of the last second: let the previous
+            # grab (a full offscreen render) age out of it
+            _wait(1300)
+            path = target if only_main else out_dir / name
+            if window.grab().save(str(path)):
+                written.append(path)
+
+        _wait_for(lambda: bool(window.plugin_list.names()), 5)
+        window.plugin_list.select("auth-token")
+        window._on_generate_button_clicked()
+        _wait(int(seconds * 1000))
+        window.stats_panel.window_combo.setCurrentIndex(2)  # 15 seconds: lines, not dots
+        shot("main_window.png")
+        if not only_main:
+            # Stop the load first, so the request below stays among the inspector's most
+            # recent ones. It is one every demo plugin acts on (forced into body-rewrite's
+            # canary).
+            window.service.stop_traffic()
+            _wait(400)
+            c = window.composer_panel
+            c.method_combo.setCurrentText("GET")
+            c.path_edit.setText("/hello?from=screenshot")
+            c.headers_edit.setPlainText("x-wasmdesk-canary: always\nx-user-id: 42")
+            window.tabs.setCurrentWidget(c)
+            c.send_button.click()
+            _wait_for(lambda: c.status_label.text()[:1].isdigit(), 5)
+            shot("composer.png")
+            insp = window.inspector_panel
+            window.tabs.setCurrentWidget(insp)
+            _wait(300)
+            for rid in insp.request_ids():
+                row = next(r for r in insp.rows() if r[0] == str(rid))
+                if row[3].startswith("/hello?from=screenshot"):
+                    insp.set_paused(True)
+                    insp.select_request(rid)
+                    break
+            _wait_for(lambda: "body-rewrite" in insp.detail_view.toPlainText(), 5)
+            shot("inspector.png")
+            window.tabs.setCurrentWidget(window.logs_panel)
+            window.logs_panel.set_filters(search="denied")
+            shot("logs.png")
+            window.logs_panel.set_filters()
+            window.plugin_list.select("add-header")
+            d = window.plugin_details
+            d.sections.setCurrentIndex(1)
+            if d.form is not None:
+                f = d.form.field("request_header.name")
+                f.line.setText("x team")
+                f.edited()
+                d.form.field("response_header.value").line.setText("wasmdesk")
+                d.form.field("response_header.value").edited()
+            window.tabs.setCurrentWidget(window.stats_panel)
+            shot("config_form.png")
+        window.close()
         service.close()
-    if ok["saved"]:
-        print(f"wrote {out}")
-    return 0 if ok["saved"] else 1
+    for p in written:
+        print(f"wrote {p}")
+    return 0 if written else 1
 
 
 if __name__ == "__main__":  # pragma: no cover
