@@ -19,7 +19,7 @@ the connection after the message instead of desynchronising it.
 from __future__ import annotations
 
 import asyncio
-import os
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -59,13 +59,18 @@ _HOP_BY_HOP = frozenset(
         b"proxy-authorization",
     )
 )
+_getrandbits = random.Random().getrandbits  # its own generator, seeded from the OS
 # request headers the data path reads or rewrites itself
 _SPECIAL = _HOP_BY_HOP | {b"host", b"content-length", b"x-forwarded-for", b"x-request-id"}
 
 
 def _request_id() -> bytes:
-    """A random (version 4) UUID, as Envoy generates for x-request-id; cheaper than uuid4()."""
-    r = int.from_bytes(os.urandom(16), "big")
+    """A random (version 4) UUID, as Envoy generates for x-request-id; cheaper than uuid4().
+
+    The bits come from ``random`` (seeded from the OS at start), not ``os.urandom``: a
+    request id is a correlation handle, not a secret, and this saves a syscall per request.
+    """
+    r = _getrandbits(128)
     r = (r & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC000 << 48) | (0x8000 << 48)
     h = b"%032x" % r
     return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
