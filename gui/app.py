@@ -11,11 +11,13 @@ import sys
 from collections.abc import Sequence
 
 from PySide6.QtCore import QTimer
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from gui.engine_service import EngineService
 from gui.main_window import MainWindow
 from gui.workspace import Workspace
+from host.resources import resources_dir
 
 __all__ = ["build", "run"]
 
@@ -41,6 +43,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(list(argv if argv is not None else sys.argv))
     app.setApplicationName("Wasmdesk")
     app.setOrganizationName("wasmdesk")
+    icon = resources_dir() / "icons" / "wasmdesk.svg"
+    if icon.is_file():
+        app.setWindowIcon(QIcon(str(icon)))
     window, service = build()
     window.show()
     service.start()

@@ -56,3 +56,21 @@ def test_the_window_opens_on_the_demo_and_closes_cleanly(tmp_path):
     config = load_config(tmp_path / "ws" / "workspace.yaml")
     names = {p.name for p in config.plugins}
     assert {"auth-token", "path-counter", "add-header", "body-rewrite"} <= names
+
+
+def test_desktop_entry_installs_and_uninstalls_for_the_user(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "packaging" / "install-desktop-entry.sh"
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path))
+    out = subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    entry = (tmp_path / "applications" / "wasmdesk.desktop").read_text()
+    assert entry.startswith("[Desktop Entry]\n")
+    fields = dict(line.split("=", 1) for line in entry.splitlines()[1:] if "=" in line)
+    assert fields["Type"] == "Application" and fields["Terminal"] == "false"
+    assert fields["Exec"] == f'"{script.parents[1]}/.venv/bin/wasmdesk"'
+    assert Path(fields["Icon"]).read_text().lstrip().startswith("<svg")
+    out = subprocess.run(["sh", str(script), "--uninstall"], capture_output=True, text=True,
+                         env=env, timeout=30)
+    assert out.returncode == 0
+    assert not (tmp_path / "applications" / "wasmdesk.desktop").exists()
