@@ -45,6 +45,9 @@ _log = logging.getLogger(__name__)
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # fields of a plugin snapshot that change as traffic flows: not a "plugins changed" event
 _VOLATILE = ("counters", "vm_memory_bytes", "reload_at")
+# most taken per publish: log lines, inspector records (more than the engine's ring holds)
+_LOGS_PER_PUBLISH = 2000
+_RECORDS_PER_PUBLISH = 1000
 
 
 @dataclass(frozen=True)
@@ -84,25 +87,9 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
-def _trap_failures(server: ProxyServer) -> dict[str, dict[str, Any]]:
-    """request id → {plugin: failure} for the requests that made a plugin fail.
-
-    Works around the chain recording a hop's failure before the plugin manager fills it
-    in (the trapping request's hop says ``failure: None``): the slot remembers which
-    request triggered its failure, so the inspector can still show it there."""
-    out: dict[str, dict[str, Any]] = {}
-    for slot in server.manager.slots.values():
-        req = slot.failure_request
-        if req is not None and slot.failure is not None:
-            out.setdefault(str(req.get("request_id")), {})[slot.name] = slot.failure_dict()
-    return out
-
-
-def _request_summary(rec: Any, failures: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def _request_summary(rec: Any) -> dict[str, Any]:
     ran = [h.plugin for h in rec.hops if h.ran]
     failed = next((h.plugin for h in rec.hops if h.failure), "")
-    if not failed and rec.request_id in failures:
-        failed = next(iter(failures[rec.request_id]))
     return {
         "id": rec.id,
         "request_id": rec.request_id,
@@ -150,7 +137,7 @@ class EngineService(QObject):
         admin: tuple[str, int] | None = None,
         log_level: LogLevel = LogLevel.INFO,
         publish_interval_s: float = 0.1,
-        record_capacity: int = 1000,
+        record_capacity: int = 500,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
@@ -330,31 +317,17 @@ class EngineService(QObject):
             plugins=plugins,
             config=server.current_config(),
         )
-        # new log lines: walk back from the end to the last one already taken
-        logs = server.logs
-        new: list[dict[str, Any]] = []
-        for seq, rec in reversed(logs):
-            if seq <= self._last_log_seq or len(new) >= 2000:
-                break
-            d = rec.to_dict()
-            d["seq"] = seq
-            d["time"] = rec.time
-            new.append(d)
-        if new:
-            self._last_log_seq = new[0]["seq"]
-            self._logs.extend(reversed(new))
-        recs: list[Any] = []
-        for rec in reversed(server.manager.recent):
-            if rec.id <= self._last_record_id:
-                break
-            recs.append(rec)
+        # new log lines (a poller that fell behind skips to the newest ones)
+        lines = server.logs_since(self._last_log_seq, _LOGS_PER_PUBLISH)
+        if lines:
+            self._last_log_seq = lines[-1][0]
+            self._logs.extend(dict(r.to_dict(), seq=seq, time=r.time) for seq, r in lines)
+        recs = server.requests_since(self._last_record_id, _RECORDS_PER_PUBLISH)
         if recs:
-            self._last_record_id = recs[0].id
+            self._last_record_id = recs[-1].id
             if self.capture:
-                recs.reverse()
                 self._records.extend(recs)
-                failures = _trap_failures(server)
-                self._requests.extend(_request_summary(r, failures) for r in recs)
+                self._requests.extend(_request_summary(r) for r in recs)
         keys = tuple(_plugin_key(p) for p in plugins)
         if keys != self._plugin_keys:
             self._plugin_keys = keys
@@ -443,16 +416,14 @@ class EngineService(QObject):
         return self._submit("apply config", do)
 
     async def _check_new_plugins(self, server: ProxyServer, config: ProxyConfig) -> list[str]:
-        # ProxyServer has no "validate only" call; the plugin manager's prepare() is the
-        # check apply() itself runs (fetch + sha256, compile, start, configure).
-        manager = server.manager
+        # the engine's own check (fetch + sha256, compile, start, configure) in a scratch
+        # VM, for the plugins the engine does not have yet
+        have = {p.name for p in server.current_config().plugins}
         errors: list[str] = []
         for spec in config.plugins:
-            if spec.name in manager.slots:
+            if spec.name in have:
                 continue
-            _module, inst, err = await manager.prepare(spec)
-            if inst is not None:
-                inst.close()
+            err = await server.check_plugin(spec)
             if err:
                 errors.append(f"plugin {spec.name}: {err}")
         return errors
@@ -502,15 +473,12 @@ class EngineService(QObject):
         follows, with ``error`` set when it has left the inspector's ring."""
 
         async def do(server: ProxyServer) -> None:
-            for ring in (self._records, server.manager.recent):
+            # ids only grow: the record, if still in the engine's ring, comes first
+            newer = server.requests_since(record_id - 1, _RECORDS_PER_PUBLISH)
+            for ring in (self._records, newer[:1]):
                 for rec in reversed(ring):
                     if rec.id == record_id:
-                        d = rec.to_dict()
-                        missing = _trap_failures(server).get(rec.request_id, {})
-                        for hop in d["hops"]:
-                            if hop["plugin"] in missing and not hop.get("failure"):
-                                hop["failure"] = missing[hop["plugin"]]
-                        self.request_details_received.emit(d)
+                        self.request_details_received.emit(rec.to_dict())
                         return
             self.request_details_received.emit(
                 {"id": record_id, "error": "this request has left the inspector's ring"}

@@ -20,7 +20,10 @@ and the response back in reverse, as Envoy does, and applies the operator modes:
 
 Every plugin hop is recorded for the request inspector (headers and body before
 and after, local replies, what a log-only plugin would have changed, callouts,
-time per callback). No sockets here: the verdicts are ``http1.Step`` values.
+time per callback, and the failure when the plugin trapped on this request). A body
+is recorded whole as the plugin saw it (all the chunks it was given, all it released),
+up to ``HopRecord.BODY_CAP`` bytes with the full size beside it. No sockets here: the
+verdicts are ``http1.Step`` values.
 """
 
 from __future__ import annotations
@@ -49,10 +52,12 @@ __all__ = [
     "RequestRecord",
     "canary_forced",
     "canary_sampled",
+    "request_facts",
 ]
 
 CANARY_HEADER = b"x-wasmdesk-canary"
-_BODY_SAMPLE = 4096  # bytes of each body kept in the inspector record
+# what the inspector shows for the callback that trapped (its result slot)
+TRAPPED = "trap"
 
 
 def canary_forced(headers: HeaderMap) -> bool | None:
@@ -112,7 +117,18 @@ class NoPluginsFilter(PassThroughFilter):
 
 class HopRecord:
     """What one plugin did to one request (the inspector's row). Slotted: one per
-    plugin per request on the hot path."""
+    plugin per request on the hot path.
+
+    Bodies: ``*_body_before`` is what the plugin was given, ``*_body_after`` what it
+    released (for a log-only plugin: what it would have released), each the first
+    ``BODY_CAP`` bytes; ``*_size`` is the whole length. None: the plugin has no body
+    callback for that side, or no body passed it."""
+
+    # Bodies are buffered up to the 1 MiB limit; the inspector ring (and the app's
+    # copy of it, 500 records) keeps hundreds of records, so each keeps at most this
+    # much: 16 KiB shows a body diff, and 500 records of 4 hops with every body large
+    # and mutated stay under 130 MiB (an unchanged body is stored once).
+    BODY_CAP = 16 * 1024
 
     __slots__ = (
         "callbacks",
@@ -124,11 +140,15 @@ class HopRecord:
         "plugin",
         "ran",
         "request_body_after",
+        "request_body_after_size",
         "request_body_before",
+        "request_body_before_size",
         "request_headers_after",
         "request_headers_before",
         "response_body_after",
+        "response_body_after_size",
         "response_body_before",
+        "response_body_before_size",
         "response_headers_after",
         "response_headers_before",
         "skipped_reason",
@@ -144,14 +164,19 @@ class HopRecord:
         self.request_headers_after: list[tuple[bytes, bytes]] | None = None
         self.request_body_before: bytes | None = None
         self.request_body_after: bytes | None = None
+        self.request_body_before_size: int | None = None
+        self.request_body_after_size: int | None = None
         self.response_headers_before: list[tuple[bytes, bytes]] | None = None
         self.response_headers_after: list[tuple[bytes, bytes]] | None = None
         self.response_body_before: bytes | None = None
         self.response_body_after: bytes | None = None
+        self.response_body_before_size: int | None = None
+        self.response_body_after_size: int | None = None
         self.local_reply: dict[str, Any] | None = None
         self.would: list[str] = []  # log-only intents
         self.paused_ms = 0.0
-        self.callbacks: list[tuple[str, int | None, float]] = []
+        # (callback, result, µs); the result of the callback that trapped is TRAPPED
+        self.callbacks: list[tuple[str, int | str | None, float]] = []
         self.callouts: list[dict[str, Any]] = []
         self.failure: dict[str, Any] | None = None
 
@@ -173,10 +198,14 @@ class HopRecord:
             "request_headers_after": pairs(self.request_headers_after),
             "request_body_before": body(self.request_body_before),
             "request_body_after": body(self.request_body_after),
+            "request_body_before_size": self.request_body_before_size,
+            "request_body_after_size": self.request_body_after_size,
             "response_headers_before": pairs(self.response_headers_before),
             "response_headers_after": pairs(self.response_headers_after),
             "response_body_before": body(self.response_body_before),
             "response_body_after": body(self.response_body_after),
+            "response_body_before_size": self.response_body_before_size,
+            "response_body_after_size": self.response_body_after_size,
             "local_reply": self.local_reply,
             "would": list(self.would),
             "paused_ms": round(self.paused_ms, 3),
@@ -222,6 +251,23 @@ class RequestRecord:
         }
 
 
+class _BodyTap:
+    """One body as one plugin saw it: the first ``HopRecord.BODY_CAP`` bytes of the
+    chunks in order, and their total length."""
+
+    __slots__ = ("data", "size")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        room = HopRecord.BODY_CAP - len(self.data)
+        if room > 0 and chunk:
+            self.data += chunk[:room] if len(chunk) > room else chunk
+
+
 class _Hop(StreamListener):
     """One plugin on this request: its context, mode and bookkeeping."""
 
@@ -230,13 +276,18 @@ class _Hop(StreamListener):
         "enforce",
         "inst",
         "rec",
+        "req_after",
+        "req_before",
         "req_done",
         "req_replied",
+        "resp_after",
+        "resp_before",
         "resp_done",
         "run",
         "shadow_req_in",
         "shadow_resp_in",
         "slot",
+        "trapped",
         "wait_started",
     )
 
@@ -255,6 +306,54 @@ class _Hop(StreamListener):
         self.shadow_req_in = bytearray()
         self.shadow_resp_in = bytearray()
         self.wait_started = 0.0
+        # bodies in and out of the plugin, made on first use (most requests have none)
+        self.req_before: _BodyTap | None = None
+        self.req_after: _BodyTap | None = None
+        self.resp_before: _BodyTap | None = None
+        self.resp_after: _BodyTap | None = None
+        # the callback of this stream that trapped: (name, result, µs) for the record
+        self.trapped: tuple[str, int | str | None, float] | None = None
+
+    def body_in(self, request: bool, chunk: bytes) -> None:
+        """A body chunk handed to the plugin."""
+        if request:
+            if self.req_before is None:
+                self.req_before = _BodyTap()
+            self.req_before.add(chunk)
+        else:
+            if self.resp_before is None:
+                self.resp_before = _BodyTap()
+            self.resp_before.add(chunk)
+
+    def body_out(self, request: bool, chunk: bytes) -> None:
+        """Body bytes the plugin released (or, log-only, would have released)."""
+        if request:
+            if self.req_after is None:
+                self.req_after = _BodyTap()
+            self.req_after.add(chunk)
+        else:
+            if self.resp_after is None:
+                self.resp_after = _BodyTap()
+            self.resp_after.add(chunk)
+
+    def record_bodies(self) -> None:
+        """Freeze the bodies into the record."""
+        rec = self.rec
+        taps = (self.req_before, self.req_after, self.resp_before, self.resp_after)
+        if taps == (None, None, None, None):
+            return  # no body callback ran: the usual case, on the hot path
+        (
+            rec.request_body_before,
+            rec.request_body_after,
+            rec.request_body_before_size,
+            rec.request_body_after_size,
+        ) = _frozen(self.req_before, self.req_after)
+        (
+            rec.response_body_before,
+            rec.response_body_after,
+            rec.response_body_before_size,
+            rec.response_body_after_size,
+        ) = _frozen(self.resp_before, self.resp_after)
 
     # StreamListener: things the plugin did outside its own stream callbacks
     def on_resume(self, ctx: HttpContext, stream: StreamType) -> None:
@@ -410,9 +509,9 @@ class ChainRun:
             if hop.req_done or hop.ctx is None:
                 continue  # replied, or never saw the headers (it failed open)
             ctx = hop.ctx
-            rec = hop.rec
             if not hop.inst.has_request_body:
                 continue  # no proxy_on_request_body: the data passes untouched
+            hop.body_in(True, data)
             if hop.enforce:
                 was_buffering = ctx.request.buffering
                 action = ctx.on_request_body(data, eos)
@@ -424,10 +523,8 @@ class ChainRun:
                 ) and self.m.over_buffer_limit(len(ctx.request.body)):
                     return self._buffer_overflow(hop, request=True)
                 if action == Action.CONTINUE:
-                    before = data
                     data = ctx.take_body(StreamType.HTTP_REQUEST)
-                    rec.request_body_before = _sample(rec.request_body_before, before)
-                    rec.request_body_after = _sample(rec.request_body_after, data)
+                    hop.body_out(True, data)
                     continue
                 if action == Action.PAUSE and not eos:
                     return HOLD  # buffering: called again with the next chunk
@@ -436,6 +533,7 @@ class ChainRun:
                 action = ctx.on_request_body(bytes(data), eos)
                 if action == Action.CONTINUE:
                     released = ctx.take_body(StreamType.HTTP_REQUEST)
+                    hop.body_out(True, released)
                     if released != bytes(hop.shadow_req_in):
                         self._would(hop, "mutate_request_body")
                     hop.shadow_req_in.clear()
@@ -497,9 +595,9 @@ class ChainRun:
             if hop.resp_done or hop.ctx is None:
                 continue
             ctx = hop.ctx
-            rec = hop.rec
             if not hop.inst.has_response_body:
                 continue  # no proxy_on_response_body: the data passes untouched
+            hop.body_in(False, data)
             if hop.enforce:
                 was_buffering = ctx.response.buffering
                 action = ctx.on_response_body(data, eos)
@@ -509,10 +607,8 @@ class ChainRun:
                 ) and self.m.over_buffer_limit(len(ctx.response.body)):
                     return self._buffer_overflow(hop, request=False)
                 if action == Action.CONTINUE:
-                    before = data
                     data = ctx.take_body(StreamType.HTTP_RESPONSE)
-                    rec.response_body_before = _sample(rec.response_body_before, before)
-                    rec.response_body_after = _sample(rec.response_body_after, data)
+                    hop.body_out(False, data)
                     continue
                 if action == Action.PAUSE and not eos:
                     return HOLD
@@ -521,6 +617,7 @@ class ChainRun:
                 action = ctx.on_response_body(bytes(data), eos)
                 if action == Action.CONTINUE:
                     released = ctx.take_body(StreamType.HTTP_RESPONSE)
+                    hop.body_out(False, released)
                     if released != bytes(hop.shadow_resp_in):
                         self._would(hop, "mutate_response_body")
                     hop.shadow_resp_in.clear()
@@ -547,8 +644,7 @@ class ChainRun:
         assert ctx is not None
         slot = hop.slot
         if action == Action.FAILED:
-            hop.rec.failure = slot.failure_dict()
-            self.m.plugin_failed(hop.inst, self)
+            self._plugin_failed(hop)
             hop.req_done = hop.resp_done = True
             if not hop.enforce or slot.effective_policy() == "FAIL_OPEN":
                 return None  # the stream goes on as if the plugin were absent
@@ -580,6 +676,28 @@ class ChainRun:
             return None
         slot.count("paused")
         return self._wait(hop, stage, index, data)
+
+    def _plugin_failed(self, hop: _Hop) -> None:
+        """The plugin's VM is failed (a callback just trapped, or it had failed before):
+        put the failure on the hop's record, then let the manager apply the policy."""
+        inst = hop.inst
+        vm = inst.vm
+        f = vm.failure
+        ctx = hop.ctx
+        own = f is not None and ctx is not None and f.context_id == ctx.id
+        if own and f is not None and hop.trapped is None:
+            # the trapping call never returns a result, so the VM did not list it
+            hop.trapped = (f.callback, TRAPPED, vm.last_call_ns / 1000.0)
+        self.m.plugin_failed(inst, self)
+        if f is None:  # no trap (a closed instance): whatever the slot knows
+            hop.rec.failure = hop.slot.failure_dict()
+            return
+        d: dict[str, Any] = f.to_dict()
+        if own:
+            d["request"] = request_facts(self)
+        elif hop.slot.failure is f and hop.slot.failure_request is not None:
+            d["request"] = hop.slot.failure_request  # another request made it fail
+        hop.rec.failure = d
 
     def _would(self, hop: _Hop, what: str) -> None:
         hop.rec.would.append(what)
@@ -661,10 +779,12 @@ class ChainRun:
                 return self._iterate_request_headers(i + 1)
             if stage == "request_data":
                 data = ctx.take_body(StreamType.HTTP_REQUEST)
+                hop.body_out(True, data)
                 return self._iterate_request_data(i + 1, data, self._req_eos)
             if stage == "response_headers":
                 return self._iterate_response_headers(i - 1)
             data = ctx.take_body(StreamType.HTTP_RESPONSE)
+            hop.body_out(False, data)
             return self._iterate_response_data(i - 1, data, self._resp_eos)
 
         # Resolve on the next loop turn: never from inside the VM's delivery.
@@ -738,18 +858,22 @@ class ChainRun:
             action = ctx.on_response_headers(target, not body)
             hop.rec.response_headers_after = target.items()
             if action == Action.FAILED:
-                hop.rec.failure = hop.slot.failure_dict()
-                self.m.plugin_failed(hop.inst, self)
+                self._plugin_failed(hop)
                 hop.resp_done = True
                 continue
             if body and action == Action.CONTINUE:
+                tap = hop.inst.has_response_body
+                if tap:
+                    hop.body_in(False, body)
                 b_action = ctx.on_response_body(body, True)
                 if b_action == Action.CONTINUE:
                     out = ctx.take_body(StreamType.HTTP_RESPONSE)
+                    if tap:
+                        hop.body_out(False, out)
                     if hop.enforce:
                         body = out
                 elif b_action == Action.FAILED:
-                    self.m.plugin_failed(hop.inst, self)
+                    self._plugin_failed(hop)
             hop.resp_done = True
         status = headers.get(b":status")
         final = LocalReply(
@@ -778,7 +902,13 @@ class ChainRun:
             ctx = hop.ctx
             if ctx is not None:
                 ctx.finish()  # done, log, delete (skipped on a failed VM)
-                hop.rec.callbacks = list(ctx.callbacks)
+                f = hop.inst.vm.failure
+                if f is not None and f.context_id == ctx.id and hop.rec.failure is None:
+                    self._plugin_failed(hop)  # it trapped in on_done, on_log or on_delete
+                callbacks: list[tuple[str, int | str | None, float]] = list(ctx.callbacks)
+                if hop.trapped is not None:
+                    callbacks.append(hop.trapped)
+                hop.rec.callbacks = callbacks
                 hop.rec.callouts = [
                     {
                         "cluster": c.cluster,
@@ -790,6 +920,7 @@ class ChainRun:
                     if c.context_id == ctx.id
                 ]
                 self.m.record_callback_time(hop.slot, ctx)
+            hop.record_bodies()
             hop.inst.inflight -= 1
             hop.inst.maybe_retire()
             # Break the run <-> hop <-> context cycles now, so a finished request is
@@ -803,6 +934,28 @@ class ChainRun:
         self.hops = []
 
 
+def request_facts(run: ChainRun) -> dict[str, Any]:
+    """The request a plugin failed on, as failure records name it: method, path and
+    authority spelled out, the request id, the client and every header."""
+    h = run.headers
+    info = run.info
+
+    def value(name: bytes) -> str:
+        v = h.get(name) if h is not None else None
+        return v.decode("latin-1") if v is not None else ""
+
+    return {
+        "request_id": info.request_id,
+        "method": value(b":method"),
+        "path": value(b":path"),
+        "authority": value(b":authority"),
+        "client": f"{info.client[0]}:{info.client[1]}",
+        "headers": [[k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in h]
+        if h is not None
+        else [],
+    }
+
+
 def _reply_of(lr: LocalResponse) -> LocalReply:
     headers = list(lr.headers)
     if lr.grpc_status is not None:
@@ -812,8 +965,18 @@ def _reply_of(lr: LocalResponse) -> LocalReply:
     return LocalReply(lr.status, lr.body, headers, lr.details)
 
 
-def _sample(prev: bytes | None, data: bytes) -> bytes:
-    cur = prev or b""
-    if len(cur) >= _BODY_SAMPLE:
-        return cur
-    return cur + data[: _BODY_SAMPLE - len(cur)]
+def _frozen(
+    before: _BodyTap | None, after: _BodyTap | None
+) -> tuple[bytes | None, bytes | None, int | None, int | None]:
+    """(before, after, before size, after size) for a record; an unchanged body is
+    kept once (the ring holds hundreds of records)."""
+    b = bytes(before.data) if before is not None else None
+    a = bytes(after.data) if after is not None else None
+    if a is not None and a == b:
+        a = b
+    return (
+        b,
+        a,
+        before.size if before is not None else None,
+        after.size if after is not None else None,
+    )

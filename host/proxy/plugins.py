@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from host.proxy.chain import ChainRun, RequestRecord
+from host.proxy.chain import ChainRun, RequestRecord, request_facts
 from host.proxy.http1 import ExchangeInfo, LocalReply
 from host.wasm import LogLevel, PluginHost, VmConfig, VmStartError
 from host.wasm.context import HttpCallout, HttpContext
@@ -110,6 +110,7 @@ class PluginSlot:
         self.instance: PluginInstance | None = None
         self.state = "starting"  # starting | running | failed | reloading | disabled
         self.failure: Failure | None = None
+        # the request the failure happened on (chain.request_facts), None outside one
         self.failure_request: dict[str, Any] | None = None
         self.failures: deque[float] = deque(maxlen=64)
         self.reload_attempts = 0
@@ -389,14 +390,10 @@ class PluginManager:
         vm = inst.vm
         slot.failure = vm.failure
         slot.count("traps")
-        if run is not None and run.headers is not None:
-            slot.failure_request = {
-                "request_id": run.info.request_id,
-                "headers": [
-                    [k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in run.headers
-                ],
-                "client": f"{run.info.client[0]}:{run.info.client[1]}",
-            }
+        # a failure outside a request (tick, callout, queue) must not name an older one
+        slot.failure_request = (
+            request_facts(run) if run is not None and run.headers is not None else None
+        )
         now = time.monotonic()
         slot.failures.append(now)
         policy = slot.effective_policy()
@@ -539,11 +536,14 @@ class PluginManager:
             memory_limit_bytes=spec.memory_limit_bytes,
         )
 
-    def _start_instance(self, slot: PluginSlot, spec: PluginSpec, module: Module) -> PluginInstance:
-        """A VM (new, or shared by vm_id) with the plugin started and configured."""
+    def _start_instance(
+        self, slot: PluginSlot, spec: PluginSpec, module: Module, *, share: bool = True
+    ) -> PluginInstance:
+        """A VM (new, or shared by vm_id unless ``share`` is False) with the plugin
+        started and configured."""
         cfg = self._vm_config(spec)
         vm: PluginVM | None = None
-        shared_key = (spec.vm_id, module.sha256) if spec.vm_id else None
+        shared_key = (spec.vm_id, module.sha256) if spec.vm_id and share else None
         if shared_key is not None:
             vm = self._shared_vms.get(shared_key)
             if vm is not None and (vm.failed or vm.closed or spec.plugin_name in vm.roots):
@@ -584,10 +584,13 @@ class PluginManager:
 
     # -- configuration --------------------------------------------------------------------------
 
-    async def prepare(self, spec: PluginSpec) -> tuple[Module, PluginInstance | None, str]:
+    async def prepare(
+        self, spec: PluginSpec, *, share: bool = True
+    ) -> tuple[Module, PluginInstance | None, str]:
         """Fetch and compile a plugin and start it in a scratch slot (start-up and
-        configure must succeed). Returns the module, the validated instance (None for a
-        disabled plugin) and an error message ("" when fine)."""
+        configure must succeed). Returns the module, the validated instance (None when
+        it failed) and an error message ("" when fine). ``share``: False never starts it
+        in a running VM of the same vm_id (a check must not touch one)."""
         try:
             data = await self.fetch_module(spec)
             module = self.compile(data, spec.url)
@@ -595,13 +598,22 @@ class PluginManager:
             return None, None, str(e)  # type: ignore[return-value]
         scratch = PluginSlot(self, spec)
         try:
-            inst = self._start_instance(scratch, spec, module)
+            inst = self._start_instance(scratch, spec, module, share=share)
         except VmStartError as e:
             f = e.failure
             logs = [r.message for r in list(self.host.logs)[-20:] if r.plugin == spec.name]
             extra = f" (plugin log: {' | '.join(logs[-5:])})" if logs else ""
             return module, None, f"{f.state.name}: {f.kind}: {f.message}{extra}"
         return module, inst, ""
+
+    async def check(self, spec: PluginSpec) -> str | None:
+        """What ``prepare`` checks (fetch, sha256, compile, start, configure), in a VM of
+        its own that is closed again: nothing running changes. None, or the error."""
+        _module, inst, err = await self.prepare(spec, share=False)
+        if inst is not None:
+            inst.retired = True
+            inst.close()
+        return err or None
 
     async def apply(self, config: ProxyConfig) -> list[str]:
         """Bring the running plugins to ``config``: unchanged plugins keep running,

@@ -23,6 +23,7 @@ from host.proxy.admin import AdminProtocol
 from host.proxy.chain import ChainRun, NoPluginsFilter, RequestRecord
 from host.proxy.config import (
     ConfigError,
+    PluginSpec,
     ProxyConfig,
     dump_config,
     effective_order,
@@ -410,6 +411,13 @@ class ProxyServer:
 
     async def reload_plugin(self, name: str) -> str:
         return await self.manager.reload(name)
+
+    async def check_plugin(self, spec: PluginSpec) -> str | None:
+        """Check a plugin without adding it: fetch (and verify its sha256), compile,
+        start and configure it in a scratch VM, then close that VM. Nothing running
+        changes (a plugin of the same name or vm_id is not touched). None when it would
+        load, else why not (what ``apply_config`` reports after "plugin NAME: ")."""
+        return await self.manager.check(spec)
 
     def reset_counters(self) -> None:
         self.stats.reset_counters()

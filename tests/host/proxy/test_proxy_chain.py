@@ -10,6 +10,8 @@ import socket
 import threading
 import time
 
+from host.proxy.chain import HopRecord
+
 from .conftest import (
     ScriptedUpstream,
     connect,
@@ -553,3 +555,109 @@ def test_metrics_defined_by_plugins_show_under_their_names(start_proxy):
     prom = h.admin("GET", "/stats/prometheus").text
     assert "\npath_counter_total 3" in "\n" + prom
     assert json.dumps(js)  # serialisable
+
+
+# -- what the inspector records of bodies ------------------------------------------------------
+
+
+def _chunked_upstream(scripted_upstream, parts: tuple[bytes, ...]) -> ScriptedUpstream:
+    """An upstream answering every request with ``parts`` as separate chunks, a pause
+    between them so each reaches the proxy on its own."""
+
+    def script(conn: socket.socket, up: ScriptedUpstream) -> None:
+        buf = bytearray()
+        if up.read_head(conn, buf) is None:
+            return
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        for part in parts:
+            conn.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+            time.sleep(0.02)
+        conn.sendall(b"0\r\n\r\n")
+
+    return scripted_upstream(script)
+
+
+def test_a_buffered_response_body_is_recorded_whole_before_and_after(
+    start_proxy, scripted_upstream
+):
+    up = _chunked_upstream(scripted_upstream, (b"say hel", b"lo to ", b"the hello ", b"world"))
+    cfg = make_config(
+        wasm_plugin("rewrite", plugin("body_rewrite"), root_id="body_rewrite"),
+        clusters={"backend": up.url},
+    )
+    h = start_proxy(cfg)
+    with h.client() as c:
+        r = c.get("/chunks")
+    assert r.text == "say HELLO to the HELLO world"
+    (hop,) = h.records()[-1].hops
+    assert hop.response_body_before == b"say hello to the hello world"
+    assert hop.response_body_after == b"say HELLO to the HELLO world"
+    assert hop.response_body_before_size == hop.response_body_after_size == 28
+    d = h.records()[-1].to_dict()["hops"][0]
+    assert d["response_body_before"] == "say hello to the hello world"
+    assert d["response_body_after"] == "say HELLO to the HELLO world"
+    assert d["response_body_before_size"] == 28
+    # body_rewrite has no request body callback: nothing recorded on that side
+    assert hop.request_body_before is None and d["request_body_before_size"] is None
+
+
+def test_a_buffered_chunked_request_body_is_recorded_whole_before_and_after(start_proxy, upstream):
+    cfg = make_config(
+        wasm_plugin("upper", plugin("body_echo_request"), root_id="body_echo_request"),
+        clusters={"backend": upstream.url},
+    )
+    h = start_proxy(cfg)
+    with connect(h) as s:
+        s.sendall(b"POST /up HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+        for part in (b"one ", b"two ", b"three"):
+            s.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+            time.sleep(0.02)
+        s.sendall(b"0\r\n\r\n")
+        assert read_response(s.makefile("rb")).status == 200
+    assert upstream.requests[-1]["body"] == "ONE TWO THREE"
+    (hop,) = h.records()[-1].hops
+    assert hop.request_body_before == b"one two three"
+    assert hop.request_body_after == b"ONE TWO THREE"
+    assert hop.request_body_before_size == hop.request_body_after_size == 13
+
+
+def test_a_large_buffered_body_is_recorded_up_to_the_cap_with_its_full_size(start_proxy):
+    cfg = make_config(
+        wasm_plugin(
+            "rewrite",
+            plugin("body_rewrite"),
+            root_id="body_rewrite",
+            config={"from": "x", "to": "yy", "content_types": [""]},
+        )
+    )
+    h = start_proxy(cfg)
+    n = 300_000  # well above the record cap, below the 1 MiB buffer limit
+    with h.client() as c:
+        r = c.get(f"/bytes/{n}")
+    assert r.status_code == 200 and r.content == b"yy" * n
+    (hop,) = h.records()[-1].hops
+    cap = HopRecord.BODY_CAP
+    assert cap < n
+    assert hop.response_body_before == b"x" * cap
+    assert hop.response_body_after == b"y" * cap
+    assert hop.response_body_before_size == n
+    assert hop.response_body_after_size == 2 * n
+
+
+def test_a_log_only_plugins_body_is_recorded_as_it_would_have_been(start_proxy, upstream):
+    cfg = make_config(
+        wasm_plugin(
+            "upper", plugin("body_echo_request"), root_id="body_echo_request", mode="log-only"
+        ),
+        clusters={"backend": upstream.url},
+    )
+    h = start_proxy(cfg)
+    with h.client() as c:
+        assert c.post("/lo", content=b"quiet body").status_code == 200
+    assert upstream.requests[-1]["body"] == "quiet body"
+    (hop,) = h.records()[-1].hops
+    assert hop.request_body_before == b"quiet body"
+    assert hop.request_body_after == b"QUIET BODY"
+    assert hop.would == ["mutate_request_body"]

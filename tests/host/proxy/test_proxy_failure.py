@@ -360,3 +360,95 @@ def test_trap_in_a_tick_fails_the_plugin_per_policy(start_proxy, probe):
     assert "proxy_on_tick" in r.text
     st = h.stats()
     assert st["wasm.close.traps"] == 1 and st["wasm.open.traps"] == 1
+
+
+# -- what the inspector records about a trap ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("callback", "method", "ran"),
+    [
+        ("proxy_on_request_headers", "GET", ["proxy_on_request_headers"]),
+        ("proxy_on_request_body", "POST", ["proxy_on_request_headers", "proxy_on_request_body"]),
+        (
+            "proxy_on_response_headers",
+            "GET",
+            ["proxy_on_request_headers", "proxy_on_response_headers"],
+        ),
+        (
+            "proxy_on_response_body",
+            "GET",
+            ["proxy_on_request_headers", "proxy_on_response_headers", "proxy_on_response_body"],
+        ),
+    ],
+)
+def test_the_trapping_requests_hop_carries_the_failure_and_the_callbacks_that_ran(
+    start_proxy, wasm_file, upstream, callback, method, ran
+):
+    trap = wasm_file(make_trap_module(callback, "unreachable"), "t")
+    h = start_proxy(make_config(wasm_plugin("trapper", trap), clusters={"backend": upstream.url}))
+    with h.client() as c:
+        body = b"payload" if method == "POST" else None
+        r = c.request(method, "/boom?q=1", content=body, headers={"host": "svc.local"})
+        assert r.status_code == 503
+        assert c.get("/later").status_code == 503
+    recs = {rec.path: rec for rec in h.records()}
+    (hop,) = recs["/boom?q=1"].hops
+    assert hop.ran
+    f = hop.failure
+    assert f is not None, "the trapping request's hop lost its failure"
+    assert (f["state"], f["kind"], f["callback"]) == ("RUNTIME_ERROR", "unreachable", callback)
+    assert "unreachable" in f["message"]
+    assert any(callback in line for line in f["backtrace"])
+    assert f["request"]["path"] == "/boom?q=1"
+    assert f["request"]["method"] == method
+    assert f["request"]["authority"] == "svc.local"
+    assert [name for name, _r, _us in hop.callbacks] == ran
+    assert hop.callbacks[-1][1] == "trap"
+    # the JSON the inspector and /requests hand out says the same
+    d = recs["/boom?q=1"].to_dict()["hops"][0]
+    assert d["failure"] == f
+    assert [cb["name"] for cb in d["callbacks"]] == ran
+    # a later request rejected by the policy names the failure that made it so
+    (later,) = recs["/later"].hops
+    assert not later.ran and later.failure["request"]["path"] == "/boom?q=1"
+
+
+def test_a_log_only_plugins_trap_is_on_its_hop_and_the_request_goes_on(
+    start_proxy, probe, upstream
+):
+    h = start_proxy(
+        make_config(_trapper(probe, mode="log-only"), clusters={"backend": upstream.url})
+    )
+    with h.client() as c:
+        assert c.get("/boom").status_code == 200
+    (hop,) = h.records()[-1].hops
+    assert hop.failure is not None
+    assert hop.failure["kind"] == "unreachable"
+    assert hop.failure["request"]["path"] == "/boom"
+    assert [name for name, _r, _us in hop.callbacks] == ["proxy_on_request_headers"]
+
+
+def test_the_failure_request_names_method_path_and_authority(start_proxy, probe, upstream):
+    h = start_proxy(make_config(_trapper(probe), clusters={"backend": upstream.url}))
+    with h.client() as c:
+        assert c.post("/boom", content=b"x", headers={"host": "api.example"}).status_code == 503
+    (snap,) = h.admin("GET", "/plugins").json()["plugins"]
+    req = snap["failure"]["request"]
+    assert (req["method"], req["path"], req["authority"]) == ("POST", "/boom", "api.example")
+    assert req["request_id"] and req["client"].startswith("127.0.0.1:")
+    assert [":method", "POST"] in req["headers"]
+
+
+def test_a_later_failure_outside_a_request_does_not_name_the_earlier_request(start_proxy, probe):
+    h = start_proxy(make_config(wasm_plugin("p", probe(trap_path="/boom", trap_on_tick_ms=1000))))
+    with h.client() as c:
+        assert c.get("/boom").status_code == 503
+    first = h.sync(lambda: h.server.manager.slots["p"].failure_dict())
+    assert first["callback"] == "proxy_on_request_headers"
+    assert first["request"]["path"] == "/boom"
+    assert h.call(h.server.reload_plugin("p")) == ""
+    h.wait_for(lambda: h.slot("p").state == "failed", timeout=5, what="the tick trap")
+    later = h.sync(lambda: h.server.manager.slots["p"].failure_dict())
+    assert later["callback"] == "proxy_on_tick"
+    assert "request" not in later

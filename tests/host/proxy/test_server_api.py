@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,6 +20,7 @@ from host.proxy.demo_upstream import EchoServer, start_echo_server
 from host.proxy.plugins import PluginInstance, PluginManager
 from host.proxy.server import ProxyServer, StartupError
 from host.wasm import LogLevel
+from tests.fixtures.wat_modules import make_configure_fails_module
 
 from .conftest import free_port, make_config, plugin, wasm_plugin
 
@@ -64,8 +67,8 @@ def test_failed_start_cleans_up_and_can_be_retried(loop, monkeypatch, taken):
     started: list[PluginInstance] = []
     real_start_instance = PluginManager._start_instance
 
-    def spy_instance(self, slot, spec, module):
-        inst = real_start_instance(self, slot, spec, module)
+    def spy_instance(self, slot, spec, module, **kw):
+        inst = real_start_instance(self, slot, spec, module, **kw)
         started.append(inst)
         return inst
 
@@ -180,3 +183,97 @@ def test_requests_since_returns_records_after_an_id_oldest_first(start_proxy):
     assert h.sync(srv.requests_since, 0, 0) == []
     # records are the inspector's own objects, with every hop
     assert recs[0].hops[0].plugin == "add"
+
+
+# -- check_plugin: validate a spec without changing anything ------------------------------------
+
+
+def _spec(doc: dict, **spec_fields: str):
+    doc["spec"].update(spec_fields)
+    (spec,) = make_config(doc).plugins
+    return spec
+
+
+def _engine_state(srv: ProxyServer) -> tuple:
+    m = srv.manager
+    return (
+        {n: (s.instance, s.state) for n, s in m.slots.items()},
+        [s.name for s in m.ordered],
+        set(m._instances),
+        dict(m._shared_vms),
+    )
+
+
+def test_check_plugin_accepts_a_good_module_and_changes_nothing(start_proxy, tmp_path):
+    h = start_proxy(make_config(wasm_plugin("add", plugin("add_header"), root_id="add_header")))
+    srv = h.server
+    before = h.sync(_engine_state, srv)
+    path = plugin("add_header")
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    # a new plugin, and one named like the running plugin (with another configuration)
+    new = _spec(wasm_plugin("other", path, root_id="add_header"), sha256=digest)
+    same_name = _spec(
+        wasm_plugin(
+            "add",
+            path,
+            root_id="add_header",
+            config={"request_header": {"name": "x-checked", "value": "1"}},
+        )
+    )
+    assert h.call(srv.check_plugin(new)) is None
+    assert h.call(srv.check_plugin(same_name)) is None
+    assert h.sync(_engine_state, srv) == before
+    assert [p.name for p in h.sync(srv.current_config).plugins] == ["add"]
+    with h.client() as c:
+        r = c.get("/after-check")
+    assert r.json()["headers"]["x-wasmdesk"] == "hello"
+    assert "x-checked" not in r.json()["headers"]
+
+
+def test_check_plugin_runs_in_a_scratch_vm_even_for_a_shared_vm_id(start_proxy, probe):
+    """The probe keeps its plugin name in a VM global set by on_configure: checking a
+    second plugin with the same vm_id must not configure it inside the running VM."""
+    path = probe()
+    h = start_proxy(make_config(wasm_plugin("a", path, root_id="a", vm_id="shared")))
+    srv = h.server
+    before = h.sync(_engine_state, srv)
+    (vm,) = before[3].values()
+    candidate = _spec(wasm_plugin("b", path, root_id="b", vm_id="shared"))
+    assert h.call(srv.check_plugin(candidate)) is None
+    assert h.sync(_engine_state, srv) == before
+    assert list(vm.roots) == ["a"] and not vm.closed and not vm.failed
+    with h.client() as c:
+        assert c.get("/x").json()["headers"]["x-order"] == "a"
+
+
+def test_check_plugin_reports_a_broken_module(start_proxy, tmp_path):
+    h = start_proxy(make_config())
+    bad = tmp_path / "broken.wasm"
+    bad.write_bytes(b"\0asm\x01\0\0\0" + b"\xff" * 40)
+    before = h.sync(_engine_state, h.server)
+    err = h.call(h.server.check_plugin(_spec(wasm_plugin("broken", str(bad)))))
+    assert err and "invalid WebAssembly module" in err
+    assert h.sync(_engine_state, h.server) == before
+
+
+def test_check_plugin_reports_a_sha256_mismatch(start_proxy):
+    h = start_proxy(make_config())
+    spec = _spec(wasm_plugin("add", plugin("add_header"), root_id="add_header"), sha256="0" * 64)
+    err = h.call(h.server.check_plugin(spec))
+    assert err and "sha256 mismatch" in err and "0" * 64 in err
+
+
+def test_check_plugin_reports_a_failing_configure_with_the_plugins_log(start_proxy, tmp_path):
+    h = start_proxy(make_config())
+    path = tmp_path / "cfg.wasm"
+    path.write_bytes(make_configure_fails_module())
+    before = h.sync(_engine_state, h.server)
+    err = h.call(h.server.check_plugin(_spec(wasm_plugin("cfg", str(path)))))
+    assert err and err.startswith("CONFIGURE_FAILED") and "bad config" in err
+    assert h.sync(_engine_state, h.server) == before
+
+
+def test_check_plugin_reports_a_missing_file(start_proxy, tmp_path):
+    h = start_proxy(make_config())
+    err = h.call(h.server.check_plugin(_spec(wasm_plugin("gone", str(tmp_path / "no.wasm")))))
+    assert err and "cannot read" in err
