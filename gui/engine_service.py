@@ -251,9 +251,7 @@ class EngineService(QObject):
                     admin_port=self._config.admin_port,
                 )
                 return server
-            except StartupError as e:
-                if server.demo is not None:
-                    server.demo.close()
+            except StartupError as e:  # start() has closed what it opened
                 msg = str(e)
                 if msg.startswith("cannot listen on admin") and admin[1] != 0:
                     self.notes.append(f"admin port {admin[1]} is taken; using a free port")

@@ -92,21 +92,32 @@ def body_diff(before: str, after: str) -> list[tuple[str, str]]:
     return out
 
 
-def _body_html(title: str, before: str | None, after: str | None, note: str = "") -> str:
+def _body_html(
+    title: str,
+    before: str | None,
+    after: str | None,
+    note: str = "",
+    sizes: tuple[int | None, int | None] = (None, None),
+) -> str:
+    """``sizes``: the whole lengths the engine saw, when the stored text is cut short."""
     if before is None and after is None:
         return ""
     b, a = before or "", after or ""
+    b_size = sizes[0] if sizes[0] is not None else len(b.encode())
+    a_size = sizes[1] if sizes[1] is not None else len(a.encode())
     if b == a:
         return (
             f"<p><b>{_e(title)}</b> <span style='color:{_GREY}'>(unchanged, "
-            f"{len(b.encode())} bytes seen){note}</span></p>"
+            f"{b_size} bytes seen){note}</span></p>"
         )
     cut = ""
     if len(b) >= _BODY_SHOWN or len(a) >= _BODY_SHOWN:
-        cut = f", first {_BODY_SHOWN} bytes"
+        cut = f", first {_BODY_SHOWN} bytes shown"
+    elif b_size > len(b.encode()) or a_size > len(a.encode()):
+        cut = ", diff of the recorded start"
     parts = [
-        f"<p><b>{_e(title)}</b> <span style='color:{_GREY}'>(changed: {len(b.encode())} → "
-        f"{len(a.encode())} bytes{cut}){note}</span></p><pre style='margin:0'>"
+        f"<p><b>{_e(title)}</b> <span style='color:{_GREY}'>(changed: {b_size} → "
+        f"{a_size} bytes{cut}){note}</span></p><pre style='margin:0'>"
     ]
     for sign, line in body_diff(b, a):
         colour = {"+": _GREEN, "-": _RED}.get(sign, _GREY)
@@ -258,7 +269,11 @@ def render_request_html(rec: Mapping[str, Any]) -> str:
         )
         out.append(
             _body_html(
-                "request body", hop.get("request_body_before"), hop.get("request_body_after"), note
+                "request body",
+                hop.get("request_body_before"),
+                hop.get("request_body_after"),
+                note,
+                (hop.get("request_body_before_size"), hop.get("request_body_after_size")),
             )
         )
         out.append(
@@ -275,6 +290,7 @@ def render_request_html(rec: Mapping[str, Any]) -> str:
                 hop.get("response_body_before"),
                 hop.get("response_body_after"),
                 note,
+                (hop.get("response_body_before_size"), hop.get("response_body_after_size")),
             )
         )
         cbs = hop.get("callbacks") or []

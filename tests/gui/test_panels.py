@@ -273,6 +273,26 @@ def test_inspector_lists_newest_first_and_shows_a_hop_diff(qtbot) -> None:
     assert "on_request_headers\n0\n12.5" in text  # the callbacks table
 
 
+def test_inspector_reports_whole_body_sizes_when_the_record_keeps_only_the_start(qtbot) -> None:
+    panel = InspectorPanel(capacity=3)
+    qtbot.addWidget(panel)
+    hop = {
+        "plugin": "body-rewrite",
+        "mode": "enforce",
+        "ran": True,
+        "response_body_before": "hello " * 10,
+        "response_body_after": "HELLO " * 10,
+        "response_body_before_size": 300000,
+        "response_body_after_size": 300010,
+        "callbacks": [],
+        "would": [],
+    }
+    panel.show_details({"id": 1, "method": "GET", "path": "/big", "status": 200, "hops": [hop]})
+    text = panel.detail_view.toPlainText()
+    assert "changed: 300000 → 300010 bytes, diff of the recorded start" in text
+    assert "- hello hello" in text and "+ HELLO HELLO" in text
+
+
 def test_composer_refuses_a_bad_header_line_and_sends_a_good_request(qtbot) -> None:
     panel = ComposerPanel()
     qtbot.addWidget(panel)
