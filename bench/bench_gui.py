@@ -36,10 +36,11 @@ sys.path.insert(0, str(ROOT))
 if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QEventLoop, Qt, QTimer  # noqa: E402
+from PySide6.QtCore import Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from gui.app import build  # noqa: E402
+from gui.event_wait import pump, pump_until  # noqa: E402
 from gui.workspace import Workspace  # noqa: E402
 
 HEARTBEAT_MS = 10
@@ -102,24 +103,22 @@ class Phase:
     def p99(self) -> float:
         return self.q(0.99)
 
+    @classmethod
+    def of_load(
+        cls, name: str, samples: list[float], result: dict[str, object], seconds: float
+    ) -> Phase:
+        """A loaded phase from a load generator's summary (sent, elapsed_s, errors)."""
+        return cls(
+            name,
+            samples,
+            served=int(result.get("sent") or 0),  # type: ignore[call-overload]
+            seconds=float(result.get("elapsed_s") or seconds),  # type: ignore[arg-type]
+            errors=int(result.get("errors") or 0),  # type: ignore[call-overload]
+        )
+
     @property
     def max(self) -> float:
         return max(self.samples) if self.samples else float("nan")
-
-
-def wait(ms: float) -> None:
-    loop = QEventLoop()
-    QTimer.singleShot(int(ms), loop.quit)
-    loop.exec()
-
-
-def wait_for(predicate: object, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        wait(20)
-    return False
 
 
 def main() -> int:
@@ -143,7 +142,7 @@ def main() -> int:
     window.resize(1400, 900)
     window.show()
     service.start()
-    if not wait_for(lambda: service.running, 15):
+    if not pump_until(lambda: service.running, 15):
         print("the engine did not start", file=sys.stderr)
         return 1
     host, port = service.listen_address
@@ -156,9 +155,9 @@ def main() -> int:
     )
 
     # idle baseline (after the window has settled)
-    wait(1000)
+    pump(1000)
     beat.reset()
-    wait(args.idle * 1000)
+    pump(args.idle * 1000)
     phases.append(Phase("idle", beat.samples[:], seconds=args.idle))
 
     # external client process
@@ -173,7 +172,7 @@ def main() -> int:
         )
 
     def finish(proc: subprocess.Popen[str], bound_s: float) -> dict[str, object]:
-        if not wait_for(lambda: proc.poll() is not None, bound_s):
+        if not pump_until(lambda: proc.poll() is not None, bound_s):
             proc.kill()
         out, _ = proc.communicate(timeout=5)
         try:
@@ -182,41 +181,25 @@ def main() -> int:
             return {"sent": 0, "errors": -1}
 
     finish(client(args.warmup), args.warmup + 15)
-    wait(300)
+    pump(300)
     proc = client(args.seconds)
     beat.reset()
     result = finish(proc, args.seconds + 15)
-    phases.append(
-        Phase(
-            "external",
-            beat.samples[:],
-            served=int(result.get("sent") or 0),  # type: ignore[call-overload]
-            seconds=float(result.get("elapsed_s") or args.seconds),  # type: ignore[arg-type]
-            errors=int(result.get("errors") or 0),  # type: ignore[call-overload]
-        )
-    )
+    phases.append(Phase.of_load("external", beat.samples[:], result, args.seconds))
 
     # the app's own load generator (the "Generate traffic" path)
     if not args.skip_in_process:
         done: list[dict[str, object]] = []
         service.traffic_finished.connect(lambda d: done.append(d))
         service.generate_traffic(min(args.rps, 2000), args.warmup)
-        wait_for(lambda: bool(done), args.warmup + 15)
-        wait(300)
+        pump_until(lambda: bool(done), args.warmup + 15)
+        pump(300)
         done.clear()
         beat.reset()
         service.generate_traffic(min(args.rps, 2000), args.seconds)
-        wait_for(lambda: bool(done), args.seconds + 15)
+        pump_until(lambda: bool(done), args.seconds + 15)
         d = done[0] if done else {}
-        phases.append(
-            Phase(
-                "in-process",
-                beat.samples[:],
-                served=int(d.get("sent") or 0),  # type: ignore[call-overload]
-                seconds=float(d.get("elapsed_s") or args.seconds),  # type: ignore[arg-type]
-                errors=int(d.get("errors") or 0),  # type: ignore[call-overload]
-            )
-        )
+        phases.append(Phase.of_load("in-process", beat.samples[:], d, args.seconds))
 
     poll_max = window.poll_ms_max
     window.close()

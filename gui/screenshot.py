@@ -13,32 +13,15 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
 
 from gui.app import build
+from gui.event_wait import pump, pump_until
 from gui.workspace import Workspace
 
 __all__ = ["main"]
-
-
-def _wait(ms: int) -> None:
-    loop = QEventLoop()
-    QTimer.singleShot(ms, loop.quit)
-    loop.exec()
-
-
-def _wait_for(pred: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        _wait(50)
-    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,22 +43,22 @@ def main(argv: list[str] | None = None) -> int:
         window.resize(1600, 1000)
         window.show()
         service.start()
-        if not _wait_for(lambda: service.running, 15):
+        if not pump_until(lambda: service.running, 15):
             print("the engine did not start", file=sys.stderr)
             return 1
 
         def shot(name: str) -> None:
             # the status bar shows the worst lag of the last second: let the previous
             # grab (a full offscreen render) age out of it
-            _wait(1300)
+            pump(1300)
             path = target if only_main else out_dir / name
             if window.grab().save(str(path)):
                 written.append(path)
 
-        _wait_for(lambda: bool(window.plugin_list.names()), 5)
+        pump_until(lambda: bool(window.plugin_list.names()), 5)
         window.plugin_list.select("auth-token")
         window._on_generate_button_clicked()
-        _wait(int(seconds * 1000))
+        pump(int(seconds * 1000))
         window.stats_panel.window_combo.setCurrentIndex(2)  # 15 seconds: lines, not dots
         shot("main_window.png")
         if not only_main:
@@ -83,25 +66,25 @@ def main(argv: list[str] | None = None) -> int:
             # recent ones. It is one every demo plugin acts on (forced into body-rewrite's
             # canary).
             window.service.stop_traffic()
-            _wait(400)
+            pump(400)
             c = window.composer_panel
             c.method_combo.setCurrentText("GET")
             c.path_edit.setText("/hello?from=screenshot")
             c.headers_edit.setPlainText("x-wasmdesk-canary: always\nx-user-id: 42")
             window.tabs.setCurrentWidget(c)
             c.send_button.click()
-            _wait_for(lambda: c.status_label.text()[:1].isdigit(), 5)
+            pump_until(lambda: c.status_label.text()[:1].isdigit(), 5)
             shot("composer.png")
             insp = window.inspector_panel
             window.tabs.setCurrentWidget(insp)
-            _wait(300)
+            pump(300)
             for rid in insp.request_ids():
                 row = next(r for r in insp.rows() if r[0] == str(rid))
                 if row[3].startswith("/hello?from=screenshot"):
                     insp.set_paused(True)
                     insp.select_request(rid)
                     break
-            _wait_for(lambda: "body-rewrite" in insp.detail_view.toPlainText(), 5)
+            pump_until(lambda: "body-rewrite" in insp.detail_view.toPlainText(), 5)
             shot("inspector.png")
             window.tabs.setCurrentWidget(window.logs_panel)
             window.logs_panel.set_filters(search="denied")
