@@ -285,38 +285,29 @@ class _StringListField(_Field):
         super()._update_chrome()
         self.list.setToolTip("" if self.present else "The default (edit to change it)")
 
-    def _materialise(self) -> None:
-        if not self.present:
-            items = self.items()
-            self.present = True
-            self.form._loading = True
-            try:
-                self._show_value(items)
-            finally:
-                self.form._loading = False
-
-    def set_items(self, items: list[str]) -> None:
-        """Replace the items as a user would (the field becomes set)."""
+    def _show_set(self, items: list[str]) -> None:
+        """Show ``items`` as a set value, without reporting it as an edit."""
         self.present = True
         self.form._loading = True
         try:
             self._show_value(items)
         finally:
             self.form._loading = False
+
+    def _materialise(self) -> None:
+        """A default being edited becomes a set value: keep its text, drop the styling."""
+        if not self.present:
+            self._show_set(self.items())
+
+    def set_items(self, items: list[str]) -> None:
+        """Replace the items as a user would (the field becomes set)."""
+        self._show_set(items)
         self.edited()
 
     def _on_list_item_changed(self, _item: QListWidgetItem) -> None:
         if self.form._loading:
             return
-        if not self.present:
-            # keep the edited text, drop the "default" styling
-            items = self.items()
-            self.present = True
-            self.form._loading = True
-            try:
-                self._show_value(items)
-            finally:
-                self.form._loading = False
+        self._materialise()
         self.edited()
 
     def _on_add_button_clicked(self) -> None:

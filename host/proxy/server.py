@@ -170,12 +170,7 @@ class ProxyServer:
     async def _undo_start(self) -> None:
         """Close what a failed start() opened: listeners, the demo upstream, plugins."""
         self.running = False
-        for s in self._servers:
-            s.close()
-        for s in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(s.wait_closed(), 2.0)
-        self._servers.clear()
+        await self._close_listeners()
         self.listen_address = self.admin_address = ("", 0)
         if self.pool is not None:
             self.pool.close(list(self.clusters.values()))
@@ -242,16 +237,19 @@ class ProxyServer:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch_task
+        await self._close_listeners()
+        self.pool.close(list(self.clusters.values()))
+        if self.demo is not None:
+            self.demo.close()
+        await self._close_plugins()
+
+    async def _close_listeners(self) -> None:
         for s in self._servers:
             s.close()
         for s in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(s.wait_closed(), 2.0)
         self._servers.clear()
-        self.pool.close(list(self.clusters.values()))
-        if self.demo is not None:
-            self.demo.close()
-        await self._close_plugins()
 
     async def _close_plugins(self) -> None:
         if self.manager is not None:
