@@ -696,8 +696,7 @@ class PluginManager:
         slot.canary_percent = float(spec.canary_percent)
         slot.canary_key = spec.canary_key
         slot.fail_strategy = spec.fail_strategy
-        if spec.mode == "disabled" and slot.state == "running":
-            pass  # stays loaded; the chain skips it
+        # a plugin set to disabled stays loaded; the chain skips it
 
     def set_mode(
         self,
