@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from host.safe_regex import PatternError, SafePattern, compile_pattern
 
 __all__ = [
     "SchemaError",
@@ -180,7 +180,7 @@ def check_schema(schema: Any, where: str = "(root)") -> list[str]:
             else:
                 try:
                     _compiled(v)
-                except re.error as e:
+                except PatternError as e:
                     out.append(f"{where}: pattern {v!r} does not compile: {e}")
         elif key in ("minItems", "maxItems", "minLength", "maxLength"):
             if not _is_int(v) or v < 0:
@@ -194,9 +194,10 @@ def check_schema(schema: Any, where: str = "(root)") -> list[str]:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=256)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _compiled(pattern: str) -> SafePattern:
+    """A schema's ``pattern`` comes with the plugin: compiled with RE2 (linear time),
+    so no pattern can hang the window while the user types."""
+    return compile_pattern(pattern)
 
 
 def _is_int(v: Any) -> bool:

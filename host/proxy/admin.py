@@ -1,40 +1,64 @@
 """The admin API: an Envoy-compatible subset on loopback (default 127.0.0.1:9901).
 
 GET  /ready                      200 LIVE, or 503 naming plugins that fail traffic closed
-GET  /stats[?format=json][&filter=RE][&usedonly]
-GET  /stats/prometheus
+GET  /stats[?format=json][&filter=RE][&usedonly]   filter: RE2, as Envoy
+GET  /stats/prometheus           Istio's tag-encoded plugin metrics as istio_* with labels
 GET  /config_dump                the effective configuration (JSON; ``?format=yaml`` for YAML)
 GET  /plugins                    per plugin: state, mode, canary, failure, ABI, VM memory
 GET  /requests[?limit=N]         the request inspector's recent requests, newest last
 GET  /logs[?since=SEQ]           plugin and host log lines
 GET  /logging                    current plugin log level
+GET  /clusters[?format=json]     upstream clusters in Envoy's shape
+GET  /server_info                version, state, uptime, options (Envoy's shape)
+GET  /memory                     process RSS and each plugin VM's linear memory
+GET  /help                       the endpoints with a line each
 POST /logging?level=L            set it (trace, debug, info, warn, error, critical)
-POST /plugins/{name}/mode        JSON or form: mode, canary-percent, canary-key, fail-strategy
+POST /plugins/{name}/mode        JSON: mode, canary-percent, canary-key, fail-strategy
 POST /plugins/{name}/reload      reload from source (also clears a crash loop)
 POST /reset_counters
 POST /quitquitquit               stop the proxy (Envoy's name)
 
-Mutations need POST, as in Envoy. It binds loopback only; the config refuses
-anything else. Built on asyncio + httptools like the data path.
+It binds loopback only (the config refuses anything else), and loopback is not enough
+on a workstation, where any web page in the browser can send requests to
+127.0.0.1:9901. So:
+
+* a request whose ``Host`` is not this admin's own loopback address and port
+  (``127.0.0.1:PORT``, ``localhost:PORT``, ``[::1]:PORT``, or the bound address)
+  gets 403: a DNS-rebinding page (``Host: evil.example:9901``) cannot read
+  ``/requests`` (request headers, tokens) or ``/config_dump``;
+* a POST carrying a browser's ``Origin`` other than the admin's own, or
+  ``Sec-Fetch-Site`` other than ``same-origin``/``none``, gets 403;
+* every POST needs ``Content-Type: application/json`` (415 otherwise) and a JSON
+  object body (empty means ``{}``). A cross-site form cannot set that type, and a
+  cross-site ``fetch`` with it needs a CORS preflight, which this API never grants.
+
+Mutations need POST, as in Envoy. Slow admin work (rendering stats) runs off the
+event loop that carries traffic. Built on asyncio + httptools like the data path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import resource
+import sys
+import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import httptools
 
+from host import __version__
 from host.proxy.http1 import reason
+from host.safe_regex import PatternError, compile_pattern
 
 if TYPE_CHECKING:
     from host.proxy.server import ProxyServer
 
-__all__ = ["AdminProtocol", "Response"]
+__all__ = ["ROUTES", "AdminProtocol", "Response"]
 
 
 class Response:
@@ -59,17 +83,19 @@ Handler = Callable[
 ]
 
 
-def _json_or_form(body: bytes, query: dict[str, list[str]]) -> dict[str, Any]:
-    data: dict[str, Any] = {k: v[-1] for k, v in query.items()}
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The body of a POST: a JSON object (empty: ``{}``). The dispatcher has checked
+    the content type already. Raises ValueError with a readable message."""
     text = body.decode("utf-8", "replace").strip()
-    if text.startswith("{"):
+    if not text:
+        return {}
+    try:
         parsed = json.loads(text)
-        if not isinstance(parsed, dict):
-            raise ValueError("body must be a JSON object")
-        data.update(parsed)
-    elif text:
-        data.update({k: v[-1] for k, v in parse_qs(text).items()})
-    return data
+    except json.JSONDecodeError as e:
+        raise ValueError(f"body is not JSON: {e}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("body must be a JSON object")
+    return parsed
 
 
 def _ready(srv: ProxyServer, *_: Any) -> Response:
@@ -81,35 +107,34 @@ def _ready(srv: ProxyServer, *_: Any) -> Response:
     return Response(200, "LIVE\n")
 
 
-def _stats(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -> Response:
+async def _stats(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -> Response:
+    fmt = q.get("format", [""])[-1]
+    return await _render_stats(srv, q, "prometheus" if fmt == "prometheus" else fmt)
+
+
+async def _prometheus(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -> Response:
+    return await _render_stats(srv, q, "prometheus")
+
+
+async def _render_stats(srv: ProxyServer, q: dict[str, list[str]], fmt: str) -> Response:
+    """Snapshot on the loop (a copy of the tables), filter and render in a worker
+    thread: the filter is RE2 (linear time, as Envoy's), and even a large store's
+    rendering does not hold up the traffic on this loop."""
     from host.proxy import stats as st
 
     flt = q.get("filter", [None])[-1]
     used = "usedonly" in q
     try:
-        if flt:
-            re.compile(flt)
-    except re.error as e:
+        rx = compile_pattern(flt) if flt else None
+    except PatternError as e:
         return Response(400, f"invalid filter regex: {e}\n")
     snap = srv.stats_snapshot()
-    if q.get("format", [""])[-1] == "json":
-        return Response(200, st.render_json(snap, filter=flt, used_only=used))
-    if q.get("format", [""])[-1] == "prometheus":
-        return Response(
-            200, st.render_prometheus(snap, filter=flt, used_only=used), "text/plain; version=0.0.4"
-        )
-    return Response(200, st.render_text(snap, filter=flt, used_only=used))
-
-
-def _prometheus(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -> Response:
-    from host.proxy import stats as st
-
-    flt = q.get("filter", [None])[-1]
-    return Response(
-        200,
-        st.render_prometheus(srv.stats_snapshot(), filter=flt, used_only="usedonly" in q),
-        "text/plain; version=0.0.4",
-    )
+    if fmt == "json":
+        return Response(200, await asyncio.to_thread(st.render_json, snap, rx, used))
+    if fmt == "prometheus":
+        text = await asyncio.to_thread(st.render_prometheus, snap, rx, used)
+        return Response(200, text, "text/plain; version=0.0.4")
+    return Response(200, await asyncio.to_thread(st.render_text, snap, rx, used))
 
 
 def _config_dump(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -> Response:
@@ -145,7 +170,7 @@ def _logging(
         level = q.get("level", [None])[-1]
         if level is None:
             try:
-                level = _json_or_form(body, {}).get("level")
+                level = _json_object(body).get("level")
             except ValueError as e:
                 return Response(400, f"{e}\n")
         if not level:
@@ -162,7 +187,8 @@ def _mode(
 ) -> Response:
     name = unquote(m.group(1))
     try:
-        data = _json_or_form(body, q)
+        data: dict[str, Any] = {k: v[-1] for k, v in q.items()}
+        data.update(_json_object(body))
     except ValueError as e:
         return Response(400, f"invalid body: {e}\n")
     try:
@@ -210,26 +236,368 @@ def _index(srv: ProxyServer, *_: Any) -> Response:
     return Response(200, (__doc__ or "").split("\n\n")[1] + "\n")
 
 
-# (method set, pattern, handler)
-ROUTES: list[tuple[frozenset[str], re.Pattern[str], Handler]] = [
-    (frozenset({"GET"}), re.compile(r"^/$"), _index),
-    (frozenset({"GET"}), re.compile(r"^/ready$"), _ready),
-    (frozenset({"GET"}), re.compile(r"^/stats$"), _stats),
-    (frozenset({"GET"}), re.compile(r"^/stats/prometheus$"), _prometheus),
-    (frozenset({"GET"}), re.compile(r"^/config_dump$"), _config_dump),
-    (frozenset({"GET"}), re.compile(r"^/plugins$"), _plugins),
-    (frozenset({"GET"}), re.compile(r"^/requests$"), _requests),
-    (frozenset({"GET"}), re.compile(r"^/logs$"), _logs),
-    (frozenset({"GET", "POST"}), re.compile(r"^/logging$"), _logging),
-    (frozenset({"POST"}), re.compile(r"^/plugins/([^/]+)/mode$"), _mode),
-    (frozenset({"POST"}), re.compile(r"^/plugins/([^/]+)/reload$"), _reload),
-    (frozenset({"POST"}), re.compile(r"^/reset_counters$"), _reset),
-    (frozenset({"POST"}), re.compile(r"^/quitquitquit$"), _quit),
+def _help(srv: ProxyServer, *_: Any) -> Response:
+    """Envoy's ``/help``: ``admin commands are:`` then ``  /path: what it does``
+    (``/path (POST): ...`` for mutations)."""
+    lines = ["admin commands are:"]
+    for r in ROUTES:
+        if r.label:
+            post = " (POST)" if r.methods == frozenset({"POST"}) else ""
+            lines.append(f"  {r.label}{post}: {r.help}")
+    return Response(200, "\n".join(lines) + "\n")
+
+
+# -- /clusters, /server_info, /memory: Envoy's shapes, Wasmdesk's content -------------------
+
+
+def _cluster_rows(srv: ProxyServer) -> list[tuple[str, str, int, int]]:
+    """``(name, host, port, upstream_rq_error)`` per cluster: the data path's clusters
+    and the callout-only ones (``https://``) of the config, in config order."""
+    counters = srv.stats.snapshot().counters
+    rows: list[tuple[str, str, int, int]] = []
+    seen: set[str] = set()
+    for name, c in srv.clusters.items():
+        rows.append((name, c.host, c.port, counters.get(f"cluster.{name}.upstream_rq_error", 0)))
+        seen.add(name)
+    for cc in srv.config.clusters:
+        if cc.name in seen:
+            continue
+        u = urlsplit(cc.url)
+        port = u.port or (443 if u.scheme == "https" else 80)
+        errors = counters.get(f"cluster.{cc.name}.upstream_rq_error", 0)
+        rows.append((cc.name, u.hostname or "", port, errors))
+    return rows
+
+
+def _clusters(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -> Response:
+    """Envoy's ``/clusters``: ``cluster::host:port::stat::value`` lines, or
+    ``?format=json`` (``cluster_statuses``). We do no health checking or outlier
+    detection, so every host is ``healthy``, as in Envoy without them."""
+    rows = _cluster_rows(srv)
+    if q.get("format", [""])[-1] == "json":
+        statuses = []
+        for name, host, port, errors in rows:
+            statuses.append(
+                {
+                    "name": name,
+                    "observability_name": name,
+                    "added_via_api": False,
+                    "host_statuses": [
+                        {
+                            "address": {"socket_address": {"address": host, "port_value": port}},
+                            "stats": [{"name": "rq_error", "value": str(errors)}],
+                            "health_status": {"eds_health_status": "HEALTHY"},
+                            "weight": 1,
+                            "hostname": host,
+                            "locality": {},
+                        }
+                    ],
+                }
+            )
+        return Response(200, {"cluster_statuses": statuses})
+    out: list[str] = []
+    for name, host, port, errors in rows:
+        out.append(f"{name}::observability_name::{name}")
+        out.append(f"{name}::added_via_api::false")
+        hp = f"{name}::{_host_port(host, port)}"
+        out.extend(
+            [
+                f"{hp}::rq_error::{errors}",
+                f"{hp}::hostname::{host}",
+                f"{hp}::health_flags::healthy",
+                f"{hp}::weight::1",
+                f"{hp}::region::",
+                f"{hp}::zone::",
+                f"{hp}::sub_zone::",
+                f"{hp}::canary::false",
+                f"{hp}::priority::0",
+                f"{hp}::success_rate::-1",
+                f"{hp}::local_origin_success_rate::-1",
+            ]
+        )
+    return Response(200, "".join(line + "\n" for line in out))
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _process_uptime_s() -> float:
+    """Seconds since this process started (Linux: /proc; elsewhere: since this
+    module was imported, which ``wasmdesk serve`` does at start-up)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start_ticks = int(fields[19])  # field 22 of stat(5); fields[0] is field 3
+        with open("/proc/uptime", "rb") as f:
+            boot_uptime = float(f.read().split()[0])
+        return max(0.0, boot_uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED_AT
+
+
+_IMPORTED_AT = time.monotonic()
+
+
+def _server_info(srv: ProxyServer, *_: Any) -> Response:
+    """Envoy's ``/server_info`` (``ServerInfo`` in proto JSON: durations as ``"12s"``).
+    One process, no hot restart: both uptimes are the process's."""
+    import wasmtime
+
+    up = f"{int(_process_uptime_s())}s"
+    cfg = srv.config
+    return Response(
+        200,
+        {
+            "version": f"wasmdesk/{__version__}/python-{sys.version.split()[0]}"
+            f"/wasmtime-{getattr(wasmtime, '__version__', '?')}",
+            "state": "LIVE" if srv.running else "PRE_INITIALIZING",
+            "hot_restart_version": "disabled",
+            "command_line_options": {
+                "config_path": cfg.source,
+                "log_level": srv.log_level_name(),
+                "concurrency": 1,
+                "mode": "Serve",
+                "restart_epoch": 0,
+                "disable_hot_restart": True,
+            },
+            "node": {
+                "id": f"wasmdesk~{srv.listen_address[0]}~{os.getpid()}",
+                "cluster": "wasmdesk",
+                "user_agent_name": "wasmdesk",
+                "user_agent_version": __version__,
+            },
+            "uptime_current_epoch": up,
+            "uptime_all_epochs": up,
+        },
+    )
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return _peak_rss_bytes()
+
+
+def _peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) * (1 if sys.platform == "darwin" else 1024)
+
+
+def _memory(srv: ProxyServer, *_: Any) -> Response:
+    """Envoy's ``/memory`` fields (uint64 as strings, proto JSON). Envoy reports
+    tcmalloc's heap; here ``allocated``, ``heap_size`` and ``total_physical_bytes``
+    are the process's resident set, and ``wasm`` lists every plugin VM's linear
+    memory (Envoy's ``/memory`` does not show Wasm heaps; people ask for it)."""
+    vms: dict[int, dict[str, Any]] = {}
+    for slot in srv.manager.ordered:
+        inst = slot.instance
+        if inst is None or inst.closed:
+            continue
+        entry = vms.setdefault(
+            id(inst.vm),
+            {"plugins": [], "vm_id": slot.spec.vm_id, "linear_memory_bytes": 0},
+        )
+        entry["plugins"].append(slot.name)
+        entry["linear_memory_bytes"] = inst.vm.memory_bytes()
+    rss = _rss_bytes()
+    total = sum(v["linear_memory_bytes"] for v in vms.values())
+    return Response(
+        200,
+        {
+            "allocated": str(rss),
+            "heap_size": str(rss),
+            "pageheap_unmapped": "0",
+            "pageheap_free": "0",
+            "total_thread_cache": "0",
+            "total_physical_bytes": str(rss),
+            "peak_physical_bytes": str(_peak_rss_bytes()),
+            "wasm": {"linear_memory_bytes": str(total), "vms": list(vms.values())},
+        },
+    )
+
+
+class Route(NamedTuple):
+    methods: frozenset[str]
+    pattern: re.Pattern[str]
+    handler: Handler
+    label: str = ""  # the path as /help shows it; "" = not listed
+    help: str = ""
+
+
+_GET = frozenset({"GET"})
+_POST = frozenset({"POST"})
+
+ROUTES: list[Route] = [
+    Route(_GET, re.compile(r"^/$"), _index, "/", "the endpoint index"),
+    Route(_GET, re.compile(r"^/help$"), _help, "/help", "print out list of admin commands"),
+    Route(_GET, re.compile(r"^/ready$"), _ready, "/ready", "print server state, LIVE or why not"),
+    Route(
+        _GET,
+        re.compile(r"^/stats$"),
+        _stats,
+        "/stats",
+        "print server stats (format=json|prometheus, filter=RE2, usedonly)",
+    ),
+    Route(
+        _GET,
+        re.compile(r"^/stats/prometheus$"),
+        _prometheus,
+        "/stats/prometheus",
+        "print server stats in prometheus format",
+    ),
+    Route(
+        _GET,
+        re.compile(r"^/config_dump$"),
+        _config_dump,
+        "/config_dump",
+        "dump the effective configuration (format=yaml)",
+    ),
+    Route(
+        _GET,
+        re.compile(r"^/plugins$"),
+        _plugins,
+        "/plugins",
+        "per plugin: state, mode, canary, failure, ABI, VM memory, counters",
+    ),
+    Route(
+        _GET,
+        re.compile(r"^/requests$"),
+        _requests,
+        "/requests",
+        "recent requests with every plugin hop (limit=N)",
+    ),
+    Route(_GET, re.compile(r"^/logs$"), _logs, "/logs", "plugin log lines (since=SEQ)"),
+    Route(
+        frozenset({"GET", "POST"}),
+        re.compile(r"^/logging$"),
+        _logging,
+        "/logging",
+        "query (GET) or change (POST, level=L) the plugin log level",
+    ),
+    Route(
+        _GET,
+        re.compile(r"^/clusters$"),
+        _clusters,
+        "/clusters",
+        "upstream cluster status (format=json)",
+    ),
+    Route(
+        _GET,
+        re.compile(r"^/server_info$"),
+        _server_info,
+        "/server_info",
+        "print server version/status information",
+    ),
+    Route(
+        _GET,
+        re.compile(r"^/memory$"),
+        _memory,
+        "/memory",
+        "print current allocation/heap usage and each plugin VM's linear memory",
+    ),
+    Route(
+        _POST,
+        re.compile(r"^/plugins/([^/]+)/mode$"),
+        _mode,
+        "/plugins/{name}/mode",
+        "set mode, canary-percent, canary-key, fail-strategy (JSON body)",
+    ),
+    Route(
+        _POST,
+        re.compile(r"^/plugins/([^/]+)/reload$"),
+        _reload,
+        "/plugins/{name}/reload",
+        "reload a plugin from its source (also clears a crash loop)",
+    ),
+    Route(
+        _POST,
+        re.compile(r"^/reset_counters$"),
+        _reset,
+        "/reset_counters",
+        "reset all counters to zero",
+    ),
+    Route(_POST, re.compile(r"^/quitquitquit$"), _quit, "/quitquitquit", "exit the server"),
 ]
+
+
+# -- who may call: Host, Origin / Sec-Fetch-Site, content type -----------------------------------
+
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+_SAFE_FETCH_SITES = frozenset({"same-origin", "none"})
+
+
+def allowed_hosts(bound_host: str, port: int) -> frozenset[str]:
+    """``Host`` values this admin answers: its loopback names with its own port (and
+    without a port when that is 80, the HTTP default)."""
+    bound = f"[{bound_host}]" if ":" in bound_host else bound_host
+    names = {n.lower() for n in (*_LOOPBACK_NAMES, bound) if n}
+    out = {f"{n}:{port}" for n in names}
+    if port == 80:
+        out |= names
+    return frozenset(out)
+
+
+def _refuse(
+    srv: ProxyServer, method: str, path: str, headers: dict[str, list[str]]
+) -> Response | None:
+    """403 / 415 for a request a web page could have forged; None: go ahead."""
+    host, port = srv.admin_address
+    hosts = allowed_hosts(host, port)
+    given = headers.get("host", [])
+    if len(given) > 1:
+        return Response(400, "more than one Host header\n")
+    if given and given[0].strip().lower() not in hosts:
+        return Response(
+            403,
+            f"admin API: Host {given[0].strip()!r} is not this admin's address; call it as "
+            f"http://127.0.0.1:{port} (requests for other host names are refused, so a web "
+            "page cannot reach it through DNS rebinding)\n",
+        )
+    if method in ("GET", "HEAD"):
+        return None
+    origins = headers.get("origin", [])
+    if origins:
+        origin = origins[-1].strip().lower()
+        if origin not in {f"http://{h}" for h in hosts}:
+            return Response(
+                403,
+                f"admin API: refused a {method} from origin {origins[-1].strip()!r}: changes "
+                "are accepted only from the admin's own origin or from tools (curl, the app, "
+                "the CLI) that send no Origin\n",
+            )
+    sites = headers.get("sec-fetch-site", [])
+    if sites and sites[-1].strip().lower() not in _SAFE_FETCH_SITES:
+        return Response(
+            403,
+            f"admin API: refused a cross-site {method} (Sec-Fetch-Site: {sites[-1].strip()})\n",
+        )
+    return None
+
+
+def _needs_json(
+    method: str, path: str, port: int, headers: dict[str, list[str]]
+) -> Response | None:
+    """415 unless a POST says ``Content-Type: application/json``."""
+    ctype = (headers.get("content-type") or [""])[-1]
+    if ctype.split(";", 1)[0].strip().lower() == "application/json":
+        return None
+    return Response(
+        415,
+        f"admin API: {method} {path} needs 'content-type: application/json' and a JSON object "
+        f"body (use {{}} when there is nothing to say), e.g.\n"
+        f"  curl -X POST -H 'content-type: application/json' -d '{{}}' "
+        f"http://127.0.0.1:{port}{path}\n"
+        "(a web page cannot send that to another origin without a CORS preflight, which "
+        "this API never grants)\n",
+    )
 
 
 class AdminProtocol(asyncio.Protocol):
     MAX_BODY = 1 << 20
+    MAX_HEADERS = 100
 
     def __init__(self, server: ProxyServer) -> None:
         self.srv = server
@@ -238,6 +606,10 @@ class AdminProtocol(asyncio.Protocol):
         self.url = b""
         self.body: list[bytes] = []
         self.size = 0
+        self.headers: dict[str, list[str]] = {}
+        self.nheaders = 0
+        # responses go out in request order even when a handler awaits (pipelining)
+        self._last: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -252,9 +624,17 @@ class AdminProtocol(asyncio.Protocol):
         self.url = b""
         self.body = []
         self.size = 0
+        self.headers = {}
+        self.nheaders = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.nheaders += 1
+        if self.nheaders <= self.MAX_HEADERS:
+            key = name.decode("latin-1").lower()
+            self.headers.setdefault(key, []).append(value.decode("latin-1"))
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
@@ -267,41 +647,62 @@ class AdminProtocol(asyncio.Protocol):
         if self.size > self.MAX_BODY:
             self._send(Response(413, "body too large\n"), keep=False)
             return
-        asyncio.get_running_loop().create_task(
-            self._dispatch(method, self.url, b"".join(self.body), keep)
+        if self.nheaders > self.MAX_HEADERS:
+            self._send(Response(431, "too many headers\n"), keep=False)
+            return
+        self._last = asyncio.get_running_loop().create_task(
+            self._dispatch(method, self.url, b"".join(self.body), keep, self.headers, self._last)
         )
 
-    async def _dispatch(self, method: str, url: bytes, body: bytes, keep: bool) -> None:
+    async def _dispatch(
+        self,
+        method: str,
+        url: bytes,
+        body: bytes,
+        keep: bool,
+        headers: dict[str, list[str]],
+        before: asyncio.Task[None] | None,
+    ) -> None:
+        resp = await self._respond(method, url, body, headers)
+        if before is not None and not before.done():
+            try:
+                await before
+            except BaseException:  # its failure is its own; this response still goes out
+                pass
+        self._send(resp, keep, head=method == "HEAD")
+
+    async def _respond(
+        self, method: str, url: bytes, body: bytes, headers: dict[str, list[str]]
+    ) -> Response:
         try:
             u = httptools.parse_url(url)
             path = (u.path or b"/").decode("latin-1")
             query = parse_qs((u.query or b"").decode("latin-1"), keep_blank_values=True)
         except httptools.HttpParserInvalidURLError:
-            self._send(Response(400, "malformed URL\n"), keep)
-            return
-        resp: Response | None = None
+            return Response(400, "malformed URL\n")
+        refused = _refuse(self.srv, method, path, headers)
+        if refused is not None:
+            return refused
         allowed: set[str] = set()
-        for methods, pattern, handler in ROUTES:
-            m = pattern.match(path)
+        for route in ROUTES:
+            m = route.pattern.match(path)
             if m is None:
                 continue
-            allowed |= methods
-            if method not in methods and not (method == "HEAD" and "GET" in methods):
+            allowed |= route.methods
+            if method not in route.methods and not (method == "HEAD" and "GET" in route.methods):
                 continue
+            if method == "POST":
+                bad = _needs_json(method, path, self.srv.admin_address[1], headers)
+                if bad is not None:
+                    return bad
             try:
-                out = handler(self.srv, method, query, body, m)
-                resp = await out if asyncio.iscoroutine(out) else out  # type: ignore[assignment]
+                out = route.handler(self.srv, method, query, body, m)
+                return await out if asyncio.iscoroutine(out) else out  # type: ignore[return-value]
             except Exception as e:  # a handler bug answers 500, never kills the admin API
-                resp = Response(500, f"admin error: {type(e).__name__}: {e}\n")
-            break
-        if resp is None:
-            if allowed:
-                resp = Response(
-                    405, f"method {method} not allowed; use {'/'.join(sorted(allowed))}\n"
-                )
-            else:
-                resp = Response(404, f"no admin endpoint {path}\n")
-        self._send(resp, keep, head=method == "HEAD")
+                return Response(500, f"admin error: {type(e).__name__}: {e}\n")
+        if allowed:
+            return Response(405, f"method {method} not allowed; use {'/'.join(sorted(allowed))}\n")
+        return Response(404, f"no admin endpoint {path}\n")
 
     def _send(self, resp: Response, keep: bool, head: bool = False) -> None:
         t = self.transport
@@ -310,6 +711,7 @@ class AdminProtocol(asyncio.Protocol):
         head_bytes = (
             f"HTTP/1.1 {resp.status} {reason(resp.status)}\r\ncontent-type: {resp.ctype}\r\n"
             f"content-length: {len(resp.body)}\r\ncache-control: no-cache\r\n"
+            f"x-content-type-options: nosniff\r\n"
             f"{'' if keep else 'connection: close' + chr(13) + chr(10)}\r\n"
         ).encode()
         t.write(head_bytes + (b"" if head else resp.body))

@@ -40,6 +40,10 @@ Naming rules
   already used by an earlier type, or a repeated label set within a family (two names
   that sanitise alike), is skipped so the exposition stays valid. Label values are
   escaped (``\\`` ``"`` newline). Unlabelled series are written without ``{}``.
+* Istio's stats plugin encodes its labels into the metric name
+  (``reporter=.=destination;.;...;.;_istio_requests_total``); Prometheus output
+  splits such plugin metrics into ``istio_requests_total{reporter="destination",...}``
+  as Istio's proxy does (``host.proxy.istio_stats``). Text and JSON keep the flat name.
 
 Histograms
 ----------
@@ -55,8 +59,10 @@ one interval is the whole life since the last ``reset_counters`` and both slots 
 the same value, exactly as Envoy prints them after its first merge. Quantiles are
 rounded to 4 decimals in text and JSON; NaN is ``nan`` in text and ``null`` in JSON.
 
-``filter`` is a Python ``re`` pattern applied with ``search`` (Envoy uses RE2 with
-partial match; for the usual patterns the two agree). ``used_only`` keeps the stats
+``filter`` is an RE2 pattern applied with ``search`` (Envoy uses RE2 with partial
+match), compiled by ``host.safe_regex``: linear time, so no filter can stall the
+engine; a pattern RE2 refuses raises ``PatternError`` (a ``ValueError``). An already
+compiled ``re.Pattern`` is used as given (trusted callers only). ``used_only`` keeps the stats
 that were ever written: a counter or histogram once non-zero (surviving
 ``reset_counters``, as Envoy's used flag does), a gauge once set. Plugin metrics carry
 no used flag, so they count as used while non-zero.
@@ -76,6 +82,8 @@ from itertools import pairwise
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple, TypeVar
 
+from host.proxy.istio_stats import split_istio_name
+from host.safe_regex import SafePattern, compile_pattern
 from host.wasm.metrics import ENVOY_BUCKETS, MetricsRegistry
 from host.wasm.types import MetricType
 
@@ -114,7 +122,7 @@ SUPPORTED_PERCENTILES: Final[tuple[float, ...]] = (
 )
 
 Labels = tuple[tuple[str, str], ...]
-Filter = str | re.Pattern[str] | None
+Filter = str | re.Pattern[str] | SafePattern | None
 
 _BOUNDS: Final = ENVOY_BUCKETS
 _NBUCKETS: Final = len(ENVOY_BUCKETS) + 1
@@ -462,7 +470,9 @@ class StatsStore:
 
 
 def _matcher(snap: StatsSnapshot, flt: Filter, used_only: bool) -> Callable[[str], bool]:
-    rx = re.compile(flt) if isinstance(flt, str) and flt else (flt or None)
+    rx: re.Pattern[str] | SafePattern | None = flt if not isinstance(flt, str) else None
+    if isinstance(flt, str) and flt:
+        rx = compile_pattern(flt)
 
     def keep(name: str) -> bool:
         if used_only and name not in snap.used:
@@ -586,10 +596,10 @@ def render_prometheus(snap: StatsSnapshot, filter: Filter = None, used_only: boo
         for name, value in table.items():
             if not keep(name):
                 continue
-            base, labels = snap.labels.get(name) or (name, ())
-            family = prometheus_name(base, snap.custom_namespaces)
-            if family is None:
+            found = _prometheus_series(snap, name, type_name == "histogram")
+            if found is None:
                 continue
+            family, labels = found
             groups.setdefault(family, []).append((_label_text(labels), name, value))
         for family in sorted(groups):
             if family in families_done:  # one family, one type
@@ -606,6 +616,31 @@ def render_prometheus(snap: StatsSnapshot, filter: Filter = None, used_only: boo
                 else:
                     out.append(f"{family}{{{lt}}} {value}" if lt else f"{family} {value}")
     return "".join(line + "\n" for line in out)
+
+
+def _prometheus_series(
+    snap: StatsSnapshot, name: str, histogram: bool
+) -> tuple[str, Labels] | None:
+    """Family name and labels of one stat; ``None``: not exportable.
+
+    Store stats use their registered labels. A plugin metric in Istio's tag encoding
+    (``reporter=.=destination;.;...;.;_istio_requests_total``) is split as Istio's
+    proxy does (``host.proxy.istio_stats``); ``le`` on a histogram keeps it flat."""
+    info = snap.labels.get(name)
+    if info is not None:
+        return _some(prometheus_name(info.base, snap.custom_namespaces), info.labels)
+    ns, dot, rest = name.partition(".")
+    if dot and ns in snap.custom_namespaces:
+        split = split_istio_name(rest)
+        if split is not None and not (histogram and any(k == "le" for k, _ in split[1])):
+            base, labels = split
+            family = _PROM_INVALID.sub("_", base)
+            return None if family[0].isdigit() else (family, labels)
+    return _some(prometheus_name(name, snap.custom_namespaces), ())
+
+
+def _some(family: str | None, labels: Labels) -> tuple[str, Labels] | None:
+    return None if family is None else (family, labels)
 
 
 def _prom_histogram(family: str, lt: str, h: HistogramSnapshot) -> list[str]:

@@ -265,3 +265,21 @@ def test_rejected_config_shows_the_plugins_own_log_lines(qtbot) -> None:
     assert "Rejected; the running version is kept." in text
     assert "The plugin's log:" in text
     assert "add_header: configuration rejected" in text
+
+
+def test_a_plugins_schema_pattern_cannot_hang_the_form() -> None:
+    """A schema ``pattern`` comes with the plugin; Python's re would backtrack for
+    minutes on this one while the user types. It runs on RE2 (linear time)."""
+    import time
+
+    schema = {"type": "object", "properties": {"name": {"type": "string", "pattern": "^(a+)+$"}}}
+    assert check_schema(schema) == []
+    t0 = time.monotonic()
+    issues = validate(schema, {"name": "a" * 40 + "!"})
+    assert time.monotonic() - t0 < 0.5
+    assert [i.path for i in issues] == [("name",)]
+    assert validate(schema, {"name": "aaaa"}) == []
+    # lookaround is not RE2: reported as a schema problem, not run
+    assert check_schema({"properties": {"a": {"pattern": "(?=x)"}}})[0].startswith(
+        "a: pattern '(?=x)' does not compile"
+    )

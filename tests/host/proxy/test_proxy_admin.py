@@ -215,12 +215,16 @@ def test_logging(proxy):
     r = proxy.admin("GET", "/logging")
     assert r.status_code == 200
     assert r.json() == {"plugin_log_level": "info"}
-    r = proxy.admin("POST", "/logging?level=debug")
+    r = proxy.admin("POST", "/logging?level=debug", json={})
     assert r.status_code == 200
     assert r.json() == {"plugin_log_level": "debug"}
     assert proxy.sync(lambda: proxy.server.host.log_level.name) == "DEBUG"
-    assert proxy.admin("POST", "/logging?level=loud").status_code == 400
-    assert proxy.admin("POST", "/logging").status_code == 400
+    assert proxy.admin("POST", "/logging?level=loud", json={}).status_code == 400
+    assert proxy.admin("POST", "/logging", json={}).status_code == 400
+    # Envoy's bare `POST /logging?level=` now needs the JSON content type too
+    r = proxy.admin("POST", "/logging?level=error")
+    assert r.status_code == 415
+    assert proxy.admin("GET", "/logging").json() == {"plugin_log_level": "debug"}
     r = proxy.admin("POST", "/logging", json={"level": "warn"})
     assert r.json() == {"plugin_log_level": "warn"}
 
@@ -252,13 +256,18 @@ def test_set_mode(proxy):
     with proxy.client() as c:
         doc = c.get("/m", headers={"x-wasmdesk-canary": "always"}).json()
         assert "x-wasmdesk" not in doc["headers"]  # log-only: not applied
-    # form encoding works too, and the change shows in the config dump
+    # a form (what a cross-site page can post) is refused and changes nothing
     r = proxy.admin(
         "POST",
         "/plugins/add/mode",
         content=b"mode=enforce&canary-percent=100",
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
+    assert r.status_code == 415
+    assert "curl -X POST -H 'content-type: application/json'" in r.text
+    assert proxy.slot("add").mode == "log-only"
+    # query parameters with a JSON body work, and the change shows in the config dump
+    r = proxy.admin("POST", "/plugins/add/mode?mode=enforce", json={"canary-percent": 100})
     assert r.status_code == 200
     with proxy.client() as c:
         assert c.get("/m").json()["headers"]["x-wasmdesk"] == "hello"
@@ -271,7 +280,9 @@ def test_set_mode(proxy):
     assert (
         proxy.admin("POST", "/plugins/add/mode", json={"canary-key": "cookie"}).status_code == 400
     )
-    assert proxy.admin("POST", "/plugins/add/mode", content=b"{not json").status_code == 400
+    bad = {"content-type": "application/json"}
+    assert proxy.admin("POST", "/plugins/add/mode", content=b"{not", headers=bad).status_code == 400
+    assert proxy.admin("POST", "/plugins/add/mode", content=b"[1]", headers=bad).status_code == 400
     assert (
         proxy.admin("POST", "/plugins/add/mode", json={"fail-strategy": "FAIL_OPEN"}).json()[
             "fail_strategy"
@@ -282,18 +293,18 @@ def test_set_mode(proxy):
 
 def test_reload_endpoint(proxy):
     before = proxy.slot("add").instance
-    r = proxy.admin("POST", "/plugins/add/reload")
+    r = proxy.admin("POST", "/plugins/add/reload", json={})
     assert r.status_code == 200
     assert r.json() == {"reloaded": "add"}
     assert proxy.slot("add").instance is not before
-    assert proxy.admin("POST", "/plugins/nope/reload").status_code == 404
+    assert proxy.admin("POST", "/plugins/nope/reload", json={}).status_code == 404
     with proxy.client() as c:
         assert c.get("/r").json()["headers"]["x-wasmdesk"] == "hello"
 
 
 def test_reset_counters(proxy):
     assert proxy.stats()["http.downstream_rq_total"] == 3
-    r = proxy.admin("POST", "/reset_counters")
+    r = proxy.admin("POST", "/reset_counters", json={})
     assert r.status_code == 200
     st = proxy.stats()
     assert st["http.downstream_rq_total"] == 0
@@ -343,7 +354,7 @@ def test_admin_keep_alive_and_malformed_request(proxy):
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         f = s.makefile("rb")
         for _ in range(3):
-            s.sendall(b"GET /ready HTTP/1.1\r\nhost: a\r\n\r\n")
+            s.sendall(b"GET /ready HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n\r\n" % port)
             assert f.readline().startswith(b"HTTP/1.1 200")
             length = 0
             while (ln := f.readline()) != b"\r\n":

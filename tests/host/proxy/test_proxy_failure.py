@@ -206,7 +206,7 @@ def test_fail_reload_crash_loop_guard_stops_reloading(start_proxy, probe):
         assert snap["crash_loop"] is True
         assert h.stats()["wasm.trapper.vm_reload_crash_loop"] == 1
         # a reload by hand clears it
-        rr = h.admin("POST", "/plugins/trapper/reload")
+        rr = h.admin("POST", "/plugins/trapper/reload", json={})
         assert rr.status_code == 200, rr.text
         assert c.get("/ok").status_code == 200
         assert h.slot("trapper").crash_loop is False
@@ -333,7 +333,7 @@ def test_admin_reload_of_a_failed_plugin_gets_ticks(start_proxy, probe):
     h.server.manager.pause_timeout_s = 1.5
     with h.client() as c:
         assert c.get("/boom").status_code == 503
-        assert h.admin("POST", "/plugins/ticking/reload").status_code == 200
+        assert h.admin("POST", "/plugins/ticking/reload", json={}).status_code == 200
         r = c.get("/ok")
         assert r.status_code == 200, r.text
 

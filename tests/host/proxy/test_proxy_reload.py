@@ -114,8 +114,8 @@ def test_admin_reloads_and_body_buffering_plugin_swaps_under_traffic(start_proxy
     try:
         h.wait_for(lambda: done[0] >= 10, what="traffic")
         for i in range(3):
-            assert h.admin("POST", "/plugins/counter/reload").status_code == 200
-            assert h.admin("POST", "/plugins/add/reload").status_code == 200
+            assert h.admin("POST", "/plugins/counter/reload", json={}).status_code == 200
+            assert h.admin("POST", "/plugins/add/reload", json={}).status_code == 200
             assert h.apply(cfg(20 + i)) == []
             time.sleep(0.03)
         n = done[0]
@@ -275,14 +275,14 @@ def test_admin_reload_with_a_broken_module_is_refused(start_proxy, tmp_path: Pat
     h = start_proxy(make_config(wasm_plugin("plug", str(mod), root_id="add_header")))
     before = h.slot("plug").instance
     mod.write_bytes(b"not wasm at all")
-    r = h.admin("POST", "/plugins/plug/reload")
+    r = h.admin("POST", "/plugins/plug/reload", json={})
     assert r.status_code == 409
     assert r.json()["kept"] == "the running version"
     assert r.json()["error"]
     assert h.slot("plug").instance is before
     # a good module reloads through the same endpoint
     mod.write_bytes(probe_wasm(tag="admin"))
-    r = h.admin("POST", "/plugins/plug/reload")
+    r = h.admin("POST", "/plugins/plug/reload", json={})
     assert r.status_code == 200
     assert r.json() == {"reloaded": "plug"}
     with h.client() as c:

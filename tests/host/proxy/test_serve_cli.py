@@ -127,7 +127,12 @@ def test_serve_sigint_exits_cleanly(serve):
 def test_serve_quitquitquit(serve):
     s = serve(*EPHEMERAL, "--no-watch")
     s.wait_ready()
-    r = httpx.post(f"http://127.0.0.1:{s.admin_port}/quitquitquit", trust_env=False, timeout=10)
+    url = f"http://127.0.0.1:{s.admin_port}/quitquitquit"
+    # a bare POST (what a cross-site form can send) is refused and the proxy keeps running
+    r = httpx.post(url, trust_env=False, timeout=10)
+    assert r.status_code == 415 and "content-type: application/json" in r.text
+    assert s.proc.poll() is None
+    r = httpx.post(url, json={}, trust_env=False, timeout=10)
     assert r.status_code == 200
     assert s.wait() == 0, s.stderr()
 
