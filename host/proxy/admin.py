@@ -25,7 +25,8 @@ on a workstation, where any web page in the browser can send requests to
 * a request whose ``Host`` is not this admin's own loopback address and port
   (``127.0.0.1:PORT``, ``localhost:PORT``, ``[::1]:PORT``, or the bound address)
   gets 403: a DNS-rebinding page (``Host: evil.example:9901``) cannot read
-  ``/requests`` (request headers, tokens) or ``/config_dump``;
+  ``/requests`` (request headers, tokens) or ``/config_dump``. A request with no
+  ``Host`` (HTTP/1.0 tools; never a browser) is served;
 * a POST carrying a browser's ``Origin`` other than the admin's own, or
   ``Sec-Fetch-Site`` other than ``same-origin``/``none``, gets 403;
 * every POST needs ``Content-Type: application/json`` (415 otherwise) and a JSON
@@ -108,8 +109,7 @@ def _ready(srv: ProxyServer, *_: Any) -> Response:
 
 
 async def _stats(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -> Response:
-    fmt = q.get("format", [""])[-1]
-    return await _render_stats(srv, q, "prometheus" if fmt == "prometheus" else fmt)
+    return await _render_stats(srv, q, q.get("format", [""])[-1])
 
 
 async def _prometheus(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -> Response:
@@ -414,7 +414,7 @@ def _memory(srv: ProxyServer, *_: Any) -> Response:
             "total_thread_cache": "0",
             "total_physical_bytes": str(rss),
             "peak_physical_bytes": str(_peak_rss_bytes()),
-            "wasm": {"linear_memory_bytes": str(total), "vms": list(vms.values())},
+            "wasm": {"linear_memory_bytes": total, "vms": list(vms.values())},
         },
     )
 

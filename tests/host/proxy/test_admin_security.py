@@ -231,3 +231,9 @@ def test_pipelined_responses_keep_request_order(proxy):
     assert got[1].body == b"LIVE\n"
     assert got[2].header("content-type") == "application/json"
     assert b"plugin_log_level" in got[3].body
+
+
+def test_a_request_without_host_is_served(proxy):
+    # HTTP/1.0 tools may omit Host; a browser never does, so rebinding is not possible
+    r = _raw(proxy, "GET /ready HTTP/1.0")
+    assert (r.status, r.body) == (200, b"LIVE\n")
