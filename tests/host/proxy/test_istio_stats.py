@@ -152,3 +152,22 @@ def test_plain_stats_keep_the_flat_istio_names(istio_proxy):
 )
 def test_split_istio_name(name, expected):
     assert split_istio_name(name) == expected
+
+
+def test_names_that_cannot_be_split_faithfully_stay_flat_and_valid():
+    from host.proxy.stats import StatsStore, render_prometheus
+    from host.wasm.metrics import MetricsRegistry
+    from host.wasm.types import MetricType
+
+    s = StatsStore()
+    reg = MetricsRegistry()
+    s.include_plugin_metrics(reg)
+    # "le" would clash with the bucket label: the histogram keeps its flat name
+    h = reg.get(reg.define(MetricType.HISTOGRAM, "reporter=.=a;.;le=.=x;.;_istio_d"))
+    h.record(3)  # type: ignore[union-attr]
+    reg.get(reg.define(MetricType.COUNTER, "_plain_total")).value = 2  # type: ignore[union-attr]
+    text = render_prometheus(s.snapshot())
+    assert "# TYPE reporter___a___le___x____istio_d histogram\n" in text
+    assert 'reporter___a___le___x____istio_d_bucket{le="+Inf"} 1\n' in text
+    # an untagged plugin metric keeps its leading underscore (only Istio's encoding drops it)
+    assert "# TYPE _plain_total counter\n_plain_total 2\n" in text
