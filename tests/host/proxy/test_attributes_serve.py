@@ -297,3 +297,41 @@ def test_serve_gives_every_attribute_of_the_table_at_each_callback(start_proxy, 
         elif (status, value) != (OK, want):
             problems.append(f"c {path}: {(status, value)!r}, want {want!r}")
     assert problems == [], "\n".join(problems)
+
+
+def test_a_refused_upstream_connection_shows_in_response_flags_and_code_details(
+    start_proxy, wasm_file
+):
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    module = wasm_file(wat_modules.make_property_probe_module(), "property_probe")
+    tokens = [
+        "l~response/flags",
+        "l~response/code_details",
+        "l~response/code",
+        "l~xds/cluster_name",
+    ]
+    plugin = wasm_plugin("probe", f"file://{module}", root_id="probe", config={"#": tokens})
+    proxy_doc = {
+        "apiVersion": "wasmdesk.dev/v1alpha1",
+        "kind": "Proxy",
+        "spec": {
+            "listen": "127.0.0.1:0",
+            "admin": "127.0.0.1:0",
+            "clusters": [{"name": "dead", "url": f"http://127.0.0.1:{dead_port}"}],
+            "defaultCluster": "dead",
+        },
+    }
+    h = start_proxy(yaml.safe_dump_all([proxy_doc, plugin], sort_keys=False))
+    with h.client() as c:
+        assert c.get("/").status_code == 503
+    h.wait_for(lambda: any(r.message.startswith("l03") for _, r in h.server.logs), what="log")
+    got = _parse([r.message for _, r in h.server.logs if r.root_id == "probe"])
+    assert got[("l", 0)] == (OK, struct.pack("<q", 0x20))  # UF: upstream connection failure
+    assert got[("l", 1)] == (
+        OK,
+        b"upstream_reset_before_response_started{connection_failure}",
+    )
+    assert got[("l", 2)] == (OK, struct.pack("<q", 503))
+    assert got[("l", 3)] == (OK, b"dead")

@@ -82,7 +82,9 @@ def test_set_envoy_filter_state_refuses_unknown_keys_bad_values_and_garbage():
             "q~@set_envoy_filter_state="
             + filter_state_args("envoy.network.transport_socket.original_dst_address", "nope"),
             "q~@set_envoy_filter_state="
-            + filter_state_args("envoy.network.transport_socket.original_dst_address", "10.1.2.3:80"),
+            + filter_state_args(
+                "envoy.network.transport_socket.original_dst_address", "10.1.2.3:80"
+            ),
             "q~@set_envoy_filter_state=0aff",  # a length running past the end
             "c~@set_envoy_filter_state=" + filter_state_args("envoy.string", "x"),
         ]
@@ -149,9 +151,7 @@ def test_cel_expressions_evaluate_over_the_stream_attributes():
     ]
     node = Node.parse({"id": "n", "metadata": {"NAMESPACE": "prod"}})
     got = probe(tokens, path="/long/path", node=node)
-    assert [got[f"c{i:02d}"] for i in range(5)] == [
-        [(OK, struct.pack("<I", i))] for i in range(5)
-    ]
+    assert [got[f"c{i:02d}"] for i in range(5)] == [[(OK, struct.pack("<I", i))] for i in range(5)]
     assert got["c05"] == [(BAD_ARGUMENT, b"")]
     assert got["q06"] == [(OK, b"GET:1:prod")]
     assert got["q07"] == [(OK, b"\x01")]
