@@ -440,10 +440,10 @@ def resolve_top(ctx: Context, name: str, info: StreamInfo | None = None) -> Any:
     """The whole value of top-level attribute ``name`` as CEL sees it (request, response
     ... as maps of their children), or None. Values set with proxy_set_property are
     found here too (Envoy's filter state ``wasm.<name>``)."""
-    if info is None:
-        info = _stream_info(ctx)
     if name in _PLUGIN:
         return _plugin(ctx, name)
+    if info is None:
+        info = _stream_info(ctx)
     if info is None:
         if name not in _STREAMLESS:
             return None
