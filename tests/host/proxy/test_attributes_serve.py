@@ -20,7 +20,7 @@ from host.proxy.server import DEMO_CLUSTER
 from host.wasm.node import Node
 from host.wasm.pairs import decode_pairs
 from tests.fixtures import wat_modules
-from tests.host.proxy.conftest import wasm_plugin
+from tests.host.proxy.conftest import config_text, plugin, wasm_plugin
 
 OK, NOT_FOUND, SERIALIZATION_FAILURE = 0, 1, 3
 
@@ -335,3 +335,26 @@ def test_a_refused_upstream_connection_shows_in_response_flags_and_code_details(
     )
     assert got[("l", 2)] == (OK, struct.pack("<q", 503))
     assert got[("l", 3)] == (OK, b"dead")
+
+
+def test_a_plugins_local_reply_gives_its_details_to_the_response_path(start_proxy, wasm_file):
+    # probe (AUTHN, priority 10) runs before auth_token, which denies the request with
+    # details "auth_token_denied"; the reply travels back through the probe.
+    module = wasm_file(wat_modules.make_property_probe_module(), "property_probe")
+    tokens = ["s~response/code_details", "s~response/code", "l~response/flags", "l~request/size"]
+    probe = wasm_plugin(
+        "probe", f"file://{module}", root_id="probe", config={"#": tokens}, phase="AUTHN"
+    )
+    probe["spec"]["priority"] = 10
+    auth = wasm_plugin(
+        "auth", plugin("auth_token"), root_id="auth_token", config={"token": "t"}, phase="AUTHN"
+    )
+    h = start_proxy(config_text(probe, auth))
+    with h.client() as c:
+        assert c.get("/private").status_code == 403
+    h.wait_for(lambda: any(r.message.startswith("l02") for _, r in h.server.logs), what="log")
+    got = _parse([r.message for _, r in h.server.logs if r.root_id == "probe"])
+    assert got[("s", 0)] == (OK, b"auth_token_denied")
+    assert got[("s", 1)] == (OK, struct.pack("<q", 403))
+    assert got[("l", 2)] == (OK, struct.pack("<q", 0))  # a filter's local reply sets no flag
+    assert got[("l", 3)] == (OK, struct.pack("<q", 0))
