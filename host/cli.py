@@ -20,6 +20,7 @@ from host import __version__
 
 if TYPE_CHECKING:
     from host.wasm import Engine, Module
+    from host.wasm.node import Node
 
 __all__ = ["main"]
 
@@ -65,6 +66,19 @@ def _json_or_file(value: str | None, what: str) -> bytes:
             # but still pass non-JSON text through when asked with --raw-config.
             raise UsageError(f"{what} is not valid JSON: {e}") from None
     return data
+
+
+def _node(value: str | None) -> Node:
+    """``--node JSON|@FILE`` as a Node (Envoy's bootstrap node; Istio's node metadata)."""
+    from host.wasm.node import DEFAULT_NODE, Node, NodeError
+
+    data = _json_or_file(value, "--node")
+    if not data.strip():
+        return DEFAULT_NODE
+    try:
+        return Node.parse(json.loads(data))
+    except NodeError as e:
+        raise UsageError(f"--node: {e}") from None
 
 
 def _header(value: str, flag: str) -> tuple[str, str]:
@@ -197,6 +211,12 @@ def _build_parser() -> _Parser:
         type=float,
         default=100.0,
         help="time budget per guest callback in ms (default 100)",
+    )
+    t.add_argument(
+        "--node",
+        metavar="JSON|@FILE",
+        help="the proxy's node: {id, cluster, metadata, locality} (xds.node; Istio's "
+        "WORKLOAD_NAME, NAMESPACE, LABELS ... go in metadata)",
     )
     t.add_argument("--json", action="store_true", help="print one JSON object")
     return p
@@ -435,6 +455,7 @@ def _cmd_try(args: argparse.Namespace) -> int:
         ticks=args.ticks,
         log_level=level,
         callback_timeout_ms=args.timeout_ms,
+        node=_node(args.node),
     )
     try:
         result = run_try(wasm, req)

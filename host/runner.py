@@ -30,6 +30,7 @@ from host.wasm import (
 )
 from host.wasm.context import HttpCallout, StreamListener
 from host.wasm.module_info import describe
+from host.wasm.node import DEFAULT_NODE, Node
 from host.wasm.runtime import Engine
 from host.wasm.types import StreamType
 
@@ -59,6 +60,7 @@ class TryRequest:
     log_level: LogLevel = LogLevel.TRACE
     callback_timeout_ms: float = 100.0
     callout_timeout_ms: float = 5000.0
+    node: Node = DEFAULT_NODE  # xds.node (--node)
 
 
 @dataclass
@@ -274,6 +276,7 @@ def run_try(wasm: bytes, req: TryRequest, *, engine: Engine | None = None) -> Tr
     clock = VirtualClock(start_wall_ns=time.time_ns())
     callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
     host = PluginHost(engine, clock=clock, http=callouts, log_level=req.log_level)
+    host.node = req.node
     try:
         _run(wasm, req, host, callouts, clock, result)
     finally:
@@ -357,12 +360,14 @@ def _run_stream(vm: object, root: object, req: TryRequest, run: _Run, result: Tr
 
     assert isinstance(vm, PluginVM)
     request_id = str(uuid.uuid4())
+    # Sizes count the body bytes that went through so far and request.duration exists
+    # from proxy_on_log on, as in Envoy; the one (unnamed) route sends to no cluster.
+    started = time.monotonic_ns()
     info = StreamInfo(
         request_id=request_id,
         start_time_ns=run.clock.wall_ns(),
         scheme=req.scheme,
-        request_size=len(req.body),
-        response_size=len(req.response_body),
+        route_name="",
     )
     ctx = vm.new_http_context(root, info, run.listener)  # type: ignore[arg-type]
     headers = HeaderMap(
@@ -387,6 +392,7 @@ def _run_stream(vm: object, root: object, req: TryRequest, run: _Run, result: Tr
         action = run.wait(ctx, StreamType.HTTP_REQUEST, action)
         if action == Action.CONTINUE and (req.body or trailers is not None):
             if req.body:
+                info.request_size = len(req.body)
                 action = ctx.on_request_body(req.body, trailers is None)
                 action = run.wait(ctx, StreamType.HTTP_REQUEST, action)
                 if action == Action.CONTINUE:
@@ -425,6 +431,7 @@ def _run_stream(vm: object, root: object, req: TryRequest, run: _Run, result: Tr
                 rheaders.add("content-length", str(len(rbody)))
             rtrailers = HeaderMap(_pairs(req.response_trailers)) if req.response_trailers else None
         result.original_response_headers = rheaders.items()
+        info.response_code_details = lr.details if lr is not None else "via_upstream"
         out_body = b""
         action = ctx.on_response_headers(rheaders, not rbody and rtrailers is None)
         action = run.wait(ctx, StreamType.HTTP_RESPONSE, action)
@@ -434,6 +441,7 @@ def _run_stream(vm: object, root: object, req: TryRequest, run: _Run, result: Tr
             result.local_response = lr.to_dict()
             rheaders = lr.response_headers()
             rbody, rtrailers = lr.body, None
+            info.response_code_details = lr.details
             action = Action.CONTINUE
         if action == Action.CONTINUE and (rbody or rtrailers is not None):
             if rbody:
@@ -441,6 +449,7 @@ def _run_stream(vm: object, root: object, req: TryRequest, run: _Run, result: Tr
                 action = run.wait(ctx, StreamType.HTTP_RESPONSE, action)
                 if action == Action.CONTINUE:
                     out_body = ctx.take_body(StreamType.HTTP_RESPONSE)
+                    info.response_size = len(out_body)
             if action == Action.CONTINUE and rtrailers is not None:
                 action = ctx.on_response_trailers(rtrailers)
                 action = run.wait(ctx, StreamType.HTTP_RESPONSE, action)
@@ -451,6 +460,8 @@ def _run_stream(vm: object, root: object, req: TryRequest, run: _Run, result: Tr
         result.response_headers = rheaders.items()
         result.response_body = out_body if action == Action.CONTINUE else rbody
     finally:
+        info.request_complete = True
+        info.duration_ns = time.monotonic_ns() - started
         ctx.finish()
         run.settle()
 

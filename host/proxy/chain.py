@@ -447,10 +447,36 @@ class ChainRun:
                 connection_id=i.connection_id,
                 request_id=i.request_id,
                 start_time_ns=i.start_wall_ns,
-                cluster_name=i.cluster,
-                upstream_address=i.upstream_address,
+                refresh=self._refresh_stream_info,
             )
         return self.stream_info
+
+    def _refresh_stream_info(self, si: StreamInfo) -> None:
+        """Copy in what the data path learnt since (called before an attribute is read):
+        bytes counted, the cluster and upstream, the response's code and details."""
+        i = self.info
+        # Envoy picks the route (and its cluster) before the filters see the request;
+        # here routing runs after them, so until then the cluster is the one the route
+        # will give (the default cluster: routing sends everything there).
+        cluster = i.cluster or self.m.default_cluster_name
+        si.cluster_name = cluster
+        si.route_name = "" if cluster else None  # the default route has no name
+        si.request_size = i.request_bytes
+        si.response_size = i.response_bytes
+        si.upstream_address = i.upstream_address
+        if i.upstream_address:
+            si.attempt_count = 1
+        si.response_code = i.status
+        details = i.response_code_details
+        if not details and self.resp_headers is not None:
+            details = "via_upstream"
+        si.response_code_details = details
+        si.response_flags = response_flags(i.outcome, details)
+        if i.upstream_ms:
+            si.backend_latency_ns = int(i.upstream_ms * 1e6)
+        if self.completed:
+            si.request_complete = True
+            si.duration_ns = max(0, time.monotonic_ns() - int(i.start * 1e9))
 
     def _ctx(self, hop: _Hop) -> HttpContext:
         if hop.ctx is None:
@@ -837,6 +863,8 @@ class ChainRun:
         """Run a local reply through the response path of the plugins that saw the
         request (sender included, as Envoy and Kong do), then answer with it."""
         self.reply = reply
+        # Envoy sets the details before the reply's headers go through the filters
+        self.info.response_code_details = reply.details
         headers = HeaderMap([(b":status", str(reply.status).encode())])
         if reply.body:
             headers.add(b"content-length", str(len(reply.body)).encode())
@@ -932,6 +960,41 @@ class ChainRun:
             hop.run = None  # type: ignore[assignment]
         self.m.request_finished(self)
         self.hops = []
+
+
+# Envoy's response flag bits (StreamInfo::CoreResponseFlag, the legacy bitmask that
+# response.flags gives).
+UPSTREAM_REQUEST_TIMEOUT = 0x4  # UT
+LOCAL_RESET = 0x8  # LR
+UPSTREAM_CONNECTION_FAILURE = 0x20  # UF
+UPSTREAM_CONNECTION_TERMINATION = 0x40  # UC
+NO_ROUTE_FOUND = 0x100  # NR
+DOWNSTREAM_CONNECTION_TERMINATION = 0x4000  # DC
+DOWNSTREAM_PROTOCOL_ERROR = 0x40000  # DPE
+UPSTREAM_PROTOCOL_ERROR = 0x800000  # UPE
+
+
+def response_flags(outcome: str, details: str) -> int:
+    """``response.flags`` for what happened to a request (its outcome and code details)."""
+    if not details and not outcome:
+        return 0
+    if details.startswith("upstream_reset_before_response_started{connection_failure"):
+        return UPSTREAM_CONNECTION_FAILURE
+    if details.startswith("upstream_reset_before_response_started{connection_termination"):
+        return UPSTREAM_CONNECTION_TERMINATION
+    if details == "upstream_response_timeout":
+        return UPSTREAM_REQUEST_TIMEOUT
+    if details == "route_not_found":
+        return NO_ROUTE_FOUND
+    if details == "upstream_protocol_error":
+        return UPSTREAM_PROTOCOL_ERROR
+    if details.startswith("http1.codec_error"):
+        return DOWNSTREAM_PROTOCOL_ERROR
+    if outcome == "client_disconnect":
+        return DOWNSTREAM_CONNECTION_TERMINATION
+    if outcome == "reset":
+        return LOCAL_RESET
+    return 0
 
 
 def request_facts(run: ChainRun) -> dict[str, Any]:

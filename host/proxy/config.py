@@ -36,6 +36,9 @@ from urllib.parse import urlsplit
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from host.wasm.node import DEFAULT_NODE, NodeError
+from host.wasm.node import Node as NodeInfo
+
 __all__ = [
     "ANNOTATION_CANARY_KEY",
     "ANNOTATION_CANARY_PERCENT",
@@ -274,6 +277,7 @@ class ProxyConfig:
     admin_port: int = DEFAULT_ADMIN[1]
     clusters: tuple[ClusterConfig, ...] = ()
     default_cluster: str | None = None
+    node: NodeInfo = DEFAULT_NODE  # spec.node: Envoy's bootstrap node (xds.node)
     plugins: tuple[PluginSpec, ...] = ()
     source: str = field(default="<string>", compare=False)
     raw: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
@@ -1527,7 +1531,7 @@ _PLUGIN_DEFAULTS: dict[str, Any] = {
 
 # -- the Proxy document ------------------------------------------------------------------------
 
-_PROXY_SPEC_FIELDS = ("listen", "admin", "clusters", "defaultCluster")
+_PROXY_SPEC_FIELDS = ("listen", "admin", "clusters", "defaultCluster", "node")
 _CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout")
 
 
@@ -1621,6 +1625,11 @@ def _parse_proxy(doc: dict[str, Any], ctx: _Ctx) -> dict[str, Any] | None:
                 f"{default!r} is not a cluster in spec.clusters (defined: {defined})",
             )
         out["default_cluster"] = default
+    if spec.get("node") is not None:
+        try:
+            out["node"] = NodeInfo.parse(spec["node"])
+        except NodeError as e:
+            ctx.error(("spec", "node"), str(e))
     return None if len(ctx.issues) > before else out
 
 
@@ -1647,7 +1656,7 @@ def _proxy_to_document(config: ProxyConfig) -> dict[str, Any] | None:
             base = None
         else:
             old = ProxyConfig(**fields)
-    new_fields = ("listen", "admin", "clusters", "default_cluster")
+    new_fields = ("listen", "admin", "clusters", "default_cluster", "node")
     if base is None:
         if all(getattr(config, f) == getattr(old, f) for f in new_fields):
             return None
@@ -1691,4 +1700,9 @@ def _proxy_to_document(config: ProxyConfig) -> dict[str, Any] | None:
             spec.pop("defaultCluster", None)
         else:
             spec["defaultCluster"] = config.default_cluster
+    if config.node != old.node:
+        if config.node == DEFAULT_NODE:
+            spec.pop("node", None)
+        else:
+            spec["node"] = config.node.to_dict()
     return base

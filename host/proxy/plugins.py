@@ -274,6 +274,7 @@ class PluginManager:
         self.slots: dict[str, PluginSlot] = {}
         self.ordered: list[PluginSlot] = []
         self.cluster_urls: dict[str, tuple[str, float]] = {}
+        self.default_cluster_name = ""  # for xds.cluster_name before routing ran
         # clusters the proxy itself provides (the demo upstream): kept by apply()
         self.builtin_cluster_urls: dict[str, tuple[str, float]] = {}
         self.recent: deque[RequestRecord] = deque(maxlen=inspector_size)

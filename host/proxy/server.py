@@ -116,6 +116,7 @@ class ProxyServer:
         self.loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self.host = PluginHost(self.engine, log_level=self.log_level, log_sink=self._log_sink)
+        self.host.node = self.config.node  # fixed at start, as Envoy's bootstrap node
         self.pool = UpstreamPool(self.loop)
         cache = (
             Path(
@@ -216,6 +217,7 @@ class ProxyServer:
             clusters[DEMO_CLUSTER] = default
         self.clusters = clusters
         self.default_cluster = default
+        self.manager.default_cluster_name = default.name
         self.manager.cluster_urls.update({c.name: (c.url, c.timeout_s) for c in config.clusters})
         if self.demo is not None:
             # built in: for http_call too, and kept when manager.apply() replaces the

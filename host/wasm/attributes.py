@@ -1,67 +1,128 @@
-"""Envoy's attribute catalogue for proxy_get_property (ABI doc §5.2-5.4).
+"""Envoy's attribute catalogue for proxy_get_property and CEL (ABI doc §5.2-5.4).
 
-``lookup(ctx, segments)`` resolves a NUL-split property path against a context
-and returns the value in Envoy's encoding (§5.3): strings raw, int/uint as 8
-bytes little-endian, bool as one byte, timestamps and durations as int64
-nanoseconds, maps and lists in the pairs encoding, messages as protobuf. Both the
-current ``xds.*`` names and the legacy top-level ones (``node``, ``cluster_name``
-...) resolve. Pure functions over context data: no wasmtime, no I/O.
+Every attribute resolves to a typed value first (``resolve``): ``str``, ``bytes``,
+``int`` (int64), ``UInt`` (uint64), ``bool``, ``float``, ``Timestamp`` / ``Duration``
+(nanoseconds), ``dict`` (map), ``list``, ``Message`` (a protobuf message with its
+serialized bytes and its fields by name) or ``LookupOnly`` (a map that can be indexed
+but not listed, as Envoy's ``filter_state`` and its request/response wrappers).
+``encode`` turns a value into the bytes Envoy returns (§5.3; Envoy's
+``serializeValue``): strings raw, int/uint as 8 bytes little-endian, bool as one byte,
+timestamps and durations as int64 nanoseconds, maps and lists in the pairs encoding,
+messages as protobuf; a value that cannot be listed raises ``SerializationFailure``.
+``lookup`` is both for a NUL-separated path. The same values feed CEL expressions
+(``host.wasm.foreign``).
+
+``TABLE`` lists what is provided: top-level name -> child -> (type, when). Both the
+current ``xds.*`` names and the legacy top-level ones (``node``, ``cluster_name`` ...)
+resolve. Pure functions over context data: no wasmtime, no I/O.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from host.wasm.node import DEFAULT_NODE, Node
 from host.wasm.pairs import HeaderMap, encode_pairs
 
 if TYPE_CHECKING:
     from host.wasm.context import Context, StreamInfo
 
-__all__ = ["ATTRIBUTE_NAMES", "lookup"]
+__all__ = [
+    "ATTRIBUTE_NAMES",
+    "TABLE",
+    "Duration",
+    "LookupOnly",
+    "Message",
+    "SerializationFailure",
+    "Timestamp",
+    "UInt",
+    "encode",
+    "lookup",
+    "resolve",
+    "resolve_top",
+]
 
 _I64 = struct.Struct("<q")
 _U64 = struct.Struct("<Q")
+_F64 = struct.Struct("<d")
 
 
-def _int(v: int) -> bytes:
-    return _I64.pack(v)
+class UInt(int):
+    """A uint64 attribute (``connection.id``)."""
 
 
-def _uint(v: int) -> bytes:
-    return _U64.pack(v & 0xFFFFFFFFFFFFFFFF)
+class Duration(int):
+    """A duration attribute, in nanoseconds."""
 
 
-def _bool(v: bool) -> bytes:
-    return b"\x01" if v else b"\x00"
+class Timestamp(int):
+    """A timestamp attribute, in nanoseconds since the Unix epoch."""
 
 
-def _map(m: HeaderMap | None) -> bytes | None:
+class LookupOnly(dict[str, Any]):
+    """A map whose entries can be read one by one but which cannot be serialized whole
+    (Envoy: ``ListKeys`` unimplemented → SERIALIZATION_FAILURE)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """A protobuf message attribute: its serialized bytes, and its fields by name for
+    path walks (``xds.node.metadata.NAMESPACE``)."""
+
+    data: bytes
+    fields: Mapping[str, Any]
+
+
+class SerializationFailure(Exception):
+    """The value exists but has no byte encoding (e.g. the whole ``filter_state``)."""
+
+
+# -- encoding (Envoy's serializeValue) --------------------------------------------------
+
+
+def encode(v: object) -> bytes:
+    """``v`` in Envoy's property encoding (ABI doc §5.3)."""
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, str):
+        return v.encode()
+    if isinstance(v, bool):
+        return b"\x01" if v else b"\x00"
+    if isinstance(v, UInt):
+        return _U64.pack(v & 0xFFFFFFFFFFFFFFFF)
+    if isinstance(v, int):
+        return _I64.pack(v)
+    if isinstance(v, float):
+        return _F64.pack(v)
+    if isinstance(v, Message):
+        return v.data
+    if isinstance(v, LookupOnly):
+        raise SerializationFailure("this map can be looked into but not listed")
+    if isinstance(v, Mapping):
+        return encode_pairs([(encode(k), encode(x)) for k, x in v.items()])
+    if isinstance(v, (list, tuple)):
+        return encode_pairs([(encode(x), b"") for x in v])
+    if v is None:
+        raise SerializationFailure("null value")
+    raise SerializationFailure(f"no encoding for {type(v).__name__}")
+
+
+# -- the values ---------------------------------------------------------------------------
+
+Getter = Callable[["Context", "StreamInfo"], Any]
+
+
+def _headers_map(m: HeaderMap | None) -> dict[bytes, bytes] | None:
     if m is None:
         return None
-    # Multi-valued headers are comma-joined, as Envoy's request.headers does.
+    # Multi-valued headers are comma-joined, as Envoy's header wrappers do.
     seen: dict[bytes, list[bytes]] = {}
     for k, v in m:
         seen.setdefault(k, []).append(v)
-    return encode_pairs([(k, b",".join(vs)) for k, vs in seen.items()])
-
-
-def _pb_str(field: int, value: str) -> bytes:
-    data = value.encode()
-    return _pb_varint((field << 3) | 2) + _pb_varint(len(data)) + data
-
-
-def _pb_varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        if v:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+    return {k: b",".join(vs) for k, vs in seen.items()}
 
 
 def _split_addr(addr: str) -> tuple[str, int]:
@@ -72,199 +133,403 @@ def _split_addr(addr: str) -> tuple[str, int]:
         return addr, 0
 
 
-def _node(info: StreamInfo, rest: list[bytes]) -> bytes | None:
-    if not rest:
-        # envoy.config.core.v3.Node: id = 1, cluster = 2 (metadata omitted).
-        return _pb_str(1, info.node_id) + _pb_str(2, info.node_cluster)
-    key = rest[0]
-    if key == b"id":
-        return info.node_id.encode()
-    if key == b"cluster":
-        return info.node_cluster.encode()
-    if key == b"metadata":
-        md = info.node_metadata
-        if len(rest) == 1:
-            return encode_pairs([(k.encode(), v.encode()) for k, v in md.items()])
-        v = md.get(rest[1].decode("utf-8", "replace"))
-        return v.encode() if v is not None else None
-    return None
+def _req_headers(ctx: Context) -> HeaderMap | None:
+    d = getattr(ctx, "request", None)
+    return getattr(d, "headers", None)
 
 
-def _request(ctx: Context, info: StreamInfo, rest: list[bytes]) -> bytes | None:
-    headers: HeaderMap | None = getattr(getattr(ctx, "request", None), "headers", None)
-    if headers is None:
-        return None
-    if not rest:
-        return None
-    key = rest[0]
-    h = headers.get
-    if key == b"path":
-        return h(b":path")
-    if key == b"url_path":
-        p = h(b":path")
-        return p.split(b"?", 1)[0] if p is not None else None
-    if key == b"query":
-        p = h(b":path")
-        return p.split(b"?", 1)[1] if p is not None and b"?" in p else b""
-    if key == b"host":
-        return h(b":authority") or h(b"host")
-    if key == b"scheme":
-        return h(b":scheme") or info.scheme.encode()
-    if key == b"method":
-        return h(b":method")
-    if key == b"headers":
-        if len(rest) > 1:
-            return headers.joined(rest[1])
-        return _map(headers)
-    if key == b"headers_bytes":
-        return _int(headers.byte_size())
-    if key == b"referer":
-        return h(b"referer")
-    if key == b"useragent":
-        return h(b"user-agent")
-    if key == b"id":
-        return h(b"x-request-id") or (info.request_id.encode() if info.request_id else None)
-    if key == b"time":
-        return _int(info.start_time_ns)
-    if key == b"protocol":
-        return info.protocol.encode()
-    if key == b"duration":
-        return _int(info.duration_ns) if info.duration_ns else None
-    if key in (b"size", b"total_size"):
-        body_size = info.request_size
-        return _int(body_size if key == b"size" else body_size + headers.byte_size())
-    return None
-
-
-def _response(ctx: Context, info: StreamInfo, rest: list[bytes]) -> bytes | None:
+def _resp_headers(ctx: Context) -> HeaderMap | None:
     d = getattr(ctx, "response", None)
-    headers: HeaderMap | None = getattr(d, "headers", None)
-    if not rest:
+    return getattr(d, "headers", None)
+
+
+def _rh(name: bytes) -> Getter:
+    def get(ctx: Context, info: StreamInfo) -> Any:
+        h = _req_headers(ctx)
+        return h.get(name) if h is not None else None
+
+    return get
+
+
+def _path_part(ctx: Context, part: int) -> bytes | None:
+    h = _req_headers(ctx)
+    p = h.get(b":path") if h is not None else None
+    if p is None:
         return None
-    key = rest[0]
-    if key == b"code":
-        st = headers.get(b":status") if headers is not None else None
-        return _int(int(st)) if st is not None and st.isdigit() else None
-    if key == b"code_details":
-        return info.response_code_details.encode() if info.response_code_details else None
-    if key == b"flags":
-        return _int(info.response_flags)
-    if key == b"grpc_status":
-        v = headers.get(b"grpc-status") if headers is not None else None
-        return _int(int(v)) if v is not None and v.isdigit() else None
-    if key == b"headers":
-        if headers is None:
-            return None
-        if len(rest) > 1:
-            return headers.joined(rest[1])
-        return _map(headers)
-    if key == b"trailers":
-        return _map(getattr(d, "trailers", None))
-    if key == b"headers_bytes":
-        return _int(headers.byte_size()) if headers is not None else None
-    if key in (b"size", b"total_size"):
-        hb = headers.byte_size() if headers is not None else 0
-        return _int(info.response_size if key == b"size" else info.response_size + hb)
-    if key == b"backend_latency":
-        return _int(info.backend_latency_ns) if info.backend_latency_ns else None
-    return None
+    if part == 0:
+        return p.split(b"?", 1)[0]
+    return p.split(b"?", 1)[1] if b"?" in p else b""
 
 
-def _address(addr: str, rest: list[bytes]) -> bytes | None:
-    if not addr or not rest:
-        return None
-    _host, port = _split_addr(addr)
-    if rest[0] == b"address":
-        return addr.encode()
-    if rest[0] == b"port":
-        return _int(port)
-    return None
+def _request_size(ctx: Context, info: StreamInfo) -> int:
+    # Envoy: the content-length header when there is one, else the body bytes received.
+    h = _req_headers(ctx)
+    cl = h.get(b"content-length") if h is not None else None
+    if cl is not None and cl.isdigit():
+        return int(cl)
+    return info.request_size
 
 
-def _connection(info: StreamInfo, rest: list[bytes]) -> bytes | None:
-    if not rest:
-        return None
-    key = rest[0]
-    if key == b"id":
-        return _uint(info.connection_id)
-    if key == b"mtls":
-        return _bool(False)
-    if key == b"requested_server_name":
-        return b""
-    # TLS fields (tls_version, certificates, SANs ...): plaintext listener, absent.
-    return None
+def _headers_bytes(h: HeaderMap | None) -> int:
+    return h.byte_size() if h is not None else 0
 
 
-def _xds(info: StreamInfo, rest: list[bytes]) -> bytes | None:
-    if not rest:
-        return None
-    key = rest[0]
-    if key == b"node":
-        return _node(info, rest[1:])
-    if key == b"cluster_name":
-        return info.cluster_name.encode() if info.cluster_name else None
-    if key == b"route_name":
-        return info.route_name.encode() if info.route_name else None
-    if key == b"listener_direction":
-        return _int(info.listener_direction)
-    return None
+def _response_code(ctx: Context, info: StreamInfo) -> int | None:
+    h = _resp_headers(ctx)
+    st = h.get(b":status") if h is not None else None
+    if st is not None and st.isdigit():
+        return int(st)
+    return info.response_code or None
 
 
-def _plugin(ctx: Context, key: bytes) -> bytes | None:
-    root = ctx.root
-    if key == b"plugin_name":
-        return getattr(root, "plugin_name", "").encode()
-    if key == b"plugin_root_id":
-        return getattr(root, "root_id", "").encode()
-    if key == b"plugin_vm_id":
-        return ctx.vm.config.vm_id.encode()
-    return None
+def _grpc_status(ctx: Context, info: StreamInfo) -> int | None:
+    h = _resp_headers(ctx)
+    v = h.get(b"grpc-status") if h is not None else None
+    return int(v) if v is not None and v.isdigit() else None
 
 
-_TOP: dict[bytes, Callable[[Context, StreamInfo, list[bytes]], bytes | None]] = {
-    b"request": _request,
-    b"response": _response,
-    b"source": lambda c, i, r: _address(i.source_address, r),
-    b"destination": lambda c, i, r: _address(i.destination_address, r),
-    b"upstream": lambda c, i, r: _address(i.upstream_address, r),
-    b"connection": lambda c, i, r: _connection(i, r),
-    b"xds": lambda c, i, r: _xds(i, r),
-    # legacy top-level spellings (pre-2023 Envoy; the Go SDK's properties package)
-    b"node": lambda c, i, r: _node(i, r),
-    b"cluster_name": lambda c, i, r: _xds(i, [b"cluster_name"]),
-    b"route_name": lambda c, i, r: _xds(i, [b"route_name"]),
-    b"listener_direction": lambda c, i, r: _xds(i, [b"listener_direction"]),
-    b"connection_id": lambda c, i, r: _uint(i.connection_id),
+def _response_trailers(ctx: Context, info: StreamInfo) -> Any:
+    d = getattr(ctx, "response", None)
+    return _headers_map(getattr(d, "trailers", None))
+
+
+def _metadata_message(filter_metadata: Mapping[str, Mapping[str, Any]]) -> Message:
+    """envoy.config.core.v3.Metadata: filter_metadata = 1 (map<string, Struct>)."""
+    from host.wasm.proto import field_bytes, field_message, struct_message
+
+    data = b"".join(
+        field_message(1, field_bytes(1, k) + field_message(2, struct_message(v)))
+        for k, v in sorted(filter_metadata.items())
+    )
+    return Message(
+        data,
+        {
+            "filter_metadata": {k: dict(v) for k, v in filter_metadata.items()},
+            "typed_filter_metadata": {},
+        },
+    )
+
+
+_EMPTY_METADATA = _metadata_message({})
+
+
+def node_value(node: Node) -> Message:
+    """``xds.node`` as a message attribute (fields walkable by name)."""
+    fields: dict[str, Any] = {
+        "id": node.id,
+        "cluster": node.cluster,
+        "metadata": dict(node.metadata),
+        "user_agent_name": node.user_agent_name,
+    }
+    if node.locality:
+        fields["locality"] = Message(node.locality_message(), dict(node.locality))
+    return Message(node.message(), fields)
+
+
+def _node_of(ctx: Context, info: StreamInfo | None) -> Node:
+    if info is not None and info.node is not None:
+        return info.node
+    host = getattr(getattr(ctx, "vm", None), "host", None)
+    node = getattr(host, "node", None)
+    return node if isinstance(node, Node) else DEFAULT_NODE
+
+
+def _filter_state(ctx: Context, info: StreamInfo) -> LookupOnly:
+    return LookupOnly({k.decode("utf-8", "replace"): v for k, v in ctx.filter_state.items()})
+
+
+def _upstream_addr(info: StreamInfo) -> str | None:
+    return info.upstream_address or None
+
+
+def _s(v: str | None) -> str | None:
+    return v if v else None
+
+
+_S = "string"
+_I = "int"
+
+#: top-level name -> child -> (getter, type, when). ``when`` says when Envoy has it.
+TABLE: dict[str, dict[str, tuple[Getter, str, str]]] = {
+    "request": {
+        "path": (_rh(b":path"), _S, "request headers on"),
+        "url_path": (lambda c, i: _path_part(c, 0), _S, "request headers on"),
+        "host": (lambda c, i: _rh(b":authority")(c, i) or _rh(b"host")(c, i), _S, "headers on"),
+        "scheme": (lambda c, i: _rh(b":scheme")(c, i) or i.scheme, _S, "request headers on"),
+        "method": (_rh(b":method"), _S, "request headers on"),
+        "headers": (lambda c, i: _headers_map(_req_headers(c)), "map", "request headers on"),
+        "headers_bytes": (
+            lambda c, i: _headers_bytes(_req_headers(c)) if _req_headers(c) else None,
+            _I,
+            "request headers on",
+        ),
+        "referer": (_rh(b"referer"), _S, "when the header is present"),
+        "useragent": (_rh(b"user-agent"), _S, "when the header is present"),
+        "time": (lambda c, i: Timestamp(i.start_time_ns), "timestamp", "always"),
+        "id": (
+            lambda c, i: _rh(b"x-request-id")(c, i) or _s(i.request_id),
+            _S,
+            "request headers on",
+        ),
+        "protocol": (lambda c, i: i.protocol, _S, "always"),
+        "query": (lambda c, i: _path_part(c, 1), _S, "request headers on"),
+        "duration": (
+            lambda c, i: Duration(i.duration_ns) if i.request_complete else None,
+            "duration",
+            "proxy_on_log",
+        ),
+        "size": (_request_size, _I, "always (content-length, else body bytes so far)"),
+        "total_size": (
+            lambda c, i: i.request_size + _headers_bytes(_req_headers(c)),
+            _I,
+            "always",
+        ),
+    },
+    "response": {
+        "code": (_response_code, _I, "response headers on"),
+        "code_details": (lambda c, i: _s(i.response_code_details), _S, "response headers on"),
+        "flags": (lambda c, i: i.response_flags, _I, "always"),
+        "grpc_status": (_grpc_status, _I, "gRPC responses"),
+        "headers": (lambda c, i: _headers_map(_resp_headers(c)), "map", "response headers on"),
+        "headers_bytes": (
+            lambda c, i: _headers_bytes(_resp_headers(c)) if _resp_headers(c) else None,
+            _I,
+            "response headers on",
+        ),
+        "trailers": (_response_trailers, "map", "response trailers on"),
+        "size": (lambda c, i: i.response_size, _I, "always (body bytes sent so far)"),
+        "total_size": (
+            lambda c, i: i.response_size + _headers_bytes(_resp_headers(c)),
+            _I,
+            "always",
+        ),
+        "backend_latency": (
+            lambda c, i: Duration(i.backend_latency_ns) if i.backend_latency_ns else None,
+            "duration",
+            "after upstream response headers",
+        ),
+    },
+    "source": {
+        "address": (lambda c, i: _s(i.source_address), _S, "always"),
+        "port": (
+            lambda c, i: _split_addr(i.source_address)[1] if i.source_address else None,
+            _I,
+            "always",
+        ),
+    },
+    "destination": {
+        "address": (lambda c, i: _s(i.destination_address), _S, "always"),
+        "port": (
+            lambda c, i: _split_addr(i.destination_address)[1] if i.destination_address else None,
+            _I,
+            "always",
+        ),
+    },
+    "connection": {
+        "id": (lambda c, i: UInt(i.connection_id), "uint", "always"),
+        "mtls": (lambda c, i: False, "bool", "always (plaintext listener: false)"),
+        "requested_server_name": (lambda c, i: "", _S, "always (no TLS: empty)"),
+        "termination_details": (lambda c, i: _s(i.termination_details), _S, "when set"),
+        # tls_version, certificates, SANs, digests: plaintext listener, absent.
+    },
+    "upstream": {
+        "address": (lambda c, i: _upstream_addr(i), _S, "once an upstream host is chosen"),
+        "port": (
+            lambda c, i: _split_addr(i.upstream_address)[1] if i.upstream_address else None,
+            _I,
+            "once an upstream host is chosen",
+        ),
+        "local_address": (lambda c, i: _s(i.upstream_local_address), _S, "once connected"),
+        "transport_failure_reason": (
+            lambda c, i: _s(i.upstream_transport_failure_reason),
+            _S,
+            "after a connect failure",
+        ),
+        "request_attempt_count": (
+            lambda c, i: UInt(i.attempt_count) if i.attempt_count else None,
+            "uint",
+            "once routed upstream",
+        ),
+        # tls_version, certificates, SANs: plain HTTP upstreams, absent.
+    },
+    "xds": {
+        "node": (lambda c, i: node_value(_node_of(c, i)), "message", "always"),
+        "cluster_name": (lambda c, i: _s(i.cluster_name), _S, "when a route names a cluster"),
+        "cluster_metadata": (
+            lambda c, i: _EMPTY_METADATA if i.cluster_name else None,
+            "message",
+            "when a route names a cluster",
+        ),
+        "route_name": (lambda c, i: i.route_name, _S, "when a route matched"),
+        "route_metadata": (
+            lambda c, i: _EMPTY_METADATA if i.route_name is not None else None,
+            "message",
+            "when a route matched",
+        ),
+        "virtual_host_name": (
+            lambda c, i: i.virtual_host_name if i.route_name is not None else None,
+            _S,
+            "when a route matched",
+        ),
+        "virtual_host_metadata": (
+            lambda c, i: _EMPTY_METADATA if i.route_name is not None else None,
+            "message",
+            "when a route matched",
+        ),
+        "upstream_host_metadata": (
+            lambda c, i: _EMPTY_METADATA if i.upstream_address else None,
+            "message",
+            "once an upstream host is chosen",
+        ),
+        "listener_direction": (lambda c, i: i.listener_direction, _I, "always"),
+        "listener_metadata": (lambda c, i: _EMPTY_METADATA, "message", "always"),
+        "filter_chain_name": (lambda c, i: i.filter_chain_name, _S, "always"),
+    },
 }
 
-ATTRIBUTE_NAMES = sorted(
-    [k.decode() for k in _TOP] + ["plugin_name", "plugin_root_id", "plugin_vm_id"]
-)
+#: top-level names whose whole value is a message or a map (not a wrapper)
+_WHOLE: dict[str, tuple[Getter, str, str]] = {
+    "metadata": (
+        lambda c, i: (
+            _metadata_message(i.dynamic_metadata) if i.dynamic_metadata else _EMPTY_METADATA
+        ),
+        "message",
+        "always",
+    ),
+    "filter_state": (_filter_state, "map (lookup only)", "always"),
+    "upstream_filter_state": (lambda c, i: LookupOnly(), "map (lookup only)", "always"),
+    "connection_id": (lambda c, i: UInt(i.connection_id), "uint", "always"),
+}
+
+# legacy top-level spellings (pre-2023 Envoy; the Go SDK's properties package)
+_LEGACY = {
+    "node": "node",
+    "cluster_name": "cluster_name",
+    "cluster_metadata": "cluster_metadata",
+    "route_name": "route_name",
+    "route_metadata": "route_metadata",
+    "listener_direction": "listener_direction",
+    "listener_metadata": "listener_metadata",
+    "upstream_host_metadata": "upstream_host_metadata",
+}
+
+_PLUGIN = ("plugin_name", "plugin_root_id", "plugin_vm_id")
+# attributes a root context (no stream) has
+_STREAMLESS = {"xds", "node", "listener_direction", "listener_metadata", *_PLUGIN}
+
+ATTRIBUTE_NAMES = sorted([*TABLE, *_WHOLE, *_LEGACY, *_PLUGIN])
 
 
-def lookup(ctx: Context, path: bytes) -> bytes | None:
-    """The encoded value at NUL-separated ``path``, or None (NOT_FOUND)."""
-    if path.endswith(b"\0"):
-        path = path[:-1]
-    if not path:
-        return None
-    segments = path.split(b"\0")
-    first = segments[0]
-    plugin = _plugin(ctx, first)
-    if plugin is not None:
-        return plugin
+def _plugin(ctx: Context, key: str) -> str:
+    root = ctx.root
+    if key == "plugin_name":
+        return str(getattr(root, "plugin_name", ""))
+    if key == "plugin_root_id":
+        return str(getattr(root, "root_id", ""))
+    return str(ctx.vm.config.vm_id)
+
+
+def _stream_info(ctx: Context) -> StreamInfo | None:
     info: StreamInfo | None = getattr(ctx, "info", None)
-    fn = _TOP.get(first)
-    if fn is None:
-        # Only names that are not attributes fall back to set_property values: Envoy's
-        # FindValue resolves known tokens first and reads filter state "wasm.<name>"
-        # only for unknown ones, so a plugin cannot shadow request.path (ABI doc §5.4).
-        return ctx.filter_state.get(path)
+    if info is not None and info.refresh is not None:
+        info.refresh(info)
+    return info
+
+
+def resolve_top(ctx: Context, name: str, info: StreamInfo | None = None) -> Any:
+    """The whole value of top-level attribute ``name`` as CEL sees it (request, response
+    ... as maps of their children), or None. Values set with proxy_set_property are
+    found here too (Envoy's filter state ``wasm.<name>``)."""
+    if name in _PLUGIN:
+        return _plugin(ctx, name)
     if info is None:
-        # Root contexts: only stream-independent attributes.
-        if first not in (b"xds", b"node", b"cluster_name", b"route_name", b"listener_direction"):
+        info = _stream_info(ctx)
+    if info is None:
+        if name not in _STREAMLESS:
             return None
         from host.wasm.context import StreamInfo as _SI
 
         info = _SI()
-    return fn(ctx, info, segments[1:])
+    if name in _LEGACY:
+        getter = TABLE["xds"][_LEGACY[name]][0]
+        return getter(ctx, info)
+    children = TABLE.get(name)
+    if children is not None:
+        out = LookupOnly()
+        for child, (getter, _t, _w) in children.items():
+            v = getter(ctx, info)
+            if v is not None:
+                out[child] = v
+        return out
+    whole = _WHOLE.get(name)
+    if whole is not None:
+        return whole[0](ctx, info)
+    # Only names that are not attributes fall back to set_property values: Envoy's
+    # FindValue resolves known tokens first and reads filter state "wasm.<name>" only
+    # for unknown ones, so a plugin cannot shadow request.path (ABI doc §5.4).
+    return ctx.filter_state.get(b"wasm." + name.encode())
+
+
+def _walk(v: Any, seg: str) -> Any:
+    if isinstance(v, Message):
+        return v.fields.get(seg)
+    if isinstance(v, Mapping):
+        if seg in v:
+            return v[seg]
+        return v.get(seg.encode()) if not isinstance(v, LookupOnly) else None
+    if isinstance(v, (list, tuple)):
+        try:
+            idx = int(seg)
+        except ValueError:
+            return None
+        return v[idx] if 0 <= idx < len(v) else None
+    return None
+
+
+def resolve(ctx: Context, segments: list[str]) -> Any:
+    """The typed value at ``segments``, or None (NOT_FOUND)."""
+    if not segments:
+        return None
+    first = segments[0]
+    rest = segments[1:]
+    children = TABLE.get(first)
+    if children is not None and rest:
+        info = _stream_info(ctx)
+        if info is None and first not in _STREAMLESS:
+            return None
+        if info is None:
+            from host.wasm.context import StreamInfo as _SI
+
+            info = _SI()
+        entry = children.get(rest[0])
+        if entry is None:
+            return None
+        if first == "request" and rest[0] == "headers" and len(rest) > 1:
+            h = _req_headers(ctx)
+            return h.joined(rest[1].encode()) if h is not None else None
+        if first == "response" and rest[0] == "headers" and len(rest) > 1:
+            h = _resp_headers(ctx)
+            return h.joined(rest[1].encode()) if h is not None else None
+        v = entry[0](ctx, info)
+        rest = rest[1:]
+    else:
+        v = resolve_top(ctx, first)
+    for seg in rest:
+        if v is None:
+            return None
+        v = _walk(v, seg)
+    return v
+
+
+def lookup(ctx: Context, path: bytes) -> bytes | None:
+    """The encoded value at NUL-separated ``path``, or None (NOT_FOUND); raises
+    ``SerializationFailure`` for a value with no encoding."""
+    if path.endswith(b"\0"):
+        path = path[:-1]
+    if not path:
+        return None
+    segments = path.decode("utf-8", "surrogateescape").split("\0")
+    v = resolve(ctx, segments)
+    if v is None:
+        return None
+    return encode(v)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from host.wasm.node import Node
 from host.wasm.pairs import HeaderMap
 from host.wasm.types import StreamType
 
@@ -128,7 +129,11 @@ class GrpcCall:
 
 @dataclass
 class StreamInfo:
-    """What the proxy knows about a stream/connection, for properties (ABI doc §5.4)."""
+    """What the proxy knows about a stream/connection, for properties (ABI doc §5.4).
+
+    ``refresh``, when set, is called before an attribute is read, so a driver can copy
+    in what changed since (bytes counted, the upstream chosen, the request completed).
+    """
 
     source_address: str = "127.0.0.1:50000"
     destination_address: str = "127.0.0.1:10000"
@@ -137,19 +142,27 @@ class StreamInfo:
     scheme: str = "http"
     start_time_ns: int = 0
     request_id: str = ""
-    route_name: str = ""
+    route_name: str | None = None  # None: no route matched; "": an unnamed route
+    virtual_host_name: str = ""
     cluster_name: str = ""
     upstream_address: str = ""
+    upstream_local_address: str = ""
+    upstream_transport_failure_reason: str = ""
+    attempt_count: int = 0
     listener_direction: int = 1  # INBOUND
-    node_id: str = "wasmdesk"
-    node_cluster: str = "wasmdesk"
-    node_metadata: dict[str, str] = field(default_factory=dict)
+    filter_chain_name: str = ""
+    node: Node | None = None  # None: the host's node (PluginHost.node)
+    response_code: int = 0
     response_code_details: str = ""
     response_flags: int = 0
+    termination_details: str = ""
     request_size: int = 0
     response_size: int = 0
+    request_complete: bool = False  # request.duration exists from then on (proxy_on_log)
     duration_ns: int = 0
     backend_latency_ns: int = 0
+    dynamic_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refresh: Callable[[StreamInfo], None] | None = None
 
 
 class StreamListener:
@@ -212,6 +225,8 @@ class RootContext(Context):
         self.grpc_trailing_metadata: list[tuple[bytes, bytes]] | None = None
         self.grpc_message: bytes | None = None
         self.call_data: bytes | None = None
+        # per-root data of host extensions (declared properties, CEL expressions)
+        self.foreign_data: dict[str, Any] = {}
 
 
 class _Direction:

@@ -18,7 +18,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from host.wasm import foreign
 from host.wasm.metrics import MetricsRegistry
+from host.wasm.node import DEFAULT_NODE
 from host.wasm.runtime import Engine, Module
 from host.wasm.shared import SharedData, SharedQueues
 from host.wasm.types import LogLevel, Status
@@ -213,6 +215,8 @@ class PluginHost:
         self.queues = SharedQueues()
         self.metrics = MetricsRegistry()
         self.foreign_functions: dict[str, ForeignFunction] = {}
+        self.foreign_caller: PluginVM | None = None  # the VM inside proxy_call_foreign_function
+        self.node = DEFAULT_NODE  # xds.node (the Proxy document's spec.node)
         self.pending: deque[Callable[[], None]] = deque()
         self.wakeup: Callable[[], None] | None = None
         self.vms: list[PluginVM] = []
@@ -283,6 +287,7 @@ class PluginHost:
         # Envoy registers these two (zlib); plugins use them for payload compression.
         self.foreign_functions["compress"] = compress
         self.foreign_functions["uncompress"] = uncompress
+        foreign.register(self)  # filter state, declare_property, CEL (host.wasm.foreign)
 
     def close(self) -> None:
         for vm in list(self.vms):

@@ -46,7 +46,12 @@ def proxy_call_foreign_function(
     fn = vm.host.foreign_functions.get(name)
     if fn is None:
         return NOT_FOUND
-    status, out = fn(args)
+    host = vm.host
+    caller, host.foreign_caller = host.foreign_caller, vm  # for functions that need the stream
+    try:
+        status, out = fn(args)
+    finally:
+        host.foreign_caller = caller
     if status != Status.OK:
         return int(status)
     if ret_ptr == 0:

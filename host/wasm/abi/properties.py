@@ -1,22 +1,33 @@
-"""Properties: proxy_get_property, proxy_set_property (ABI §2.2, §5.2-5.4)."""
+"""Properties: proxy_get_property, proxy_set_property (ABI §2.2, §5.2-5.4).
+
+Values set with proxy_set_property live in the stream's filter state under
+``wasm.<name>`` (Envoy's CelState); a property declared with the ``declare_property``
+foreign function (``host.wasm.foreign``) may be read-only once set.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from host.wasm.abi._common import NOT_FOUND, OK, hostfn, read, return_bytes
-from host.wasm.attributes import lookup
+from host.wasm.abi._common import BAD_ARGUMENT, NOT_FOUND, OK, hostfn, read, return_bytes
+from host.wasm.attributes import SerializationFailure, lookup
 from host.wasm.context import HttpContext, TcpContext
+from host.wasm.types import Status
 
 if TYPE_CHECKING:
     from host.wasm.vm import PluginVM
+
+FILTER_STATE_PREFIX = b"wasm."
 
 
 def proxy_get_property(
     vm: PluginVM, path_ptr: int, path_len: int, ret_ptr: int, ret_size: int
 ) -> int:
     path = read(vm, path_ptr, path_len)
-    value = lookup(vm.ctx, path)
+    try:
+        value = lookup(vm.ctx, path)
+    except SerializationFailure:
+        return int(Status.SERIALIZATION_FAILURE)
     if value is None:
         return NOT_FOUND
     return return_bytes(vm, value, ret_ptr, ret_size)
@@ -32,7 +43,14 @@ def proxy_set_property(
         return NOT_FOUND  # no stream to hold filter state (Envoy)
     if path.endswith(b"\0"):
         path = path[:-1]
-    ctx.filter_state[path] = value
+    key = FILTER_STATE_PREFIX + path
+    declared = ctx.root.foreign_data.get("properties")
+    if declared is not None:
+        proto = declared.get(path)
+        # Envoy's CelState: a read-only property takes its first value only.
+        if proto is not None and proto.readonly and key in ctx.filter_state:
+            return BAD_ARGUMENT
+    ctx.filter_state[key] = value
     return OK
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from host.wasm.abi import properties
 from host.wasm.context import MapState, StreamInfo
+from host.wasm.node import Node
 from host.wasm.pairs import HeaderMap, encode_pairs
 from host.wasm.types import Status
 from tests.fixtures import wat_modules
@@ -64,8 +65,7 @@ def stream(pabi):
         request_id="rid-from-info",
         cluster_name="backend",
         route_name="r1",
-        node_id="node-a",
-        node_cluster="cl-a",
+        node=Node(id="node-a", cluster="cl-a"),
     )
     ctx = pabi.http_context(info)
     ctx.request.headers = HeaderMap(
@@ -179,8 +179,9 @@ def test_response_code_is_not_found_before_and_an_int_after_response_headers(pab
 def test_xds_node_without_a_field_is_a_protobuf_message(pabi, stream):
     with pabi.on(stream):
         st, data = get(pabi, path("xds", "node"))
-    # envoy.config.core.v3.Node: id (field 1) and cluster (field 2), length-delimited.
-    assert (st, data) == (Status.OK, b"\x0a\x06node-a\x12\x04cl-a")
+    # envoy.config.core.v3.Node: id (field 1), cluster (field 2), user_agent_name (6),
+    # length-delimited.
+    assert (st, data) == (Status.OK, b"\x0a\x06node-a\x12\x04cl-a\x32\x08wasmdesk")
 
 
 @pytest.mark.parametrize(
@@ -188,7 +189,6 @@ def test_xds_node_without_a_field_is_a_protobuf_message(pabi, stream):
     [
         pytest.param(b"nope", id="unknown_top_level"),
         pytest.param(path("request", "nope"), id="unknown_request_field"),
-        pytest.param(path("request"), id="request_without_field"),
         pytest.param(path("connection", "tls_version"), id="absent_tls_field"),
         pytest.param(path("request", "headers", "x-absent"), id="absent_header"),
         pytest.param(b"request.path", id="dotted_name_is_one_segment"),
@@ -198,6 +198,13 @@ def test_xds_node_without_a_field_is_a_protobuf_message(pabi, stream):
 def test_unknown_or_absent_property_is_not_found(pabi, stream, raw):
     with pabi.on(stream):
         assert get(pabi, raw) == (Status.NOT_FOUND, None)
+
+
+@pytest.mark.parametrize("top", ["request", "response", "source", "xds", "filter_state"])
+def test_a_wrapper_attribute_without_a_field_is_a_serialization_failure(pabi, stream, top):
+    # Envoy's request/response/... wrappers and filter_state cannot list their keys.
+    with pabi.on(stream):
+        assert get(pabi, path(top)) == (Status.SERIALIZATION_FAILURE, None)
 
 
 def test_empty_path_is_not_found(pabi, stream):
@@ -243,7 +250,8 @@ def test_set_property_round_trips_on_a_stream_context(pabi, stream):
         assert get(pabi, b"my_state") == (Status.OK, b"\x00\xffvalue")
         assert set_(pabi, b"my_state", b"v2") == Status.OK
         assert get(pabi, b"my_state") == (Status.OK, b"v2")
-    assert stream.filter_state == {b"my_state": b"v2"}
+    # kept as Envoy keeps it: filter state "wasm.<name>"
+    assert stream.filter_state == {b"wasm.my_state": b"v2"}
 
 
 def test_set_property_with_a_trailing_nul_is_read_back_without_it(pabi, stream):
