@@ -157,8 +157,6 @@ _OTHER_EXPORTS: dict[str, tuple[int, int]] = {
     "malloc": (1, 1),
     "_initialize": (0, 0),
     "_start": (0, 0),
-    "main": (2, 1),
-    "__main_void": (0, 1),
 }
 
 
