@@ -108,9 +108,9 @@ def load_wasm_spec(path: str | Path, config: ProxyConfig) -> PluginSpec:
             "Load a compiled Proxy-Wasm plugin (.wasm)."
         )
     name = _plugin_name_for(p, {s.name for s in config.plugins})
-    root_id = re.sub(r"[^A-Za-z0-9_.-]", "_", p.stem)
     try:
-        return new_plugin(name, str(p.resolve()), plugin_name=root_id)
+        # pluginName unset: root id "", as Envoy/Istio (C++ SDK factories register there)
+        return new_plugin(name, str(p.resolve()), plugin_name="")
     except ConfigError as e:
         raise ValueError(f"{p.name}: {e}") from None
 

@@ -21,10 +21,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-__all__ = ["LoadUrlDialog", "check_module_url", "check_sha256", "root_id_from_url"]
+__all__ = ["LoadUrlDialog", "check_module_url", "check_sha256"]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_ROOT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,256}")
+_ROOT_ID = re.compile(r"[A-Za-z0-9_.:-]{0,256}")  # empty: Envoy/Istio's default root id
 
 
 def check_module_url(url: str) -> str:
@@ -55,15 +55,6 @@ def check_sha256(text: str) -> str:
     return ""
 
 
-def root_id_from_url(url: str) -> str:
-    try:
-        name = urlsplit(url.strip()).path.rsplit("/", 1)[-1]
-    except ValueError:
-        return ""
-    stem = name[:-5] if name.lower().endswith(".wasm") else name
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem)
-
-
 class LoadUrlDialog(QDialog):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -84,7 +75,9 @@ class LoadUrlDialog(QDialog):
         self.sha_edit = QLineEdit()
         self.sha_edit.setPlaceholderText("64 hexadecimal digits")
         self.root_edit = QLineEdit()
-        self.root_edit.setPlaceholderText("the plugin's root id (Istio pluginName)")
+        self.root_edit.setPlaceholderText(
+            'empty = "" (Envoy/Istio default); else the name the plugin registers'
+        )
         self.error_label = QLabel("")
         self.error_label.setObjectName("url_error")
         self.error_label.setWordWrap(True)
@@ -103,26 +96,16 @@ class LoadUrlDialog(QDialog):
         lay.addWidget(self.buttons)
         self.buttons.accepted.connect(self._on_buttons_accepted)
         self.buttons.rejected.connect(self.reject)
-        self.url_edit.textEdited.connect(self._on_url_edit_text_edited)
+        self.url_edit.textEdited.connect(lambda _t: self.problem())
         self.sha_edit.textEdited.connect(lambda _t: self.problem())
-        self.root_edit.textEdited.connect(self._on_root_edit_text_edited)
-        self._root_touched = False
-        self.problem()
-
-    def _on_url_edit_text_edited(self, text: str) -> None:
-        if not self._root_touched:
-            self.root_edit.setText(root_id_from_url(text))
-        self.problem()
-
-    def _on_root_edit_text_edited(self, _text: str) -> None:
-        self._root_touched = True
+        self.root_edit.textEdited.connect(lambda _t: self.problem())
         self.problem()
 
     def problem(self) -> str:
         """What stops loading ("" when nothing); shown under the fields."""
         msg = check_module_url(self.url_edit.text()) or check_sha256(self.sha_edit.text())
         if not msg and not _ROOT_ID.fullmatch(self.root_edit.text().strip()):
-            msg = "Type the plugin's root id (letters, digits, _ . : -)."
+            msg = "A root id is empty or letters, digits, _ . : - (at most 256)."
         self.error_label.setText(msg)
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(not msg)
         return msg

@@ -154,7 +154,8 @@ def _build_parser() -> _Parser:
     t.add_argument("--vm-config", help="VM configuration: JSON text or @FILE")
     t.add_argument(
         "--root-id",
-        help="root id (Istio pluginName); default: the module's file name without .wasm",
+        help="root id the plugin registers its contexts under (Istio pluginName, Envoy "
+        'root_id); default: "" as Envoy and Istio when unset',
     )
     t.add_argument(
         "--env",
@@ -432,9 +433,8 @@ def _cmd_try(args: argparse.Namespace) -> int:
             raise UsageError(f"--env expects NAME=VALUE, got {item!r}")
         env.append((k, v))
     wasm = _read_file(args.plugin, "plugin")
-    root_id = (
-        args.root_id if args.root_id is not None else Path(args.plugin).name.removesuffix(".wasm")
-    )
+    root_id = args.root_id if args.root_id is not None else ""  # Envoy/Istio's default
+    plugin_name = Path(args.plugin).name.removesuffix(".wasm")  # names its log lines
     req = TryRequest(
         method=args.method,
         path=args.path,
@@ -447,7 +447,7 @@ def _cmd_try(args: argparse.Namespace) -> int:
         response_body=_text_or_file(args.response_body, "--response-body"),
         response_trailers=[_header(h, "--response-trailer") for h in args.response_trailer],
         root_id=root_id,
-        plugin_name=root_id,
+        plugin_name=plugin_name,
         configuration=config,
         vm_configuration=_json_or_file(args.vm_config, "--vm-config"),
         env=env,

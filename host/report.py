@@ -37,6 +37,7 @@ def _short(body: bytes, limit: int = 200) -> str:
 
 def render_try(plugin: str, r: TryResult) -> str:
     out = [f"plugin    {plugin}  (ABI {r.abi or '?'}, {r.sdk or 'unknown SDK'})"]
+    out += [f"WARNING   {w}" for w in r.warnings]
     if r.failure is not None:
         f = r.failure
         out.append(f"FAILED    {f['state']} / {f['kind']}: {f['message']}")

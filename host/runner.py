@@ -29,6 +29,7 @@ from host.wasm import (
     VmStartError,
 )
 from host.wasm.context import HttpCallout, StreamListener
+from host.wasm.diagnosis import root_id_warning, sdk_missing_root_line, silent_plugin_warning
 from host.wasm.module_info import describe
 from host.wasm.node import DEFAULT_NODE, Node
 from host.wasm.runtime import Engine
@@ -82,6 +83,8 @@ class TryResult:
     callbacks: list[dict[str, object]] = field(default_factory=list)
     failure: dict[str, object] | None = None
     notes: list[str] = field(default_factory=list)
+    # ABI and root-id problems (host.wasm.diagnosis): the plugin may not have run as meant
+    warnings: list[str] = field(default_factory=list)
     ticks_fired: int = 0
     ticks_while_paused: int = 0
     shared_data: dict[str, object] = field(default_factory=dict)
@@ -117,6 +120,7 @@ class TryResult:
             "ticks_while_paused": self.ticks_while_paused,
             "shared_data": self.shared_data,
             "notes": self.notes,
+            "warnings": self.warnings,
         }
 
 
@@ -298,7 +302,31 @@ def run_try(wasm: bytes, req: TryRequest, *, engine: Engine | None = None) -> Tr
         ]
         callouts.close()
         host.close()
+    _root_id_warnings(req, result, host)
     return result
+
+
+def _root_id_warnings(req: TryRequest, result: TryResult, host: PluginHost) -> None:
+    """Say so when the plugin evidently found no context for its root id."""
+    line = sdk_missing_root_line(host.logs)
+    if line is not None:
+        result.warnings.append(root_id_warning(req.root_id, line))
+        return
+    if result.failure is not None or result.local_response is not None:
+        return
+    ran = {c["name"] for c in result.callbacks}
+    if not ran & {"proxy_on_request_headers", "proxy_on_response_headers"}:
+        return  # it has no stream callbacks: silence proves nothing
+    unchanged = (
+        result.request_forwarded
+        and result.request_headers == result.original_request_headers
+        and result.request_body == req.body
+        and result.response_headers == result.original_response_headers
+        and result.response_body == req.response_body
+    )
+    silent = not any(r.source != "host" for r in host.logs)
+    if unchanged and silent and not result.metrics and not result.callouts:
+        result.warnings.append(silent_plugin_warning(req.root_id))
 
 
 def _run(
@@ -321,15 +349,11 @@ def _run(
     )
     try:
         vm = host.create_vm(module, config)
+        result.warnings += vm.warnings
         vm.trace_calls = True
         root = vm.start_plugin(req.root_id, req.configuration, req.plugin_name or req.root_id)
     except VmStartError as e:
         result.failure = e.failure.to_dict()
-        if e.failure.kind == "proc_exit" and "255" in e.failure.message:
-            result.notes.append(
-                "the AssemblyScript SDK calls proc_exit(255) when no root context is registered "
-                f"under the root id {req.root_id!r}: pass the plugin's name with --root-id"
-            )
         _collect_trace(host, result)
         return
     run = _Run(req, host, callouts, clock, result)

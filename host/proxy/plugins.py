@@ -31,6 +31,7 @@ from host.proxy.chain import ChainRun, RequestRecord, request_facts
 from host.proxy.http1 import ExchangeInfo, LocalReply
 from host.wasm import LogLevel, PluginHost, VmConfig, VmStartError
 from host.wasm.context import HttpCallout, HttpContext
+from host.wasm.diagnosis import plugin_warnings
 from host.wasm.plugin_host import LogRecord
 from host.wasm.runtime import LoadError, Module
 from host.wasm.types import FailState, Failure
@@ -175,6 +176,12 @@ class PluginSlot:
             else 0,
             "counters": dict(self.counters),
             "last_error": self.last_error,
+            "warnings": plugin_warnings(
+                inst.vm if inst is not None else None,
+                self.manager.host.logs,
+                self.name,
+                self.spec.plugin_name,
+            ),
         }
 
 

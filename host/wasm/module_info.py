@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from host.wasm.abi import FUNCTIONS
 from host.wasm.runtime import Module
-from host.wasm.vm import WASI_MODULES, detect_abi
+from host.wasm.vm import WASI_MODULES, export_signature_problems, load_abi
 
 __all__ = ["ModuleInfo", "describe", "read_custom_sections"]
 
@@ -125,49 +125,102 @@ class ModuleInfo:
         }
 
 
+_EMSCRIPTEN_EXPORTS = (
+    "stackSave",
+    "stackRestore",
+    "stackAlloc",
+    "emscripten_stack_get_end",
+    "emscripten_stack_init",
+)
+_AS_RUNTIME_EXPORTS = ("__new", "__pin", "__unpin", "__alloc", "__retain", "__release")
+_SDK_NAMES = {
+    "emscripten": "C++ (proxy-wasm-cpp-sdk, Emscripten)",
+    "as": "AssemblyScript (solo-io/proxy-runtime)",
+    "tinygo": "Go (TinyGo)",
+    "go": "Go 1.24+ (wasip1, c-shared)",
+    "rust": "Rust (proxy-wasm crate)",
+}
+
+
 def _guess_sdk(
-    module: Module, producers: dict[str, list[str]], names: set[str]
+    module: Module, producers: dict[str, list[str]], names: set[str], customs: dict[str, bytes]
 ) -> tuple[str, list[str]]:
+    """The SDK that built ``module``, from evidence it carries, and that evidence.
+
+    Only toolchain-specific evidence names an SDK (the producers section, runtime
+    functions and symbols a toolchain always leaves, Emscripten's imports). When
+    nothing specific is there, or two toolchains' evidence conflict, the answer is
+    "unknown" with what was seen.
+    """
     exports = {e.name for e in module.exports}
     imports = {(i.module, i.name) for i in module.imports}
-    langs = " ".join(producers.get("language", []) + producers.get("processed-by", [])).lower()
-    ev: list[str] = []
-    if "tinygo" in langs:
-        return "Go (TinyGo)", ["producers section names TinyGo"]
-    if "go " in langs or langs.startswith("go") or any(n.startswith("runtime.") for n in names):
-        if "_initialize" in exports:
-            return "Go 1.24+ (wasip1, c-shared)", ["Go runtime symbols", "exports _initialize"]
-    if "rust" in langs:
-        return "Rust (proxy-wasm crate)", ["producers section names rustc"]
-    if any(n.startswith("_ZN") or "proxy_wasm" in n for n in names):
-        ev.append("Rust-mangled symbols in the name section")
-        return "Rust (proxy-wasm crate)", ev
-    if (
-        ("wasi_unstable", "proc_exit") in imports
-        and "malloc" in exports
-        and (
-            "__new" in exports
-            or "abort_proc_exit" in names
-            or "~lib" in " ".join(list(names)[:50])
-            or ("env", "abort") not in imports
-        )
-        and not any(m == "wasi_snapshot_preview1" for m, _ in imports)
+    tools = [v.lower() for vals in producers.values() for v in vals]
+    first_words = {t.split(" ", 1)[0] for t in tools}
+    strong: dict[str, list[str]] = {}
+
+    def add(sdk: str, why: str) -> None:
+        strong.setdefault(sdk, []).append(why)
+
+    # Emscripten (C++ SDK builds)
+    em_imports = sorted(n for m, n in imports if m == "env" and n.startswith("emscripten_"))
+    if em_imports:
+        add("emscripten", f"imports env.{em_imports[0]}")
+    em_exports = sorted(n for n in exports if n in _EMSCRIPTEN_EXPORTS)
+    if em_exports:
+        add("emscripten", f"exports {', '.join(em_exports)} (Emscripten runtime)")
+    if any("emscripten" in t for t in tools):
+        add("emscripten", "producers section names Emscripten")
+    # AssemblyScript
+    as_exports = sorted(n for n in exports if n in _AS_RUNTIME_EXPORTS)
+    if as_exports and ("__collect" in exports or "__rtti_base" in exports):
+        add("as", f"exports the AssemblyScript runtime ({', '.join(as_exports)})")
+    if any(n.startswith("~lib/") for n in names):
+        add("as", "~lib/ functions in the name section")
+    # Go: TinyGo or the Go toolchain
+    go_names = any(n.startswith("runtime.") for n in names)
+    if any("tinygo" in t for t in tools):
+        add("tinygo", "producers section names TinyGo")
+    elif first_words & {"go", "cmd/compile"}:
+        add("go", "producers section names the Go toolchain")
+    elif go_names and "_initialize" in exports and "_start" not in exports:
+        add("go", "Go runtime functions (runtime.*) in the name section; exports _initialize")
+    elif go_names:
+        add("tinygo", "Go runtime functions (runtime.*) in the name section; no _initialize")
+    # Rust
+    if first_words & {"rustc", "rust"}:
+        add("rust", "producers section names rustc")
+    elif any(n.startswith(("_ZN", "_R")) and "proxy_wasm" in n for n in names) or any(
+        "proxy_wasm::" in n for n in names
     ):
-        return "AssemblyScript (solo-io/proxy-runtime)", [
-            "imports wasi_unstable.proc_exit",
-            "exports malloc",
+        add("rust", "Rust symbols of the proxy_wasm crate in the name section")
+    if "sourceMappingURL" in customs and (not strong or "as" in strong):
+        # Supporting evidence only: other toolchains can emit source maps too.
+        add("as", "custom section sourceMappingURL (asc --sourceMap)")
+    if len(strong) > 1:
+        seen = [f"{_SDK_NAMES[k]}: {w}" for k, ws in strong.items() for w in ws]
+        return "unknown", ["conflicting evidence", *seen]
+    if strong:
+        ((key, why),) = strong.items()
+        return _SDK_NAMES[key], why
+    clang = [t for t in tools if t.startswith("clang")]
+    if clang:
+        return "C/C++ (clang: wasi-sdk or zig)", [f"producers: {clang[0]}", "no Emscripten traces"]
+    wasi = any(m == "wasi_snapshot_preview1" for m, _ in imports)
+    if {"_start", "malloc", "proxy_on_memory_allocate"} <= exports and wasi:
+        # TinyGo's -target=wasi command: both allocators and _start; no other SDK has it.
+        return "Go (TinyGo)", [
+            "exports _start with both proxy_on_memory_allocate and malloc and imports "
+            "wasi_snapshot_preview1 (TinyGo's WASI command shape; no producers section)"
         ]
-    if ("env", "emscripten_notify_memory_growth") in imports:
-        return "C++ (proxy-wasm-cpp-sdk, Emscripten)", ["imports emscripten_notify_memory_growth"]
-    if "clang" in langs or langs.strip() == "c" or "c11" in langs or "c++" in langs:
-        return "C/C++ (clang)", [f"producers: {langs}"]
-    if "proxy_on_memory_allocate" in exports and "malloc" in exports and "_start" in exports:
-        return "Go (TinyGo)", ["exports both allocators and _start"]
+    hints = []
     if "proxy_on_memory_allocate" in exports and "_initialize" in exports:
-        return "Rust or Go 1.24 (wasip1 reactor)", [
-            "exports proxy_on_memory_allocate and _initialize"
-        ]
-    return "unknown", ["no SDK fingerprint matched"]
+        hints.append(
+            "exports proxy_on_memory_allocate and _initialize (the shape of Rust and Go 1.24 "
+            "builds alike)"
+        )
+    if not producers:
+        hints.append("no producers section")
+    return "unknown", ["no toolchain-specific evidence", *hints]
 
 
 def _function_names(name_section: bytes) -> set[str]:
@@ -195,8 +248,8 @@ def describe(module: Module) -> ModuleInfo:
     customs = read_custom_sections(module.wasm)
     producers = _producers(customs.get("producers", b""))
     fnames = _function_names(customs.get("name", b""))
-    abi = detect_abi(module)
-    sdk, evidence = _guess_sdk(module, producers, fnames)
+    abi, abi_warnings = load_abi(module)
+    sdk, evidence = _guess_sdk(module, producers, fnames, customs)
     callbacks, lifecycle, other = [], [], []
     memory = False
     for e in module.exports:
@@ -210,7 +263,7 @@ def describe(module: Module) -> ModuleInfo:
         else:
             other.append(e.name)
     imports = []
-    warnings = []
+    warnings = [*abi_warnings, *export_signature_problems(module)]
     for i in module.imports:
         sig = f"({', '.join(i.params)}) -> ({', '.join(i.results)})" if i.kind == "func" else i.kind
         if i.kind != "func":
@@ -236,7 +289,8 @@ def describe(module: Module) -> ModuleInfo:
         imports.append(ImportInfo(i.module, i.name, i.kind, sig, provided))
     if abi is None:
         warnings.append(
-            "no Proxy-Wasm ABI marker export: this host (like Envoy) refuses to load it"
+            "no Proxy-Wasm ABI marker export (and not the pre-0.1.0 shape): this host, like "
+            "Envoy, refuses to load it"
         )
     if not memory:
         warnings.append("exports no memory")

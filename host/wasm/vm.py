@@ -37,7 +37,15 @@ from host.wasm.types import ABI_MARKERS, FailState, Failure, LogLevel, Status, S
 if TYPE_CHECKING:
     from host.wasm.plugin_host import PluginHost
 
-__all__ = ["DEFAULT_MEMORY_LIMIT", "PluginVM", "VmConfig", "VmStartError", "detect_abi"]
+__all__ = [
+    "DEFAULT_MEMORY_LIMIT",
+    "PluginVM",
+    "VmConfig",
+    "VmStartError",
+    "detect_abi",
+    "export_signature_problems",
+    "load_abi",
+]
 
 DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024
 DEFAULT_CALLBACK_TIMEOUT_MS = 100.0
@@ -91,7 +99,21 @@ def detect_abi(module: Module) -> str | None:
     return None
 
 
-# name -> (params, results); headers callbacks depend on the ABI version.
+def load_abi(module: Module) -> tuple[str | None, list[str]]:
+    """The ABI version this host runs ``module`` as, and warnings about that choice.
+
+    A marker decides (``detect_abi``). A module without one that has the shape of a
+    pre-0.1.0 plugin (Istio 1.4/1.5) runs as 0.1.0, with a warning (``abi.legacy``).
+    """
+    from host.wasm.abi.legacy import legacy_abi
+
+    abi = detect_abi(module)
+    if abi is not None:
+        return abi, []
+    return legacy_abi(module)
+
+
+# name -> (params, results); headers callbacks depend on the ABI version (_HEADERS).
 _CALLBACKS: dict[str, tuple[int, int]] = {
     "proxy_on_context_create": (2, 0),
     "proxy_on_vm_start": (2, 1),
@@ -121,8 +143,65 @@ _CALLBACKS: dict[str, tuple[int, int]] = {
 }
 
 
+# Callbacks whose parameter count differs between ABI versions (ABI doc §3.3): the
+# headers callbacks take end_of_stream from 0.2.0 on. Plugins of 2020 (C++ SDK, mosn,
+# TinyGo-era Go) often pair the 0.1.0 marker with the 3-parameter shape, so each is
+# called with the arity its export has (cpp-host would treat it as absent).
+_HEADERS = ("proxy_on_request_headers", "proxy_on_response_headers")
+_HEADERS_ARITIES = (3, 2)
+# Other exports the host calls, with the one shape it calls them with.
+_OTHER_EXPORTS: dict[str, tuple[int, int]] = {
+    "proxy_on_foreign_function": (3, 0),
+    "proxy_on_grpc_trailing_metadata": (3, 0),  # the AssemblyScript runtime's misspelling
+    "proxy_on_memory_allocate": (1, 1),
+    "malloc": (1, 1),
+    "_initialize": (0, 0),
+    "_start": (0, 0),
+}
+
+
+def _shape(nparams: int, nresults: int) -> str:
+    return f"({', '.join(('i32',) * nparams)}) -> ({', '.join(('i32',) * nresults)})"
+
+
+def export_signature_problems(module: Module) -> list[str]:
+    """One line per export the host would call but cannot, because of its signature.
+
+    Such an export is never called (as in cpp-host); ``inspect``, ``try`` and
+    ``/plugins`` show these lines instead of ignoring the export silently.
+    """
+    out = []
+    for exp in module.exports:
+        if exp.kind != "func":
+            continue
+        want: list[tuple[int, int]]
+        if exp.name in _HEADERS:
+            want = [(n, 1) for n in _HEADERS_ARITIES]
+        elif exp.name in _CALLBACKS:
+            want = [_CALLBACKS[exp.name]]
+        elif exp.name in _OTHER_EXPORTS:
+            want = [_OTHER_EXPORTS[exp.name]]
+        else:
+            continue
+        if any(exp.params == ("i32",) * p and exp.results == ("i32",) * r for p, r in want):
+            continue
+        got = f"({', '.join(exp.params)}) -> ({', '.join(exp.results)})"
+        expected = " or ".join(_shape(p, r) for p, r in want)
+        out.append(
+            f"export {exp.name} has signature {got}; the host calls it as {expected}: "
+            "it is never called"
+        )
+    return out
+
+
 class Callbacks:
-    """Guest exports resolved once per instance; None = absent (means "continue")."""
+    """Guest exports resolved once per instance; None = absent (means "continue").
+
+    ``request_headers_eos`` / ``response_headers_eos``: whether that headers
+    callback takes ``end_of_stream`` (its export has 3 parameters), whatever the
+    ABI marker says. ``mismatched``: exports present with a signature the host
+    cannot call (never called; see ``export_signature_problems``).
+    """
 
     def __init__(self, inst: Instance, abi: str) -> None:
         self.mismatched: list[str] = []
@@ -135,12 +214,26 @@ class Callbacks:
 
         for name, (np, nr) in _CALLBACKS.items():
             setattr(self, name, get(name, np, nr))
-        hdr_params = 2 if abi == "0.1.0" else 3
-        self.proxy_on_request_headers = get("proxy_on_request_headers", hdr_params, 1)
-        self.proxy_on_response_headers = get("proxy_on_response_headers", hdr_params, 1)
-        self.proxy_on_foreign_function = (
-            get("proxy_on_foreign_function", 3, 0) if abi != "0.1.0" else None
+        # The ABI's arity first, then the other one (one lookup per instance).
+        arities = _HEADERS_ARITIES if abi != "0.1.0" else _HEADERS_ARITIES[::-1]
+        for name in _HEADERS:
+            fn: RawFunc | None = None
+            for n in arities:
+                fn = inst.func(name, ("i32",) * n, ("i32",))
+                if fn is not None:
+                    break
+            if fn is None and inst.has_export(name):
+                self.mismatched.append(name)
+            setattr(self, name, fn)
+        self.request_headers_eos = (
+            self.proxy_on_request_headers is not None and self.proxy_on_request_headers.nparams == 3
         )
+        self.response_headers_eos = (
+            self.proxy_on_response_headers is not None
+            and self.proxy_on_response_headers.nparams == 3
+        )
+        # 0.2.0 added this callback; a 0.1.0-marked module that exports it gets it too.
+        self.proxy_on_foreign_function = get("proxy_on_foreign_function", 3, 0)
         if getattr(self, "proxy_on_grpc_receive_trailing_metadata", None) is None:
             # The AssemblyScript runtime exports this callback misspelled (ABI doc §3.4).
             self.proxy_on_grpc_receive_trailing_metadata: RawFunc | None = inst.func(
@@ -187,14 +280,16 @@ class PluginVM:
         self.trace: list[tuple[str, int, int | str | None]] = []
         self.callouts: list[HttpCallout] = []  # issued on this VM (newest last), for display
 
-        abi = detect_abi(module)
+        abi, self.warnings = load_abi(module)
         if abi is None:
             raise VmStartError(
                 Failure(
                     FailState.UNABLE_TO_CREATE_VM,
                     "no_abi_marker",
                     "Missing or unknown Proxy-Wasm ABI version: the module exports none of "
-                    "proxy_abi_version_0_1_0, _0_2_0, _0_2_1 (is it a Proxy-Wasm plugin?)",
+                    "proxy_abi_version_0_1_0, _0_2_0, _0_2_1, nor imports "
+                    "proxy_get_configuration as pre-0.1.0 plugins do (is it a Proxy-Wasm "
+                    "plugin?)",
                     at=time.time(),
                 )
             )
@@ -232,6 +327,8 @@ class PluginVM:
             )
         cb = Callbacks(inst, self.abi)
         self.cb = cb
+        if cb.mismatched:
+            self.warnings += export_signature_problems(self.module)
         order = (
             (cb.proxy_on_memory_allocate, cb.malloc)
             if self.config.allocator == "spec"
@@ -750,11 +847,8 @@ class PluginVM:
         req = stream == StreamType.HTTP_REQUEST
         fn = self.cb.proxy_on_request_headers if req else self.cb.proxy_on_response_headers
         name = "proxy_on_request_headers" if req else "proxy_on_response_headers"
-        args = (
-            (ctx.id, len(headers))
-            if self.abi == "0.1.0"
-            else (ctx.id, len(headers), int(end_of_stream))
-        )
+        eos = self.cb.request_headers_eos if req else self.cb.response_headers_eos
+        args = (ctx.id, len(headers), int(end_of_stream)) if eos else (ctx.id, len(headers))
         before = ctx.local_response
         try:
             r = self._stream_call(ctx, fn, args, name)

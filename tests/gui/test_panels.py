@@ -403,7 +403,7 @@ def test_dropping_a_wasm_file_adds_a_plugin(
     (call,) = [c for c in fake_service.calls if c[0] == "apply_config"]
     new = call[1].plugins[-1]
     assert new.name == "add-header-2"  # add-header is taken
-    assert new.plugin_name == "add_header"
+    assert new.plugin_name == ""  # pluginName unset: root id "", as Envoy/Istio
     assert Path(new.location) == src
 
 

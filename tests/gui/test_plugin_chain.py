@@ -160,14 +160,20 @@ def test_url_dialog_checks_its_fields_before_loading(qtbot) -> None:
     assert "Only http:// and https://" in dlg.error_label.text()
     dlg.url_edit.setText("https://example.com/plugins/add_header.wasm")
     dlg.url_edit.textEdited.emit(dlg.url_edit.text())
-    assert dlg.root_edit.text() == "add_header"  # suggested from the file name
+    assert dlg.root_edit.text() == ""  # Envoy/Istio's default root id, not the file name
     dlg.sha_edit.setText("1234")
     dlg.sha_edit.textEdited.emit("1234")
     assert "64 hexadecimal digits" in dlg.error_label.text()
     dlg.sha_edit.setText(SHA.upper())
     dlg.sha_edit.textEdited.emit(SHA.upper())
     assert dlg.problem() == ""
-    assert dlg.values() == ("https://example.com/plugins/add_header.wasm", SHA, "add_header")
+    assert dlg.values() == ("https://example.com/plugins/add_header.wasm", SHA, "")
+    dlg.root_edit.setText("add header")
+    dlg.root_edit.textEdited.emit("add header")
+    assert "A root id is empty or letters" in dlg.error_label.text()
+    dlg.root_edit.setText("add_header")
+    dlg.root_edit.textEdited.emit("add_header")
+    assert dlg.values()[2] == "add_header"
 
 
 def test_loading_from_a_url_asks_the_engine_to_check_it_first(

@@ -168,3 +168,53 @@ def test_console_script_runs_the_headless_demo_subcommand():
     assert out.returncode == 0, out.stderr
     assert "+ x-wasmdesk: hello" in out.stdout
     assert "local reply 403" in out.stdout
+
+
+# -- root id "" by default, warnings (ABI fidelity) --------------------------------------------
+
+CPP_2020 = str(Path(__file__).resolve().parents[2] / "resources/plugins/c/cpp_2020_like.wasm")
+
+
+def test_try_uses_root_id_empty_by_default_as_envoy_and_istio(capsys):
+    # a C++-SDK-style plugin registers its factories under "": with the file name as root
+    # id (the old default) it would silently run the SDK's default contexts
+    rc, out, _ = run_cli(capsys, "try", CPP_2020, "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["warnings"] == []
+    assert ["x-cpp-eos", "1"] in d["request"]["headers"]
+    assert {rec["plugin"] for rec in d["logs"]} == {"cpp_2020_like"}  # log lines keep a name
+
+
+def test_try_text_shows_the_root_id_warning_next_to_the_result(capsys):
+    rc, out, _ = run_cli(capsys, "try", CPP_2020, "--root-id", "cpp_2020_like")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[1].startswith(
+        "WARNING   the plugin found no context for root id 'cpp_2020_like' (its SDK logged: "
+        "no context factory for root_id: cpp_2020_like)"
+    )
+    assert "(headers unchanged)" in out
+
+
+def test_try_json_and_inspect_json_carry_the_pre_0_1_0_warning(capsys, wasm_file):
+    from tests.host.wasm.test_legacy_abi import LEGACY
+
+    path = wasm_file(LEGACY, "legacy.wasm")
+    rc, out, _ = run_cli(capsys, "try", path, "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["abi"] == "0.1.0"
+    assert any("pre-0.1.0 plugin" in w for w in d["warnings"])
+    rc, out, _ = run_cli(capsys, "inspect", path, "--json")
+    info = json.loads(out)
+    assert rc == 0 and info["abi"] == "0.1.0"
+    assert any("pre-0.1.0 plugin" in w for w in info["warnings"])
+    assert info["sdk"] == "unknown" and info["sdk_evidence"]
+
+
+def test_inspect_json_reports_the_evidence_of_its_sdk_guess(capsys):
+    rc, out, _ = run_cli(capsys, "inspect", str(demo_plugin("add_header")), "--json")
+    info = json.loads(out)
+    assert rc == 0
+    assert info["sdk_evidence"] == [
+        "exports the AssemblyScript runtime (__alloc, __release, __retain)"
+    ]

@@ -299,4 +299,8 @@ def test_wrong_root_id_makes_the_sdk_exit_and_the_runner_says_why(engine):
     r = run("add_header", engine, root_id="not-registered")
     assert not r.ok
     assert r.failure is not None and r.failure["kind"] == "proc_exit"
-    assert any("--root-id" in n for n in r.notes)
+    # the SDK's own words are recognised; the hint sits in warnings (try text and --json)
+    (w,) = r.warnings
+    assert "no context for root id 'not-registered'" in w
+    assert "Missing root context factory for root id: not-registered" in w
+    assert "pluginName" in w and "--root-id" in w

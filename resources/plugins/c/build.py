@@ -52,6 +52,11 @@ COMMON_FLAGS = (
 PLUGINS: dict[str, tuple[str, str, str]] = {
     "rust_strict": ("reactor", "0.2.1", "Rust SDK (proxy-wasm crate) on wasm32-wasip1"),
     "tinygo_like": ("command", "0.2.0", "TinyGo -target=wasi with the Go SDK"),
+    "cpp_2020_like": (
+        "reactor",
+        "0.1.0",
+        "C++ SDK of 2020: 0.1.0 marker with 3-parameter headers callbacks, root id factories",
+    ),
 }
 
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)

@@ -41,3 +41,6 @@ class BodyEchoRequest extends Context {
 }
 
 registerRootContext((context_id: u32): RootContext => new BodyEchoRequestRoot(context_id), "body_echo_request");
+// Also the default root (""): what Envoy/Istio use when pluginName / root_id is unset,
+// as C++ SDK plugins do with their unnamed factories.
+registerRootContext((context_id: u32): RootContext => new BodyEchoRequestRoot(context_id), "");

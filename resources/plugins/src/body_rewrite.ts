@@ -86,3 +86,6 @@ class BodyRewrite extends Context {
 }
 
 registerRootContext((context_id: u32): RootContext => new BodyRewriteRoot(context_id), ROOT_ID);
+// Also the default root (""): what Envoy/Istio use when pluginName / root_id is unset,
+// as C++ SDK plugins do with their unnamed factories.
+registerRootContext((context_id: u32): RootContext => new BodyRewriteRoot(context_id), "");

@@ -36,3 +36,6 @@ class LogLevels extends Context {
 }
 
 registerRootContext((context_id: u32): RootContext => new LogLevelsRoot(context_id), "log_levels");
+// Also the default root (""): what Envoy/Istio use when pluginName / root_id is unset,
+// as C++ SDK plugins do with their unnamed factories.
+registerRootContext((context_id: u32): RootContext => new LogLevelsRoot(context_id), "");

@@ -138,3 +138,6 @@ class SharedDataContext extends Context {
 }
 
 registerRootContext((context_id: u32): RootContext => new SharedDataRoot(context_id), ROOT_ID);
+// Also the default root (""): what Envoy/Istio use when pluginName / root_id is unset,
+// as C++ SDK plugins do with their unnamed factories.
+registerRootContext((context_id: u32): RootContext => new SharedDataRoot(context_id), "");

@@ -37,3 +37,6 @@ class Typical extends Context {
 }
 
 registerRootContext((context_id: u32): RootContext => new TypicalRoot(context_id), "typical");
+// Also the default root (""): what Envoy/Istio use when pluginName / root_id is unset,
+// as C++ SDK plugins do with their unnamed factories.
+registerRootContext((context_id: u32): RootContext => new TypicalRoot(context_id), "");

@@ -454,11 +454,18 @@ def test_callbacks_with_an_unexpected_signature_are_treated_as_absent(make_host)
     m = Module()
     m.func(f"""
   (func (export "proxy_on_vm_start") (param i32) (result i32) {m.log("vm_start")} (i32.const 0))
-  (func (export "proxy_on_request_headers") (param i32 i32) (result i32)
-    {m.log("2-arg request headers")} (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32 i32) (result i32)
+    {m.log("4-arg request headers")} (i32.const 1))
   (func (export "proxy_on_done") (param i32) {m.log("done")})""")
     host = make_host()
     vm = host.create_vm(host.compile(m.build()), VmConfig())
+    # never called, but reported (inspect, try, /plugins) instead of ignored
+    assert len(vm.warnings) == 3
+    assert any(
+        "proxy_on_request_headers has signature (i32, i32, i32, i32) -> (i32)" in w
+        and "(i32, i32, i32) -> (i32) or (i32, i32) -> (i32)" in w
+        for w in vm.warnings
+    )
 
     root = vm.start_plugin("p", b"")  # a vm_start returning 0 would fail here
     ctx = vm.new_http_context(root)
