@@ -41,6 +41,7 @@ __all__ = ["DEFAULT_MEMORY_LIMIT", "PluginVM", "VmConfig", "VmStartError", "dete
 
 DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024
 DEFAULT_CALLBACK_TIMEOUT_MS = 100.0
+_GRACE_NS = 10_000_000  # two epoch ticks (Engine.TICK_MS)
 
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
 WASI_NOSYS = 52
@@ -81,6 +82,11 @@ class VmStartError(Exception):
 
 class _Trapped(Exception):
     """Internal: the guest call failed and the VM is now failed."""
+
+
+class BudgetExceeded(Exception):
+    """Raised by ``PluginVM.check_budget`` inside a host function: the callback's
+    time budget is spent (the trampoline turns it into a trap)."""
 
 
 def detect_abi(module: Module) -> str | None:
@@ -185,7 +191,19 @@ class PluginVM:
         self.last_call_ns = 0
         self.trace_calls = config.trace_calls  # record every guest call (vm.trace)
         self.trace: list[tuple[str, int, int | str | None]] = []
-        self.callouts: list[HttpCallout] = []  # issued on this VM (newest last), for display
+        # proxy_http_call refused for too many calls in flight (and the callback_count
+        # of the last refusal, so it is logged once per callback)
+        self.callouts_refused = 0
+        self.callouts_refused_at = -1
+        # Host-call time counts against the callback budget: the wall-clock end of the
+        # running outermost callback's budget (0 = none running), checked by host
+        # functions that can run long and after the callback returns.
+        self._budget_ns = int(config.callback_timeout_ms * 1_000_000)
+        self.call_deadline_ns = 0
+        self._budget_spent = False
+        # WASI output left to the running callback (abi.wasi; reset per callback)
+        self.output_callback = -1
+        self.output_left = 0
 
         abi = detect_abi(module)
         if abi is None:
@@ -308,8 +326,16 @@ class PluginVM:
         self.effective = None
         self.current_callback = name
         t0 = _perf_ns()
+        prev_deadline = self.call_deadline_ns
+        if not prev_deadline:
+            # Host-function time counts too; the grace of two epoch ticks leaves the
+            # guest's own overrun to the epoch deadline (which reports it first).
+            self.call_deadline_ns = t0 + self._budget_ns + _GRACE_NS
         try:
             r = self.instance.call(fn, args, self._deadline)
+            if not prev_deadline and _perf_ns() > self.call_deadline_ns:
+                self._budget_spent = True
+                raise CallFailed("interrupt", "")  # host calls spent the budget
         except CallFailed as e:
             if (
                 e.kind == "proc_exit"
@@ -321,13 +347,22 @@ class PluginVM:
                 if self.trace_calls:
                     self.trace.append((name, ctx.id, "proc_exit(0)"))
                 return None
+            kind, message = e.kind, e.message
+            if self._budget_spent:
+                self._budget_spent = False
+                kind = "interrupt"
+                message = (
+                    f"{name}: callback exceeded its time budget "
+                    f"({self.config.callback_timeout_ms:g} ms) in host calls "
+                    f"({(_perf_ns() - t0) / 1e6:.0f} ms)"
+                )
             if self.trace_calls:
-                self.trace.append((name, ctx.id, f"trap: {e.kind}"))
+                self.trace.append((name, ctx.id, f"trap: {kind}"))
             self.trap_count += 1
             bt = e.backtrace
             if bt and not any(f.startswith(name) for f in bt):
                 bt = (*bt, f"{name} (entered by the host)")
-            self._fail(FailState.RUNTIME_ERROR, e.kind, e.message, name, ctx.id, bt)
+            self._fail(FailState.RUNTIME_ERROR, kind, message, name, ctx.id, bt)
             raise _Trapped() from None
         finally:
             dt = _perf_ns() - t0
@@ -335,9 +370,17 @@ class PluginVM:
             self.callback_ns += dt
             self.callback_count += 1
             self.current, self.effective, self.current_callback = prev
+            self.call_deadline_ns = prev_deadline
         if self.trace_calls:
             self.trace.append((name, ctx.id, r))
         return r
+
+    def check_budget(self) -> None:
+        """From a host function that can run long: fail the running callback (a trap
+        reported as ``interrupt``) once its budget is spent, host time included."""
+        if self.call_deadline_ns and _perf_ns() > self.call_deadline_ns:
+            self._budget_spent = True
+            raise BudgetExceeded(self.current_callback)
 
     def _fail(
         self,

@@ -46,6 +46,7 @@ def proxy_call_foreign_function(
     fn = vm.host.foreign_functions.get(name)
     if fn is None:
         return NOT_FOUND
+    vm.check_budget()
     status, out = fn(args)
     if status != Status.OK:
         return int(status)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from host.wasm.abi._common import BAD_ARGUMENT, OK, hostfn, read, signed32
+from host.wasm.abi._validate import valid_headers
 from host.wasm.context import HttpContext, LocalResponse, MapState, TcpContext
 from host.wasm.pairs import PairsError, decode_pairs
 from host.wasm.types import StreamType
@@ -93,6 +94,8 @@ def proxy_send_local_response(
         headers = decode_pairs(raw_headers)
     except PairsError:
         return BAD_ARGUMENT
+    if not valid_headers(headers):
+        return BAD_ARGUMENT  # CR/LF/NUL would split the response
     gs = signed32(grpc_status)
     ctx.local_response = LocalResponse(
         status=status_code,
