@@ -32,8 +32,9 @@ def emit(vm: PluginVM, level: LogLevel, message: str, source: str = "plugin") ->
 
     if level < vm.host.log_level:
         return
-    if len(message) > MAX_LOG_LINE:  # a host message or an already decoded line
-        message = truncated(message.encode("utf-8", "replace"), len(message.encode()))
+    if len(message) > MAX_LOG_LINE + 64:  # not yet cut (64: room for the marker)
+        raw = message.encode("utf-8", "replace")
+        message = truncated(raw[:MAX_LOG_LINE], len(raw))
     ctx = vm.ctx
     root = ctx.root
     request_id = ctx.info.request_id if isinstance(ctx, HttpContext) else ""
