@@ -161,3 +161,46 @@ def callout_module(cluster: str, headers: bytes, *, repeat: int = 1) -> bytes:
     (i32.const 0)""",
         name=f"callout[{repeat}]",
     )
+
+
+_ARG_PATTERNS = (
+    lambda i: 0xFFFFFFF0,  # every pointer past the end of memory
+    lambda i: (1024, 0xFFFFFFFF)[i % 2],  # valid pointers, lengths to 4 GiB
+    lambda i: (0xFFFFFFFF, 1024)[i % 2],
+)
+
+
+def _const(kind: str, v: int) -> str:
+    """A WAT constant; i64 arguments (offsets, metric values) get all bits set."""
+    if kind == "i64":
+        return "(i64.const -16)"
+    return f"(i32.const {v - (1 << 32) if v >= 1 << 31 else v})"
+
+
+def bad_pointers_module() -> bytes:
+    """on_request_headers calls every host function the host provides with
+    out-of-bounds pointers, huge lengths and nulls, ignoring the results, then
+    continues. Left out: ``proc_exit`` (ends the guest on purpose) and
+    ``proxy_close_stream`` (stream type 0 is a valid request to reset the stream)."""
+    from host.wasm.abi import FUNCTIONS
+
+    imports, calls = [], []
+    for n, f in enumerate(FUNCTIONS):
+        if f.name in ("proc_exit", "proxy_close_stream"):
+            continue
+        params = "".join(f" {p}" for p in f.params)
+        results = "".join(f" {r}" for r in f.results)
+        imports.append(
+            f'  (import "{f.module}" "{f.name}" (func $f{n} (param{params}) (result{results})))'
+        )
+        for pattern in _ARG_PATTERNS:
+            args = " ".join(_const(p, pattern(i)) for i, p in enumerate(f.params))
+            call = f"(call $f{n} {args})"
+            calls.append(f"    (drop {call})" if f.results else f"    {call}")
+    return hostile_module(
+        imports="\n".join(imports),
+        request_headers="\n".join(calls) + "\n    (i32.const 0)",
+        funcs="  (func $log (param i32 i32 i32) (result i32) (i32.const 0))\n"
+        "  (func $rep_hdr (param i32 i32 i32 i32 i32) (result i32) (i32.const 0))",
+        name="bad_pointers",
+    )

@@ -14,6 +14,8 @@ import time
 import weakref
 import zlib
 
+import pytest
+
 from host.wasm import VmConfig
 from host.wasm.abi.callouts import MAX_INFLIGHT_CALLOUTS
 from host.wasm.abi.logging import MAX_LOG_LINE
@@ -21,6 +23,7 @@ from host.wasm.abi.wasi import MAX_OUTPUT_PER_CALLBACK
 from host.wasm.context import MAX_CALLOUT_RECORDS, Action
 from host.wasm.pairs import HeaderMap
 from host.wasm.plugin_host import MAX_FOREIGN_OUTPUT
+from host.wasm.runtime import GuestFault
 from host.wasm.types import Status
 from tests.host.proxy.conftest import make_config, wasm_plugin
 from tests.host.security.hostile_wat import (
@@ -310,3 +313,19 @@ def test_inspector_keeps_only_this_requests_callouts(start_proxy, wasm_file):
     recs = h.records()
     assert [len(r.hops[0].callouts) for r in recs] == [MAX_CALLOUT_RECORDS] * 3
     json.dumps([r.hops[0].callouts for r in recs])  # still plain data
+
+
+def test_local_reply_bodies_over_the_cap_are_refused(abi):
+    from host.wasm.abi import stream_control as sc
+
+    ctx = abi.http_context()
+    size = sc.MAX_LOCAL_REPLY_BODY + 1
+    body = abi.vm.allocate(size)
+    assert body
+    with abi.on(ctx):
+        st = sc.proxy_send_local_response(abi.vm, 200, 0, 0, body, size, 0, 0, 0xFFFFFFFF)
+        assert st == Status.BAD_ARGUMENT and ctx.local_response is None
+        with pytest.raises(GuestFault):  # the trampoline answers INVALID_MEMORY_ACCESS
+            sc.proxy_send_local_response(abi.vm, 200, 0, 0, 0xFFFFFF00, size, 0, 0, 0)
+        st = sc.proxy_send_local_response(abi.vm, 200, 0, 0, body, 1 << 20, 0, 0, 0xFFFFFFFF)
+        assert st == Status.OK and len(ctx.local_response.body) == 1 << 20
