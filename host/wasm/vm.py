@@ -41,7 +41,7 @@ __all__ = ["DEFAULT_MEMORY_LIMIT", "PluginVM", "VmConfig", "VmStartError", "dete
 
 DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024
 DEFAULT_CALLBACK_TIMEOUT_MS = 100.0
-_GRACE_NS = 10_000_000  # two epoch ticks (Engine.TICK_MS)
+_GRACE_TICKS = 2  # past the guest's own epoch deadline, so that one reports first
 
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
 WASI_NOSYS = 52
@@ -195,11 +195,11 @@ class PluginVM:
         # of the last refusal, so it is logged once per callback)
         self.callouts_refused = 0
         self.callouts_refused_at = -1
-        # Host-call time counts against the callback budget: the wall-clock end of the
-        # running outermost callback's budget (0 = none running), checked by host
-        # functions that can run long and after the callback returns.
-        self._budget_ns = int(config.callback_timeout_ms * 1_000_000)
-        self.call_deadline_ns = 0
+        # Host-call time counts against the callback budget: the engine epoch at which
+        # the running outermost callback's budget ends (0 = none running), checked by
+        # host functions that can run long and after the callback returns. The epoch is
+        # the clock the guest's own deadline uses, so both agree (also under load).
+        self.call_deadline_epoch = 0
         self._budget_spent = False
         # WASI output left to the running callback (abi.wasi; reset per callback)
         self.output_callback = -1
@@ -326,14 +326,13 @@ class PluginVM:
         self.effective = None
         self.current_callback = name
         t0 = _perf_ns()
-        prev_deadline = self.call_deadline_ns
+        engine = self.host.engine
+        prev_deadline = self.call_deadline_epoch
         if not prev_deadline:
-            # Host-function time counts too; the grace of two epoch ticks leaves the
-            # guest's own overrun to the epoch deadline (which reports it first).
-            self.call_deadline_ns = t0 + self._budget_ns + _GRACE_NS
+            self.call_deadline_epoch = engine.epoch + self._deadline + _GRACE_TICKS
         try:
             r = self.instance.call(fn, args, self._deadline)
-            if not prev_deadline and _perf_ns() > self.call_deadline_ns:
+            if not prev_deadline and engine.epoch > self.call_deadline_epoch:
                 self._budget_spent = True
                 raise CallFailed("interrupt", "")  # host calls spent the budget
         except CallFailed as e:
@@ -370,7 +369,7 @@ class PluginVM:
             self.callback_ns += dt
             self.callback_count += 1
             self.current, self.effective, self.current_callback = prev
-            self.call_deadline_ns = prev_deadline
+            self.call_deadline_epoch = prev_deadline
         if self.trace_calls:
             self.trace.append((name, ctx.id, r))
         return r
@@ -378,7 +377,7 @@ class PluginVM:
     def check_budget(self) -> None:
         """From a host function that can run long: fail the running callback (a trap
         reported as ``interrupt``) once its budget is spent, host time included."""
-        if self.call_deadline_ns and _perf_ns() > self.call_deadline_ns:
+        if self.call_deadline_epoch and self.host.engine.epoch > self.call_deadline_epoch:
             self._budget_spent = True
             raise BudgetExceeded(self.current_callback)
 
