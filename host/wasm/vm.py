@@ -200,6 +200,7 @@ class PluginVM:
         # host functions that can run long and after the callback returns. The epoch is
         # the clock the guest's own deadline uses, so both agree (also under load).
         self.call_deadline_epoch = 0
+        self._engine = host.engine
         self._budget_spent = False
         # WASI output left to the running callback (abi.wasi; reset per callback)
         self.output_callback = -1
@@ -326,7 +327,7 @@ class PluginVM:
         self.effective = None
         self.current_callback = name
         t0 = _perf_ns()
-        engine = self.host.engine
+        engine = self._engine
         prev_deadline = self.call_deadline_epoch
         if not prev_deadline:
             self.call_deadline_epoch = engine.epoch + self._deadline + _GRACE_TICKS
@@ -377,7 +378,7 @@ class PluginVM:
     def check_budget(self) -> None:
         """From a host function that can run long: fail the running callback (a trap
         reported as ``interrupt``) once its budget is spent, host time included."""
-        if self.call_deadline_epoch and self.host.engine.epoch > self.call_deadline_epoch:
+        if self.call_deadline_epoch and self._engine.epoch > self.call_deadline_epoch:
             self._budget_spent = True
             raise BudgetExceeded(self.current_callback)
 
