@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
 
+from host.callout_request import build_callout_request
 from host.wasm import (
     Action,
     HeaderMap,
@@ -134,7 +136,7 @@ class CalloutClient:
     def __init__(self, clusters: dict[str, str], default_timeout_ms: float = 5000.0) -> None:
         self.clusters = dict(clusters)
         self.default_timeout_ms = default_timeout_ms
-        self._queue: list[tuple[HttpCallout, Callable[[HttpCallout], None]]] = []
+        self._queue: deque[tuple[HttpCallout, Callable[[HttpCallout], None]]] = deque()
         self.completed: list[HttpCallout] = []
         self._client: httpx.Client | None = None
 
@@ -145,7 +147,7 @@ class CalloutClient:
         self._queue.append((call, done))
 
     def cancel(self, call: HttpCallout) -> None:
-        self._queue = [(c, d) for c, d in self._queue if c is not call]
+        self._queue = deque((c, d) for c, d in self._queue if c is not call)
 
     @property
     def busy(self) -> bool:
@@ -154,7 +156,7 @@ class CalloutClient:
     def perform_pending(self) -> int:
         n = 0
         while self._queue:
-            call, done = self._queue.pop(0)
+            call, done = self._queue.popleft()
             self._perform(call)
             self.completed.append(call)
             done(call)
@@ -162,26 +164,18 @@ class CalloutClient:
         return n
 
     def _perform(self, call: HttpCallout) -> None:
-        base = self.clusters[call.cluster].rstrip("/")
-        hdr = dict(call.headers)
-        method = hdr.get(b":method", b"GET").decode()
-        path = hdr.get(b":path", b"/").decode("latin-1")
-        authority = (hdr.get(b":authority") or hdr.get(b"host") or b"").decode("latin-1")
-        headers = [
-            (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in call.headers
-            if not k.startswith(b":")
-        ]
-        if authority and not any(k.lower() == "host" for k, _ in headers):
-            headers.append(("host", authority))
         timeout = (call.timeout_ms or self.default_timeout_ms) / 1000.0
         if self._client is None:
             self._client = httpx.Client(follow_redirects=False, trust_env=False)
         t0 = time.perf_counter()
         try:
+            # The cluster's own address; the plugin's :path is only a path (issue 13).
+            req = build_callout_request(self.clusters[call.cluster], call)
             resp = self._client.request(
-                method, base + path, headers=headers, content=call.body or None, timeout=timeout
+                req.method, req.url, headers=req.headers, content=call.body or None, timeout=timeout
             )
+        except ValueError as e:
+            call.failure = f"reset: {e}"
         except httpx.TimeoutException:
             call.failure = "timeout"
         except httpx.ConnectError:

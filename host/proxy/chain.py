@@ -944,9 +944,8 @@ class ChainRun:
                         "failure": c.failure,
                         "elapsed_ms": round(c.elapsed_ms, 2),
                     }
-                    for c in hop.inst.vm.callouts
-                    if c.context_id == ctx.id
-                ]
+                    for c in ctx.callouts or ()
+                ]  # this stream's own (the newest MAX_CALLOUT_RECORDS), dropped with it
                 self.m.record_callback_time(hop.slot, ctx)
             hop.record_bodies()
             hop.inst.inflight -= 1

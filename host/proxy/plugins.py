@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from host.callout_request import build_callout_request
 from host.proxy.chain import ChainRun, RequestRecord, request_facts
 from host.proxy.http1 import ExchangeInfo, LocalReply
 from host.wasm import LogLevel, PluginHost, VmConfig, VmStartError
@@ -185,13 +186,22 @@ class PluginSlot:
         }
 
 
+CLUSTER_CONCURRENCY = 32
+"""Callouts one cluster carries at once; the rest wait their turn (FIFO)."""
+
+
 class CalloutDispatcher:
-    """``proxy_http_call`` over httpx to the configured clusters (off the hot path)."""
+    """``proxy_http_call`` over httpx to the configured clusters (off the hot path).
+
+    Requests go to the cluster's own address (``host.callout_request``); each
+    cluster carries at most ``CLUSTER_CONCURRENCY`` at once, the rest queue.
+    """
 
     def __init__(self, manager: PluginManager) -> None:
         self.m = manager
         self._client: httpx.AsyncClient | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._queues: dict[str, asyncio.Semaphore] = {}
 
     def has_cluster(self, name: str) -> bool:
         return name in self.m.cluster_urls
@@ -208,29 +218,34 @@ class CalloutDispatcher:
 
     async def _run(self, call: HttpCallout, done: Callable[[HttpCallout], None]) -> None:
         base, default_timeout = self.m.cluster_urls[call.cluster]
-        hdr = dict(call.headers)
-        method = hdr.get(b":method", b"GET").decode()
-        path = hdr.get(b":path", b"/").decode("latin-1")
-        authority = (hdr.get(b":authority") or hdr.get(b"host") or b"").decode("latin-1")
-        headers = [
-            (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in call.headers
-            if not k.startswith(b":")
-        ]
-        if authority and not any(k.lower() == "host" for k, _ in headers):
-            headers.append(("host", authority))
         timeout = call.timeout_ms / 1000.0 if call.timeout_ms else default_timeout
         if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+            # The per-cluster semaphores bound what the pool sees: httpx's pool does
+            # work proportional to its queue on every change (quadratic in the queue).
+            self._client = httpx.AsyncClient(
+                follow_redirects=False,
+                trust_env=False,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            )
+        sem = self._queues.get(call.cluster)
+        if sem is None:
+            sem = self._queues[call.cluster] = asyncio.Semaphore(CLUSTER_CONCURRENCY)
         t0 = time.perf_counter()
         try:
-            resp = await self._client.request(
-                method,
-                base.rstrip("/") + path,
-                headers=headers,
-                content=call.body or None,
-                timeout=timeout,
-            )
+            req = build_callout_request(base, call)
+            async with sem:  # FIFO per cluster; the timeout covers the wait, as Envoy's
+                left = timeout - (time.perf_counter() - t0)
+                if left <= 0:
+                    raise httpx.PoolTimeout("queued past the callout timeout")
+                resp = await self._client.request(
+                    req.method,
+                    req.url,
+                    headers=req.headers,
+                    content=call.body or None,
+                    timeout=left,
+                )
+        except ValueError as e:
+            call.failure = f"reset: {e}"
         except httpx.TimeoutException:
             call.failure = "timeout"
         except httpx.ConnectError:

@@ -11,6 +11,7 @@ the caller's business (``host.wasm.runner`` offline, the proxy's chain live).
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,9 @@ __all__ = [
     "StreamListener",
     "TcpContext",
 ]
+
+MAX_CALLOUT_RECORDS = 100
+"""Callouts a context keeps for display (the newest); older ones are only counted."""
 
 
 class Action(enum.Enum):
@@ -185,6 +189,10 @@ class StreamListener:
 
 class Context:
     kind = "vm"
+    # The callouts this context issued, for display (the inspector, ``try``): made on
+    # the first one, dropped with the context. ``callouts_issued`` counts them all.
+    callouts: deque[HttpCallout] | None = None
+    callouts_issued = 0
 
     def __init__(self, vm: PluginVM, context_id: int, root: RootContext | None) -> None:
         self.vm = vm
@@ -199,6 +207,12 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id}>"
+
+    def record_callout(self, call: HttpCallout) -> None:
+        if self.callouts is None:
+            self.callouts = deque(maxlen=MAX_CALLOUT_RECORDS)
+        self.callouts.append(call)
+        self.callouts_issued += 1
 
 
 class RootContext(Context):

@@ -190,6 +190,8 @@ class NoGrpcDispatcher:
 
 
 ForeignFunction = Callable[[bytes], tuple[Status, bytes]]
+MAX_FOREIGN_OUTPUT = 16 * 1024 * 1024
+"""The most ``uncompress`` produces; more answers BAD_ARGUMENT."""
 
 
 class PluginHost:
@@ -279,10 +281,17 @@ class PluginHost:
             return Status.OK, zlib.compress(args)
 
         def uncompress(args: bytes) -> tuple[Status, bytes]:
+            # Bounded: a few KiB of deflate can expand to gigabytes (issue 13).
+            d = zlib.decompressobj()
             try:
-                return Status.OK, zlib.decompress(args)
+                out = d.decompress(args, MAX_FOREIGN_OUTPUT)
             except zlib.error:
                 return Status.SERIALIZATION_FAILURE, b""
+            if d.unconsumed_tail:
+                return Status.BAD_ARGUMENT, b""  # more than MAX_FOREIGN_OUTPUT bytes
+            if not d.eof:
+                return Status.SERIALIZATION_FAILURE, b""  # truncated stream
+            return Status.OK, out
 
         # Envoy registers these two (zlib); plugins use them for payload compression.
         self.foreign_functions["compress"] = compress

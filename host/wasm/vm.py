@@ -49,6 +49,7 @@ __all__ = [
 
 DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024
 DEFAULT_CALLBACK_TIMEOUT_MS = 100.0
+_GRACE_TICKS = 2  # past the guest's own epoch deadline, so that one reports first
 
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
 WASI_NOSYS = 52
@@ -89,6 +90,11 @@ class VmStartError(Exception):
 
 class _Trapped(Exception):
     """Internal: the guest call failed and the VM is now failed."""
+
+
+class BudgetExceeded(Exception):
+    """Raised by ``PluginVM.check_budget`` inside a host function: the callback's
+    time budget is spent (the trampoline turns it into a trap)."""
 
 
 def detect_abi(module: Module) -> str | None:
@@ -278,7 +284,20 @@ class PluginVM:
         self.last_call_ns = 0
         self.trace_calls = config.trace_calls  # record every guest call (vm.trace)
         self.trace: list[tuple[str, int, int | str | None]] = []
-        self.callouts: list[HttpCallout] = []  # issued on this VM (newest last), for display
+        # proxy_http_call refused for too many calls in flight (and the callback_count
+        # of the last refusal, so it is logged once per callback)
+        self.callouts_refused = 0
+        self.callouts_refused_at = -1
+        # Host-call time counts against the callback budget: the engine epoch at which
+        # the running outermost callback's budget ends (0 = none running), checked by
+        # host functions that can run long and after the callback returns. The epoch is
+        # the clock the guest's own deadline uses, so both agree (also under load).
+        self.call_deadline_epoch = 0
+        self._engine = host.engine
+        self._budget_spent = False
+        # WASI output left to the running callback (abi.wasi; reset per callback)
+        self.output_callback = -1
+        self.output_left = 0
 
         abi, self.warnings = load_abi(module)
         if abi is None:
@@ -405,8 +424,15 @@ class PluginVM:
         self.effective = None
         self.current_callback = name
         t0 = _perf_ns()
+        engine = self._engine
+        prev_deadline = self.call_deadline_epoch
+        if not prev_deadline:
+            self.call_deadline_epoch = engine.epoch + self._deadline + _GRACE_TICKS
         try:
             r = self.instance.call(fn, args, self._deadline)
+            if not prev_deadline and engine.epoch > self.call_deadline_epoch:
+                self._budget_spent = True
+                raise CallFailed("interrupt", "")  # host calls spent the budget
         except CallFailed as e:
             if (
                 e.kind == "proc_exit"
@@ -418,13 +444,22 @@ class PluginVM:
                 if self.trace_calls:
                     self.trace.append((name, ctx.id, "proc_exit(0)"))
                 return None
+            kind, message = e.kind, e.message
+            if self._budget_spent:
+                self._budget_spent = False
+                kind = "interrupt"
+                message = (
+                    f"{name}: callback exceeded its time budget "
+                    f"({self.config.callback_timeout_ms:g} ms) in host calls "
+                    f"({(_perf_ns() - t0) / 1e6:.0f} ms)"
+                )
             if self.trace_calls:
-                self.trace.append((name, ctx.id, f"trap: {e.kind}"))
+                self.trace.append((name, ctx.id, f"trap: {kind}"))
             self.trap_count += 1
             bt = e.backtrace
             if bt and not any(f.startswith(name) for f in bt):
                 bt = (*bt, f"{name} (entered by the host)")
-            self._fail(FailState.RUNTIME_ERROR, e.kind, e.message, name, ctx.id, bt)
+            self._fail(FailState.RUNTIME_ERROR, kind, message, name, ctx.id, bt)
             raise _Trapped() from None
         finally:
             dt = _perf_ns() - t0
@@ -432,9 +467,17 @@ class PluginVM:
             self.callback_ns += dt
             self.callback_count += 1
             self.current, self.effective, self.current_callback = prev
+            self.call_deadline_epoch = prev_deadline
         if self.trace_calls:
             self.trace.append((name, ctx.id, r))
         return r
+
+    def check_budget(self) -> None:
+        """From a host function that can run long: fail the running callback (a trap
+        reported as ``interrupt``) once its budget is spent, host time included."""
+        if self.call_deadline_epoch and self._engine.epoch > self.call_deadline_epoch:
+            self._budget_spent = True
+            raise BudgetExceeded(self.current_callback)
 
     def _fail(
         self,

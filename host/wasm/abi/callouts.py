@@ -5,6 +5,14 @@ Calls belong to the root context whatever context issued them; the dispatcher
 the driver supplied carries them, and their results come back as posted
 deliveries (``PluginVM.http_call_done`` / ``grpc_event``). Without a gRPC
 transport, gRPC calls answer INTERNAL_FAILURE (documented in the README).
+
+A plugin chooses only the cluster *name*: the dispatcher builds the request from
+the cluster's own scheme, host and port, so ``:path`` must be origin-form (``/``
+first) and ``:authority`` travels only as the Host header. Header names and values
+are checked as in every header-setting function (``_validate``). A VM has at most
+``MAX_INFLIGHT_CALLOUTS`` calls in flight; beyond that a call answers
+INTERNAL_FAILURE, as Envoy's async client does on a cluster whose circuit breaker
+is open.
 """
 
 from __future__ import annotations
@@ -12,12 +20,27 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from host.wasm.abi._common import BAD_ARGUMENT, NOT_FOUND, OK, hostfn, read, return_bytes
+from host.wasm.abi._validate import valid_headers, valid_origin_path
 from host.wasm.context import GrpcCall, HttpCallout, RootContext
 from host.wasm.pairs import PairsError, decode_pairs
 from host.wasm.types import LogLevel, Status
 
 if TYPE_CHECKING:
     from host.wasm.vm import PluginVM
+
+MAX_INFLIGHT_CALLOUTS = 1000
+"""HTTP callouts one VM may have in flight (issued, not yet delivered)."""
+INTERNAL_FAILURE = int(Status.INTERNAL_FAILURE)
+
+
+def _warn(vm: PluginVM, message: str) -> None:
+    from host.wasm.abi.logging import emit
+
+    emit(vm, LogLevel.WARN, message, "host")
+
+
+def inflight_callouts(vm: PluginVM) -> int:
+    return sum(len(r.http_calls) for r in vm.roots.values())
 
 
 def proxy_get_status(vm: PluginVM, ret_code: int, ret_msg_ptr: int, ret_msg_size: int) -> int:
@@ -47,6 +70,7 @@ def proxy_http_call(
     body = read(vm, body_ptr, body_len)
     raw_trailers = read(vm, trailers_ptr, trailers_len)
     vm.instance.write_u32(ret_token, 0)  # validates the out-slot first (cpp-host)
+    vm.check_budget()  # a loop of calls spends the callback's budget, not the loop's
     root = vm.ctx.root
     if not isinstance(root, RootContext):
         return BAD_ARGUMENT
@@ -55,23 +79,35 @@ def proxy_http_call(
         trailers = [(k.lower(), v) for k, v in decode_pairs(raw_trailers)]
     except PairsError:
         return BAD_ARGUMENT
-    names = {k for k, _ in headers}
-    if (
-        b":method" not in names
-        or b":path" not in names
-        or not (b":authority" in names or b"host" in names)
-    ):
+    hdr = dict(headers)
+    if b":method" not in hdr or b":path" not in hdr or not (b":authority" in hdr or b"host" in hdr):
         # Envoy requires :method, :path and :authority/host.
         return BAD_ARGUMENT
-    if not vm.host.http.has_cluster(cluster):
-        from host.wasm.abi.logging import emit
-
-        emit(vm, LogLevel.WARN, f"http_call to unknown cluster {cluster!r}: BAD_ARGUMENT", "host")
+    if not valid_headers(headers) or not valid_headers(trailers):
+        return BAD_ARGUMENT  # CR/LF/NUL in a value or a non-token name
+    if not valid_origin_path(hdr[b":path"]):
+        # "@127.0.0.1:9901/quitquitquit" appended to the cluster's address would make
+        # the cluster userinfo and reach another port: only "/..." is a path.
+        _warn(vm, f"http_call :path {hdr[b':path']!r} is not origin-form: BAD_ARGUMENT")
         return BAD_ARGUMENT
+    if not vm.host.http.has_cluster(cluster):
+        _warn(vm, f"http_call to unknown cluster {cluster!r}: BAD_ARGUMENT")
+        return BAD_ARGUMENT
+    if inflight_callouts(vm) >= MAX_INFLIGHT_CALLOUTS:
+        if vm.callouts_refused_at != vm.callback_count:  # one line per callback
+            vm.callouts_refused_at = vm.callback_count
+            _warn(
+                vm,
+                f"http_call to {cluster!r}: {MAX_INFLIGHT_CALLOUTS} calls already in flight "
+                "on this VM: INTERNAL_FAILURE",
+            )
+        vm.callouts_refused += 1
+        return INTERNAL_FAILURE
+    ctx = vm.ctx
     token = vm.host.next_callout_token()
-    call = HttpCallout(token, cluster, headers, body, trailers, timeout_ms, vm.ctx.id)
+    call = HttpCallout(token, cluster, headers, body, trailers, timeout_ms, ctx.id)
     root.http_calls[token] = call
-    vm.callouts.append(call)
+    ctx.record_callout(call)
     vm.host.http.dispatch(call, vm.http_call_done)
     vm.instance.write_u32(ret_token, token)
     return OK
@@ -94,6 +130,10 @@ class _GrpcEvents:
         self.vm.grpc_event(call, "close", message, status)
 
 
+def _grpc_name_ok(name: bytes) -> bool:
+    return bool(name) and b"/" not in name and valid_origin_path(b"/" + name)
+
+
 def _grpc_start(
     vm: PluginVM,
     cluster: bytes,
@@ -113,6 +153,10 @@ def _grpc_start(
         metadata = decode_pairs(raw_md)
     except PairsError:
         return BAD_ARGUMENT
+    if not valid_headers(metadata):
+        return BAD_ARGUMENT  # initial metadata is sent as HTTP/2 headers
+    if not (_grpc_name_ok(service) and _grpc_name_ok(method)):
+        return BAD_ARGUMENT  # they become the :path "/service/method" of the call
     # cpp-host token classes: unary calls ≡ 1, streams ≡ 2 (mod 4).
     token = (vm.host.next_callout_token() | (2 if stream else 1)) & 0xFFFFFFFF
     call = GrpcCall(
@@ -128,15 +172,8 @@ def _grpc_start(
     )
     status = vm.host.grpc.start(call, _GrpcEvents(vm))
     if status != Status.OK:
-        from host.wasm.abi.logging import emit
-
         reason = getattr(vm.host.grpc, "reason", "gRPC dispatcher refused the call")
-        emit(
-            vm,
-            LogLevel.WARN,
-            f"grpc call to {call.cluster}/{call.service}/{call.method}: {reason}",
-            "host",
-        )
+        _warn(vm, f"grpc call to {call.cluster}/{call.service}/{call.method}: {reason}")
         return int(status)
     root.grpc_calls[token] = call
     vm.instance.write_u32(ret_token, token)

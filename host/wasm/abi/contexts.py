@@ -46,6 +46,7 @@ def proxy_call_foreign_function(
     fn = vm.host.foreign_functions.get(name)
     if fn is None:
         return NOT_FOUND
+    vm.check_budget()
     host = vm.host
     caller, host.foreign_caller = host.foreign_caller, vm  # for functions that need the stream
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from host.wasm.abi._common import BAD_ARGUMENT, NOT_FOUND, OK, hostfn, read, return_bytes
+from host.wasm.abi._validate import valid_header, valid_headers
 from host.wasm.context import HttpContext, MapState, RootContext
 from host.wasm.pairs import HeaderMap, PairsError, decode_pairs
 from host.wasm.types import MapType
@@ -83,6 +84,8 @@ def proxy_set_header_map_pairs(vm: PluginVM, mtype: int, ptr: int, size: int) ->
         pairs = decode_pairs(raw)
     except PairsError:
         return BAD_ARGUMENT
+    if not valid_headers(pairs):
+        return BAD_ARGUMENT  # CR/LF/NUL in a value or a non-token name
     m.set_all(pairs)
     _mutated(vm, mtype)
     return OK
@@ -121,7 +124,7 @@ def proxy_add_header_map_value(
     key = read(vm, key_ptr, key_len)
     value = read(vm, val_ptr, val_len)
     m = _map(vm, mtype, True)
-    if m is None:
+    if m is None or not valid_header(key, value):
         return BAD_ARGUMENT
     m.add(key, value)
     _mutated(vm, mtype)
@@ -136,7 +139,7 @@ def proxy_replace_header_map_value(
     key = read(vm, key_ptr, key_len)
     value = read(vm, val_ptr, val_len)
     m = _map(vm, mtype, True)
-    if m is None:
+    if m is None or not valid_header(key, value):
         return BAD_ARGUMENT
     m.replace(key, value)
     _mutated(vm, mtype)

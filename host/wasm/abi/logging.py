@@ -1,4 +1,9 @@
-"""Logging and time: proxy_log, proxy_get_log_level, clocks, tick period (ABI §2.2)."""
+"""Logging and time: proxy_log, proxy_get_log_level, clocks, tick period (ABI §2.2).
+
+A log line is at most ``MAX_LOG_LINE`` bytes: longer ones are cut with a marker
+saying how much was dropped (the log rings keep thousands of lines; 8 MiB lines
+would make them hold gigabytes). Only the kept prefix is copied from the guest.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,25 @@ from host.wasm.types import LogLevel
 if TYPE_CHECKING:
     from host.wasm.vm import PluginVM
 
+MAX_LOG_LINE = 16 * 1024
+
+
+def truncated(data: bytes, total: int) -> str:
+    """``data`` (a prefix of ``total`` bytes) as a log message, marked when cut."""
+    if total <= MAX_LOG_LINE:
+        return data.decode("utf-8", "replace")
+    text = data[:MAX_LOG_LINE].decode("utf-8", "ignore")  # no half character at the cut
+    return f"{text}... [truncated: {total - MAX_LOG_LINE} more bytes]"
+
 
 def emit(vm: PluginVM, level: LogLevel, message: str, source: str = "plugin") -> None:
     from host.wasm.plugin_host import LogRecord
 
     if level < vm.host.log_level:
         return
+    if len(message) > MAX_LOG_LINE + 64:  # not yet cut (64: room for the marker)
+        raw = message.encode("utf-8", "replace")
+        message = truncated(raw[:MAX_LOG_LINE], len(raw))
     ctx = vm.ctx
     root = ctx.root
     request_id = ctx.info.request_id if isinstance(ctx, HttpContext) else ""
@@ -44,6 +62,11 @@ def proxy_log(vm: PluginVM, level: int, ptr: int, size: int) -> int:
         # decoded (SDKs log a lot at debug level; this is the hot path).
         if ptr + size > vm.instance.mem_size:
             vm.instance.check(ptr, size)
+        return OK
+    vm.check_budget()
+    if size > MAX_LOG_LINE:
+        vm.instance.check(ptr, size)  # the whole range must be valid; copy what is kept
+        emit(vm, _LEVELS[level], truncated(read(vm, ptr, MAX_LOG_LINE), size))
         return OK
     msg = read(vm, ptr, size)
     emit(vm, _LEVELS[level], msg.decode("utf-8", "replace"))

@@ -9,15 +9,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from host.wasm.abi._common import BAD_ARGUMENT, OK, hostfn, read, signed32
+from host.wasm.abi._validate import valid_headers
 from host.wasm.context import HttpContext, LocalResponse, MapState, TcpContext
 from host.wasm.pairs import PairsError, decode_pairs
-from host.wasm.types import StreamType
+from host.wasm.types import LogLevel, StreamType
 
 if TYPE_CHECKING:
     from host.wasm.vm import PluginVM
 
 
 _DETAILS_WHITESPACE = str.maketrans({c: "_" for c in " \t\f\v\n\r"})
+MAX_LOCAL_REPLY_BODY = 16 * 1024 * 1024
+"""Larger local-reply bodies answer BAD_ARGUMENT (Envoy has no such limit): copying
+100 MB out of the guest alone takes about the whole default callback budget."""
 
 
 def proxy_continue_stream(vm: PluginVM, stream_type: int) -> int:
@@ -78,6 +82,18 @@ def proxy_send_local_response(
     grpc_status: int,
 ) -> int:
     details = read(vm, details_ptr, details_len)
+    if body_len > MAX_LOCAL_REPLY_BODY:
+        vm.instance.check(body_ptr, body_len)  # a bad pointer is still the guest's fault
+        from host.wasm.abi.logging import emit
+
+        emit(
+            vm,
+            LogLevel.WARN,
+            f"send_local_response body of {body_len} bytes is over the "
+            f"{MAX_LOCAL_REPLY_BODY}-byte limit: BAD_ARGUMENT",
+            "host",
+        )
+        return BAD_ARGUMENT
     body = read(vm, body_ptr, body_len)
     raw_headers = read(vm, headers_ptr, headers_len)
     ctx = vm.ctx
@@ -93,6 +109,8 @@ def proxy_send_local_response(
         headers = decode_pairs(raw_headers)
     except PairsError:
         return BAD_ARGUMENT
+    if not valid_headers(headers):
+        return BAD_ARGUMENT  # CR/LF/NUL would split the response
     gs = signed32(grpc_status)
     ctx.local_response = LocalResponse(
         status=status_code,

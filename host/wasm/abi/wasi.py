@@ -2,7 +2,9 @@
 ``wasi_snapshot_preview1`` and ``wasi_unstable``.
 
 Plugins get no filesystem and no network: stdout/stderr become plugin log lines
-(fd 1 → info, fd 2 → error, one line per call, one trailing newline stripped),
+(fd 1 → info, fd 2 → error, one line per call, one trailing newline stripped;
+lines are cut as proxy_log's are, and a callback's output beyond
+``MAX_OUTPUT_PER_CALLBACK`` is counted as written but dropped, with one marker line),
 the environment is only what the plugin's vmConfig.env configures, pre-opens do
 not exist (``fd_prestat_get`` → BADF so wasi-libc's scan ends), ``poll_oneoff``
 succeeds with no events (Go aborts otherwise). Everything else not listed here
@@ -15,6 +17,7 @@ import os
 from typing import TYPE_CHECKING
 
 from host.wasm.abi._common import hostfn
+from host.wasm.abi.logging import MAX_LOG_LINE, emit
 from host.wasm.runtime import HostFunction, ProcExit
 from host.wasm.types import LogLevel
 
@@ -31,29 +34,65 @@ NOTSUP = 58
 
 STDOUT = 1
 STDERR = 2
+IOV_MAX = 1024  # as Linux; more iovecs answer INVAL
+MAX_OUTPUT_PER_CALLBACK = 256 * 1024
 
 
 def fd_write(vm: PluginVM, fd: int, iovs: int, iovs_len: int, ret_nwritten: int) -> int:
     if fd not in (STDOUT, STDERR):
         return BADF
+    vm.check_budget()
     inst = vm.instance
     inst.check(iovs, 8 * iovs_len)
-    parts = []
+    if iovs_len > IOV_MAX:
+        return INVAL
+    spans = []
+    total = 0
     for i in range(iovs_len):
         base = inst.read_u32(iovs + 8 * i)
         length = inst.read_u32(iovs + 8 * i + 4)
-        parts.append(inst.read(base, length))
+        inst.check(base, length)
+        spans.append((base, length))
+        total += length
+    inst.check(ret_nwritten, 4)
+    # What this callback may still print; what is over is reported written, not kept
+    # (a guest that saw a short write would only retry).
+    if vm.output_callback != vm.callback_count:
+        vm.output_callback = vm.callback_count
+        vm.output_left = MAX_OUTPUT_PER_CALLBACK
+    keep = min(total, vm.output_left, MAX_LOG_LINE)
+    parts = []
+    want = keep
+    for base, length in spans:
+        if want <= 0:
+            break
+        n = min(length, want)
+        parts.append(inst.read(base, n))
+        want -= n
     data = b"".join(parts)
-    inst.write_u32(ret_nwritten, len(data))
-    text = data[:-1] if data.endswith(b"\n") else data
-    from host.wasm.abi.logging import emit
-
+    inst.write_u32(ret_nwritten, min(total, 0xFFFFFFFF))
+    if vm.output_left <= 0:
+        return SUCCESS
+    vm.output_left -= keep
+    if keep == total and data.endswith(b"\n"):
+        data = data[:-1]
+    text = data.decode("utf-8", "replace" if keep == total else "ignore")
+    if keep < total:
+        text += f"... [truncated: {total - keep} more bytes]"
     emit(
         vm,
         LogLevel.INFO if fd == STDOUT else LogLevel.ERROR,
-        text.decode("utf-8", "replace"),
+        text,
         "stdout" if fd == STDOUT else "stderr",
     )
+    if vm.output_left <= 0:
+        emit(
+            vm,
+            LogLevel.WARN,
+            f"plugin output over {MAX_OUTPUT_PER_CALLBACK} bytes in one callback: "
+            "the rest of this callback's output is dropped",
+            "host",
+        )
     return SUCCESS
 
 
