@@ -291,7 +291,7 @@ def test_ten_thousand_callouts_do_not_stall_the_proxy(start_proxy, wasm_file):
     assert done <= MAX_INFLIGHT_CALLOUTS
     # /quitquitquit answers at once, mid-flood
     t0 = time.monotonic()
-    assert h.admin("POST", "/quitquitquit", timeout=2.0).status_code == 200
+    assert h.admin("POST", "/quitquitquit", json={}, timeout=2.0).status_code == 200
     assert time.monotonic() - t0 < 1.0
     assert h.sync(lambda: h.server._stop_event.is_set())
     h.wait_for(
