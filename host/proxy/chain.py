@@ -33,6 +33,7 @@ import hashlib
 import random
 import time
 from collections import ChainMap
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -371,9 +372,17 @@ class ChainRun:
 
     _seq = 0
 
-    def __init__(self, manager: PluginManager, info: ExchangeInfo) -> None:
+    def __init__(
+        self,
+        manager: PluginManager,
+        info: ExchangeInfo,
+        route: Callable[[HeaderMap, ExchangeInfo], object] | None = None,
+    ) -> None:
         self.m = manager
         self.info = info
+        # selects (and caches in info) the request's route: called when the headers
+        # arrive, so plugins read xds.route_name / xds.cluster_name (Envoy's route cache)
+        self._route = route
         self.loop = manager.loop
         ChainRun._seq += 1
         self.seq = ChainRun._seq
@@ -405,7 +414,7 @@ class ChainRun:
         """Choose which plugins run on this request; a verdict if a failed one must answer."""
         client_ip = self.info.client[0]
         forced = canary_forced(headers)
-        for slot in self.m.ordered:
+        for slot in self.m.applied:  # the plugins whose match selects this listener
             mode = slot.mode
             if mode == "disabled":
                 self.records.append(HopRecord(slot.name, mode, False, "disabled"))
@@ -448,9 +457,32 @@ class ChainRun:
                 request_id=i.request_id,
                 start_time_ns=i.start_wall_ns,
                 cluster_name=i.cluster,
+                route_name=i.route_name or "",
                 upstream_address=i.upstream_address,
             )
         return self.stream_info
+
+    def _sync_route(self) -> None:
+        """The route selected again after a clear_route_cache, for later callbacks."""
+        si = self.stream_info
+        i = self.info
+        if si is not None and i.route_name is not None:
+            si.route_name = i.route_name
+            si.cluster_name = i.cluster
+
+    def _take_route_cache_clears(self) -> None:
+        """A clear_route_cache from an enforcing plugin empties the stream's route cache,
+        so the data path selects the route again from the headers as they are now
+        (Envoy: only then, not on every header change). Log-only: counted, not applied."""
+        for hop in self.hops:
+            ctx = hop.ctx
+            if ctx is None or not ctx.route_cache_dirty:
+                continue
+            ctx.route_cache_dirty = False
+            if hop.enforce:
+                self.info.route_name = None
+            else:
+                self._would(hop, "clear_route_cache")
 
     def _ctx(self, hop: _Hop) -> HttpContext:
         if hop.ctx is None:
@@ -471,6 +503,8 @@ class ChainRun:
         if headers.get(CANARY_HEADER) is not None:
             # read by _select; a control header for this proxy, not for plugins or upstream
             headers.remove(CANARY_HEADER)
+        if self._route is not None:
+            self._route(headers, self.info)
         if early is not None:
             return self._reply_step(early.reply, len(self.hops))  # type: ignore[arg-type]
         if not self.hops:
@@ -497,6 +531,7 @@ class ChainRun:
             verdict = self._after_action(hop, action, "request_headers", i)
             if verdict is not None:
                 return verdict
+        self._take_route_cache_clears()
         return CONTINUE
 
     def request_data(self, data: bytes, end_stream: bool) -> Step:
@@ -556,6 +591,7 @@ class ChainRun:
     def response_headers(self, headers: HeaderMap, end_stream: bool) -> Step:
         self.resp_headers = headers
         self._resp_eos = end_stream
+        self._sync_route()
         if self.reply is not None:
             return CONTINUE  # our own reply, already through the response path
         return self._iterate_response_headers(len(self.hops) - 1)
@@ -898,6 +934,7 @@ class ChainRun:
         if self._wait_timer is not None:
             self._wait_timer.cancel()
             self._wait_timer = None
+        self._sync_route()
         for hop in self.hops:
             ctx = hop.ctx
             if ctx is not None:

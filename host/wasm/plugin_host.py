@@ -283,6 +283,23 @@ class PluginHost:
         # Envoy registers these two (zlib); plugins use them for payload compression.
         self.foreign_functions["compress"] = compress
         self.foreign_functions["uncompress"] = uncompress
+        # Envoy 1.33+: the calling stream's route is selected again (args ignored).
+        self.foreign_functions["clear_route_cache"] = self._clear_route_cache
+
+    def _clear_route_cache(self, args: bytes) -> tuple[Status, bytes]:
+        """``clear_route_cache``: flag the calling HTTP stream (``route_cache_dirty``, as
+        0.1.0's proxy_clear_route_cache does); its driver selects the route again. The
+        caller is the VM inside a guest call: one engine thread runs one guest call at a
+        time and no host function enters another VM (ABI doc §6.0), so this is
+        cpp-host's current context. Outside an HTTP stream it does nothing, as Envoy."""
+        from host.wasm.context import HttpContext
+
+        for vm in self.vms:
+            if vm.current_callback:
+                ctx = vm.ctx
+                if isinstance(ctx, HttpContext):
+                    ctx.route_cache_dirty = True
+        return Status.OK, b""
 
     def close(self) -> None:
         for vm in list(self.vms):
