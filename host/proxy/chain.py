@@ -458,6 +458,8 @@ class ChainRun:
                 start_time_ns=i.start_wall_ns,
                 cluster_name=i.cluster,
                 route_name=i.route_name or "",
+                # Envoy's TrafficDirection: INBOUND 1 (SERVER), OUTBOUND 2 (CLIENT)
+                listener_direction=2 if self.m.listener and self.m.listener[1] == "CLIENT" else 1,
                 upstream_address=i.upstream_address,
             )
         return self.stream_info

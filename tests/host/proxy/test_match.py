@@ -145,3 +145,19 @@ def test_match_changed_in_code_is_exported_and_applied(start_proxy, probe):
     h.apply(dataclasses.replace(cfg, plugins=(spec,)))
     assert order_seen(h) == []
     assert "number: 9999" in h.sync(h.server.config_yaml)
+
+
+@pytest.mark.parametrize(("direction", "value"), [(None, 1), ("CLIENT", 2)])
+def test_listener_direction_attribute_follows_the_proxy_direction(
+    start_proxy, probe, direction, value
+):
+    from host.proxy.chain import ChainRun
+    from host.proxy.http1 import ExchangeInfo
+
+    h = start_proxy(proxy_text(wasm_plugin("p", probe()), direction=direction))
+
+    def info() -> int:
+        run = ChainRun(h.server.manager, ExchangeInfo(("127.0.0.1", 1), ("127.0.0.1", 2), 1))
+        return run._stream_info().listener_direction  # xds.listener_direction (Envoy enum)
+
+    assert h.sync(info) == value
