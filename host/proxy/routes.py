@@ -52,39 +52,65 @@ class Route:
             headers=tuple((k.encode(), v.encode()) for k, v in rc.headers),
         )
 
-    def matches(self, headers: HeaderMap) -> bool:
+    def matches(self, req: _Request) -> bool:
         """Every condition given holds (Envoy's RouteMatch: all of them, AND)."""
-        if self.prefix is not None or self.path is not None:
-            p = headers.get(b":path") or b""
-            if self.prefix is not None and not p.startswith(self.prefix):
-                return False
-            if self.path is not None and p.split(b"?", 1)[0] != self.path:
-                return False
+        if self.prefix is not None and not req.path.startswith(self.prefix):
+            return False
+        if self.path is not None and req.path.split(b"?", 1)[0] != self.path:
+            return False
         if self.authority is not None:
-            a = (headers.get(b":authority") or headers.get(b"host") or b"").lower()
-            if not self.authority_has_port and _has_port(a):
-                a = a[: a.rfind(b":")]
+            a = req.authority if self.authority_has_port else req.host
             if a != self.authority:
                 return False
         # Envoy's HeaderMatcher on a repeated header sees the values joined by ","
-        return all(headers.joined(name) == value for name, value in self.headers)
+        return all(req.headers.get(name) == value for name, value in self.headers)
+
+
+class _Request:
+    """What the routes look at, read from the header map in one pass."""
+
+    __slots__ = ("authority", "headers", "host", "path")
+
+    def __init__(self, headers: HeaderMap, names: frozenset[bytes]) -> None:
+        path = authority = host_header = None
+        seen: dict[bytes, list[bytes]] = {}
+        for k, v in headers:
+            if k == b":path":
+                path = v if path is None else path
+            elif k == b":authority":
+                authority = v if authority is None else authority
+            elif k == b"host":
+                host_header = v if host_header is None else host_header
+            if k in names:
+                seen.setdefault(k, []).append(v)
+        self.path = path or b""
+        self.authority = (authority or host_header or b"").lower()
+        a = self.authority
+        self.host = a[: a.rfind(b":")] if _has_port(a) else a
+        self.headers = {k: b",".join(vs) for k, vs in seen.items()}
 
 
 class RouteTable:
     """The routes in order, then the default cluster (when there is one)."""
 
-    __slots__ = ("routes",)
+    __slots__ = ("_names", "_only", "routes")
 
     def __init__(self, routes: Sequence[RouteConfig], default_cluster: str | None) -> None:
         compiled = [Route.from_config(r) for r in routes]
         if default_cluster is not None:
-            compiled.append(Route(DEFAULT_ROUTE_NAME, default_cluster, prefix=b"/"))
+            compiled.append(Route(DEFAULT_ROUTE_NAME, default_cluster))  # no condition
         self.routes: tuple[Route, ...] = tuple(compiled)
+        self._names = frozenset(k for r in compiled for k, _v in r.headers)
+        # no routes configured: every request takes the default (no header lookups)
+        self._only = compiled[0] if not routes and compiled else None
 
     def select(self, headers: HeaderMap) -> Route | None:
         """The first route that matches ``headers``; None: no route (404)."""
+        if self._only is not None:
+            return self._only
+        req = _Request(headers, self._names)
         for r in self.routes:
-            if r.matches(headers):
+            if r.matches(req):
                 return r
         return None
 

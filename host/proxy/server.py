@@ -556,7 +556,7 @@ def _route_match_text(r: Route) -> str:
     if r.authority is not None:
         parts.append(f"authority {r.authority.decode()}")
     parts += [f"header {k.decode()}: {v.decode()}" for k, v in r.headers]
-    return ", ".join(parts)
+    return ", ".join(parts) or "any request"
 
 
 def _sockname(server: asyncio.base_events.Server) -> tuple[str, int]:

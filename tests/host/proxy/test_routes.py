@@ -478,6 +478,6 @@ def test_config_dump_lists_the_routes_with_the_default_last(start_proxy, upstrea
     assert dump["routes"] == [
         {"name": "api", "match": "prefix /api", "cluster": "b"},
         {"name": "exact", "match": "path /exact", "cluster": "b"},
-        {"name": "default", "match": "prefix /", "cluster": "a"},
+        {"name": "default", "match": "any request", "cluster": "a"},
     ]
     assert "routes:" in dump["yaml"]
