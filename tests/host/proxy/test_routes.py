@@ -100,7 +100,11 @@ _ROUTER = """\
     (func $rep_hdr (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_call_foreign_function"
     (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_tick_period_milliseconds" (func $set_tick (param i32) (result i32)))
+  (import "env" "proxy_set_effective_context" (func $set_eff (param i32) (result i32)))
+  (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
   (memory (export "memory") 4)
+  (global $pending (mut i32) (i32.const 0))
 
   (data (i32.const 1024) "xds\\00route_name")    ;; 14
   (data (i32.const 1040) "xds\\00cluster_name")  ;; 16
@@ -146,14 +150,27 @@ _ROUTER = """\
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_context_create") (param i32 i32))
   (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    @TICK@
+    (i32.const 1))
 
-  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param i32 i32) (result i32)
     (call $prop_to_header (i32.const 1024) (i32.const 14) (i32.const 1072) (i32.const 12))
     (call $prop_to_header (i32.const 1040) (i32.const 16) (i32.const 1088) (i32.const 14))
+    @PAUSE@
     @SET_HEADER@
     @CLEAR@
     (i32.const 0))
+
+  ;; paused variant: the next tick acts on the stream (effective context), then resumes it
+  (func (export "proxy_on_tick") (param i32)
+    (if (global.get $pending)
+      (then
+        (drop (call $set_eff (global.get $pending)))
+        (global.set $pending (i32.const 0))
+        @SET_HEADER@
+        @CLEAR@
+        (drop (call $continue (i32.const 0))))))
 
   (func (export "proxy_on_log") (param i32)
     (local $pos i32)
@@ -180,8 +197,14 @@ _CLEAR = (
 )
 
 
-def router_wasm(*, set_header: bool = False, clear: bool = False) -> bytes:
-    text = _ROUTER.replace("@SET_HEADER@", _SET if set_header else "")
+def router_wasm(*, set_header: bool = False, clear: bool = False, paused: bool = False) -> bytes:
+    """``paused``: on_request_headers pauses; the next tick (20 ms period) sets the header
+    and calls clear_route_cache on the stream (proxy_set_effective_context), then resumes
+    it, as a plugin does from a callout response."""
+    text = _ROUTER.replace("@TICK@", "(drop (call $set_tick (i32.const 20)))" if paused else "")
+    pause = "(global.set $pending (local.get $ctx))\n    (return (i32.const 1))"
+    text = text.replace("@PAUSE@", pause if paused else "")
+    text = text.replace("@SET_HEADER@", _SET if set_header else "")
     text = text.replace("@CLEAR@", _CLEAR if clear else "")
     return compile_wat(text, "router")
 
@@ -323,6 +346,19 @@ def test_header_change_with_clear_route_cache_goes_to_the_other_cluster(
     assert body["headers"]["x-clear-status"] == "0"  # OK: the function exists
     # the plugin read the route selected when the headers arrived; on_log the new one
     assert body["headers"]["x-seen-route"] == "default"
+    h.wait_for(lambda: final_routes(h, "rt"), what="on_log line")
+    assert final_routes(h, "rt") == ["route=hdr cluster=b"]
+
+
+def test_clear_route_cache_while_paused_reroutes_when_the_stream_resumes(
+    start_proxy, upstreams, router
+):
+    doc = wasm_plugin("rt", router(set_header=True, clear=True, paused=True))
+    h = start_proxy(proxy_yaml(upstreams, ROUTES, default_cluster="a", plugins=(doc,)))
+    with h.client() as c:
+        body = c.get("/x").json()
+    assert body["upstream"] == "b"
+    assert body["headers"]["x-target"] == "b"
     h.wait_for(lambda: final_routes(h, "rt"), what="on_log line")
     assert final_routes(h, "rt") == ["route=hdr cluster=b"]
 
