@@ -65,6 +65,7 @@ _BADGE_COLOURS = {
     "reloading": "#f85149",
     "disabled": "#8b949e",
     "starting": "#8b949e",
+    "not applied": "#8b949e",
 }
 
 
@@ -74,6 +75,8 @@ def state_badge(p: Mapping[str, Any]) -> tuple[str, str]:
     state = str(p.get("state", ""))
     if p.get("mode") == "disabled":
         return "disabled", _BADGE_COLOURS["disabled"]
+    if state == "not applied":  # its match leaves out this listener: not a failure
+        return state, _BADGE_COLOURS[state]
     if state in ("failed", "reloading"):
         text = "failed" if state == "failed" else "failed, reloading"
         if p.get("crash_loop"):
@@ -285,6 +288,8 @@ def _request_line(req: Mapping[str, Any]) -> str:
 def _failure_text(p: Mapping[str, Any]) -> str:
     f = p.get("failure")
     if not f:
+        if p.get("not_applied"):
+            return f"not applied on this listener: {p['not_applied']}"
         return str(p.get("last_error") or "")
     lines = [f"{f.get('kind', '?')}: {f.get('message', '')}"]
     if f.get("state"):

@@ -33,6 +33,7 @@ import hashlib
 import random
 import time
 from collections import ChainMap
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -371,9 +372,17 @@ class ChainRun:
 
     _seq = 0
 
-    def __init__(self, manager: PluginManager, info: ExchangeInfo) -> None:
+    def __init__(
+        self,
+        manager: PluginManager,
+        info: ExchangeInfo,
+        route: Callable[[HeaderMap, ExchangeInfo], object] | None = None,
+    ) -> None:
         self.m = manager
         self.info = info
+        # selects (and caches in info) the request's route: called when the headers
+        # arrive, so plugins read xds.route_name / xds.cluster_name (Envoy's route cache)
+        self._route = route
         self.loop = manager.loop
         ChainRun._seq += 1
         self.seq = ChainRun._seq
@@ -405,7 +414,7 @@ class ChainRun:
         """Choose which plugins run on this request; a verdict if a failed one must answer."""
         client_ip = self.info.client[0]
         forced = canary_forced(headers)
-        for slot in self.m.ordered:
+        for slot in self.m.applied:  # the plugins whose match selects this listener
             mode = slot.mode
             if mode == "disabled":
                 self.records.append(HopRecord(slot.name, mode, False, "disabled"))
@@ -447,6 +456,8 @@ class ChainRun:
                 connection_id=i.connection_id,
                 request_id=i.request_id,
                 start_time_ns=i.start_wall_ns,
+                # Envoy's TrafficDirection: INBOUND 1 (SERVER), OUTBOUND 2 (CLIENT)
+                listener_direction=2 if self.m.listener and self.m.listener[1] == "CLIENT" else 1,
                 refresh=self._refresh_stream_info,
             )
         return self.stream_info
@@ -455,12 +466,9 @@ class ChainRun:
         """Copy in what the data path learnt since (called before an attribute is read):
         bytes counted, the cluster and upstream, the response's code and details."""
         i = self.info
-        # Envoy picks the route (and its cluster) before the filters see the request;
-        # here routing runs after them, so until then the cluster is the one the route
-        # will give (the default cluster: routing sends everything there).
-        cluster = i.cluster or self.m.default_cluster_name
-        si.cluster_name = cluster
-        si.route_name = "" if cluster else None  # the default route has no name
+        # the route selected when the headers arrived, or again after clear_route_cache
+        si.cluster_name = i.cluster
+        si.route_name = i.route_name if i.cluster else None  # None: no route matched
         si.request_size = i.request_bytes
         si.response_size = i.response_bytes
         si.upstream_address = i.upstream_address
@@ -477,6 +485,20 @@ class ChainRun:
         if self.completed:
             si.request_complete = True
             si.duration_ns = max(0, time.monotonic_ns() - int(i.start * 1e9))
+
+    def _take_route_cache_clears(self) -> None:
+        """A clear_route_cache from an enforcing plugin empties the stream's route cache,
+        so the data path selects the route again from the headers as they are now
+        (Envoy: only then, not on every header change). Log-only: counted, not applied."""
+        for hop in self.hops:
+            ctx = hop.ctx
+            if ctx is None or not ctx.route_cache_dirty:
+                continue
+            ctx.route_cache_dirty = False
+            if hop.enforce:
+                self.info.route_name = None
+            else:
+                self._would(hop, "clear_route_cache")
 
     def _ctx(self, hop: _Hop) -> HttpContext:
         if hop.ctx is None:
@@ -497,6 +519,8 @@ class ChainRun:
         if headers.get(CANARY_HEADER) is not None:
             # read by _select; a control header for this proxy, not for plugins or upstream
             headers.remove(CANARY_HEADER)
+        if self._route is not None:
+            self._route(headers, self.info)
         if early is not None:
             return self._reply_step(early.reply, len(self.hops))  # type: ignore[arg-type]
         if not self.hops:
@@ -523,6 +547,7 @@ class ChainRun:
             verdict = self._after_action(hop, action, "request_headers", i)
             if verdict is not None:
                 return verdict
+        self._take_route_cache_clears()
         return CONTINUE
 
     def request_data(self, data: bytes, end_stream: bool) -> Step:

@@ -55,6 +55,7 @@ __all__ = [
     "EnvVar",
     "PluginSpec",
     "ProxyConfig",
+    "RouteConfig",
     "TrafficSelector",
     "dump_config",
     "effective_order",
@@ -100,6 +101,7 @@ FAIL_STRATEGIES = ("FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD")
 PLUGIN_TYPES = ("UNSPECIFIED_PLUGIN_TYPE", "HTTP", "NETWORK")
 PULL_POLICIES = ("UNSPECIFIED_POLICY", "IfNotPresent", "Always")
 MATCH_MODES = ("UNDEFINED", "CLIENT", "SERVER", "CLIENT_AND_SERVER")
+DIRECTIONS = ("SERVER", "CLIENT")  # the Proxy document's spec.direction (Istio's match modes)
 ENV_SOURCES = ("INLINE", "HOST")
 MODES = ("enforce", "log-only", "disabled")
 
@@ -200,6 +202,19 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class RouteConfig:
+    """One ``spec.routes[]`` entry of the Proxy document: a request that matches every
+    condition given goes to ``cluster``. ``name`` is what ``xds.route_name`` reads."""
+
+    name: str
+    cluster: str
+    prefix: str | None = None  # :path starts with it
+    path: str | None = None  # :path without the query equals it
+    authority: str | None = None  # :authority (case-insensitive; no port: any port)
+    headers: tuple[tuple[str, str], ...] = ()  # (lower-case name, exact value)
+
+
+@dataclass(frozen=True)
 class PluginSpec:
     """One WasmPlugin document, validated, with Istio's defaults applied.
 
@@ -278,6 +293,8 @@ class ProxyConfig:
     clusters: tuple[ClusterConfig, ...] = ()
     default_cluster: str | None = None
     node: NodeInfo = DEFAULT_NODE  # spec.node: Envoy's bootstrap node (xds.node)
+    routes: tuple[RouteConfig, ...] = ()  # first match wins; the default cluster last
+    direction: str = "SERVER"  # the listener's traffic direction, for WasmPlugin match
     plugins: tuple[PluginSpec, ...] = ()
     source: str = field(default="<string>", compare=False)
     raw: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
@@ -1531,7 +1548,7 @@ _PLUGIN_DEFAULTS: dict[str, Any] = {
 
 # -- the Proxy document ------------------------------------------------------------------------
 
-_PROXY_SPEC_FIELDS = ("listen", "admin", "clusters", "defaultCluster", "node")
+_PROXY_SPEC_FIELDS = ("listen", "admin", "clusters", "defaultCluster", "node", "routes", "direction")
 _CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout")
 
 
@@ -1630,7 +1647,125 @@ def _parse_proxy(doc: dict[str, Any], ctx: _Ctx) -> dict[str, Any] | None:
             out["node"] = NodeInfo.parse(spec["node"])
         except NodeError as e:
             ctx.error(("spec", "node"), str(e))
+    out["routes"] = _parse_routes(ctx, spec.get("routes"), first, clusters)
+    out["direction"] = _enum(
+        ctx, spec.get("direction"), ("spec", "direction"), DIRECTIONS, "SERVER"
+    )
     return None if len(ctx.issues) > before else out
+
+
+_ROUTE_FIELDS = ("name", "match", "cluster")
+_ROUTE_MATCH_FIELDS = ("prefix", "path", "authority", "headers")
+
+
+def _parse_routes(
+    ctx: _Ctx, value: Any, defined: Mapping[str, int], clusters: Sequence[ClusterConfig]
+) -> tuple[RouteConfig, ...]:
+    """``spec.routes``: each a name, a match (prefix or path, authority, headers: all
+    given must hold) and a cluster of ``spec.clusters`` the data path can reach."""
+    routes: list[RouteConfig] = []
+    for i, entry in enumerate(_list(ctx, value, ("spec", "routes"))):
+        path: _Path = ("spec", "routes", i)
+        m = _mapping(ctx, entry, path)
+        if m is None:
+            if entry is None:
+                ctx.error(path, "expected a mapping (name, match, cluster), got null")
+            continue
+        ok = True
+        for key in m:
+            if key not in _ROUTE_FIELDS:
+                ctx.error(
+                    (*path, key), f"unknown field; expected one of {', '.join(_ROUTE_FIELDS)}"
+                )
+                ok = False
+        name = _string(ctx, m.get("name"), (*path, "name")) or ""
+        cluster = _string(ctx, m.get("cluster"), (*path, "cluster"), required=True)
+        if cluster is not None:
+            known = next((c for c in clusters if c.name == cluster), None)
+            if cluster not in defined:
+                ctx.error(
+                    (*path, "cluster"),
+                    f"{cluster!r} is not a cluster in spec.clusters "
+                    f"(defined: {', '.join(defined) or 'none'})",
+                )
+                ok = False
+            elif known is not None and not known.url.startswith("http://"):
+                ctx.error(
+                    (*path, "cluster"),
+                    f"the proxy forwards to http:// upstreams only; {known.url} can serve "
+                    "plugin callouts but not be a route's cluster",
+                )
+                ok = False
+        else:
+            ok = False
+        mpath: _Path = (*path, "match")
+        match = _mapping(ctx, m.get("match"), mpath)
+        if match is None:
+            if m.get("match") is None:
+                ctx.error(mpath, "required field is missing (prefix, path, authority or headers)")
+            continue
+        fields: dict[str, Any] = {}
+        for key in match:
+            if key == "safe_regex":
+                ctx.error(
+                    (*mpath, key),
+                    "regular expressions are not supported; use prefix, path, authority or headers",
+                )
+                ok = False
+            elif key not in _ROUTE_MATCH_FIELDS:
+                ctx.error(
+                    (*mpath, key),
+                    f"unknown field; expected one of {', '.join(_ROUTE_MATCH_FIELDS)}",
+                )
+                ok = False
+        for key in ("prefix", "path"):
+            text = _string(ctx, match.get(key), (*mpath, key))
+            if text is None:
+                if match.get(key) is not None:
+                    ok = False
+                continue
+            if not text.startswith("/"):
+                ctx.error((*mpath, key), f"expected a path starting with '/', got {text!r}")
+                ok = False
+            fields[key] = text
+        if "prefix" in fields and "path" in fields:
+            ctx.error(mpath, "give prefix or path, not both (Envoy's path_specifier is one of)")
+            ok = False
+        authority = _string(ctx, match.get("authority"), (*mpath, "authority"))
+        if authority is not None:
+            if not authority.strip() or any(c.isspace() for c in authority):
+                ctx.error((*mpath, "authority"), f"expected a host or host:port, got {authority!r}")
+                ok = False
+            fields["authority"] = authority.lower()
+        elif match.get("authority") is not None:
+            ok = False
+        headers: list[tuple[str, str]] = []
+        hmap = _mapping(ctx, match.get("headers"), (*mpath, "headers"))
+        if hmap is None and match.get("headers") is not None:
+            ok = False
+        for hname, hvalue in (hmap or {}).items():
+            hpath: _Path = (*mpath, "headers", hname)
+            if not _HEADER_NAME.fullmatch(hname):
+                ctx.error(hpath, f"not a valid header name: {hname!r}")
+                ok = False
+            elif isinstance(hvalue, bool) or not isinstance(hvalue, (str, int)):
+                ctx.error(
+                    hpath, f"expected the header's exact value (a string), got {_describe(hvalue)}"
+                )
+                ok = False
+            else:
+                headers.append((hname.lower(), str(hvalue)))
+        if not fields and not headers:
+            if ok:
+                ctx.error(
+                    mpath,
+                    "empty match: give prefix, path, authority or headers "
+                    "(prefix: / matches every request)",
+                )
+            continue
+        if ok and cluster is not None:
+            routes.append(RouteConfig(name, cluster, headers=tuple(headers), **fields))
+    return tuple(routes)
 
 
 def _cluster_url_error(url: str) -> str | None:
@@ -1656,7 +1791,7 @@ def _proxy_to_document(config: ProxyConfig) -> dict[str, Any] | None:
             base = None
         else:
             old = ProxyConfig(**fields)
-    new_fields = ("listen", "admin", "clusters", "default_cluster", "node")
+    new_fields = ("listen", "admin", "clusters", "default_cluster", "node", "routes", "direction")
     if base is None:
         if all(getattr(config, f) == getattr(old, f) for f in new_fields):
             return None
@@ -1705,4 +1840,28 @@ def _proxy_to_document(config: ProxyConfig) -> dict[str, Any] | None:
             spec.pop("node", None)
         else:
             spec["node"] = config.node.to_dict()
+    if config.routes != old.routes:
+        if config.routes:
+            spec["routes"] = [_route_to_document(r) for r in config.routes]
+        else:
+            spec.pop("routes", None)
+    if config.direction != old.direction:
+        if config.direction == "SERVER":
+            spec.pop("direction", None)
+        else:
+            spec["direction"] = config.direction
     return base
+
+
+def _route_to_document(route: RouteConfig) -> dict[str, Any]:
+    match: dict[str, Any] = {}
+    for key in ("prefix", "path", "authority"):
+        v = getattr(route, key)
+        if v is not None:
+            match[key] = v
+    if route.headers:
+        match["headers"] = dict(route.headers)
+    doc: dict[str, Any] = {"name": route.name} if route.name else {}
+    doc["match"] = match
+    doc["cluster"] = route.cluster
+    return doc

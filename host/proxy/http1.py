@@ -170,6 +170,7 @@ class ExchangeInfo:
     start: float = 0.0  # time.monotonic()
     start_wall_ns: int = 0
     cluster: str = ""
+    route_name: str | None = None  # the cached route; None: not selected yet (or cleared)
     status: int = 0
     request_bytes: int = 0
     response_bytes: int = 0
@@ -420,7 +421,10 @@ class ProxyCore(Protocol):
     loop: asyncio.AbstractEventLoop
     pool: UpstreamPool
 
-    def route(self, headers: HeaderMap) -> Cluster | None: ...
+    def route(self, headers: HeaderMap, info: ExchangeInfo) -> Cluster | None:
+        """The request's cluster: its cached route (``info.route_name`` set), else the
+        route selected now from ``headers`` (and cached in ``info``); None: no route."""
+        ...
 
     def new_filter(self, info: ExchangeInfo) -> StreamFilter: ...
 
@@ -863,7 +867,7 @@ class Exchange:
 
     def _route_and_connect(self) -> None:
         assert self.headers is not None
-        cluster = self.core.route(self.headers)
+        cluster = self.core.route(self.headers, self.info)
         if cluster is None:
             self.send_local(
                 LocalReply(404, b"no route to any cluster\n", details="route_not_found")

@@ -30,6 +30,7 @@ import httpx
 from host.callout_request import build_callout_request
 from host.proxy.chain import ChainRun, RequestRecord, request_facts
 from host.proxy.http1 import ExchangeInfo, LocalReply
+from host.proxy.routes import plugin_match_verdict
 from host.wasm import LogLevel, PluginHost, VmConfig, VmStartError
 from host.wasm.context import HttpCallout, HttpContext
 from host.wasm.diagnosis import plugin_warnings
@@ -123,6 +124,8 @@ class PluginSlot:
         self.last_error = ""
         self.counters: dict[str, int] = {}
         self.callback_us: deque[float] = deque(maxlen=2048)
+        # why the plugin's match does not select this listener; None: it applies
+        self.not_applied: str | None = None
 
     # -- counters (mirrored into the stats store as wasm.<name>.<counter>) --
 
@@ -157,9 +160,12 @@ class PluginSlot:
         state = self.state
         if state == "running" and self.mode == "log-only":
             state = "log-only"
+        if self.not_applied is not None and state not in ("failed", "reloading"):
+            state = "not applied"
         return {
             "name": self.name,
             "state": state,
+            "not_applied": self.not_applied,
             "mode": self.mode,
             "canary_percent": self.canary_percent,
             "canary_key": self.canary_key,
@@ -295,8 +301,11 @@ class PluginManager:
         self.buffer_limit = buffer_limit
         self.slots: dict[str, PluginSlot] = {}
         self.ordered: list[PluginSlot] = []
+        # the ordered slots whose match selects the listener: the ones requests run
+        self.applied: list[PluginSlot] = []
+        # the listener match is evaluated against: (bound port, SERVER | CLIENT)
+        self.listener: tuple[int, str] | None = None
         self.cluster_urls: dict[str, tuple[str, float]] = {}
-        self.default_cluster_name = ""  # for xds.cluster_name before routing ran
         # clusters the proxy itself provides (the demo upstream): kept by apply()
         self.builtin_cluster_urls: dict[str, tuple[str, float]] = {}
         self.recent: deque[RequestRecord] = deque(maxlen=inspector_size)
@@ -710,8 +719,23 @@ class PluginManager:
             (s for s in self.slots.values() if s.spec.type != "NETWORK"),
             key=lambda s: order.get(s.name, 1 << 30),
         )
+        self._apply_match()
         self._schedule_ticks()
         return errors
+
+    def set_listener(self, port: int, direction: str) -> None:
+        """The listener the plugins serve (its bound port and traffic direction): each
+        plugin's ``match`` is applied to it, as Istio does when it builds the listener."""
+        self.listener = (port, direction)
+        self._apply_match()
+
+    def _apply_match(self) -> None:
+        for slot in self.ordered:
+            if self.listener is None:
+                slot.not_applied = None
+            else:
+                slot.not_applied = plugin_match_verdict(slot.spec.match, *self.listener)
+        self.applied = [s for s in self.ordered if s.not_applied is None]
 
     def _apply_in_place(self, slot: PluginSlot, spec: PluginSpec) -> None:
         slot.spec = spec
@@ -835,6 +859,7 @@ class PluginManager:
             inst.close()
         self.slots.clear()
         self.ordered = []
+        self.applied = []
 
 
 def _needs_restart(old: PluginSpec, new: PluginSpec) -> bool:

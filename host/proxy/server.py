@@ -40,6 +40,7 @@ from host.proxy.http1 import (
     UpstreamPool,
 )
 from host.proxy.plugins import PluginManager, PluginSlot
+from host.proxy.routes import Route, RouteTable
 from host.wasm import Engine, HeaderMap, LogLevel, PluginHost
 from host.wasm.plugin_host import LogRecord
 
@@ -77,6 +78,7 @@ class ProxyServer:
         self.pool: UpstreamPool = None  # type: ignore[assignment]
         self.clusters: dict[str, Cluster] = {}
         self.default_cluster: Cluster | None = None
+        self.routes = RouteTable((), None)
         self.demo: EchoServer | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self.listen_address = ("", 0)
@@ -146,6 +148,7 @@ class ProxyServer:
             ) from None
         self._servers.append(srv)
         self.listen_address = _sockname(srv)
+        self.manager.set_listener(self.listen_address[1], cfg.direction)
         try:
             adm = await self.loop.create_server(
                 lambda: AdminProtocol(self),
@@ -182,6 +185,7 @@ class ProxyServer:
             self.demo = None
         self.clusters = {}
         self.default_cluster = None
+        self.routes = RouteTable((), None)
         if self.host is not None:
             self.stats.remove_plugin_metrics(self.host.metrics)
         await self._close_plugins()
@@ -204,8 +208,11 @@ class ProxyServer:
                 old.timeout_s = new.timeout_s
                 new = old  # keep its pooled connections
             clusters[c.name] = new
+        default: Cluster | None
         if config.default_cluster:
             default = clusters[config.default_cluster]
+        elif config.routes:
+            default = None  # routes without a defaultCluster: no match is a 404, as Envoy
         elif len(clusters) == 1 and len(config.clusters) == 1:
             default = next(iter(clusters.values()))
         else:
@@ -217,7 +224,7 @@ class ProxyServer:
             clusters[DEMO_CLUSTER] = default
         self.clusters = clusters
         self.default_cluster = default
-        self.manager.default_cluster_name = default.name
+        self.routes = RouteTable(config.routes, default.name if default is not None else None)
         self.manager.cluster_urls.update({c.name: (c.url, c.timeout_s) for c in config.clusters})
         if self.demo is not None:
             # built in: for http_call too, and kept when manager.apply() replaces the
@@ -262,13 +269,27 @@ class ProxyServer:
 
     # -- ProxyCore (what the data path calls) ----------------------------------------------
 
-    def route(self, headers: HeaderMap) -> Cluster | None:
-        return self.default_cluster
+    def route(self, headers: HeaderMap, info: ExchangeInfo) -> Cluster | None:
+        """The request's cluster. The route is selected once, when the headers arrive
+        (before the plugins, so they can read xds.route_name), and cached in ``info``;
+        only a plugin's clear_route_cache makes the data path select it again from the
+        headers as they are then (Envoy's route cache). None: no route (404)."""
+        if info.route_name is not None:
+            cached = self.clusters.get(info.cluster) if info.cluster else None
+            if cached is not None or not info.cluster:
+                return cached
+            # the cluster went away in a config reload since: select again
+        r = self.routes.select(headers)
+        if r is None:
+            info.route_name, info.cluster = "", ""
+            return None
+        info.route_name, info.cluster = r.name, r.cluster
+        return self.clusters.get(r.cluster)
 
     def new_filter(self, info: ExchangeInfo) -> StreamFilter:
-        if not self.manager.ordered:
+        if not self.manager.applied:
             return _NO_PLUGINS
-        return ChainRun(self.manager, info)
+        return ChainRun(self.manager, info, self.route)
 
     def exchange_started(self, ex: Exchange) -> None:
         self.active_requests += 1
@@ -367,7 +388,7 @@ class ProxyServer:
     def failing_closed(self) -> list[str]:
         return [
             s.name
-            for s in self.manager.ordered
+            for s in self.manager.applied
             if s.state in ("failed", "reloading")
             and s.mode == "enforce"
             and s.effective_policy() != "FAIL_OPEN"
@@ -387,11 +408,26 @@ class ProxyServer:
                 for c in self.clusters.values()
             ],
             "default_cluster": self.default_cluster.name if self.default_cluster else None,
+            "routes": [
+                {"name": r.name, "match": _route_match_text(r), "cluster": r.cluster}
+                for r in self.routes.routes
+            ],
+            "direction": cfg.direction,
             "plugins": self.plugins_snapshot(),
-            "order": explain_order(list(effective_order(list(cfg.plugins)))),
+            "order": self._order_lines(cfg),
             "source": cfg.source,
             "yaml": dump_config(cfg),
         }
+
+    def _order_lines(self, cfg: ProxyConfig) -> list[str]:
+        """explain_order, with the plugins whose match leaves out this listener marked."""
+        ordered = effective_order(list(cfg.plugins))
+        lines = explain_order(ordered)
+        for k, p in enumerate(ordered):
+            slot = self.manager.slots.get(p.name) if self.manager is not None else None
+            if slot is not None and slot.not_applied is not None:
+                lines[k] += f"; not applied ({slot.not_applied})"
+        return lines
 
     def current_config(self) -> ProxyConfig:
         import dataclasses
@@ -430,8 +466,11 @@ class ProxyServer:
 
     async def apply_config(self, config: ProxyConfig) -> list[str]:
         """Swap in a new configuration while traffic flows. Listener addresses are
-        kept (a change needs a restart); clusters and plugins follow the new config."""
+        kept (a change needs a restart); clusters, routes, the listener's direction and
+        plugins follow the new config."""
         await self._apply_clusters(config)
+        if self.manager.listener is not None:
+            self.manager.listener = (self.manager.listener[0], config.direction)
         errors = await self.manager.apply(config)
         self.config = config
         return errors
@@ -507,6 +546,18 @@ class ProxyServer:
                 f"plugin {name}: module changed on disk: "
                 + ("reloaded" if not err else f"kept the old version: {err}")
             )
+
+
+def _route_match_text(r: Route) -> str:
+    parts = []
+    if r.prefix is not None:
+        parts.append(f"prefix {r.prefix.decode()}")
+    if r.path is not None:
+        parts.append(f"path {r.path.decode()}")
+    if r.authority is not None:
+        parts.append(f"authority {r.authority.decode()}")
+    parts += [f"header {k.decode()}: {v.decode()}" for k, v in r.headers]
+    return ", ".join(parts) or "any request"
 
 
 def _sockname(server: asyncio.base_events.Server) -> tuple[str, int]:

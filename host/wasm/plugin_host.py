@@ -297,6 +297,20 @@ class PluginHost:
         self.foreign_functions["compress"] = compress
         self.foreign_functions["uncompress"] = uncompress
         foreign.register(self)  # filter state, declare_property, CEL (host.wasm.foreign)
+        # Envoy 1.33+: the calling stream's route is selected again (args ignored).
+        self.foreign_functions["clear_route_cache"] = self._clear_route_cache
+
+    def _clear_route_cache(self, args: bytes) -> tuple[Status, bytes]:
+        """``clear_route_cache``: flag the calling HTTP stream (``route_cache_dirty``, as
+        0.1.0's proxy_clear_route_cache does); its driver selects the route again. The
+        caller is ``foreign_caller``, the VM whose guest is in proxy_call_foreign_function
+        (cpp-host's current context). Outside an HTTP stream it does nothing, as Envoy."""
+        from host.wasm.context import HttpContext
+
+        vm = self.foreign_caller
+        if vm is not None and isinstance(vm.ctx, HttpContext):
+            vm.ctx.route_cache_dirty = True
+        return Status.OK, b""
 
     def close(self) -> None:
         for vm in list(self.vms):

@@ -101,6 +101,11 @@ def test_state_badges_say_running_log_only_canary_and_failed() -> None:
     assert state_badge(plugin_dict("a", mode="disabled"))[0] == "disabled"
 
 
+def test_a_plugin_whose_match_leaves_out_the_listener_is_grey_not_failed() -> None:
+    p = plugin_dict("a", state="not applied", not_applied="match: ports [9999] vs listener 1")
+    assert state_badge(p) == ("not applied", "#8b949e")
+
+
 def test_plugin_list_keeps_engine_order_and_selection(qtbot) -> None:
     view = PluginListView()
     qtbot.addWidget(view)

@@ -59,12 +59,6 @@ def _map(vm: PluginVM, mtype: int, write: bool) -> HeaderMap | None:
     return None
 
 
-def _mutated(vm: PluginVM, mtype: int) -> None:
-    ctx = vm.ctx
-    if isinstance(ctx, HttpContext) and mtype == MapType.HTTP_REQUEST_HEADERS:
-        ctx.route_cache_dirty = True  # Envoy's onHeadersModified hook
-
-
 def proxy_get_header_map_pairs(vm: PluginVM, mtype: int, ret_ptr: int, ret_size: int) -> int:
     if mtype > _MAX_TYPE:
         return BAD_ARGUMENT
@@ -87,7 +81,6 @@ def proxy_set_header_map_pairs(vm: PluginVM, mtype: int, ptr: int, size: int) ->
     if not valid_headers(pairs):
         return BAD_ARGUMENT  # CR/LF/NUL in a value or a non-token name
     m.set_all(pairs)
-    _mutated(vm, mtype)
     return OK
 
 
@@ -127,7 +120,6 @@ def proxy_add_header_map_value(
     if m is None or not valid_header(key, value):
         return BAD_ARGUMENT
     m.add(key, value)
-    _mutated(vm, mtype)
     return OK
 
 
@@ -142,7 +134,6 @@ def proxy_replace_header_map_value(
     if m is None or not valid_header(key, value):
         return BAD_ARGUMENT
     m.replace(key, value)
-    _mutated(vm, mtype)
     return OK
 
 
@@ -154,7 +145,6 @@ def proxy_remove_header_map_value(vm: PluginVM, mtype: int, key_ptr: int, key_le
     if m is None:
         return BAD_ARGUMENT
     m.remove(key)
-    _mutated(vm, mtype)
     return OK
 
 

@@ -149,7 +149,7 @@ TABLE: dict[str, dict[str, Check]] = {
     "upstream_filter_state": every(SF),
     # xds.*
     "xds/cluster_name": every(DEMO_CLUSTER.encode()),
-    "xds/route_name": every(b""),
+    "xds/route_name": every(b"default"),
     "xds/virtual_host_name": every(b""),
     "xds/cluster_metadata": every(b""),
     "xds/route_metadata": every(b""),
@@ -170,7 +170,7 @@ TABLE: dict[str, dict[str, Check]] = {
     # legacy top-level spellings
     "node/metadata/WORKLOAD_NAME": every(b"reviews-v1"),
     "cluster_name": every(DEMO_CLUSTER.encode()),
-    "route_name": every(b""),
+    "route_name": every(b"default"),
     "listener_direction": every(b"\x01" + b"\0" * 7),
 }
 
