@@ -1548,7 +1548,15 @@ _PLUGIN_DEFAULTS: dict[str, Any] = {
 
 # -- the Proxy document ------------------------------------------------------------------------
 
-_PROXY_SPEC_FIELDS = ("listen", "admin", "clusters", "defaultCluster", "node", "routes", "direction")
+_PROXY_SPEC_FIELDS = (
+    "listen",
+    "admin",
+    "clusters",
+    "defaultCluster",
+    "node",
+    "routes",
+    "direction",
+)
 _CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout")
 
 
