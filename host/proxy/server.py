@@ -91,6 +91,8 @@ class ProxyServer:
         self._mtimes: dict[str, tuple[int, int, int]] = {}
         # why the config file was last refused ("" since it last loaded): /plugins shows it
         self.config_error = ""
+        # plugins that never loaded: the module version last tried, by name
+        self._never_loaded_sha: dict[str, str] = {}
         self.active_requests = 0
         self.requests_total = 0
         self.on_request_done: list[Callable[[Exchange], None]] = []
@@ -506,16 +508,29 @@ class ProxyServer:
         self._mtimes = seen
 
     async def _reload_changed_modules(self) -> None:
-        """Reload the running plugins whose module file no longer matches (sha256)."""
+        """Reload the plugins whose module file no longer matches (sha256): the running
+        ones, and those that never loaded once their module changed (each version tried
+        once)."""
         for name in list(self.manager.slots):
             slot = self.manager.slots.get(name)
-            if slot is None or slot.spec.location_kind != "file" or slot.instance is None:
+            if slot is None or slot.spec.location_kind != "file":
                 continue
             try:
                 data = Path(slot.spec.location).read_bytes()
             except OSError:
                 continue
-            if hashlib.sha256(data).hexdigest() == slot.sha256:
+            digest = hashlib.sha256(data).hexdigest()
+            if slot.instance is None:
+                if self._never_loaded_sha.get(name) == digest:
+                    continue
+                self._never_loaded_sha[name] = digest
+                err = await self.manager.reload(name)
+                self.manager.log_info(
+                    f"plugin {name}: module changed on disk: "
+                    + ("loaded" if not err else f"still not loading: {err}")
+                )
+                continue
+            if digest == slot.sha256:
                 continue
             err = await self.manager.reload(name)
             self.manager.log_info(

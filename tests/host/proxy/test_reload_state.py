@@ -358,3 +358,20 @@ def test_snapshot_counts_contexts_and_inflight_callouts(start_proxy, pause_then_
             assert c.get("/").status_code == 200
     (snap,) = h.admin("GET", "/plugins").json()["plugins"]
     assert snap["contexts"] == 1  # stream contexts are gone after their requests
+
+
+def test_a_plugin_that_never_loaded_loads_once_its_module_appears(start_proxy, tmp_path: Path):
+    cfg = _file_config(tmp_path, wasm_plugin("add", "./add_header.wasm", root_id="add_header"))
+    h = start_proxy(load_config(cfg), strict=False)
+    assert h.slot("add").state == "failed" and h.slot("add").instance is None
+    (tmp_path / "add_header.wasm").write_bytes(b"\0asm broken")
+    h.call(h.server._watch_once())
+    assert h.slot("add").state == "failed"
+    assert sum("still not loading" in r.message for _s, r in h.server.logs) == 1
+    _touch_and_look(h)  # the same broken bytes are not tried again
+    assert sum("still not loading" in r.message for _s, r in h.server.logs) == 1
+    shutil.copyfile(plugin("add_header"), tmp_path / "add_header.wasm")
+    h.call(h.server._watch_once())
+    assert h.slot("add").state == "running"
+    with h.client() as c:
+        assert c.get("/n").json()["headers"]["x-wasmdesk"] == "hello"
