@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import threading
 import time
 from datetime import datetime
@@ -375,3 +376,16 @@ def test_a_plugin_that_never_loaded_loads_once_its_module_appears(start_proxy, t
     assert h.slot("add").state == "running"
     with h.client() as c:
         assert c.get("/n").json()["headers"]["x-wasmdesk"] == "hello"
+
+
+def test_a_client_leaving_a_paused_request_leaves_no_paused_stream_behind(start_proxy, probe):
+    h = start_proxy(make_config(wasm_plugin("p", probe(pause_until_tick_ms=4000))))
+    s = socket.create_connection(h.addr, timeout=5)
+    try:
+        s.sendall(b"GET /held HTTP/1.1\r\nhost: x\r\n\r\n")
+        h.wait_for(lambda: h.stats().get("wasm.paused_streams") == 1, what="the pause")
+    finally:
+        s.close()
+    # long before the tick (4 s) would resume it
+    h.wait_for(lambda: h.stats().get("wasm.paused_streams") == 0, timeout=2, what="no pause")
+    assert h.server.manager.paused_runs == set()
