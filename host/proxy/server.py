@@ -134,7 +134,7 @@ class ProxyServer:
         await self._apply_clusters(self.config)
         errors = await self.manager.apply(self.config)
         if errors and self.strict:
-            raise StartupError("; ".join(errors))
+            raise StartupError("; ".join(_located(errors, self.config)))
         cfg = self.config
         try:
             srv = await self.loop.create_server(
@@ -537,6 +537,23 @@ class ProxyServer:
                 f"plugin {name}: module changed on disk: "
                 + ("reloaded" if not err else f"kept the old version: {err}")
             )
+
+
+def _located(errors: list[str], config: ProxyConfig) -> list[str]:
+    """``plugin NAME: ...`` errors prefixed with ``file:line`` of NAME's document (when
+    the config came from a file), as config errors are."""
+    where = {
+        p.name: f"{p.source or config.source}:{p.line}"
+        for p in config.plugins
+        if (p.source or config.source)
+        and not (p.source or config.source).startswith("<")
+        and p.line > 0
+    }
+    out = []
+    for e in errors:
+        name = e[len("plugin ") :].split(":", 1)[0] if e.startswith("plugin ") else ""
+        out.append(f"{where[name]}: {e}" if name in where else e)
+    return out
 
 
 def _file_signature(path: str) -> tuple[int, int, int] | None:

@@ -312,3 +312,21 @@ def test_serve_with_a_bad_config_exits_2_with_file_line(
     assert needle in r.stderr
     located = [ln for ln in r.stderr.splitlines() if ln.startswith(f"{cfg}:")]
     assert located and all(f"{cfg}:" in ln for ln in located)
+
+
+def test_serve_names_the_document_of_a_plugin_that_fails_to_load(tmp_path: Path) -> None:
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text(
+        "apiVersion: wasmdesk.dev/v1alpha1\nkind: Proxy\nspec: {listen: '127.0.0.1:0', "
+        "admin: '127.0.0.1:0'}\n---\n" + _PLUGIN_HEAD.replace("/x.wasm", "./missing.wasm")
+    )
+    env = {k: v for k, v in os.environ.items() if k.lower() != "http_proxy"}
+    r = subprocess.run(
+        [str(WASMDESK), "serve", "--config", str(cfg), "--no-watch"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert r.returncode == 1, r.stderr  # could not start (README), not an invalid file
+    assert f"did not start: {cfg}:5: plugin p: cannot read" in r.stderr
