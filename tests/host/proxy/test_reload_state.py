@@ -58,6 +58,44 @@ _PAUSE_THEN_TICK_TRAP = """\
   (func (export "proxy_on_delete") (param i32)))
 """
 
+# Pauses every request after an http callout to the demo upstream; traps when the
+# callout's response arrives (proxy_on_http_call_response: outside any stream callback).
+_CALLOUT_THEN_TRAP = """\
+(module
+  (import "env" "proxy_http_call" (func $http_call
+    (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 4)
+  (data (i32.const 1024) "wasmdesk-demo-upstream")  ;; 22
+  ;; serialized map: 3 pairs (:method GET, :path /, :authority x)
+  (data (i32.const 1100) "\\03\\00\\00\\00\\07\\00\\00\\00\\03\\00\\00\\00"
+    "\\05\\00\\00\\00\\01\\00\\00\\00"
+    "\\0a\\00\\00\\00\\01\\00\\00\\00:method\\00GET\\00:path\\00/\\00:authority\\00x\\00")  ;; 61
+  (global $heap (mut i32) (i32.const 65536))
+  (func (export "malloc") (param $size i32) (result i32)
+    (local $p i32)
+    (if (i32.gt_u (local.get $size) (i32.const 131072)) (then (return (i32.const 0))))
+    (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
+    (if (i32.gt_u (i32.add (local.get $p) (local.get $size)) (i32.const 262144))
+      (then (local.set $p (i32.const 65536))))
+    (global.set $heap (i32.add (local.get $p) (local.get $size)))
+    (local.get $p))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (if (call $http_call (i32.const 1024) (i32.const 22) (i32.const 1100) (i32.const 61)
+                         (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+                         (i32.const 5000) (i32.const 256))
+      (then (unreachable)))  ;; the call itself must be accepted
+    (i32.const 1))
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+    (unreachable))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_log") (param i32))
+  (func (export "proxy_on_delete") (param i32)))
+"""
+
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -389,3 +427,23 @@ def test_a_client_leaving_a_paused_request_leaves_no_paused_stream_behind(start_
     # long before the tick (4 s) would resume it
     h.wait_for(lambda: h.stats().get("wasm.paused_streams") == 0, timeout=2, what="no pause")
     assert h.server.manager.paused_runs == set()
+
+
+@pytest.mark.parametrize(("policy", "status"), [("FAIL_CLOSE", 503), ("FAIL_OPEN", 200)])
+def test_a_vm_failing_in_its_callout_response_applies_its_policy_at_once(
+    start_proxy, wasm_file, policy: str, status: int
+):
+    """The issue's case: the trap is in proxy_on_http_call_response, the request it
+    paused got a 504 after 30 s under either policy."""
+    path = wasm_file(compile_wat(_CALLOUT_THEN_TRAP, "callout_then_trap"), "callout_trap")
+    h = start_proxy(make_config(wasm_plugin("caller", path, fail=policy)))
+    t, out = _request_in_thread(h, "/asked")
+    t.join(10)
+    assert not t.is_alive()
+    assert out["status"] == status, out
+    assert out["seconds"] < 5
+    if status == 503:
+        assert "wasm plugin caller failed (FAIL_CLOSE)" in out["text"]
+        assert "proxy_on_http_call_response" in out["text"]
+    assert h.stats()["wasm.paused_streams"] == 0
+    assert h.slot("caller").failure.callback == "proxy_on_http_call_response"
