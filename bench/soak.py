@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -388,6 +389,7 @@ async def soak(args: argparse.Namespace) -> int:
         alive = serve.proc.poll() is None
         serve.stop()
         upstream.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
     took = time.monotonic() - t0
     print(
         f"\n{load.sent} requests in {took / 60:.2f} min ({load.sent / took:.0f}/s); "
