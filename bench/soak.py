@@ -404,6 +404,7 @@ async def soak(args: argparse.Namespace) -> int:
     steady = [s for s in samples if s["t_min"] >= 1.0]
     if len(steady) < 3:
         steady = samples
+        print("(too short to leave out the first minute: its warm-up growth counts)")
     print(f"(slopes over {len(steady)} samples from t={steady[0]['t_min']:.2f} min)")
     xs = [s["t_min"] for s in steady]
     for key in ("rss_mib", "fds", "contexts", "inflight_callouts", "paused_streams"):
