@@ -44,7 +44,14 @@ _log = logging.getLogger(__name__)
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # fields of a plugin snapshot that change as traffic flows: not a "plugins changed" event
-_VOLATILE = ("counters", "vm_memory_bytes", "reload_at")
+_VOLATILE = (
+    "counters",
+    "vm_memory_bytes",
+    "reload_at",
+    "reload_in_s",
+    "contexts",
+    "inflight_callouts",
+)
 # most taken per publish: log lines, inspector records (more than the engine's ring holds)
 _LOGS_PER_PUBLISH = 2000
 _RECORDS_PER_PUBLISH = 1000

@@ -280,6 +280,10 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.lag_label)
         if workspace is not None and workspace.message:
             self.statusBar().showMessage(workspace.message, 15000)
+        if workspace is not None and workspace.set_aside is not None:
+            # the saved workspace failed to load: say so once the window is up
+            msg = workspace.message
+            QTimer.singleShot(0, lambda: self.show_error("Workspace set aside", msg))
         self._build_menu()
 
         # -- wiring

@@ -5,8 +5,10 @@ The workspace is the same multi-document YAML that ``wasmdesk serve --config`` r
 atomically (a temporary file in the same directory, fsync, ``os.replace``), and module
 paths are written absolute so the file does not depend on where it lives.
 
-An invalid workspace file is never overwritten: the app starts on the embedded default,
-says why, and saves nothing until the user picks another path. No Qt here.
+A workspace file that fails to load is never overwritten nor lost: it is renamed aside
+(``workspace.yaml.bad-<UTC time>``), the app starts on the embedded default and says so,
+and later saves go to the usual path again. (Only when it cannot be renamed is it left
+in place, and then nothing is saved over it this session.) No Qt here.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import dataclasses
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +79,7 @@ class Workspace:
     path: Path
     writable: bool = True
     message: str = ""  # what happened at load time, for the status bar
+    set_aside: Path | None = None  # where a workspace that failed to load was moved
 
     @classmethod
     def at(cls, path: str | os.PathLike[str] | None = None) -> Workspace:
@@ -87,13 +91,24 @@ class Workspace:
         if self.path.is_file():
             try:
                 config = load_config(self.path)
-            except ConfigError as e:
-                self.writable = False
-                first = str(e).splitlines()[0] if str(e) else "invalid"
-                self.message = (
-                    f"The workspace {self.path} is invalid and was left as it is; "
-                    f"running the default demo instead. {first}"
-                )
+            except Exception as e:  # ConfigError, or anything else: never a crash at start
+                why = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+                first = why.splitlines()[0] if why else "invalid"
+                try:
+                    self.set_aside = self._rename_aside()
+                except OSError as oe:
+                    self.writable = False
+                    self.message = (
+                        f"The workspace {self.path} is invalid and was left as it is "
+                        f"(renaming it failed: {oe.strerror or oe}); running the default "
+                        f"demo instead. {first}"
+                    )
+                else:
+                    self.writable = True
+                    self.message = (
+                        f"The workspace {self.path} could not be loaded and was renamed to "
+                        f"{self.set_aside.name}; running the default demo instead. {first}"
+                    )
                 return load_config(default_config_path())
             self.writable = True
             self.message = f"Workspace restored from {self.path}"
@@ -101,6 +116,17 @@ class Workspace:
         self.writable = True
         self.message = "Running the default demo (no saved workspace yet)"
         return load_config(default_config_path())
+
+    def _rename_aside(self) -> Path:
+        """Move the workspace file to ``<name>.bad-<UTC time>`` next to it (never over
+        another file)."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for n in range(100):
+            aside = self.path.with_name(f"{self.path.name}.bad-{stamp}" + (f"-{n}" if n else ""))
+            if not aside.exists():
+                os.rename(self.path, aside)
+                return aside
+        raise OSError(f"too many set-aside workspaces next to {self.path}")
 
     def save(self, config: ProxyConfig) -> bool:
         """Write ``config``; False (and nothing written) if the file on disk is an invalid

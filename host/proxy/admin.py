@@ -144,7 +144,10 @@ def _config_dump(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any
 
 
 def _plugins(srv: ProxyServer, *_: Any) -> Response:
-    return Response(200, {"plugins": srv.plugins_snapshot()})
+    body: dict[str, Any] = {"plugins": srv.plugins_snapshot()}
+    if srv.config_error:
+        body["config_error"] = srv.config_error  # the last refused config file, and why
+    return Response(200, body)
 
 
 def _requests(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -> Response:

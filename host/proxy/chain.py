@@ -775,7 +775,7 @@ class ChainRun:
         else:
             self._resp_index = index
             self._resp_data = data
-        self.m.paused_streams += 1
+        self.m.paused_runs.add(self)
         return Step(Step.WAIT, wait=fut)
 
     def _pause_expired(self, fut: asyncio.Future[Step], hop: _Hop) -> None:
@@ -798,10 +798,12 @@ class ChainRun:
             self._wait_timer = None
         fut, self._waiting = self._waiting, None
         hop, self._waiting_hop = self._waiting_hop, None
+        if fut is None:
+            return  # already settled (a resume and a failure both scheduled one)
         if hop is not None:
             hop.rec.paused_ms += (time.monotonic() - hop.wait_started) * 1000
-        self.m.paused_streams -= 1
-        if fut is None or fut.done():
+        self.m.paused_runs.discard(self)
+        if fut.done():
             return
         try:
             step = compute()
@@ -840,6 +842,49 @@ class ChainRun:
 
         # Resolve on the next loop turn: never from inside the VM's delivery.
         self.loop.call_soon(self._settle_wait, compute)
+
+    def paused_vm_failed(self) -> None:
+        """The VM holding this stream paused failed outside the stream's own callbacks
+        (a tick, a callout response, a queue delivery): apply the plugin's failure policy
+        to the stream now instead of leaving it to the pause timeout. FAIL_CLOSE: the
+        failure reply; FAIL_OPEN: the stream continues past the failed plugin."""
+        hop, fut = self._waiting_hop, self._waiting
+        if hop is None or fut is None or fut.done() or self.completed:
+            return
+        self._plugin_failed(hop)
+        hop.req_done = hop.resp_done = True
+        slot = hop.slot
+        stage = self._waiting_stage
+        request = stage.startswith("request")
+        i = self._req_index if request else self._resp_index
+        ctx = hop.ctx
+        assert ctx is not None
+        if hop.enforce and slot.effective_policy() != "FAIL_OPEN":
+            reply = self.m.failure_reply(slot)
+
+            def compute() -> Step:
+                return self._reply_step(reply, i, request=request)
+        else:
+
+            def compute() -> Step:
+                # what the plugin held so far goes on, as if it were absent from here on
+                if stage == "request_headers":
+                    return self._iterate_request_headers(i + 1)
+                if stage == "request_data":
+                    return self._iterate_request_data(
+                        i + 1, ctx.take_body(StreamType.HTTP_REQUEST), self._req_eos
+                    )
+                if stage == "response_headers":
+                    return self._iterate_response_headers(i - 1)
+                return self._iterate_response_data(
+                    i - 1, ctx.take_body(StreamType.HTTP_RESPONSE), self._resp_eos
+                )
+
+        def settle() -> None:
+            if self._waiting is fut:  # not settled by a resume in the meantime
+                self._settle_wait(compute)
+
+        self.loop.call_soon(settle)
 
     def _late_local_reply(self, hop: _Hop) -> None:
         """A plugin sent a local reply from a root callback (e.g. a callout response)."""
@@ -944,10 +989,12 @@ class ChainRun:
         if self.completed:
             return
         self.completed = True
-        if self._waiting is not None and not self._waiting.done():
-            self._waiting.cancel()
+        if self._waiting is not None:
+            # counted as paused until now, whether or not the exchange gave up on it
+            if not self._waiting.done():
+                self._waiting.cancel()
             self._waiting = None
-            self.m.paused_streams -= 1
+            self.m.paused_runs.discard(self)
         if self._wait_timer is not None:
             self._wait_timer.cancel()
             self._wait_timer = None

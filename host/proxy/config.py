@@ -321,17 +321,32 @@ def load_config(
     """Read and validate a config file; relative module paths resolve against its directory."""
     source = os.path.abspath(os.fspath(path))
     try:
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
+        with open(source, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)  # never more than the limit into memory
     except OSError as e:
         raise ConfigError(
             [ConfigIssue(source, 0, "", f"cannot read the config: {e.strerror or e}")]
         ) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([_too_large(source, data.count(b"\n", 0, MAX_CONFIG_BYTES) + 1)])
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise ConfigError(
-            [ConfigIssue(source, 0, "", f"the config is not UTF-8 text: {e}")]
+            [ConfigIssue(source, line, "", f"the config is not UTF-8 text: {e.reason}", col)]
         ) from None
     return parse_config(text, source, os.path.dirname(source), environ=environ)
+
+
+def _too_large(source: str, line: int) -> ConfigIssue:
+    return ConfigIssue(
+        source,
+        line,
+        "",
+        f"the config is larger than {MAX_CONFIG_BYTES >> 20} MiB (it goes on past this line)",
+    )
 
 
 def parse_config(
@@ -354,17 +369,28 @@ def parse_config(
         base = os.path.dirname(os.path.abspath(source))
     env = os.environ if environ is None else environ
     issues: list[ConfigIssue] = []
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError([_too_large(source, text.count("\n", 0, MAX_CONFIG_BYTES) + 1)])
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        _check_limits_fast(text)
+        nodes = list(yaml.compose_all(text, Loader=_BoundedLoader))
+    except yaml.reader.ReaderError as e:
+        # a character YAML does not allow (control characters, NUL): no mark, a position
+        pos = e.position
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        ch = e.character if isinstance(e.character, int) else ord(str(e.character)[:1] or "?")
+        raise ConfigError(
+            [ConfigIssue(source, line, "", f"YAML error: character #x{ch:04x}: {e.reason}", col)]
+        ) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         what = e.problem or e.context or "invalid YAML"
         if e.context and e.problem:
             what = f"{e.problem} ({e.context})"
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, None)
-        raise ConfigError(
-            [ConfigIssue(source, line, "", f"YAML syntax error: {what}", col)]
-        ) from None
+        label = "config too large" if isinstance(e, _LimitError) else "YAML syntax error"
+        raise ConfigError([ConfigIssue(source, line, "", f"{label}: {what}", col)]) from None
     except yaml.YAMLError as e:
         raise ConfigError([ConfigIssue(source, 0, "", f"YAML error: {e}")]) from None
 
@@ -612,6 +638,79 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:timestamp",
 }
 _NODE_BUDGET = 200_000  # guards against alias bombs
+# Limits on what a config may be, checked while reading and composing, before any
+# Python value is built (a huge or deeply nested file must be refused, not crash or
+# take minutes): the file's size, YAML nodes in the whole file, nesting depth.
+MAX_CONFIG_BYTES = 16 << 20
+MAX_CONFIG_NODES = 100_000
+MAX_CONFIG_DEPTH = 64
+
+
+class _LimitError(yaml.MarkedYAMLError):
+    """A config over one of the limits (refused at the node where it was crossed)."""
+
+
+def _check_limits_fast(text: str) -> None:
+    """The node and depth limits checked on libyaml's event stream (when PyYAML has it):
+    a file over them is refused in a fraction of the time the pure-Python composer takes
+    to get there. Syntax errors are left to that composer, which words them as before."""
+    if not getattr(yaml, "__with_libyaml__", False):
+        return
+    depth = nodes = 0
+    mark: Any  # libyaml's Mark: the same fields as PyYAML's
+    try:
+        for ev in yaml.parse(text, Loader=yaml.CSafeLoader):
+            if isinstance(ev, (yaml.ScalarEvent, yaml.AliasEvent)):
+                nodes += 1
+            elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                nodes += 1
+                depth += 1
+                if depth > MAX_CONFIG_DEPTH:
+                    mark = ev.start_mark
+                    raise _LimitError(
+                        None, None, f"nested deeper than {MAX_CONFIG_DEPTH} levels", mark
+                    )
+            elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+            if nodes > MAX_CONFIG_NODES:
+                mark = ev.start_mark
+                raise _LimitError(
+                    None,
+                    None,
+                    f"more than {MAX_CONFIG_NODES} YAML nodes in the file",
+                    mark,
+                )
+    except _LimitError:
+        raise
+    except (yaml.YAMLError, UnicodeEncodeError):  # (lone surrogates: not UTF-8 encodable)
+        return
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing (with the position) a file that nests deeper than
+    ``MAX_CONFIG_DEPTH`` or holds more than ``MAX_CONFIG_NODES`` nodes while it composes
+    (PyYAML's composer recurses once per level: no RecursionError can happen)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        if self._depth >= MAX_CONFIG_DEPTH:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise _LimitError(None, None, f"nested deeper than {MAX_CONFIG_DEPTH} levels", mark)
+        self._nodes += 1
+        if self._nodes > MAX_CONFIG_NODES:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise _LimitError(
+                None, None, f"more than {MAX_CONFIG_NODES} YAML nodes in the file", mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 class _Builder:
@@ -647,6 +746,10 @@ class _Builder:
         if id(node) in stack:
             self._issue(node, "recursive YAML alias")
             return None
+        if len(path) >= MAX_CONFIG_DEPTH:
+            # aliases can nest what the composer saw within the limit deeper still
+            self._issue(node, f"nested deeper than {MAX_CONFIG_DEPTH} levels (through aliases)")
+            return None
         stack.add(id(node))
         try:
             if isinstance(node, MappingNode):
@@ -654,7 +757,7 @@ class _Builder:
                     self._issue(node, f"unsupported YAML tag {_short_tag(node.tag)}")
                 out: dict[str, Any] = {}
                 own: set[str] = set()
-                for knode, vnode, merged in self._pairs(node):
+                for knode, vnode, merged in self._pairs(node, set()):
                     key = self._key(knode)
                     if key is None:
                         continue
@@ -677,21 +780,37 @@ class _Builder:
         finally:
             stack.discard(id(node))
 
-    def _pairs(self, node: MappingNode) -> list[tuple[Node, Node, bool]]:
+    def _pairs(self, node: MappingNode, merging: set[int]) -> list[tuple[Node, Node, bool]]:
         """Key/value pairs with ``<<`` merge keys expanded: merged ones first (explicit keys
-        override them; of several merged maps the first wins), flagged as merged."""
+        override them; of several merged maps the first wins), flagged as merged.
+        ``merging``: the mappings being merged on the way here (a merge of itself is an
+        error, not endless recursion)."""
         merged: list[tuple[Node, Node, bool]] = []
         own: list[tuple[Node, Node, bool]] = []
-        for knode, vnode in node.value:
-            if knode.tag != _MERGE_TAG:
-                own.append((knode, vnode, False))
-                continue
-            subs = vnode.value if isinstance(vnode, SequenceNode) else [vnode]
-            for sub in reversed(subs):
-                if isinstance(sub, MappingNode):
-                    merged.extend((k, v, True) for k, v, _ in self._pairs(sub))
-                else:
-                    self._issue(sub, "a << merge key needs a mapping or a list of mappings")
+        if len(merging) >= MAX_CONFIG_DEPTH:
+            self._issue(node, f"<< merges nested deeper than {MAX_CONFIG_DEPTH} levels")
+            return []
+        merging.add(id(node))
+        try:
+            for knode, vnode in node.value:
+                if knode.tag != _MERGE_TAG:
+                    own.append((knode, vnode, False))
+                    continue
+                subs = vnode.value if isinstance(vnode, SequenceNode) else [vnode]
+                for sub in reversed(subs):
+                    if not isinstance(sub, MappingNode):
+                        self._issue(sub, "a << merge key needs a mapping or a list of mappings")
+                    elif id(sub) in merging:
+                        self._issue(sub, "recursive << merge (a mapping merges itself)")
+                    else:
+                        merged.extend((k, v, True) for k, v, _ in self._pairs(sub, merging))
+        finally:
+            merging.discard(id(node))
+        # merged pairs are copies: count them against the budget as nodes are (merge bombs)
+        self.budget -= len(merged)
+        if self.budget <= 0:
+            self._issue(node, "the document is too large (merge keys expanding too often?)")
+            return []
         return merged + own
 
     def _key(self, node: Node) -> str | None:
@@ -1648,6 +1767,13 @@ def _parse_proxy(doc: dict[str, Any], ctx: _Ctx) -> dict[str, Any] | None:
             ctx.error(
                 ("spec", "defaultCluster"),
                 f"{default!r} is not a cluster in spec.clusters (defined: {defined})",
+            )
+        elif any(c.name == default and not c.url.startswith("http://") for c in clusters):
+            # found before start-up (file:line, exit 2), not as a start-up failure
+            ctx.error(
+                ("spec", "defaultCluster"),
+                f"{default!r} is an https:// cluster: the proxy forwards to http:// upstreams "
+                "only (https clusters serve plugin callouts)",
             )
         out["default_cluster"] = default
     if spec.get("node") is not None:

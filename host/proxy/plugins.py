@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +71,7 @@ class PluginInstance:
     def __init__(self, slot: PluginSlot, vm: PluginVM, root: Any, module: Module) -> None:
         slot.abi = vm.abi
         slot.sha256 = module.sha256
-        self.slot = slot
+        self.slot = slot  # a scratch slot while validated: adopt() moves it to the real one
         self.vm = vm
         self.root = root
         self.module = module
@@ -80,6 +81,13 @@ class PluginInstance:
         self.retired = False
         self.closed = False
         self.started = time.time()
+
+    def adopt(self, slot: PluginSlot) -> None:
+        """Serve ``slot`` (the instance was validated in a scratch slot): the slot
+        records the module it now runs, which the module watcher compares against."""
+        self.slot = slot
+        slot.abi = self.vm.abi
+        slot.sha256 = self.module.sha256
 
     def maybe_retire(self) -> None:
         if self.retired and self.inflight <= 0 and not self.closed:
@@ -105,6 +113,12 @@ class PluginSlot:
     def __init__(self, manager: PluginManager, spec: PluginSpec) -> None:
         self.manager = manager
         self.spec = spec
+        # the document as the config last gave it (``spec`` also carries the operator's
+        # runtime changes): a reload only touches the slot when this changes
+        self.file_spec = spec
+        # a version of the document that failed validation and the old one kept running:
+        # not retried until the document (or its module) changes again
+        self.refused_spec: PluginSpec | None = None
         self.name = spec.name
         self.mode: str = spec.mode
         self.canary_percent: float = float(spec.canary_percent)
@@ -117,7 +131,7 @@ class PluginSlot:
         self.failure_request: dict[str, Any] | None = None
         self.failures: deque[float] = deque(maxlen=64)
         self.reload_attempts = 0
-        self.reload_at: float | None = None
+        self.reload_at: float | None = None  # time.monotonic() of the next FAIL_RELOAD try
         self.crash_loop = False
         self.abi: str | None = None
         self.sha256 = ""
@@ -172,7 +186,13 @@ class PluginSlot:
             "fail_strategy": self.effective_policy(),
             "failure": self.failure_dict(),
             "crash_loop": self.crash_loop,
-            "reload_at": self.reload_at,
+            # wall-clock ISO time (and seconds from now) of the next FAIL_RELOAD try
+            "reload_at": _wall_clock(self.reload_at),
+            "reload_in_s": (
+                round(max(0.0, self.reload_at - time.monotonic()), 3)
+                if self.reload_at is not None
+                else None
+            ),
             "abi": inst.vm.abi if inst is not None else self.abi,
             "sha256": inst.module.sha256 if inst is not None else self.sha256,
             "root_id": self.spec.plugin_name,
@@ -189,7 +209,21 @@ class PluginSlot:
                 self.name,
                 self.spec.plugin_name,
             ),
+            # live contexts of its VM (root + streams; the whole VM when shared) and the
+            # http callouts its root context still waits for: both flat in a steady state
+            "contexts": len(inst.vm.contexts) if inst is not None and not inst.closed else 0,
+            "inflight_callouts": len(inst.root.http_calls)
+            if inst is not None and not inst.closed
+            else 0,
         }
+
+
+def _wall_clock(monotonic_at: float | None) -> str | None:
+    """A ``time.monotonic()`` reading as a wall-clock ISO 8601 time (UTC), or None."""
+    if monotonic_at is None:
+        return None
+    at = time.time() + (monotonic_at - time.monotonic())
+    return datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="milliseconds")
 
 
 CLUSTER_CONCURRENCY = 32
@@ -309,7 +343,8 @@ class PluginManager:
         # clusters the proxy itself provides (the demo upstream): kept by apply()
         self.builtin_cluster_urls: dict[str, tuple[str, float]] = {}
         self.recent: deque[RequestRecord] = deque(maxlen=inspector_size)
-        self.paused_streams = 0
+        # requests a plugin holds paused (chain.ChainRun._wait until settled or done)
+        self.paused_runs: set[ChainRun] = set()
         self.pause_timeout_s = 30.0  # longest a plugin may hold a stream paused
         self._log = log
         self.cache_dir = cache_dir
@@ -325,6 +360,11 @@ class PluginManager:
         self._record_seq = 0
         self.counters: dict[str, int] = {}
         self.request_listeners: list[Callable[[RequestRecord], None]] = []
+
+    @property
+    def paused_streams(self) -> int:
+        """How many requests a plugin holds paused right now (``wasm.paused_streams``)."""
+        return len(self.paused_runs)
 
     # -- small services ------------------------------------------------------------------
 
@@ -448,20 +488,34 @@ class PluginManager:
                     f"{rp.loop_window_s:.0f}s): reloads stopped"
                 )
             else:
-                delay = min(rp.max_s, rp.base_s * (2**slot.reload_attempts))
-                delay = (
-                    delay * (0.5 + random.random() * 0.5)
-                    if slot.reload_attempts
-                    else rp.base_s * (0.5 + random.random() * 0.5)
-                )
-                slot.reload_attempts += 1
-                slot.state = "reloading"
-                slot.reload_at = now + delay
-                slot.count("vm_reload_backoff")
-                self.loop.call_later(delay, self.maybe_reload, slot)
+                self._schedule_reload(slot, now)
         else:
             slot.state = "failed"
         self._retire(inst)
+        self._release_paused(vm)
+
+    def _schedule_reload(self, slot: PluginSlot, now: float) -> None:
+        """FAIL_RELOAD: a fresh VM after a jittered, doubling backoff."""
+        rp = self.reload_policy
+        delay = min(rp.max_s, rp.base_s * (2**slot.reload_attempts))
+        delay = (
+            delay * (0.5 + random.random() * 0.5)
+            if slot.reload_attempts
+            else rp.base_s * (0.5 + random.random() * 0.5)
+        )
+        slot.reload_attempts += 1
+        slot.state = "reloading"
+        slot.reload_at = now + delay
+        slot.count("vm_reload_backoff")
+        self.loop.call_later(delay, self.maybe_reload, slot)
+
+    def _release_paused(self, vm: PluginVM) -> None:
+        """Requests paused by a plugin of the failed ``vm`` get its failure policy now
+        (a serving or a retired instance): none waits for the pause timeout."""
+        for run in list(self.paused_runs):
+            hop = run._waiting_hop
+            if hop is not None and hop.inst.vm is vm:
+                run.paused_vm_failed()
 
     def maybe_reload(self, slot: PluginSlot) -> None:
         if slot.state != "reloading" or slot.reload_at is None:
@@ -608,6 +662,8 @@ class PluginManager:
             inst = slot.instance
             if inst is not None and inst.vm is vm and slot.state == "running":
                 self.loop.call_soon(self.plugin_failed, inst, None)
+        # requests a retired instance of this VM still holds paused
+        self.loop.call_soon(self._release_paused, vm)
 
     def _vm_closed(self, vm: PluginVM) -> None:
         for key, v in list(self._shared_vms.items()):
@@ -661,14 +717,26 @@ class PluginManager:
         new_slots: dict[str, PluginSlot] = {}
         for spec in config.plugins:
             slot = self.slots.get(spec.name)
-            if (
-                slot is not None
-                and not _needs_restart(slot.spec, spec)
-                and slot.state != "starting"
-            ):
-                self._apply_in_place(slot, spec)
-                new_slots[spec.name] = slot
-                continue
+            if slot is not None and slot.state != "starting":
+                if spec == slot.file_spec or spec == slot.refused_spec:
+                    # its document did not change (or is the version refused before):
+                    # keep what runs, the operator's runtime changes, its state
+                    # (failed, crash loop) and the reason of the last refusal
+                    slot.spec = dataclasses.replace(slot.spec, raw=spec.raw, line=spec.line)
+                    if spec == slot.file_spec and slot.refused_spec is not None:
+                        # back to the version that runs: that replaces the refused one
+                        slot.refused_spec = None
+                        slot.last_error = ""
+                    new_slots[spec.name] = slot
+                    continue
+                if not _needs_restart(slot.file_spec, spec):
+                    # only the operator knobs changed in the file: they win
+                    slot.file_spec = spec
+                    slot.refused_spec = None
+                    slot.last_error = ""
+                    self._apply_in_place(slot, spec)
+                    new_slots[spec.name] = slot
+                    continue
             module, inst, err = await self.prepare(spec)
             if err:
                 msg = f"plugin {spec.name}: {err}"
@@ -676,10 +744,11 @@ class PluginManager:
                 self.log_error(msg)
                 if slot is not None and slot.instance is not None:
                     slot.last_error = err
+                    slot.refused_spec = spec
                     new_slots[spec.name] = slot  # keep the old version running
                     continue
                 slot = slot or PluginSlot(self, spec)
-                slot.spec = spec
+                slot.spec = slot.file_spec = spec
                 slot.state = "failed"
                 slot.last_error = err
                 slot.failure = Failure(
@@ -695,13 +764,15 @@ class PluginManager:
             if slot is None:
                 slot = PluginSlot(self, spec)
             old = slot.instance
-            inst.slot = slot
-            slot.spec = spec
+            inst.adopt(slot)
+            slot.spec = slot.file_spec = spec
+            slot.refused_spec = None
             slot.instance = inst  # the swap: new requests see the new instance
             slot.state = "running"
             slot.failure = None
             slot.crash_loop = False
             slot.reload_attempts = 0
+            slot.reload_at = None
             slot.last_error = ""
             self._apply_in_place(slot, spec)
             if old is not None and old is not inst:
@@ -775,6 +846,15 @@ class PluginManager:
             if fail_strategy not in ("FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"):
                 raise ValueError("failStrategy must be FAIL_CLOSE, FAIL_OPEN or FAIL_RELOAD")
             slot.fail_strategy = fail_strategy
+            if (
+                fail_strategy == "FAIL_RELOAD"
+                and slot.state == "failed"
+                and not slot.crash_loop
+                and slot.instance is not None
+                and (slot.failure is None or slot.failure.state == FailState.RUNTIME_ERROR)
+            ):
+                # already failed: the new policy applies to that failure too
+                self._schedule_reload(slot, time.monotonic())
         slot.spec = dataclasses.replace(
             slot.spec,
             mode=slot.mode,
@@ -795,12 +875,13 @@ class PluginManager:
             return err
         assert inst is not None
         old = slot.instance
-        inst.slot = slot
+        inst.adopt(slot)
         slot.instance = inst
         slot.state = "running"
         slot.failure = None
         slot.crash_loop = False
         slot.reload_attempts = 0
+        slot.reload_at = None
         slot.failures.clear()
         slot.last_error = ""
         if old is not None and old is not inst:

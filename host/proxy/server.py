@@ -89,7 +89,12 @@ class ProxyServer:
         self.log_seq = 0
         self.logs: list[tuple[int, LogRecord]] = []
         self._watch_task: asyncio.Task[None] | None = None
-        self._mtimes: dict[str, float] = {}
+        # what the watcher last saw of each watched file: (mtime_ns, size, inode)
+        self._mtimes: dict[str, tuple[int, int, int]] = {}
+        # why the config file was last refused ("" since it last loaded): /plugins shows it
+        self.config_error = ""
+        # plugins that never loaded: the module version last tried, by name
+        self._never_loaded_sha: dict[str, str] = {}
         self.active_requests = 0
         self.requests_total = 0
         self.on_request_done: list[Callable[[Exchange], None]] = []
@@ -132,7 +137,7 @@ class ProxyServer:
         await self._apply_clusters(self.config)
         errors = await self.manager.apply(self.config)
         if errors and self.strict:
-            raise StartupError("; ".join(errors))
+            raise StartupError("; ".join(_located(errors, self.config)))
         cfg = self.config
         try:
             srv = await self.loop.create_server(
@@ -481,8 +486,10 @@ class ProxyServer:
             config = load_config(path)
         except ConfigError as e:
             msg = f"config reload refused, keeping the running config:\n{e}"
+            self.config_error = msg
             self.manager.log_error(msg)
             return [msg]
+        self.config_error = ""
         errors = await self.apply_config(config)
         self.manager.log_info(
             f"config reloaded from {path}" + (f" with {len(errors)} error(s)" if errors else "")
@@ -501,45 +508,70 @@ class ProxyServer:
     def _remember_mtimes(self) -> None:
         self._mtimes = {}
         for f in self._watched_files():
-            with contextlib.suppress(OSError):
-                self._mtimes[f] = os.stat(f).st_mtime_ns
+            sig = _file_signature(f)
+            if sig is not None:
+                self._mtimes[f] = sig
 
     async def _watch_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            changed: list[str] = []
-            for f in self._watched_files():
-                try:
-                    m = os.stat(f).st_mtime_ns
-                except OSError:
-                    continue
-                if self._mtimes.get(f) != m:
-                    changed.append(f)
-            if not changed:
-                continue
-            self._remember_mtimes()
-            try:
-                source = self.config.source
-                if source and source in changed and os.path.isfile(source):
-                    await self.reload_config_file()
-                # Plugin modules that changed on disk restart too, whether the config
-                # came from a file (its text unchanged) or not (the app, parse_config).
-                await self._reload_changed_modules()
-            except Exception as e:  # watching must never stop the proxy
-                self.manager.log_error(f"config watch error: {type(e).__name__}: {e}")
-            self._remember_mtimes()
+            await self._watch_once()
+
+    async def _watch_once(self) -> None:
+        """One look at the watched files: apply what changed since the last look.
+
+        What the files looked like is taken *before* the reload reads them and
+        remembered after it: a write that lands while a (slow) reload runs shows up
+        as a change at the next look instead of being marked as seen."""
+        seen: dict[str, tuple[int, int, int]] = {}
+        for f in self._watched_files():
+            sig = _file_signature(f)
+            if sig is not None:
+                seen[f] = sig
+        changed = [f for f, sig in seen.items() if self._mtimes.get(f) != sig]
+        if not changed:
+            return
+        try:
+            source = self.config.source
+            if source and source in changed and os.path.isfile(source):
+                await self.reload_config_file()
+            # Plugin modules that changed on disk restart too, whether the config
+            # came from a file (its text unchanged) or not (the app, parse_config).
+            await self._reload_changed_modules()
+        except Exception as e:  # watching must never stop the proxy
+            self.manager.log_error(f"config watch error: {type(e).__name__}: {e}")
+        # files the new config added were not looked at before: take them as they are
+        for f in self._watched_files():
+            if f not in seen:
+                sig = _file_signature(f)
+                if sig is not None:
+                    seen[f] = sig
+        self._mtimes = seen
 
     async def _reload_changed_modules(self) -> None:
-        """Reload the running plugins whose module file no longer matches (sha256)."""
+        """Reload the plugins whose module file no longer matches (sha256): the running
+        ones, and those that never loaded once their module changed (each version tried
+        once)."""
         for name in list(self.manager.slots):
             slot = self.manager.slots.get(name)
-            if slot is None or slot.spec.location_kind != "file" or slot.instance is None:
+            if slot is None or slot.spec.location_kind != "file":
                 continue
             try:
                 data = Path(slot.spec.location).read_bytes()
             except OSError:
                 continue
-            if hashlib.sha256(data).hexdigest() == slot.sha256:
+            digest = hashlib.sha256(data).hexdigest()
+            if slot.instance is None:
+                if self._never_loaded_sha.get(name) == digest:
+                    continue
+                self._never_loaded_sha[name] = digest
+                err = await self.manager.reload(name)
+                self.manager.log_info(
+                    f"plugin {name}: module changed on disk: "
+                    + ("loaded" if not err else f"still not loading: {err}")
+                )
+                continue
+            if digest == slot.sha256:
                 continue
             err = await self.manager.reload(name)
             self.manager.log_info(
@@ -558,6 +590,34 @@ def _route_match_text(r: Route) -> str:
         parts.append(f"authority {r.authority.decode()}")
     parts += [f"header {k.decode()}: {v.decode()}" for k, v in r.headers]
     return ", ".join(parts) or "any request"
+
+
+def _located(errors: list[str], config: ProxyConfig) -> list[str]:
+    """``plugin NAME: ...`` errors prefixed with ``file:line`` of NAME's document (when
+    the config came from a file), as config errors are."""
+    where = {
+        p.name: f"{p.source or config.source}:{p.line}"
+        for p in config.plugins
+        if (p.source or config.source)
+        and not (p.source or config.source).startswith("<")
+        and p.line > 0
+    }
+    out = []
+    for e in errors:
+        name = e[len("plugin ") :].split(":", 1)[0] if e.startswith("plugin ") else ""
+        out.append(f"{where[name]}: {e}" if name in where else e)
+    return out
+
+
+def _file_signature(path: str) -> tuple[int, int, int] | None:
+    """(mtime_ns, size, inode) of a file, None when it cannot be read: a rewrite within
+    the file system's timestamp granularity still changes the size or, when replaced
+    atomically, the inode."""
+    try:
+        st_ = os.stat(path)
+    except OSError:
+        return None
+    return (st_.st_mtime_ns, st_.st_size, st_.st_ino)
 
 
 def _sockname(server: asyncio.base_events.Server) -> tuple[str, int]:
