@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from host import __version__
 
 if TYPE_CHECKING:
+    from host.oci import PulledModule
     from host.wasm import Engine, Module
 
 __all__ = ["main"]
@@ -125,7 +126,7 @@ def _build_parser() -> _Parser:
     )
 
     ins = sub.add_parser("inspect", help="show a module's ABI, SDK, callbacks and imports")
-    ins.add_argument("plugin", help="path to a .wasm module")
+    ins.add_argument("plugin", help="a .wasm module: a path, or an image (oci://REGISTRY/REPO:TAG)")
     ins.add_argument("--json", action="store_true", help="print one JSON object")
 
     t = sub.add_parser(
@@ -134,7 +135,7 @@ def _build_parser() -> _Parser:
         description="Start the plugin, run one request and then the given upstream response "
         "through it, and show what the plugin changed.",
     )
-    t.add_argument("plugin", help="path to a .wasm module")
+    t.add_argument("plugin", help="a .wasm module: a path, or an image (oci://REGISTRY/REPO:TAG)")
     t.add_argument("--config", help="plugin configuration: JSON text or @FILE (Istio pluginConfig)")
     t.add_argument("--raw-config", help="plugin configuration passed as-is (not checked as JSON)")
     t.add_argument("--vm-config", help="VM configuration: JSON text or @FILE")
@@ -199,6 +200,10 @@ def _build_parser() -> _Parser:
         help="time budget per guest callback in ms (default 100)",
     )
     t.add_argument("--json", action="store_true", help="print one JSON object")
+
+    from host import cli_oci
+
+    cli_oci.add_parsers(sub)
     return p
 
 
@@ -218,10 +223,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_inspect(args)
         if args.command == "try":
             return _cmd_try(args)
+        if args.command in ("push", "pull", "export"):
+            from host import cli_oci
+
+            return cli_oci.run(args)
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as e:
         print(f"wasmdesk: error: {e}", file=sys.stderr)
         return 2
+    except PluginFetchError as e:
+        print(f"wasmdesk: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -332,10 +344,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return asyncio.run(run())
 
 
-def _load_module(path: str) -> tuple[bytes, tuple[Engine, Module]]:
+def _plugin_bytes(arg: str) -> tuple[bytes, PulledModule | None]:
+    """A module file, or an OCI image (pulled through the download cache)."""
+    from host.cli_oci import CommandError, load_plugin_arg
+
+    try:
+        return load_plugin_arg(arg)
+    except CommandError as e:
+        if e.code == 2:
+            raise UsageError(str(e)) from None
+        raise PluginFetchError(str(e)) from None
+
+
+class PluginFetchError(Exception):
+    """An image could not be pulled (registry, auth, digest, not Wasm): exit 1."""
+
+
+def _load_module(
+    path: str, image: list[PulledModule] | None = None
+) -> tuple[bytes, tuple[Engine, Module]]:
+    """Compile a module (a file or an image); an image's pull is appended to ``image``."""
     from host.wasm import Engine, LoadError
 
-    wasm = _read_file(path, "plugin")
+    wasm, pulled = _plugin_bytes(path)
+    if pulled is not None and image is not None:
+        image.append(pulled)
     engine = Engine()
     try:
         module = engine.compile(wasm)
@@ -348,17 +381,33 @@ def _load_module(path: str) -> tuple[bytes, tuple[Engine, Module]]:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from host.wasm.module_info import describe
 
-    _wasm, (engine, module) = _load_module(args.plugin)
+    image: list[PulledModule] = []
+    _wasm, (engine, module) = _load_module(args.plugin, image)
     try:
         info = describe(module)
     finally:
         engine.close()
+    if image:
+        from host.oci.module_source import abi_mismatch, image_warnings
+
+        mismatch = abi_mismatch(image[0], info.abi)
+        info.warnings.extend(image_warnings(image[0], "") + ([mismatch] if mismatch else []))
     if args.json:
         out = info.to_dict()
         out["file"] = args.plugin
+        if image:
+            out["image"] = _image_dict(image[0])
         print(json.dumps(out, indent=2))
         return 0
     print(f"module      {args.plugin}  ({info.size} bytes, sha256 {info.sha256[:16]}…)")
+    if image:
+        rc = image[0].runtime_config
+        print(f"image       {image[0].ref}  ({image[0].variant} variant, {image[0].digest})")
+        if rc is not None:
+            print(
+                f"  runtime-config: ABI {', '.join(rc.abi_versions) or '-'}, "
+                f"root ids {', '.join(rc.root_ids) or '-'}"
+            )
     print(f"ABI         {info.abi or 'none (no proxy_abi_version_* export: not loadable)'}")
     print(f"likely SDK  {info.sdk}  [{'; '.join(info.sdk_evidence)}]")
     if info.producers:
@@ -382,6 +431,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     for w in info.warnings:
         print(f"warning: {w}")
     return 0
+
+
+def _image_dict(pulled: PulledModule) -> dict[str, object]:
+    rc = pulled.runtime_config
+    return {
+        "ref": str(pulled.ref),
+        "digest": pulled.digest,
+        "variant": pulled.variant,
+        "abi_versions": list(rc.abi_versions) if rc else [],
+        "root_ids": list(rc.root_ids) if rc else [],
+    }
 
 
 def _cmd_try(args: argparse.Namespace) -> int:
@@ -411,10 +471,14 @@ def _cmd_try(args: argparse.Namespace) -> int:
         if not sep or not k:
             raise UsageError(f"--env expects NAME=VALUE, got {item!r}")
         env.append((k, v))
-    wasm = _read_file(args.plugin, "plugin")
+    wasm, pulled = _plugin_bytes(args.plugin)
     root_id = (
         args.root_id if args.root_id is not None else Path(args.plugin).name.removesuffix(".wasm")
     )
+    if pulled is not None and args.root_id is None:
+        from host.oci.module_source import default_root_id
+
+        root_id = default_root_id(pulled) or pulled.ref.repository.rsplit("/", 1)[-1]
     req = TryRequest(
         method=args.method,
         path=args.path,
