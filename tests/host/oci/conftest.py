@@ -254,3 +254,153 @@ def skopeo_push_image(
         f"docker://{ref}",
     )
     return ref
+
+
+# -- a registry with token (Bearer) auth and its token service ---------------------------------
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class _TokenService:
+    """Docker's token auth: checks Basic credentials and answers an RS256 JWT (signed with
+    the openssl CLI) whose x5c certificate is the registry's rootcertbundle."""
+
+    def __init__(self, tmp: Path, user: str, password: str, service: str, issuer: str) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlsplit
+
+        openssl = need_binary("openssl")
+        self.key, self.cert = tmp / "token.key", tmp / "token.pem"
+        subprocess.run(
+            [
+                openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                str(self.key),
+                "-out",
+                str(self.cert),
+                "-subj",
+                "/CN=wasmdesk-test-token",
+                "-days",
+                "2",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        der = subprocess.run(
+            [openssl, "x509", "-in", str(self.cert), "-outform", "der"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        self.scopes: list[str] = []
+        svc = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                q = parse_qs(urlsplit(self.path).query)
+                expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+                given = self.headers.get("authorization")
+                if given is not None and given != expected:
+                    self.send_response(401)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                access = []
+                for scope in q.get("scope", []):
+                    svc.scopes.append(scope)
+                    kind, name, actions = scope.split(":")
+                    if given is not None:  # anonymous users get a token that allows nothing
+                        access.append({"type": kind, "name": name, "actions": actions.split(",")})
+                now = int(time.time())
+                header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
+                claims = {
+                    "iss": issuer,
+                    "sub": user if given else "",
+                    "aud": service,
+                    "exp": now + 300,
+                    "nbf": now - 10,
+                    "iat": now,
+                    "jti": str(now),
+                    "access": access,
+                }
+                signing = (
+                    f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+                )
+                sig = subprocess.run(
+                    [openssl, "dgst", "-sha256", "-sign", str(svc.key)],
+                    input=signing.encode(),
+                    check=True,
+                    capture_output=True,
+                ).stdout
+                body = json.dumps({"token": f"{signing}.{_b64url(sig)}"}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def token_registry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Registry, _TokenService]]:
+    tmp = tmp_path_factory.mktemp("registry-token")
+    binary = need_binary("docker-registry", "registry")
+    user, password = "carol", "t0ken-pass"
+    tokens = _TokenService(tmp, user, password, "wasmdesk-test", "wasmdesk-issuer")
+    port = _free_port()
+    reg = Registry(f"127.0.0.1:{port}", user, password, tmp / "docker-config.json")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    assert reg.docker_config is not None
+    reg.docker_config.write_text(json.dumps({"auths": {reg.host: {"auth": token}}}))
+    cfg = {
+        "version": 0.1,
+        "log": {"level": "error", "accesslog": {"disabled": True}},
+        "storage": {"filesystem": {"rootdirectory": str(tmp / "data")}},
+        "http": {"addr": reg.host},
+        "auth": {
+            "token": {
+                "realm": tokens.url,
+                "service": "wasmdesk-test",
+                "issuer": "wasmdesk-issuer",
+                "rootcertbundle": str(tokens.cert),
+            }
+        },
+    }
+    (tmp / "config.yml").write_text(json.dumps(cfg))
+    log = open(tmp / "registry.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([binary, "serve", str(tmp / "config.yml")], stdout=log, stderr=log)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if httpx.get(f"http://{reg.host}/v2/", timeout=1).status_code == 401:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            tokens.close()
+            raise RuntimeError(f"registry did not start: {(tmp / 'registry.log').read_text()}")
+        time.sleep(0.05)
+    yield reg, tokens
+    proc.terminate()
+    proc.wait(5)
+    tokens.close()

@@ -8,6 +8,7 @@ import hashlib
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -316,3 +317,22 @@ def test_cached_module_shares_the_download_cache(registry: Registry, tmp_path: P
     pull_module(registry.ref("cache/shared:1"), cache_dir=_cache(tmp_path))
     sha = hashlib.sha256(ADD_HEADER).hexdigest()
     assert (_cache(tmp_path) / f"{sha}.wasm").read_bytes() == ADD_HEADER
+
+
+def test_token_auth_push_and_pull(token_registry: tuple[Registry, Any], skopeo: str) -> None:
+    """Bearer: the registry's challenge names the token service; we fetch a token for the
+    repository scope with the docker-config credentials."""
+    reg, tokens = token_registry
+    ref = reg.ref("bearer/plugin:1.0")
+    pushed = push_module(ADD_HEADER, ref, runtime_config=RC, docker_config=reg.docker_config)
+    assert "repository:bearer/plugin:pull,push" in tokens.scopes
+    raw = run_skopeo(
+        skopeo, "inspect", "--raw", "--tls-verify=false", *reg.creds, f"docker://{ref}"
+    )
+    assert pushed.digest == "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+    pulled = pull_module(ref, pull_secret=reg.docker_config, cache_dir=None)
+    assert pulled.wasm == ADD_HEADER
+    assert "repository:bearer/plugin:pull" in tokens.scopes
+    with pytest.raises(OciError) as e:  # anonymous: a token that allows nothing
+        pull_module(ref, cache_dir=None)
+    assert e.value.kind == "auth"
