@@ -20,10 +20,35 @@ ROOT = Path(__file__).resolve().parent.parent
 # Only what the app uses from Qt: PySide6's hook would otherwise pull in every module
 # pyqtgraph might import.
 _EXCLUDES = (
-    "PySide6.QtQml", "PySide6.QtQuick", "PySide6.QtQuickWidgets", "PySide6.QtNetwork",
-    "PySide6.QtSql", "PySide6.QtTest", "PySide6.QtOpenGLWidgets", "PySide6.QtPdf",
-    "PySide6.QtDesigner", "PySide6.QtHelp", "PySide6.QtXml", "PySide6.QtConcurrent",
-    "tkinter", "matplotlib", "IPython", "pytest", "mypy", "ruff", "ziglang", "PyInstaller",
+    "PySide6.QtQml",
+    "PySide6.QtQuick",
+    "PySide6.QtQuickWidgets",
+    "PySide6.QtNetwork",
+    "PySide6.QtSql",
+    "PySide6.QtPdf",
+    "PySide6.QtDesigner",
+    "PySide6.QtHelp",
+    "PySide6.QtXml",
+    "PySide6.QtConcurrent",
+    "tkinter",
+    "matplotlib",
+    "IPython",
+    "pytest",
+    "mypy",
+    "ruff",
+    "ziglang",
+    "PyInstaller",
+)
+# pyqtgraph imports these through its Qt shim (importlib), which the analysis misses;
+# the list is what a running window has in sys.modules.
+_QT_MODULES = (
+    "PySide6.QtCore",
+    "PySide6.QtGui",
+    "PySide6.QtWidgets",
+    "PySide6.QtSvg",
+    "PySide6.QtOpenGL",
+    "PySide6.QtOpenGLWidgets",
+    "PySide6.QtTest",
 )
 
 
@@ -41,26 +66,45 @@ def _resources() -> list[tuple[Path, str]]:
 def pyinstaller_args(dist: Path, work: Path) -> list[str]:
     args = [
         str(ROOT / "packaging" / "wasmdesk_main.py"),
-        "--name", "wasmdesk",
+        "--name",
+        "wasmdesk",
         "--onedir",
         "--noconfirm",
         "--clean",
-        "--log-level", "WARN",
-        "--distpath", str(dist),
-        "--workpath", str(work),
-        "--specpath", str(work),
-        "--paths", str(ROOT),
-        "--collect-binaries", "wasmtime",
-        "--collect-data", "wasmtime",
-        "--collect-submodules", "uvloop",
-        "--collect-submodules", "host",
-        "--collect-submodules", "gui",
-        "--hidden-import", "platformdirs",
+        "--log-level",
+        "WARN",
+        "--distpath",
+        str(dist),
+        "--workpath",
+        str(work),
+        "--specpath",
+        str(work),
+        "--paths",
+        str(ROOT),
+        "--collect-submodules",
+        "uvloop",
+        "--collect-submodules",
+        "host",
+        "--collect-submodules",
+        "gui",
+        "--hidden-import",
+        "platformdirs",
+        "--collect-data",
+        "pyqtgraph",
     ]
+    for mod in _QT_MODULES:
+        args += ["--hidden-import", mod]
     for mod in _EXCLUDES:
         args += ["--exclude-module", mod]
     for src, dest in _resources():
         args += ["--add-data", f"{src}{os.pathsep}{dest}"]
+    # wasmtime-py loads its native library with ctypes from <package>/<platform>/, which
+    # PyInstaller's analysis does not see: add it where wasmtime looks.
+    import wasmtime
+
+    pkg = Path(wasmtime.__file__).parent
+    for lib in pkg.rglob("_libwasmtime.*"):
+        args += ["--add-binary", f"{lib}{os.pathsep}{lib.parent.relative_to(pkg.parent)}"]
     return args
 
 
@@ -72,7 +116,7 @@ def build(dist: Path, work: Path) -> tuple[Path, float, int]:
     PyInstaller.__main__.run(pyinstaller_args(dist, work))
     elapsed = time.monotonic() - start
     folder = dist / "wasmdesk"
-    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    size = sum(f.lstat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
     return folder, elapsed, size
 
 
