@@ -56,7 +56,7 @@ def check_module_url(url: str) -> str:
         return f"Not a valid URL: {e}"
     if parts.scheme not in ("http", "https"):
         return (
-            "Only http(s):// URLs and oci:// images can be fetched here "
+            "Only http:// and https:// URLs and oci:// images can be fetched here "
             "(use Load .wasm… for files)."
         )
     if not parts.hostname:

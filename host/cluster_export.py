@@ -92,6 +92,11 @@ def export_for_cluster(
                 f"{spec.name}: {spec.url} has no sha256; the proxy will load whatever the URL "
                 "serves"
             )
+        if spec.fail_strategy == "FAIL_RELOAD":
+            warnings.append(
+                f"{spec.name}: failStrategy FAIL_RELOAD needs a recent Istio (the 1.23 CRD "
+                "rejects it; FAIL_CLOSE and FAIL_OPEN are accepted everywhere)"
+            )
         if not body.get("pluginName"):
             if root:
                 body["pluginName"] = root

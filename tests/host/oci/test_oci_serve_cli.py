@@ -213,3 +213,33 @@ def test_schema_rejects_what_a_cluster_rejects() -> None:
             jsonschema.validate({**good, "spec": bad_spec}, SCHEMA)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**good, "kind": "Proxy"}, SCHEMA)
+
+
+def test_cli_pull_shows_progress_in_bytes(
+    registry: Registry,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ref = registry.ref("cli/progress:1")
+    push_module(AUTH_TOKEN, ref, runtime_config=RC)
+    monkeypatch.setenv("WASMDESK_PROGRESS", "1")  # as on a terminal
+    assert main(["pull", ref, "-o", str(tmp_path / "p.wasm")]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("pulling ")]
+    assert lines and lines[-1].endswith("(100%)")
+    done = int(lines[-1].rsplit(": ", 1)[1].split("/")[0])  # KiB of the layers
+    assert len(AUTH_TOKEN) // 1024 <= done <= len(AUTH_TOKEN) // 1024 + 1
+
+
+def test_export_warns_about_fail_reload(
+    registry: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ref = registry.ref("export/reload:1")
+    push_module(AUTH_TOKEN, ref, runtime_config=RC)
+    cfg = tmp_path / "ws.yaml"
+    cfg.write_text(_config(ref, {"failStrategy": "FAIL_RELOAD"}))
+    out = tmp_path / "c.yaml"
+    assert main(["export", "--for-cluster", "--config", str(cfg), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "FAIL_RELOAD needs a recent Istio" in err
+    assert "no selector or targetRefs" in err
