@@ -93,3 +93,14 @@ def test_parse_challenge() -> None:
     }
     basic = parse_challenge('Basic realm="wasmdesk-test"')
     assert basic is not None and basic.scheme == "basic"
+
+
+def test_tls_for_every_registry_but_loopback() -> None:
+    """Cleartext only to loopback (after TLS failed there); anything else is https://,
+    decided without a connection."""
+    from host.oci.registry import RegistryClient
+
+    with RegistryClient(parse_reference("registry.example/p:1"), None) as c:
+        assert c._base() == "https://registry.example"
+    with RegistryClient(parse_reference("10.1.2.3:5000/p:1"), None) as c:
+        assert c._base() == "https://10.1.2.3:5000"
