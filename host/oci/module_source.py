@@ -11,11 +11,16 @@ does not name.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from host.oci.errors import OciError
 from host.oci.fetch import PulledModule, pull_module
 from host.oci.registry import Progress
+
+if TYPE_CHECKING:
+    from host.proxy.config import PluginSpec
 
 SUPPORTED_ABIS = ("0.1.0", "0.2.0", "0.2.1")
 
@@ -84,6 +89,40 @@ async def pull_async(
         cache_dir=cache_dir,
         progress=progress,
     )
+
+
+async def pull_for_plugin(
+    spec: PluginSpec,
+    pull_secrets: Mapping[str, str],
+    cache_dir: Path | None,
+    log: Callable[[str], None],
+) -> bytes:
+    """The module of a WasmPlugin whose ``url`` is an image, for the proxy's plugin
+    manager: ``imagePullSecret`` resolved through the Proxy document's ``pullSecrets``
+    (a name it does not list falls back to the default docker config, with a log line),
+    what was pulled and the image's warnings logged. ValueError with the reason."""
+    name = spec.image_pull_secret
+    secret = pull_secrets.get(name) if name else None
+    if name and secret is None:
+        log(
+            f"plugin {spec.name}: imagePullSecret {name!r} is not in the Proxy document's "
+            "spec.pullSecrets; using the default docker config"
+        )
+    try:
+        pulled = await pull_async(
+            spec.location,
+            sha256=spec.sha256,
+            pull_policy=spec.image_pull_policy,
+            pull_secret=Path(secret) if secret else None,
+            cache_dir=cache_dir,
+        )
+    except OciError as e:
+        raise ValueError(f"cannot pull {spec.url}: {e.message}") from None
+    how = "from the cache" if pulled.from_cache else f"({pulled.variant} image)"
+    log(f"plugin {spec.name}: pulled {pulled.ref} {pulled.digest[:19]}… {how}")
+    for w in image_warnings(pulled, spec.plugin_name):
+        log(f"plugin {spec.name}: warning: {w}")
+    return pulled.wasm
 
 
 def progress_printer(write: Callable[[str], None], what: str) -> Progress:

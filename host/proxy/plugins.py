@@ -486,8 +486,13 @@ class PluginManager:
             if resp.status_code != 200:
                 raise ModuleError(f"cannot download {loc}: HTTP {resp.status_code}")
             data = resp.content
-        else:
-            return await self._pull_image(spec)
+        else:  # oci: Istio's variants, pull policy and digest rules (host/oci)
+            from host.oci.module_source import pull_for_plugin
+
+            try:
+                return await pull_for_plugin(spec, self.pull_secrets, self.cache_dir, self.log_info)
+            except ValueError as e:
+                raise ModuleError(str(e)) from None
         digest = hashlib.sha256(data).hexdigest()
         if spec.sha256 and digest != spec.sha256:
             raise ModuleError(
@@ -496,33 +501,6 @@ class PluginManager:
         if kind in ("http", "https"):
             self._cache_put(digest, data)
         return data
-
-    async def _pull_image(self, spec: PluginSpec) -> bytes:
-        """An ``oci://`` module (host/oci: Istio's variants, pull policy and digests)."""
-        from host.oci import OciError
-        from host.oci.module_source import image_warnings, pull_async
-
-        secret = self.pull_secrets.get(spec.image_pull_secret) if spec.image_pull_secret else None
-        if spec.image_pull_secret and secret is None:
-            self.log_info(
-                f"plugin {spec.name}: imagePullSecret {spec.image_pull_secret!r} is not in the "
-                "Proxy document's spec.pullSecrets; using the default docker config"
-            )
-        try:
-            pulled = await pull_async(
-                spec.location,
-                sha256=spec.sha256,
-                pull_policy=spec.image_pull_policy,
-                pull_secret=Path(secret) if secret else None,
-                cache_dir=self.cache_dir,
-            )
-        except OciError as e:
-            raise ModuleError(f"cannot pull {spec.url}: {e.message}") from None
-        how = "from the cache" if pulled.from_cache else f"({pulled.variant} image)"
-        self.log_info(f"plugin {spec.name}: pulled {pulled.ref} {pulled.digest[:19]}… {how}")
-        for w in image_warnings(pulled, spec.plugin_name):
-            self.log_info(f"plugin {spec.name}: warning: {w}")
-        return pulled.wasm
 
     def _cache_get(self, sha256: str) -> bytes | None:
         if not sha256 or self.cache_dir is None:
