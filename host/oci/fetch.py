@@ -24,9 +24,9 @@ from typing import Any
 
 from host.oci.auth import load_credentials
 from host.oci.errors import OciError
-from host.oci.image import RuntimeConfig, parse_manifest, unpack
+from host.oci.image import RuntimeConfig, parse_manifest, pick_from_index, unpack
 from host.oci.reference import Reference, parse_reference
-from host.oci.registry import Progress, RegistryClient
+from host.oci.registry import INDEX_TYPES, Progress, RegistryClient
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,14 @@ def pull_module(
     creds = load_credentials(ref.registry, pull_secret)
     with RegistryClient(ref, creds) as client:
         manifest = client.get_manifest()
-        if expected and manifest.digest != expected:
+        index_digest = ""
+        if manifest.media_type in INDEX_TYPES:
+            # a multi-platform index (docker buildx adds one for attestations): the image
+            # for linux/amd64, as go-containerregistry picks for Istio; its digest is the
+            # image's (a sha256 naming the index itself is accepted too)
+            index_digest = manifest.digest
+            manifest = client.get_manifest(pick_from_index(manifest.data, str(ref)))
+        if expected and expected not in (manifest.digest, index_digest):
             raise OciError(
                 "digest-mismatch",
                 f"{ref}: image digest is {manifest.digest}, expected {expected} (sha256)",

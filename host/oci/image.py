@@ -97,6 +97,37 @@ def parse_manifest(data: bytes, ref: str) -> dict[str, Any]:
     return doc
 
 
+def pick_from_index(data: bytes, ref: str) -> str:
+    """The digest of the image an index holds for linux/amd64 (go-containerregistry's
+    default platform, so Istio's), else for wasm, else its only image; attestation
+    manifests are not images."""
+    try:
+        doc = json.loads(data)
+        entries = [m for m in doc["manifests"] if isinstance(m, dict) and m.get("digest")]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise OciError("not-wasm", f"{ref}: malformed image index") from None
+    images = [
+        m
+        for m in entries
+        if (m.get("annotations") or {}).get("vnd.docker.reference.type") != "attestation-manifest"
+    ]
+
+    def platform(m: dict[str, Any]) -> tuple[str, str]:
+        p = m.get("platform") or {}
+        return str(p.get("os", "")), str(p.get("architecture", ""))
+
+    for want in (("linux", "amd64"), ("wasip1", "wasm"), ("wasi", "wasm")):
+        for m in images:
+            if platform(m) == want:
+                return str(m["digest"])
+    if len(images) == 1:
+        return str(images[0]["digest"])
+    found = ", ".join("/".join(platform(m)) for m in images) or "none"
+    raise OciError(
+        "not-wasm", f"{ref}: an image index without a linux/amd64 or wasm image ({found})"
+    )
+
+
 def unpack(manifest: dict[str, Any], media_type: str, fetch: BlobFetcher, ref: str) -> Unpacked:
     """The module from a manifest, trying the variants in Istio's order."""
     layers = [ly for ly in manifest["layers"] if isinstance(ly, dict)]

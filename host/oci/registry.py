@@ -167,8 +167,9 @@ class RegistryClient:
 
     # -- pull -------------------------------------------------------------------------------
 
-    def get_manifest(self) -> Manifest:
-        ref = self.ref
+    def get_manifest(self, digest: str = "") -> Manifest:
+        """The manifest the reference names (or, given, the one with ``digest``)."""
+        ref = self.ref.with_digest(digest) if digest else self.ref
         resp = self.request(
             "GET",
             f"/v2/{ref.repository}/manifests/{ref.identifier}",

@@ -404,3 +404,69 @@ def token_registry(
     proc.terminate()
     proc.wait(5)
     tokens.close()
+
+
+def skopeo_push_index(
+    skopeo: str, reg: Registry, repo: str, tmp: Path, wasm: bytes
+) -> tuple[str, str, str]:
+    """A compat image for linux/amd64 inside an OCI index with a docker-buildx-style
+    attestation entry, pushed with ``skopeo copy --all``; (ref, index digest, image digest)."""
+    layer = tar_gz({"plugin.wasm": wasm})
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+    ).encode()
+    image = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": descriptor("application/vnd.oci.image.config.v1+json", config),
+            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layer)],
+        }
+    ).encode()
+    statement = b'{"_type": "https://in-toto.io/Statement/v0.1"}'
+    att_config = b"{}"
+    attestation = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": descriptor("application/vnd.oci.image.config.v1+json", att_config),
+            "layers": [descriptor("application/vnd.in-toto+json", statement)],
+        }
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    **descriptor("application/vnd.oci.image.manifest.v1+json", attestation),
+                    "platform": {"os": "unknown", "architecture": "unknown"},
+                    "annotations": {"vnd.docker.reference.type": "attestation-manifest"},
+                },
+                {
+                    **descriptor("application/vnd.oci.image.manifest.v1+json", image),
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                },
+            ],
+        }
+    ).encode()
+    src = tmp / f"index-{repo.replace('/', '-')}"
+    src.mkdir()
+    (src / "version").write_text("Directory Transport Version: 1.1\n")
+    for b in (layer, config, statement, att_config):
+        (src / _digest(b).removeprefix("sha256:")).write_bytes(b)
+    for m in (image, attestation):
+        (src / f"{_digest(m).removeprefix('sha256:')}.manifest.json").write_bytes(m)
+    (src / "manifest.json").write_bytes(index)
+    ref = reg.ref(repo)
+    run_skopeo(
+        skopeo,
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        *reg.dest_creds,
+        f"dir:{src}",
+        f"docker://{ref}",
+    )
+    return ref, _digest(index), _digest(image)

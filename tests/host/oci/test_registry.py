@@ -18,6 +18,7 @@ from tests.host.oci.conftest import (
     Registry,
     run_skopeo,
     skopeo_push_image,
+    skopeo_push_index,
 )
 
 ADD_HEADER = (PLUGINS / "add_header.wasm").read_bytes()
@@ -336,3 +337,16 @@ def test_token_auth_push_and_pull(token_registry: tuple[Registry, Any], skopeo: 
     with pytest.raises(OciError) as e:  # anonymous: a token that allows nothing
         pull_module(ref, cache_dir=None)
     assert e.value.kind == "auth"
+
+
+def test_pull_from_an_image_index(registry: Registry, skopeo: str, tmp_path: Path) -> None:
+    """docker buildx pushes an index (the image plus an attestation manifest): the
+    linux/amd64 image is used, and its digest is the image digest."""
+    ref, index_digest, image_digest = skopeo_push_index(
+        skopeo, registry, "index/plugin:1", tmp_path, ADD_HEADER
+    )
+    pulled = pull_module(ref, cache_dir=None)
+    assert (pulled.wasm, pulled.digest, pulled.variant) == (ADD_HEADER, image_digest, "compat")
+    assert pull_module(ref, sha256=image_digest[7:], cache_dir=None).wasm == ADD_HEADER
+    pinned = registry.ref(f"index/plugin@{index_digest}")
+    assert pull_module(pinned, cache_dir=None).wasm == ADD_HEADER
