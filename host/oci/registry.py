@@ -202,6 +202,10 @@ class RegistryClient:
                 chunks.append(chunk)
                 h.update(chunk)
                 done += len(chunk)
+                if size and done > size:  # the descriptor's size bounds what we accept
+                    raise OciError(
+                        "digest-mismatch", f"blob {digest} is larger than its {size} bytes"
+                    )
                 if progress is not None:
                     progress(done, size)
         except httpx.HTTPError as e:
