@@ -243,3 +243,25 @@ def test_export_warns_about_fail_reload(
     err = capsys.readouterr().err
     assert "FAIL_RELOAD needs a recent Istio" in err
     assert "no selector or targetRefs" in err
+
+
+@pytest.mark.parametrize(("fail", "status"), [("FAIL_OPEN", 200), ("FAIL_CLOSE", 503)])
+def test_serve_unreachable_registry_follows_the_fail_strategy(
+    fail: str, status: int, tmp_path: Path
+) -> None:
+    """As Istio's agent: a module that cannot be fetched is bypassed (FAIL_OPEN) or makes
+    requests fail (FAIL_CLOSE); the plugin's failure names the registry."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    text = _config(f"oci://127.0.0.1:{port}/gone/plugin:1", {"failStrategy": fail})
+    h = ProxyHarness(parse_config(text, str(tmp_path / "w.yaml")), strict=False)
+    try:
+        with h.client() as c:
+            assert c.get(h.url + "/private").status_code == status
+        failure = h.admin("GET", "/plugins").json()
+        assert f"127.0.0.1:{port} unreachable" in json.dumps(failure)
+    finally:
+        h.stop()
