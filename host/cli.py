@@ -388,26 +388,19 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     finally:
         engine.close()
     if image:
-        from host.oci.module_source import abi_mismatch, image_warnings
+        from host.cli_oci import image_report
 
-        mismatch = abi_mismatch(image[0], info.abi)
-        info.warnings.extend(image_warnings(image[0], "") + ([mismatch] if mismatch else []))
+        info.warnings.extend(image_report(image[0], info.abi)[1])
     if args.json:
         out = info.to_dict()
         out["file"] = args.plugin
         if image:
-            out["image"] = _image_dict(image[0])
+            out["image"] = image_report(image[0], info.abi)[0]
         print(json.dumps(out, indent=2))
         return 0
     print(f"module      {args.plugin}  ({info.size} bytes, sha256 {info.sha256[:16]}…)")
     if image:
-        rc = image[0].runtime_config
-        print(f"image       {image[0].ref}  ({image[0].variant} variant, {image[0].digest})")
-        if rc is not None:
-            print(
-                f"  runtime-config: ABI {', '.join(rc.abi_versions) or '-'}, "
-                f"root ids {', '.join(rc.root_ids) or '-'}"
-            )
+        print(image_report(image[0], info.abi)[2])
     print(f"ABI         {info.abi or 'none (no proxy_abi_version_* export: not loadable)'}")
     print(f"likely SDK  {info.sdk}  [{'; '.join(info.sdk_evidence)}]")
     if info.producers:
@@ -431,17 +424,6 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     for w in info.warnings:
         print(f"warning: {w}")
     return 0
-
-
-def _image_dict(pulled: PulledModule) -> dict[str, object]:
-    rc = pulled.runtime_config
-    return {
-        "ref": str(pulled.ref),
-        "digest": pulled.digest,
-        "variant": pulled.variant,
-        "abi_versions": list(rc.abi_versions) if rc else [],
-        "root_ids": list(rc.root_ids) if rc else [],
-    }
 
 
 def _cmd_try(args: argparse.Namespace) -> int:

@@ -15,7 +15,14 @@ from typing import Any
 
 from host.oci import OciError, PulledModule, RuntimeConfig, parse_reference, pull_module
 
-__all__ = ["add_parsers", "download_dir", "is_image_ref", "load_plugin_arg", "run"]
+__all__ = [
+    "add_parsers",
+    "download_dir",
+    "image_report",
+    "is_image_ref",
+    "load_plugin_arg",
+    "run",
+]
 
 COMMANDS = ("push", "pull", "export")
 
@@ -96,6 +103,31 @@ def load_plugin_arg(arg: str) -> tuple[bytes, PulledModule | None]:
         file=sys.stderr,
     )
     return pulled.wasm, pulled
+
+
+def image_report(
+    pulled: PulledModule, detected_abi: str | None
+) -> tuple[dict[str, Any], list[str], str]:
+    """What ``inspect`` shows of an image: (JSON object, warnings, text lines)."""
+    from host.oci.module_source import abi_mismatch, image_warnings
+
+    rc = pulled.runtime_config
+    data: dict[str, Any] = {
+        "ref": str(pulled.ref),
+        "digest": pulled.digest,
+        "variant": pulled.variant,
+        "abi_versions": list(rc.abi_versions) if rc else [],
+        "root_ids": list(rc.root_ids) if rc else [],
+    }
+    mismatch = abi_mismatch(pulled, detected_abi)
+    warnings = image_warnings(pulled, "") + ([mismatch] if mismatch else [])
+    text = f"image       {pulled.ref}  ({pulled.variant} variant, {pulled.digest})"
+    if rc is not None:
+        text += (
+            f"\n  runtime-config: ABI {', '.join(rc.abi_versions) or '-'}, "
+            f"root ids {', '.join(rc.root_ids) or '-'}"
+        )
+    return data, warnings, text
 
 
 def add_parsers(sub: Any) -> None:

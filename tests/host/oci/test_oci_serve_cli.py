@@ -265,3 +265,20 @@ def test_serve_unreachable_registry_follows_the_fail_strategy(
         assert f"127.0.0.1:{port} unreachable" in json.dumps(failure)
     finally:
         h.stop()
+
+
+def test_inspect_warns_about_an_abi_mismatch(
+    registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ref = registry.ref("cli/mismatch:1")
+    lying = RuntimeConfig("envoy_proxy", ("v0.1.0",), ("auth_token",))
+    push_module(AUTH_TOKEN, ref, runtime_config=lying)
+    assert main(["inspect", ref, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["abi"] == "0.2.0"
+    assert info["image"]["abi_versions"] == ["v0.1.0"]
+    assert any("ABI mismatch" in w and "proxy_abi_version_0_2_0" in w for w in info["warnings"])
+    assert main(["inspect", ref]) == 0
+    out = capsys.readouterr().out
+    assert "runtime-config: ABI v0.1.0, root ids auth_token" in out
+    assert "warning: ABI mismatch" in out
