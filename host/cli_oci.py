@@ -43,12 +43,18 @@ def download_dir() -> Path:
 
 
 def is_image_ref(arg: str) -> bool:
-    """``oci://…``, or a bare ``host[:port]/repo[:tag|@digest]`` that is not a file."""
+    """``oci://…``, or a bare ``host[:port]/repo[:tag|@digest]`` that is not a file.
+
+    Bare references must name their registry (a first component with a dot, a port or
+    ``localhost``): ``plugins/typo`` is a missing file, not a Docker Hub image."""
     if arg.startswith("oci://"):
         return True
     if os.path.exists(arg) or arg.endswith(".wasm") or "/" not in arg:
         return False
     if arg.startswith(("/", ".", "~")) or "://" in arg:
+        return False
+    first = arg.split("/", 1)[0]
+    if not ("." in first or ":" in first or first == "localhost"):
         return False
     try:
         parse_reference(arg)

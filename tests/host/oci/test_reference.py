@@ -104,3 +104,18 @@ def test_tls_for_every_registry_but_loopback() -> None:
         assert c._base() == "https://registry.example"
     with RegistryClient(parse_reference("10.1.2.3:5000/p:1"), None) as c:
         assert c._base() == "https://10.1.2.3:5000"
+
+
+def test_cli_tells_files_from_images(tmp_path: Path) -> None:
+    from host.cli_oci import is_image_ref
+
+    assert is_image_ref("oci://ghcr.io/org/p:1")
+    assert is_image_ref("ghcr.io/org/p:1")
+    assert is_image_ref("localhost:5000/p")
+    assert not is_image_ref("plugins/typo")  # a missing file, not a Docker Hub image
+    assert not is_image_ref("resources/plugins/add_header.wasm")
+    assert not is_image_ref("./ghcr.io/p")
+    f = tmp_path / "reg.io" / "p"
+    f.parent.mkdir()
+    f.write_bytes(b"\0asm")
+    assert not is_image_ref(str(f))  # an existing file wins
