@@ -43,6 +43,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reason is not None:
         print(f"wasmdesk: {reason}. Instead:\n{_NO_WINDOW_HINT}", file=sys.stderr)
         return 2
+    from gui.qt_system_libs import apt_install_line, missing_xcb_packages, uses_xcb
+
+    missing = missing_xcb_packages() if uses_xcb() else []
+    if missing:
+        print(
+            "wasmdesk: Qt's X11 (xcb) platform needs system libraries that are missing: "
+            f"{', '.join(missing)}. Install them with:\n  {apt_install_line(missing)}\n"
+            f"Meanwhile:\n{_NO_WINDOW_HINT}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         from gui.app import run
     except ImportError as e:  # e.g. Qt's system libraries are missing

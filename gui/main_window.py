@@ -39,7 +39,13 @@ from gui.json_schema import SchemaError, form_problem, load_schema, schema_path_
 from gui.logs_panel import LogsPanel
 from gui.plugin_panel import PluginDetailsPanel, PluginListView, env_vars
 from gui.stats_panel import StatsPanel
-from gui.url_dialog import LoadUrlDialog, check_module_url, check_sha256
+from gui.url_dialog import (
+    LoadUrlDialog,
+    check_module_url,
+    check_sha256,
+    is_image,
+    name_from_url,
+)
 from gui.workspace import Workspace
 from host.proxy.config import (
     ConfigError,
@@ -118,10 +124,15 @@ def load_wasm_spec(path: str | Path, config: ProxyConfig) -> PluginSpec:
 def load_url_spec(url: str, sha256: str, root_id: str, config: ProxyConfig) -> PluginSpec:
     """A new WasmPlugin for a module at an http(s) URL pinned by sha256; raises
     ValueError with a message for the user when an input is malformed."""
-    problem = check_module_url(url) or check_sha256(sha256)
+    image = is_image(url)
+    problem = check_module_url(url) or (
+        "" if image and not sha256.strip() else check_sha256(sha256)
+    )
     if problem:
         raise ValueError(problem)
     stem = url.strip().rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+    if image:  # registry/org/repo:tag@sha256:… -> repo
+        stem = name_from_url(url) or "plugin"
     name = _plugin_name_for(Path(stem), {s.name for s in config.plugins})
     try:
         return new_plugin(
@@ -355,9 +366,11 @@ class MainWindow(QMainWindow):
         imp.triggered.connect(self._on_import_action_triggered)
         exp = QAction("&Export WasmPlugin YAML…", self)
         exp.triggered.connect(self._on_export_action_triggered)
+        cluster = QAction("Export for a &cluster…", self)
+        cluster.triggered.connect(self.open_export_cluster_dialog)
         quit_ = QAction("&Quit", self)
         quit_.triggered.connect(self.close)
-        for a in (load, load_url, imp, exp):
+        for a in (load, load_url, imp, exp, cluster):
             m.addAction(a)
         m.addSeparator()
         m.addAction(quit_)
@@ -633,6 +646,16 @@ class MainWindow(QMainWindow):
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dlg.accepted.connect(lambda: self.load_plugin_url(*dlg.values()))
         dlg.open()
+
+    def open_export_cluster_dialog(self) -> Any:
+        """File ▸ Export for a cluster…: WasmPlugin documents a cluster accepts."""
+        from gui.export_dialog import ExportClusterDialog
+
+        dlg = ExportClusterDialog(self._base_config(), self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.exported.connect(lambda path: self.statusBar().showMessage(f"Wrote {path}", 10000))
+        dlg.open()
+        return dlg
 
     def _move_selected(self, step: int) -> None:
         name = self.plugin_list.selected_name()

@@ -33,8 +33,10 @@ def default_workspace_path() -> Path:
     env = os.environ.get(ENV_WORKSPACE)
     if env:
         return Path(env).expanduser()
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "wasmdesk" / "workspace.yaml"
+    import platformdirs
+
+    # the platform's user data directory (~/.local/share/wasmdesk on Linux, XDG honoured)
+    return platformdirs.user_data_path("wasmdesk", appauthor=False) / "workspace.yaml"
 
 
 def default_config_path() -> Path:

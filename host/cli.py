@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from host import __version__
 
 if TYPE_CHECKING:
+    from host.oci import PulledModule
     from host.wasm import Engine, Module
     from host.wasm.node import Node
 
@@ -139,7 +140,7 @@ def _build_parser() -> _Parser:
     )
 
     ins = sub.add_parser("inspect", help="show a module's ABI, SDK, callbacks and imports")
-    ins.add_argument("plugin", help="path to a .wasm module")
+    ins.add_argument("plugin", help="a .wasm module: a path, or an image (oci://REGISTRY/REPO:TAG)")
     ins.add_argument("--json", action="store_true", help="print one JSON object")
 
     t = sub.add_parser(
@@ -148,7 +149,7 @@ def _build_parser() -> _Parser:
         description="Start the plugin, run one request and then the given upstream response "
         "through it, and show what the plugin changed.",
     )
-    t.add_argument("plugin", help="path to a .wasm module")
+    t.add_argument("plugin", help="a .wasm module: a path, or an image (oci://REGISTRY/REPO:TAG)")
     t.add_argument("--config", help="plugin configuration: JSON text or @FILE (Istio pluginConfig)")
     t.add_argument("--raw-config", help="plugin configuration passed as-is (not checked as JSON)")
     t.add_argument("--vm-config", help="VM configuration: JSON text or @FILE")
@@ -220,6 +221,10 @@ def _build_parser() -> _Parser:
         "WORKLOAD_NAME, NAMESPACE, LABELS ... go in metadata)",
     )
     t.add_argument("--json", action="store_true", help="print one JSON object")
+
+    from host import cli_oci
+
+    cli_oci.add_parsers(sub)
     return p
 
 
@@ -239,10 +244,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_inspect(args)
         if args.command == "try":
             return _cmd_try(args)
+        if args.command in ("push", "pull", "export"):
+            from host import cli_oci
+
+            return cli_oci.run(args)
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as e:
         print(f"wasmdesk: error: {e}", file=sys.stderr)
         return 2
+    except PluginFetchError as e:
+        print(f"wasmdesk: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -353,10 +365,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return asyncio.run(run())
 
 
-def _load_module(path: str) -> tuple[bytes, tuple[Engine, Module]]:
+def _plugin_bytes(arg: str) -> tuple[bytes, PulledModule | None]:
+    """A module file, or an OCI image (pulled through the download cache)."""
+    from host.cli_oci import CommandError, load_plugin_arg
+
+    try:
+        return load_plugin_arg(arg)
+    except CommandError as e:
+        if e.code == 2:
+            raise UsageError(str(e)) from None
+        raise PluginFetchError(str(e)) from None
+
+
+class PluginFetchError(Exception):
+    """An image could not be pulled (registry, auth, digest, not Wasm): exit 1."""
+
+
+def _load_module(
+    path: str, image: list[PulledModule] | None = None
+) -> tuple[bytes, tuple[Engine, Module]]:
+    """Compile a module (a file or an image); an image's pull is appended to ``image``."""
     from host.wasm import Engine, LoadError
 
-    wasm = _read_file(path, "plugin")
+    wasm, pulled = _plugin_bytes(path)
+    if pulled is not None and image is not None:
+        image.append(pulled)
     engine = Engine()
     try:
         module = engine.compile(wasm)
@@ -369,17 +402,26 @@ def _load_module(path: str) -> tuple[bytes, tuple[Engine, Module]]:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from host.wasm.module_info import describe
 
-    _wasm, (engine, module) = _load_module(args.plugin)
+    image: list[PulledModule] = []
+    _wasm, (engine, module) = _load_module(args.plugin, image)
     try:
         info = describe(module)
     finally:
         engine.close()
+    if image:
+        from host.cli_oci import image_report
+
+        info.warnings.extend(image_report(image[0], info.abi)[1])
     if args.json:
         out = info.to_dict()
         out["file"] = args.plugin
+        if image:
+            out["image"] = image_report(image[0], info.abi)[0]
         print(json.dumps(out, indent=2))
         return 0
     print(f"module      {args.plugin}  ({info.size} bytes, sha256 {info.sha256[:16]}…)")
+    if image:
+        print(image_report(image[0], info.abi)[2])
     print(f"ABI         {info.abi or 'none (no proxy_abi_version_* export: not loadable)'}")
     print(f"likely SDK  {info.sdk}  [{'; '.join(info.sdk_evidence)}]")
     if info.producers:
@@ -432,9 +474,16 @@ def _cmd_try(args: argparse.Namespace) -> int:
         if not sep or not k:
             raise UsageError(f"--env expects NAME=VALUE, got {item!r}")
         env.append((k, v))
-    wasm = _read_file(args.plugin, "plugin")
+    wasm, pulled = _plugin_bytes(args.plugin)
     root_id = args.root_id if args.root_id is not None else ""  # Envoy/Istio's default
     plugin_name = Path(args.plugin).name.removesuffix(".wasm")  # names its log lines
+    if pulled is not None:
+        plugin_name = pulled.ref.repository.rsplit("/", 1)[-1]
+        if args.root_id is None:
+            from host.oci.module_source import default_root_id
+
+            # the image's runtime-config.json names its root ids (Istio prefills pluginName)
+            root_id = default_root_id(pulled) or ""
     req = TryRequest(
         method=args.method,
         path=args.path,

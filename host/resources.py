@@ -20,7 +20,14 @@ def resources_dir() -> Path:
     here = Path(__file__).resolve().parent.parent / "resources"
     if here.is_dir():
         return here
-    return Path(sys.prefix) / "share" / "wasmdesk" / "resources"
+    installed = Path(sys.prefix) / "share" / "wasmdesk" / "resources"
+    if not installed.is_dir():  # a ``pip install --user`` wheel: under the user base
+        import site
+
+        user = Path(site.getuserbase()) / "share" / "wasmdesk" / "resources"
+        if user.is_dir():
+            return user
+    return installed
 
 
 def demo_plugin(name: str) -> Path:

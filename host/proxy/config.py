@@ -239,6 +239,7 @@ class PluginSpec:
     type: str = "HTTP"  # UNSPECIFIED_PLUGIN_TYPE is HTTP
     match: tuple[TrafficSelector, ...] = ()
     image_pull_policy: str = "UNSPECIFIED_POLICY"
+    image_pull_secret: str = ""  # a name in the Proxy document's spec.pullSecrets
     selector: dict[str, Any] | None = field(default=None, hash=False)
     target_refs: tuple[dict[str, Any], ...] = field(default=(), hash=False)
     mode: str = "enforce"
@@ -295,6 +296,8 @@ class ProxyConfig:
     node: NodeInfo = DEFAULT_NODE  # spec.node: Envoy's bootstrap node (xds.node)
     routes: tuple[RouteConfig, ...] = ()  # first match wins; the default cluster last
     direction: str = "SERVER"  # the listener's traffic direction, for WasmPlugin match
+    # imagePullSecret name -> docker config JSON file (absolute path)
+    pull_secrets: tuple[tuple[str, str], ...] = ()
     plugins: tuple[PluginSpec, ...] = ()
     source: str = field(default="<string>", compare=False)
     raw: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
@@ -459,6 +462,10 @@ def parse_config(
     if proxy is None:
         return ProxyConfig(plugins=tuple(plugins), source=source)
     fields, raw, line = proxy
+    if "pull_secrets" in fields:
+        fields["pull_secrets"] = tuple(
+            (n, _resolve_path(path, base)) for n, path in fields["pull_secrets"]
+        )
     return ProxyConfig(**fields, plugins=tuple(plugins), source=source, raw=raw, line=line)
 
 
@@ -1378,6 +1385,7 @@ def _parse_plugin(
         type=ptype,
         match=match,
         image_pull_policy=pull,
+        image_pull_secret=secret or "",
         selector=copy.deepcopy(selector),
         target_refs=tuple(copy.deepcopy(target_refs)),
         raw=doc,
@@ -1650,6 +1658,7 @@ _PLUGIN_WRITERS: tuple[tuple[str, Any], ...] = (
     ("url", _field_writer(("spec", "url"), None)),
     ("sha256", _field_writer(("spec", "sha256"), "")),
     ("image_pull_policy", _field_writer(("spec", "imagePullPolicy"), "UNSPECIFIED_POLICY")),
+    ("image_pull_secret", _field_writer(("spec", "imagePullSecret"), "")),
     ("plugin_name", _field_writer(("spec", "pluginName"), "")),
     ("plugin_config", _field_writer(("spec", "pluginConfig"), {})),
     ("phase", _field_writer(("spec", "phase"), "UNSPECIFIED_PHASE")),
@@ -1675,6 +1684,7 @@ _PROXY_SPEC_FIELDS = (
     "node",
     "routes",
     "direction",
+    "pullSecrets",
 )
 _CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout")
 
@@ -1785,6 +1795,12 @@ def _parse_proxy(doc: dict[str, Any], ctx: _Ctx) -> dict[str, Any] | None:
     out["direction"] = _enum(
         ctx, spec.get("direction"), ("spec", "direction"), DIRECTIONS, "SERVER"
     )
+    secrets = _mapping(ctx, spec.get("pullSecrets"), ("spec", "pullSecrets"))
+    if secrets:
+        paths = [
+            (str(k), _string(ctx, v, ("spec", "pullSecrets", str(k)))) for k, v in secrets.items()
+        ]
+        out["pull_secrets"] = tuple((k, v) for k, v in paths if v)
     return None if len(ctx.issues) > before else out
 
 

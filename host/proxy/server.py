@@ -43,6 +43,7 @@ from host.proxy.plugins import PluginManager, PluginSlot
 from host.proxy.routes import Route, RouteTable
 from host.wasm import Engine, HeaderMap, LogLevel, PluginHost
 from host.wasm.plugin_host import LogRecord
+from host.wasm.runtime import user_cache_root
 
 __all__ = ["DEMO_CLUSTER", "ProxyServer", "StartupError"]
 
@@ -125,13 +126,7 @@ class ProxyServer:
         self.host = PluginHost(self.engine, log_level=self.log_level, log_sink=self._log_sink)
         self.host.node = self.config.node  # fixed at start, as Envoy's bootstrap node
         self.pool = UpstreamPool(self.loop)
-        cache = (
-            Path(
-                os.environ.get("WASMDESK_CACHE_DIR")
-                or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wasmdesk"
-            )
-            / "downloads"
-        )
+        cache = user_cache_root() / "downloads"
         self.manager = PluginManager(self.loop, self.host, self.stats, cache_dir=cache)
         self.stats.include_plugin_metrics(self.host.metrics)
         await self._apply_clusters(self.config)

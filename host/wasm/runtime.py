@@ -184,12 +184,21 @@ class CallFailed(Exception):
 # --- engine -------------------------------------------------------------------------
 
 
-def _default_cache_dir() -> Path:
+def user_cache_root() -> Path:
+    """Wasmdesk's cache directory: ``WASMDESK_CACHE_DIR``, else the platform's user cache
+    directory (``platformdirs``: ``~/.cache/wasmdesk`` on Linux, honouring XDG)."""
     base = os.environ.get("WASMDESK_CACHE_DIR")
     if base:
         return Path(base)
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "wasmdesk" / "modules"
+    import platformdirs
+
+    return platformdirs.user_cache_path("wasmdesk", appauthor=False)
+
+
+def _default_cache_dir() -> Path:
+    if os.environ.get("WASMDESK_CACHE_DIR"):
+        return user_cache_root()
+    return user_cache_root() / "modules"
 
 
 class Engine:
