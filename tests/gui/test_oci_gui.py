@@ -33,7 +33,7 @@ def test_url_dialog_pulls_an_image_with_progress(qtbot, registry: Registry) -> N
     dlg.show()
     url = f"oci://{registry.ref('gui/add-header:1')}"
     dlg.url_edit.setText(url)
-    dlg._on_url_edit_text_edited(url)
+    dlg.url_edit.textEdited.emit(url)  # as typing does
     assert dlg.pull_button.isVisible()
     assert dlg.problem() == ""  # a tag without a digest is allowed for images
     with qtbot.waitSignal(dlg.pull_job.finished, timeout=10_000):
