@@ -223,7 +223,7 @@ class LoadUrlDialog(QDialog):
         self.pull_progress.setValue(1)
         self.sha_edit.setText(pulled.sha256)
         root = default_root_id(pulled)
-        if root and not self._root_touched:
+        if root and not self.root_edit.text().strip():  # the user typed none
             self.root_edit.setText(root)
         rc = pulled.runtime_config
         info = f"{pulled.variant} image {pulled.digest[:19]}…" + (
