@@ -36,6 +36,7 @@ from host.proxy.http1 import (
     DownstreamProtocol,
     Exchange,
     ExchangeInfo,
+    Limits,
     StreamFilter,
     UpstreamPool,
 )
@@ -90,6 +91,8 @@ class ProxyServer:
         self._mtimes: dict[str, float] = {}
         self.active_requests = 0
         self.requests_total = 0
+        self.open_connections = 0
+        self.limits = _limits(config)
         self.on_request_done: list[Callable[[Exchange], None]] = []
         # hot-path stats objects, resolved once
         s = self.stats
@@ -288,11 +291,16 @@ class ProxyServer:
             fn(ex)
 
     def connection_opened(self) -> None:
+        self.open_connections += 1
         self._cx_total.inc()
         self._cx_active.inc()
 
     def connection_closed(self) -> None:
+        self.open_connections -= 1
         self._cx_active.dec()
+
+    def connection_rejected(self) -> None:
+        self.stats.counter("listener.downstream_cx_overflow").inc()
 
     # -- logs -----------------------------------------------------------------------------
 
@@ -432,6 +440,7 @@ class ProxyServer:
         await self._apply_clusters(config)
         errors = await self.manager.apply(config)
         self.config = config
+        self.limits = _limits(config)  # new connections and timers use the new limits
         return errors
 
     async def reload_config_file(self) -> list[str]:
@@ -505,6 +514,12 @@ class ProxyServer:
                 f"plugin {name}: module changed on disk: "
                 + ("reloaded" if not err else f"kept the old version: {err}")
             )
+
+
+def _limits(config: ProxyConfig) -> Limits:
+    return Limits(
+        config.request_headers_timeout_s, config.idle_timeout_s, config.max_connections
+    )
 
 
 def _sockname(server: asyncio.base_events.Server) -> tuple[str, int]:
