@@ -58,6 +58,7 @@ MAX_QUEUED_REQUESTS = 16  # pipelined requests parsed ahead of the one in flight
 _PEER_FULL = 1  # the other side's socket write buffer is over its high-water mark
 _BACKLOG = 2  # too many bytes held in the exchange
 _QUEUE = 4  # too many pipelined requests waiting
+_OWN_FULL = 8  # our socket write buffer to this same peer is over its high-water mark
 _HOP_BY_HOP = frozenset(
     (
         b"connection",
@@ -629,14 +630,17 @@ class DownstreamProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     # the client is not reading our response as fast as the upstream sends it
+    # (and a client that pipelines requests without reading the answers gets no more read)
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.pause(_OWN_FULL)
         ex = self.current
         if ex is not None and ex.upstream is not None:
             ex.upstream.pause(_PEER_FULL)
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.resume(_OWN_FULL)
         ex = self.current
         if ex is not None and ex.upstream is not None:
             ex.upstream.resume(_PEER_FULL)
