@@ -384,6 +384,9 @@ class UpstreamProtocol(asyncio.Protocol):
         if not self.parser.should_keep_alive():
             self.reusable = False
         status = self.parser.get_status_code()
+        if status > 599:
+            # RFC 9110 §15: status codes are 100-599; llhttp accepts any three digits
+            raise _BadMessage(f"status code {status} out of range")  # ends the parse: 502
         if self._expect_body and status >= 200 and status not in (204, 304):
             framed = False
             for k, v in self._headers:
@@ -825,6 +828,10 @@ class DownstreamProtocol(asyncio.Protocol):
 
 class _HeadersTooLarge(Exception):
     pass
+
+
+class _BadMessage(Exception):
+    """Raised from a parser callback: llhttp accepted what HTTP does not."""
 
 
 # -- one exchange ----------------------------------------------------------------------------
