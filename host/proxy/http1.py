@@ -23,7 +23,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -118,10 +118,30 @@ def field_problem(name: bytes, value: bytes) -> str | None:
 
 def request_line_problem(method: bytes, path: bytes) -> str | None:
     """Why ``method path`` cannot start a request line, or None."""
-    if not _TOKEN.fullmatch(method):
-        return f"invalid :method {method[:64]!r}"
+    if method not in _GOOD_NAMES:
+        if not _TOKEN.fullmatch(method):
+            return f"invalid :method {method[:64]!r}"
+        if len(_GOOD_NAMES) < 4096:
+            _GOOD_NAMES.add(method)  # a method is a token too
     if not _ORIGIN_FORM.fullmatch(path):
         return f"invalid :path {path[:64]!r} (origin-form or *)"
+    return None
+
+
+def _block_suspect(block: bytes, lines: int) -> bool:
+    """True unless ``block`` (``lines`` field lines joined by CRLF) holds no CR, LF or
+    NUL of its own: the fast check, one pass each in C; the slow one says what is wrong."""
+    return (
+        block.count(b"\n") != lines - 1 or block.count(b"\r") != lines - 1 or b"\0" in block
+    )
+
+
+def _pairs_problem(pairs: Iterable[tuple[bytes, bytes]]) -> str | None:
+    for k, v in pairs:
+        if k[:1] != b":" and k != b"content-length" and k not in _HOP_BY_HOP:
+            problem = field_problem(k, v)
+            if problem is not None:
+                return problem
     return None
 
 
@@ -306,6 +326,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self._expect_body = True
         self._until_eof = False  # the response body ends when the upstream closes
         self._paused = 0  # why reading is paused (_PEER_FULL, _BACKLOG bits)
+        self._bad = ""  # why a parser callback refused the response
 
     def pause(self, why: int) -> None:
         if not self._paused and self.transport is not None and not self.closed:
@@ -361,7 +382,8 @@ class UpstreamProtocol(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             if ex is not None:
-                ex.upstream_error(502, f"upstream sent a malformed response: {e}")
+                why = self._bad or str(e)  # httptools wraps what a callback raised
+                ex.upstream_error(502, f"upstream sent a malformed response: {why}")
 
     # parser callbacks
     def on_message_begin(self) -> None:
@@ -386,7 +408,8 @@ class UpstreamProtocol(asyncio.Protocol):
         status = self.parser.get_status_code()
         if status > 599:
             # RFC 9110 §15: status codes are 100-599; llhttp accepts any three digits
-            raise _BadMessage(f"status code {status} out of range")  # ends the parse: 502
+            self._bad = f"status code {status} out of range"
+            raise _BadMessage(self._bad)  # ends the parse: 502
         if self._expect_body and status >= 200 and status not in (204, 304):
             framed = False
             for k, v in self._headers:
@@ -477,7 +500,8 @@ class UpstreamPool:
         self.loop.create_task(connect())
 
     def release(self, conn: UpstreamProtocol) -> None:
-        conn.resume(conn._paused)  # a pooled connection reads (to notice a close)
+        if conn._paused:
+            conn.resume(conn._paused)  # a pooled connection reads (to notice a close)
         if (
             conn.reusable
             and not conn.closed
@@ -546,7 +570,7 @@ class _ParsedRequest:
         self.keep_alive = True
         self.body: list[bytes] = []
         self.complete = False
-        self.trailers: list[tuple[bytes, bytes]] | None = None  # set once headers complete
+        self.trailers: list[tuple[bytes, bytes]] | None = None
 
 
 class DownstreamProtocol(asyncio.Protocol):
@@ -584,6 +608,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._idle_since: float | None = None  # no request in flight since then
         self._watchdog: asyncio.TimerHandle | None = None
         self._last: _ParsedRequest | None = None  # the request whose headers came last
+        self._in_body = False  # the message's headers are complete
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -734,6 +759,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._url = b""
         self._head_started = time.monotonic()
         self._idle_since = None
+        self._in_body = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -749,8 +775,10 @@ class DownstreamProtocol(asyncio.Protocol):
         if self._header_bytes > MAX_HEADER_BYTES:
             self._headers_too_large = True
             raise _HeadersTooLarge()
-        if p.trailers is not None:
-            p.trailers.append((name.lower(), value))  # after the body: a trailer field
+        if self._in_body:  # after the headers: a trailer field
+            if p.trailers is None:
+                p.trailers = []
+            p.trailers.append((name.lower(), value))
         else:
             p.headers.append((name.lower(), value))
 
@@ -759,7 +787,7 @@ class DownstreamProtocol(asyncio.Protocol):
         assert p is not None
         self._head_started = None
         self._last = p
-        p.trailers = []
+        self._in_body = True
         p.method = self.parser.get_method()
         p.target = self._url
         p.version = self.parser.get_http_version()
@@ -808,7 +836,8 @@ class DownstreamProtocol(asyncio.Protocol):
     def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
         if self.current is ex:
             self.current = None
-        self.resume(_BACKLOG | _PEER_FULL)
+        if self._paused:
+            self.resume(_BACKLOG | _PEER_FULL)
         if not keep_alive or self.closing:
             self.closing = True
             if self.transport is not None:
@@ -816,7 +845,7 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         if self.queued:
             self._start(self.queued.popleft())
-        if len(self.queued) < MAX_QUEUED_REQUESTS // 2:
+        if self._paused and len(self.queued) < MAX_QUEUED_REQUESTS // 2:
             self.resume(_QUEUE)
         if self.current is None and self._parsing is None:
             self._idle_since = time.monotonic()
@@ -1090,7 +1119,7 @@ class Exchange:
             chunk, eos = self.req_pending.pop(0)
             self.req_queued -= len(chunk)
             self._on_request_data_step(self._request_event(chunk, eos), eos)
-        if self.req_queued <= _LOW_WATER:
+        if self.down._paused and self.req_queued <= _LOW_WATER:
             self.down.resume(_BACKLOG)
 
     def _on_request_data_step(self, step: Step, eos: bool) -> None:
@@ -1156,13 +1185,17 @@ class Exchange:
         assert self.cluster is not None
         if self.down.write_paused:
             conn.pause(_PEER_FULL)  # the client is not reading what we already sent it
-        # The route timeout runs from the moment the whole request went upstream (as
-        # Envoy's); until then only a stalled upload is bounded, by the idle timeout.
-        self.timer = self.core.loop.call_later(self.core.limits.idle_timeout_s, self._timeout)
         # Only what the filter released so far: the end of the request counts once the
         # filter passed it (_req_end), not when the client sent it. A body still queued
         # in req_pending (headers were paused) follows through _drain_request_pending.
         self._flush_request(end=self._req_end)
+        if self.timer is None and not self.finished and self.upstream is conn:
+            # The route timeout runs from the moment the whole request went upstream
+            # (as Envoy's); until then only a stalled upload is bounded, by the idle
+            # timeout.
+            self.timer = self.core.loop.call_later(
+                self.core.limits.idle_timeout_s, self._timeout
+            )
 
     def _start_route_timer(self) -> None:
         if self.timer is not None:
@@ -1216,7 +1249,7 @@ class Exchange:
             self._start_route_timer()
         if out:
             conn.send(self, out[0] if len(out) == 1 else b"".join(out), self.method != b"HEAD")
-        if self.req_queued <= _LOW_WATER:
+        if self.down._paused and self.req_queued <= _LOW_WATER:
             self.down.resume(_BACKLOG)
 
     def _request_head(self, end: bool) -> bytes | None:
@@ -1229,7 +1262,7 @@ class Exchange:
         method = path = authority = b""
         lines = []
         declared = -1
-        problem = None
+        suspect = False
         for k, v in h:
             if k[:1] == b":":
                 if k == b":method":
@@ -1247,20 +1280,12 @@ class Exchange:
                 continue
             if k in _HOP_BY_HOP:
                 continue
-            problem = problem or field_problem(k, v)
+            if k not in _GOOD_NAMES:
+                suspect = True
             lines.append(k + b": " + v)
         method = method or b"GET"
         path = path or b"/"
         authority = authority or self.upstream.cluster.address.encode()
-        problem = (
-            problem
-            or request_line_problem(method, path)
-            or field_problem(b"host", authority)
-            or self._trailer_problem(self.req_trailers)
-        )
-        if problem is not None:
-            self._refuse_request(problem)
-            return None
         if self.req_trailers:
             lines.append(b"transfer-encoding: chunked")  # trailers need chunked framing
             self.req_chunked = True
@@ -1275,6 +1300,25 @@ class Exchange:
         else:
             lines.append(b"transfer-encoding: chunked")
             self.req_chunked = True
+        block = b"\r\n".join(lines)
+        if (
+            suspect
+            or (lines and _block_suspect(block, len(lines)))
+            or method not in _GOOD_NAMES
+            or path[:1] != b"/"
+            or self.req_trailers
+        ):
+            problem = (
+                _pairs_problem(h)
+                or request_line_problem(method, path)
+                or self._trailer_problem(self.req_trailers)
+            )
+        else:
+            problem = None if _ORIGIN_FORM.fullmatch(path) else request_line_problem(method, path)
+        problem = problem or field_problem(b"host", authority)
+        if problem:
+            self._refuse_request(problem)
+            return None
         self.req_head_sent = True
         self._upstream_sent_at = time.monotonic()
         if lines:
@@ -1282,7 +1326,7 @@ class Exchange:
                 method,
                 path,
                 authority,
-                b"\r\n".join(lines),
+                block,
             )
         return b"%s %s HTTP/1.1\r\nhost: %s\r\n\r\n" % (method, path, authority)
 
@@ -1480,7 +1524,7 @@ class Exchange:
         status = 200
         lines = []
         declared = -1
-        problem = None
+        suspect = False
         for k, v in h:
             if k == b":status":
                 try:
@@ -1498,11 +1542,13 @@ class Exchange:
                 continue
             if k in _HOP_BY_HOP:
                 continue
-            problem = problem or field_problem(k, v)
+            if k not in _GOOD_NAMES:
+                suspect = True
             lines.append(k + b": " + v)
-        problem = problem or self._trailer_problem(self.resp_trailers)
-        if problem is not None:
-            return None
+        if suspect or self.resp_trailers:
+            problem = _pairs_problem(h) or self._trailer_problem(self.resp_trailers)
+            if problem is not None:
+                return None
         self.info.status = status
         if status in (204, 304) or 100 <= status < 200:
             pass
@@ -1523,11 +1569,19 @@ class Exchange:
             self.resp_chunked = True
         if not self.keep_alive or self.down.closing:
             lines.append(b"connection: close")
+        block = b"\r\n".join(lines)
+        if lines and _block_suspect(block, len(lines)):
+            return None  # a CR, LF or NUL in a value
         self.resp_head_sent = True
+        if not lines:  # (a 204 or 304 with no header at all)
+            return b"HTTP/1.1 %d %s\r\n\r\n" % (
+                status,
+                _REASON_BYTES.get(status) or reason(status).encode(),
+            )
         return b"HTTP/1.1 %d %s\r\n%s\r\n\r\n" % (
             status,
             _REASON_BYTES.get(status) or reason(status).encode(),
-            b"\r\n".join(lines),
+            block,
         )
 
     # -- local replies and endings --

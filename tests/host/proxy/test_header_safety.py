@@ -186,3 +186,36 @@ def test_upstream_status_reason_comes_from_http_status(start_proxy, upstream):
     h = start_proxy(make_config(clusters={"backend": upstream.url}))
     (r,) = raw_exchange(h, b"GET /status/418 HTTP/1.1\r\nhost: x\r\n\r\n")
     assert (r.status, r.reason) == (418, "I'm a Teapot")
+
+
+def _answering(scripted_upstream, answer: bytes):
+    def script(conn: socket.socket, up: ScriptedUpstream) -> None:
+        buf = bytearray()
+        while up.read_head(conn, buf) is not None:
+            conn.sendall(answer)
+
+    return scripted_upstream(script)
+
+
+def test_response_with_no_header_at_all_keeps_the_connection_in_step(
+    start_proxy, scripted_upstream
+):
+    """A 204 with no header line: the head is the status line and one CRLF, nothing more
+    (an extra CRLF would be read as the start of the next response)."""
+    up = _answering(scripted_upstream, b"HTTP/1.1 204 No Content\r\n\r\n")
+    h = start_proxy(make_config(clusters={"backend": up.url}))
+    with connect(h) as s:
+        s.sendall(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
+        f = s.makefile("rb")
+        assert f.readline() == b"HTTP/1.1 204 No Content\r\n"
+        assert f.readline() == b"\r\n"
+        s.sendall(b"GET /b HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert f.readline() == b"HTTP/1.1 204 No Content\r\n"
+
+
+@pytest.mark.parametrize("status", [b"600", b"999"])
+def test_upstream_status_above_599_is_a_malformed_response(start_proxy, scripted_upstream, status):
+    up = _answering(scripted_upstream, b"HTTP/1.1 " + status + b" X\r\ncontent-length: 0\r\n\r\n")
+    h = start_proxy(make_config(clusters={"backend": up.url}))
+    (r,) = raw_exchange(h, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert r.status == 502 and b"out of range" in r.body
