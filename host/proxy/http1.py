@@ -53,6 +53,7 @@ MAX_HEADER_BYTES = 64 * 1024
 # from the sending side pauses; it resumes below the low-water mark.
 _HIGH_WATER = 1024 * 1024
 _LOW_WATER = 256 * 1024
+_ENTRY_COST = 64  # what one held chunk costs besides its bytes (so 1-byte chunks count too)
 MAX_QUEUED_REQUESTS = 16  # pipelined requests parsed ahead of the one in flight
 # why reading from a peer is paused (bits)
 _PEER_FULL = 1  # the other side's socket write buffer is over its high-water mark
@@ -553,6 +554,7 @@ class ProxyCore(Protocol):
 class _ParsedRequest:
     __slots__ = (
         "body",
+        "body_bytes",
         "complete",
         "headers",
         "keep_alive",
@@ -569,6 +571,7 @@ class _ParsedRequest:
         self.headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = True
         self.body: list[bytes] = []
+        self.body_bytes = 0
         self.complete = False
         self.trailers: list[tuple[bytes, bytes]] | None = None
 
@@ -809,7 +812,8 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.downstream_body(body)
         else:
             p.body.append(body)
-            if sum(map(len, p.body)) > _HIGH_WATER:
+            p.body_bytes += len(body) + _ENTRY_COST
+            if p.body_bytes > _HIGH_WATER:
                 self.pause(_QUEUE)  # a queued request's body waits in memory
 
     def on_message_complete(self) -> None:
@@ -932,7 +936,7 @@ class Exchange:
         self.req_remaining = -1  # content-length bytes still to come (-1: chunked / none)
         self.req_complete = False  # the client finished sending
         self.req_eos_delivered = False
-        self.req_pending: list[tuple[bytes, bool]] = []  # events held while the filter waits
+        self.req_pending: deque[tuple[bytes, bool]] = deque()  # held while the filter waits
         self.req_waiting = False
         self.req_out: list[bytes] = []  # released bytes not yet written upstream
         self.req_head_sent = False
@@ -948,7 +952,7 @@ class Exchange:
         self.cluster: Cluster | None = None
         # response side
         self.resp_waiting = False
-        self.resp_pending: list[tuple[bytes, bool]] = []
+        self.resp_pending: deque[tuple[bytes, bool]] = deque()
         self.resp_headers: HeaderMap | None = None
         self.resp_head_sent = False
         self.resp_out: list[bytes] = []
@@ -1086,7 +1090,7 @@ class Exchange:
             self.req_eos_delivered = True
         if self.req_waiting or not self.req_headers_passed:
             self.req_pending.append((chunk, eos))
-            self.req_queued += len(chunk)
+            self.req_queued += len(chunk) + _ENTRY_COST
             if self.req_queued > _HIGH_WATER:
                 self.down.pause(_BACKLOG)
             return
@@ -1106,6 +1110,7 @@ class Exchange:
             self.req_trailers = HeaderMap.from_pairs(trailers)
         if self.req_waiting or not self.req_headers_passed:
             self.req_pending.append((b"", True))
+            self.req_queued += _ENTRY_COST
             return
         self._on_request_data_step(self._request_event(b"", True), True)
 
@@ -1116,8 +1121,8 @@ class Exchange:
 
     def _drain_request_pending(self) -> None:
         while self.req_pending and not self.req_waiting and not self.finished and not self.replying:
-            chunk, eos = self.req_pending.pop(0)
-            self.req_queued -= len(chunk)
+            chunk, eos = self.req_pending.popleft()
+            self.req_queued -= len(chunk) + _ENTRY_COST
             self._on_request_data_step(self._request_event(chunk, eos), eos)
         if self.down._paused and self.req_queued <= _LOW_WATER:
             self.down.resume(_BACKLOG)
@@ -1127,7 +1132,7 @@ class Exchange:
         if k == Step.CONTINUE:
             if step.data:
                 self.req_out.append(step.data)
-                self.req_queued += len(step.data)
+                self.req_queued += len(step.data) + _ENTRY_COST
             self._flush_request(end=eos)
         elif k == Step.HOLD:
             pass
@@ -1236,8 +1241,8 @@ class Exchange:
             out.append(head)
         if self.req_out:
             data = b"".join(self.req_out) if len(self.req_out) > 1 else self.req_out[0]
+            self.req_queued -= len(data) + len(self.req_out) * _ENTRY_COST
             self.req_out = []
-            self.req_queued -= len(data)
             self.req_written += len(data)
             out.append(b"%x\r\n%s\r\n" % (len(data), data) if self.req_chunked else data)
         if end and not self._req_end_written:
@@ -1421,7 +1426,7 @@ class Exchange:
             return
         if self.resp_waiting:
             self.resp_pending.append((chunk, False))
-            self.resp_queued += len(chunk)
+            self.resp_queued += len(chunk) + _ENTRY_COST
             if self.resp_queued > _HIGH_WATER and self.upstream is not None:
                 self.upstream.pause(_BACKLOG)
             return
@@ -1438,6 +1443,7 @@ class Exchange:
             return
         if self.resp_waiting:
             self.resp_pending.append((b"", True))
+            self.resp_queued += _ENTRY_COST
             return
         self._on_response_data_step(self._response_event(b"", True), True)
 
@@ -1450,8 +1456,8 @@ class Exchange:
         while (
             self.resp_pending and not self.resp_waiting and not self.finished and not self.replying
         ):
-            chunk, eos = self.resp_pending.pop(0)
-            self.resp_queued -= len(chunk)
+            chunk, eos = self.resp_pending.popleft()
+            self.resp_queued -= len(chunk) + _ENTRY_COST
             self._on_response_data_step(self._response_event(chunk, eos), eos)
         if self.resp_queued <= _LOW_WATER and self.upstream is not None:
             self.upstream.resume(_BACKLOG)
@@ -1461,7 +1467,7 @@ class Exchange:
         if k == Step.CONTINUE:
             if step.data:
                 self.resp_out.append(step.data)
-                self.resp_queued += len(step.data)
+                self.resp_queued += len(step.data) + _ENTRY_COST
             self._flush_response(end=eos)
         elif k == Step.HOLD:
             pass
@@ -1494,8 +1500,8 @@ class Exchange:
             out.append(head)
         if self.resp_out:
             data = b"".join(self.resp_out) if len(self.resp_out) > 1 else self.resp_out[0]
+            self.resp_queued -= len(data) + len(self.resp_out) * _ENTRY_COST
             self.resp_out = []
-            self.resp_queued -= len(data)
             self.resp_written += len(data)
             self.info.response_bytes += len(data)
             if self.resp_chunked:
@@ -1618,6 +1624,7 @@ class Exchange:
     def upstream_body_local(self, body: bytes) -> None:
         if self.resp_waiting:
             self.resp_pending.append((body, True))
+            self.resp_queued += len(body) + _ENTRY_COST
             return
         self._on_response_data_step(self.filter.response_data(body, True), True)
 

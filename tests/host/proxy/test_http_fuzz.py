@@ -63,18 +63,23 @@ class _Responses:
         self.parser.feed_data(data)
 
 
-def _talk(addr: tuple[str, int], pieces: list[bytes], expected: int) -> tuple[_Responses, bool]:
-    """Send ``pieces`` one by one, then read until ``expected`` final responses arrived
-    or the proxy closed. Returns the parsed responses and whether it closed."""
+def _talk(
+    addr: tuple[str, int], pieces: list[bytes], expected: int, pause: float = 0.0
+) -> tuple[_Responses, bool]:
+    """Send ``pieces`` one by one (``pause`` seconds apart: a slow client), then read
+    until ``expected`` final responses arrived or the proxy closed. Returns the parsed
+    responses and whether it closed."""
     out = _Responses()
     with socket.create_connection(addr, timeout=5) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            for p in pieces:
+            for i, p in enumerate(pieces):
+                if i and pause:
+                    time.sleep(pause)
                 s.sendall(p)
         except OSError:
             pass  # the proxy may close as soon as it saw a bad request
-        deadline = time.monotonic() + 4.0
+        deadline = time.monotonic() + 8.0
         while len(out.statuses) < expected:
             s.settimeout(max(0.05, deadline - time.monotonic()))
             try:
@@ -83,7 +88,7 @@ def _talk(addr: tuple[str, int], pieces: list[bytes], expected: int) -> tuple[_R
                 return out, True
             except TimeoutError:
                 raise AssertionError(
-                    f"no answer and no close within 4 s to {b''.join(pieces)[:300]!r}"
+                    f"no answer and no close within 8 s to {b''.join(pieces)[:300]!r}"
                 ) from None
             if not data:
                 return out, True
@@ -158,8 +163,8 @@ def _request(draw: Any) -> bytes:
 
 
 @st.composite
-def _conversation(draw: Any) -> tuple[list[bytes], int]:
-    """One or more pipelined requests, sent in arbitrary pieces."""
+def _conversation(draw: Any) -> tuple[list[bytes], int, float]:
+    """One or more pipelined requests, sent in arbitrary pieces, sometimes slowly."""
     reqs = draw(st.lists(_request(), min_size=1, max_size=3))
     if draw(st.booleans()):
         reqs.append(b"GET /last HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -170,7 +175,7 @@ def _conversation(draw: Any) -> tuple[list[bytes], int]:
         if c > last:
             pieces.append(data[last:c])
             last = c
-    return pieces, len(reqs)
+    return pieces, len(reqs), draw(st.sampled_from([0.0, 0.0, 0.0, 0.0, 0.02]))
 
 
 def test_fuzz_the_listener(start_proxy, upstream):
@@ -179,10 +184,10 @@ def test_fuzz_the_listener(start_proxy, upstream):
 
     @settings(max_examples=200, **_SETTINGS)
     @given(_conversation())
-    def check(conv: tuple[list[bytes], int]) -> None:
-        pieces, n = conv
+    def check(conv: tuple[list[bytes], int, float]) -> None:
+        pieces, n, pause = conv
         counts["examples"] += 1
-        responses, closed = _talk(h.addr, pieces, n)
+        responses, closed = _talk(h.addr, pieces, n, pause)
         counts["closed"] += closed
         counts["answered"] += len(responses.statuses)
         assert all(200 <= s <= 599 for s in responses.statuses), responses.statuses
