@@ -529,6 +529,11 @@ class ChainRun:
                 if action == Action.CONTINUE:
                     data = ctx.take_body(StreamType.HTTP_REQUEST)
                     hop.body_out(True, data)
+                    if eos and ctx.request.trailers is not None and self.req_trailers is None:
+                        # trailers added from the last data (Envoy's addDecodedTrailers): the
+                        # plugins after it get the data without end of stream, then them
+                        self.req_trailers = ctx.request.trailers
+                        return self._iterate_trailers(True, i + 1, data)
                     continue
                 if action == Action.PAUSE and not eos:
                     return HOLD  # buffering: called again with the next chunk
@@ -612,7 +617,7 @@ class ChainRun:
             verdict = self._after_action(hop, action, stage, i, data)
             if verdict is not None:
                 return verdict
-        return Step(Step.CONTINUE, data)
+        return Step(Step.CONTINUE, data, trailers=trailers)
 
     # -- response path ------------------------------------------------------------------
 
@@ -677,6 +682,9 @@ class ChainRun:
                 if action == Action.CONTINUE:
                     data = ctx.take_body(StreamType.HTTP_RESPONSE)
                     hop.body_out(False, data)
+                    if eos and ctx.response.trailers is not None and self.resp_trailers is None:
+                        self.resp_trailers = ctx.response.trailers  # (as for the request)
+                        return self._iterate_trailers(False, i - 1, data)
                     continue
                 if action == Action.PAUSE and not eos:
                     return HOLD

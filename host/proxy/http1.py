@@ -185,10 +185,11 @@ class Step:
     ``CONTINUE`` forwards ``data`` (the bytes released now; may be empty),
     ``HOLD`` forwards nothing yet (the filter is buffering), ``REPLY`` answers with
     ``reply`` instead, ``WAIT`` resolves later through ``wait`` (a future whose
-    result is another Step), ``RESET`` drops the stream.
+    result is another Step), ``RESET`` drops the stream. A ``CONTINUE`` that ends the
+    stream may carry ``trailers`` a plugin added (they end the message instead).
     """
 
-    __slots__ = ("data", "kind", "reply", "wait")
+    __slots__ = ("data", "kind", "reply", "trailers", "wait")
 
     CONTINUE = 0
     HOLD = 1
@@ -202,11 +203,13 @@ class Step:
         data: bytes = b"",
         reply: LocalReply | None = None,
         wait: asyncio.Future[Step] | None = None,
+        trailers: HeaderMap | None = None,
     ) -> None:
         self.kind = kind
         self.data = data
         self.reply = reply
         self.wait = wait
+        self.trailers = trailers
 
     def __repr__(self) -> str:
         names = ("CONTINUE", "HOLD", "REPLY", "WAIT", "RESET")
@@ -912,6 +915,7 @@ class Exchange:
         "resp_out",
         "resp_pending",
         "resp_queued",
+        "resp_remaining",
         "resp_trailers",
         "resp_waiting",
         "resp_written",
@@ -959,7 +963,8 @@ class Exchange:
         self.resp_chunked = False
         self.resp_declared = -1
         self.resp_written = 0
-        self.resp_eos = False
+        self.resp_eos = False  # the end of the response went to the filter with its data
+        self.resp_remaining = -1  # content-length bytes still to come (-1: other framing)
         self.resp_has_body = True
         self.resp_queued = 0  # bytes in resp_pending and resp_out (flow control)
         self.resp_trailers: HeaderMap | None = None
@@ -1133,6 +1138,8 @@ class Exchange:
             if step.data:
                 self.req_out.append(step.data)
                 self.req_queued += len(step.data) + _ENTRY_COST
+            if eos and step.trailers is not None and self.req_trailers is None:
+                self.req_trailers = step.trailers  # added by a plugin from the last data
             self._flush_request(end=eos)
         elif k == Step.HOLD:
             pass
@@ -1394,6 +1401,8 @@ class Exchange:
             items.append((k, v))
         has_body = expect_body and status not in (204, 304) and (cl != 0)
         self.resp_has_body = has_body
+        if has_body and cl > 0:
+            self.resp_remaining = cl
         self.resp_headers = h
         self.response_started = True
         self._on_response_headers_step(self.filter.response_headers(h, not has_body))
@@ -1424,13 +1433,19 @@ class Exchange:
     def upstream_body(self, chunk: bytes) -> None:
         if self.finished or self.replying:
             return
+        eos = False
+        if self.resp_remaining > 0:
+            # the last content-length bytes end the stream with their data, as Envoy's
+            # codec delivers them (so a plugin sees end_of_stream on the last chunk)
+            self.resp_remaining -= len(chunk)
+            eos = self.resp_eos = self.resp_remaining <= 0
         if self.resp_waiting:
-            self.resp_pending.append((chunk, False))
+            self.resp_pending.append((chunk, eos))
             self.resp_queued += len(chunk) + _ENTRY_COST
             if self.resp_queued > _HIGH_WATER and self.upstream is not None:
                 self.upstream.pause(_BACKLOG)
             return
-        self._on_response_data_step(self.filter.response_data(chunk, False), False)
+        self._on_response_data_step(self.filter.response_data(chunk, eos), eos)
 
     def upstream_complete(self) -> None:
         self.upstream = None
@@ -1439,7 +1454,7 @@ class Exchange:
             self.timer = None
         if self.finished or self.replying:
             return
-        if not self.resp_has_body:
+        if not self.resp_has_body or self.resp_eos:
             return
         if self.resp_waiting:
             self.resp_pending.append((b"", True))
@@ -1468,6 +1483,8 @@ class Exchange:
             if step.data:
                 self.resp_out.append(step.data)
                 self.resp_queued += len(step.data) + _ENTRY_COST
+            if eos and step.trailers is not None and self.resp_trailers is None:
+                self.resp_trailers = step.trailers  # added by a plugin from the last data
             self._flush_response(end=eos)
         elif k == Step.HOLD:
             pass
@@ -1743,7 +1760,7 @@ class Exchange:
         if up is not None and up.exchange is self:
             if (
                 self.resp_headers is not None
-                and not self.resp_has_body
+                and (not self.resp_has_body or self.resp_eos)
                 and not self.replying
                 and self.info.outcome == ""
             ):

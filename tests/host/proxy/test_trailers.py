@@ -45,9 +45,11 @@ _TRAILERS_WAT = """
   (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
   (func (export "proxy_on_request_body") (param $ctx i32) (param $size i32) (param $eos i32)
     (result i32)
+    REQ_ADD
     BODY_RESULT)
   (func (export "proxy_on_response_body") (param $ctx i32) (param $size i32) (param $eos i32)
     (result i32)
+    RESP_ADD
     BODY_RESULT)
   (func (export "proxy_on_request_trailers") (param i32 i32) (result i32)
     (drop (call $add (i32.const 1) (i32.const 1024) (i32.const 7) (i32.const 1040) (i32.const 3)))
@@ -62,10 +64,19 @@ _TRAILERS_WAT = """
 """
 
 
-def trailers_wasm(buffer: bool) -> bytes:
-    # 1 = StopIterationAndBuffer while the stream goes on; Continue at its end
+def trailers_wasm(buffer: bool, add_from_body: bool = False) -> bytes:
+    """``buffer``: the body callbacks return StopIterationAndBuffer until the end of the
+    stream. ``add_from_body``: they add ``x-added: req|resp`` trailers from the last data
+    (allowed there, as Envoy's addDecodedTrailers / addEncodedTrailers)."""
     result = "(select (i32.const 0) (i32.const 1) (local.get $eos))" if buffer else "(i32.const 0)"
-    return compile_wat(_TRAILERS_WAT.replace("BODY_RESULT", result), "trailers")
+    add = (
+        "(if (local.get $eos) (then (drop (call $add (i32.const {m}) (i32.const 1024)"
+        " (i32.const 7) (i32.const {v}) (i32.const {n})))))"
+    )
+    text = _TRAILERS_WAT.replace("BODY_RESULT", result)
+    text = text.replace("REQ_ADD", add.format(m=1, v=1040, n=3) if add_from_body else "")
+    text = text.replace("RESP_ADD", add.format(m=3, v=1056, n=4) if add_from_body else "")
+    return compile_wat(text, "trailers")
 
 
 def _read_until(conn: socket.socket, up: ScriptedUpstream, buf: bytearray, end: bytes) -> bool:
@@ -206,3 +217,28 @@ def test_try_runs_trailer_callbacks_also_after_buffering(buffer):
     assert "proxy_on_request_trailers" in names and "proxy_on_response_trailers" in names
     doc = r.to_json()
     assert doc["request"]["trailers"] == [["x-t", "1"], ["x-added", "req"]]  # type: ignore[index]
+
+
+def test_trailers_a_plugin_adds_from_the_last_data_are_sent(
+    start_proxy, scripted_upstream, wasm_file
+):
+    """No trailers from either peer; the plugin adds one from the last body chunk of
+    each direction: both messages then go out chunked, with the trailer."""
+
+    def script(conn: socket.socket, up: ScriptedUpstream) -> None:
+        buf = bytearray()
+        if not _read_until(conn, up, buf, b"x-added: req\r\n\r\n"):
+            return
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+
+    up = scripted_upstream(script)
+    path = wasm_file(trailers_wasm(False, add_from_body=True), "trailers")
+    h = start_proxy(
+        make_config(wasm_plugin("tr", path, root_id="tr"), clusters={"backend": up.url})
+    )
+    with connect(h) as s:
+        s.sendall(b"POST /t HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc")
+        _head, body, trailers = _read_chunked(s.makefile("rb"))
+    req_body, req_trailers = _request_body_and_trailers(bytes(up.received))
+    assert req_body == b"abc" and req_trailers == [b"x-added: req"]
+    assert body == b"hello" and trailers == [b"x-added: resp"]
