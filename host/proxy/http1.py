@@ -690,7 +690,8 @@ class DownstreamProtocol(asyncio.Protocol):
         limits = self.core.limits
         now = time.monotonic()
         step = min(limits.request_headers_timeout_s, limits.idle_timeout_s)
-        if self._head_started is not None:
+        if self._head_started is not None and self.current is None:
+            # (a pipelined head behind a request in flight is timed once that one ends)
             left = self._head_started + limits.request_headers_timeout_s - now
             if left <= 0:
                 # Envoy closes the connection (downstream_rq_header_timeout); we say why first
@@ -854,8 +855,11 @@ class DownstreamProtocol(asyncio.Protocol):
             self._start(self.queued.popleft())
         if self._paused and len(self.queued) < MAX_QUEUED_REQUESTS // 2:
             self.resume(_QUEUE)
-        if self.current is None and self._parsing is None:
-            self._idle_since = time.monotonic()
+        if self.current is None:
+            if self._parsing is None:
+                self._idle_since = time.monotonic()
+            elif self._head_started is not None:
+                self._head_started = time.monotonic()  # its headers' time starts now
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closing:

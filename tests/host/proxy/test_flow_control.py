@@ -318,3 +318,20 @@ def test_listener_limits_reject_bad_values(spec, needle):
     with pytest.raises(ConfigError) as e:
         parse_config(_config(**spec), "<t>", str(ROOT))
     assert needle in str(e.value)
+
+
+def test_header_timeout_of_a_pipelined_head_does_not_kill_the_request_in_flight(
+    start_proxy, upstream
+):
+    """The next request's head, started while a slow request is in flight, is timed
+    from the moment that one ends: the slow request gets its answer."""
+    h = start_proxy(_config(upstream.url, timeout="5s", timeouts={"requestHeaders": "500ms"}))
+    with connect(h) as s:
+        s.sendall(b"GET /slow?ms=1200 HTTP/1.1\r\nhost: x\r\n\r\nGET /next HTTP/1.1\r\n")
+        f = s.makefile("rb")
+        first = read_response(f)
+        assert first.status == 200 and first.body == b"slow\n"
+        t = time.monotonic()
+        second = read_response(f)  # its head never completes: 408 once its own time is up
+        assert second.status == 408
+        assert 0.3 < time.monotonic() - t < 2
