@@ -919,7 +919,6 @@ class Exchange:
         "resp_out",
         "resp_pending",
         "resp_queued",
-        "resp_remaining",
         "resp_trailers",
         "resp_waiting",
         "resp_written",
@@ -967,8 +966,7 @@ class Exchange:
         self.resp_chunked = False
         self.resp_declared = -1
         self.resp_written = 0
-        self.resp_eos = False  # the end of the response went to the filter with its data
-        self.resp_remaining = -1  # content-length bytes still to come (-1: other framing)
+        self.resp_eos = False
         self.resp_has_body = True
         self.resp_queued = 0  # bytes in resp_pending and resp_out (flow control)
         self.resp_trailers: HeaderMap | None = None
@@ -1405,8 +1403,6 @@ class Exchange:
             items.append((k, v))
         has_body = expect_body and status not in (204, 304) and (cl != 0)
         self.resp_has_body = has_body
-        if has_body and cl > 0:
-            self.resp_remaining = cl
         self.resp_headers = h
         self.response_started = True
         self._on_response_headers_step(self.filter.response_headers(h, not has_body))
@@ -1437,19 +1433,13 @@ class Exchange:
     def upstream_body(self, chunk: bytes) -> None:
         if self.finished or self.replying:
             return
-        eos = False
-        if self.resp_remaining > 0:
-            # the last content-length bytes end the stream with their data, as Envoy's
-            # codec delivers them (so a plugin sees end_of_stream on the last chunk)
-            self.resp_remaining -= len(chunk)
-            eos = self.resp_eos = self.resp_remaining <= 0
         if self.resp_waiting:
-            self.resp_pending.append((chunk, eos))
+            self.resp_pending.append((chunk, False))
             self.resp_queued += len(chunk) + _ENTRY_COST
             if self.resp_queued > _HIGH_WATER and self.upstream is not None:
                 self.upstream.pause(_BACKLOG)
             return
-        self._on_response_data_step(self.filter.response_data(chunk, eos), eos)
+        self._on_response_data_step(self.filter.response_data(chunk, False), False)
 
     def upstream_complete(self) -> None:
         self.upstream = None
@@ -1458,7 +1448,7 @@ class Exchange:
             self.timer = None
         if self.finished or self.replying:
             return
-        if not self.resp_has_body or self.resp_eos:
+        if not self.resp_has_body:
             return
         if self.resp_waiting:
             self.resp_pending.append((b"", True))
@@ -1764,7 +1754,7 @@ class Exchange:
         if up is not None and up.exchange is self:
             if (
                 self.resp_headers is not None
-                and (not self.resp_has_body or self.resp_eos)
+                and not self.resp_has_body
                 and not self.replying
                 and self.info.outcome == ""
             ):

@@ -222,8 +222,8 @@ def test_try_runs_trailer_callbacks_also_after_buffering(buffer):
 def test_trailers_a_plugin_adds_from_the_last_data_are_sent(
     start_proxy, scripted_upstream, wasm_file
 ):
-    """No trailers from either peer; the plugin adds one from the last body chunk of
-    each direction: both messages then go out chunked, with the trailer."""
+    """No trailers from either peer; the plugin buffers each body and adds a trailer from
+    its last body callback: both messages then go out chunked, with the trailer."""
 
     def script(conn: socket.socket, up: ScriptedUpstream) -> None:
         buf = bytearray()
@@ -232,7 +232,7 @@ def test_trailers_a_plugin_adds_from_the_last_data_are_sent(
         conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
 
     up = scripted_upstream(script)
-    path = wasm_file(trailers_wasm(False, add_from_body=True), "trailers")
+    path = wasm_file(trailers_wasm(True, add_from_body=True), "trailers")
     h = start_proxy(
         make_config(wasm_plugin("tr", path, root_id="tr"), clusters={"backend": up.url})
     )
