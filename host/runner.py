@@ -78,6 +78,9 @@ class TryResult:
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     original_response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     response_body: bytes = b""
+    # the trailers after the plugin's trailers callback (None: the message had none)
+    request_trailers: list[tuple[bytes, bytes]] | None = None
+    response_trailers: list[tuple[bytes, bytes]] | None = None
     local_response: dict[str, object] | None = None
     logs: list[dict[str, object]] = field(default_factory=list)
     metrics: dict[str, object] = field(default_factory=dict)
@@ -99,19 +102,25 @@ class TryResult:
         def text(pairs: list[tuple[bytes, bytes]]) -> list[list[str]]:
             return [[k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in pairs]
 
+        request: dict[str, object] = {
+            "headers": text(self.request_headers),
+            "body": self.request_body.decode("utf-8", "replace"),
+            "forwarded": self.request_forwarded,
+        }
+        response: dict[str, object] = {
+            "status": self.response_status,
+            "headers": text(self.response_headers),
+            "body": self.response_body.decode("utf-8", "replace"),
+        }
+        if self.request_trailers is not None:
+            request["trailers"] = text(self.request_trailers)
+        if self.response_trailers is not None:
+            response["trailers"] = text(self.response_trailers)
         return {
             "abi": self.abi,
             "sdk": self.sdk,
-            "request": {
-                "headers": text(self.request_headers),
-                "body": self.request_body.decode("utf-8", "replace"),
-                "forwarded": self.request_forwarded,
-            },
-            "response": {
-                "status": self.response_status,
-                "headers": text(self.response_headers),
-                "body": self.response_body.decode("utf-8", "replace"),
-            },
+            "request": request,
+            "response": response,
             "local_response": self.local_response,
             "logs": self.logs,
             "metrics": self.metrics,
@@ -409,15 +418,23 @@ def _run_stream(vm: object, root: object, req: TryRequest, run: _Run, result: Tr
         action = ctx.on_request_headers(headers, not req.body and trailers is None)
         action = run.wait(ctx, StreamType.HTTP_REQUEST, action)
         if action == Action.CONTINUE and (req.body or trailers is not None):
+            buffered = False
             if req.body:
                 info.request_size = len(req.body)
                 action = ctx.on_request_body(req.body, trailers is None)
-                action = run.wait(ctx, StreamType.HTTP_REQUEST, action)
+                # A plugin that buffers (StopIterationAndBuffer) before trailers gets its
+                # trailers callback, which releases the body when it continues (Envoy).
+                buffered = _buffering(ctx, StreamType.HTTP_REQUEST, action, trailers)
+                if not buffered:
+                    action = run.wait(ctx, StreamType.HTTP_REQUEST, action)
                 if action == Action.CONTINUE:
                     forwarded_body = ctx.take_body(StreamType.HTTP_REQUEST)
-            if action == Action.CONTINUE and trailers is not None:
+            if (action == Action.CONTINUE or buffered) and trailers is not None:
                 action = ctx.on_request_trailers(trailers)
                 action = run.wait(ctx, StreamType.HTTP_REQUEST, action)
+                if action == Action.CONTINUE and buffered:
+                    forwarded_body = ctx.take_body(StreamType.HTTP_REQUEST)
+            result.request_trailers = trailers.items() if trailers is not None else None
         result.request_headers = headers.items()
         result.request_body = forwarded_body if action == Action.CONTINUE else req.body
         if action == Action.FAILED:
@@ -462,15 +479,22 @@ def _run_stream(vm: object, root: object, req: TryRequest, run: _Run, result: Tr
             info.response_code_details = lr.details
             action = Action.CONTINUE
         if action == Action.CONTINUE and (rbody or rtrailers is not None):
+            buffered = False
             if rbody:
                 action = ctx.on_response_body(rbody, rtrailers is None)
-                action = run.wait(ctx, StreamType.HTTP_RESPONSE, action)
+                buffered = _buffering(ctx, StreamType.HTTP_RESPONSE, action, rtrailers)
+                if not buffered:
+                    action = run.wait(ctx, StreamType.HTTP_RESPONSE, action)
                 if action == Action.CONTINUE:
                     out_body = ctx.take_body(StreamType.HTTP_RESPONSE)
                     info.response_size = len(out_body)
-            if action == Action.CONTINUE and rtrailers is not None:
+            if (action == Action.CONTINUE or buffered) and rtrailers is not None:
                 action = ctx.on_response_trailers(rtrailers)
                 action = run.wait(ctx, StreamType.HTTP_RESPONSE, action)
+                if action == Action.CONTINUE and buffered:
+                    out_body = ctx.take_body(StreamType.HTTP_RESPONSE)
+                    info.response_size = len(out_body)
+            result.response_trailers = rtrailers.items() if rtrailers is not None else None
         if action == Action.PAUSE:
             result.notes.append("the response stayed paused: the plugin never resumed it")
         status = rheaders.get(":status")
@@ -482,6 +506,13 @@ def _run_stream(vm: object, root: object, req: TryRequest, run: _Run, result: Tr
         info.duration_ns = time.monotonic_ns() - started
         ctx.finish()
         run.settle()
+
+
+def _buffering(
+    ctx: HttpContext, stream: StreamType, action: Action, trailers: HeaderMap | None
+) -> bool:
+    """The body callback stopped to buffer, and trailers follow (so no end of stream yet)."""
+    return action == Action.PAUSE and trailers is not None and ctx.direction(stream).buffering
 
 
 def _collect_trace(host: PluginHost, result: TryResult) -> None:

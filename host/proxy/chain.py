@@ -390,6 +390,8 @@ class ChainRun:
         self.records: list[HopRecord] = []
         self.headers: HeaderMap | None = None
         self.resp_headers: HeaderMap | None = None
+        self.req_trailers: HeaderMap | None = None
+        self.resp_trailers: HeaderMap | None = None
         # where a pending iteration stands
         self._req_index = 0
         self._req_eos = False
@@ -554,8 +556,10 @@ class ChainRun:
         self._req_eos = end_stream
         return self._iterate_request_data(0, data, end_stream)
 
-    def _iterate_request_data(self, start: int, data: bytes, eos: bool) -> Step:
-        for i in range(start, len(self.hops)):
+    def _iterate_request_data(
+        self, start: int, data: bytes, eos: bool, stop: int | None = None
+    ) -> Step:
+        for i in range(start, len(self.hops) if stop is None else stop):
             hop = self.hops[i]
             if hop.req_done or hop.ctx is None:
                 continue  # replied, or never saw the headers (it failed open)
@@ -576,6 +580,11 @@ class ChainRun:
                 if action == Action.CONTINUE:
                     data = ctx.take_body(StreamType.HTTP_REQUEST)
                     hop.body_out(True, data)
+                    if eos and ctx.request.trailers is not None and self.req_trailers is None:
+                        # trailers added from the last data (Envoy's addDecodedTrailers): the
+                        # plugins after it get the data without end of stream, then them
+                        self.req_trailers = ctx.request.trailers
+                        return self._iterate_trailers(True, i + 1, data)
                     continue
                 if action == Action.PAUSE and not eos:
                     return HOLD  # buffering: called again with the next chunk
@@ -598,6 +607,68 @@ class ChainRun:
             if verdict is not None:
                 return verdict
         return Step(Step.CONTINUE, data)
+
+    def request_trailers(self, trailers: HeaderMap) -> Step:
+        self.req_trailers = trailers
+        self._req_eos = True
+        return self._iterate_trailers(True, 0, b"")
+
+    def _iterate_trailers(self, request: bool, start: int, data: bytes) -> Step:
+        """Trailers end the stream (the last data had end_stream false), as in Envoy: each
+        plugin first gets the body bytes the plugins before it released at their trailers
+        (a plugin that buffered releases its body when its trailers callback continues),
+        then its own trailers callback, which may change them."""
+        trailers = self.req_trailers if request else self.resp_trailers
+        assert trailers is not None
+        stream = StreamType.HTTP_REQUEST if request else StreamType.HTTP_RESPONSE
+        n = len(self.hops)
+        order = range(start, n) if request else range(start, -1, -1)
+        for i in order:
+            hop = self.hops[i]
+            if (hop.req_done if request else hop.resp_done) or hop.ctx is None:
+                continue
+            if data:
+                step = (
+                    self._iterate_request_data(i, data, False, stop=i + 1)
+                    if request
+                    else self._iterate_response_data(i, data, False, stop=i - 1)
+                )
+                if step.kind == Step.CONTINUE:
+                    data = step.data
+                elif step.kind == Step.HOLD:
+                    data = b""  # this plugin buffers it; its trailers callback releases it
+                else:
+                    return step
+            ctx = hop.ctx
+            if hop.enforce:
+                action = (
+                    ctx.on_request_trailers(trailers)
+                    if request
+                    else ctx.on_response_trailers(trailers)
+                )
+                if action == Action.CONTINUE:
+                    released = ctx.take_body(stream)
+                    if released:
+                        hop.body_out(request, released)
+                    data += released
+                    continue
+            else:
+                shadow = trailers.copy()
+                action = (
+                    ctx.on_request_trailers(shadow)
+                    if request
+                    else ctx.on_response_trailers(shadow)
+                )
+                ctx.take_body(stream)  # a log-only plugin's buffer never reaches the wire
+                if shadow != trailers:
+                    self._would(hop, f"mutate_{'request' if request else 'response'}_trailers")
+                if action == Action.CONTINUE:
+                    continue
+            stage = "request_trailers" if request else "response_trailers"
+            verdict = self._after_action(hop, action, stage, i, data)
+            if verdict is not None:
+                return verdict
+        return Step(Step.CONTINUE, data, trailers=trailers)
 
     # -- response path ------------------------------------------------------------------
 
@@ -640,8 +711,10 @@ class ChainRun:
             return Step(Step.CONTINUE, data)
         return self._iterate_response_data(len(self.hops) - 1, data, end_stream)
 
-    def _iterate_response_data(self, start: int, data: bytes, eos: bool) -> Step:
-        for i in range(start, -1, -1):
+    def _iterate_response_data(
+        self, start: int, data: bytes, eos: bool, stop: int = -1
+    ) -> Step:
+        for i in range(start, stop, -1):
             hop = self.hops[i]
             if hop.resp_done or hop.ctx is None:
                 continue
@@ -660,6 +733,9 @@ class ChainRun:
                 if action == Action.CONTINUE:
                     data = ctx.take_body(StreamType.HTTP_RESPONSE)
                     hop.body_out(False, data)
+                    if eos and ctx.response.trailers is not None and self.resp_trailers is None:
+                        self.resp_trailers = ctx.response.trailers  # (as for the request)
+                        return self._iterate_trailers(False, i - 1, data)
                     continue
                 if action == Action.PAUSE and not eos:
                     return HOLD
@@ -682,6 +758,13 @@ class ChainRun:
             if verdict is not None:
                 return verdict
         return Step(Step.CONTINUE, data)
+
+    def response_trailers(self, trailers: HeaderMap) -> Step:
+        if self.reply is not None:
+            return CONTINUE
+        self.resp_trailers = trailers
+        self._resp_eos = True
+        return self._iterate_trailers(False, len(self.hops) - 1, b"")
 
     # -- what an action means ---------------------------------------------------------------
 
@@ -767,7 +850,7 @@ class ChainRun:
         )
         if stage == "request_headers":
             self._req_index = index
-        elif stage == "request_data":
+        elif stage in ("request_data", "request_trailers"):
             self._req_index = index
             self._req_data = data
         elif stage == "response_headers":
@@ -836,6 +919,12 @@ class ChainRun:
                 return self._iterate_request_data(i + 1, data, self._req_eos)
             if stage == "response_headers":
                 return self._iterate_response_headers(i - 1)
+            if stage.endswith("trailers"):
+                request = stage == "request_trailers"
+                data = (self._req_data if request else self._resp_data) + ctx.take_body(
+                    StreamType.HTTP_REQUEST if request else StreamType.HTTP_RESPONSE
+                )
+                return self._iterate_trailers(request, i + 1 if request else i - 1, data)
             data = ctx.take_body(StreamType.HTTP_RESPONSE)
             hop.body_out(False, data)
             return self._iterate_response_data(i - 1, data, self._resp_eos)

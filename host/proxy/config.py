@@ -298,6 +298,10 @@ class ProxyConfig:
     direction: str = "SERVER"  # the listener's traffic direction, for WasmPlugin match
     # imagePullSecret name -> docker config JSON file (absolute path)
     pull_secrets: tuple[tuple[str, str], ...] = ()
+    # the listener's limits (spec.timeouts, spec.maxConnections); see http1.Limits
+    request_headers_timeout_s: float = 10.0
+    idle_timeout_s: float = 300.0
+    max_connections: int = 1024
     plugins: tuple[PluginSpec, ...] = ()
     source: str = field(default="<string>", compare=False)
     raw: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
@@ -1685,7 +1689,10 @@ _PROXY_SPEC_FIELDS = (
     "routes",
     "direction",
     "pullSecrets",
+    "timeouts",
+    "maxConnections",
 )
+_TIMEOUT_FIELDS = {"requestHeaders": "request_headers_timeout_s", "idle": "idle_timeout_s"}
 _CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout")
 
 
@@ -1801,6 +1808,7 @@ def _parse_proxy(doc: dict[str, Any], ctx: _Ctx) -> dict[str, Any] | None:
             (str(k), _string(ctx, v, ("spec", "pullSecrets", str(k)))) for k, v in secrets.items()
         ]
         out["pull_secrets"] = tuple((k, v) for k, v in paths if v)
+    _parse_listener_limits(spec, ctx, out)
     return None if len(ctx.issues) > before else out
 
 
@@ -1916,6 +1924,32 @@ def _parse_routes(
         if ok and cluster is not None:
             routes.append(RouteConfig(name, cluster, headers=tuple(headers), **fields))
     return tuple(routes)
+
+
+def _parse_listener_limits(spec: dict[str, Any], ctx: _Ctx, out: dict[str, Any]) -> None:
+    """``spec.timeouts: {requestHeaders, idle}`` and ``spec.maxConnections``."""
+    timeouts = _mapping(ctx, spec.get("timeouts"), ("spec", "timeouts")) or {}
+    for key, value in timeouts.items():
+        if key not in _TIMEOUT_FIELDS:
+            ctx.error(("spec", "timeouts", key), "unknown field; expected requestHeaders or idle")
+            continue
+        seconds = _parse_seconds(value)
+        if seconds is None:
+            ctx.error(
+                ("spec", "timeouts", key),
+                f"expected a positive duration (250ms, 5s, 1m or a number of seconds), "
+                f"got {_describe(value)}",
+            )
+            continue
+        out[_TIMEOUT_FIELDS[key]] = seconds
+    cap = spec.get("maxConnections")
+    if cap is not None:
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            ctx.error(
+                ("spec", "maxConnections"), f"expected a positive integer, got {_describe(cap)}"
+            )
+        else:
+            out["max_connections"] = cap
 
 
 def _cluster_url_error(url: str) -> str | None:

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -37,6 +39,7 @@ __all__ = [
     "DownstreamProtocol",
     "Exchange",
     "ExchangeInfo",
+    "Limits",
     "LocalReply",
     "PassThroughFilter",
     "ProxyCore",
@@ -46,6 +49,17 @@ __all__ = [
 ]
 
 MAX_HEADER_BYTES = 64 * 1024
+# Flow control: past the high-water mark of bytes held for the other side, reading
+# from the sending side pauses; it resumes below the low-water mark.
+_HIGH_WATER = 1024 * 1024
+_LOW_WATER = 256 * 1024
+_ENTRY_COST = 64  # what one held chunk costs besides its bytes (so 1-byte chunks count too)
+MAX_QUEUED_REQUESTS = 16  # pipelined requests parsed ahead of the one in flight
+# why reading from a peer is paused (bits)
+_PEER_FULL = 1  # the other side's socket write buffer is over its high-water mark
+_BACKLOG = 2  # too many bytes held in the exchange
+_QUEUE = 4  # too many pipelined requests waiting
+_OWN_FULL = 8  # our socket write buffer to this same peer is over its high-water mark
 _HOP_BY_HOP = frozenset(
     (
         b"connection",
@@ -57,11 +71,18 @@ _HOP_BY_HOP = frozenset(
         b"trailer",
         b"proxy-authenticate",
         b"proxy-authorization",
+        b"http2-settings",  # only meaningful with an h2c upgrade, which we ignore
     )
 )
 _getrandbits = random.Random().getrandbits  # its own generator, seeded from the OS
 # request headers the data path reads or rewrites itself
-_SPECIAL = _HOP_BY_HOP | {b"host", b"content-length", b"x-forwarded-for", b"x-request-id"}
+_SPECIAL = _HOP_BY_HOP | {
+    b"host",
+    b"content-length",
+    b"x-forwarded-for",
+    b"x-request-id",
+    b"expect",
+}
 
 
 def _request_id() -> bytes:
@@ -76,38 +97,75 @@ def _request_id() -> bytes:
     return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
 
 
-_REASONS = {
-    200: "OK",
-    201: "Created",
-    202: "Accepted",
-    204: "No Content",
-    206: "Partial Content",
-    301: "Moved Permanently",
-    302: "Found",
-    304: "Not Modified",
-    307: "Temporary Redirect",
-    308: "Permanent Redirect",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    413: "Payload Too Large",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
+# What may go on the wire (RFC 9110 §5.1, §5.5; Envoy's codec refuses the same): a field
+# name is a token, a value holds no CR, LF or NUL, a method is a token and a path is
+# origin-form (or "*"). A head that breaks these is never written (see Exchange).
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_ORIGIN_FORM = re.compile(rb"/[^\x00-\x20\x7f]*|\*")
+_GOOD_NAMES: set[bytes] = set()  # names already checked (bounded)
 
 
-_REASON_BYTES = {k: v.encode() for k, v in _REASONS.items()}
+def field_problem(name: bytes, value: bytes) -> str | None:
+    """Why ``name: value`` cannot be serialized, or None."""
+    if name not in _GOOD_NAMES:
+        if not _TOKEN.fullmatch(name):
+            return f"invalid header name {name[:64]!r}"
+        if len(_GOOD_NAMES) < 4096:
+            _GOOD_NAMES.add(name)
+    if b"\r" in value or b"\n" in value or b"\0" in value:
+        return f"header {name[:64].decode('latin-1')} has CR, LF or NUL in its value"
+    return None
+
+
+def request_line_problem(method: bytes, path: bytes) -> str | None:
+    """Why ``method path`` cannot start a request line, or None."""
+    if method not in _GOOD_NAMES:
+        if not _TOKEN.fullmatch(method):
+            return f"invalid :method {method[:64]!r}"
+        if len(_GOOD_NAMES) < 4096:
+            _GOOD_NAMES.add(method)  # a method is a token too
+    if not _ORIGIN_FORM.fullmatch(path):
+        return f"invalid :path {path[:64]!r} (origin-form or *)"
+    return None
+
+
+def _block_suspect(block: bytes, lines: int) -> bool:
+    """True unless ``block`` (``lines`` field lines joined by CRLF) holds no CR, LF or
+    NUL of its own: the fast check, one pass each in C; the slow one says what is wrong."""
+    return (
+        block.count(b"\n") != lines - 1 or block.count(b"\r") != lines - 1 or b"\0" in block
+    )
+
+
+def _pairs_problem(pairs: Iterable[tuple[bytes, bytes]]) -> str | None:
+    for k, v in pairs:
+        if k[:1] != b":" and k != b"content-length" and k not in _HOP_BY_HOP:
+            problem = field_problem(k, v)
+            if problem is not None:
+                return problem
+    return None
+
+
+# Reason phrases are Python's (http.HTTPStatus, RFC 9110's names); a code it does not
+# know prints "Unknown", as Envoy's CodeUtility does.
+_REASON_BYTES = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
 def reason(status: int) -> str:
-    return _REASONS.get(status, "Unknown")
+    phrase = _REASON_BYTES.get(status)
+    return phrase.decode() if phrase is not None else "Unknown"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The listener's limits (``spec.timeouts`` and ``spec.maxConnections``)."""
+
+    # first byte of a request to the end of its headers (Envoy: request_headers_timeout)
+    request_headers_timeout_s: float = 10.0
+    # a connection with no request in flight (Envoy: idle_timeout, 1 h there)
+    idle_timeout_s: float = 300.0
+    # open client connections; more are closed at once (Envoy: downstream_cx_overflow)
+    max_connections: int = 1024
 
 
 # -- what a filter answers ---------------------------------------------------------------
@@ -127,10 +185,11 @@ class Step:
     ``CONTINUE`` forwards ``data`` (the bytes released now; may be empty),
     ``HOLD`` forwards nothing yet (the filter is buffering), ``REPLY`` answers with
     ``reply`` instead, ``WAIT`` resolves later through ``wait`` (a future whose
-    result is another Step), ``RESET`` drops the stream.
+    result is another Step), ``RESET`` drops the stream. A ``CONTINUE`` that ends the
+    stream may carry ``trailers`` a plugin added (they end the message instead).
     """
 
-    __slots__ = ("data", "kind", "reply", "wait")
+    __slots__ = ("data", "kind", "reply", "trailers", "wait")
 
     CONTINUE = 0
     HOLD = 1
@@ -144,11 +203,13 @@ class Step:
         data: bytes = b"",
         reply: LocalReply | None = None,
         wait: asyncio.Future[Step] | None = None,
+        trailers: HeaderMap | None = None,
     ) -> None:
         self.kind = kind
         self.data = data
         self.reply = reply
         self.wait = wait
+        self.trailers = trailers
 
     def __repr__(self) -> str:
         names = ("CONTINUE", "HOLD", "REPLY", "WAIT", "RESET")
@@ -189,6 +250,10 @@ class StreamFilter(Protocol):
 
     def response_data(self, data: bytes, end_stream: bool) -> Step: ...
 
+    def request_trailers(self, trailers: HeaderMap) -> Step: ...
+
+    def response_trailers(self, trailers: HeaderMap) -> Step: ...
+
     def complete(self) -> None: ...
 
 
@@ -208,6 +273,12 @@ class PassThroughFilter:
 
     def response_data(self, data: bytes, end_stream: bool) -> Step:
         return Step(Step.CONTINUE, data)
+
+    def request_trailers(self, trailers: HeaderMap) -> Step:
+        return CONTINUE
+
+    def response_trailers(self, trailers: HeaderMap) -> Step:
+        return CONTINUE
 
     def complete(self) -> None:
         pass
@@ -255,8 +326,35 @@ class UpstreamProtocol(asyncio.Protocol):
         self.closed = False
         self.reusable = True
         self._headers: list[tuple[bytes, bytes]] = []
+        self._trailers: list[tuple[bytes, bytes]] = []
+        self._in_body = False  # headers complete: on_header now means a trailer
         self._expect_body = True
         self._until_eof = False  # the response body ends when the upstream closes
+        self._paused = 0  # why reading is paused (_PEER_FULL, _BACKLOG bits)
+        self._bad = ""  # why a parser callback refused the response
+
+    def pause(self, why: int) -> None:
+        if not self._paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._paused |= why
+
+    def resume(self, why: int) -> None:
+        if not self._paused & why:
+            return
+        self._paused &= ~why
+        if not self._paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    # the upstream is not reading our request as fast as the client sends it
+    def pause_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.down.pause(_PEER_FULL)
+
+    def resume_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.down.resume(_PEER_FULL)
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -289,23 +387,34 @@ class UpstreamProtocol(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             if ex is not None:
-                ex.upstream_error(502, f"upstream sent a malformed response: {e}")
+                why = self._bad or str(e)  # httptools wraps what a callback raised
+                ex.upstream_error(502, f"upstream sent a malformed response: {why}")
 
     # parser callbacks
     def on_message_begin(self) -> None:
         self._headers = []
+        self._trailers = []
+        self._in_body = False
         self._until_eof = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        if self._in_body:
+            self._trailers.append((name.lower(), value))
+        else:
+            self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self._in_body = True
         ex = self.exchange
         if ex is None:
             return
         if not self.parser.should_keep_alive():
             self.reusable = False
         status = self.parser.get_status_code()
+        if status > 599:
+            # RFC 9110 §15: status codes are 100-599; llhttp accepts any three digits
+            self._bad = f"status code {status} out of range"
+            raise _BadMessage(self._bad)  # ends the parse: 502
         if self._expect_body and status >= 200 and status not in (204, 304):
             framed = False
             for k, v in self._headers:
@@ -337,6 +446,8 @@ class UpstreamProtocol(asyncio.Protocol):
         ex = self.exchange
         self.exchange = None
         if ex is not None:
+            if self._trailers:
+                ex.resp_trailers = HeaderMap(self._trailers)
             ex.upstream_complete()
         self.pool.release(self)
 
@@ -349,6 +460,7 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def abandon(self) -> None:
         """The exchange gave up on this connection (client gone, reply sent): close it."""
+        self._paused = 0
         self.exchange = None
         self.reusable = False
         if self.transport is not None:
@@ -393,6 +505,8 @@ class UpstreamPool:
         self.loop.create_task(connect())
 
     def release(self, conn: UpstreamProtocol) -> None:
+        if conn._paused:
+            conn.resume(conn._paused)  # a pooled connection reads (to notice a close)
         if (
             conn.reusable
             and not conn.closed
@@ -420,6 +534,8 @@ class ProxyCore(Protocol):
 
     loop: asyncio.AbstractEventLoop
     pool: UpstreamPool
+    limits: Limits
+    open_connections: int
 
     def route(self, headers: HeaderMap, info: ExchangeInfo) -> Cluster | None:
         """The request's cluster: its cached route (``info.route_name`` set), else the
@@ -436,12 +552,24 @@ class ProxyCore(Protocol):
 
     def connection_closed(self) -> None: ...
 
+    def connection_rejected(self) -> None: ...
+
 
 # -- downstream ------------------------------------------------------------------------------
 
 
 class _ParsedRequest:
-    __slots__ = ("body", "complete", "headers", "keep_alive", "method", "target", "version")
+    __slots__ = (
+        "body",
+        "body_bytes",
+        "complete",
+        "headers",
+        "keep_alive",
+        "method",
+        "target",
+        "trailers",
+        "version",
+    )
 
     def __init__(self) -> None:
         self.method = b""
@@ -450,12 +578,19 @@ class _ParsedRequest:
         self.headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = True
         self.body: list[bytes] = []
+        self.body_bytes = 0
         self.complete = False
+        self.trailers: list[tuple[bytes, bytes]] | None = None
 
 
 class DownstreamProtocol(asyncio.Protocol):
     """One client connection. Requests are answered strictly in order (HTTP/1.1
-    pipelining is honoured by queueing later requests until the current one ends)."""
+    pipelining is honoured by queueing later requests until the current one ends).
+
+    Bounded: reading pauses while the upstream's socket (or the exchange) holds too
+    much of this client's data, or too many pipelined requests wait; a request's
+    headers must arrive within ``limits.request_headers_timeout_s`` of its first byte;
+    a connection with no request for ``limits.idle_timeout_s`` is closed."""
 
     _ids = 0
 
@@ -476,19 +611,42 @@ class DownstreamProtocol(asyncio.Protocol):
         self._url = b""
         self.closing = False
         self._reading_paused = False
+        self._paused = 0  # why reading is paused (_PEER_FULL, _BACKLOG, _QUEUE bits)
+        self.write_paused = False
+        self._accepted = False
+        self._head_started: float | None = None  # a request's first byte, until its headers
+        self._idle_since: float | None = None  # no request in flight since then
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._last: _ParsedRequest | None = None  # the request whose headers came last
+        self._in_body = False  # the message's headers are complete
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        core = self.core
+        if core.open_connections >= core.limits.max_connections:
+            # Over the cap: closed at once, as Envoy's listener does (downstream_cx_overflow)
+            self.closing = True
+            core.connection_rejected()
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self._accepted = True
         peer = transport.get_extra_info("peername") or ("", 0)
         sock = transport.get_extra_info("sockname") or ("", 0)
         self.client = (str(peer[0]), int(peer[1]))
         self.client_ip = self.client[0].encode()
         self.local = (str(sock[0]), int(sock[1]))
-        self.core.connection_opened()
+        core.connection_opened()
+        self._idle_since = time.monotonic()
+        self._arm(min(core.limits.request_headers_timeout_s, core.limits.idle_timeout_s))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if not self._accepted:
+            return
         ex = self.current
         self.current = None
         if ex is not None:
@@ -496,13 +654,70 @@ class DownstreamProtocol(asyncio.Protocol):
         self.queued.clear()
         self.core.connection_closed()
 
+    # flow control: the client's side
+    def pause(self, why: int) -> None:
+        if not self._paused and self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+        self._paused |= why
+
+    def resume(self, why: int) -> None:
+        if not self._paused & why:
+            return
+        self._paused &= ~why
+        if not self._paused and self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    # the client is not reading our response as fast as the upstream sends it
+    # (and a client that pipelines requests without reading the answers gets no more read)
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.pause(_OWN_FULL)
+        ex = self.current
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.pause(_PEER_FULL)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.resume(_OWN_FULL)
+        ex = self.current
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.resume(_PEER_FULL)
+
+    # timeouts: one timer per connection, re-armed at the nearest deadline
+    def _arm(self, delay: float) -> None:
+        self._watchdog = self.core.loop.call_later(max(delay, 0.001), self._check_timeouts)
+
+    def _check_timeouts(self) -> None:
+        self._watchdog = None
+        if self.closing or self.transport is None:
+            return
+        limits = self.core.limits
+        now = time.monotonic()
+        step = min(limits.request_headers_timeout_s, limits.idle_timeout_s)
+        if self._head_started is not None and self.current is None:
+            # (a pipelined head behind a request in flight is timed once that one ends)
+            left = self._head_started + limits.request_headers_timeout_s - now
+            if left <= 0:
+                # Envoy closes the connection (downstream_rq_header_timeout); we say why first
+                self._fatal(408, "request headers not received in time")
+                return
+            step = min(step, left)
+        elif self._idle_since is not None and self.current is None:
+            left = self._idle_since + limits.idle_timeout_s - now
+            if left <= 0:
+                self.closing = True
+                self.transport.close()  # Envoy's idle_timeout: close the idle connection
+                return
+            step = min(step, left)
+        self._arm(step)
+
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fatal(501, "protocol upgrades are not supported")
+        except httptools.HttpParserUpgrade as e:
+            self._upgrade(data, e)
         except httptools.HttpParserError as e:
             # httptools wraps what a callback raises (HttpParserCallbackError), so the
             # header-size verdict travels in a flag, not in the exception type.
@@ -510,6 +725,23 @@ class DownstreamProtocol(asyncio.Protocol):
                 self._fatal(431, "request header block exceeds 64 KiB")
             else:
                 self._fatal(400, f"malformed HTTP request: {e}")
+
+    def _upgrade(self, data: bytes, e: httptools.HttpParserUpgrade) -> None:
+        """llhttp stopped after a request asking for a protocol upgrade. ``h2c`` is
+        ignored and the request served over HTTP/1.1, as Envoy's codec does (the Upgrade,
+        Connection and HTTP2-Settings headers are not forwarded); anything else (CONNECT,
+        websocket, ...) is not supported: 501 and close."""
+        p = self._last
+        h2c = p is not None and any(
+            k == b"upgrade" and v.strip().lower() == b"h2c" for k, v in p.headers
+        )
+        if not h2c or p is None or p.method == b"CONNECT":
+            self._fatal(501, "protocol upgrades are not supported")
+            return
+        offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
+        self.parser = httptools.HttpRequestParser(self)
+        if offset < len(data):
+            self.data_received(data[offset:])
 
     def _fatal(self, status: int, message: str) -> None:
         """A request we cannot parse: answer it (if nothing is in flight) and close."""
@@ -536,6 +768,9 @@ class DownstreamProtocol(asyncio.Protocol):
         self._parsing = _ParsedRequest()
         self._header_bytes = 0
         self._url = b""
+        self._head_started = time.monotonic()
+        self._idle_since = None
+        self._in_body = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -551,11 +786,19 @@ class DownstreamProtocol(asyncio.Protocol):
         if self._header_bytes > MAX_HEADER_BYTES:
             self._headers_too_large = True
             raise _HeadersTooLarge()
-        p.headers.append((name.lower(), value))
+        if self._in_body:  # after the headers: a trailer field
+            if p.trailers is None:
+                p.trailers = []
+            p.trailers.append((name.lower(), value))
+        else:
+            p.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         p = self._parsing
         assert p is not None
+        self._head_started = None
+        self._last = p
+        self._in_body = True
         p.method = self.parser.get_method()
         p.target = self._url
         p.version = self.parser.get_http_version()
@@ -566,6 +809,8 @@ class DownstreamProtocol(asyncio.Protocol):
             self._start(p)
         else:
             self.queued.append(p)
+            if len(self.queued) >= MAX_QUEUED_REQUESTS:
+                self.pause(_QUEUE)
 
     def on_body(self, body: bytes) -> None:
         p = self._parsing
@@ -575,6 +820,9 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.downstream_body(body)
         else:
             p.body.append(body)
+            p.body_bytes += len(body) + _ENTRY_COST
+            if p.body_bytes > _HIGH_WATER:
+                self.pause(_QUEUE)  # a queued request's body waits in memory
 
     def on_message_complete(self) -> None:
         p = self._parsing
@@ -583,7 +831,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._parsing = None
         ex = self.current
         if ex is not None and ex.parsed is p:
-            ex.downstream_complete()
+            ex.downstream_complete(p.trailers)
 
     # exchange management
     def _start(self, p: _ParsedRequest) -> None:
@@ -595,11 +843,13 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.downstream_body(chunk)
         p.body = []
         if p.complete and ex.parsed is p:
-            ex.downstream_complete()
+            ex.downstream_complete(p.trailers)
 
     def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
         if self.current is ex:
             self.current = None
+        if self._paused:
+            self.resume(_BACKLOG | _PEER_FULL)
         if not keep_alive or self.closing:
             self.closing = True
             if self.transport is not None:
@@ -607,6 +857,13 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         if self.queued:
             self._start(self.queued.popleft())
+        if self._paused and len(self.queued) < MAX_QUEUED_REQUESTS // 2:
+            self.resume(_QUEUE)
+        if self.current is None:
+            if self._parsing is None:
+                self._idle_since = time.monotonic()
+            elif self._head_started is not None:
+                self._head_started = time.monotonic()  # its headers' time starts now
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closing:
@@ -615,6 +872,10 @@ class DownstreamProtocol(asyncio.Protocol):
 
 class _HeadersTooLarge(Exception):
     pass
+
+
+class _BadMessage(Exception):
+    """Raised from a parser callback: llhttp accepted what HTTP does not."""
 
 
 # -- one exchange ----------------------------------------------------------------------------
@@ -648,7 +909,9 @@ class Exchange:
         "req_headers_passed",
         "req_out",
         "req_pending",
+        "req_queued",
         "req_remaining",
+        "req_trailers",
         "req_waiting",
         "req_written",
         "resp_chunked",
@@ -659,6 +922,8 @@ class Exchange:
         "resp_headers",
         "resp_out",
         "resp_pending",
+        "resp_queued",
+        "resp_trailers",
         "resp_waiting",
         "resp_written",
         "response_started",
@@ -682,7 +947,7 @@ class Exchange:
         self.req_remaining = -1  # content-length bytes still to come (-1: chunked / none)
         self.req_complete = False  # the client finished sending
         self.req_eos_delivered = False
-        self.req_pending: list[tuple[bytes, bool]] = []  # events held while the filter waits
+        self.req_pending: deque[tuple[bytes, bool]] = deque()  # held while the filter waits
         self.req_waiting = False
         self.req_out: list[bytes] = []  # released bytes not yet written upstream
         self.req_head_sent = False
@@ -691,12 +956,14 @@ class Exchange:
         self.req_written = 0
         self._req_end = False
         self._req_end_written = False
+        self.req_queued = 0  # bytes in req_pending and req_out (flow control)
+        self.req_trailers: HeaderMap | None = None
         self.upstream: UpstreamProtocol | None = None
         self.connecting = False
         self.cluster: Cluster | None = None
         # response side
         self.resp_waiting = False
-        self.resp_pending: list[tuple[bytes, bool]] = []
+        self.resp_pending: deque[tuple[bytes, bool]] = deque()
         self.resp_headers: HeaderMap | None = None
         self.resp_head_sent = False
         self.resp_out: list[bytes] = []
@@ -705,6 +972,8 @@ class Exchange:
         self.resp_written = 0
         self.resp_eos = False
         self.resp_has_body = True
+        self.resp_queued = 0  # bytes in resp_pending and resp_out (flow control)
+        self.resp_trailers: HeaderMap | None = None
         self.response_started = False
         self.replying = False
         self.finished = False
@@ -732,8 +1001,10 @@ class Exchange:
                 self.down._fatal(400, "malformed request target")
                 return
         host = b""
+        hosts = 0
         cl = -1
         te_chunked = False
+        expect_continue = False
         xff: list[bytes] = []
         rid = None
         rest = []
@@ -741,6 +1012,12 @@ class Exchange:
             if k in _SPECIAL:
                 if k == b"host":
                     host = v
+                    hosts += 1
+                elif k == b"expect":
+                    if v.strip().lower() == b"100-continue":
+                        expect_continue = True  # answered here, not forwarded (below)
+                    else:
+                        rest.append((k, v))
                 elif k == b"content-length":
                     try:
                         cl = int(v)
@@ -756,6 +1033,10 @@ class Exchange:
                     rest.append((k, v))
                 continue  # hop-by-hop headers are not forwarded
             rest.append((k, v))
+        if hosts > 1:
+            # RFC 9112 §3.2: a request with more than one Host line is answered 400
+            self.down._fatal(400, "more than one host header")
+            return
         items = [
             (b":method", p.method),
             (b":path", target),
@@ -777,6 +1058,9 @@ class Exchange:
             self.req_remaining = cl if not te_chunked else -1
         if cl >= 0 and not te_chunked:
             items.append((b"content-length", b"%d" % cl))
+        if expect_continue and self.req_has_body and p.version == "1.1" and not p.complete:
+            # Envoy (proxy_100_continue off): answer 100 Continue at once, drop Expect
+            self.down.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.headers = h
         self.filter = self.core.new_filter(self.info)
         self._on_request_headers_step(self.filter.request_headers(h, not self.req_has_body))
@@ -817,33 +1101,51 @@ class Exchange:
             self.req_eos_delivered = True
         if self.req_waiting or not self.req_headers_passed:
             self.req_pending.append((chunk, eos))
+            self.req_queued += len(chunk) + _ENTRY_COST
+            if self.req_queued > _HIGH_WATER:
+                self.down.pause(_BACKLOG)
             return
         self._on_request_data_step(self.filter.request_data(chunk, eos), eos)
+        if self.req_queued > _HIGH_WATER and not self.finished:
+            self.down.pause(_BACKLOG)  # released, but no upstream connection to take it yet
 
-    def downstream_complete(self) -> None:
+    def downstream_complete(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
         self.req_complete = True
         if self.finished or self.replying:
-            if self.replying and self.finished is False:
-                return
             return
         if not self.req_has_body or self.req_eos_delivered:
             return
         self.req_eos_delivered = True
+        if trailers:
+            # Envoy: the last data frame had end_stream=false; the trailers end the stream
+            self.req_trailers = HeaderMap.from_pairs(trailers)
         if self.req_waiting or not self.req_headers_passed:
             self.req_pending.append((b"", True))
+            self.req_queued += _ENTRY_COST
             return
-        self._on_request_data_step(self.filter.request_data(b"", True), True)
+        self._on_request_data_step(self._request_event(b"", True), True)
+
+    def _request_event(self, chunk: bytes, eos: bool) -> Step:
+        if eos and not chunk and self.req_trailers is not None:
+            return self.filter.request_trailers(self.req_trailers)
+        return self.filter.request_data(chunk, eos)
 
     def _drain_request_pending(self) -> None:
         while self.req_pending and not self.req_waiting and not self.finished and not self.replying:
-            chunk, eos = self.req_pending.pop(0)
-            self._on_request_data_step(self.filter.request_data(chunk, eos), eos)
+            chunk, eos = self.req_pending.popleft()
+            self.req_queued -= len(chunk) + _ENTRY_COST
+            self._on_request_data_step(self._request_event(chunk, eos), eos)
+        if self.down._paused and self.req_queued <= _LOW_WATER:
+            self.down.resume(_BACKLOG)
 
     def _on_request_data_step(self, step: Step, eos: bool) -> None:
         k = step.kind
         if k == Step.CONTINUE:
             if step.data:
                 self.req_out.append(step.data)
+                self.req_queued += len(step.data) + _ENTRY_COST
+            if eos and step.trailers is not None and self.req_trailers is None:
+                self.req_trailers = step.trailers  # added by a plugin from the last data
             self._flush_request(end=eos)
         elif k == Step.HOLD:
             pass
@@ -899,11 +1201,25 @@ class Exchange:
             return
         self.upstream = conn
         assert self.cluster is not None
-        self.timer = self.core.loop.call_later(self.cluster.timeout_s, self._timeout)
+        if self.down.write_paused:
+            conn.pause(_PEER_FULL)  # the client is not reading what we already sent it
         # Only what the filter released so far: the end of the request counts once the
         # filter passed it (_req_end), not when the client sent it. A body still queued
         # in req_pending (headers were paused) follows through _drain_request_pending.
         self._flush_request(end=self._req_end)
+        if self.timer is None and not self.finished and self.upstream is conn:
+            # The route timeout runs from the moment the whole request went upstream
+            # (as Envoy's); until then only a stalled upload is bounded, by the idle
+            # timeout.
+            self.timer = self.core.loop.call_later(
+                self.core.limits.idle_timeout_s, self._timeout
+            )
+
+    def _start_route_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        assert self.cluster is not None
+        self.timer = self.core.loop.call_later(self.cluster.timeout_s, self._timeout)
 
     def _timeout(self) -> None:
         self.timer = None
@@ -932,27 +1248,39 @@ class Exchange:
         if not self.req_head_sent:
             if not end and not self.req_out:
                 return  # nothing released yet: keep the head until we know more
-            out.append(self._request_head(end))
+            head = self._request_head(end)
+            if head is None:
+                return
+            out.append(head)
         if self.req_out:
             data = b"".join(self.req_out) if len(self.req_out) > 1 else self.req_out[0]
+            self.req_queued -= len(data) + len(self.req_out) * _ENTRY_COST
             self.req_out = []
             self.req_written += len(data)
             out.append(b"%x\r\n%s\r\n" % (len(data), data) if self.req_chunked else data)
         if end and not self._req_end_written:
             self._req_end_written = True
             if self.req_chunked:
-                out.append(b"0\r\n\r\n")
+                out.append(self._trailer_block(self.req_trailers))
             elif self.req_declared >= 0 and self.req_written != self.req_declared:
                 conn.reusable = False  # a plugin changed a streamed body's length
+            self._start_route_timer()
         if out:
             conn.send(self, out[0] if len(out) == 1 else b"".join(out), self.method != b"HEAD")
+        if self.down._paused and self.req_queued <= _LOW_WATER:
+            self.down.resume(_BACKLOG)
 
-    def _request_head(self, end: bool) -> bytes:
+    def _request_head(self, end: bool) -> bytes | None:
+        """The upstream request head, or None (after answering locally) when the headers
+        cannot be serialized: a CR, LF or NUL in a value, a name that is not a token, a
+        bad :method or :path. Envoy's codec refuses such a request and the router answers
+        503 before the response started; so do we, and nothing reaches the upstream."""
         h = self.headers
         assert h is not None and self.upstream is not None
         method = path = authority = b""
         lines = []
         declared = -1
+        suspect = False
         for k, v in h:
             if k[:1] == b":":
                 if k == b":method":
@@ -970,9 +1298,16 @@ class Exchange:
                 continue
             if k in _HOP_BY_HOP:
                 continue
+            if k not in _GOOD_NAMES:
+                suspect = True
             lines.append(k + b": " + v)
-        known = end  # the whole (released) body is in req_out
-        if known:
+        method = method or b"GET"
+        path = path or b"/"
+        authority = authority or self.upstream.cluster.address.encode()
+        if self.req_trailers:
+            lines.append(b"transfer-encoding: chunked")  # trailers need chunked framing
+            self.req_chunked = True
+        elif end:  # the whole (released) body is in req_out
             n = sum(map(len, self.req_out))
             if n or self.req_has_body or declared >= 0:
                 lines.append(b"content-length: %d" % n)
@@ -983,19 +1318,64 @@ class Exchange:
         else:
             lines.append(b"transfer-encoding: chunked")
             self.req_chunked = True
+        block = b"\r\n".join(lines)
+        if (
+            suspect
+            or (lines and _block_suspect(block, len(lines)))
+            or method not in _GOOD_NAMES
+            or path[:1] != b"/"
+            or self.req_trailers
+        ):
+            problem = (
+                _pairs_problem(h)
+                or request_line_problem(method, path)
+                or self._trailer_problem(self.req_trailers)
+            )
+        else:
+            problem = None if _ORIGIN_FORM.fullmatch(path) else request_line_problem(method, path)
+        problem = problem or field_problem(b"host", authority)
+        if problem:
+            self._refuse_request(problem)
+            return None
         self.req_head_sent = True
         self._upstream_sent_at = time.monotonic()
         if lines:
             return b"%s %s HTTP/1.1\r\nhost: %s\r\n%s\r\n\r\n" % (
-                method or b"GET",
-                path or b"/",
-                authority or self.upstream.cluster.address.encode(),
-                b"\r\n".join(lines),
+                method,
+                path,
+                authority,
+                block,
             )
-        return b"%s %s HTTP/1.1\r\nhost: %s\r\n\r\n" % (
-            method or b"GET",
-            path or b"/",
-            authority or self.upstream.cluster.address.encode(),
+        return b"%s %s HTTP/1.1\r\nhost: %s\r\n\r\n" % (method, path, authority)
+
+    @staticmethod
+    def _trailer_problem(trailers: HeaderMap | None) -> str | None:
+        if trailers:
+            for k, v in trailers:
+                problem = field_problem(k, v)
+                if problem is not None:
+                    return "trailer: " + problem
+        return None
+
+    @staticmethod
+    def _trailer_block(trailers: HeaderMap | None) -> bytes:
+        """The end of a chunked body: the last chunk, the trailer fields, CRLF."""
+        if not trailers:
+            return b"0\r\n\r\n"
+        lines = [k + b": " + v for k, v in trailers if k[:1] != b":"]
+        return b"0\r\n%s\r\n\r\n" % b"\r\n".join(lines) if lines else b"0\r\n\r\n"
+
+    def _refuse_request(self, problem: str) -> None:
+        self.info.outcome = "upstream_error"
+        if self.upstream is not None:
+            self.upstream.abandon()
+            self.upstream = None
+        self.send_local(
+            LocalReply(
+                503,
+                b"upstream request contains an invalid header: " + problem.encode() + b"\n",
+                details="upstream_request_invalid_header",
+            )
         )
 
     # -- response path --
@@ -1059,6 +1439,9 @@ class Exchange:
             return
         if self.resp_waiting:
             self.resp_pending.append((chunk, False))
+            self.resp_queued += len(chunk) + _ENTRY_COST
+            if self.resp_queued > _HIGH_WATER and self.upstream is not None:
+                self.upstream.pause(_BACKLOG)
             return
         self._on_response_data_step(self.filter.response_data(chunk, False), False)
 
@@ -1073,21 +1456,33 @@ class Exchange:
             return
         if self.resp_waiting:
             self.resp_pending.append((b"", True))
+            self.resp_queued += _ENTRY_COST
             return
-        self._on_response_data_step(self.filter.response_data(b"", True), True)
+        self._on_response_data_step(self._response_event(b"", True), True)
+
+    def _response_event(self, chunk: bytes, eos: bool) -> Step:
+        if eos and not chunk and self.resp_trailers is not None:
+            return self.filter.response_trailers(self.resp_trailers)
+        return self.filter.response_data(chunk, eos)
 
     def _drain_response_pending(self) -> None:
         while (
             self.resp_pending and not self.resp_waiting and not self.finished and not self.replying
         ):
-            chunk, eos = self.resp_pending.pop(0)
-            self._on_response_data_step(self.filter.response_data(chunk, eos), eos)
+            chunk, eos = self.resp_pending.popleft()
+            self.resp_queued -= len(chunk) + _ENTRY_COST
+            self._on_response_data_step(self._response_event(chunk, eos), eos)
+        if self.resp_queued <= _LOW_WATER and self.upstream is not None:
+            self.upstream.resume(_BACKLOG)
 
     def _on_response_data_step(self, step: Step, eos: bool) -> None:
         k = step.kind
         if k == Step.CONTINUE:
             if step.data:
                 self.resp_out.append(step.data)
+                self.resp_queued += len(step.data) + _ENTRY_COST
+            if eos and step.trailers is not None and self.resp_trailers is None:
+                self.resp_trailers = step.trailers  # added by a plugin from the last data
             self._flush_response(end=eos)
         elif k == Step.HOLD:
             pass
@@ -1113,9 +1508,14 @@ class Exchange:
         if not self.resp_head_sent:
             if not end and not self.resp_out:
                 return
-            out.append(self._response_head(end))
+            head = self._response_head(end)
+            if head is None:
+                self._write_reply(_invalid_response_reply())
+                return
+            out.append(head)
         if self.resp_out:
             data = b"".join(self.resp_out) if len(self.resp_out) > 1 else self.resp_out[0]
+            self.resp_queued -= len(data) + len(self.resp_out) * _ENTRY_COST
             self.resp_out = []
             self.resp_written += len(data)
             self.info.response_bytes += len(data)
@@ -1125,7 +1525,7 @@ class Exchange:
                 out.append(data)
         if end:
             if self.resp_chunked:
-                out.append(b"0\r\n\r\n")
+                out.append(self._trailer_block(self.resp_trailers))
             elif (
                 self.resp_declared >= 0
                 and self.resp_written != self.resp_declared
@@ -1137,12 +1537,15 @@ class Exchange:
         if end:
             self._finish()
 
-    def _response_head(self, end: bool) -> bytes:
+    def _response_head(self, end: bool) -> bytes | None:
+        """The response head for the client, or None when a header cannot be serialized
+        (the caller answers 502 instead, as Envoy's codec refuses such a response)."""
         h = self.resp_headers
         assert h is not None
         status = 200
         lines = []
         declared = -1
+        suspect = False
         for k, v in h:
             if k == b":status":
                 try:
@@ -1160,10 +1563,19 @@ class Exchange:
                 continue
             if k in _HOP_BY_HOP:
                 continue
+            if k not in _GOOD_NAMES:
+                suspect = True
             lines.append(k + b": " + v)
+        if suspect or self.resp_trailers:
+            problem = _pairs_problem(h) or self._trailer_problem(self.resp_trailers)
+            if problem is not None:
+                return None
         self.info.status = status
         if status in (204, 304) or 100 <= status < 200:
             pass
+        elif self.resp_trailers and self.method != b"HEAD":
+            lines.append(b"transfer-encoding: chunked")  # trailers need chunked framing
+            self.resp_chunked = True
         elif end:
             n = sum(map(len, self.resp_out))
             if self.method == b"HEAD" and declared >= 0:
@@ -1178,11 +1590,19 @@ class Exchange:
             self.resp_chunked = True
         if not self.keep_alive or self.down.closing:
             lines.append(b"connection: close")
+        block = b"\r\n".join(lines)
+        if lines and _block_suspect(block, len(lines)):
+            return None  # a CR, LF or NUL in a value
         self.resp_head_sent = True
+        if not lines:  # (a 204 or 304 with no header at all)
+            return b"HTTP/1.1 %d %s\r\n\r\n" % (
+                status,
+                _REASON_BYTES.get(status) or reason(status).encode(),
+            )
         return b"HTTP/1.1 %d %s\r\n%s\r\n\r\n" % (
             status,
             _REASON_BYTES.get(status) or reason(status).encode(),
-            b"\r\n".join(lines),
+            block,
         )
 
     # -- local replies and endings --
@@ -1219,6 +1639,7 @@ class Exchange:
     def upstream_body_local(self, body: bytes) -> None:
         if self.resp_waiting:
             self.resp_pending.append((body, True))
+            self.resp_queued += len(body) + _ENTRY_COST
             return
         self._on_response_data_step(self.filter.response_data(body, True), True)
 
@@ -1228,6 +1649,8 @@ class Exchange:
         if self.resp_head_sent:
             self._reset("local reply after the response started")
             return
+        if any(field_problem(k, v) for k, v in reply.headers if k[:1] != b":"):
+            reply = _invalid_response_reply()
         self.replying = True
         if self.upstream is not None:
             self.upstream.abandon()
@@ -1350,6 +1773,15 @@ class Exchange:
             # Keep-alive only once the client finished sending this request.
             keep = self.keep_alive and (self.req_complete or not self.req_has_body)
             self.down.exchange_done(self, keep)
+
+
+def _invalid_response_reply() -> LocalReply:
+    """What the client gets instead of a response whose head cannot be serialized."""
+    return LocalReply(
+        502,
+        b"upstream response or local reply contains an invalid header\n",
+        details="response_invalid_header",
+    )
 
 
 def summary(ex: Exchange) -> dict[str, Any]:  # pragma: no cover - debugging aid

@@ -36,6 +36,7 @@ from host.proxy.http1 import (
     DownstreamProtocol,
     Exchange,
     ExchangeInfo,
+    Limits,
     StreamFilter,
     UpstreamPool,
 )
@@ -98,6 +99,8 @@ class ProxyServer:
         self._never_loaded_sha: dict[str, str] = {}
         self.active_requests = 0
         self.requests_total = 0
+        self.open_connections = 0
+        self.limits = _limits(config)
         self.on_request_done: list[Callable[[Exchange], None]] = []
         # hot-path stats objects, resolved once
         s = self.stats
@@ -311,11 +314,16 @@ class ProxyServer:
             fn(ex)
 
     def connection_opened(self) -> None:
+        self.open_connections += 1
         self._cx_total.inc()
         self._cx_active.inc()
 
     def connection_closed(self) -> None:
+        self.open_connections -= 1
         self._cx_active.dec()
+
+    def connection_rejected(self) -> None:
+        self.stats.counter("listener.downstream_cx_overflow").inc()
 
     # -- logs -----------------------------------------------------------------------------
 
@@ -473,6 +481,7 @@ class ProxyServer:
             self.manager.listener = (self.manager.listener[0], config.direction)
         errors = await self.manager.apply(config)
         self.config = config
+        self.limits = _limits(config)  # new connections and timers use the new limits
         return errors
 
     async def reload_config_file(self) -> list[str]:
@@ -613,6 +622,12 @@ def _file_signature(path: str) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st_.st_mtime_ns, st_.st_size, st_.st_ino)
+
+
+def _limits(config: ProxyConfig) -> Limits:
+    return Limits(
+        config.request_headers_timeout_s, config.idle_timeout_s, config.max_connections
+    )
 
 
 def _sockname(server: asyncio.base_events.Server) -> tuple[str, int]:
