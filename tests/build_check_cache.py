@@ -243,10 +243,15 @@ def run_check(
             )
     before = committed_outputs(out_dir)
     start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, str(build_script), "--check"],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(build_script), "--check"],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        partial = _text(e.stdout) + _text(e.stderr)
+        return CheckResult(False, False, f"{build_script.name} --check did not finish within "
+                                         f"{timeout:.0f} s; its output so far:\n{partial}")
     seconds = time.monotonic() - start
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
@@ -254,6 +259,12 @@ def run_check(
     if not cache_enabled() or committed_outputs(out_dir) != before:
         return CheckResult(True, False, output)  # files changed while building: no record
     return CheckResult(True, False, output, store(key, inputs, before, seconds, root))
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data if isinstance(data, str) else data.decode("utf-8", "replace")
 
 
 def npm_registry_unreachable(output: str) -> bool:

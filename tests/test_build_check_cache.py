@@ -194,3 +194,12 @@ def test_ci_flag(monkeypatch: pytest.MonkeyPatch):
     for value, expected in (("true", True), ("1", True), ("", False), ("false", False)):
         monkeypatch.setenv("CI", value)
         assert bcc.in_ci() is expected
+
+
+def test_a_check_that_runs_out_of_time_fails_with_a_clear_message(c_copy: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    inputs = bcc.c_inputs(c_copy)
+    result = bcc.run_check(c_copy / "build.py", c_copy, inputs, timeout=0.001, root=cache)
+    assert not result.ok and not result.cached
+    assert "build.py --check did not finish within 0 s" in result.output
+    assert not cache.exists()  # nothing recorded
