@@ -33,7 +33,6 @@ import hashlib
 import importlib.metadata
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +54,6 @@ __all__ = [
     "Module",
     "ProcExit",
     "RawFunc",
-    "ValKind",
 ]
 
 WASM_MAGIC = b"\0asm"
@@ -126,13 +124,6 @@ _DEFINE_UNCHECKED.argtypes = [
 _WORDS_PER_SLOT = 4  # sizeof(wasmtime_val_raw_t) == 16
 _MAX_FRAMES = 32  # a stack overflow yields thousands; keep the top of the stack
 _MAX_SLOTS = 16
-
-
-class ValKind:
-    I32 = "i32"
-    I64 = "i64"
-    F32 = "f32"
-    F64 = "f64"
 
 
 _VALTYPES: dict[str, Callable[[], wasmtime.ValType]] = {
@@ -897,7 +888,3 @@ class Instance:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def monotonic_ms() -> float:
-    return time.monotonic() * 1000.0
