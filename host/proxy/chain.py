@@ -532,6 +532,10 @@ class ChainRun:
         assert headers is not None
         for i in range(start, len(self.hops)):
             hop = self.hops[i]
+            if self.m.intercept is not None and (
+                held := self.m.intercept.check(self, i, "request_headers")
+            ):
+                return held
             ctx = self._ctx(hop)
             rec = hop.rec
             rec.request_headers_before = headers.items()
@@ -562,6 +566,12 @@ class ChainRun:
             ctx = hop.ctx
             if not hop.inst.has_request_body:
                 continue  # no proxy_on_request_body: the data passes untouched
+            if (
+                eos
+                and self.m.intercept is not None
+                and (held := self.m.intercept.check(self, i, "request_body", data))
+            ):
+                return held
             hop.body_in(True, data)
             if hop.enforce:
                 was_buffering = ctx.request.buffering
@@ -618,6 +628,10 @@ class ChainRun:
             hop = self.hops[i]
             if hop.resp_done:
                 continue
+            if self.m.intercept is not None and (
+                held := self.m.intercept.check(self, i, "response_headers")
+            ):
+                return held
             ctx = self._ctx(hop)
             rec = hop.rec
             rec.response_headers_before = headers.items()

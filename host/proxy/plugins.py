@@ -41,6 +41,7 @@ from host.wasm.vm import PluginVM
 
 if TYPE_CHECKING:
     from host.proxy.config import PluginSpec, ProxyConfig
+    from host.proxy.intercept import Interceptor
     from host.proxy.stats import StatsStore
 
 __all__ = [
@@ -311,6 +312,8 @@ class PluginManager:
         self.recent: deque[RequestRecord] = deque(maxlen=inspector_size)
         self.paused_streams = 0
         self.pause_timeout_s = 30.0  # longest a plugin may hold a stream paused
+        # set only while an intercept rule is armed or a request held (host.proxy.intercept)
+        self.intercept: Interceptor | None = None
         self._log = log
         self.cache_dir = cache_dir
         self._shared_vms: dict[tuple[str, str], PluginVM] = {}
