@@ -47,9 +47,7 @@ def test_unarmed_manager_has_no_interceptor(start_proxy, probe):
         assert c.get("/x").status_code == 200
 
 
-def test_request_held_before_a_plugin_is_edited_and_that_plugin_sees_the_edit(
-    start_proxy, probe
-):
+def test_request_held_before_a_plugin_is_edited_and_that_plugin_sees_the_edit(start_proxy, probe):
     p = probe()
     h = start_proxy(make_config(wasm_plugin("a", p, priority=10), wasm_plugin("b", p)))
     ic = _arm(h, InterceptRule("b", "request_headers"))
