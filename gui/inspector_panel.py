@@ -593,8 +593,6 @@ class InspectorPanel(QWidget):
                     notes.append(f"{s['would']} log-only intent(s)")
                 if s.get("failed"):
                     notes.append(f"{s['failed']} failed")
-                if s.get("intercepted"):
-                    notes.append("intercepted")
                 item = _RequestItem(
                     [
                         str(rid),

@@ -109,6 +109,13 @@ def test_intercept_edits_a_live_request_through_the_tab(qtbot, app_window) -> No
     assert '"x-wasmdesk": "hello"' in resp["body"].lower()  # (body-rewrite may upcase)
     qtbot.waitUntil(lambda: ip.held_list.count() == 0, timeout=5_000)
     assert window.tabs.tabText(window.tabs.indexOf(ip)) == "Intercept"
+    # caught once and released: the chain is back to its one attribute check
+    qtbot.waitUntil(lambda: service._server.manager.intercept is None, timeout=5_000)
+    # a plugin that is not loaded is refused with a message
+    with qtbot.waitSignal(service.command_failed, timeout=5_000) as failed:
+        service.arm_intercept("nope")
+    assert "no plugin named 'nope'" in failed.args[0]
+    assert service._server.manager.intercept is None
 
 
 def test_a_composer_response_jumps_to_its_inspector_record(qtbot, app_window) -> None:
