@@ -202,18 +202,22 @@ class InterceptPanel(QWidget):
             w.setEnabled(h is not None)
         self.headers_edit.setPlainText(format_headers(h.get("headers") or []) if h else "")
         body = h.get("body") if h is not None else None
+        # at the request body the head has gone upstream: its headers are for reading
+        self.headers_edit.setReadOnly(body is not None)
         self.body_edit.setEnabled(body is not None)
         self.body_edit.setPlainText(str(body) if body is not None else "")
 
     def _on_resume_button_clicked(self) -> None:
         if not self._shown:
             return
-        try:
-            headers = parse_header_lines(self.headers_edit.toPlainText())
-        except ValueError as e:
-            self.error_label.setText(str(e))
-            return
         body = self.body_edit.toPlainText() if self.body_edit.isEnabled() else None
+        headers = None
+        if body is None:
+            try:
+                headers = parse_header_lines(self.headers_edit.toPlainText())
+            except ValueError as e:
+                self.error_label.setText(str(e))
+                return
         self.resume_requested.emit(self._shown, headers, body)
 
     def _on_unchanged_button_clicked(self) -> None:

@@ -564,14 +564,14 @@ class ChainRun:
             if hop.req_done or hop.ctx is None:
                 continue  # replied, or never saw the headers (it failed open)
             ctx = hop.ctx
-            if not hop.inst.has_request_body:
-                continue  # no proxy_on_request_body: the data passes untouched
             if (
                 eos
                 and self.m.intercept is not None
                 and (held := self.m.intercept.check(self, i, "request_body", data))
             ):
                 return held
+            if not hop.inst.has_request_body:
+                continue  # no proxy_on_request_body: the data passes untouched
             hop.body_in(True, data)
             if hop.enforce:
                 was_buffering = ctx.request.buffering

@@ -181,8 +181,8 @@ class Interceptor:
         def resume_with(new_headers: list[tuple[bytes, bytes]] | None, body: bytes | None) -> Step:
             if run.completed or not run.hops:
                 return Step(Step.CONTINUE)  # the client went away meanwhile
-            if new_headers is not None:
-                headers.set_all(new_headers)
+            if new_headers is not None and stage != "request_body":
+                headers.set_all(new_headers)  # (at the body, the head has gone upstream)
             self._passed.add(key)
             try:
                 if stage == "request_headers":
@@ -224,8 +224,9 @@ class Interceptor:
         headers: Sequence[Sequence[str]] | None = None,
         body: str | None = None,
     ) -> bool:
-        """Let a held request go on, with edited headers (and body at the request_body
-        stage) or unchanged (None). False if it is not held (any more). Raises
+        """Let a held request go on, with edited headers (at the headers stages) or body
+        (at the request_body stage, where the headers are shown but already sent), or
+        unchanged (None). False if it is not held (any more). Raises
         ValueError for a malformed header, leaving the request held."""
         held = self.held.get(held_id)
         if held is None:

@@ -318,16 +318,25 @@ def test_intercept_tab_arms_edits_and_resumes(qtbot) -> None:
     assert "#3 POST /api/x at add-header" in panel.held_list.item(0).text()
     assert panel.headers_edit.toPlainText() == ":method: POST\n:path: /api/x\nx-a: 1"
     assert panel.body_edit.isEnabled() and panel.body_edit.toPlainText() == "abc"
-    panel.headers_edit.setPlainText(":method: POST\n:path: /api/y\nX-B: 2")
+    assert panel.headers_edit.isReadOnly()  # at the body, the head has gone upstream
     panel.body_edit.setPlainText("xyz")
     panel.resume_button.click()
+    assert got[-1] == ("resume", (3, None, "xyz"))
+    # another one caught meanwhile: the editor keeps the one being edited
+    panel.headers_edit.setPlainText("in progress")
+    panel.show_held([held, dict(held, id=4, stage="request_headers", body=None)])
+    assert panel.headers_edit.toPlainText() == "in progress"
+    panel.show_held([dict(held, id=4, stage="request_headers", body=None)])  # 3 went on
+    assert not panel.headers_edit.isReadOnly() and not panel.body_edit.isEnabled()
+    panel.headers_edit.setPlainText(":method: POST\n:path: /api/y\nX-B: 2")
+    panel.resume_button.click()
     edited = [[":method", "POST"], [":path", "/api/y"], ["x-b", "2"]]
-    assert got[-1] == ("resume", (3, edited, "xyz"))
+    assert got[-1] == ("resume", (4, edited, None))
     panel.headers_edit.setPlainText("no colon here")
     panel.resume_button.click()
     assert "line 1: expected 'name: value'" in panel.error_label.text()
     panel.unchanged_button.click()
-    assert got[-1] == ("resume", (3, None, None))
+    assert got[-1] == ("resume", (4, None, None))
     panel.show_held([])
     assert panel.held_list.count() == 0 and not panel.resume_button.isEnabled()
     with pytest.raises(ValueError):

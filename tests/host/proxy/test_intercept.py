@@ -152,3 +152,14 @@ def test_rules_are_checked(start_proxy):
         InterceptRule("a", "response_body")
     with pytest.raises(ValueError, match="choose a plugin"):
         InterceptRule("")
+
+
+def test_request_body_edited_at_a_plugin_without_a_body_callback(start_proxy, probe):
+    h = start_proxy(make_config(wasm_plugin("a", probe())))
+    ic = _arm(h, InterceptRule("a", "request_body"))
+    t, out = _send(h, "POST", "/nb", content=b"one")
+    held = _held(h, ic)[0]
+    assert held["body"] == "one" and held["plugin"] == "a"
+    h.sync(ic.resume, held["id"], None, "two, edited")
+    t.join(10)
+    assert out[0].json()["body"] == "two, edited"
