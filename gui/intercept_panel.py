@@ -202,7 +202,7 @@ class InterceptPanel(QWidget):
             w.setEnabled(h is not None)
         self.headers_edit.setPlainText(format_headers(h.get("headers") or []) if h else "")
         body = h.get("body") if h is not None else None
-        # at the request body the head has gone upstream: its headers are for reading
+        # at the request body the route is chosen (the head may be sent): read only
         self.headers_edit.setReadOnly(body is not None)
         self.body_edit.setEnabled(body is not None)
         self.body_edit.setPlainText(str(body) if body is not None else "")

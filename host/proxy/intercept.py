@@ -182,7 +182,7 @@ class Interceptor:
             if run.completed or not run.hops:
                 return Step(Step.CONTINUE)  # the client went away meanwhile
             if new_headers is not None and stage != "request_body":
-                headers.set_all(new_headers)  # (at the body, the head has gone upstream)
+                headers.set_all(new_headers)  # (at the body: routed, the head may be sent)
             self._passed.add(key)
             try:
                 if stage == "request_headers":
@@ -225,7 +225,8 @@ class Interceptor:
         body: str | None = None,
     ) -> bool:
         """Let a held request go on, with edited headers (at the headers stages) or body
-        (at the request_body stage, where the headers are shown but already sent), or
+        (at the request_body stage, where the route is chosen and the head may have gone
+        upstream: the headers are shown, not applied), or
         unchanged (None). False if it is not held (any more). Raises
         ValueError for a malformed header, leaving the request held."""
         held = self.held.get(held_id)
