@@ -214,7 +214,6 @@ def load_status(
 @dataclass
 class LoadResult:
     planned: int
-    rps: float = 0.0
     sent: int = 0
     ok: int = 0
     errors: int = 0
@@ -222,6 +221,7 @@ class LoadResult:
     elapsed_s: float = 0.0
     cancelled: bool = False
     last_error: str = ""
+    rps: float = 0.0  # the planned rate
 
     def to_dict(self) -> dict[str, Any]:
         return {
