@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gui.traffic import MAX_LOAD_RPS, MAX_LOAD_SECONDS
+from gui.traffic import MAX_LOAD_RPS, MAX_LOAD_SECONDS, check_load_input, load_status
 
 __all__ = ["ComposerPanel", "parse_headers"]
 
@@ -52,6 +52,7 @@ class ComposerPanel(QWidget):
     send_requested = Signal(str, str, list, bytes)  # method, path, headers, body
     load_requested = Signal(float, float)  # rps, seconds
     load_stop_requested = Signal()
+    inspect_requested = Signal(str)  # the shown response's request id (x-request-id)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -96,17 +97,27 @@ class ComposerPanel(QWidget):
         self.response_view = QPlainTextEdit()
         self.response_view.setReadOnly(True)
         self.response_view.setFont(mono)
-        rl.addWidget(self.status_label)
+        self.inspect_button = QPushButton("Show in inspector")
+        self.inspect_button.setToolTip("Open this request's record: every plugin hop")
+        self.inspect_button.setEnabled(False)
+        top = QHBoxLayout()
+        top.addWidget(self.status_label, 1)
+        top.addWidget(self.inspect_button)
+        rl.addLayout(top)
         rl.addWidget(self.response_view)
         lay.addWidget(resp, 1)
         load = QGroupBox("Load (bounded)")
         ll = QHBoxLayout(load)
+        # The boxes take any number typed (a QSpinBox drops the keystroke that would
+        # exceed its maximum: 130 became 13); Start checks the bounds and says so.
         self.rps_spin = QSpinBox()
-        self.rps_spin.setRange(1, MAX_LOAD_RPS)
+        self.rps_spin.setRange(0, MAX_LOAD_RPS * 1000)
         self.rps_spin.setValue(200)
         self.rps_spin.setSuffix(" req/s")
+        self.rps_spin.setToolTip(f"1 to {MAX_LOAD_RPS} requests per second")
         self.seconds_spin = QDoubleSpinBox()
-        self.seconds_spin.setRange(0.5, MAX_LOAD_SECONDS)
+        self.seconds_spin.setRange(0, MAX_LOAD_SECONDS * 1000)
+        self.seconds_spin.setToolTip(f"0.5 to {MAX_LOAD_SECONDS:g} seconds")
         self.seconds_spin.setValue(10)
         self.seconds_spin.setSuffix(" s")
         self.load_button = QPushButton("Start load")
@@ -127,6 +138,8 @@ class ComposerPanel(QWidget):
         self.path_edit.returnPressed.connect(self._on_send_button_clicked)
         self.load_button.clicked.connect(self._on_load_button_clicked)
         self.load_stop_button.clicked.connect(self.load_stop_requested.emit)
+        self.inspect_button.clicked.connect(self._on_inspect_button_clicked)
+        self._request_id = ""
 
     def _on_send_button_clicked(self) -> None:
         path = self.path_edit.text().strip()
@@ -152,9 +165,22 @@ class ComposerPanel(QWidget):
         self.error_label.setText("")
 
     def _on_load_button_clicked(self) -> None:
-        self.load_requested.emit(float(self.rps_spin.value()), float(self.seconds_spin.value()))
+        rps, seconds = float(self.rps_spin.value()), float(self.seconds_spin.value())
+        error = check_load_input(rps, seconds)
+        if error:
+            self.load_result_label.setStyleSheet("color:#f85149")
+            self.load_result_label.setText(error)
+            return
+        self.load_result_label.setStyleSheet("")
+        self.load_requested.emit(rps, seconds)
+
+    def _on_inspect_button_clicked(self) -> None:
+        if self._request_id:
+            self.inspect_requested.emit(self._request_id)
 
     def show_response(self, d: Mapping[str, Any]) -> None:
+        self._request_id = "" if d.get("error") else str(d.get("request_id") or "")
+        self.inspect_button.setEnabled(bool(self._request_id))
         if d.get("error"):
             self.status_label.setText(f"No response: {d['error']}")
             self.response_view.setPlainText("")
@@ -179,9 +205,7 @@ class ComposerPanel(QWidget):
         self.load_button.setEnabled(True)
         self.load_stop_button.setEnabled(False)
         statuses = ", ".join(f"{k}: {v}" for k, v in (d.get("statuses") or {}).items())
-        text = f"{d.get('sent')} sent in {d.get('elapsed_s')} s ({statuses})"
-        if d.get("errors"):
-            text += f"; {d['errors']} errors"
-        if d.get("cancelled"):
-            text += "; stopped"
+        summary, behind = load_status(0, 0, float(d.get("rps") or 0), 0.0, dict(d))
+        text = f"{summary.removeprefix('traffic ')} in {d.get('elapsed_s')} s ({statuses})"
+        self.load_result_label.setStyleSheet("color:#d29922" if behind else "")
         self.load_result_label.setText(text)

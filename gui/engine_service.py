@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from PySide6.QtCore import QObject, Signal
 
 from gui import traffic
 from host.proxy.config import ProxyConfig
+from host.proxy.intercept import Interceptor, InterceptRule
 from host.proxy.server import ProxyServer, StartupError
 from host.proxy.stats import StatsSnapshot
 from host.wasm import LogLevel
@@ -94,6 +96,19 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
+def _changed(h: Any) -> bool:
+    """Did this hop change the request or response (or reply)? Log-only hops never do."""
+    if not h.ran or h.mode == "log-only":
+        return False
+    return bool(
+        h.local_reply
+        or h.request_headers_before != h.request_headers_after
+        or h.response_headers_before != h.response_headers_after
+        or h.request_body_before != h.request_body_after
+        or h.response_body_before != h.response_body_after
+    )
+
+
 def _request_summary(rec: Any) -> dict[str, Any]:
     ran = [h.plugin for h in rec.hops if h.ran]
     failed = next((h.plugin for h in rec.hops if h.failure), "")
@@ -113,6 +128,7 @@ def _request_summary(rec: Any) -> dict[str, Any]:
         ),
         "would": sum(len(h.would) for h in rec.hops),
         "failed": failed,
+        "changed_by": [h.plugin for h in rec.hops if _changed(h)],
     }
 
 
@@ -135,6 +151,9 @@ class EngineService(QObject):
     request_details_received = Signal(dict)
     traffic_progress = Signal(int, int)  # sent, planned
     traffic_finished = Signal(dict)
+    # held requests changed (one caught or released): the held ones, as dicts; rare,
+    # user-armed, so a signal rather than a poll
+    intercepts_changed = Signal(list)
 
     def __init__(
         self,
@@ -171,6 +190,8 @@ class EngineService(QObject):
         self._last_record_id = 0
         self._plugin_keys: tuple[tuple[Any, ...], ...] = ()
         self._traffic_task: asyncio.Task[Any] | None = None
+        self._interceptor: Interceptor | None = None
+        self.intercept_timeout_s = 60.0
         self._tasks: set[asyncio.Future[Any]] = set()
         self.listen_address: tuple[str, int] = ("", 0)
         self.admin_address: tuple[str, int] = ("", 0)
@@ -291,6 +312,9 @@ class EngineService(QObject):
             publisher.cancel()
             if self._traffic_task is not None:
                 self._traffic_task.cancel()
+            if self._interceptor is not None:
+                self._interceptor.disarm()
+                self._interceptor.release_all()
             for t in list(self._tasks):
                 t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -504,11 +528,17 @@ class EngineService(QObject):
             self.command_failed.emit(f"send request: the path must start with '/': {url_path!r}")
             return False
 
+        sent = list(headers)
+        rid = next((v for k, v in sent if k.lower() == "x-request-id"), "")
+        if not rid:  # our own id, kept by the proxy: the response finds its record
+            rid = str(uuid.uuid4())
+            sent.append(("x-request-id", rid))
+
         async def do(server: ProxyServer) -> None:
             host, port = server.listen_address
-            resp = await traffic.fetch(host, port, method, url_path, headers, body)
+            resp = await traffic.fetch(host, port, method, url_path, sent, body)
             d = resp.to_dict()
-            d.update(method=method, path=url_path)
+            d.update(method=method, path=url_path, request_id=rid)
             self.response_received.emit(d)
 
         return self._submit("send request", do)
@@ -547,6 +577,66 @@ class EngineService(QObject):
                 self._traffic_task.cancel()
 
         return self._submit("stop traffic", do)
+
+    # -- intercept ----------------------------------------------------------------------------
+
+    def arm_intercept(self, plugin: str, stage: str = "request_headers", path: str = "") -> bool:
+        """Hold the next request matching at ``plugin``'s hop before its ``stage``
+        callback (``host.proxy.intercept``); ``intercepts_changed`` follows when one is
+        caught. Bad input is refused through ``command_failed``."""
+        try:
+            rule = InterceptRule(plugin, stage, path_contains=path)
+        except ValueError as e:
+            self.command_failed.emit(str(e))
+            return False
+
+        async def do(server: ProxyServer) -> None:
+            if not any(p.name == plugin for p in server.current_config().plugins):
+                raise ValueError(f"intercept: no plugin named {plugin!r}")
+            ic = self._interceptor
+            if ic is None or server.manager.intercept is not ic:
+                ic = self._interceptor = Interceptor(
+                    asyncio.get_running_loop(),
+                    timeout_s=self.intercept_timeout_s,
+                    on_change=lambda: self._intercept_changed(server),
+                )
+            ic.arm(rule)
+            server.manager.intercept = ic
+
+        return self._submit("intercept", do)
+
+    def disarm_intercept(self) -> bool:
+        """Drop the rules and let every held request go on unchanged."""
+
+        async def do(server: ProxyServer) -> None:
+            ic = self._interceptor
+            if ic is not None:
+                ic.disarm()
+                ic.release_all()
+                self._intercept_changed(server)
+
+        return self._submit("intercept", do)
+
+    def resume_intercept(
+        self, held_id: int, headers: Sequence[Sequence[str]] | None = None, body: str | None = None
+    ) -> bool:
+        """Let a held request go on, edited (headers as [name, value] pairs including the
+        pseudo-headers, body at the request_body stage) or unchanged (None)."""
+
+        async def do(server: ProxyServer) -> None:
+            ic = self._interceptor
+            if ic is None or not ic.resume(held_id, headers, body):
+                raise ValueError(f"intercept: request #{held_id} is no longer held")
+
+        return self._submit("intercept", do)
+
+    def _intercept_changed(self, server: ProxyServer) -> None:
+        ic = self._interceptor
+        if ic is None:
+            return
+        if not ic.armed and not ic.held and server.manager.intercept is ic:
+            server.manager.intercept = None  # back to the one attribute check
+        self.intercepts_changed.emit(ic.held_dicts())
 
 
 def _drain(d: deque[dict[str, Any]]) -> tuple[dict[str, Any], ...]:

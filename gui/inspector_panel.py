@@ -1,25 +1,32 @@
-"""The request inspector: recent requests (summaries from engine snapshots) and, for the
-selected one, every plugin hop (fetched on demand): header diffs before/after, a
-line diff of changed bodies, local replies, what a log-only plugin would have changed,
-callouts and their responses, and the time spent in each callback. A recorded request
-can be sent again from the composer."""
+"""The request inspector: recent requests (summaries from engine snapshots; a filter bar
+and sortable columns) and, for the selected one, every plugin hop (fetched once per
+selection): header diffs before/after, a line diff of changed bodies, local replies,
+what a log-only plugin would have changed, callouts and their responses, hops never
+reached, and each callback's named result and time; Request and Response tabs show
+both ends of the chain. A recorded request can be sent again from the composer, copied
+as curl or saved as HAR (``gui.inspector_export``)."""
 
 from __future__ import annotations
 
 import difflib
 import html
+import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QGuiApplication
 from PySide6.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QPushButton,
     QSplitter,
+    QTabWidget,
     QTextBrowser,
     QTreeWidget,
     QTreeWidgetItem,
@@ -27,7 +34,24 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-__all__ = ["InspectorPanel", "body_diff", "header_diff", "render_request_html", "replay_request"]
+from gui.inspector_export import (
+    InspectorFilter,
+    callback_result_name,
+    hop_not_reached,
+    parse_filter,
+    record_exchange,
+    record_to_curl,
+    record_to_har,
+)
+
+__all__ = [
+    "InspectorPanel",
+    "body_diff",
+    "header_diff",
+    "render_exchange_html",
+    "render_request_html",
+    "replay_request",
+]
 
 _STATUS_COLOURS = {2: "#3fb950", 3: "#58a6ff", 4: "#d29922", 5: "#f85149"}
 
@@ -133,6 +157,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _hop_summary(hop: Mapping[str, Any]) -> str:
+    if hop_not_reached(hop):
+        return f"<span style='color:{_GREY}'>not reached (an earlier hop answered)</span>"
     if not hop.get("ran"):
         return f"<span style='color:{_GREY}'>skipped: {_e(hop.get('skipped_reason') or '')}</span>"
     what = []
@@ -186,7 +212,7 @@ def render_request_html(rec: Mapping[str, Any]) -> str:
                 [
                     f"<a href='#{_anchor(hop['plugin'])}'><b>{_e(hop['plugin'])}</b></a>",
                     _e(hop.get("mode")),
-                    f"{us:.1f} µs" if hop.get("ran") else "—",
+                    f"{us:.1f} µs" if hop.get("ran") and not hop_not_reached(hop) else "—",
                     _hop_summary(hop),
                 ]
             )
@@ -198,6 +224,12 @@ def render_request_html(rec: Mapping[str, Any]) -> str:
             f"<hr><h4><a name='{_anchor(hop['plugin'])}'></a>{_e(hop['plugin'])} "
             f"<small>({_e(hop.get('mode'))})</small></h4>"
         )
+        if hop_not_reached(hop):
+            out.append(
+                "<p>not reached: an earlier plugin answered (or the request ended) before "
+                "this one was called</p>"
+            )
+            continue
         if not hop.get("ran"):
             out.append(f"<p>skipped: {_e(hop.get('skipped_reason') or '')}</p>")
             if hop.get("failure"):
@@ -303,7 +335,7 @@ def render_request_html(rec: Mapping[str, Any]) -> str:
                     [
                         [
                             _e(str(c["name"]).removeprefix("proxy_")),
-                            _e("—" if c.get("result") is None else c.get("result")),
+                            _e(callback_result_name(str(c["name"]), c.get("result"))),
                             _e(c["us"]),
                         ]
                         for c in cbs
@@ -338,12 +370,98 @@ def replay_request(rec: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _pairs_html(title: str, pairs: Sequence[Sequence[str]] | None) -> str:
+    if pairs is None:
+        return f"<p><b>{_e(title)}</b> <span style='color:{_GREY}'>(no plugin saw them)</span></p>"
+    rows = "".join(f"{_e(k)}: {_e(v)}\n" for k, v in pairs)
+    return f"<p><b>{_e(title)}</b></p><pre style='margin:0'>{rows}</pre>"
+
+
+def _text_html(title: str, body: str | None) -> str:
+    if not body:
+        return ""
+    shown = body[:_BODY_SHOWN]
+    more = f" (first {_BODY_SHOWN} characters)" if len(body) > _BODY_SHOWN else ""
+    return f"<p><b>{_e(title)}</b>{more}</p><pre style='margin:0'>{_e(shown)}</pre>"
+
+
+def render_exchange_html(rec: Mapping[str, Any], side: str) -> str:
+    """The Request tab (``side="request"``) or the Response tab: headers and body as
+    the client and as the upstream saw them (where they differ, both)."""
+    if rec.get("error"):
+        return f"<p>{_e(rec['error'])}</p>"
+    ex = record_exchange(rec)
+    out: list[str] = []
+    if side == "request":
+        out.append(f"<h3>{_e(rec.get('method'))} {_e(rec.get('path'))}</h3>")
+        client, upstream = ex["request_headers_client"], ex["request_headers_upstream"]
+        out.append(_pairs_html("headers as the client sent them", client))
+        if upstream is not None and upstream != client:
+            out.append(_pairs_html("headers as upstream received them", upstream))
+        body_c, body_u = ex["request_body_client"], ex["request_body_upstream"]
+        out.append(_text_html("body as the client sent it", body_c))
+        if body_u is not None and body_u != body_c:
+            out.append(_text_html("body as upstream received it", body_u))
+        return "\n".join(out)
+    status = int(rec.get("status") or 0)
+    colour = _STATUS_COLOURS.get(status // 100, _GREY)
+    out.append(f"<h3><span style='color:{colour}'>{status}</span></h3>")
+    lr = ex["local_reply"]
+    if lr is not None:
+        out.append(
+            f"<p style='color:{_AMBER}'>local reply {_e(lr.get('status'))}"
+            + (f" ({_e(lr['details'])})" if lr.get("details") else "")
+            + ": upstream was not asked</p>"
+        )
+    up, client = ex["response_headers_upstream"], ex["response_headers_client"]
+    if lr is None:
+        out.append(_pairs_html("headers as upstream sent them", up))
+    if client is not None and client != up:
+        out.append(_pairs_html("headers as the client received them", client))
+    body_u, body_c = ex["response_body_upstream"], ex["response_body_client"]
+    out.append(_text_html("body as upstream sent it", body_u))
+    if body_c is not None and body_c != body_u:
+        out.append(_text_html("body as the client received it", body_c))
+    if lr is not None and lr.get("body"):
+        out.append(_text_html("local reply body", str(lr.get("body"))))
+    return "\n".join(out)
+
+
+class _RequestItem(QTreeWidgetItem):
+    """A row that sorts numerically by id, status and time."""
+
+    NUMERIC = (0, 4, 5)
+
+    def __lt__(self, other: QTreeWidgetItem) -> bool:
+        tree = self.treeWidget()
+        col = tree.sortColumn() if tree is not None else 0
+        if col in self.NUMERIC:
+            try:
+                return float(self.text(col) or 0) < float(other.text(col) or 0)
+            except ValueError:
+                pass
+        if col == 1:  # the time column: the record's order
+            return int(self.data(0, _ID_ROLE) or 0) < int(other.data(0, _ID_ROLE) or 0)
+        return self.text(col) < other.text(col)
+
+
+_ID_ROLE = Qt.ItemDataRole.UserRole
+_FOLLOW_EVERY_S = 1.0  # "follow newest" fetches the newest record at most this often
+
+
 class InspectorPanel(QWidget):
-    """Recent requests, newest first; selecting one asks for its hops."""
+    """Recent requests, newest first; selecting one asks for its hops, once.
+
+    The selection is pinned to its record: new rows do not move it, and the selected
+    row is kept when older ones leave the list. Details are fetched and rendered once
+    per selection (issue 12 item 1: re-rendering them for every poll halved the proxy's
+    throughput). "Follow newest" selects the newest request instead, at most once a
+    second."""
 
     request_selected = Signal(int)  # the record id: the window asks the service for it
     capture_toggled = Signal(bool)  # False: the list (and the engine's record ring) pause
     replay_requested = Signal(dict)  # method, path, headers, body of the shown request
+    intercept_requested = Signal(dict)  # {"plugin", "stage"} or {} to disarm
 
     COLUMNS = ("#", "Time", "Method", "Path", "Status", "ms", "Plugins", "Notes")
 
@@ -351,6 +469,7 @@ class InspectorPanel(QWidget):
         super().__init__(parent)
         self.setObjectName("InspectorPanel")
         self.capacity = capacity
+        self.base_url = ""  # the proxy (http://host:port), for curl and HAR exports
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         bar = QHBoxLayout()
@@ -359,13 +478,31 @@ class InspectorPanel(QWidget):
         self.pause_button.setToolTip(
             "Stop taking new requests, so the ones listed stay available to inspect"
         )
-        self.replay_button = QPushButton("Send again from the composer")
-        self.replay_button.setEnabled(False)
+        self.follow_check = QCheckBox("Follow newest")
+        self.follow_check.setToolTip(
+            "Show the newest request's details as requests arrive (once a second)"
+        )
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setObjectName("inspector_filter")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.setPlaceholderText(
+            "filter: status:5xx method:POST path:/api plugin:auth changed:add-header failed"
+        )
+        self.filter_edit.setToolTip(
+            "Every term must hold. status: a code (404) or class (5xx); method; path: a "
+            "substring (a bare word too); plugin: ran on it; changed: changed headers, "
+            "body or replied; failed: a plugin failed or the status is 5xx / none"
+        )
         self.count_label = QLabel("")
         bar.addWidget(self.pause_button)
-        bar.addWidget(self.count_label, 1)
-        bar.addWidget(self.replay_button)
+        bar.addWidget(self.follow_check)
+        bar.addWidget(self.filter_edit, 1)
+        bar.addWidget(self.count_label)
         lay.addLayout(bar)
+        self.filter_error = QLabel("")
+        self.filter_error.setStyleSheet(f"color:{_RED}")
+        self.filter_error.hide()
+        lay.addWidget(self.filter_error)
         split = QSplitter(Qt.Orientation.Vertical)
         self.request_list = QTreeWidget()
         self.request_list.setObjectName("request_list")
@@ -375,30 +512,79 @@ class InspectorPanel(QWidget):
         self.request_list.header().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         for col, width in enumerate((50, 90, 60, 200, 50, 60, 200)):
             self.request_list.header().resizeSection(col, width)
+        self.request_list.setSortingEnabled(True)
+        self.request_list.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+        details = QWidget()
+        dl = QVBoxLayout(details)
+        dl.setContentsMargins(0, 0, 0, 0)
+        actions = QHBoxLayout()
+        self.curl_button = QPushButton("Copy as curl")
+        self.har_button = QPushButton("Save as HAR…")
+        self.intercept_button = QPushButton("Intercept…")
+        self.intercept_button.setToolTip(
+            "Pause the next request at a plugin hop, edit its headers or body, resume"
+        )
+        self.replay_button = QPushButton("Send again from the composer")
+        for b in (self.curl_button, self.har_button, self.replay_button):
+            b.setEnabled(False)
+        actions.addWidget(self.curl_button)
+        actions.addWidget(self.har_button)
+        actions.addStretch(1)
+        actions.addWidget(self.intercept_button)
+        actions.addWidget(self.replay_button)
+        dl.addLayout(actions)
+        self.detail_tabs = QTabWidget()
         self.detail_view = QTextBrowser()
         self.detail_view.setObjectName("request_detail")
         self.detail_view.setOpenLinks(False)
+        self.request_view = QTextBrowser()
+        self.request_view.setObjectName("request_request")
+        self.response_view = QTextBrowser()
+        self.response_view.setObjectName("request_response")
+        self.detail_tabs.addTab(self.detail_view, "Plugin hops")
+        self.detail_tabs.addTab(self.request_view, "Request")
+        self.detail_tabs.addTab(self.response_view, "Response")
+        dl.addWidget(self.detail_tabs, 1)
         split.addWidget(self.request_list)
-        split.addWidget(self.detail_view)
+        split.addWidget(details)
         split.setSizes([220, 480])
         lay.addWidget(split)
         self.request_list.itemSelectionChanged.connect(self._on_request_list_selection_changed)
         self.detail_view.anchorClicked.connect(self._on_detail_view_anchor_clicked)
         self.pause_button.toggled.connect(self._on_pause_button_toggled)
+        self.follow_check.toggled.connect(self._on_follow_check_toggled)
+        self.filter_edit.textChanged.connect(self._on_filter_edit_text_changed)
         self.replay_button.clicked.connect(self._on_replay_button_clicked)
+        self.curl_button.clicked.connect(self._on_curl_button_clicked)
+        self.har_button.clicked.connect(self._on_har_button_clicked)
+        self.intercept_button.clicked.connect(self._on_intercept_button_clicked)
         self.shown_id = 0
+        self.selected_id = 0  # the pinned selection (0: none)
         self.paused = False
+        self.renders = 0  # detail renders (one per selection): what item 1 measures
         self._replay: dict[str, Any] | None = None
+        self._record: Mapping[str, Any] | None = None
+        self._items: dict[int, QTreeWidgetItem] = {}  # by id, oldest first
+        self._summaries: dict[int, Mapping[str, Any]] = {}
+        self._filter = InspectorFilter()
+        self._updating = False
+        self._followed_at = 0.0
+        self.plugin_names: list[str] = []  # for the intercept dialog
+
+    # -- the list -------------------------------------------------------------------------
 
     def append_requests(self, summaries: Iterable[Mapping[str, Any]]) -> None:
         batch = list(summaries)[-self.capacity :]
         if not batch or self.paused:
             return
         lst = self.request_list
+        self._updating = True
         lst.setUpdatesEnabled(False)
+        lst.setSortingEnabled(False)
         try:
             items = []
             for s in batch:
+                rid = int(s["id"])
                 t = float(s.get("started") or 0)
                 notes = []
                 if s.get("local_reply"):
@@ -407,9 +593,9 @@ class InspectorPanel(QWidget):
                     notes.append(f"{s['would']} log-only intent(s)")
                 if s.get("failed"):
                     notes.append(f"{s['failed']} failed")
-                item = QTreeWidgetItem(
+                item = _RequestItem(
                     [
-                        str(s["id"]),
+                        str(rid),
                         time.strftime("%H:%M:%S", time.localtime(t)),
                         str(s.get("method", "")),
                         str(s.get("path", "")),
@@ -419,26 +605,67 @@ class InspectorPanel(QWidget):
                         "; ".join(notes),
                     ]
                 )
-                item.setData(0, Qt.ItemDataRole.UserRole, int(s["id"]))
-                item.setData(1, Qt.ItemDataRole.UserRole, str(s.get("request_id") or ""))
+                item.setData(0, _ID_ROLE, rid)
+                item.setData(1, _ID_ROLE, str(s.get("request_id") or ""))
                 colour = _STATUS_COLOURS.get(int(s.get("status") or 0) // 100)
                 if colour:
                     item.setForeground(4, QColor(colour))
+                old = self._items.pop(rid, None)
+                if old is not None:  # the same id again (a restarted engine): replace
+                    lst.takeTopLevelItem(lst.indexOfTopLevelItem(old))
+                self._items[rid] = item
+                self._summaries[rid] = s
                 items.append(item)
-            items.reverse()  # newest first
-            lst.insertTopLevelItems(0, items)
-            while lst.topLevelItemCount() > self.capacity:
-                lst.takeTopLevelItem(lst.topLevelItemCount() - 1)
+            lst.addTopLevelItems(items)
+            if not self._filter.empty:  # (hiding works once an item is in the tree)
+                for item, s in zip(items, batch, strict=True):
+                    item.setHidden(not self._filter.matches(s))
+            self._trim()
         finally:
+            lst.setSortingEnabled(True)
             lst.setUpdatesEnabled(True)
-        self.count_label.setText(f"{lst.topLevelItemCount()} most recent requests")
+            self._updating = False
+        self._update_count()
+        if self.follow_check.isChecked():
+            self._follow()
+
+    def _trim(self) -> None:
+        """Drop the oldest rows past capacity; the selected row stays (pinned)."""
+        lst = self.request_list
+        excess = len(self._items) - self.capacity
+        if excess <= 0:
+            return
+        for rid in list(self._items):
+            if excess <= 0:
+                break
+            if rid == self.selected_id:
+                continue
+            item = self._items.pop(rid)
+            self._summaries.pop(rid, None)
+            lst.takeTopLevelItem(lst.indexOfTopLevelItem(item))
+            excess -= 1
+
+    def _update_count(self) -> None:
+        n = len(self._items)
+        shown = sum(1 for it in self._items.values() if not it.isHidden())
+        text = f"{n} most recent requests"
+        if shown != n:
+            text = f"{shown} of {n} most recent requests"
+        self.count_label.setText(text)
 
     def request_ids(self) -> list[int]:
+        """The listed ids in display order (newest first unless sorted otherwise)."""
         lst = self.request_list
-        return [
-            int(lst.topLevelItem(i).data(0, Qt.ItemDataRole.UserRole))
-            for i in range(lst.topLevelItemCount())
-        ]
+        return [int(lst.topLevelItem(i).data(0, _ID_ROLE)) for i in range(lst.topLevelItemCount())]
+
+    def visible_request_ids(self) -> list[int]:
+        lst = self.request_list
+        out = []
+        for i in range(lst.topLevelItemCount()):
+            item = lst.topLevelItem(i)
+            if not item.isHidden():
+                out.append(int(item.data(0, _ID_ROLE)))
+        return out
 
     def rows(self) -> list[list[str]]:
         lst = self.request_list
@@ -448,40 +675,82 @@ class InspectorPanel(QWidget):
         ]
 
     def select_request(self, record_id: int) -> None:
-        lst = self.request_list
-        for i in range(lst.topLevelItemCount()):
-            item = lst.topLevelItem(i)
-            if item.data(0, Qt.ItemDataRole.UserRole) == record_id:
-                lst.setCurrentItem(item)
-                return
+        item = self._items.get(record_id)
+        if item is not None:
+            item.setHidden(False)
+            self.request_list.setCurrentItem(item)
 
     def request_id_list(self) -> list[str]:
         """The listed requests' request ids (x-request-id), newest first."""
         lst = self.request_list
-        return [
-            str(lst.topLevelItem(i).data(1, Qt.ItemDataRole.UserRole))
-            for i in range(lst.topLevelItemCount())
-        ]
+        return [str(lst.topLevelItem(i).data(1, _ID_ROLE)) for i in range(lst.topLevelItemCount())]
 
     def select_request_id(self, request_id: str) -> bool:
         """Select the listed request with this request id (x-request-id); False if it is
         not listed (any more)."""
-        lst = self.request_list
-        for i in range(lst.topLevelItemCount()):
-            item = lst.topLevelItem(i)
-            if item.data(1, Qt.ItemDataRole.UserRole) == request_id:
-                lst.setCurrentItem(item)
+        for item in self._items.values():
+            if item.data(1, _ID_ROLE) == request_id:
+                item.setHidden(False)
+                self.request_list.setCurrentItem(item)
                 return True
         return False
 
+    def set_filter(self, text: str) -> None:
+        self.filter_edit.setText(text)
+
+    def _on_filter_edit_text_changed(self, text: str) -> None:
+        try:
+            self._filter = parse_filter(text)
+        except ValueError as e:
+            self.filter_error.setText(str(e))
+            self.filter_error.show()
+            return
+        self.filter_error.hide()
+        self._updating = True
+        try:
+            for rid, item in self._items.items():
+                hide = not self._filter.empty and not self._filter.matches(self._summaries[rid])
+                item.setHidden(hide and rid != self.selected_id)
+        finally:
+            self._updating = False
+        self._update_count()
+
+    # -- selection and details ------------------------------------------------------------
+
+    def _follow(self) -> None:
+        now = time.monotonic()
+        if now - self._followed_at < _FOLLOW_EVERY_S:
+            return
+        newest = next((rid for rid in reversed(self._items) if not self._items[rid].isHidden()), 0)
+        if newest and newest != self.selected_id:
+            self._followed_at = now
+            self.request_list.setCurrentItem(self._items[newest])
+
+    def _on_follow_check_toggled(self, on: bool) -> None:
+        if on:
+            self._followed_at = 0.0
+            self._follow()
+
     def show_details(self, rec: Mapping[str, Any]) -> None:
-        self.shown_id = int(rec.get("id") or 0)
+        """Render one record (what the service sent for the selection). A record for
+        another id than the selected one (an answer that arrived late) is ignored."""
+        rid = int(rec.get("id") or 0)
+        if self.selected_id and rid != self.selected_id:
+            return
+        self.shown_id = rid
+        self.renders += 1
+        self._record = None if rec.get("error") else rec
         self.detail_view.setHtml(render_request_html(rec))
+        self.request_view.setHtml(render_exchange_html(rec, "request"))
+        self.response_view.setHtml(render_exchange_html(rec, "response"))
         self._replay = None if rec.get("error") else replay_request(rec)
         self.replay_button.setEnabled(self._replay is not None)
+        self.curl_button.setEnabled(self._record is not None)
+        self.har_button.setEnabled(self._record is not None)
 
     def show_hop(self, plugin: str) -> None:
         """Scroll the details to one plugin's hop (what clicking its name does)."""
+        self.detail_tabs.setCurrentWidget(self.detail_view)
         self.detail_view.scrollToAnchor(_anchor(plugin))
 
     def _on_detail_view_anchor_clicked(self, url: QUrl) -> None:
@@ -502,8 +771,58 @@ class InspectorPanel(QWidget):
 
     def _on_request_list_selection_changed(self) -> None:
         items = self.request_list.selectedItems()
-        if items:
-            rid = int(items[0].data(0, Qt.ItemDataRole.UserRole))
-            self.detail_view.setHtml(f"<p>Loading request #{rid}…</p>")
-            self.replay_button.setEnabled(False)
-            self.request_selected.emit(rid)
+        if not items:
+            return
+        rid = int(items[0].data(0, _ID_ROLE))
+        if rid == self.selected_id:
+            return  # the same record: its details are already shown (or on their way)
+        if self._updating:
+            # the list changed under the selection (not the user): keep the pinned one
+            pinned = self._items.get(self.selected_id)
+            if pinned is not None:
+                self.request_list.setCurrentItem(pinned)
+                return
+        self.selected_id = rid
+        self.detail_view.setHtml(f"<p>Loading request #{rid}…</p>")
+        self.request_view.setHtml("")
+        self.response_view.setHtml("")
+        for b in (self.replay_button, self.curl_button, self.har_button):
+            b.setEnabled(False)
+        self.request_selected.emit(rid)
+
+    # -- export ---------------------------------------------------------------------------
+
+    def curl_text(self) -> str:
+        return record_to_curl(self._record, self.base_url) if self._record else ""
+
+    def har(self) -> dict[str, Any] | None:
+        return record_to_har(self._record, self.base_url) if self._record else None
+
+    def _on_curl_button_clicked(self) -> None:
+        text = self.curl_text()
+        if text:
+            QGuiApplication.clipboard().setText(text)
+            self.count_label.setText("curl command copied")
+
+    def save_har(self, path: str) -> str:
+        """Write the shown record as HAR; "" or the error for the user."""
+        har = self.har()
+        if har is None:
+            return "no request is shown"
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(har, f, indent=1)
+        except OSError as e:
+            return f"{path}: {e.strerror or e}"
+        return ""
+
+    def _on_har_button_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save the request as HAR", f"request-{self.shown_id}.har", "HAR (*.har)"
+        )
+        if path:
+            err = self.save_har(path)
+            self.count_label.setText(err or f"saved {path}")
+
+    def _on_intercept_button_clicked(self) -> None:
+        self.intercept_requested.emit({})

@@ -35,10 +35,12 @@ from PySide6.QtWidgets import (
 from gui.chain_order import MoveRefused, priorities_for_move
 from gui.composer_panel import ComposerPanel
 from gui.inspector_panel import InspectorPanel
+from gui.intercept_panel import InterceptPanel
 from gui.json_schema import SchemaError, form_problem, load_schema, schema_path_for
 from gui.logs_panel import LogsPanel
 from gui.plugin_panel import PluginDetailsPanel, PluginListView, env_vars
 from gui.stats_panel import StatsPanel
+from gui.traffic import load_status
 from gui.url_dialog import (
     LoadUrlDialog,
     check_module_url,
@@ -80,6 +82,9 @@ class _Service(Protocol):  # what the window needs of an engine service
     ) -> bool: ...
     def generate_traffic(self, rps: float = ..., seconds: float = ...) -> bool: ...
     def stop_traffic(self) -> bool: ...
+    def arm_intercept(self, plugin: str, stage: str = ..., path: str = ...) -> bool: ...
+    def disarm_intercept(self) -> bool: ...
+    def resume_intercept(self, held_id: int, headers: Any = ..., body: Any = ...) -> bool: ...
     def set_capture(self, on: bool) -> None: ...
     def close(self, timeout_s: float = ...) -> bool: ...
 
@@ -206,6 +211,8 @@ class MainWindow(QMainWindow):
         self._engine_stopped = False
         self._select_after_change = ""
         self._env_pending = ""
+        self._traffic_rps = DEMO_RPS
+        self._traffic_started = time.monotonic()
         self._schemas: dict[str, tuple[int, Any, str]] = {}
         self._latest_plugins: Any = None  # the plugin snapshots of the last poll
 
@@ -236,6 +243,11 @@ class MainWindow(QMainWindow):
         )
         self.generate_button.setEnabled(False)
         hl.addWidget(self.generate_button)
+        self.stop_traffic_button = QPushButton("Stop")
+        self.stop_traffic_button.setObjectName("stop_traffic")
+        self.stop_traffic_button.setToolTip("Stop the generated traffic")
+        self.stop_traffic_button.setEnabled(False)
+        hl.addWidget(self.stop_traffic_button)
 
         # -- plugins (left)
         self.plugin_list = PluginListView()
@@ -271,11 +283,13 @@ class MainWindow(QMainWindow):
         self.logs_panel = LogsPanel()
         self.inspector_panel = InspectorPanel()
         self.composer_panel = ComposerPanel()
+        self.intercept_panel = InterceptPanel()
         self.tabs = QTabWidget()
         self.tabs.addTab(self.stats_panel, "Graphs")
         self.tabs.addTab(self.logs_panel, "Logs")
         self.tabs.addTab(self.inspector_panel, "Inspector")
         self.tabs.addTab(self.composer_panel, "Composer")
+        self.tabs.addTab(self.intercept_panel, "Intercept")
 
         body = QSplitter(Qt.Orientation.Horizontal)
         body.addWidget(left_split)
@@ -300,6 +314,7 @@ class MainWindow(QMainWindow):
         # -- wiring
         self.copy_button.clicked.connect(self._on_copy_button_clicked)
         self.generate_button.clicked.connect(self._on_generate_button_clicked)
+        self.stop_traffic_button.clicked.connect(self._on_stop_traffic_button_clicked)
         self.load_button.clicked.connect(self._on_load_button_clicked)
         self.load_url_button.clicked.connect(self._on_load_url_button_clicked)
         self.up_button.clicked.connect(lambda: self._move_selected(-1))
@@ -318,11 +333,19 @@ class MainWindow(QMainWindow):
         self.inspector_panel.request_selected.connect(self._on_inspector_panel_request_selected)
         self.inspector_panel.capture_toggled.connect(self.service.set_capture)
         self.inspector_panel.replay_requested.connect(self._on_inspector_panel_replay_requested)
+        self.inspector_panel.intercept_requested.connect(
+            lambda _: self.tabs.setCurrentWidget(self.intercept_panel)
+        )
+        ip = self.intercept_panel
+        ip.arm_requested.connect(self.service.arm_intercept)
+        ip.disarm_requested.connect(self.service.disarm_intercept)
+        ip.resume_requested.connect(self.service.resume_intercept)
         self.logs_panel.request_activated.connect(self._on_logs_panel_request_activated)
         c = self.composer_panel
         c.send_requested.connect(self._on_composer_panel_send_requested)
         c.load_requested.connect(self._on_composer_panel_load_requested)
         c.load_stop_requested.connect(self._on_composer_panel_load_stop_requested)
+        c.inspect_requested.connect(self._on_logs_panel_request_activated)
         s: Any = service
         s.started.connect(self._on_service_started)
         s.start_failed.connect(self._on_service_start_failed)
@@ -336,6 +359,7 @@ class MainWindow(QMainWindow):
         s.request_details_received.connect(self._on_service_request_details_received)
         s.traffic_progress.connect(self._on_service_traffic_progress)
         s.traffic_finished.connect(self._on_service_traffic_finished)
+        s.intercepts_changed.connect(self._on_service_intercepts_changed)
 
         self.poll_timer = QTimer(self)
         self.poll_timer.setInterval(poll_interval_ms)
@@ -499,6 +523,7 @@ class MainWindow(QMainWindow):
         h, p = self.service.listen_address
         ah, ap = self.service.admin_address
         self.address_edit.setText(f"http://{h}:{p}")
+        self.inspector_panel.base_url = f"http://{h}:{p}"
         self.admin_label.setText(f"admin http://{ah}:{ap}")
         self.generate_button.setEnabled(True)
         for note in self.service.notes:
@@ -521,6 +546,7 @@ class MainWindow(QMainWindow):
     def _on_service_plugins_changed(self, plugins: list[dict[str, Any]]) -> None:
         self._latest_plugins = plugins
         self.plugin_list.set_plugins(plugins)
+        self.intercept_panel.set_plugins([str(p["name"]) for p in plugins])
         want = self._select_after_change
         if want and want in self.plugin_list.names():
             self._select_after_change = ""
@@ -569,12 +595,40 @@ class MainWindow(QMainWindow):
 
     def _on_service_traffic_progress(self, sent: int, planned: int) -> None:
         self.composer_panel.show_progress(sent, planned)
-        self.traffic_label.setText(f"traffic {sent}/{planned}")
+        elapsed = time.monotonic() - self._traffic_started
+        text, behind = load_status(sent, planned, self._traffic_rps, elapsed)
+        self._show_traffic(text, behind)
 
     def _on_service_traffic_finished(self, d: dict[str, Any]) -> None:
         self.composer_panel.show_load_result(d)
-        self.traffic_label.setText(f"traffic done: {d.get('sent')} requests")
+        text, behind = load_status(0, 0, float(d.get("rps") or self._traffic_rps), 0.0, d)
+        self._show_traffic(text, behind)
         self.generate_button.setEnabled(not self._engine_stopped)
+        self.stop_traffic_button.setEnabled(False)
+
+    def _show_traffic(self, text: str, behind: bool) -> None:
+        """The header's load line: sent vs planned, achieved vs planned rate, in amber
+        when the generator cannot keep up (issue 12 item 5)."""
+        self.traffic_label.setText(text)
+        self.traffic_label.setStyleSheet("color:#d29922" if behind else "")
+
+    def _traffic_began(self, rps: float) -> None:
+        self._traffic_rps = rps
+        self._traffic_started = time.monotonic()
+        self.generate_button.setEnabled(False)
+        self.stop_traffic_button.setEnabled(True)
+        self._show_traffic(f"traffic starting · {rps:g} req/s planned", False)
+
+    def _on_stop_traffic_button_clicked(self) -> None:
+        self.service.stop_traffic()
+
+    def _on_service_intercepts_changed(self, held: list[dict[str, Any]]) -> None:
+        self.intercept_panel.show_held(held)
+        n = len(held)
+        title = f"Intercept ({n})" if n else "Intercept"
+        self.tabs.setTabText(self.tabs.indexOf(self.intercept_panel), title)
+        if n:
+            self.statusBar().showMessage(f"{n} request(s) held by intercept", 5000)
 
     # -- timers ----------------------------------------------------------------------------------
 
@@ -630,7 +684,7 @@ class MainWindow(QMainWindow):
 
     def _on_generate_button_clicked(self) -> None:
         if self.service.generate_traffic(DEMO_RPS, DEMO_SECONDS):
-            self.generate_button.setEnabled(False)
+            self._traffic_began(DEMO_RPS)
             self.composer_panel.show_load_started()
             self.tabs.setCurrentWidget(self.stats_panel)
 
@@ -761,7 +815,7 @@ class MainWindow(QMainWindow):
     def _on_composer_panel_load_requested(self, rps: float, seconds: float) -> None:
         if self.service.generate_traffic(rps, seconds):
             self.composer_panel.show_load_started()
-            self.generate_button.setEnabled(False)
+            self._traffic_began(rps)
 
     def _on_composer_panel_load_stop_requested(self) -> None:
         self.service.stop_traffic()

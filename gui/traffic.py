@@ -19,11 +19,14 @@ import httptools
 
 __all__ = [
     "DEMO_MIX",
+    "KEEP_UP_SHARE",
     "MAX_LOAD_RPS",
     "MAX_LOAD_SECONDS",
     "HttpResponse",
     "LoadResult",
+    "check_load_input",
     "fetch",
+    "load_status",
     "run_load",
 ]
 
@@ -162,6 +165,52 @@ async def fetch(
     return resp
 
 
+# below this share of the planned rate, the generator "cannot keep up"
+KEEP_UP_SHARE = 0.9
+
+
+def check_load_input(rps: float, seconds: float) -> str:
+    """Empty when a rate and a duration are within the generator's bounds, else the
+    message for the user (the input is refused, never clamped)."""
+    if not (1 <= rps <= MAX_LOAD_RPS):
+        return f"rate {rps:g} req/s is out of range: use 1 to {MAX_LOAD_RPS} req/s"
+    if not (0.5 <= seconds <= MAX_LOAD_SECONDS):
+        return f"duration {seconds:g} s is out of range: use 0.5 to {MAX_LOAD_SECONDS:g} s"
+    return ""
+
+
+def load_status(
+    sent: int, planned: int, rps: float, elapsed_s: float, result: dict[str, Any] | None = None
+) -> tuple[str, bool]:
+    """(text, behind) for the header while load runs (``result`` None) and after it:
+    sent vs planned, achieved vs planned rate, and whether the generator fell behind
+    its schedule (fewer than KEEP_UP_SHARE of the requests due by now were sent)."""
+    if result is not None:
+        sent = int(result.get("sent") or 0)
+        planned = int(result.get("planned") or planned)
+        elapsed_s = float(result.get("elapsed_s") or elapsed_s)
+    achieved = sent / elapsed_s if elapsed_s > 0 else 0.0
+    due = min(planned, rps * elapsed_s)
+    behind = elapsed_s >= 1.0 and sent < KEEP_UP_SHARE * due
+    if result is None:
+        text = f"traffic {sent}/{planned} · {achieved:.0f} of {rps:g} req/s"
+        if behind:
+            text += " · cannot keep up"
+        return text, behind
+    stopped = bool(result.get("cancelled"))
+    behind = behind and not stopped
+    text = f"traffic {'stopped' if stopped else 'done'}: {sent}/{planned} sent"
+    text += f" · {achieved:.0f} of {rps:g} req/s"
+    if not stopped and sent < planned:
+        behind = True
+        text += " · could not keep up (the proxy or this machine is too slow)"
+    elif behind:
+        text += " · fell behind the planned rate"
+    if result.get("errors"):
+        text += f" · {result['errors']} errors"
+    return text, behind
+
+
 @dataclass
 class LoadResult:
     planned: int
@@ -172,10 +221,13 @@ class LoadResult:
     elapsed_s: float = 0.0
     cancelled: bool = False
     last_error: str = ""
+    rps: float = 0.0  # the planned rate
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "planned": self.planned,
+            "rps": self.rps,
+            "achieved_rps": round(self.sent / self.elapsed_s, 1) if self.elapsed_s > 0 else 0.0,
             "sent": self.sent,
             "ok": self.ok,
             "errors": self.errors,
@@ -206,7 +258,7 @@ async def run_load(
     if not mix:
         raise ValueError("the request mix is empty")
     total = max(1, int(rps * seconds))
-    result = LoadResult(planned=total)
+    result = LoadResult(planned=total, rps=rps)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     deadline = t0 + seconds + 10.0

@@ -534,6 +534,10 @@ class ChainRun:
         assert headers is not None
         for i in range(start, len(self.hops)):
             hop = self.hops[i]
+            if self.m.intercept is not None and (
+                held := self.m.intercept.check(self, i, "request_headers")
+            ):
+                return held
             ctx = self._ctx(hop)
             rec = hop.rec
             rec.request_headers_before = headers.items()
@@ -564,6 +568,12 @@ class ChainRun:
             if hop.req_done or hop.ctx is None:
                 continue  # replied, or never saw the headers (it failed open)
             ctx = hop.ctx
+            if (
+                eos
+                and self.m.intercept is not None
+                and (held := self.m.intercept.check(self, i, "request_body", data))
+            ):
+                return held
             if not hop.inst.has_request_body:
                 continue  # no proxy_on_request_body: the data passes untouched
             hop.body_in(True, data)
@@ -689,6 +699,10 @@ class ChainRun:
             hop = self.hops[i]
             if hop.resp_done:
                 continue
+            if self.m.intercept is not None and (
+                held := self.m.intercept.check(self, i, "response_headers")
+            ):
+                return held
             ctx = self._ctx(hop)
             rec = hop.rec
             rec.response_headers_before = headers.items()

@@ -42,6 +42,7 @@ from host.wasm.vm import PluginVM
 
 if TYPE_CHECKING:
     from host.proxy.config import PluginSpec, ProxyConfig
+    from host.proxy.intercept import Interceptor
     from host.proxy.stats import StatsStore
 
 __all__ = [
@@ -346,6 +347,8 @@ class PluginManager:
         # requests a plugin holds paused (chain.ChainRun._wait until settled or done)
         self.paused_runs: set[ChainRun] = set()
         self.pause_timeout_s = 30.0  # longest a plugin may hold a stream paused
+        # set only while an intercept rule is armed or a request held (host.proxy.intercept)
+        self.intercept: Interceptor | None = None
         self._log = log
         self.cache_dir = cache_dir
         self.pull_secrets: dict[str, str] = {}  # imagePullSecret name -> docker config file

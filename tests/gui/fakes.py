@@ -50,6 +50,7 @@ class FakeEngineService(QObject):
     request_details_received = Signal(dict)
     traffic_progress = Signal(int, int)
     traffic_finished = Signal(dict)
+    intercepts_changed = Signal(list)
 
     def __init__(self, config: ProxyConfig | None = None) -> None:
         super().__init__()
@@ -119,6 +120,18 @@ class FakeEngineService(QObject):
 
     def stop_traffic(self) -> bool:
         self.calls.append(("stop_traffic", None))
+        return True
+
+    def arm_intercept(self, plugin: str, stage: str = "request_headers", path: str = "") -> bool:
+        self.calls.append(("arm_intercept", (plugin, stage, path)))
+        return True
+
+    def disarm_intercept(self) -> bool:
+        self.calls.append(("disarm_intercept", None))
+        return True
+
+    def resume_intercept(self, held_id: int, headers: Any = None, body: Any = None) -> bool:
+        self.calls.append(("resume_intercept", (held_id, headers, body)))
         return True
 
     def close(self, timeout_s: float = 5.0) -> bool:

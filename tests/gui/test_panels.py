@@ -275,7 +275,7 @@ def test_inspector_lists_newest_first_and_shows_a_hop_diff(qtbot) -> None:
     text = panel.detail_view.toPlainText()
     assert "+ x-wasmdesk: hello" in text
     assert "req headers ±1" in text  # the hop summary
-    assert "on_request_headers\n0\n12.5" in text  # the callbacks table
+    assert "on_request_headers\nContinue\n12.5" in text  # the callbacks table, named
 
 
 def test_inspector_reports_whole_body_sizes_when_the_record_keeps_only_the_start(qtbot) -> None:

@@ -186,7 +186,7 @@ def test_inspector_shows_log_only_intent_callouts_body_diff_and_callback_times(q
     assert "held the stream paused for 4.0 ms" in text
     assert "- hello" in text and "+ HELLO" in text and "  line one" in text
     assert "response body (changed: 15 → 15 bytes)" in text
-    assert "on_response_body\n0\n12.0" in text and "13.5 µs in all" in text
+    assert "on_response_body\nContinue\n12.0" in text and "13.5 µs in all" in text
     assert "skipped: not sampled by canary" in text
     # "Send again": the request as the client sent it, minus pseudo and hop headers
     assert panel.replay_button.isEnabled()

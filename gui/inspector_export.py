@@ -1,0 +1,285 @@
+"""Pure helpers behind the inspector: callback results by name, the request and the
+response as the client and the upstream saw them, the filter bar's query language, and
+a record exported as a curl command or a HAR 1.2 log. Plain data in, plain data out:
+no Qt and no engine objects here (the record is the dict ``RequestRecord.to_dict()``
+gives)."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "InspectorFilter",
+    "callback_result_name",
+    "hop_not_reached",
+    "parse_filter",
+    "record_exchange",
+    "record_to_curl",
+    "record_to_har",
+]
+
+# Envoy's enums as the ABI doc lists them (proxy-wasm-abi.md §4: FilterHeadersStatus,
+# FilterDataStatus, FilterTrailersStatus); the spec itself names only 0 Continue, 1 Pause.
+_HEADERS_STATUS = (
+    "Continue",
+    "StopIteration",
+    "ContinueAndEndStream",
+    "StopAllIterationAndBuffer",
+    "StopAllIterationAndWatermark",
+)
+_DATA_STATUS = (
+    "Continue",
+    "StopIterationAndBuffer",
+    "StopIterationAndWatermark",
+    "StopIterationNoBuffer",
+)
+_TRAILERS_STATUS = ("Continue", "StopIteration")
+_BOOL_RESULT = ("proxy_on_vm_start", "proxy_on_configure", "proxy_on_done")
+
+
+def callback_result_name(callback: str, result: Any) -> str:
+    """The name of a callback's return value ("Continue", "StopIterationAndBuffer"...),
+    "—" when the callback returns nothing, the raw value when it is out of range."""
+    if result is None:
+        return "—"
+    if not isinstance(result, int) or isinstance(result, bool):
+        return str(result)  # "trap"
+    name = str(callback)
+    table: tuple[str, ...] = ()
+    if name.endswith("_headers"):
+        table = _HEADERS_STATUS
+    elif name.endswith("_body"):
+        table = _DATA_STATUS
+    elif name.endswith("_trailers") or name.endswith("_metadata"):
+        table = _TRAILERS_STATUS
+    elif name in _BOOL_RESULT:
+        return "true" if result else "false"
+    if 0 <= result < len(table):
+        return table[result]
+    return str(result)
+
+
+def hop_not_reached(hop: Mapping[str, Any]) -> bool:
+    """A hop that was chosen for the request but never called: an earlier plugin (or a
+    failed one) answered first, so this one's callbacks did not run."""
+    if not hop.get("ran") or any(
+        hop.get(k)
+        for k in ("callbacks", "failure", "callouts", "local_reply", "would", "paused_ms")
+    ):
+        return False
+    return all(
+        hop.get(f"{side}_{part}_before") is None
+        for side in ("request", "response")
+        for part in ("headers", "body")
+    )
+
+
+def _first(hops: Sequence[Mapping[str, Any]], key: str) -> Any:
+    return next((h.get(key) for h in hops if h.get(key) is not None), None)
+
+
+def _last(hops: Sequence[Mapping[str, Any]], key: str) -> Any:
+    return next((h.get(key) for h in reversed(hops) if h.get(key) is not None), None)
+
+
+def record_exchange(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """The request and the response at both ends of the chain, from the hops' records:
+    the request as the client sent it (the first hop's "before") and as upstream got it
+    (the last enforcing hop's "after"), the response as upstream sent it (the last hop's
+    "before", the response runs back up) and as the client got it (the first hop's
+    "after"). Values are None where no plugin saw that part."""
+    hops = [h for h in rec.get("hops") or [] if h.get("ran")]
+    enforcing = [h for h in hops if h.get("mode") != "log-only"] or hops
+    return {
+        "request_headers_client": _first(hops, "request_headers_before"),
+        "request_headers_upstream": _last(enforcing, "request_headers_after"),
+        "request_body_client": _first(hops, "request_body_before"),
+        "request_body_upstream": _last(enforcing, "request_body_after"),
+        "response_headers_upstream": _last(hops, "response_headers_before"),
+        "response_headers_client": _first(enforcing, "response_headers_after"),
+        "response_body_upstream": _last(hops, "response_body_before"),
+        "response_body_client": _first(enforcing, "response_body_after"),
+        "local_reply": next((h["local_reply"] for h in enforcing if h.get("local_reply")), None),
+    }
+
+
+_SKIP_CURL = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
+
+
+def record_to_curl(rec: Mapping[str, Any], base_url: str = "") -> str:
+    """A curl command that sends the recorded request again, as the client sent it
+    (pseudo-headers, host and hop-by-hop fields left to curl). ``base_url``: the proxy
+    (``http://127.0.0.1:10000``); the record's authority when empty."""
+    ex = record_exchange(rec)
+    base = base_url.rstrip("/") or f"http://{rec.get('authority') or '127.0.0.1'}"
+    method = str(rec.get("method") or "GET")
+    parts = ["curl"]
+    if method != "GET":
+        parts += ["-X", method]
+    parts.append(base + str(rec.get("path") or "/"))
+    for k, v in ex["request_headers_client"] or []:
+        if str(k).startswith(":") or str(k).lower() in _SKIP_CURL:
+            continue
+        parts += ["-H", f"{k}: {v}"]
+    body = ex["request_body_client"]
+    if body:
+        parts += ["--data-binary", str(body)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _har_headers(pairs: Sequence[Sequence[str]] | None) -> list[dict[str, str]]:
+    return [{"name": str(k), "value": str(v)} for k, v in pairs or [] if not str(k).startswith(":")]
+
+
+def record_to_har(rec: Mapping[str, Any], base_url: str = "") -> dict[str, Any]:
+    """One record as a HAR 1.2 log with one entry (what browsers' devtools and mitmweb
+    import). Headers are those at the client's end; the plugin hops go in ``_hops``
+    (HAR allows custom fields with a leading underscore)."""
+    ex = record_exchange(rec)
+    base = base_url.rstrip("/") or f"http://{rec.get('authority') or '127.0.0.1'}"
+    req_headers = _har_headers(ex["request_headers_client"])
+    resp_pairs = ex["response_headers_client"]
+    lr = ex["local_reply"]
+    if resp_pairs is None and lr is not None:
+        resp_pairs = lr.get("headers")
+    resp_headers = _har_headers(resp_pairs)
+    resp_body = ex["response_body_client"]
+    if resp_body is None and lr is not None:
+        resp_body = lr.get("body")
+    ctype = next((h["value"] for h in resp_headers if h["name"].lower() == "content-type"), "")
+    req_body = ex["request_body_client"]
+    started = float(rec.get("started") or time.time())
+    ms = float(rec.get("duration_ms") or 0)
+    request: dict[str, Any] = {
+        "method": str(rec.get("method") or "GET"),
+        "url": base + str(rec.get("path") or "/"),
+        "httpVersion": "HTTP/1.1",
+        "cookies": [],
+        "headers": req_headers,
+        "queryString": [],
+        "headersSize": -1,
+        "bodySize": len(str(req_body).encode()) if req_body else 0,
+    }
+    if req_body:
+        req_ctype = next(
+            (h["value"] for h in req_headers if h["name"].lower() == "content-type"), ""
+        )
+        request["postData"] = {"mimeType": req_ctype, "text": str(req_body)}
+    entry = {
+        "startedDateTime": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))
+        + f".{int(started % 1 * 1000):03d}Z",
+        "time": ms,
+        "request": request,
+        "response": {
+            "status": int(rec.get("status") or 0),
+            "statusText": "",
+            "httpVersion": "HTTP/1.1",
+            "cookies": [],
+            "headers": resp_headers,
+            "content": {
+                "size": len(str(resp_body).encode()) if resp_body else 0,
+                "mimeType": ctype,
+                **({"text": str(resp_body)} if resp_body else {}),
+            },
+            "redirectURL": "",
+            "headersSize": -1,
+            "bodySize": -1,
+        },
+        "cache": {},
+        "timings": {"send": 0, "wait": ms, "receive": 0},
+        "_requestId": str(rec.get("request_id") or ""),
+        "_hops": list(rec.get("hops") or []),
+    }
+    return {
+        "log": {
+            "version": "1.2",
+            "creator": {"name": "wasmdesk", "version": "1"},
+            "entries": [entry],
+        }
+    }
+
+
+# -- the filter bar ------------------------------------------------------------------------
+
+_FILTER_KEYS = ("status", "method", "path", "plugin", "changed", "failed")
+
+
+@dataclass
+class InspectorFilter:
+    """What the filter bar asks for; every given term must hold (AND)."""
+
+    status: list[str] = field(default_factory=list)  # "5xx", "404"
+    method: list[str] = field(default_factory=list)
+    path: list[str] = field(default_factory=list)  # substrings
+    plugin: list[str] = field(default_factory=list)  # ran on the request
+    changed: list[str] = field(default_factory=list)  # changed something on it
+    failed: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.status or self.method or self.path or self.plugin or self.changed or self.failed
+        )
+
+    def matches(self, s: Mapping[str, Any]) -> bool:
+        """Does an inspector summary (engine_service's ``_request_summary``) pass?"""
+        if self.status:
+            code = str(s.get("status") or "0")
+            if not any(
+                code == want or (want.endswith("xx") and code[:1] == want[:1])
+                for want in self.status
+            ):
+                return False
+        if self.method and str(s.get("method") or "").upper() not in self.method:
+            return False
+        path = str(s.get("path") or "")
+        if any(p not in path for p in self.path):
+            return False
+        ran = [str(p) for p in s.get("plugins") or []]
+        if any(not any(want in p for p in ran) for want in self.plugin):
+            return False
+        changed = [str(p) for p in s.get("changed_by") or []]
+        if any(not any(want in p for p in changed) for want in self.changed):
+            return False
+        if self.failed:
+            status = int(s.get("status") or 0)
+            if not (s.get("failed") or status == 0 or status >= 500):
+                return False
+        return True
+
+
+def parse_filter(text: str) -> InspectorFilter:
+    """``status:5xx method:post path:/api plugin:auth changed:add-header failed``; a bare
+    word is a path substring. Raises ValueError naming an unknown key or a bad status."""
+    f = InspectorFilter()
+    for word in text.split():
+        key, sep, value = word.partition(":")
+        key = key.lower()
+        if not sep:
+            if key == "failed":
+                f.failed = True
+            else:
+                f.path.append(word)
+            continue
+        if key not in _FILTER_KEYS:
+            raise ValueError(f"unknown filter {key!r} (use {', '.join(_FILTER_KEYS)})")
+        if not value:
+            raise ValueError(f"{key}: needs a value")
+        if key == "status":
+            v = value.lower()
+            if not (
+                (len(v) == 3 and v.isdigit()) or (len(v) == 3 and v[0] in "12345" and v[1:] == "xx")
+            ):
+                raise ValueError(f"status: expected a code (404) or a class (5xx), got {value!r}")
+            f.status.append(v)
+        elif key == "method":
+            f.method.append(value.upper())
+        elif key == "failed":
+            f.failed = value.lower() not in ("no", "false", "0")
+        else:
+            getattr(f, key).append(value)
+    return f
