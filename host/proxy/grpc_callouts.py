@@ -110,13 +110,14 @@ class GrpcCalloutDispatcher:
         self.loop = loop
         self.reason = ""
         self.on_finished = on_finished
-        self._clusters: dict[str, GrpcCluster] = dict(clusters or {})
+        self._clusters: dict[str, GrpcCluster] = {}
         self._channels: dict[tuple[str, str], tuple[GrpcCluster, Any]] = {}
         self._active: dict[int, _Active] = {}
         self._grpc: Any = None
         self._events = 0  # events emitted (the runner's pump watches it)
         self._wake: asyncio.Event | None = None
         self.finished: list[tuple[GrpcCall, int, str]] = []  # (call, status, message)
+        self.set_clusters(clusters or {})
 
     # -- clusters and channels --------------------------------------------------------
 
