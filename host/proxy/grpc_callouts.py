@@ -19,9 +19,10 @@ Events come back as Envoy delivers them (ABI doc §2.2, §3.4):
   (connection failure) gets only the close, as Envoy's stream reset does.
 
 ``close`` half-closes a stream's send side (replies still arrive); ``cancel`` ends the
-call with no further callbacks. grpcio is imported on the first call, so a proxy
-without gRPC callouts never loads it. The proxy passes its own loop; the offline
-runner (``wasmdesk try``) passes a private loop and ``pump``s it between callbacks.
+call with no further callbacks. grpcio is imported once a gRPC cluster is configured
+(or on the first call), so a proxy without gRPC clusters never loads it. The proxy
+passes its own loop; the offline runner (``wasmdesk try``) passes a private loop and
+``pump``s it between callbacks.
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ class GrpcCalloutDispatcher:
             if self._clusters.get(key[0]) != cluster:
                 del self._channels[key]
                 self.loop.create_task(channel.close())
+        if self._clusters:
+            self._module()  # import grpcio now (~0.2 s), not inside the first call
 
     def has_cluster(self, name: str) -> bool:
         return name in self._clusters
