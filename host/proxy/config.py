@@ -451,7 +451,7 @@ def parse_config(
                 )
                 continue
             proxy_line = doc_line
-            fields = _parse_proxy(doc, ctx)
+            fields = _parse_proxy(doc, ctx, base)
             if fields is not None:
                 proxy = (fields, doc, doc_line)
     if issues:
@@ -1680,7 +1680,11 @@ _PROXY_SPEC_FIELDS = (
 _CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout", "caFile")
 
 
-def _parse_proxy(doc: dict[str, Any], ctx: _Ctx) -> dict[str, Any] | None:
+def _parse_proxy(
+    doc: dict[str, Any], ctx: _Ctx, base_dir: str | None = None
+) -> dict[str, Any] | None:
+    """The Proxy document's fields; ``base_dir`` anchors relative ``caFile`` paths (and
+    only then are they checked to exist)."""
     before = len(ctx.issues)
     out: dict[str, Any] = {}
     _mapping(ctx, doc.get("metadata"), ("metadata",))
@@ -1758,9 +1762,9 @@ def _parse_proxy(doc: dict[str, Any], ctx: _Ctx) -> dict[str, Any] | None:
         if ca_file is not None:
             if url is not None and not url.lower().startswith("grpcs://"):
                 ctx.error((*path, "caFile"), "only a grpcs:// cluster takes a caFile")
-            elif not os.path.isfile(os.path.expanduser(ca_file)):
+            ca_file = _resolve_path(ca_file, base_dir or os.getcwd())
+            if base_dir is not None and not os.path.isfile(ca_file):
                 ctx.error((*path, "caFile"), f"no such file: {ca_file!r}")
-            ca_file = os.path.abspath(os.path.expanduser(ca_file))
         if name is not None:
             first[name] = i
         if name is not None and url is not None and timeouts["timeout"] is not None:

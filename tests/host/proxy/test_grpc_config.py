@@ -149,3 +149,10 @@ def test_serve_and_try_do_not_import_grpcio_without_a_grpc_cluster() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_a_relative_ca_file_is_found_next_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("x")
+    text = _proxy("  - {name: t, url: 'grpcs://127.0.0.1:1', caFile: ca.pem}\n")
+    cfg = parse_config(text, str(tmp_path / "proxy.yaml"))
+    assert cfg.clusters[0].ca_file == str(tmp_path / "ca.pem")
