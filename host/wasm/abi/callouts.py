@@ -138,6 +138,20 @@ class _GrpcEvents:
         self.vm.grpc_event(call, "close", message, status)
 
 
+_GRPC_KEY_CHARS = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyz_.-")
+
+
+def _grpc_metadata_ok(pairs: list[tuple[bytes, bytes]]) -> bool:
+    """gRPC's own metadata rules (stricter than HTTP's): keys of ``[0-9a-z_.-]``, values
+    printable ASCII unless the key ends in ``-bin`` (binary, sent base64-encoded)."""
+    for k, v in pairs:
+        if not k or not set(k) <= _GRPC_KEY_CHARS:
+            return False
+        if not k.endswith(b"-bin") and not all(0x20 <= c <= 0x7E for c in v):
+            return False
+    return True
+
+
 def _grpc_name_ok(name: bytes) -> bool:
     return bool(name) and b"/" not in name and valid_origin_path(b"/" + name)
 
@@ -164,8 +178,11 @@ def _grpc_start(
     upstream = parse_grpc_upstream(cluster)
     # GrpcService.initial_metadata first, then the plugin's own (Envoy adds both)
     metadata = upstream.metadata + metadata
-    if not valid_headers(metadata) or any(k.startswith(b":") for k, _ in metadata):
-        return BAD_ARGUMENT  # initial metadata is sent as HTTP/2 headers, never pseudo ones
+    text_md = [(k, v) for k, v in metadata if not k.endswith(b"-bin")]  # -bin: base64 on the wire
+    if not _grpc_metadata_ok(metadata) or not valid_headers(text_md):
+        # initial metadata is sent as HTTP/2 headers (never pseudo ones), by gRPC's rules
+        _warn(vm, "grpc call: initial metadata is not valid gRPC metadata: BAD_ARGUMENT")
+        return BAD_ARGUMENT
     if not (_grpc_name_ok(service) and _grpc_name_ok(method)):
         return BAD_ARGUMENT  # they become the :path "/service/method" of the call
     if not stream and timeout_ms == 0 and upstream.timeout_ms:

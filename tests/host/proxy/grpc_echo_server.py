@@ -6,7 +6,8 @@ Service ``test.Echo``:
 * ``Unary``: replies ``b"echo:" + request``; request ``b"fail"`` aborts with NOT_FOUND
   and message ``"no such thing"``; request ``b"slow"`` sleeps 2 s first. Sends initial
   metadata ``x-srv: unary`` and echoes the caller's ``x-*`` metadata back as trailing
-  metadata (``seen-<key>: value``), so a test sees what was sent.
+  metadata (``seen-<key>: value``, not the binary ``-bin`` ones), so a test sees what
+  was sent.
 * ``Chat``: bidirectional; initial metadata ``x-srv: chat``; replies ``b"re:" + msg`` per
   message; a message ``b"abort"`` ends the call with PERMISSION_DENIED ``"go away"``;
   when the client half-closes it sends ``b"bye"`` and ends OK with trailing metadata
@@ -54,7 +55,11 @@ class EchoServer:
         md = self._note(context)
         context.send_initial_metadata((("x-srv", "unary"),))
         context.set_trailing_metadata(
-            tuple((f"seen-{k}", v) for k, v in md.items() if k.startswith("x-"))
+            tuple(
+                (f"seen-{k}", v)
+                for k, v in md.items()
+                if k.startswith("x-") and not k.endswith("-bin")
+            )
         )
         if request == b"fail":
             context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")

@@ -192,6 +192,16 @@ def test_unary_call_delivers_the_reply_once_and_sends_the_plugins_metadata(
     assert echo.seen_metadata[-1]["x-plugin"] == "p1"
 
 
+def test_binary_metadata_travels_as_bytes(gp: Probe, echo: EchoServer) -> None:
+    rc, _token = gp.op(
+        UNARY, message=b"b", metadata=[(b"x-blob-bin", b"\x00\xff")], timeout_ms=2000
+    )
+    assert rc == Status.OK
+    gp.settle()
+    assert [e.data for e in gp.events()] == [b"echo:b"]
+    assert echo.seen_metadata[-1]["x-blob-bin"] == "00ff"  # the server saw the raw bytes
+
+
 def test_unary_call_error_status_reaches_proxy_on_grpc_close_and_get_status(gp: Probe) -> None:
     rc, token = gp.op(UNARY, message=b"fail", timeout_ms=2000)
     assert rc == Status.OK
@@ -265,6 +275,9 @@ def test_bad_metadata_and_names_are_refused_before_anything_is_sent(gp: Probe) -
     assert gp.op(UNARY, metadata=[(b"x-a", b"v\r\nx-b: 1")])[0] == Status.BAD_ARGUMENT
     assert gp.op(UNARY, metadata=[(b":authority", b"evil")])[0] == Status.BAD_ARGUMENT
     assert gp.op(UNARY, service=b"a/b")[0] == Status.BAD_ARGUMENT
+    # gRPC's own rules: key characters, printable ASCII values unless the key ends in -bin
+    assert gp.op(UNARY, metadata=[(b"x!a", b"1")])[0] == Status.BAD_ARGUMENT
+    assert gp.op(UNARY, metadata=[(b"x-a", "é".encode())])[0] == Status.BAD_ARGUMENT
     assert not gp.disp.busy and not gp.disp.finished
 
 
