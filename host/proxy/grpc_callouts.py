@@ -117,6 +117,7 @@ class GrpcCalloutDispatcher:
         self._grpc: Any = None
         self._events = 0  # events emitted (the runner's pump watches it)
         self._wake: asyncio.Event | None = None
+        self._stalled: set[int] = set()  # tokens a pump already waited for in vain
         self.finished: list[tuple[GrpcCall, int, str]] = []  # (call, status, message)
         self.set_clusters(clusters or {})
 
@@ -322,6 +323,12 @@ class GrpcCalloutDispatcher:
             code = _code_number(await rpc.code())
             details = await rpc.details() or ""
             trailing = _from_grpc_metadata(await rpc.trailing_metadata())
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # never leave the plugin without its close callback
+            rpc.cancel()
+            self._close(active, _INTERNAL, f"{type(e).__name__}: {e}")
+            return
         finally:
             if not writer.done():
                 writer.cancel()
@@ -342,10 +349,14 @@ class GrpcCalloutDispatcher:
 
     def pump(self, timeout_s: float) -> int:
         """Run the (not running) loop until an event is emitted or ``timeout_s`` passes;
-        the number of events emitted. For the offline runner only."""
+        the number of events emitted. For the offline runner only. Calls a pump already
+        waited ``timeout_s`` for in vain (a stream the server keeps open) are not waited
+        for again: later pumps only collect what is ready."""
         if not self._active:
             return 0
         before = self._events
+        if set(self._active) <= self._stalled:
+            timeout_s = 0.01
 
         async def wait() -> None:
             self._wake = asyncio.Event()
@@ -358,6 +369,8 @@ class GrpcCalloutDispatcher:
             await asyncio.sleep(0)  # let the other finished calls emit too
 
         self.loop.run_until_complete(wait())
+        if self._events == before:
+            self._stalled |= set(self._active)
         return self._events - before
 
     async def aclose(self) -> None:

@@ -12,6 +12,8 @@ Service ``test.Echo``:
   message; a message ``b"abort"`` ends the call with PERMISSION_DENIED ``"go away"``;
   when the client half-closes it sends ``b"bye"`` and ends OK with trailing metadata
   ``x-count: <messages received>``.
+* ``Hold``: bidirectional; sends initial metadata ``x-srv: hold`` and then nothing, until
+  the client goes away (at most 5 s).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class EchoServer:
             {
                 "Unary": grpc.unary_unary_rpc_method_handler(self._unary),
                 "Chat": grpc.stream_stream_rpc_method_handler(self._chat),
+                "Hold": grpc.stream_stream_rpc_method_handler(self._hold),
             },
         )
         self.server.add_generic_rpc_handlers((handler,))
@@ -83,6 +86,13 @@ class EchoServer:
             yield b"re:" + msg
         context.set_trailing_metadata((("x-count", str(n)),))
         yield b"bye"
+
+    def _hold(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        context.send_initial_metadata((("x-srv", "hold"),))
+        t0 = time.monotonic()
+        while context.is_active() and time.monotonic() - t0 < 5:
+            time.sleep(0.05)
+        yield from ()
 
     def stop(self) -> None:
         self.server.stop(grace=None).wait(5)

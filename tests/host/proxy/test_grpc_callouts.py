@@ -2,10 +2,11 @@
 real grpcio server on 127.0.0.1 (``grpc_echo_server.EchoServer``).
 
 The plugin is a probe compiled from WAT source here (``grpc_probe.wat``):
-``proxy_on_tick`` performs the operation the test wrote into its memory (unary call, stream, send, cancel, close), and
-every gRPC callback appends an entry to an event log in memory (kind, token, argument,
-the map/buffer/status it read). A callback can also perform the prepared operation
-itself ("react"), to cancel or send from inside a callback as a plugin would.
+``proxy_on_tick`` performs the operation the test wrote into its memory (unary call,
+stream, send, cancel, close), and every gRPC callback appends an entry to an event log
+in memory (kind, token, argument, the map/buffer/status it read). A callback can also
+perform the prepared operation itself ("react"), to cancel or send from inside a
+callback as a plugin would.
 """
 
 from __future__ import annotations
@@ -358,6 +359,20 @@ def test_cancelling_a_unary_call_drops_its_reply(gp: Probe) -> None:
     assert gp.op(CANCEL, token=token)[0] == Status.OK
     gp.settle()
     assert gp.events() == []
+
+
+def test_pump_waits_for_a_silent_stream_once_only(gp: Probe) -> None:
+    # the offline runner pumps between callbacks: a stream the server keeps open must not
+    # cost the full wait on every pump
+    _rc, token = gp.op(STREAM, method=b"Hold")
+    gp.run(lambda: [e.kind for e in gp.events()] == ["initial_metadata"])
+    t0 = time.monotonic()
+    assert gp.disp.pump(0.3) == 0
+    assert time.monotonic() - t0 >= 0.25
+    t0 = time.monotonic()
+    assert gp.disp.pump(0.3) == 0
+    assert time.monotonic() - t0 < 0.2
+    assert gp.op(CANCEL, token=token)[0] == Status.OK and not gp.disp.busy
 
 
 def test_grpc_calls_count_against_the_in_flight_cap(
