@@ -114,3 +114,26 @@ def test_serve_runs_grpc_callouts_through_the_proxy(
     stats = h.stats()
     assert stats.get("cluster.echo.grpc_callout_success", 0) >= 2
     assert stats.get("cluster.echo.grpc_callout_failure", 0) >= 1
+
+
+def test_cli_try_with_a_grpc_cluster(echo: EchoServer, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from host.cli import main
+
+    rc = main(
+        [
+            "try",
+            str(WASM),
+            "--raw-config",
+            "echo",
+            "--cluster",
+            f"echo=grpc://127.0.0.1:{echo.port}",
+            "-H",
+            "x-grpc-msg: from-cli",
+            "--json",
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert ["x-grpc-reply", "echo:from-cli"] in out["request"]["headers"]
