@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,8 @@ class GrpcCalloutDispatcher:
         self._events = 0  # events emitted (the runner's pump watches it)
         self._wake: asyncio.Event | None = None
         self._stalled: set[int] = set()  # tokens a pump already waited for in vain
-        self.finished: list[tuple[GrpcCall, int, str]] = []  # (call, status, message)
+        # the newest finished calls: (call, gRPC status, message)
+        self.finished: deque[tuple[GrpcCall, int, str]] = deque(maxlen=100)
         self.set_clusters(clusters or {})
 
     # -- clusters and channels --------------------------------------------------------
@@ -228,6 +230,7 @@ class GrpcCalloutDispatcher:
             self._wake.set()
 
     def _finished(self, active: _Active, status: int, message: str) -> None:
+        self._stalled.discard(active.call.token)
         self.finished.append((active.call, status, message))
         if self.on_finished is not None:
             self.on_finished(active.call.cluster, status == 0)
