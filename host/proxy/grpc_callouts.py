@@ -217,7 +217,7 @@ class GrpcCalloutDispatcher:
             active.rpc.cancel()
         if active.task is not None:
             active.task.cancel()
-        self._finished(active, _CANCELLED, "cancelled by the plugin")
+        self._finished(active, _CANCELLED, "cancelled by the plugin", count=False)
 
     # -- the calls ---------------------------------------------------------------------
 
@@ -229,10 +229,10 @@ class GrpcCalloutDispatcher:
         if self._wake is not None:
             self._wake.set()
 
-    def _finished(self, active: _Active, status: int, message: str) -> None:
+    def _finished(self, active: _Active, status: int, message: str, count: bool = True) -> None:
         self._stalled.discard(active.call.token)
         self.finished.append((active.call, status, message))
-        if self.on_finished is not None:
+        if count and self.on_finished is not None:  # a cancel is neither success nor failure
             self.on_finished(active.call.cluster, status == 0)
 
     def _close(self, active: _Active, status: int, message: str) -> None:
@@ -246,8 +246,8 @@ class GrpcCalloutDispatcher:
 
     async def _unary(self, active: _Active) -> None:
         call = active.call
+        grpc = self._module()
         try:
-            grpc = self._module()
             channel = self._channel(call)
             method = channel.unary_unary(
                 self._path(call), request_serializer=None, response_deserializer=None
