@@ -429,17 +429,25 @@ def test_grpcs_cluster_verifies_the_server_with_its_ca_file(
     url = f"grpcs://127.0.0.1:{srv.port}"
     disp = GrpcCalloutDispatcher(
         loop,
-        {"tls": GrpcCluster(url, ca_file=str(tmp_path / "crt.pem")), "untrusted": GrpcCluster(url)},
+        {
+            "tls": GrpcCluster(url, ca_file=str(tmp_path / "crt.pem")),
+            "untrusted": GrpcCluster(url),
+            "gone": GrpcCluster(url, ca_file=str(tmp_path / "removed.pem")),
+        },
     )
     try:
         p = start_probe(probe_module, disp)
         _rc, ok = p.op(UNARY, upstream=b"tls", message=b"secure", timeout_ms=3000)
         # the system store does not trust the self-signed certificate
         _rc, bad = p.op(UNARY, upstream=b"untrusted", message=b"x", timeout_ms=3000)
+        # a CA file that went away after start-up: the call fails, the proxy does not
+        _rc, gone = p.op(STREAM, upstream=b"gone", method=b"Chat")
         p.settle()
         by_token = {e.token: e for e in p.events()}
         assert by_token[ok].kind == "message" and by_token[ok].data == b"echo:secure"
         assert by_token[bad].kind == "close" and by_token[bad].arg == 14  # UNAVAILABLE
+        assert by_token[gone].kind == "close" and by_token[gone].arg == 13  # INTERNAL
+        assert b"removed.pem" in by_token[gone].data[1]
         p.host.close()
     finally:
         loop.run_until_complete(disp.aclose())
