@@ -51,7 +51,11 @@ class EchoServer:
     def _note(self, context: Any) -> dict[str, str]:
         md = {k: (v if isinstance(v, str) else v.hex()) for k, v in context.invocation_metadata()}
         self.seen_metadata.append(md)
-        self.seen_authority.append(md.get(":authority", ""))
+        # grpcio has no public API for the request's :authority; its call details carry it
+        host = getattr(
+            getattr(getattr(context, "_rpc_event", None), "call_details", None), "host", b""
+        )
+        self.seen_authority.append(host.decode() if isinstance(host, bytes) else str(host))
         return md
 
     def _unary(self, request: bytes, context: Any) -> bytes:

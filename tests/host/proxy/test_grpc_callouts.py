@@ -191,6 +191,7 @@ def test_unary_call_delivers_the_reply_once_and_sends_the_plugins_metadata(
     ]
     assert token not in gp.root.grpc_calls  # the call is over
     assert echo.seen_metadata[-1]["x-plugin"] == "p1"
+    assert echo.seen_authority[-1] == "echo"  # Envoy's default :authority: the cluster name
 
 
 def test_binary_metadata_travels_as_bytes(gp: Probe, echo: EchoServer) -> None:
@@ -254,6 +255,7 @@ def test_grpc_service_upstream_names_the_cluster_and_adds_its_initial_metadata(
     assert [e.data for e in gp.events()] == [b"echo:m"]
     seen = echo.seen_metadata[-1]
     assert seen["x-from-service"] == "svc" and seen["x-plugin"] == "p"
+    assert echo.seen_authority[-1] == "echo.internal"
 
 
 def test_unknown_cluster_is_parse_failure_and_a_non_grpc_cluster_is_refused(gp: Probe) -> None:
