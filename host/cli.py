@@ -97,8 +97,11 @@ def _cluster(value: str) -> tuple[str, str]:
     name, sep, url = value.partition("=")
     if not sep or not name or not url:
         raise UsageError(f"--cluster expects NAME=URL, got {value!r}")
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"--cluster {name}: URL must start with http:// or https://, got {url!r}")
+    if not url.startswith(("http://", "https://", "grpc://", "grpcs://")):
+        raise UsageError(
+            f"--cluster {name}: URL must start with http://, https://, grpc:// or grpcs://, "
+            f"got {url!r}"
+        )
     return name, url
 
 
@@ -200,7 +203,8 @@ def _build_parser() -> _Parser:
         action="append",
         default=[],
         metavar="NAME=URL",
-        help="a cluster http_call can reach, repeatable",
+        help="a cluster http_call (http://, https://) or a gRPC call (grpc://, grpcs://) "
+        "can reach, repeatable",
     )
     t.add_argument("--ticks", type=int, default=0, help="fire N tick periods after start-up")
     t.add_argument(

@@ -10,6 +10,7 @@ Everything it saw comes back as a ``TryResult``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import deque
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from host.callout_request import build_callout_request
+from host.proxy.grpc_callouts import GRPC_SCHEMES, GrpcCalloutDispatcher, GrpcCluster
 from host.wasm import (
     Action,
     HeaderMap,
@@ -244,6 +246,10 @@ class _Run:
         """Run everything posted (callout responses, queue deliveries) until quiet."""
         for _ in range(1000):
             n = self.callouts.perform_pending() + self.host.run_pending()
+            grpc = self.host.grpc
+            if n == 0 and isinstance(grpc, GrpcCalloutDispatcher):
+                # gRPC calls in flight: run their loop until one answers (bounded)
+                n = grpc.pump(self.req.callout_timeout_ms / 1000.0)
             if n == 0:
                 return
 
@@ -282,7 +288,16 @@ def run_try(wasm: bytes, req: TryRequest, *, engine: Engine | None = None) -> Tr
     result = TryResult()
     clock = VirtualClock(start_wall_ns=time.time_ns())
     callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
-    host = PluginHost(engine, clock=clock, http=callouts, log_level=req.log_level)
+    grpc_loop = asyncio.new_event_loop()  # grpc.aio calls, pumped between callbacks
+    grpc = GrpcCalloutDispatcher(
+        grpc_loop,
+        {
+            name: GrpcCluster(url, req.callout_timeout_ms / 1000.0)
+            for name, url in req.clusters.items()
+            if url.split(":", 1)[0].lower() in GRPC_SCHEMES
+        },
+    )
+    host = PluginHost(engine, clock=clock, http=callouts, grpc=grpc, log_level=req.log_level)
     host.node = req.node
     try:
         _run(wasm, req, host, callouts, clock, result)
@@ -305,6 +320,8 @@ def run_try(wasm: bytes, req: TryRequest, *, engine: Engine | None = None) -> Tr
         ]
         callouts.close()
         host.close()
+        grpc_loop.run_until_complete(grpc.aclose())
+        grpc_loop.close()
     _root_id_warnings(req, result, host)
     return result
 

@@ -199,6 +199,7 @@ class ClusterConfig:
     url: str
     timeout_s: float = DEFAULT_CLUSTER_TIMEOUT_S
     connect_timeout_s: float | None = None
+    ca_file: str | None = None  # grpcs:// only: trust these CAs, not the system store
 
 
 @dataclass(frozen=True)
@@ -457,7 +458,7 @@ def parse_config(
                 )
                 continue
             proxy_line = doc_line
-            fields = _parse_proxy(doc, ctx)
+            fields = _parse_proxy(doc, ctx, base)
             if fields is not None:
                 proxy = (fields, doc, doc_line)
     if issues:
@@ -1693,10 +1694,14 @@ _PROXY_SPEC_FIELDS = (
     "maxConnections",
 )
 _TIMEOUT_FIELDS = {"requestHeaders": "request_headers_timeout_s", "idle": "idle_timeout_s"}
-_CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout")
+_CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout", "caFile")
 
 
-def _parse_proxy(doc: dict[str, Any], ctx: _Ctx) -> dict[str, Any] | None:
+def _parse_proxy(
+    doc: dict[str, Any], ctx: _Ctx, base_dir: str | None = None
+) -> dict[str, Any] | None:
+    """The Proxy document's fields; ``base_dir`` anchors relative ``caFile`` paths (and
+    only then are they checked to exist)."""
     before = len(ctx.issues)
     out: dict[str, Any] = {}
     _mapping(ctx, doc.get("metadata"), ("metadata",))
@@ -1770,11 +1775,18 @@ def _parse_proxy(doc: dict[str, Any], ctx: _Ctx) -> dict[str, Any] | None:
                     f"seconds), got {_describe(m[key])}",
                 )
             timeouts[key] = seconds
+        ca_file = _string(ctx, m.get("caFile"), (*path, "caFile"))
+        if ca_file is not None:
+            if url is not None and not url.lower().startswith("grpcs://"):
+                ctx.error((*path, "caFile"), "only a grpcs:// cluster takes a caFile")
+            ca_file = _resolve_path(ca_file, base_dir or os.getcwd())
+            if base_dir is not None and not os.path.isfile(ca_file):
+                ctx.error((*path, "caFile"), f"no such file: {ca_file!r}")
         if name is not None:
             first[name] = i
         if name is not None and url is not None and timeouts["timeout"] is not None:
             clusters.append(
-                ClusterConfig(name, url, timeouts["timeout"], timeouts["connectTimeout"])
+                ClusterConfig(name, url, timeouts["timeout"], timeouts["connectTimeout"], ca_file)
             )
     out["clusters"] = tuple(clusters)
     default = _string(ctx, spec.get("defaultCluster"), ("spec", "defaultCluster"))
@@ -1787,10 +1799,11 @@ def _parse_proxy(doc: dict[str, Any], ctx: _Ctx) -> dict[str, Any] | None:
             )
         elif any(c.name == default and not c.url.startswith("http://") for c in clusters):
             # found before start-up (file:line, exit 2), not as a start-up failure
+            scheme = next(c.url for c in clusters if c.name == default).split(":", 1)[0]
             ctx.error(
                 ("spec", "defaultCluster"),
-                f"{default!r} is an https:// cluster: the proxy forwards to http:// upstreams "
-                "only (https clusters serve plugin callouts)",
+                f"{default!r} is an {scheme}:// cluster: the proxy forwards to http:// "
+                f"upstreams only ({scheme} clusters serve plugin callouts)",
             )
         out["default_cluster"] = default
     if spec.get("node") is not None:
@@ -1954,8 +1967,8 @@ def _parse_listener_limits(spec: dict[str, Any], ctx: _Ctx, out: dict[str, Any])
 
 def _cluster_url_error(url: str) -> str | None:
     m = _SCHEME.match(url)
-    if m is None or m.group(1).lower() not in ("http", "https"):
-        return f"expected an http:// or https:// URL, got {url!r}"
+    if m is None or m.group(1).lower() not in ("http", "https", "grpc", "grpcs"):
+        return f"expected an http://, https://, grpc:// or grpcs:// URL, got {url!r}"
     err = _check_http_url(url)
     if err:
         return err
@@ -2009,6 +2022,11 @@ def _proxy_to_document(config: ProxyConfig) -> dict[str, Any] | None:
                     item.pop("connectTimeout", None)
                 else:
                     item["connectTimeout"] = _fmt_seconds(c.connect_timeout_s)
+            if prev is None or prev.ca_file != c.ca_file:
+                if c.ca_file is None:
+                    item.pop("caFile", None)
+                else:
+                    item["caFile"] = c.ca_file
             entries.append(item)
         if entries:
             spec["clusters"] = entries

@@ -30,6 +30,7 @@ import httpx
 
 from host.callout_request import build_callout_request
 from host.proxy.chain import ChainRun, RequestRecord, request_facts
+from host.proxy.grpc_callouts import GrpcCalloutDispatcher
 from host.proxy.http1 import ExchangeInfo, LocalReply
 from host.proxy.routes import plugin_match_verdict
 from host.wasm import LogLevel, PluginHost, VmConfig, VmStartError
@@ -360,6 +361,14 @@ class PluginManager:
         self._instances: set[PluginInstance] = set()
         self.callouts = CalloutDispatcher(self)
         host.http = self.callouts
+        # gRPC callouts (grpcio is imported on the first call); clusters set by the server
+        self.grpc_callouts = GrpcCalloutDispatcher(
+            loop,
+            on_finished=lambda cluster, ok: self.stat_inc(
+                f"cluster.{cluster}.grpc_callout_" + ("success" if ok else "failure")
+            ),
+        )
+        host.grpc = self.grpc_callouts
         host.wakeup = self._wakeup
         self._record_seq = 0
         self.counters: dict[str, int] = {}
@@ -939,6 +948,7 @@ class PluginManager:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         await self.callouts.aclose()
+        await self.grpc_callouts.aclose()
         for slot in self.slots.values():
             if slot.instance is not None:
                 slot.instance.retired = True

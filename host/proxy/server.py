@@ -31,6 +31,7 @@ from host.proxy.config import (
     load_config,
 )
 from host.proxy.demo_upstream import EchoServer, start_echo_server
+from host.proxy.grpc_callouts import GrpcCluster
 from host.proxy.http1 import (
     Cluster,
     DownstreamProtocol,
@@ -229,6 +230,9 @@ class ProxyServer:
         self.default_cluster = default
         self.routes = RouteTable(config.routes, default.name if default is not None else None)
         self.manager.cluster_urls.update({c.name: (c.url, c.timeout_s) for c in config.clusters})
+        self.manager.grpc_callouts.set_clusters(
+            {c.name: GrpcCluster(c.url, c.timeout_s, c.ca_file) for c in config.clusters}
+        )
         if self.demo is not None:
             # built in: for http_call too, and kept when manager.apply() replaces the
             # configured clusters

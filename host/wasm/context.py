@@ -129,6 +129,7 @@ class GrpcCall:
     timeout_ms: int
     stream: bool
     context_id: int
+    authority: str | None = None  # GrpcService envoy_grpc.authority, when the plugin gave one
 
 
 @dataclass

@@ -781,6 +781,9 @@ class PluginVM:
         if kind in _GRPC_PAYLOAD_EVENTS:
             # The payload is readable (as a buffer or a map) only inside its callback.
             slot, name = _GRPC_PAYLOAD_EVENTS[kind]
+            if kind == "message" and not call.stream:
+                # a unary call's answer is its completion: no close follows (Envoy)
+                root.grpc_calls.pop(call.token, None)
             setattr(root, slot, payload)
             try:
                 self._run_root_callback(

@@ -3,14 +3,15 @@
 
 Calls belong to the root context whatever context issued them; the dispatcher
 the driver supplied carries them, and their results come back as posted
-deliveries (``PluginVM.http_call_done`` / ``grpc_event``). Without a gRPC
-transport, gRPC calls answer INTERNAL_FAILURE (documented in the README).
+deliveries (``PluginVM.http_call_done`` / ``grpc_event``). A gRPC call's upstream is
+a plain cluster name or a serialized ``GrpcService`` (``host.wasm.grpc_service``);
+without a gRPC transport (``NoGrpcDispatcher``) gRPC calls answer INTERNAL_FAILURE.
 
 A plugin chooses only the cluster *name*: the dispatcher builds the request from
 the cluster's own scheme, host and port, so ``:path`` must be origin-form (``/``
 first) and ``:authority`` travels only as the Host header. Header names and values
 are checked as in every header-setting function (``_validate``). A VM has at most
-``MAX_INFLIGHT_CALLOUTS`` calls in flight; beyond that a call answers
+``MAX_INFLIGHT_CALLOUTS`` calls (HTTP and gRPC) in flight; beyond that a call answers
 INTERNAL_FAILURE, as Envoy's async client does on a cluster whose circuit breaker
 is open.
 """
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from host.wasm.abi._common import BAD_ARGUMENT, NOT_FOUND, OK, hostfn, read, return_bytes
 from host.wasm.abi._validate import valid_headers, valid_origin_path
 from host.wasm.context import GrpcCall, HttpCallout, RootContext
+from host.wasm.grpc_service import parse_grpc_upstream
 from host.wasm.pairs import PairsError, decode_pairs
 from host.wasm.types import LogLevel, Status
 
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from host.wasm.vm import PluginVM
 
 MAX_INFLIGHT_CALLOUTS = 1000
-"""HTTP callouts one VM may have in flight (issued, not yet delivered)."""
+"""HTTP and gRPC callouts one VM may have in flight (issued, not yet delivered)."""
 INTERNAL_FAILURE = int(Status.INTERNAL_FAILURE)
 
 
@@ -40,7 +42,21 @@ def _warn(vm: PluginVM, message: str) -> None:
 
 
 def inflight_callouts(vm: PluginVM) -> int:
-    return sum(len(r.http_calls) for r in vm.roots.values())
+    return sum(len(r.http_calls) + len(r.grpc_calls) for r in vm.roots.values())
+
+
+def _over_cap(vm: PluginVM, what: str) -> bool:
+    """True (and counted, one warning per callback) when the VM's callouts are at the cap."""
+    if inflight_callouts(vm) < MAX_INFLIGHT_CALLOUTS:
+        return False
+    if vm.callouts_refused_at != vm.callback_count:  # one line per callback
+        vm.callouts_refused_at = vm.callback_count
+        _warn(
+            vm,
+            f"{what}: {MAX_INFLIGHT_CALLOUTS} calls already in flight on this VM: INTERNAL_FAILURE",
+        )
+    vm.callouts_refused += 1
+    return True
 
 
 def proxy_get_status(vm: PluginVM, ret_code: int, ret_msg_ptr: int, ret_msg_size: int) -> int:
@@ -93,15 +109,7 @@ def proxy_http_call(
     if not vm.host.http.has_cluster(cluster):
         _warn(vm, f"http_call to unknown cluster {cluster!r}: BAD_ARGUMENT")
         return BAD_ARGUMENT
-    if inflight_callouts(vm) >= MAX_INFLIGHT_CALLOUTS:
-        if vm.callouts_refused_at != vm.callback_count:  # one line per callback
-            vm.callouts_refused_at = vm.callback_count
-            _warn(
-                vm,
-                f"http_call to {cluster!r}: {MAX_INFLIGHT_CALLOUTS} calls already in flight "
-                "on this VM: INTERNAL_FAILURE",
-            )
-        vm.callouts_refused += 1
+    if _over_cap(vm, f"http_call to {cluster!r}"):
         return INTERNAL_FAILURE
     ctx = vm.ctx
     token = vm.host.next_callout_token()
@@ -130,6 +138,20 @@ class _GrpcEvents:
         self.vm.grpc_event(call, "close", message, status)
 
 
+_GRPC_KEY_CHARS = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyz_.-")
+
+
+def _grpc_metadata_ok(pairs: list[tuple[bytes, bytes]]) -> bool:
+    """gRPC's own metadata rules (stricter than HTTP's): keys of ``[0-9a-z_.-]``, values
+    printable ASCII unless the key ends in ``-bin`` (binary, sent base64-encoded)."""
+    for k, v in pairs:
+        if not k or not set(k) <= _GRPC_KEY_CHARS:
+            return False
+        if not k.endswith(b"-bin") and not all(0x20 <= c <= 0x7E for c in v):
+            return False
+    return True
+
+
 def _grpc_name_ok(name: bytes) -> bool:
     return bool(name) and b"/" not in name and valid_origin_path(b"/" + name)
 
@@ -150,18 +172,28 @@ def _grpc_start(
     if not isinstance(root, RootContext):
         return BAD_ARGUMENT
     try:
-        metadata = decode_pairs(raw_md)
+        metadata = [(k.lower(), v) for k, v in decode_pairs(raw_md)]
     except PairsError:
         return BAD_ARGUMENT
-    if not valid_headers(metadata):
-        return BAD_ARGUMENT  # initial metadata is sent as HTTP/2 headers
+    upstream = parse_grpc_upstream(cluster)
+    # GrpcService.initial_metadata first, then the plugin's own (Envoy adds both)
+    metadata = upstream.metadata + metadata
+    text_md = [(k, v) for k, v in metadata if not k.endswith(b"-bin")]  # -bin: base64 on the wire
+    if not _grpc_metadata_ok(metadata) or not valid_headers(text_md):
+        # initial metadata is sent as HTTP/2 headers (never pseudo ones), by gRPC's rules
+        _warn(vm, "grpc call: initial metadata is not valid gRPC metadata: BAD_ARGUMENT")
+        return BAD_ARGUMENT
     if not (_grpc_name_ok(service) and _grpc_name_ok(method)):
         return BAD_ARGUMENT  # they become the :path "/service/method" of the call
+    if not stream and timeout_ms == 0 and upstream.timeout_ms:
+        timeout_ms = upstream.timeout_ms
+    if _over_cap(vm, f"grpc call to {upstream.cluster!r}"):
+        return INTERNAL_FAILURE
     # cpp-host token classes: unary calls ≡ 1, streams ≡ 2 (mod 4).
     token = (vm.host.next_callout_token() | (2 if stream else 1)) & 0xFFFFFFFF
     call = GrpcCall(
         token,
-        cluster.decode("utf-8", "replace"),
+        upstream.cluster,
         service.decode("utf-8", "replace"),
         method.decode("utf-8", "replace"),
         metadata,
@@ -169,6 +201,7 @@ def _grpc_start(
         timeout_ms,
         stream,
         vm.ctx.id,
+        upstream.authority,
     )
     status = vm.host.grpc.start(call, _GrpcEvents(vm))
     if status != Status.OK:

@@ -57,6 +57,11 @@ PLUGINS: dict[str, tuple[str, str, str]] = {
         "0.1.0",
         "C++ SDK of 2020: 0.1.0 marker with 3-parameter headers callbacks, root id factories",
     ),
+    "grpc_client": (
+        "reactor",
+        "0.2.1",
+        "an HTTP filter making gRPC callouts (unary, stream, cancel) for the transport tests",
+    ),
 }
 
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)

@@ -217,8 +217,9 @@ def test_grpc_call_and_stream_go_through_the_dispatcher(start_vm, make_host):
 
     events = fake.events[0]
     events.initial_metadata(unary, [(b"x-md", b"1")])
-    events.message(unary, b"reply!")
-    events.close(unary, 0, b"")
+    events.message(unary, b"reply!")  # a unary call's answer completes it (Envoy)
+    events.close(unary, 0, b"")  # ... so a close after it is dropped
+    fake.events[1].close(stream, 0, b"")
     # nothing is delivered until the host runs its pending queue (never re-entrantly)
     assert rec(vm, 8) == 0
     host.run_pending()
@@ -231,7 +232,8 @@ def test_grpc_call_and_stream_go_through_the_dispatcher(start_vm, make_host):
     # the close callback resumed the paused stream through the effective context
     assert rec(vm, 12) == Status.OK and rec(vm, 13) == Status.OK
     assert ev.resumed == [StreamType.HTTP_REQUEST]
-    assert unary.token not in root.grpc_calls
+    assert unary.token not in root.grpc_calls and stream.token not in root.grpc_calls
+    assert vm.instance.read_u32(0x418) == 0  # the stream closed with OK
 
 
 def test_grpc_close_with_error_status_reports_it_through_get_status(start_vm, make_host):
