@@ -305,9 +305,10 @@ def test_module_changed_on_disk_is_reloaded_without_a_config_file(start_proxy, t
 
 
 def test_in_flight_request_waiting_for_a_tick_finishes_on_the_old_instance(start_proxy, probe):
-    path = probe(pause_until_tick_ms=300)
+    # a 1 s tick: the pause must be seen by a poller that a loaded machine slows down
+    path = probe(pause_until_tick_ms=1000)
     h = start_proxy(make_config(wasm_plugin("p", path, config={"v": 1})))
-    h.server.manager.pause_timeout_s = 1.5
+    h.server.manager.pause_timeout_s = 4.0
     result: dict[str, object] = {}
 
     def in_flight() -> None:
@@ -321,5 +322,5 @@ def test_in_flight_request_waiting_for_a_tick_finishes_on_the_old_instance(start
         h.wait_for(lambda: h.stats().get("wasm.paused_streams") == 1, what="the pause")
         assert h.apply(make_config(wasm_plugin("p", path, config={"v": 2}))) == []
     finally:
-        t.join(5)
+        t.join(8)
     assert result == {"status": 200}
