@@ -199,6 +199,10 @@ def _build_parser() -> _Parser:
         help="time budget per guest callback in ms (default 100)",
     )
     t.add_argument("--json", action="store_true", help="print one JSON object")
+    t.add_argument("--mocks", metavar="FILE", help="YAML callout mocks, answered before --cluster")
+    from host.lab.commands import add_parsers
+
+    add_parsers(sub)  # replay, export-test (the debugging lab)
     return p
 
 
@@ -218,6 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_inspect(args)
         if args.command == "try":
             return _cmd_try(args)
+        if args.command in ("replay", "export-test"):
+            from host.lab import commands
+
+            if args.command == "replay":
+                return commands.cmd_replay(args)
+            return commands.cmd_export_test(args)
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as e:
         print(f"wasmdesk: error: {e}", file=sys.stderr)
@@ -436,8 +446,16 @@ def _cmd_try(args: argparse.Namespace) -> int:
         log_level=level,
         callback_timeout_ms=args.timeout_ms,
     )
+    callouts = None
+    if args.mocks:
+        from host.lab.mocks import MockError, MockingClient, load_mocks
+
+        try:
+            callouts = MockingClient(req.clusters, load_mocks(args.mocks), req.callout_timeout_ms)
+        except MockError as e:
+            raise UsageError(f"--mocks: {e}") from None
     try:
-        result = run_try(wasm, req)
+        result = run_try(wasm, req, callouts=callouts)
     except LoadError as e:
         raise UsageError(f"{args.plugin}: {e.message}") from None
     if args.json:

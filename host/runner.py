@@ -59,6 +59,7 @@ class TryRequest:
     log_level: LogLevel = LogLevel.TRACE
     callback_timeout_ms: float = 100.0
     callout_timeout_ms: float = 5000.0
+    request_id: str = ""  # x-request-id and the stream's id; "" draws a random one
 
 
 @dataclass
@@ -268,11 +269,19 @@ class _Run:
             self.result.ticks_while_paused += 1
 
 
-def run_try(wasm: bytes, req: TryRequest, *, engine: Engine | None = None) -> TryResult:
-    """Run one request and response through the plugin in ``wasm``."""
+def run_try(
+    wasm: bytes,
+    req: TryRequest,
+    *,
+    engine: Engine | None = None,
+    callouts: CalloutClient | None = None,
+) -> TryResult:
+    """Run one request and response through the plugin in ``wasm``. ``callouts``
+    replaces the HTTP client (the lab's mocks)."""
     result = TryResult()
     clock = VirtualClock(start_wall_ns=time.time_ns())
-    callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
+    if callouts is None:
+        callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
     host = PluginHost(engine, clock=clock, http=callouts, log_level=req.log_level)
     try:
         _run(wasm, req, host, callouts, clock, result)
@@ -356,7 +365,7 @@ def _run_stream(vm: object, root: object, req: TryRequest, run: _Run, result: Tr
     from host.wasm.vm import PluginVM
 
     assert isinstance(vm, PluginVM)
-    request_id = str(uuid.uuid4())
+    request_id = req.request_id or str(uuid.uuid4())
     info = StreamInfo(
         request_id=request_id,
         start_time_ns=run.clock.wall_ns(),

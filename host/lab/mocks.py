@@ -1,0 +1,216 @@
+"""Canned callout answers: a mocks file (YAML) and the dispatcher that uses it.
+
+A mocks file is a list of rules (or ``{mocks: [...]}``), the first matching wins::
+
+    - cluster: auth                # required
+      path: /check                 # optional: exact, or a prefix ending in *
+      method: GET                  # optional
+      grpc_method: pkg.Svc/Check   # optional: a gRPC call's service/method
+      status: 200                  # HTTP status (default 200)
+      headers: {x-user: alice}     # or [[name, value], ...]
+      body: "ok"
+      grpc_status: 0               # gRPC: status code and message
+      grpc_message: ""
+      delay_ms: 20                 # reported as the call's time (no real sleep)
+      failure: timeout             # or reset, connect_failure: no response at all
+
+``try --mocks`` and ``replay --mocks`` answer callouts from it before any real cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from host.runner import CalloutClient
+from host.wasm.context import HttpCallout
+
+__all__ = ["MockError", "MockRule", "MockingClient", "Mocks", "load_mocks", "parse_mocks"]
+
+FAILURES = ("timeout", "reset", "connect_failure")
+
+
+class MockError(Exception):
+    """The mocks file is not usable (the message names the rule and the field)."""
+
+
+@dataclass
+class MockRule:
+    cluster: str
+    path: str | None = None
+    method: str | None = None
+    grpc_method: str | None = None
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    grpc_status: int = 0
+    grpc_message: str = ""
+    delay_ms: float = 0.0
+    failure: str | None = None
+
+    def matches(self, cluster: str, method: str, path: str, grpc_method: str = "") -> bool:
+        if self.cluster != cluster:
+            return False
+        if self.method is not None and self.method.upper() != method.upper():
+            return False
+        if self.grpc_method is not None and self.grpc_method != grpc_method:
+            return False
+        if self.path is not None:
+            if self.path.endswith("*"):
+                return path.startswith(self.path[:-1])
+            return path.split("?", 1)[0] == self.path or path == self.path
+        return True
+
+
+@dataclass
+class Mocks:
+    rules: list[MockRule] = field(default_factory=list)
+
+    def find(self, cluster: str, method: str, path: str, grpc_method: str = "") -> MockRule | None:
+        for r in self.rules:
+            if r.matches(cluster, method, path, grpc_method):
+                return r
+        return None
+
+    @property
+    def clusters(self) -> set[str]:
+        return {r.cluster for r in self.rules}
+
+
+_FIELDS = {
+    "cluster",
+    "path",
+    "method",
+    "grpc_method",
+    "status",
+    "headers",
+    "body",
+    "grpc_status",
+    "grpc_message",
+    "delay_ms",
+    "failure",
+}
+
+
+def parse_mocks(doc: Any, source: str = "mocks") -> Mocks:
+    if isinstance(doc, dict) and "mocks" in doc:
+        doc = doc["mocks"]
+    if doc is None:
+        return Mocks()
+    if not isinstance(doc, list):
+        raise MockError(f"{source}: expected a list of mock rules (or {{mocks: [...]}})")
+    rules: list[MockRule] = []
+    for i, item in enumerate(doc):
+        where = f"{source}: mocks[{i}]"
+        if not isinstance(item, dict):
+            raise MockError(f"{where}: expected a mapping")
+        unknown = set(item) - _FIELDS
+        if unknown:
+            raise MockError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        cluster = item.get("cluster")
+        if not isinstance(cluster, str) or not cluster:
+            raise MockError(f"{where}.cluster: a cluster name is required")
+        status = item.get("status", 200)
+        if not isinstance(status, int) or not 100 <= status <= 999:
+            raise MockError(f"{where}.status: an HTTP status 100-999, got {status!r}")
+        failure = item.get("failure")
+        if failure is not None and failure not in FAILURES:
+            raise MockError(f"{where}.failure: one of {', '.join(FAILURES)}, got {failure!r}")
+        raw_headers = item.get("headers") or []
+        headers: list[tuple[str, str]] = []
+        if isinstance(raw_headers, dict):
+            headers = [(str(k).lower(), str(v)) for k, v in raw_headers.items()]
+        elif isinstance(raw_headers, list):
+            for h in raw_headers:
+                if not (isinstance(h, (list, tuple)) and len(h) == 2):
+                    raise MockError(f"{where}.headers: a mapping or a list of [name, value]")
+                headers.append((str(h[0]).lower(), str(h[1])))
+        else:
+            raise MockError(f"{where}.headers: a mapping or a list of [name, value]")
+        body = item.get("body", "")
+        delay = item.get("delay_ms", 0)
+        if not isinstance(delay, (int, float)) or delay < 0:
+            raise MockError(f"{where}.delay_ms: a number >= 0, got {delay!r}")
+        grpc_status = item.get("grpc_status", 0)
+        if not isinstance(grpc_status, int) or not 0 <= grpc_status <= 16:
+            raise MockError(f"{where}.grpc_status: a gRPC status code 0-16, got {grpc_status!r}")
+        for opt in ("path", "method", "grpc_method", "grpc_message"):
+            if item.get(opt) is not None and not isinstance(item[opt], str):
+                raise MockError(f"{where}.{opt}: a string")
+        rules.append(
+            MockRule(
+                cluster=cluster,
+                path=item.get("path"),
+                method=item.get("method"),
+                grpc_method=item.get("grpc_method"),
+                status=status,
+                headers=headers,
+                body=body.encode("utf-8") if isinstance(body, str) else str(body).encode(),
+                grpc_status=grpc_status,
+                grpc_message=item.get("grpc_message") or "",
+                delay_ms=float(delay),
+                failure=failure,
+            )
+        )
+    return Mocks(rules)
+
+
+def load_mocks(path: str | Path) -> Mocks:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MockError(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise MockError(f"cannot read {path}: {e}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise MockError(f"{path}: not YAML: {e}") from None
+    return parse_mocks(doc, str(path))
+
+
+def call_target(call: HttpCallout) -> tuple[str, str]:
+    hdr = dict(call.headers)
+    return (
+        hdr.get(b":method", b"GET").decode("latin-1"),
+        hdr.get(b":path", b"/").decode("latin-1"),
+    )
+
+
+def answer_from_rule(call: HttpCallout, rule: MockRule) -> None:
+    call.elapsed_ms = rule.delay_ms
+    if rule.failure is not None:
+        call.failure = rule.failure
+        return
+    call.response_status = rule.status
+    call.response_headers = [(b":status", str(rule.status).encode())] + [
+        (k.encode("latin-1"), v.encode("utf-8")) for k, v in rule.headers
+    ]
+    call.response_body = rule.body
+
+
+class MockingClient(CalloutClient):
+    """``CalloutClient`` that answers from mocks first, then the real clusters."""
+
+    def __init__(
+        self, clusters: dict[str, str], mocks: Mocks, default_timeout_ms: float = 5000.0
+    ) -> None:
+        super().__init__(clusters, default_timeout_ms)
+        self.mocks = mocks
+
+    def has_cluster(self, name: str) -> bool:
+        return name in self.mocks.clusters or super().has_cluster(name)
+
+    def _perform(self, call: HttpCallout) -> None:
+        method, path = call_target(call)
+        rule = self.mocks.find(call.cluster, method, path)
+        if rule is not None:
+            answer_from_rule(call, rule)
+            return
+        if call.cluster in self.clusters:
+            super()._perform(call)
+            return
+        call.failure = f"no mock matches {method} {path} on cluster {call.cluster!r}"
