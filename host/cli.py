@@ -118,6 +118,11 @@ def _build_parser() -> _Parser:
         help="do not reload when the config file or a module file changes",
     )
     sv.add_argument(
+        "--record",
+        metavar="FILE.har",
+        help="record every request as HAR 1.2 with what a replay needs (wasmdesk replay)",
+    )
+    sv.add_argument(
         "--lenient",
         action="store_true",
         help="start even if a plugin fails to load (it is failed per its failStrategy); "
@@ -312,6 +317,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         except StartupError as e:
             print(f"wasmdesk: the proxy did not start: {e}", file=sys.stderr)
             return 1
+        if args.record:
+            from host.lab.record import start_recording
+
+            try:
+                start_recording(server, args.record)
+            except OSError as e:
+                await server.stop()
+                raise UsageError(f"--record: cannot write {args.record}: {e.strerror}") from None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:

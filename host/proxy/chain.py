@@ -920,6 +920,8 @@ class ChainRun:
                     if c.context_id == ctx.id
                 ]
                 self.m.record_callback_time(hop.slot, ctx)
+                if self.m.recorder is not None:  # the debugging lab's recorder
+                    self.m.recorder.hop_finished(self, hop.slot.name, hop.inst.vm, ctx)
             hop.record_bodies()
             hop.inst.inflight -= 1
             hop.inst.maybe_retire()

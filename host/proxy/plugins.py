@@ -37,6 +37,7 @@ from host.wasm.types import FailState, Failure
 from host.wasm.vm import PluginVM
 
 if TYPE_CHECKING:
+    from host.lab.record import Recorder
     from host.proxy.config import PluginSpec, ProxyConfig
     from host.proxy.stats import StatsStore
 
@@ -293,6 +294,7 @@ class PluginManager:
         self._record_seq = 0
         self.counters: dict[str, int] = {}
         self.request_listeners: list[Callable[[RequestRecord], None]] = []
+        self.recorder: Recorder | None = None  # serve --record, POST /recording
 
     # -- small services ------------------------------------------------------------------
 
@@ -380,6 +382,8 @@ class PluginManager:
         self.recent.append(rec)
         for fn in self.request_listeners:
             fn(rec)
+        if self.recorder is not None:
+            self.recorder.exchange_finished(run, rec)
 
     # -- failure policy -----------------------------------------------------------------------
 
