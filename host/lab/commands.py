@@ -54,7 +54,27 @@ def _plugin_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info")
 
 
-def _options(args: argparse.Namespace, plugin: str, config_arg: str | None) -> Any:
+def _recorded_plugin(ext: dict[str, Any], plugin: str) -> dict[str, Any] | None:
+    """The session's chain entry for this module (same sha256), if exactly one."""
+    import hashlib
+
+    try:
+        sha = hashlib.sha256(Path(plugin).read_bytes()).hexdigest()
+    except OSError:
+        return None
+    chain = ext.get("chain")
+    if not isinstance(chain, list):
+        return None
+    found = [c for c in chain if isinstance(c, dict) and c.get("module_sha256") == sha]
+    return found[0] if len(found) == 1 else None
+
+
+def _options(
+    args: argparse.Namespace,
+    plugin: str,
+    config_arg: str | None,
+    recorded: dict[str, Any] | None = None,
+) -> Any:
     from host.cli import UsageError, _json_or_file
     from host.lab.mocks import MockError, load_mocks
     from host.lab.replay import ReplayOptions
@@ -70,12 +90,20 @@ def _options(args: argparse.Namespace, plugin: str, config_arg: str | None) -> A
             mocks = load_mocks(args.mocks)
         except MockError as e:
             raise UsageError(f"--mocks: {e}") from None
-    root_id = args.root_id if args.root_id is not None else Path(plugin).name.removesuffix(".wasm")
+    # the module the session recorded: its root id, config and name are the defaults
+    rec = recorded or {}
+    root_id = args.root_id
+    if root_id is None:
+        root_id = str(rec.get("root_id") or Path(plugin).name.removesuffix(".wasm"))
+    if config_arg is None and isinstance(rec.get("config"), str):
+        configuration = rec["config"].encode("utf-8")
+    else:
+        configuration = _json_or_file(config_arg, "--config")
     return ReplayOptions(
         root_id=root_id,
-        configuration=_json_or_file(config_arg, "--config"),
+        configuration=configuration,
         hop=getattr(args, "hop", None),
-        plugin=args.plugin_name,
+        plugin=args.plugin_name or (str(rec["name"]) if rec.get("name") else None),
         mocks=mocks,
         seed=getattr(args, "seed", 0),
         log_level=level,
@@ -87,7 +115,7 @@ def _session(path: str) -> Any:
     from host.lab.har import HarError, load_session
 
     try:
-        return load_session(path)[0]
+        return load_session(path)
     except HarError as e:
         raise UsageError(f"session: {e}") from None
 
@@ -114,14 +142,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from host.cli import UsageError
     from host.lab.abdiff import compare, render
 
-    exchanges = _session(args.session)
-    opts = _options(args, args.plugin, args.config)
+    exchanges, ext = _session(args.session)
+    opts = _options(args, args.plugin, args.config, _recorded_plugin(ext, args.plugin))
     out = _run(args.plugin, exchanges, opts)
     if args.against or args.against_config is not None:
         b_path = args.against or args.plugin
-        b_opts = _options(args, b_path, args.against_config or args.config)
-        if not args.against:
+        b_opts = _options(
+            args, b_path, args.against_config or args.config, _recorded_plugin(ext, b_path)
+        )
+        # B is "the same plugin, another version": A's root id, recorded name and
+        # (unless --against-config) A's configuration
+        if args.root_id is None:
             b_opts.root_id = opts.root_id
+        b_opts.plugin = opts.plugin
+        if args.against_config is None:
+            b_opts.configuration = opts.configuration
         out_b = _run(b_path, exchanges, b_opts)
         labels = (
             (Path(args.plugin).name, Path(b_path).name)
@@ -163,8 +198,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_export_test(args: argparse.Namespace) -> int:
     from host.lab.export_test import render_test
 
-    exchanges = _session(args.session)
-    opts = _options(args, args.plugin, args.config)
+    exchanges, ext = _session(args.session)
+    opts = _options(args, args.plugin, args.config, _recorded_plugin(ext, args.plugin))
     out = _run(args.plugin, exchanges, opts)
     mocks_text = Path(args.mocks).read_text(encoding="utf-8") if args.mocks else None
     text = render_test(

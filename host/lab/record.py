@@ -138,7 +138,7 @@ class Recorder:
         pending = self._pending.pop(id(run), None)
         if not self.active:
             return
-        entry = self._entry(run, rec, pending or {"callouts": [], "env": {}, "vm_order": {}})
+        entry = entry_of(rec, pending)
         size = len(json.dumps(entry, ensure_ascii=False))
         if len(self.entries) >= self.max_entries:
             self.stop(f"recording stopped: the limit of {self.max_entries} requests was reached")
@@ -162,104 +162,105 @@ class Recorder:
             if self.on_stop is not None:
                 self.on_stop(f"{reason}; {len(self.entries)} requests are in {self.path}")
 
-    # -- building an entry --
 
-    def _entry(self, run: ChainRun, rec: RequestRecord, p: dict[str, Any]) -> dict[str, Any]:
-        ran: list[HopRecord] = [h for h in rec.hops if h.ran]
-        truncated: list[str] = []
-        first = next((h for h in ran if h.request_headers_before is not None), None)
-        if first is not None and first.request_headers_before is not None:
-            pseudo, headers = _split(client_view(first.request_headers_before))
-            body = first.request_body_before or b""
-            if (first.request_body_before_size or 0) > len(body):
-                truncated.append("client_request.body")
-        else:
-            pseudo = {":method": rec.method, ":path": rec.path, ":authority": rec.authority}
-            headers, body = [], b""
-        client_request = {
-            "headers": [[k, v] for k, v in pseudo.items()] + headers,
-            "body": body_to_json(body),
+def entry_of(rec: RequestRecord, p: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One HAR entry from an inspector record (and what the recorder gathered)."""
+    p = p or {"callouts": [], "env": {}, "vm_order": {}}
+    ran: list[HopRecord] = [h for h in rec.hops if h.ran]
+    truncated: list[str] = []
+    first = next((h for h in ran if h.request_headers_before is not None), None)
+    if first is not None and first.request_headers_before is not None:
+        pseudo, headers = _split(client_view(first.request_headers_before))
+        body = first.request_body_before or b""
+        if (first.request_body_before_size or 0) > len(body):
+            truncated.append("client_request.body")
+    else:
+        pseudo = {":method": rec.method, ":path": rec.path, ":authority": rec.authority}
+        headers, body = [], b""
+    client_request = {
+        "headers": [[k, v] for k, v in pseudo.items()] + headers,
+        "body": body_to_json(body),
+    }
+    upstream: dict[str, Any] | None = None
+    replied = any(h.local_reply for h in ran if h.mode == "enforce")
+    last = next((h for h in reversed(ran) if h.response_headers_before is not None), None)
+    if not replied and last is not None and last.response_headers_before is not None:
+        rbody = last.response_body_before or b""
+        if (last.response_body_before_size or 0) > len(rbody):
+            truncated.append("upstream_response.body")
+        upstream = {
+            "headers": pairs_to_json(last.response_headers_before),
+            "body": body_to_json(rbody),
         }
-        upstream: dict[str, Any] | None = None
-        replied = any(h.local_reply for h in ran if h.mode == "enforce")
-        last = next((h for h in reversed(ran) if h.response_headers_before is not None), None)
-        if not replied and last is not None and last.response_headers_before is not None:
-            rbody = last.response_body_before or b""
-            if (last.response_body_before_size or 0) > len(rbody):
-                truncated.append("upstream_response.body")
-            upstream = {
-                "headers": pairs_to_json(last.response_headers_before),
-                "body": body_to_json(rbody),
+    hops: dict[str, Any] = {}
+    for h in ran:
+        if h.request_headers_before is not None:
+            hops[h.plugin] = {
+                "headers": pairs_to_json(h.request_headers_before),
+                "body": body_to_json(h.request_body_before or b""),
             }
-        hops: dict[str, Any] = {}
-        for h in ran:
-            if h.request_headers_before is not None:
-                hops[h.plugin] = {
-                    "headers": pairs_to_json(h.request_headers_before),
-                    "body": body_to_json(h.request_body_before or b""),
-                }
-        # what the client got: the first plugin's response after, else the status alone
-        out_first = next((h for h in ran if h.response_headers_after is not None), None)
-        resp_pseudo: dict[str, str] = {}
-        resp_headers: list[list[str]] = []
-        resp_body = b""
-        if out_first is not None and out_first.response_headers_after is not None:
-            resp_pseudo, resp_headers = _split(out_first.response_headers_after)
-            resp_body = out_first.response_body_after or out_first.response_body_before or b""
-        url = f"{pseudo.get(':scheme', 'http')}://{pseudo.get(':authority', rec.authority)}"
-        url += pseudo.get(":path", rec.path)
-        req_body = body_to_json(body)
-        har_request: dict[str, Any] = {
-            "method": pseudo.get(":method", rec.method),
-            "url": url,
+    # what the client got: the first plugin's response after, else the status alone
+    out_first = next((h for h in ran if h.response_headers_after is not None), None)
+    resp_pseudo: dict[str, str] = {}
+    resp_headers: list[list[str]] = []
+    resp_body = b""
+    if out_first is not None and out_first.response_headers_after is not None:
+        resp_pseudo, resp_headers = _split(out_first.response_headers_after)
+        resp_body = out_first.response_body_after or out_first.response_body_before or b""
+    url = f"{pseudo.get(':scheme', 'http')}://{pseudo.get(':authority', rec.authority)}"
+    url += pseudo.get(":path", rec.path)
+    req_body = body_to_json(body)
+    har_request: dict[str, Any] = {
+        "method": pseudo.get(":method", rec.method),
+        "url": url,
+        "httpVersion": "HTTP/1.1",
+        "cookies": [],
+        "headers": _har_headers(headers),
+        "queryString": [],
+        "headersSize": -1,
+        "bodySize": len(body),
+    }
+    if body:
+        har_request["postData"] = {
+            "mimeType": dict((k, v) for k, v in headers).get("content-type", ""),
+            **req_body,
+        }
+    content = body_to_json(resp_body)
+    content["size"] = len(resp_body)
+    content["mimeType"] = dict((k, v) for k, v in resp_headers).get("content-type", "")
+    status = int(resp_pseudo.get(":status", rec.status) or rec.status)
+    ext: dict[str, Any] = {
+        "request_id": rec.request_id,
+        "client_request": client_request,
+        "upstream_response": upstream,
+        "hops": hops,
+        "callouts": p["callouts"],
+        "env": p["env"],
+        "vm_order": p["vm_order"],
+        "outcome": rec.outcome,
+    }
+    if truncated:
+        ext["truncated"] = truncated
+    started = datetime.fromtimestamp(rec.started or time.time(), UTC)
+    return {
+        "startedDateTime": started.isoformat().replace("+00:00", "Z"),
+        "time": round(rec.duration_ms, 3),
+        "request": har_request,
+        "response": {
+            "status": status,
+            "statusText": "",
             "httpVersion": "HTTP/1.1",
             "cookies": [],
-            "headers": _har_headers(headers),
-            "queryString": [],
+            "headers": _har_headers(resp_headers),
+            "content": content,
+            "redirectURL": "",
             "headersSize": -1,
-            "bodySize": len(body),
-        }
-        if body:
-            har_request["postData"] = {
-                "mimeType": dict((k, v) for k, v in headers).get("content-type", ""),
-                **req_body,
-            }
-        content = body_to_json(resp_body)
-        content["size"] = len(resp_body)
-        content["mimeType"] = dict((k, v) for k, v in resp_headers).get("content-type", "")
-        status = int(resp_pseudo.get(":status", rec.status) or rec.status)
-        ext: dict[str, Any] = {
-            "request_id": rec.request_id,
-            "client_request": client_request,
-            "upstream_response": upstream,
-            "hops": hops,
-            "callouts": p["callouts"],
-            "env": p["env"],
-            "vm_order": p["vm_order"],
-            "outcome": rec.outcome,
-        }
-        if truncated:
-            ext["truncated"] = truncated
-        started = datetime.fromtimestamp(rec.started or time.time(), UTC)
-        return {
-            "startedDateTime": started.isoformat().replace("+00:00", "Z"),
-            "time": round(rec.duration_ms, 3),
-            "request": har_request,
-            "response": {
-                "status": status,
-                "statusText": "",
-                "httpVersion": "HTTP/1.1",
-                "cookies": [],
-                "headers": _har_headers(resp_headers),
-                "content": content,
-                "redirectURL": "",
-                "headersSize": -1,
-                "bodySize": len(resp_body),
-            },
-            "cache": {},
-            "timings": {"send": 0, "wait": round(rec.duration_ms, 3), "receive": 0},
-            "_wasmdesk": ext,
-        }
+            "bodySize": len(resp_body),
+        },
+        "cache": {},
+        "timings": {"send": 0, "wait": round(rec.duration_ms, 3), "receive": 0},
+        "_wasmdesk": ext,
+    }
 
 
 # -- switching recording on and off on a running server ---------------------------------

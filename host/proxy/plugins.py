@@ -113,6 +113,7 @@ class PluginSlot:
         self.failure: Failure | None = None
         # the request the failure happened on (chain.request_facts), None outside one
         self.failure_request: dict[str, Any] | None = None
+        self.crash_session: str | None = None  # the lab's HAR of the requests before a trap
         self.failures: deque[float] = deque(maxlen=64)
         self.reload_attempts = 0
         self.reload_at: float | None = None
@@ -149,6 +150,8 @@ class PluginSlot:
         d = self.failure.to_dict()
         if self.failure_request is not None:
             d["request"] = self.failure_request
+        if self.crash_session is not None:
+            d["session"] = self.crash_session
         return d
 
     def snapshot(self) -> dict[str, Any]:
@@ -398,6 +401,7 @@ class PluginManager:
         slot.failure_request = (
             request_facts(run) if run is not None and run.headers is not None else None
         )
+        slot.crash_session = None  # set by the lab's CrashKeeper when the request finishes
         now = time.monotonic()
         slot.failures.append(now)
         policy = slot.effective_policy()
