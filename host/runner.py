@@ -30,6 +30,7 @@ from host.wasm import (
 )
 from host.wasm.context import HttpCallout, StreamListener
 from host.wasm.module_info import describe
+from host.wasm.profile import profile_json
 from host.wasm.runtime import Engine
 from host.wasm.types import StreamType
 
@@ -84,6 +85,8 @@ class TryResult:
     ticks_fired: int = 0
     ticks_while_paused: int = 0
     shared_data: dict[str, object] = field(default_factory=dict)
+    # per guest callback: total, guest and host-call time (host/wasm/profile.py)
+    profile: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -115,6 +118,7 @@ class TryResult:
             "ticks_fired": self.ticks_fired,
             "ticks_while_paused": self.ticks_while_paused,
             "shared_data": self.shared_data,
+            "profile": self.profile,
             "notes": self.notes,
         }
 
@@ -324,6 +328,7 @@ def _run(
         vm_configuration=req.vm_configuration,
         env=tuple(req.env),
         callback_timeout_ms=req.callback_timeout_ms,
+        profile=True,
     )
     try:
         vm = host.create_vm(module, config)
@@ -469,3 +474,4 @@ def _collect_trace(host: PluginHost, result: TryResult) -> None:
         result.callbacks = [
             {"name": name, "context_id": cid, "result": r} for name, cid, r in vm.trace
         ]
+        result.profile = profile_json(vm.profile)

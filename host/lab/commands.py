@@ -34,6 +34,11 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--against-config", metavar="JSON|@FILE", help="B's configuration")
     r.add_argument("--expect", metavar="GOLDEN.json", help="compare with a saved output")
     r.add_argument("--write-expect", metavar="GOLDEN.json", help="save the output as golden")
+    r.add_argument(
+        "--timing",
+        action="store_true",
+        help="add per-callback time (guest, host calls by name); varies from run to run",
+    )
     r.add_argument("--json", action="store_true", help="print one JSON object")
 
     e = sub.add_parser(
@@ -107,6 +112,7 @@ def _options(
         mocks=mocks,
         seed=getattr(args, "seed", 0),
         log_level=level,
+        timing=bool(getattr(args, "timing", False)),
     )
 
 

@@ -22,6 +22,7 @@ from host.runner import CalloutClient, TryRequest, TryResult, _Run, _run_stream
 from host.wasm import LogLevel, PluginHost, VmConfig, VmStartError
 from host.wasm.context import HttpCallout
 from host.wasm.module_info import describe
+from host.wasm.profile import profile_json
 from host.wasm.runtime import Engine
 
 __all__ = ["ReplayDispatcher", "ReplayOptions", "replay"]
@@ -42,6 +43,7 @@ class ReplayOptions:
     log_level: LogLevel = LogLevel.INFO
     callback_timeout_ms: float = 100.0
     env: list[tuple[str, str]] = field(default_factory=list)
+    timing: bool = False  # per-callback time (varies run to run: off for golden files)
 
 
 class ReplayDispatcher(CalloutClient):
@@ -179,6 +181,7 @@ def replay(
             vm_configuration=opts.vm_configuration,
             env=tuple(opts.env),
             callback_timeout_ms=opts.callback_timeout_ms,
+            profile=opts.timing,
         )
         vm = host.create_vm(module, config)
         vm.trace_calls = True
@@ -209,6 +212,7 @@ def replay(
             rid = ex.request_id or str(uuid.UUID(int=ids.getrandbits(128), version=4))
             req = _try_request(msg, ex.response, opts, rid)
             n_logs, n_trace, n_calls = len(host.logs), len(vm.trace), len(dispatcher.completed)
+            n_prof = len(vm.profile)
             result = TryResult(abi=info.abi, sdk=info.sdk)
             if vm.failed:
                 requests.append(
@@ -228,6 +232,7 @@ def replay(
             result.callbacks = [
                 {"name": n, "context_id": cid, "result": r} for n, cid, r in vm.trace[n_trace:]
             ]
+            result.profile = profile_json(vm.profile[n_prof:])
             result.notes.extend(dispatcher.unanswered)
             if ex.response is None and result.request_forwarded:
                 result.notes.append(
@@ -243,6 +248,8 @@ def replay(
             entry.update(result.to_json())
             entry.pop("abi", None)
             entry.pop("sdk", None)
+            if not opts.timing:
+                entry.pop("profile", None)
             requests.append(entry)
     finally:
         host.close()

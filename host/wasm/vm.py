@@ -31,6 +31,7 @@ from host.wasm.context import (
     TcpContext,
 )
 from host.wasm.pairs import HeaderMap
+from host.wasm.profile import ProfileEntry, profiled
 from host.wasm.runtime import CallFailed, Import, Instance, LoadError, Module, ProcExit, RawFunc
 from host.wasm.types import ABI_MARKERS, FailState, Failure, LogLevel, Status, StreamType
 
@@ -69,6 +70,7 @@ class VmConfig:
     allocator: str = "spec"
     args: tuple[str, ...] = field(default=())
     trace_calls: bool = False  # record every guest call from start-up on (vm.trace)
+    profile: bool = False  # time host calls per guest callback (vm.profile, wasm/profile.py)
 
 
 class VmStartError(Exception):
@@ -186,6 +188,9 @@ class PluginVM:
         self.trace_calls = config.trace_calls  # record every guest call (vm.trace)
         self.trace: list[tuple[str, int, int | str | None]] = []
         self.callouts: list[HttpCallout] = []  # issued on this VM (newest last), for display
+        # host calls per guest callback, when profiled (host/wasm/profile.py)
+        self.profile: list[ProfileEntry] = []
+        self.hostcalls: dict[str, list[int]] | None = {} if config.profile else None
 
         abi = detect_abi(module)
         if abi is None:
@@ -203,7 +208,7 @@ class PluginVM:
         try:
             self.instance = Instance(
                 module,
-                FUNCTIONS,
+                profiled(FUNCTIONS) if config.profile else FUNCTIONS,
                 self,
                 memory_limit_bytes=config.memory_limit_bytes,
                 stub_result=_stub_result,
@@ -307,6 +312,9 @@ class PluginVM:
         self.current = ctx
         self.effective = None
         self.current_callback = name
+        outer_calls = self.hostcalls
+        if outer_calls is not None:
+            self.hostcalls = {}
         t0 = _perf_ns()
         try:
             r = self.instance.call(fn, args, self._deadline)
@@ -335,6 +343,9 @@ class PluginVM:
             self.callback_ns += dt
             self.callback_count += 1
             self.current, self.effective, self.current_callback = prev
+            if outer_calls is not None and self.hostcalls is not None:
+                self.profile.append((name, ctx.id, dt, self.hostcalls))
+                self.hostcalls = outer_calls
         if self.trace_calls:
             self.trace.append((name, ctx.id, r))
         return r
