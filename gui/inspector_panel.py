@@ -27,6 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from host.lab.record import client_view
+
 __all__ = ["InspectorPanel", "body_diff", "header_diff", "render_request_html", "replay_request"]
 
 _STATUS_COLOURS = {2: "#3fb950", 3: "#58a6ff", 4: "#d29922", 5: "#f85149"}
@@ -315,19 +317,30 @@ def render_request_html(rec: Mapping[str, Any]) -> str:
 
 def replay_request(rec: Mapping[str, Any]) -> dict[str, Any] | None:
     """(method, path, headers) to send the recorded request again: the headers as the
-    client sent them (the first hop's "before"), without pseudo-headers, host and
-    hop-by-hop fields. None when the record has no request headers."""
+    client sent them (the first hop's "before" without what the proxy added), without
+    pseudo-headers, host, hop-by-hop fields and the request id. None when the record
+    has no request headers."""
     hops = rec.get("hops") or []
     before = next(
         (h.get("request_headers_before") for h in hops if h.get("request_headers_before")), None
     )
     if before is None:
         return None
-    skip = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
+    # what the proxy added (x-forwarded-for/-proto) goes; x-request-id too, so the proxy
+    # gives the new request a fresh one
+    sent = client_view([(str(k).encode("latin-1"), str(v).encode("utf-8")) for k, v in before])
+    skip = {
+        "host",
+        "content-length",
+        "connection",
+        "transfer-encoding",
+        "keep-alive",
+        "x-request-id",
+    }
     headers = [
-        [str(k), str(v)]
-        for k, v in before
-        if not str(k).startswith(":") and str(k).lower() not in skip
+        [k.decode("latin-1"), v.decode("utf-8")]
+        for k, v in sent
+        if not k.startswith(b":") and k.decode("latin-1").lower() not in skip
     ]
     body = next((h.get("request_body_before") for h in hops if h.get("request_body_before")), "")
     return {
