@@ -123,6 +123,11 @@ def _build_parser() -> _Parser:
         help="record every request as HAR 1.2 with what a replay needs (wasmdesk replay)",
     )
     sv.add_argument(
+        "--mocks",
+        metavar="FILE",
+        help="YAML callout mocks answered in place of the clusters they name",
+    )
+    sv.add_argument(
         "--lenient",
         action="store_true",
         help="start even if a plugin fails to load (it is failed per its failStrategy); "
@@ -304,6 +309,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if changes:
         config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
 
+    mocks = None
+    if args.mocks:
+        from host.lab.mocks import MockError, load_mocks
+
+        try:
+            mocks = load_mocks(args.mocks)
+        except MockError as e:
+            raise UsageError(f"--mocks: {e}") from None
+
     def show(rec: object) -> None:
         r = rec  # LogRecord
         print(f"[{r.level.name.lower():8}] {r.plugin}: {r.message}", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
@@ -317,6 +331,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         except StartupError as e:
             print(f"wasmdesk: the proxy did not start: {e}", file=sys.stderr)
             return 1
+        if mocks is not None:
+            from host.lab.mocks import MockingDispatcher
+
+            assert server.host is not None
+            server.host.http = MockingDispatcher(server.host.http, mocks, server.loop)
         if args.record:
             from host.lab.record import start_recording
 

@@ -19,6 +19,7 @@ A mocks file is a list of rules (or ``{mocks: [...]}``), the first matching wins
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,15 @@ import yaml
 from host.runner import CalloutClient
 from host.wasm.context import HttpCallout
 
-__all__ = ["MockError", "MockRule", "MockingClient", "Mocks", "load_mocks", "parse_mocks"]
+__all__ = [
+    "MockError",
+    "MockRule",
+    "MockingClient",
+    "MockingDispatcher",
+    "Mocks",
+    "load_mocks",
+    "parse_mocks",
+]
 
 FAILURES = ("timeout", "reset", "connect_failure")
 
@@ -214,3 +223,43 @@ class MockingClient(CalloutClient):
             super()._perform(call)
             return
         call.failure = f"no mock matches {method} {path} on cluster {call.cluster!r}"
+
+
+class MockingDispatcher:
+    """Under ``serve --mocks``: an ``HttpDispatcher`` that answers calls a mock matches
+    (after the mock's delay, on the proxy's loop) and passes the rest to the real
+    clusters. A mocked cluster needs no ``spec.clusters`` entry."""
+
+    def __init__(self, inner: Any, mocks: Mocks, loop: Any) -> None:
+        self.inner = inner
+        self.mocks = mocks
+        self.loop = loop
+        self._timers: dict[int, Any] = {}
+
+    def has_cluster(self, name: str) -> bool:
+        return name in self.mocks.clusters or bool(self.inner.has_cluster(name))
+
+    def dispatch(self, call: HttpCallout, done: Callable[[HttpCallout], None]) -> None:
+        method, path = call_target(call)
+        rule = self.mocks.find(call.cluster, method, path)
+        if rule is None:
+            if call.cluster in self.mocks.clusters and not self.inner.has_cluster(call.cluster):
+                call.failure = "connect_failure"
+                done(call)
+                return
+            self.inner.dispatch(call, done)
+            return
+        answer_from_rule(call, rule)
+
+        def fire() -> None:
+            self._timers.pop(id(call), None)
+            done(call)
+
+        self._timers[id(call)] = self.loop.call_later(rule.delay_ms / 1000.0, fire)
+
+    def cancel(self, call: HttpCallout) -> None:
+        t = self._timers.pop(id(call), None)
+        if t is not None:
+            t.cancel()
+        else:
+            self.inner.cancel(call)
