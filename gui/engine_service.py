@@ -128,6 +128,7 @@ class EngineService(QObject):
     request_details_received = Signal(dict)
     traffic_progress = Signal(int, int)  # sent, planned
     traffic_finished = Signal(dict)
+    recording_changed = Signal(bool, str)  # on, the session file (the lab's Record)
 
     def __init__(
         self,
@@ -459,6 +460,22 @@ class EngineService(QObject):
         """Pause (False) or resume taking new requests into the inspector feed; while
         paused, the requests already handed out stay fetchable."""
         self.capture = bool(on)
+
+    def set_recording(self, on: bool) -> bool:
+        """Record live traffic as a HAR session in the data directory (or stop);
+        ``recording_changed`` answers with the file's path."""
+
+        async def do(server: ProxyServer) -> None:
+            from host.lab.record import new_recording_path, start_recording, stop_recording
+
+            if on:
+                rec = start_recording(server, new_recording_path())
+                self.recording_changed.emit(True, str(rec.path))
+            else:
+                old = stop_recording(server)
+                self.recording_changed.emit(False, str(old.path) if old else "")
+
+        return self._submit("recording", do)
 
     def reset_counters(self) -> bool:
         async def do(server: ProxyServer) -> None:

@@ -50,6 +50,7 @@ class FakeEngineService(QObject):
     request_details_received = Signal(dict)
     traffic_progress = Signal(int, int)
     traffic_finished = Signal(dict)
+    recording_changed = Signal(bool, str)
 
     def __init__(self, config: ProxyConfig | None = None) -> None:
         super().__init__()
