@@ -1,8 +1,9 @@
 """A/B and golden comparisons of replay outputs: what differs, per request and by kind.
 
 Both compare the observable outcome of each request (request and response headers and
-bodies, status, local reply, whether it was forwarded, logs, metrics, failure), not
-incidental details (context ids, callback results), so a diff means behaviour changed.
+bodies, status, local reply, whether it was forwarded, logs, what it did to the metrics,
+failure), not incidental details (context ids, callback results), so a diff means
+behaviour changed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["KINDS", "compare", "outcome", "render"]
+__all__ = ["KINDS", "compare", "outcome", "render", "with_metric_deltas"]
 
 KINDS = (
     "status",
@@ -24,6 +25,40 @@ KINDS = (
     "metrics",
     "failure",
 )
+
+
+def _metric_delta(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
+    """What one request did to the metrics: counters and gauges by how much they moved,
+    histograms by the count and sum they gained (so one early difference does not
+    make every later request differ)."""
+    out: dict[str, Any] = {}
+    for k, v in cur.items():
+        before = prev.get(k)
+        if isinstance(v, int) and not isinstance(v, bool):
+            d = v - (before if isinstance(before, int) else 0)
+            if d:
+                out[k] = d
+        elif isinstance(v, dict):
+            b = before if isinstance(before, dict) else {}
+            dc = int(v.get("count", 0)) - int(b.get("count", 0))
+            ds = int(v.get("sum", 0)) - int(b.get("sum", 0))
+            if dc or ds:
+                out[k] = {"count": dc, "sum": ds}
+    return out
+
+
+def with_metric_deltas(reqs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The requests with ``metrics`` replaced by what each request changed."""
+    prev: dict[str, Any] = {}
+    out: list[dict[str, Any]] = []
+    for r in reqs:
+        cur = r.get("metrics")
+        if isinstance(cur, dict):
+            out.append(dict(r, metrics=_metric_delta(prev, cur)))
+            prev = cur
+        else:
+            out.append(r)
+    return out
 
 
 def outcome(req: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +101,7 @@ def compare(
     a: list[dict[str, Any]], b: list[dict[str, Any]], labels: tuple[str, str] = ("A", "B")
 ) -> dict[str, Any]:
     """Per-request differences between two replays of one session, and a summary."""
+    a, b = with_metric_deltas(a), with_metric_deltas(b)
     rows: list[dict[str, Any]] = []
     by_kind: dict[str, int] = {}
     for i in range(max(len(a), len(b))):
