@@ -220,6 +220,7 @@ def test_a_trap_under_serve_is_kept_and_reproduced_with_its_backtrace(
     assert doc["requests"][1]["logs"][0]["message"].endswith("-00000002")
 
 
+@pytest.mark.slow  # two pytest runs in subprocesses (~8 s on the 2-core machine)
 def test_exported_test_passes_then_fails_after_config_change(tmp_path, capsys):
     repo = tmp_path / "plugin-repo"
     repo.mkdir()
