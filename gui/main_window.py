@@ -489,6 +489,7 @@ class MainWindow(QMainWindow):
         h, p = self.service.listen_address
         ah, ap = self.service.admin_address
         self.address_edit.setText(f"http://{h}:{p}")
+        self.composer_panel.base_url = f"http://{h}:{p}"
         self.admin_label.setText(f"admin http://{ah}:{ap}")
         self.generate_button.setEnabled(True)
         for note in self.service.notes:
