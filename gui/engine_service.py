@@ -477,6 +477,23 @@ class EngineService(QObject):
 
         return self._submit("recording", do)
 
+    def set_mocks(self, rules: list[dict[str, Any]]) -> bool:
+        """Answer callouts matching these mock rules in place of the clusters ([]: off)."""
+        rules = [dict(r) for r in rules]
+
+        async def do(server: ProxyServer) -> None:
+            from host.lab.mocks import MockingDispatcher, parse_mocks
+
+            assert server.host is not None
+            inner = server.manager.callouts
+            if rules:
+                mocks = parse_mocks(rules, "table")
+                server.host.http = MockingDispatcher(inner, mocks, server.loop)
+            else:
+                server.host.http = inner
+
+        return self._submit("mocks", do)
+
     def reset_counters(self) -> bool:
         async def do(server: ProxyServer) -> None:
             server.reset_counters()

@@ -47,7 +47,7 @@ def _read(path: str, what: str) -> bytes:
         raise ValueError(f"{what}: cannot read {path}: {e.strerror or e}") from None
 
 
-def _options(root_id: str, config: str) -> Any:
+def _options(root_id: str, config: str, mocks: Any = None) -> Any:
     from host.lab.replay import ReplayOptions
 
     text = config.strip()
@@ -58,11 +58,11 @@ def _options(root_id: str, config: str) -> Any:
             json.loads(text)
         except ValueError as e:
             raise ValueError(f"configuration is not valid JSON: {e}") from None
-    return ReplayOptions(root_id=root_id, configuration=text.encode("utf-8"))
+    return ReplayOptions(root_id=root_id, configuration=text.encode("utf-8"), mocks=mocks)
 
 
 def run_ab(
-    session: str, a: str, b: str, config_a: str, config_b: str, root_id: str
+    session: str, a: str, b: str, config_a: str, config_b: str, root_id: str, mocks: Any = None
 ) -> dict[str, Any]:
     """Replay ``session`` through A and B (B defaults to A's module); the outputs and
     their comparison (``host.lab.abdiff.compare``). Raises ValueError for bad input."""
@@ -79,14 +79,16 @@ def run_ab(
     wasm_b = _read(b, "B") if b else wasm_a
     root = root_id or Path(a).name.removesuffix(".wasm")
     try:
-        out_a = replay(wasm_a, exchanges, _options(root, config_a))
-        out_b = replay(wasm_b, exchanges, _options(root, config_b))
+        out_a = replay(wasm_a, exchanges, _options(root, config_a, mocks))
+        out_b = replay(wasm_b, exchanges, _options(root, config_b, mocks))
     except LoadError as e:
         raise ValueError(e.message) from None
     return {"a": out_a, "b": out_b, "diff": compare(out_a["requests"], out_b["requests"])}
 
 
-def run_reproduce(session: str, module: str, config: str, root_id: str) -> dict[str, Any]:
+def run_reproduce(
+    session: str, module: str, config: str, root_id: str, mocks: Any = None
+) -> dict[str, Any]:
     from host.lab.har import HarError, load_session
     from host.lab.replay import replay
     from host.wasm import LoadError
@@ -100,7 +102,7 @@ def run_reproduce(session: str, module: str, config: str, root_id: str) -> dict[
     root = root_id or str(recorded.get("root_id") or Path(module).name.removesuffix(".wasm"))
     cfg = config if config.strip() else str(recorded.get("config") or "")
     try:
-        return replay(_read(module, "module"), exchanges, _options(root, cfg))
+        return replay(_read(module, "module"), exchanges, _options(root, cfg, mocks))
     except LoadError as e:
         raise ValueError(e.message) from None
 
@@ -145,6 +147,7 @@ class LabPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.result: dict[str, Any] | None = None
+        self.mocks: Any = None  # host.lab.mocks.Mocks from the Mocks tab, for callouts
         self.reproduced: dict[str, Any] | None = None
         self._worker: threading.Thread | None = None
 
@@ -252,6 +255,7 @@ class LabPanel(QWidget):
             self.config_a_edit.text(),
             self.config_b_edit.text() or self.config_a_edit.text(),
             self.root_id_edit.text().strip(),
+            self.mocks,
         )
 
     def reproduce(self) -> None:
@@ -262,6 +266,7 @@ class LabPanel(QWidget):
             self.a_edit.text().strip(),
             self.config_a_edit.text(),
             self.root_id_edit.text().strip(),
+            self.mocks,
         )
 
     def _on_compare_button_clicked(self) -> None:
@@ -283,6 +288,8 @@ class LabPanel(QWidget):
     # -- results --
 
     def _on_finished(self, what: str, res: object) -> None:
+        # done, even if the worker thread has not quite returned yet: the next run may start
+        self._worker = None
         self.compare_button.setEnabled(True)
         self.reproduce_button.setEnabled(True)
         if isinstance(res, str):

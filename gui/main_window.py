@@ -38,6 +38,7 @@ from gui.inspector_panel import InspectorPanel
 from gui.json_schema import SchemaError, form_problem, load_schema, schema_path_for
 from gui.lab_panel import LabPanel
 from gui.logs_panel import LogsPanel
+from gui.mocks_panel import MocksPanel
 from gui.plugin_panel import PluginDetailsPanel, PluginListView, env_vars
 from gui.stats_panel import StatsPanel
 from gui.url_dialog import LoadUrlDialog, check_module_url, check_sha256
@@ -268,6 +269,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.composer_panel, "Composer")
         self.lab_panel = LabPanel()
         self.tabs.addTab(self.lab_panel, "Lab")
+        self.mocks_panel = MocksPanel()
+        self.tabs.addTab(self.mocks_panel, "Mocks")
 
         body = QSplitter(Qt.Orientation.Horizontal)
         body.addWidget(left_split)
@@ -311,6 +314,11 @@ class MainWindow(QMainWindow):
         if hasattr(service, "set_recording"):
             self.lab_panel.record_toggled.connect(service.set_recording)
             service.recording_changed.connect(self.lab_panel.set_recording)
+        if hasattr(service, "set_mocks"):
+            self.mocks_panel.mocks_applied.connect(service.set_mocks)
+        self.mocks_panel.mocks_applied.connect(
+            lambda _rules: setattr(self.lab_panel, "mocks", self.mocks_panel.mocks)
+        )
         c = self.composer_panel
         c.send_requested.connect(self._on_composer_panel_send_requested)
         c.load_requested.connect(self._on_composer_panel_load_requested)
@@ -737,7 +745,7 @@ class MainWindow(QMainWindow):
     def _on_plugin_details_reproduce_requested(self, name: str, session: str) -> None:
         """The failure panel's Reproduce: the lab replays the crash session through the
         plugin's module with its configuration and shows the failure."""
-        spec = next((p for p in self.service.config().plugins if p.name == name), None)
+        spec = next((p for p in self.service.config.plugins if p.name == name), None)
         if spec is None or not session:
             return
         try:

@@ -40,7 +40,7 @@ def test_ab_table_and_diff_view(qtbot, tmp_path) -> None:
     panel.b_edit.setText(str(b))
     panel.root_id_edit.setText("lab_probe")
     panel.compare_button.click()
-    qtbot.waitUntil(lambda: panel.result is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: panel.result is not None, timeout=30_000)
     assert panel.differs_column() == ["request_headers"] * 3
     assert panel.status_label.text() == "3 requests: 0 identical, 3 different"
     text = panel.detail_view.toPlainText()
@@ -50,12 +50,12 @@ def test_ab_table_and_diff_view(qtbot, tmp_path) -> None:
     panel.b_edit.setText("")
     panel.config_b_edit.setText('{"x": 1}')
     panel.compare()
-    qtbot.waitUntil(lambda: panel.result is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: panel.result is not None, timeout=30_000)
     assert panel.differs_column() == ["", "", ""]
     # bad input: a message, no crash
     panel.a_edit.setText(str(tmp_path / "missing.wasm"))
     panel.compare()
-    qtbot.waitUntil(lambda: "cannot read" in panel.status_label.text(), timeout=10_000)
+    qtbot.waitUntil(lambda: "cannot read" in panel.status_label.text(), timeout=30_000)
 
 
 def test_reproduce_shows_the_trap_and_its_backtrace(qtbot, tmp_path) -> None:
@@ -67,7 +67,7 @@ def test_reproduce_shows_the_trap_and_its_backtrace(qtbot, tmp_path) -> None:
     panel.a_edit.setText(str(a))
     panel.root_id_edit.setText("lab_probe")
     panel.reproduce_button.click()
-    qtbot.waitUntil(lambda: panel.reproduced is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: panel.reproduced is not None, timeout=30_000)
     assert "reproduced on request #2: unreachable in proxy_on_request_headers" in (
         panel.status_label.text()
     )
@@ -114,3 +114,31 @@ def test_record_toggle_records_through_the_real_engine(qtbot, app_window, tmp_pa
         lab.record_button.click()
     assert off.args == [False, str(path)]
     assert lab.session_edit.text() == str(path)  # ready to replay or compare
+
+
+def test_failure_panel_reproduce_replays_the_crash_in_the_lab(
+    qtbot, app_window, tmp_path, monkeypatch
+) -> None:
+    import dataclasses
+
+    from host.proxy.config import new_plugin
+
+    monkeypatch.setenv("WASMDESK_DATA_DIR", str(tmp_path / "data"))
+    window, service = app_window
+    wasm = tmp_path / "probe.wasm"
+    wasm.write_bytes(lab_probe())
+    spec = new_plugin("probe", str(wasm), plugin_name="lab_probe", fail_strategy="FAIL_OPEN")
+    with qtbot.waitSignal(service.config_applied, timeout=10_000):
+        service.apply_config(dataclasses.replace(service.config, plugins=(spec,)))
+    send(qtbot, window, "/one")
+    send(qtbot, window, "/boom", headers="x-trap: 1")
+    window.plugin_list.select("probe")
+    details = window.plugin_details
+    qtbot.waitUntil(details.reproduce_button.isEnabled, timeout=5_000)
+    details.reproduce_button.click()
+    lab = window.lab_panel
+    assert window.tabs.currentWidget() is lab
+    assert lab.a_edit.text() == str(wasm) and lab.root_id_edit.text() == "lab_probe"
+    qtbot.waitUntil(lambda: lab.reproduced is not None, timeout=30_000)
+    assert "reproduced on request #1: unreachable" in lab.status_label.text()
+    assert "boom" in lab.detail_view.toPlainText()
