@@ -224,40 +224,43 @@ def load_session(path: str | Path) -> tuple[list[Exchange], dict[str, Any]]:
     for i, entry in enumerate(log["entries"]):
         if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
             raise HarError(f"{path}: entry {i} has no request object")
-        ext = entry.get("_wasmdesk")
-        if isinstance(ext, dict):
-            request = _message(ext.get("client_request")) or _from_har_request(entry["request"])
-            upstream = ext.get("upstream_response")
-            response = _message(upstream) if upstream is not None else None
-            hops = {
-                str(name): m
-                for name, h in (ext.get("hops") or {}).items()
-                if (m := _message(h)) is not None
-            }
-            callouts = [c for c in ext.get("callouts") or [] if isinstance(c, dict)]
-            env = {str(k): list(v) for k, v in (ext.get("env") or {}).items()}
-            out.append(
-                Exchange(
-                    i,
-                    request,
-                    response,
-                    str(ext.get("request_id") or ""),
-                    hops,
-                    callouts,
-                    env,
-                    True,
-                    entry,
-                )
-            )
-        else:
-            # A plain HAR (a browser's devtools, mitmproxy): what the client sent and
-            # what it got back stand in for the upstream's answer.
-            resp = entry.get("response")
-            response = _from_har_response(resp) if isinstance(resp, dict) else None
-            rid = ""
-            out.append(Exchange(i, _from_har_request(entry["request"]), response, rid, raw=entry))
+        try:
+            out.append(_exchange(i, entry))
+        except (TypeError, ValueError, AttributeError) as e:
+            raise HarError(f"{path}: entry {i} is malformed: {e}") from None
     ext_log = log.get("_wasmdesk")
     return out, ext_log if isinstance(ext_log, dict) else {}
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _exchange(i: int, entry: dict[str, Any]) -> Exchange:
+    ext = entry.get("_wasmdesk")
+    if not isinstance(ext, dict):
+        # A plain HAR (a browser's devtools, mitmproxy): what the client sent and what
+        # it got back stand in for the upstream's answer.
+        resp = entry.get("response")
+        response = _from_har_response(resp) if isinstance(resp, dict) else None
+        return Exchange(i, _from_har_request(entry["request"]), response, "", raw=entry)
+    request = _message(ext.get("client_request")) or _from_har_request(entry["request"])
+    upstream = ext.get("upstream_response")
+    hops = {
+        str(name): m for name, h in _dict(ext.get("hops")).items() if (m := _message(h)) is not None
+    }
+    calls = ext.get("callouts")
+    return Exchange(
+        i,
+        request,
+        _message(upstream) if upstream is not None else None,
+        str(ext.get("request_id") or ""),
+        hops,
+        [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else [],
+        {str(k): list(v) for k, v in _dict(ext.get("env")).items() if isinstance(v, list)},
+        True,
+        entry,
+    )
 
 
 def empty_log() -> dict[str, Any]:

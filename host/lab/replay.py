@@ -62,8 +62,8 @@ class ReplayDispatcher(CalloutClient):
     def _perform(self, call: HttpCallout) -> None:
         method, path = call_target(call)
         for i, rec in enumerate(self.recorded):
-            req = rec.get("request") or {}
-            hdr = {k: v for k, v in _pairs(req.get("headers"))}
+            req = rec.get("request")
+            hdr = dict(_pairs(req.get("headers") if isinstance(req, dict) else None))
             if (
                 rec.get("kind", "http") == "http"
                 and rec.get("cluster") == call.cluster
@@ -87,7 +87,9 @@ class ReplayDispatcher(CalloutClient):
 
 def _pairs(obj: Any) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    for item in obj or []:
+    if not isinstance(obj, list):
+        return out
+    for item in obj:
         if isinstance(item, (list, tuple)) and len(item) == 2:
             out.append((str(item[0]), str(item[1])))
     return out
@@ -99,12 +101,12 @@ def _answer_from_record(call: HttpCallout, rec: dict[str, Any]) -> None:
     elapsed = rec.get("elapsed_ms")
     call.elapsed_ms = float(elapsed) if isinstance(elapsed, (int, float)) else 0.0
     resp = rec.get("response")
-    if not isinstance(resp, dict):
+    status = resp.get("status") if isinstance(resp, dict) else None
+    if not isinstance(resp, dict) or not isinstance(status, int):
         call.failure = str(rec.get("failure") or "reset")
         return
     headers = _pairs(resp.get("headers"))
-    status = resp.get("status")
-    call.response_status = status if isinstance(status, int) else None
+    call.response_status = status
     call.response_headers = [(k.encode("latin-1"), v.encode("utf-8")) for k, v in headers]
     if not any(k == ":status" for k, _ in headers) and call.response_status is not None:
         call.response_headers.insert(0, (b":status", str(call.response_status).encode()))
