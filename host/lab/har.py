@@ -41,6 +41,7 @@ __all__ = [
     "pairs_to_json",
     "read_har",
     "write_atomically",
+    "write_text_atomically",
 ]
 
 Pairs = list[tuple[str, str]]
@@ -274,16 +275,22 @@ def empty_log() -> dict[str, Any]:
     }
 
 
-def write_atomically(path: str | Path, doc: dict[str, Any]) -> None:
+def write_atomically(path: str | Path, doc: dict[str, Any], *, fsync: bool = True) -> None:
     """Write ``doc`` as JSON so that a reader sees the old file or the new, never half."""
+    write_text_atomically(path, json.dumps(doc, indent=1, ensure_ascii=False) + "\n", fsync=fsync)
+
+
+def write_text_atomically(path: str | Path, text: str, *, fsync: bool = True) -> None:
+    """Write to a temporary file beside ``path`` and rename it over ``path``. Without
+    ``fsync`` the file survives a crash of the process (not of the machine)."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=str(target.parent or "."))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, ensure_ascii=False)
-            f.write("\n")
+            f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
         try:

@@ -4,10 +4,12 @@ The recorder hangs off the plugin manager: the chain tells it when a plugin fini
 request (``hop_finished``: that VM's callouts and the clock values and random bytes
 the guest obtained, via ``RecordingClock``) and when the whole request finished
 (``exchange_finished``: the inspector's record, with every hop's headers and bodies
-before and after). Each finished request is appended and the file rewritten
-atomically, so a reader always finds valid HAR and a crash loses at most the
-requests in flight. Bounded by a count and a size: past either, recording stops with
-a clear message (and the reason in ``log._wasmdesk.stopped``).
+before and after). The file is written whole (atomically, by rename) at the start,
+then each finished request is written in place of the closing brackets in one write
+call, so the file stays valid HAR, a crash of the process loses at most the requests
+in flight, and the cost per request does not grow with the session. Bounded by a
+count and a size: past either, recording stops with a clear message (and the reason
+in ``log._wasmdesk.stopped``).
 
 Bodies come from the inspector's records, which keep the first 16 KiB of each; a
 longer body is recorded cut, with ``_wasmdesk.truncated`` listing where.
@@ -16,6 +18,7 @@ longer body is recorded cut, with ``_wasmdesk.truncated`` listing where.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from host.lab.env import RecordingClock
-from host.lab.har import body_to_json, empty_log, pairs_to_json, write_atomically
+from host.lab.har import body_to_json, empty_log, pairs_to_json, write_text_atomically
 
 if TYPE_CHECKING:
     from host.proxy.chain import ChainRun, HopRecord, RequestRecord
@@ -111,13 +114,16 @@ class Recorder:
         self.on_stop = on_stop
         self.doc = empty_log()
         self.doc["log"]["_wasmdesk"] = {"version": 1, "chain": list(chain or [])}
-        self.entries: list[dict[str, Any]] = self.doc["log"]["entries"]
+        self.entries: list[dict[str, Any]] = []
+        # each entry serialised once: a write joins these strings (no re-encoding)
+        self._encoded: list[str] = []
+        self._end = 0  # where the closing brackets start in the file
         self.size = 0
         self.stopped: str | None = None
         self.active = True
         self._pending: dict[int, dict[str, Any]] = {}
         self._vm_order: dict[str, int] = {}
-        write_atomically(self.path, self.doc)
+        self._write()
 
     # -- from the chain --
 
@@ -139,7 +145,8 @@ class Recorder:
         if not self.active:
             return
         entry = entry_of(rec, pending)
-        size = len(json.dumps(entry, ensure_ascii=False))
+        encoded = json.dumps(entry, ensure_ascii=False)
+        size = len(encoded)
         if len(self.entries) >= self.max_entries:
             self.stop(f"recording stopped: the limit of {self.max_entries} requests was reached")
             return
@@ -147,8 +154,36 @@ class Recorder:
             self.stop(f"recording stopped: the size limit of {self.max_bytes} bytes was reached")
             return
         self.entries.append(entry)
+        self._encoded.append(encoded)
         self.size += size
-        write_atomically(self.path, self.doc)
+        self._append(encoded)
+
+    _FOOTER = "\n]}}\n"
+
+    def _write(self) -> None:
+        """The whole file, rewritten atomically (at the start and when the header
+        changes): valid HAR whenever a reader opens it. Entries are encoded once."""
+        head = json.dumps(
+            {k: v for k, v in self.doc["log"].items() if k != "entries"}, ensure_ascii=False
+        )
+        body = '{"log": ' + head[:-1] + ', "entries": ['
+        if self._encoded:
+            body += "\n" + ",\n".join(self._encoded)
+        write_text_atomically(self.path, body + self._FOOTER, fsync=False)
+        self._end = len(body.encode("utf-8"))
+
+    def _append(self, encoded: str) -> None:
+        """One more entry in place of the closing brackets, in one write call at the
+        file's end: the file stays parseable, the cost does not grow with the session.
+        (No fsync: it survives a crash of the process, which a debugging session needs.)"""
+        data = (",\n" if len(self._encoded) > 1 else "\n") + encoded
+        raw = (data + self._FOOTER).encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, raw, self._end)
+        finally:
+            os.close(fd)
+        self._end += len(data.encode("utf-8"))
 
     def stop(self, reason: str = "") -> None:
         if not self.active:
@@ -158,7 +193,7 @@ class Recorder:
         if reason:
             self.stopped = reason
             self.doc["log"]["_wasmdesk"]["stopped"] = reason
-            write_atomically(self.path, self.doc)
+            self._write()
             if self.on_stop is not None:
                 self.on_stop(f"{reason}; {len(self.entries)} requests are in {self.path}")
 
