@@ -118,6 +118,7 @@ class Recorder:
         # each entry serialised once: a write joins these strings (no re-encoding)
         self._encoded: list[str] = []
         self._end = 0  # where the closing brackets start in the file
+        self.prev_clock: Any = None  # the host's clock before recording (put back after)
         self.size = 0
         self.stopped: str | None = None
         self.active = True
@@ -338,6 +339,7 @@ def start_recording(
         max_bytes=max_bytes,
         on_stop=server.manager.log_error,
     )
+    rec.prev_clock = server.host.clock
     server.host.clock = clock
     server.manager.recorder = rec
     return rec
@@ -351,7 +353,7 @@ def stop_recording(server: Any) -> Recorder | None:
         return None
     rec.stop()
     server.manager.recorder = None
-    server.host.clock = Clock()
+    server.host.clock = rec.prev_clock if rec.prev_clock is not None else Clock()
     return rec
 
 

@@ -36,6 +36,7 @@ def _record(tmp_path: Path, start_proxy, upstream, n: int = 3) -> Path:
     )
     h = start_proxy(config)
     har = tmp_path / "session.har"
+    clock = h.sync(lambda: h.server.host.clock)
     h.sync(start_recording, h.server, har)
     with h.client() as c:
         for i in range(n):
@@ -45,6 +46,7 @@ def _record(tmp_path: Path, start_proxy, upstream, n: int = 3) -> Path:
             # (the request is recorded when it finished, just after the response went out)
             h.wait_for(lambda i=i: len(read_har(har)["log"]["entries"]) == i + 1)
     h.sync(stop_recording, h.server)
+    assert h.sync(lambda: h.server.host.clock) is clock  # the host's own clock is back
     return har
 
 
