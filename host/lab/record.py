@@ -4,12 +4,12 @@ The recorder hangs off the plugin manager: the chain tells it when a plugin fini
 request (``hop_finished``: that VM's callouts and the clock values and random bytes
 the guest obtained, via ``RecordingClock``) and when the whole request finished
 (``exchange_finished``: the inspector's record, with every hop's headers and bodies
-before and after). The file is written whole (atomically, by rename) at the start,
-then each finished request is written in place of the closing brackets in one write
-call, so the file stays valid HAR, a crash of the process loses at most the requests
-in flight, and the cost per request does not grow with the session. Bounded by a
-count and a size: past either, recording stops with a clear message (and the reason
-in ``log._wasmdesk.stopped``).
+before and after). Every change replaces the file by rename (a kernel copy of it with
+the new entry in place of the closing brackets), so a reader always finds valid HAR
+and a crash of the process loses at most the requests in flight; nothing is
+re-encoded, the copy costs about 2 ms per MB of session. Bounded by a count (1000)
+and a size (16 MiB): past either, recording stops with a clear message (and the
+reason in ``log._wasmdesk.stopped``).
 
 Bodies come from the inspector's records, which keep the first 16 KiB of each; a
 longer body is recorded cut, with ``_wasmdesk.truncated`` listing where.
@@ -17,8 +17,11 @@ longer body is recorded cut, with ``_wasmdesk.truncated`` listing where.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_ENTRIES", "Recorder", "client_view"]
 
 DEFAULT_MAX_ENTRIES = 1000
-DEFAULT_MAX_BYTES = 64 << 20
+DEFAULT_MAX_BYTES = 16 << 20  # each request copies the file: ~2 ms per MB
 
 BPairs = list[tuple[bytes, bytes]]
 
@@ -174,16 +177,27 @@ class Recorder:
         self._end = len(body.encode("utf-8"))
 
     def _append(self, encoded: str) -> None:
-        """One more entry in place of the closing brackets, in one write call at the
-        file's end: the file stays parseable, the cost does not grow with the session.
-        (No fsync: it survives a crash of the process, which a debugging session needs.)"""
+        """One more entry: a kernel copy of the file, the entry written in place of its
+        closing brackets, and a rename over the old file. A reader never sees a file
+        being written (an in-place append would show a half-written tail), a crash of
+        the process loses at most the requests in flight, and nothing is re-encoded.
+        (No fsync: a debugging session needs to survive the process, not the machine.)"""
         data = (",\n" if len(self._encoded) > 1 else "\n") + encoded
         raw = (data + self._FOOTER).encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=str(self.path.parent))
         try:
-            os.pwrite(fd, raw, self._end)
-        finally:
             os.close(fd)
+            shutil.copyfile(self.path, tmp)
+            fd = os.open(tmp, os.O_WRONLY)
+            try:
+                os.pwrite(fd, raw, self._end)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         self._end += len(data.encode("utf-8"))
 
     def stop(self, reason: str = "") -> None:
