@@ -57,6 +57,12 @@ def _plugin_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root-id", help="root id; default: the module's file name without .wasm")
     p.add_argument("--plugin-name", help="whose recorded callouts and clock values to use")
     p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--timeout-ms",
+        type=float,
+        default=100.0,
+        help="time budget per guest callback in ms (default 100, as try)",
+    )
 
 
 def _recorded_plugin(ext: dict[str, Any], plugin: str) -> dict[str, Any] | None:
@@ -89,6 +95,8 @@ def _options(
         level = LogLevel.parse(args.log_level)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if args.timeout_ms <= 0:
+        raise UsageError("--timeout-ms must be > 0")
     mocks = None
     if getattr(args, "mocks", None):
         try:
@@ -113,6 +121,7 @@ def _options(
         seed=getattr(args, "seed", 0),
         log_level=level,
         timing=bool(getattr(args, "timing", False)),
+        callback_timeout_ms=float(args.timeout_ms),
     )
 
 
