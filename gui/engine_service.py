@@ -482,15 +482,10 @@ class EngineService(QObject):
         rules = [dict(r) for r in rules]
 
         async def do(server: ProxyServer) -> None:
-            from host.lab.mocks import MockingDispatcher, parse_mocks
+            from host.lab.mocks import install_mocks
 
-            assert server.host is not None
-            inner = server.manager.callouts
-            if rules:
-                mocks = parse_mocks(rules, "table")
-                server.host.http = MockingDispatcher(inner, mocks, server.loop)
-            else:
-                server.host.http = inner
+            server.lab_mocks = rules  # type: ignore[attr-defined]
+            install_mocks(server, server.config.mocks)
 
         return self._submit("mocks", do)
 

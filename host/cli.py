@@ -314,7 +314,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from host.lab.mocks import MockError, load_mocks
 
         try:
-            mocks = load_mocks(args.mocks)
+            load_mocks(args.mocks)  # checked here: a bad file is exit 2
+            import yaml
+
+            doc = yaml.safe_load(Path(args.mocks).read_text(encoding="utf-8"))
+            mocks = list(doc["mocks"] if isinstance(doc, dict) else doc or [])
         except MockError as e:
             raise UsageError(f"--mocks: {e}") from None
 
@@ -332,10 +336,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             print(f"wasmdesk: the proxy did not start: {e}", file=sys.stderr)
             return 1
         if mocks is not None:
-            from host.lab.mocks import MockingDispatcher
+            from host.lab.mocks import install_mocks
 
-            assert server.host is not None
-            server.host.http = MockingDispatcher(server.host.http, mocks, server.loop)
+            server.lab_mocks = mocks  # type: ignore[attr-defined]
+            install_mocks(server, server.config.mocks)
         if args.record:
             from host.lab.record import start_recording
 

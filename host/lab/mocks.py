@@ -263,3 +263,15 @@ class MockingDispatcher:
             t.cancel()
         else:
             self.inner.cancel(call)
+
+
+def install_mocks(server: Any, config_rules: Any = ()) -> None:
+    """Make ``server`` (a ProxyServer) answer callouts from mocks: the rules given on the
+    command line or in the app (``server.lab_mocks``) first, then the config's
+    ``spec.mocks``; none: the clusters alone. Called whenever clusters are applied."""
+    rules = [*getattr(server, "lab_mocks", ()), *(config_rules or ())]
+    inner = server.manager.callouts
+    if rules:
+        server.host.http = MockingDispatcher(inner, parse_mocks(rules, "mocks"), server.loop)
+    else:
+        server.host.http = inner

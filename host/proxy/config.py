@@ -275,6 +275,8 @@ class ProxyConfig:
     clusters: tuple[ClusterConfig, ...] = ()
     default_cluster: str | None = None
     plugins: tuple[PluginSpec, ...] = ()
+    # spec.mocks: callout mock rules (host/lab/mocks.py), checked when parsed
+    mocks: tuple[Any, ...] = field(default=(), hash=False)
     source: str = field(default="<string>", compare=False)
     raw: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
     line: int = field(default=0, compare=False)
@@ -1527,7 +1529,7 @@ _PLUGIN_DEFAULTS: dict[str, Any] = {
 
 # -- the Proxy document ------------------------------------------------------------------------
 
-_PROXY_SPEC_FIELDS = ("listen", "admin", "clusters", "defaultCluster")
+_PROXY_SPEC_FIELDS = ("listen", "admin", "clusters", "defaultCluster", "mocks")
 _CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout")
 
 
@@ -1621,6 +1623,15 @@ def _parse_proxy(doc: dict[str, Any], ctx: _Ctx) -> dict[str, Any] | None:
                 f"{default!r} is not a cluster in spec.clusters (defined: {defined})",
             )
         out["default_cluster"] = default
+    if spec.get("mocks") is not None:  # the debugging lab's callout mocks
+        from host.lab.mocks import MockError, parse_mocks
+
+        try:
+            parse_mocks(spec["mocks"], "")
+        except MockError as e:
+            ctx.error(("spec", "mocks"), str(e).removeprefix(": "))
+        else:
+            out["mocks"] = tuple(spec["mocks"])
     return None if len(ctx.issues) > before else out
 
 

@@ -225,6 +225,9 @@ class ProxyServer:
             # configured clusters
             self.manager.builtin_cluster_urls[DEMO_CLUSTER] = (self.demo.url, 5.0)
             self.manager.cluster_urls[DEMO_CLUSTER] = (self.demo.url, 5.0)
+        from host.lab.mocks import install_mocks
+
+        install_mocks(self, config.mocks)  # spec.mocks (and --mocks): callouts answered here
 
     async def run_until_stopped(self) -> None:
         assert self._stop_event is not None
