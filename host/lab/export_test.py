@@ -30,6 +30,16 @@ def _slug(text: str) -> str:
     return s[:40] or "root"
 
 
+def _eq(expr: str, value: Any) -> list[str]:
+    """``assert EXPR == VALUE`` readably: ``is`` for None and booleans, one pair per line
+    for header lists."""
+    if value is None or isinstance(value, bool):
+        return [f"    assert {expr} is {value!r}"]
+    if isinstance(value, list) and value and all(isinstance(x, list) for x in value):
+        return [f"    assert {expr} == ["] + [f"        {x!r}," for x in value] + ["    ]"]
+    return [f"    assert {expr} == {value!r}"]
+
+
 def render_test(
     *,
     session: Path,
@@ -84,6 +94,8 @@ def render_test(
         lines.append("        mocks=parse_mocks(yaml.safe_load(MOCKS)),")
     if opts.plugin:
         lines.append(f"        plugin={opts.plugin!r},")
+    if opts.callback_timeout_ms != 100.0:
+        lines.append(f"        callback_timeout_ms={opts.callback_timeout_ms!r},")
     lines += [
         "    )",
         "    return replay(PLUGIN.read_bytes(), exchanges, options)",
@@ -104,17 +116,17 @@ def render_test(
             "",
             "",
             f"def {name}(replayed):",
-            f'    """{r["method"]} {r["path"]}"""'.replace("\\", "\\\\"),
+            f"    # {r['method']} {r['path']}",
             f"    r = replayed['requests'][{i}]",
-            f"    assert r['response']['status'] == {resp['status']!r}",
-            f"    assert r['local_response'] == {r['local_response']!r}",
-            f"    assert r['request']['forwarded'] is {req['forwarded']!r}",
+            *_eq("r['response']['status']", resp["status"]),
+            *_eq("r['local_response']", r["local_response"]),
+            *_eq("r['request']['forwarded']", req["forwarded"]),
             "    # the request as the plugin let it go upstream",
-            f"    assert r['request']['headers'] == {req['headers']!r}",
-            f"    assert r['request']['body'] == {req['body']!r}",
+            *_eq("r['request']['headers']", req["headers"]),
+            *_eq("r['request']['body']", req["body"]),
             "    # the response as it went back to the client",
-            f"    assert r['response']['headers'] == {resp['headers']!r}",
-            f"    assert r['response']['body'] == {resp['body']!r}",
+            *_eq("r['response']['headers']", resp["headers"]),
+            *_eq("r['response']['body']", resp["body"]),
         ]
     lines.append("")
     return "\n".join(lines)
