@@ -6,8 +6,9 @@ one saved from a browser) and two versions (two modules, or one module with two
 configurations). Compare replays the session through both (``host.lab.replay``, on a
 worker thread with its own wasmtime engine: the GUI thread never runs wasm), then lists
 the requests with a "differs" column; selecting one shows the inspector's diff view
-between A and B. Reproduce replays the session through A alone and shows the failure
-with its backtrace. Record asks the engine to record live traffic (the path comes back
+between A and B, with where each callback's time went (guest code and host calls by
+name). Reproduce replays the session through A alone and shows the failure with its
+backtrace. Record asks the engine to record live traffic (the path comes back
 from the engine, in the app's data directory).
 """
 
@@ -58,7 +59,9 @@ def _options(root_id: str, config: str, mocks: Any = None) -> Any:
             json.loads(text)
         except ValueError as e:
             raise ValueError(f"configuration is not valid JSON: {e}") from None
-    return ReplayOptions(root_id=root_id, configuration=text.encode("utf-8"), mocks=mocks)
+    return ReplayOptions(
+        root_id=root_id, configuration=text.encode("utf-8"), mocks=mocks, timing=True
+    )
 
 
 def run_ab(
@@ -107,6 +110,28 @@ def run_reproduce(
         raise ValueError(e.message) from None
 
 
+def _timing_html(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
+    """Where the time went, per callback: guest µs and host calls (name ×count µs)."""
+    rows: list[str] = []
+    for label, r in (("A", a), ("B", b)):
+        for p in r.get("profile") or []:
+            calls = ", ".join(
+                f"{c['name']} ×{c['count']} {c['us']}" for c in p.get("host_calls") or []
+            )
+            rows.append(
+                f"<tr><td>{label}</td><td>{_e(p['callback'])}</td>"
+                f"<td align='right'>{_e(p['total_us'])}</td>"
+                f"<td align='right'>{_e(p['guest_us'])}</td><td>{_e(calls)}</td></tr>"
+            )
+    if not rows:
+        return ""
+    return (
+        "<p><b>where the time goes</b> (µs; host calls: name ×count µs)</p>"
+        "<table cellspacing='6'><tr><th>#</th><th>callback</th><th>total</th>"
+        "<th>guest</th><th>host calls</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
 def ab_detail_html(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
     """The inspector's diff view between A's and B's outcome of one request."""
     if "skipped" in a or "skipped" in b:
@@ -130,6 +155,7 @@ def ab_detail_html(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
                 f"<p><b>{label} failed</b> in {_e(f['callback'])}: {_e(f['kind'])}: "
                 f"{_e(f['message'])}</p><pre>{_e(chr(10).join(f['backtrace']))}</pre>"
             )
+    parts.append(_timing_html(a, b))
     logs_a = "\n".join(f"[{x['level']}] {x['message']}" for x in a.get("logs") or [])
     logs_b = "\n".join(f"[{x['level']}] {x['message']}" for x in b.get("logs") or [])
     parts.append(_body_html("logs (A → B)", logs_a, logs_b))

@@ -45,6 +45,9 @@ def test_ab_table_and_diff_view(qtbot, tmp_path) -> None:
     assert panel.status_label.text() == "3 requests: 0 identical, 3 different"
     text = panel.detail_view.toPlainText()
     assert "- x-build: aaaaa" in text and "+ x-build: bbbbb" in text
+    # where the time went, per callback, with the host calls by name
+    assert "where the time goes" in text
+    assert "proxy_on_request_headers" in text and "proxy_get_current_time_nanoseconds ×1" in text
     # one module, two configurations: identical (the probe ignores its config)
     panel.result = None
     panel.b_edit.setText("")
