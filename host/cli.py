@@ -482,16 +482,18 @@ def _cmd_try(args: argparse.Namespace) -> int:
         log_level=level,
         callback_timeout_ms=args.timeout_ms,
     )
-    callouts = None
+    callouts = grpc = None
     if args.mocks:
-        from host.lab.mocks import MockError, MockingClient, load_mocks
+        from host.lab.mocks import MockError, MockGrpcDispatcher, MockingClient, load_mocks
 
         try:
-            callouts = MockingClient(req.clusters, load_mocks(args.mocks), req.callout_timeout_ms)
+            mocks = load_mocks(args.mocks)
         except MockError as e:
             raise UsageError(f"--mocks: {e}") from None
+        callouts = MockingClient(req.clusters, mocks, req.callout_timeout_ms)
+        grpc = MockGrpcDispatcher(mocks)
     try:
-        result = run_try(wasm, req, callouts=callouts)
+        result = run_try(wasm, req, callouts=callouts, grpc=grpc)
     except LoadError as e:
         raise UsageError(f"{args.plugin}: {e.message}") from None
     if args.json:

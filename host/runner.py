@@ -30,6 +30,7 @@ from host.wasm import (
 )
 from host.wasm.context import HttpCallout, StreamListener
 from host.wasm.module_info import describe
+from host.wasm.plugin_host import GrpcDispatcher
 from host.wasm.profile import profile_json
 from host.wasm.runtime import Engine
 from host.wasm.types import StreamType
@@ -279,14 +280,15 @@ def run_try(
     *,
     engine: Engine | None = None,
     callouts: CalloutClient | None = None,
+    grpc: GrpcDispatcher | None = None,
 ) -> TryResult:
     """Run one request and response through the plugin in ``wasm``. ``callouts``
-    replaces the HTTP client (the lab's mocks)."""
+    replaces the HTTP client, ``grpc`` the (absent) gRPC transport: the lab's mocks."""
     result = TryResult()
     clock = VirtualClock(start_wall_ns=time.time_ns())
     if callouts is None:
         callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
-    host = PluginHost(engine, clock=clock, http=callouts, log_level=req.log_level)
+    host = PluginHost(engine, clock=clock, http=callouts, grpc=grpc, log_level=req.log_level)
     try:
         _run(wasm, req, host, callouts, clock, result)
     finally:

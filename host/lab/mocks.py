@@ -272,6 +272,74 @@ def install_mocks(server: Any, config_rules: Any = ()) -> None:
     rules = [*getattr(server, "lab_mocks", ()), *(config_rules or ())]
     inner = server.manager.callouts
     if rules:
-        server.host.http = MockingDispatcher(inner, parse_mocks(rules, "mocks"), server.loop)
+        mocks = parse_mocks(rules, "mocks")
+        server.host.http = MockingDispatcher(inner, mocks, server.loop)
+        server.host.grpc = MockGrpcDispatcher(mocks)
     else:
+        from host.wasm.plugin_host import NoGrpcDispatcher
+
         server.host.http = inner
+        server.host.grpc = NoGrpcDispatcher()
+
+
+# gRPC status codes for a mocked failure (no response at all)
+_GRPC_FAILURE_STATUS = {"timeout": 4, "reset": 14, "connect_failure": 14}
+
+
+class MockGrpcDispatcher:
+    """A ``GrpcDispatcher`` answering gRPC calls from mocks (a rule with ``grpc_method``
+    ``Service/Method``, or just the cluster): initial metadata (the rule's headers),
+    the message (its body), empty trailers, then close with ``grpc_status`` and
+    ``grpc_message``. A failure closes with DEADLINE_EXCEEDED (timeout) or
+    UNAVAILABLE. Unmatched calls are refused as without a transport. Streams get the
+    same answer once, to their first message."""
+
+    def __init__(self, mocks: Mocks) -> None:
+        self.mocks = mocks
+        self.reason = "gRPC callouts are not available in this host yet (no gRPC transport)"
+        self.completed: list[dict[str, Any]] = []
+
+    def start(self, call: Any, events: Any) -> Any:
+        from host.wasm.types import Status
+
+        rule = self.mocks.find(
+            call.cluster, "POST", f"/{call.service}/{call.method}", f"{call.service}/{call.method}"
+        )
+        if rule is None:
+            self.reason = (
+                f"no mock for gRPC {call.service}/{call.method} on cluster {call.cluster!r} "
+                "(and no gRPC transport in this host)"
+            )
+            return Status.INTERNAL_FAILURE
+        self.completed.append(
+            {
+                "kind": "grpc",
+                "cluster": call.cluster,
+                "grpc_method": f"{call.service}/{call.method}",
+                "message": call.message.decode("utf-8", "replace"),
+                "grpc_status": _GRPC_FAILURE_STATUS.get(rule.failure or "", rule.grpc_status),
+                "failure": rule.failure,
+                "elapsed_ms": rule.delay_ms,
+            }
+        )
+        if rule.failure is not None:
+            events.close(call, _GRPC_FAILURE_STATUS[rule.failure], rule.failure.encode())
+            return Status.OK
+        events.initial_metadata(
+            call, [(k.encode("latin-1"), v.encode("utf-8")) for k, v in rule.headers]
+        )
+        events.message(call, rule.body)
+        events.trailing_metadata(call, [])
+        events.close(call, rule.grpc_status, rule.grpc_message.encode("utf-8"))
+        return Status.OK
+
+    def send(self, call: Any, message: bytes, end_stream: bool) -> Any:
+        from host.wasm.types import Status
+
+        return Status.OK
+
+    def cancel(self, call: Any) -> None:
+        pass
+
+    def close(self, call: Any) -> None:
+        pass

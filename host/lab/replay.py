@@ -17,7 +17,7 @@ from typing import Any
 
 from host.lab.env import ReplayClock
 from host.lab.har import Exchange, Message
-from host.lab.mocks import Mocks, answer_from_rule, call_target
+from host.lab.mocks import MockGrpcDispatcher, Mocks, answer_from_rule, call_target
 from host.runner import CalloutClient, TryRequest, TryResult, _Run, _run_stream
 from host.wasm import LogLevel, PluginHost, VmConfig, VmStartError
 from host.wasm.context import HttpCallout
@@ -163,7 +163,8 @@ def replay(
     clock = ReplayClock(opts.seed)
     ids = random.Random(f"request-ids:{opts.seed}")
     dispatcher = ReplayDispatcher(opts.mocks)
-    host = PluginHost(engine, clock=clock, http=dispatcher, log_level=opts.log_level)
+    grpc = MockGrpcDispatcher(opts.mocks or Mocks())
+    host = PluginHost(engine, clock=clock, http=dispatcher, grpc=grpc, log_level=opts.log_level)
     out: dict[str, Any] = {
         "module": {
             "sha256": hashlib.sha256(wasm).hexdigest(),
@@ -214,6 +215,7 @@ def replay(
             rid = ex.request_id or str(uuid.UUID(int=ids.getrandbits(128), version=4))
             req = _try_request(msg, ex.response, opts, rid)
             n_logs, n_trace, n_calls = len(host.logs), len(vm.trace), len(dispatcher.completed)
+            n_grpc = len(grpc.completed)
             n_prof = len(vm.profile)
             result = TryResult(abi=info.abi, sdk=info.sdk)
             if vm.failed:
@@ -231,6 +233,7 @@ def replay(
             result.metrics = dict(host.metrics.snapshot())
             result.shared_data = dict(host.shared_data.snapshot())
             result.callouts = [_callout_json(c) for c in dispatcher.completed[n_calls:]]
+            result.callouts += grpc.completed[n_grpc:]
             result.callbacks = [
                 {"name": n, "context_id": cid, "result": r} for n, cid, r in vm.trace[n_trace:]
             ]

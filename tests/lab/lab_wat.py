@@ -77,3 +77,71 @@ _LAB = """
 def lab_probe(build: str = "aaaaa") -> bytes:
     assert len(build) == 5
     return compile_wat(_LAB.replace('"BUILD"', f'"{build}"'), f"lab_probe[{build}]")
+
+
+_GRPC = """
+(module
+  (import "env" "proxy_grpc_call" (func $grpc_call
+    (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_buffer_bytes" (func $get_buf (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_effective_context" (func $set_eff (param i32) (result i32)))
+  (import "env" "proxy_add_header_map_value"
+    (func $add_hdr (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 65536))
+  (global $stream (mut i32) (i32.const 0))
+  (data (i32.const 1024) "authz")
+  (data (i32.const 1040) "pkg.Authz")
+  (data (i32.const 1056) "Check")
+  (data (i32.const 1072) "ping")
+  (data (i32.const 1088) "x-grpc-reply")
+  (data (i32.const 1104) "x-grpc-status")
+  (data (i32.const 1120) "x-grpc-refused")
+  (data (i32.const 1136) "1")
+  (func (export "malloc") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param i32 i32) (result i32)
+    (global.set $stream (local.get $ctx))
+    (if (call $grpc_call (i32.const 1024) (i32.const 5) (i32.const 1040) (i32.const 9)
+                         (i32.const 1056) (i32.const 5) (i32.const 0) (i32.const 0)
+                         (i32.const 1072) (i32.const 4) (i32.const 1000) (i32.const 300))
+      (then
+        (drop (call $add_hdr (i32.const 0) (i32.const 1120) (i32.const 14)
+                             (i32.const 1136) (i32.const 1)))
+        (return (i32.const 0))))
+    (i32.const 1))
+  (func (export "proxy_on_grpc_receive_initial_metadata") (param i32 i32 i32))
+  (func (export "proxy_on_grpc_receive_trailing_metadata") (param i32 i32 i32))
+  (func (export "proxy_on_grpc_receive") (param $root i32) (param $tok i32) (param $size i32)
+    (drop (call $get_buf (i32.const 5) (i32.const 0) (local.get $size)
+                         (i32.const 304) (i32.const 308)))
+    (drop (call $set_eff (global.get $stream)))
+    (drop (call $add_hdr (i32.const 0) (i32.const 1088) (i32.const 12)
+                         (i32.load (i32.const 304)) (i32.load (i32.const 308)))))
+  (func (export "proxy_on_grpc_close") (param $root i32) (param $tok i32) (param $status i32)
+    (drop (call $set_eff (global.get $stream)))
+    (i32.store8 (i32.const 320) (i32.add (i32.const 48) (i32.rem_u (local.get $status)
+                                                                   (i32.const 10))))
+    (drop (call $add_hdr (i32.const 0) (i32.const 1104) (i32.const 13)
+                         (i32.const 320) (i32.const 1)))
+    (drop (call $continue (i32.const 0))))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_log") (param i32))
+  (func (export "proxy_on_delete") (param i32))
+)
+"""
+
+
+def grpc_probe() -> bytes:
+    """On each request: a unary gRPC call to authz pkg.Authz/Check ("ping"), paused;
+    the reply message becomes ``x-grpc-reply``, the close status ``x-grpc-status``
+    (last digit), then the request continues. A refused call: ``x-grpc-refused: 1``."""
+    return compile_wat(_GRPC, "grpc_probe")
