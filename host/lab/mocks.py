@@ -274,7 +274,7 @@ def install_mocks(server: Any, config_rules: Any = ()) -> None:
     if rules:
         mocks = parse_mocks(rules, "mocks")
         server.host.http = MockingDispatcher(inner, mocks, server.loop)
-        server.host.grpc = MockGrpcDispatcher(mocks)
+        server.host.grpc = MockGrpcDispatcher(mocks, bounded=True)
     else:
         from host.wasm.plugin_host import NoGrpcDispatcher
 
@@ -294,34 +294,97 @@ class MockGrpcDispatcher:
     UNAVAILABLE. Unmatched calls are refused as without a transport. Streams get the
     same answer once, to their first message."""
 
-    def __init__(self, mocks: Mocks) -> None:
+    # under serve (bounded=True) at most this many calls are kept for the recorder
+    MAX_KEPT = 1000
+
+    def __init__(self, mocks: Mocks, *, bounded: bool = False) -> None:
         self.mocks = mocks
+        self.bounded = bounded
         self.reason = "gRPC callouts are not available in this host yet (no gRPC transport)"
         self.completed: list[dict[str, Any]] = []
+        # recorded gRPC callouts a replay answers first (matched by cluster and method)
+        self.recorded: list[dict[str, Any]] = []
+        # for the recorder: calls by (VM, context id), taken when the request finishes
+        self._by_context: dict[tuple[int, int], list[dict[str, Any]]] = {}
+
+    def take(self, vm: Any, context_id: int) -> list[dict[str, Any]]:
+        return self._by_context.pop((id(vm), context_id), [])
+
+    def _from_recording(self, call: Any, events: Any, full: str) -> bool:
+        from host.lab.har import body_from_json
+
+        for i, rec in enumerate(self.recorded):
+            if rec.get("cluster") == call.cluster and rec.get("grpc_method") == full:
+                self.recorded.pop(i)
+                resp = rec.get("response") if isinstance(rec.get("response"), dict) else {}
+                status = rec.get("grpc_status")
+                status = status if isinstance(status, int) else 2  # UNKNOWN
+                self._note(call, events, full, status, rec.get("failure"), rec.get("elapsed_ms"))
+                if isinstance(resp, dict) and resp:
+                    events.initial_metadata(call, [])
+                    events.message(call, body_from_json(resp.get("body")))
+                    events.trailing_metadata(call, [])
+                events.close(call, status, str(rec.get("grpc_message") or "").encode())
+                return True
+        return False
+
+    def _note(
+        self,
+        call: Any,
+        events: Any,
+        full: str,
+        status: int,
+        failure: Any,
+        ms: Any,
+        body: bytes = b"",
+    ) -> None:
+        from host.lab.har import body_to_json
+
+        entry = {
+            "kind": "grpc",
+            "cluster": call.cluster,
+            "grpc_method": full,
+            "message": call.message.decode("utf-8", "replace"),
+            "request": {
+                "metadata": [
+                    [k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in call.metadata
+                ],
+                "message": body_to_json(call.message),
+            },
+            "response": None if failure else {"body": body_to_json(body)},
+            "grpc_status": status,
+            "failure": failure,
+            "elapsed_ms": ms if isinstance(ms, (int, float)) else 0.0,
+        }
+        self.completed.append(entry)
+        if self.bounded:
+            # a long-running proxy: keep the newest calls only (the recorder takes
+            # its requests' calls as they finish)
+            if len(self.completed) > self.MAX_KEPT:
+                del self.completed[: len(self.completed) - self.MAX_KEPT]
+            while len(self._by_context) >= self.MAX_KEPT:
+                self._by_context.pop(next(iter(self._by_context)))
+        vm = getattr(events, "vm", None)
+        if vm is not None:
+            got = self._by_context.setdefault((id(vm), call.context_id), [])
+            if len(got) < 256:
+                got.append(entry)
 
     def start(self, call: Any, events: Any) -> Any:
         from host.wasm.types import Status
 
-        rule = self.mocks.find(
-            call.cluster, "POST", f"/{call.service}/{call.method}", f"{call.service}/{call.method}"
-        )
+        full = f"{call.service}/{call.method}"
+        if self._from_recording(call, events, full):
+            return Status.OK
+        rule = self.mocks.find(call.cluster, "POST", f"/{full}", full)
         if rule is None:
             self.reason = (
-                f"no mock for gRPC {call.service}/{call.method} on cluster {call.cluster!r} "
+                f"no mock for gRPC {full} on cluster {call.cluster!r} "
                 "(and no gRPC transport in this host)"
             )
             return Status.INTERNAL_FAILURE
-        self.completed.append(
-            {
-                "kind": "grpc",
-                "cluster": call.cluster,
-                "grpc_method": f"{call.service}/{call.method}",
-                "message": call.message.decode("utf-8", "replace"),
-                "grpc_status": _GRPC_FAILURE_STATUS.get(rule.failure or "", rule.grpc_status),
-                "failure": rule.failure,
-                "elapsed_ms": rule.delay_ms,
-            }
-        )
+        status = _GRPC_FAILURE_STATUS.get(rule.failure or "", rule.grpc_status)
+        self._note(call, events, full, status, rule.failure, rule.delay_ms, rule.body)
         if rule.failure is not None:
             events.close(call, _GRPC_FAILURE_STATUS[rule.failure], rule.failure.encode())
             return Status.OK

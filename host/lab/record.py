@@ -134,9 +134,15 @@ class Recorder:
     def hop_finished(self, run: ChainRun, plugin: str, vm: Any, ctx: HttpContext) -> None:
         if not self.active:
             self.clock.take(vm, ctx.id)
+            take_grpc = getattr(vm.host.grpc, "take", None)
+            if take_grpc is not None:
+                take_grpc(vm, ctx.id)
             return
         p = self._pending.setdefault(id(run), {"callouts": [], "env": {}, "vm_order": {}})
         p["callouts"].extend(_callout(plugin, c) for c in vm.callouts if c.context_id == ctx.id)
+        take_grpc = getattr(vm.host.grpc, "take", None)  # mocked gRPC calls (no transport)
+        if take_grpc is not None:
+            p["callouts"].extend(dict(c, plugin=plugin) for c in take_grpc(vm, ctx.id))
         env = self.clock.take(vm, ctx.id)
         if env:
             p["env"][plugin] = env

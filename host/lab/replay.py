@@ -203,6 +203,7 @@ def replay(
                 c for c in ex.callouts if name is None or c.get("plugin") in (name, None)
             ]
             dispatcher.unanswered = []
+            grpc.recorded = [c for c in dispatcher.recorded if c.get("kind") == "grpc"]
             if opts.hop is not None:
                 msg = ex.hops.get(opts.hop)
                 if msg is None:

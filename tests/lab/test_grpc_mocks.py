@@ -65,3 +65,34 @@ def test_serve_spec_mocks_answer_grpc(tmp_path, start_proxy) -> None:
     with h.client() as c:
         headers = c.get("/x").json()["headers"]
     assert headers["x-grpc-reply"] == "allowed" and headers["x-grpc-status"] == "0"
+
+
+def test_mocked_grpc_calls_are_recorded_and_replayed_from_the_recording(
+    tmp_path, start_proxy
+) -> None:
+    import dataclasses
+
+    from host.lab.har import load_session
+    from host.lab.record import start_recording, stop_recording
+
+    wasm = tmp_path / "g.wasm"
+    wasm.write_bytes(grpc_probe())
+    cfg = make_config(wasm_plugin("g", str(wasm), root_id="g"))
+    h = start_proxy(dataclasses.replace(cfg, mocks=tuple(RULES)))
+    har = tmp_path / "s.har"
+    h.sync(start_recording, h.server, har)
+    with h.client() as c:
+        assert c.get("/x").status_code == 200
+    h.wait_for(lambda: len(json.loads(har.read_text())["log"]["entries"]) == 1)
+    h.sync(stop_recording, h.server)
+    (entry,) = json.loads(har.read_text())["log"]["entries"]
+    (call,) = entry["_wasmdesk"]["callouts"]
+    assert call["kind"] == "grpc" and call["plugin"] == "g" and call["cluster"] == "authz"
+    assert call["request"]["message"]["text"] == "ping"
+    assert call["response"]["body"]["text"] == "allowed" and call["grpc_status"] == 0
+    # a replay without any mocks answers the call from the recording
+    exchanges, _ = load_session(har)
+    out = replay(grpc_probe(), exchanges, ReplayOptions(root_id="g"))
+    r = out["requests"][0]
+    assert _hdr(r["request"]["headers"], "x-grpc-reply") == "allowed"
+    assert _hdr(r["request"]["headers"], "x-grpc-status") == "0"
