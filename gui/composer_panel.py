@@ -30,7 +30,6 @@ from PySide6.QtWidgets import (
 
 from gui.composer_history import MAX_HISTORY, as_curl, history_from_har, save_history
 from gui.traffic import MAX_LOAD_RPS, MAX_LOAD_SECONDS
-from host.lab.har import HarError
 
 __all__ = ["ComposerPanel", "parse_headers"]
 
@@ -226,7 +225,7 @@ class ComposerPanel(QWidget):
     def load_har(self, path: str) -> None:
         try:
             self.history = history_from_har(path)
-        except HarError as e:
+        except ValueError as e:
             self.error_label.setText(str(e))
             return
         self.error_label.setText("")

@@ -33,12 +33,15 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from gui import traffic
+from host.lab import app_api as lab_api  # the lab's offline helpers, in plain values
 from host.proxy.config import ProxyConfig
 from host.proxy.server import ProxyServer, StartupError
 from host.proxy.stats import StatsSnapshot
 from host.wasm import LogLevel
 
-__all__ = ["EngineService", "EngineSnapshot"]
+# ``lab_api``: what the app's Lab, Mocks, composer and inspector ask of the debugging lab
+# (replays on the caller's worker thread with their own engine; plain values in and out)
+__all__ = ["EngineService", "EngineSnapshot", "lab_api"]
 
 _log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from host.lab.record import client_view
+from gui.engine_service import lab_api
 
 __all__ = ["InspectorPanel", "body_diff", "header_diff", "render_request_html", "replay_request"]
 
@@ -328,7 +328,7 @@ def replay_request(rec: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     # what the proxy added (x-forwarded-for/-proto) goes; x-request-id too, so the proxy
     # gives the new request a fresh one
-    sent = client_view([(str(k).encode("latin-1"), str(v).encode("utf-8")) for k, v in before])
+    sent = lab_api.client_view(before)
     skip = {
         "host",
         "content-length",
@@ -337,11 +337,7 @@ def replay_request(rec: Mapping[str, Any]) -> dict[str, Any] | None:
         "keep-alive",
         "x-request-id",
     }
-    headers = [
-        [k.decode("latin-1"), v.decode("utf-8")]
-        for k, v in sent
-        if not k.startswith(b":") and k.decode("latin-1").lower() not in skip
-    ]
+    headers = [[k, v] for k, v in sent if not k.startswith(":") and k.lower() not in skip]
     body = next((h.get("request_body_before") for h in hops if h.get("request_body_before")), "")
     return {
         "method": rec.get("method") or "GET",

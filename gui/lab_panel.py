@@ -3,7 +3,7 @@ crash reproduction, and the Record toggle.
 
 Pick a session (a HAR: recorded with Record or ``serve --record``, a crash session, or
 one saved from a browser) and two versions (two modules, or one module with two
-configurations). Compare replays the session through both (``host.lab.replay``, on a
+configurations). Compare replays the session through both (the lab's replay, on a
 worker thread with its own wasmtime engine: the GUI thread never runs wasm), then lists
 the requests with a "differs" column; selecting one shows the inspector's diff view
 between A and B, with where each callback's time went (guest code and host calls by
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -36,78 +35,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.engine_service import lab_api
 from gui.inspector_panel import _body_html, _diff_html, _e
 
-__all__ = ["LabPanel", "ab_detail_html", "run_ab", "run_reproduce"]
-
-
-def _read(path: str, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise ValueError(f"{what}: cannot read {path}: {e.strerror or e}") from None
-
-
-def _options(root_id: str, config: str, mocks: Any = None) -> Any:
-    from host.lab.replay import ReplayOptions
-
-    text = config.strip()
-    if text:
-        import json
-
-        try:
-            json.loads(text)
-        except ValueError as e:
-            raise ValueError(f"configuration is not valid JSON: {e}") from None
-    return ReplayOptions(
-        root_id=root_id, configuration=text.encode("utf-8"), mocks=mocks, timing=True
-    )
-
-
-def run_ab(
-    session: str, a: str, b: str, config_a: str, config_b: str, root_id: str, mocks: Any = None
-) -> dict[str, Any]:
-    """Replay ``session`` through A and B (B defaults to A's module); the outputs and
-    their comparison (``host.lab.abdiff.compare``). Raises ValueError for bad input."""
-    from host.lab.abdiff import compare
-    from host.lab.har import HarError, load_session
-    from host.lab.replay import replay
-    from host.wasm import LoadError
-
-    try:
-        exchanges, _ = load_session(session)
-    except HarError as e:
-        raise ValueError(f"session: {e}") from None
-    wasm_a = _read(a, "A")
-    wasm_b = _read(b, "B") if b else wasm_a
-    root = root_id or Path(a).name.removesuffix(".wasm")
-    try:
-        out_a = replay(wasm_a, exchanges, _options(root, config_a, mocks))
-        out_b = replay(wasm_b, exchanges, _options(root, config_b, mocks))
-    except LoadError as e:
-        raise ValueError(e.message) from None
-    return {"a": out_a, "b": out_b, "diff": compare(out_a["requests"], out_b["requests"])}
-
-
-def run_reproduce(
-    session: str, module: str, config: str, root_id: str, mocks: Any = None
-) -> dict[str, Any]:
-    from host.lab.har import HarError, load_session
-    from host.lab.replay import replay
-    from host.wasm import LoadError
-
-    try:
-        exchanges, ext = load_session(session)
-    except HarError as e:
-        raise ValueError(f"session: {e}") from None
-    chain = ext.get("chain") or []
-    recorded = chain[0] if len(chain) == 1 and isinstance(chain[0], dict) else {}
-    root = root_id or str(recorded.get("root_id") or Path(module).name.removesuffix(".wasm"))
-    cfg = config if config.strip() else str(recorded.get("config") or "")
-    try:
-        return replay(_read(module, "module"), exchanges, _options(root, cfg, mocks))
-    except LoadError as e:
-        raise ValueError(e.message) from None
+__all__ = ["LabPanel", "ab_detail_html"]
 
 
 def _timing_html(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
@@ -173,7 +104,7 @@ class LabPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.result: dict[str, Any] | None = None
-        self.mocks: Any = None  # host.lab.mocks.Mocks from the Mocks tab, for callouts
+        self.mocks: list[dict[str, Any]] = []  # the Mocks tab's applied rules, for callouts
         self.reproduced: dict[str, Any] | None = None
         self._worker: threading.Thread | None = None
 
@@ -274,7 +205,7 @@ class LabPanel(QWidget):
     def compare(self) -> None:
         self._run(
             "compare",
-            run_ab,
+            lab_api.run_ab,
             self.session_edit.text().strip(),
             self.a_edit.text().strip(),
             self.b_edit.text().strip(),
@@ -287,7 +218,7 @@ class LabPanel(QWidget):
     def reproduce(self) -> None:
         self._run(
             "reproduce",
-            run_reproduce,
+            lab_api.run_reproduce,
             self.session_edit.text().strip(),
             self.a_edit.text().strip(),
             self.config_a_edit.text(),

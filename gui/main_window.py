@@ -317,7 +317,7 @@ class MainWindow(QMainWindow):
         if hasattr(service, "set_mocks"):
             self.mocks_panel.mocks_applied.connect(service.set_mocks)
         self.mocks_panel.mocks_applied.connect(
-            lambda _rules: setattr(self.lab_panel, "mocks", self.mocks_panel.mocks)
+            lambda rules: setattr(self.lab_panel, "mocks", list(rules))
         )
         c = self.composer_panel
         c.send_requested.connect(self._on_composer_panel_send_requested)

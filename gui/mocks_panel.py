@@ -5,6 +5,7 @@ the clusters) and to the Lab tab's replays; Load and Save read and write the YAM
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from host.lab.mocks import MockError, Mocks, load_mocks, parse_mocks
+from gui.engine_service import lab_api
 
 __all__ = ["MocksPanel"]
 
@@ -45,7 +46,7 @@ class MocksPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.mocks = Mocks()
+        self.applied: list[dict[str, Any]] = []  # the rules last applied
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels([c for c, _ in COLUMNS])
         self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
@@ -108,15 +109,15 @@ class MocksPanel(QWidget):
 
     def apply(self) -> bool:
         rules = self.rules()
-        try:
-            self.mocks = parse_mocks(rules, "table")
-        except MockError as e:
-            self.message_label.setText(f"<span style='color:#f85149'>{e}</span>")
+        error = lab_api.check_mock_rules(rules)
+        if error:
+            self.message_label.setText(f"<span style='color:#f85149'>{html.escape(error)}</span>")
             return False
-        n = len(self.mocks.rules)
+        self.applied = rules
+        n = len(rules)
+        clusters = ", ".join(sorted({str(r.get("cluster")) for r in rules}))
         self.message_label.setText(
-            f"{n} rule{'s' if n != 1 else ''} applied: callouts to "
-            f"{', '.join(sorted(self.mocks.clusters))} are answered here"
+            f"{n} rule{'s' if n != 1 else ''} applied: callouts to {clusters} are answered here"
             if n
             else "No mocks: callouts go to the clusters."
         )
@@ -125,25 +126,14 @@ class MocksPanel(QWidget):
 
     def load(self, path: str) -> bool:
         try:
-            mocks = load_mocks(path)
-        except MockError as e:
-            self.message_label.setText(f"<span style='color:#f85149'>{e}</span>")
+            rules = lab_api.load_mock_rules(path)
+        except ValueError as e:
+            self.message_label.setText(f"<span style='color:#f85149'>{html.escape(str(e))}</span>")
             return False
         self.table.setRowCount(0)
-        for r in mocks.rules:
-            self.add_rule(
-                {
-                    "cluster": r.cluster,
-                    "path": r.path,
-                    "method": r.method,
-                    "grpc_method": r.grpc_method,
-                    "status": r.status,
-                    "body": r.body.decode("utf-8", "replace"),
-                    "delay_ms": r.delay_ms or None,
-                    "failure": r.failure,
-                }
-            )
-        self.message_label.setText(f"loaded {len(mocks.rules)} rules from {path}; Apply to use")
+        for r in rules:
+            self.add_rule(r)
+        self.message_label.setText(f"loaded {len(rules)} rules from {path}; Apply to use")
         return True
 
     def save(self, path: str) -> None:

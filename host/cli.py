@@ -235,9 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("replay", "export-test"):
             from host.lab import commands
 
-            if args.command == "replay":
-                return commands.cmd_replay(args)
-            return commands.cmd_export_test(args)
+            try:
+                if args.command == "replay":
+                    return commands.cmd_replay(args)
+                return commands.cmd_export_test(args)
+            except commands.UsageError as e:
+                raise UsageError(str(e)) from None
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as e:
         print(f"wasmdesk: error: {e}", file=sys.stderr)

@@ -13,7 +13,36 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parsers", "cmd_export_test", "cmd_replay"]
+__all__ = ["UsageError", "add_parsers", "cmd_export_test", "cmd_replay"]
+
+
+class UsageError(Exception):
+    """Bad arguments or unreadable input: the CLI prints it on one line, exit 2. (Its
+    own class, not host.cli's: the CLI imports this module, not the other way.)"""
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{what}: no such file: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what}: is a directory: {path}") from None
+    except OSError as e:
+        raise UsageError(f"{what}: cannot read {path}: {e.strerror}") from None
+
+
+def _json_or_file(value: str | None, what: str) -> bytes:
+    """JSON text or ``@FILE``, checked to be JSON (plugins get the bytes)."""
+    if value is None:
+        return b""
+    data = _read_file(value[1:], what) if value.startswith("@") else value.encode("utf-8")
+    if data.strip():
+        try:
+            json.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UsageError(f"{what} is not valid JSON: {e}") from None
+    return data
 
 
 def add_parsers(sub: Any) -> None:
@@ -86,7 +115,6 @@ def _options(
     config_arg: str | None,
     recorded: dict[str, Any] | None = None,
 ) -> Any:
-    from host.cli import UsageError, _json_or_file
     from host.lab.mocks import MockError, load_mocks
     from host.lab.replay import ReplayOptions
     from host.wasm import LogLevel
@@ -126,7 +154,6 @@ def _options(
 
 
 def _session(path: str) -> Any:
-    from host.cli import UsageError
     from host.lab.har import HarError, load_session
 
     try:
@@ -136,7 +163,6 @@ def _session(path: str) -> Any:
 
 
 def _run(wasm_path: str, exchanges: Any, opts: Any) -> dict[str, Any]:
-    from host.cli import UsageError, _read_file
     from host.lab.replay import replay
     from host.wasm import LoadError
 
@@ -154,7 +180,6 @@ def _dumps(obj: Any) -> str:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from host.cli import UsageError
     from host.lab.abdiff import compare, render
 
     exchanges, ext = _session(args.session)

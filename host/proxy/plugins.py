@@ -37,7 +37,6 @@ from host.wasm.types import FailState, Failure
 from host.wasm.vm import PluginVM
 
 if TYPE_CHECKING:
-    from host.lab.record import Recorder
     from host.proxy.config import PluginSpec, ProxyConfig
     from host.proxy.stats import StatsStore
 
@@ -297,7 +296,9 @@ class PluginManager:
         self._record_seq = 0
         self.counters: dict[str, int] = {}
         self.request_listeners: list[Callable[[RequestRecord], None]] = []
-        self.recorder: Recorder | None = None  # serve --record, POST /recording
+        # serve --record, POST /recording: host.lab.record.Recorder (not imported here:
+        # the lab builds on the proxy, not the other way)
+        self.recorder: Any = None
 
     # -- small services ------------------------------------------------------------------
 

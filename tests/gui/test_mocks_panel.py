@@ -61,4 +61,4 @@ def test_applied_mocks_answer_a_plugins_callout_in_the_real_engine(qtbot, app_wi
     qtbot.waitUntil(lambda: send(qtbot, window, "/x")["status"] == 200, timeout=5_000)
     echoed = json.loads(send(qtbot, window, "/x")["body"])
     assert {k.lower(): v for k, v in echoed["headers"].items()}["x-auth-result"] == "from-the-table"
-    assert window.lab_panel.mocks is panel.mocks  # the Lab's replays use them too
+    assert window.lab_panel.mocks == panel.applied  # the Lab's replays use them too
