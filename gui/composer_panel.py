@@ -1,17 +1,20 @@
 """The request composer: one request through the proxy and its response, and bounded
 demo load (N req/s for T seconds) with a progress bar. Emits what the user asked for;
-the main window hands it to the engine service."""
+the main window hands it to the engine service. It keeps a history of what was sent
+(copied as curl, saved or loaded as HAR: ``gui/composer_history.py``)."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtGui import QFont
+from PySide6.QtGui import QFont, QGuiApplication
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -25,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.composer_history import MAX_HISTORY, as_curl, history_from_har, save_history
 from gui.traffic import MAX_LOAD_RPS, MAX_LOAD_SECONDS, check_load_input, load_status
 
 __all__ = ["ComposerPanel", "parse_headers"]
@@ -87,6 +91,25 @@ class ComposerPanel(QWidget):
         self.error_label.setStyleSheet("color:#f85149")
         self.error_label.setWordWrap(True)
         form.addRow(self.error_label)
+        # history: what was sent from here; copy as curl; save or load it as HAR
+        self.base_url = "http://127.0.0.1:10000"  # the proxy's address (the window sets it)
+        self.history: deque[dict[str, Any]] = deque(maxlen=MAX_HISTORY)
+        hrow = QHBoxLayout()
+        self.history_combo = QComboBox()
+        self.history_combo.setToolTip("Requests sent from here (newest first)")
+        self.history_combo.setPlaceholderText("History")
+        self.curl_button = QPushButton("Copy as curl")
+        self.save_har_button = QPushButton("Save HAR…")
+        self.load_har_button = QPushButton("Load HAR…")
+        hrow.addWidget(self.history_combo, 1)
+        hrow.addWidget(self.curl_button)
+        hrow.addWidget(self.save_har_button)
+        hrow.addWidget(self.load_har_button)
+        form.addRow(hrow)
+        self.history_combo.activated.connect(self._on_history_combo_activated)
+        self.curl_button.clicked.connect(self._on_curl_button_clicked)
+        self.save_har_button.clicked.connect(self._on_save_har_button_clicked)
+        self.load_har_button.clicked.connect(self._on_load_har_button_clicked)
         lay.addWidget(req)
         resp = QGroupBox("Response")
         rl = QVBoxLayout(resp)
@@ -154,7 +177,84 @@ class ComposerPanel(QWidget):
         self.error_label.setText("")
         self.status_label.setText("Sending…")
         body = self.body_edit.toPlainText().encode("utf-8")
+        self._remember(
+            {
+                "method": self.method_combo.currentText(),
+                "path": path,
+                "headers": [list(h) for h in headers],
+                "body": self.body_edit.toPlainText(),
+            }
+        )
         self.send_requested.emit(self.method_combo.currentText(), path, headers, body)
+
+    # -- history ---------------------------------------------------------------------------
+
+    def _remember(self, entry: dict[str, Any]) -> None:
+        self.history.append(entry)
+        self._show_history()
+
+    def _show_history(self) -> None:
+        self.history_combo.clear()
+        for e in reversed(self.history):
+            status = (e.get("response") or {}).get("status")
+            self.history_combo.addItem(
+                f"{e['method']} {e['path']}" + (f"  → {status}" if status else "")
+            )
+
+    def _on_history_combo_activated(self, index: int) -> None:
+        if 0 <= index < len(self.history):
+            self.fill(self.history[len(self.history) - 1 - index])
+
+    def current_request(self) -> dict[str, Any] | None:
+        """The form as a request (None and a message when a header line is bad)."""
+        try:
+            headers = parse_headers(self.headers_edit.toPlainText())
+        except ValueError as e:
+            self.error_label.setText(str(e))
+            return None
+        return {
+            "method": self.method_combo.currentText(),
+            "path": self.path_edit.text().strip() or "/",
+            "headers": [list(h) for h in headers],
+            "body": self.body_edit.toPlainText(),
+        }
+
+    def curl_command(self) -> str:
+        req = self.current_request()
+        return as_curl(self.base_url, req) if req is not None else ""
+
+    def _on_curl_button_clicked(self) -> None:
+        cmd = self.curl_command()
+        if cmd:
+            QGuiApplication.clipboard().setText(cmd)
+            self.error_label.setText("")
+
+    def save_har(self, path: str) -> None:
+        try:
+            save_history(path, self.history, self.base_url)
+        except OSError as e:
+            self.error_label.setText(f"cannot save {path}: {e.strerror or e}")
+
+    def load_har(self, path: str) -> None:
+        try:
+            self.history = history_from_har(path)
+        except ValueError as e:
+            self.error_label.setText(str(e))
+            return
+        self.error_label.setText("")
+        self._show_history()
+        if self.history:
+            self.fill(self.history[-1])
+
+    def _on_save_har_button_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save history as HAR", "", "HAR (*.har)")
+        if path:
+            self.save_har(path)
+
+    def _on_load_har_button_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load a HAR", "", "HAR (*.har *.json)")
+        if path:
+            self.load_har(path)
 
     def fill(self, d: Mapping[str, Any]) -> None:
         """Put a request in the form (from the inspector's "Send again")."""
@@ -188,6 +288,14 @@ class ComposerPanel(QWidget):
         self.status_label.setText(
             f"{d.get('status')} · {d.get('elapsed_ms')} ms · {d.get('body_size', 0)} bytes"
         )
+        if self.history and "response" not in self.history[-1]:
+            self.history[-1]["response"] = {
+                "status": d.get("status"),
+                "headers": [list(h) for h in d.get("headers") or []],
+                "body": d.get("body", ""),
+                "elapsed_ms": d.get("elapsed_ms"),
+            }
+            self._show_history()
         head = "\n".join(f"{k}: {v}" for k, v in d.get("headers") or [])
         self.response_view.setPlainText(f"{head}\n\n{d.get('body', '')}")
 

@@ -34,13 +34,16 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from gui import traffic
+from host.lab import app_api as lab_api  # the lab's offline helpers, in plain values
 from host.proxy.config import ProxyConfig
 from host.proxy.intercept import Interceptor, InterceptRule
 from host.proxy.server import ProxyServer, StartupError
 from host.proxy.stats import StatsSnapshot
 from host.wasm import LogLevel
 
-__all__ = ["EngineService", "EngineSnapshot"]
+# ``lab_api``: what the app's Lab, Mocks, composer and inspector ask of the debugging lab
+# (replays on the caller's worker thread with their own engine; plain values in and out)
+__all__ = ["EngineService", "EngineSnapshot", "lab_api"]
 
 _log = logging.getLogger(__name__)
 
@@ -154,6 +157,7 @@ class EngineService(QObject):
     # held requests changed (one caught or released): the held ones, as dicts; rare,
     # user-armed, so a signal rather than a poll
     intercepts_changed = Signal(list)
+    recording_changed = Signal(bool, str)  # on, the session file (the lab's Record)
 
     def __init__(
         self,
@@ -490,6 +494,34 @@ class EngineService(QObject):
         """Pause (False) or resume taking new requests into the inspector feed; while
         paused, the requests already handed out stay fetchable."""
         self.capture = bool(on)
+
+    def set_recording(self, on: bool) -> bool:
+        """Record live traffic as a HAR session in the data directory (or stop);
+        ``recording_changed`` answers with the file's path."""
+
+        async def do(server: ProxyServer) -> None:
+            from host.lab.record import new_recording_path, start_recording, stop_recording
+
+            if on:
+                rec = start_recording(server, new_recording_path())
+                self.recording_changed.emit(True, str(rec.path))
+            else:
+                old = stop_recording(server)
+                self.recording_changed.emit(False, str(old.path) if old else "")
+
+        return self._submit("recording", do)
+
+    def set_mocks(self, rules: list[dict[str, Any]]) -> bool:
+        """Answer callouts matching these mock rules in place of the clusters ([]: off)."""
+        rules = [dict(r) for r in rules]
+
+        async def do(server: ProxyServer) -> None:
+            from host.lab.mocks import install_mocks
+
+            server.lab_mocks = rules  # type: ignore[attr-defined]
+            install_mocks(server, server.config.mocks)
+
+        return self._submit("mocks", do)
 
     def reset_counters(self) -> bool:
         async def do(server: ProxyServer) -> None:

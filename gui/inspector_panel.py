@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.engine_service import lab_api
 from gui.inspector_export import (
     InspectorFilter,
     callback_result_name,
@@ -347,20 +348,27 @@ def render_request_html(rec: Mapping[str, Any]) -> str:
 
 def replay_request(rec: Mapping[str, Any]) -> dict[str, Any] | None:
     """(method, path, headers) to send the recorded request again: the headers as the
-    client sent them (the first hop's "before"), without pseudo-headers, host and
-    hop-by-hop fields. None when the record has no request headers."""
+    client sent them (the first hop's "before" without what the proxy added), without
+    pseudo-headers, host, hop-by-hop fields and the request id. None when the record
+    has no request headers."""
     hops = rec.get("hops") or []
     before = next(
         (h.get("request_headers_before") for h in hops if h.get("request_headers_before")), None
     )
     if before is None:
         return None
-    skip = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
-    headers = [
-        [str(k), str(v)]
-        for k, v in before
-        if not str(k).startswith(":") and str(k).lower() not in skip
-    ]
+    # what the proxy added (x-forwarded-for/-proto) goes; x-request-id too, so the proxy
+    # gives the new request a fresh one
+    sent = lab_api.client_view(before)
+    skip = {
+        "host",
+        "content-length",
+        "connection",
+        "transfer-encoding",
+        "keep-alive",
+        "x-request-id",
+    }
+    headers = [[k, v] for k, v in sent if not k.startswith(":") and k.lower() not in skip]
     body = next((h.get("request_body_before") for h in hops if h.get("request_body_before")), "")
     return {
         "method": rec.get("method") or "GET",

@@ -37,7 +37,9 @@ from gui.composer_panel import ComposerPanel
 from gui.inspector_panel import InspectorPanel
 from gui.intercept_panel import InterceptPanel
 from gui.json_schema import SchemaError, form_problem, load_schema, schema_path_for
+from gui.lab_panel import LabPanel
 from gui.logs_panel import LogsPanel
+from gui.mocks_panel import MocksPanel
 from gui.plugin_panel import PluginDetailsPanel, PluginListView, env_vars
 from gui.stats_panel import StatsPanel
 from gui.traffic import load_status
@@ -290,6 +292,10 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.inspector_panel, "Inspector")
         self.tabs.addTab(self.composer_panel, "Composer")
         self.tabs.addTab(self.intercept_panel, "Intercept")
+        self.lab_panel = LabPanel()
+        self.tabs.addTab(self.lab_panel, "Lab")
+        self.mocks_panel = MocksPanel()
+        self.tabs.addTab(self.mocks_panel, "Mocks")
 
         body = QSplitter(Qt.Orientation.Horizontal)
         body.addWidget(left_split)
@@ -341,6 +347,15 @@ class MainWindow(QMainWindow):
         ip.disarm_requested.connect(self.service.disarm_intercept)
         ip.resume_requested.connect(self.service.resume_intercept)
         self.logs_panel.request_activated.connect(self._on_logs_panel_request_activated)
+        d.reproduce_requested.connect(self._on_plugin_details_reproduce_requested)
+        if hasattr(service, "set_recording"):
+            self.lab_panel.record_toggled.connect(service.set_recording)
+            service.recording_changed.connect(self.lab_panel.set_recording)
+        if hasattr(service, "set_mocks"):
+            self.mocks_panel.mocks_applied.connect(service.set_mocks)
+        self.mocks_panel.mocks_applied.connect(
+            lambda rules: setattr(self.lab_panel, "mocks", list(rules))
+        )
         c = self.composer_panel
         c.send_requested.connect(self._on_composer_panel_send_requested)
         c.load_requested.connect(self._on_composer_panel_load_requested)
@@ -524,6 +539,7 @@ class MainWindow(QMainWindow):
         ah, ap = self.service.admin_address
         self.address_edit.setText(f"http://{h}:{p}")
         self.inspector_panel.base_url = f"http://{h}:{p}"
+        self.composer_panel.base_url = f"http://{h}:{p}"
         self.admin_label.setText(f"admin http://{ah}:{ap}")
         self.generate_button.setEnabled(True)
         for note in self.service.notes:
@@ -806,6 +822,24 @@ class MainWindow(QMainWindow):
                 "recent ones; Pause it to keep them)",
                 8000,
             )
+
+    def _on_plugin_details_reproduce_requested(self, name: str, session: str) -> None:
+        """The failure panel's Reproduce: the lab replays the crash session through the
+        plugin's module with its configuration and shows the failure."""
+        spec = next((p for p in self.service.config.plugins if p.name == name), None)
+        if spec is None or not session:
+            return
+        try:
+            module = spec.location if spec.location_kind == "file" else ""
+        except ValueError:
+            module = ""
+        lab = self.lab_panel
+        lab.session_edit.setText(session)
+        lab.a_edit.setText(module)
+        lab.config_a_edit.setText(spec.plugin_config_json.decode("utf-8", "replace"))
+        lab.root_id_edit.setText(spec.plugin_name)
+        self.tabs.setCurrentWidget(lab)
+        lab.reproduce()
 
     def _on_composer_panel_send_requested(
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes

@@ -332,6 +332,7 @@ class PluginDetailsPanel(QWidget):
     remove_requested = Signal(str)
     reload_requested = Signal(str)
     logs_requested = Signal(str)  # show this plugin's log lines
+    reproduce_requested = Signal(str, str)  # name, crash session (the lab replays it)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -367,7 +368,13 @@ class PluginDetailsPanel(QWidget):
         self.logs_button = QPushButton("Logs")
         self.logs_button.setToolTip("Show this plugin's log lines")
         self.remove_button = QPushButton("Remove")
+        self.reproduce_button = QPushButton("Reproduce")
+        self.reproduce_button.setToolTip(
+            "Replay the requests that led to the failure through the module (Lab tab)"
+        )
+        self._session = ""
         buttons.addWidget(self.reload_button)
+        buttons.addWidget(self.reproduce_button)
         buttons.addWidget(self.logs_button)
         buttons.addStretch(1)
         buttons.addWidget(self.remove_button)
@@ -375,6 +382,9 @@ class PluginDetailsPanel(QWidget):
         self.reload_button.clicked.connect(lambda: self.reload_requested.emit(self._name))
         self.remove_button.clicked.connect(lambda: self.remove_requested.emit(self._name))
         self.logs_button.clicked.connect(lambda: self.logs_requested.emit(self._name))
+        self.reproduce_button.clicked.connect(
+            lambda: self.reproduce_requested.emit(self._name, self._session)
+        )
         self.show_plugin(None, None)
 
     # -- building -----------------------------------------------------------------------------
@@ -569,6 +579,8 @@ class PluginDetailsPanel(QWidget):
                 f"{counters.get('invocations', 0)} invocations"
             )
             self.failure_text.setPlainText(_failure_text(p))
+            self._session = str((p.get("failure") or {}).get("session") or "")
+            self.reproduce_button.setEnabled(bool(self._session))
             self.enabled_check.setChecked(p.get("mode") != "disabled")
             self.log_only_check.setChecked(p.get("mode") == "log-only")
             pct = float(p.get("canary_percent", 100.0))

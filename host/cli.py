@@ -136,6 +136,16 @@ def _build_parser() -> _Parser:
         help="do not reload when the config file or a module file changes",
     )
     sv.add_argument(
+        "--record",
+        metavar="FILE.har",
+        help="record every request as HAR 1.2 with what a replay needs (wasmdesk replay)",
+    )
+    sv.add_argument(
+        "--mocks",
+        metavar="FILE",
+        help="YAML callout mocks answered in place of the clusters they name",
+    )
+    sv.add_argument(
         "--lenient",
         action="store_true",
         help="start even if a plugin fails to load (it is failed per its failStrategy); "
@@ -225,10 +235,14 @@ def _build_parser() -> _Parser:
         "WORKLOAD_NAME, NAMESPACE, LABELS ... go in metadata)",
     )
     t.add_argument("--json", action="store_true", help="print one JSON object")
+    t.add_argument("--mocks", metavar="FILE", help="YAML callout mocks, answered before --cluster")
 
     from host import cli_oci
 
     cli_oci.add_parsers(sub)
+    from host.lab.commands import add_parsers
+
+    add_parsers(sub)  # replay, export-test (the debugging lab)
     return p
 
 
@@ -252,6 +266,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from host import cli_oci
 
             return cli_oci.run(args)
+        if args.command in ("replay", "export-test"):
+            from host.lab import commands
+
+            try:
+                if args.command == "replay":
+                    return commands.cmd_replay(args)
+                return commands.cmd_export_test(args)
+            except commands.UsageError as e:
+                raise UsageError(str(e)) from None
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as e:
         print(f"wasmdesk: error: {e}", file=sys.stderr)
@@ -326,6 +349,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if changes:
         config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
 
+    mocks = None
+    if args.mocks:
+        from host.lab.mocks import MockError, load_mocks
+
+        try:
+            load_mocks(args.mocks)  # checked here: a bad file is exit 2
+            import yaml
+
+            doc = yaml.safe_load(Path(args.mocks).read_text(encoding="utf-8"))
+            mocks = list(doc["mocks"] if isinstance(doc, dict) else doc or [])
+        except MockError as e:
+            raise UsageError(f"--mocks: {e}") from None
+
     def show(rec: object) -> None:
         r = rec  # LogRecord
         print(f"[{r.level.name.lower():8}] {r.plugin}: {r.message}", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
@@ -339,6 +375,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         except StartupError as e:
             print(f"wasmdesk: the proxy did not start: {e}", file=sys.stderr)
             return 1
+        if mocks is not None:
+            from host.lab.mocks import install_mocks
+
+            server.lab_mocks = mocks  # type: ignore[attr-defined]
+            install_mocks(server, server.config.mocks)
+        if args.record:
+            from host.lab.record import start_recording
+
+            try:
+                start_recording(server, args.record)
+            except OSError as e:
+                await server.stop()
+                raise UsageError(f"--record: cannot write {args.record}: {e.strerror}") from None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -510,8 +559,18 @@ def _cmd_try(args: argparse.Namespace) -> int:
         callback_timeout_ms=args.timeout_ms,
         node=_node(args.node),
     )
+    callouts = grpc = None
+    if args.mocks:
+        from host.lab.mocks import MockError, MockGrpcDispatcher, MockingClient, load_mocks
+
+        try:
+            mocks = load_mocks(args.mocks)
+        except MockError as e:
+            raise UsageError(f"--mocks: {e}") from None
+        callouts = MockingClient(req.clusters, mocks, req.callout_timeout_ms)
+        grpc = MockGrpcDispatcher(mocks)
     try:
-        result = run_try(wasm, req)
+        result = run_try(wasm, req, callouts=callouts, grpc=grpc)
     except LoadError as e:
         raise UsageError(f"{args.plugin}: {e.message}") from None
     if args.json:

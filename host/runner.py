@@ -36,6 +36,8 @@ from host.wasm.context import HttpCallout, StreamListener
 from host.wasm.diagnosis import root_id_warning, sdk_missing_root_line, silent_plugin_warning
 from host.wasm.module_info import describe
 from host.wasm.node import DEFAULT_NODE, Node
+from host.wasm.plugin_host import GrpcDispatcher
+from host.wasm.profile import profile_json
 from host.wasm.runtime import Engine
 from host.wasm.types import StreamType
 
@@ -66,6 +68,7 @@ class TryRequest:
     callback_timeout_ms: float = 100.0
     callout_timeout_ms: float = 5000.0
     node: Node = DEFAULT_NODE  # xds.node (--node)
+    request_id: str = ""  # x-request-id and the stream's id; "" draws a random one
 
 
 @dataclass
@@ -95,6 +98,8 @@ class TryResult:
     ticks_fired: int = 0
     ticks_while_paused: int = 0
     shared_data: dict[str, object] = field(default_factory=dict)
+    # per guest callback: total, guest and host-call time (host/wasm/profile.py)
+    profile: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -132,6 +137,7 @@ class TryResult:
             "ticks_fired": self.ticks_fired,
             "ticks_while_paused": self.ticks_while_paused,
             "shared_data": self.shared_data,
+            "profile": self.profile,
             "notes": self.notes,
             "warnings": self.warnings,
         }
@@ -283,20 +289,30 @@ class _Run:
             self.result.ticks_while_paused += 1
 
 
-def run_try(wasm: bytes, req: TryRequest, *, engine: Engine | None = None) -> TryResult:
-    """Run one request and response through the plugin in ``wasm``."""
+def run_try(
+    wasm: bytes,
+    req: TryRequest,
+    *,
+    engine: Engine | None = None,
+    callouts: CalloutClient | None = None,
+    grpc: GrpcDispatcher | None = None,
+) -> TryResult:
+    """Run one request and response through the plugin in ``wasm``. ``callouts``
+    replaces the HTTP client, ``grpc`` the grpc.aio transport: the lab's mocks."""
     result = TryResult()
     clock = VirtualClock(start_wall_ns=time.time_ns())
-    callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
+    if callouts is None:
+        callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
     grpc_loop = asyncio.new_event_loop()  # grpc.aio calls, pumped between callbacks
-    grpc = GrpcCalloutDispatcher(
-        grpc_loop,
-        {
-            name: GrpcCluster(url, req.callout_timeout_ms / 1000.0)
-            for name, url in req.clusters.items()
-            if url.split(":", 1)[0].lower() in GRPC_SCHEMES
-        },
-    )
+    if grpc is None:
+        grpc = GrpcCalloutDispatcher(
+            grpc_loop,
+            {
+                name: GrpcCluster(url, req.callout_timeout_ms / 1000.0)
+                for name, url in req.clusters.items()
+                if url.split(":", 1)[0].lower() in GRPC_SCHEMES
+            },
+        )
     host = PluginHost(engine, clock=clock, http=callouts, grpc=grpc, log_level=req.log_level)
     host.node = req.node
     try:
@@ -320,7 +336,8 @@ def run_try(wasm: bytes, req: TryRequest, *, engine: Engine | None = None) -> Tr
         ]
         callouts.close()
         host.close()
-        grpc_loop.run_until_complete(grpc.aclose())
+        if isinstance(grpc, GrpcCalloutDispatcher):
+            grpc_loop.run_until_complete(grpc.aclose())
         grpc_loop.close()
     _root_id_warnings(req, result, host)
     return result
@@ -366,6 +383,7 @@ def _run(
         vm_configuration=req.vm_configuration,
         env=tuple(req.env),
         callback_timeout_ms=req.callback_timeout_ms,
+        profile=True,
     )
     try:
         vm = host.create_vm(module, config)
@@ -403,7 +421,7 @@ def _run_stream(vm: object, root: object, req: TryRequest, run: _Run, result: Tr
     from host.wasm.vm import PluginVM
 
     assert isinstance(vm, PluginVM)
-    request_id = str(uuid.uuid4())
+    request_id = req.request_id or str(uuid.uuid4())
     # Sizes count the body bytes that went through so far and request.duration exists
     # from proxy_on_log on, as in Envoy; the one (unnamed) route sends to no cluster.
     started = time.monotonic_ns()
@@ -537,3 +555,4 @@ def _collect_trace(host: PluginHost, result: TryResult) -> None:
         result.callbacks = [
             {"name": name, "context_id": cid, "result": r} for name, cid, r in vm.trace
         ]
+        result.profile = profile_json(vm.profile)

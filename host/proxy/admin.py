@@ -16,6 +16,7 @@ POST /logging?level=L            set it (trace, debug, info, warn, error, critic
 POST /plugins/{name}/mode        JSON: mode, canary-percent, canary-key, fail-strategy
 POST /plugins/{name}/reload      reload from source (also clears a crash loop)
 POST /reset_counters
+POST /recording                  JSON {"state": "on"|"off"}: record as HAR, answers the path
 POST /quitquitquit               stop the proxy (Envoy's name)
 
 It binds loopback only (the config refuses anything else), and loopback is not enough
@@ -228,6 +229,46 @@ async def _reload(
 def _reset(srv: ProxyServer, *_: Any) -> Response:
     srv.reset_counters()
     return Response(200, "OK\n")
+
+
+def _recording(
+    srv: ProxyServer, method: str, q: dict[str, list[str]], body: bytes, *_: Any
+) -> Response:
+    """The debugging lab's recorder: on writes into the data directory, never a path
+    the caller names (a web page or script must not pick files to write)."""
+    from host.lab.record import new_recording_path, start_recording, stop_recording
+
+    try:
+        data: dict[str, Any] = {k: v[-1] for k, v in q.items()}
+        data.update(_json_object(body))
+    except ValueError as e:
+        return Response(400, f"invalid body: {e}\n")
+    state = data.get("state")
+    if method == "POST" and state == "on":
+        rec = start_recording(srv, new_recording_path())
+        return Response(200, {"recording": True, "path": str(rec.path)})
+    if method == "POST" and state == "off":
+        old = stop_recording(srv)
+        return Response(
+            200,
+            {
+                "recording": False,
+                "path": str(old.path) if old else None,
+                "requests": len(old.entries) if old else 0,
+            },
+        )
+    if method == "POST":
+        return Response(400, 'give {"state": "on"} or {"state": "off"}\n')
+    cur = srv.manager.recorder
+    return Response(
+        200,
+        {
+            "recording": cur is not None and cur.active,
+            "path": str(cur.path) if cur else None,
+            "requests": len(cur.entries) if cur else 0,
+            "stopped": cur.stopped if cur else None,
+        },
+    )
 
 
 def _quit(srv: ProxyServer, *_: Any) -> Response:
@@ -521,6 +562,13 @@ ROUTES: list[Route] = [
         _reset,
         "/reset_counters",
         "reset all counters to zero",
+    ),
+    Route(
+        frozenset({"GET", "POST"}),
+        re.compile(r"^/recording$"),
+        _recording,
+        "/recording",
+        'record traffic as HAR in the data directory (POST {"state": "on"|"off"})',
     ),
     Route(_POST, re.compile(r"^/quitquitquit$"), _quit, "/quitquitquit", "exit the server"),
 ]

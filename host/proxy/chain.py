@@ -1122,6 +1122,8 @@ class ChainRun:
                     for c in ctx.callouts or ()
                 ]  # this stream's own (the newest MAX_CALLOUT_RECORDS), dropped with it
                 self.m.record_callback_time(hop.slot, ctx)
+                if self.m.recorder is not None:  # the debugging lab's recorder
+                    self.m.recorder.hop_finished(self, hop.slot.name, hop.inst.vm, ctx)
             hop.record_bodies()
             hop.inst.inflight -= 1
             hop.inst.maybe_retire()

@@ -304,6 +304,8 @@ class ProxyConfig:
     idle_timeout_s: float = 300.0
     max_connections: int = 1024
     plugins: tuple[PluginSpec, ...] = ()
+    # spec.mocks: callout mock rules (host/lab/mocks.py), checked when parsed
+    mocks: tuple[Any, ...] = field(default=(), hash=False)
     source: str = field(default="<string>", compare=False)
     raw: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
     line: int = field(default=0, compare=False)
@@ -1692,6 +1694,7 @@ _PROXY_SPEC_FIELDS = (
     "pullSecrets",
     "timeouts",
     "maxConnections",
+    "mocks",
 )
 _TIMEOUT_FIELDS = {"requestHeaders": "request_headers_timeout_s", "idle": "idle_timeout_s"}
 _CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout", "caFile")
@@ -1822,6 +1825,15 @@ def _parse_proxy(
         ]
         out["pull_secrets"] = tuple((k, v) for k, v in paths if v)
     _parse_listener_limits(spec, ctx, out)
+    if spec.get("mocks") is not None:  # the debugging lab's callout mocks
+        from host.lab.mocks import MockError, parse_mocks
+
+        try:
+            parse_mocks(spec["mocks"], "")
+        except MockError as e:
+            ctx.error(("spec", "mocks"), str(e).removeprefix(": "))
+        else:
+            out["mocks"] = tuple(spec["mocks"])
     return None if len(ctx.issues) > before else out
 
 

@@ -131,6 +131,7 @@ class PluginSlot:
         self.failure: Failure | None = None
         # the request the failure happened on (chain.request_facts), None outside one
         self.failure_request: dict[str, Any] | None = None
+        self.crash_session: str | None = None  # the lab's HAR of the requests before a trap
         self.failures: deque[float] = deque(maxlen=64)
         self.reload_attempts = 0
         self.reload_at: float | None = None  # time.monotonic() of the next FAIL_RELOAD try
@@ -169,6 +170,8 @@ class PluginSlot:
         d = self.failure.to_dict()
         if self.failure_request is not None:
             d["request"] = self.failure_request
+        if self.crash_session is not None:
+            d["session"] = self.crash_session
         return d
 
     def snapshot(self) -> dict[str, Any]:
@@ -373,6 +376,9 @@ class PluginManager:
         self._record_seq = 0
         self.counters: dict[str, int] = {}
         self.request_listeners: list[Callable[[RequestRecord], None]] = []
+        # serve --record, POST /recording: host.lab.record.Recorder (not imported here:
+        # the lab builds on the proxy, not the other way)
+        self.recorder: Any = None
 
     @property
     def paused_streams(self) -> int:
@@ -465,6 +471,8 @@ class PluginManager:
         self.recent.append(rec)
         for fn in self.request_listeners:
             fn(rec)
+        if self.recorder is not None:
+            self.recorder.exchange_finished(run, rec)
 
     # -- failure policy -----------------------------------------------------------------------
 
@@ -479,6 +487,7 @@ class PluginManager:
         slot.failure_request = (
             request_facts(run) if run is not None and run.headers is not None else None
         )
+        slot.crash_session = None  # set by the lab's CrashKeeper when the request finishes
         now = time.monotonic()
         slot.failures.append(now)
         policy = slot.effective_policy()

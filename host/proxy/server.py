@@ -132,6 +132,9 @@ class ProxyServer:
         self.pool = UpstreamPool(self.loop)
         cache = user_cache_root() / "downloads"
         self.manager = PluginManager(self.loop, self.host, self.stats, cache_dir=cache)
+        from host.lab.crash import CrashKeeper
+
+        self.manager.request_listeners.append(CrashKeeper(self.manager).on_request)
         self.stats.include_plugin_metrics(self.host.metrics)
         await self._apply_clusters(self.config)
         errors = await self.manager.apply(self.config)
@@ -238,6 +241,9 @@ class ProxyServer:
             # configured clusters
             self.manager.builtin_cluster_urls[DEMO_CLUSTER] = (self.demo.url, 5.0)
             self.manager.cluster_urls[DEMO_CLUSTER] = (self.demo.url, 5.0)
+        from host.lab.mocks import install_mocks
+
+        install_mocks(self, config.mocks)  # spec.mocks (and --mocks): callouts answered here
 
     async def run_until_stopped(self) -> None:
         assert self._stop_event is not None

@@ -13,6 +13,7 @@ It must not do I/O itself: callouts go through the dispatcher the caller supplie
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -103,6 +104,18 @@ class Clock:
 
     def now_ms(self) -> float:
         return time.monotonic() * 1000.0
+
+    # -- what a guest obtains (host functions call these, so the debugging lab can
+    # record them under serve and play them back in a replay) --
+
+    def guest_wall_ns(self, vm: PluginVM) -> int:
+        return self.wall_ns()
+
+    def guest_monotonic_ns(self, vm: PluginVM) -> int:
+        return self.monotonic_ns()
+
+    def guest_random(self, vm: PluginVM, n: int) -> bytes:
+        return os.urandom(n)
 
 
 class VirtualClock(Clock):

@@ -31,6 +31,7 @@ from host.wasm.context import (
     TcpContext,
 )
 from host.wasm.pairs import HeaderMap
+from host.wasm.profile import ProfileEntry, profiled
 from host.wasm.runtime import CallFailed, Import, Instance, LoadError, Module, ProcExit, RawFunc
 from host.wasm.types import ABI_MARKERS, FailState, Failure, LogLevel, Status, StreamType
 
@@ -78,6 +79,7 @@ class VmConfig:
     allocator: str = "spec"
     args: tuple[str, ...] = field(default=())
     trace_calls: bool = False  # record every guest call from start-up on (vm.trace)
+    profile: bool = False  # time host calls per guest callback (vm.profile, wasm/profile.py)
 
 
 class VmStartError(Exception):
@@ -298,6 +300,9 @@ class PluginVM:
         # WASI output left to the running callback (abi.wasi; reset per callback)
         self.output_callback = -1
         self.output_left = 0
+        # host calls per guest callback, when profiled (host/wasm/profile.py)
+        self.profile: list[ProfileEntry] = []
+        self.hostcalls: dict[str, list[int]] | None = {} if config.profile else None
 
         abi, self.warnings = load_abi(module)
         if abi is None:
@@ -317,7 +322,7 @@ class PluginVM:
         try:
             self.instance = Instance(
                 module,
-                FUNCTIONS,
+                profiled(FUNCTIONS) if config.profile else FUNCTIONS,
                 self,
                 memory_limit_bytes=config.memory_limit_bytes,
                 stub_result=_stub_result,
@@ -423,6 +428,9 @@ class PluginVM:
         self.current = ctx
         self.effective = None
         self.current_callback = name
+        outer_calls = self.hostcalls
+        if outer_calls is not None:
+            self.hostcalls = {}
         t0 = _perf_ns()
         engine = self._engine
         prev_deadline = self.call_deadline_epoch
@@ -468,6 +476,9 @@ class PluginVM:
             self.callback_count += 1
             self.current, self.effective, self.current_callback = prev
             self.call_deadline_epoch = prev_deadline
+            if outer_calls is not None and self.hostcalls is not None:
+                self.profile.append((name, ctx.id, dt, self.hostcalls))
+                self.hostcalls = outer_calls
         if self.trace_calls:
             self.trace.append((name, ctx.id, r))
         return r

@@ -51,6 +51,7 @@ class FakeEngineService(QObject):
     traffic_progress = Signal(int, int)
     traffic_finished = Signal(dict)
     intercepts_changed = Signal(list)
+    recording_changed = Signal(bool, str)
 
     def __init__(self, config: ProxyConfig | None = None) -> None:
         super().__init__()

@@ -80,7 +80,7 @@ def proxy_get_log_level(vm: PluginVM, ret: int) -> int:
 
 
 def proxy_get_current_time_nanoseconds(vm: PluginVM, ret: int) -> int:
-    vm.instance.write_u64(ret, vm.host.clock.wall_ns())
+    vm.instance.write_u64(ret, vm.host.clock.guest_wall_ns(vm))
     return OK
 
 

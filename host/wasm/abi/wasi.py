@@ -13,7 +13,6 @@ gets a stub of the import's own signature returning NOSYS (``host.wasm.vm``).
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from host.wasm.abi._common import hostfn
@@ -146,9 +145,9 @@ def args_get(vm: PluginVM, argv: int, argv_buf: int) -> int:
 
 def clock_time_get(vm: PluginVM, clock_id: int, _precision: int, ret_time: int) -> int:
     if clock_id == 0:
-        vm.instance.write_u64(ret_time, vm.host.clock.wall_ns())
+        vm.instance.write_u64(ret_time, vm.host.clock.guest_wall_ns(vm))
     elif clock_id == 1:
-        vm.instance.write_u64(ret_time, vm.host.clock.monotonic_ns())
+        vm.instance.write_u64(ret_time, vm.host.clock.guest_monotonic_ns(vm))
     else:
         return NOTSUP
     return SUCCESS
@@ -166,7 +165,7 @@ def random_get(vm: PluginVM, buf: int, length: int) -> int:
         return INVAL
     if length:
         vm.instance.check(buf, length)
-        vm.instance.write(buf, os.urandom(length))
+        vm.instance.write(buf, vm.host.clock.guest_random(vm, length))
     return SUCCESS
 
 
