@@ -253,6 +253,7 @@ class _Run:
         for _ in range(1000):
             n = self.callouts.perform_pending() + self.host.run_pending()
             grpc = self.host.grpc
+            grpc = getattr(grpc, "fallback", None) or grpc  # mocks in front of the transport
             if n == 0 and isinstance(grpc, GrpcCalloutDispatcher):
                 # gRPC calls in flight: run their loop until one answers (bounded)
                 n = grpc.pump(self.req.callout_timeout_ms / 1000.0)
@@ -304,15 +305,18 @@ def run_try(
     if callouts is None:
         callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
     grpc_loop = asyncio.new_event_loop()  # grpc.aio calls, pumped between callbacks
+    transport = GrpcCalloutDispatcher(
+        grpc_loop,
+        {
+            name: GrpcCluster(url, req.callout_timeout_ms / 1000.0)
+            for name, url in req.clusters.items()
+            if url.split(":", 1)[0].lower() in GRPC_SCHEMES
+        },
+    )
     if grpc is None:
-        grpc = GrpcCalloutDispatcher(
-            grpc_loop,
-            {
-                name: GrpcCluster(url, req.callout_timeout_ms / 1000.0)
-                for name, url in req.clusters.items()
-                if url.split(":", 1)[0].lower() in GRPC_SCHEMES
-            },
-        )
+        grpc = transport
+    elif getattr(grpc, "fallback", False) is None:
+        grpc.fallback = transport  # type: ignore[attr-defined]  # mocks first, then the clusters
     host = PluginHost(engine, clock=clock, http=callouts, grpc=grpc, log_level=req.log_level)
     host.node = req.node
     try:
@@ -336,8 +340,7 @@ def run_try(
         ]
         callouts.close()
         host.close()
-        if isinstance(grpc, GrpcCalloutDispatcher):
-            grpc_loop.run_until_complete(grpc.aclose())
+        grpc_loop.run_until_complete(transport.aclose())
         grpc_loop.close()
     _root_id_warnings(req, result, host)
     return result

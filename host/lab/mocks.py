@@ -271,15 +271,14 @@ def install_mocks(server: Any, config_rules: Any = ()) -> None:
     ``spec.mocks``; none: the clusters alone. Called whenever clusters are applied."""
     rules = [*getattr(server, "lab_mocks", ()), *(config_rules or ())]
     inner = server.manager.callouts
+    inner_grpc = server.manager.grpc_callouts  # the grpc.aio transport
     if rules:
         mocks = parse_mocks(rules, "mocks")
         server.host.http = MockingDispatcher(inner, mocks, server.loop)
-        server.host.grpc = MockGrpcDispatcher(mocks, bounded=True)
+        server.host.grpc = MockGrpcDispatcher(mocks, bounded=True, fallback=inner_grpc)
     else:
-        from host.wasm.plugin_host import NoGrpcDispatcher
-
         server.host.http = inner
-        server.host.grpc = NoGrpcDispatcher()
+        server.host.grpc = inner_grpc
 
 
 # gRPC status codes for a mocked failure (no response at all)
@@ -290,16 +289,20 @@ class MockGrpcDispatcher:
     """A ``GrpcDispatcher`` answering gRPC calls from mocks (a rule with ``grpc_method``
     ``Service/Method``, or just the cluster): initial metadata (the rule's headers),
     the message (its body), empty trailers, then close with ``grpc_status`` and
-    ``grpc_message``. A failure closes with DEADLINE_EXCEEDED (timeout) or
-    UNAVAILABLE. Unmatched calls are refused as without a transport. Streams get the
+    ``grpc_message`` for a stream; a unary call gets only its message when the status is
+    OK and only the close otherwise, as Envoy delivers them. A failure closes with
+    DEADLINE_EXCEEDED (timeout) or UNAVAILABLE. Unmatched calls go to ``fallback`` (the
+    real grpc.aio transport) when there is one, else they are refused. Streams get the
     same answer once, to their first message."""
 
     # under serve (bounded=True) at most this many calls are kept for the recorder
     MAX_KEPT = 1000
 
-    def __init__(self, mocks: Mocks, *, bounded: bool = False) -> None:
+    def __init__(self, mocks: Mocks, *, bounded: bool = False, fallback: Any = None) -> None:
         self.mocks = mocks
         self.bounded = bounded
+        self.fallback = fallback
+        self._passed: set[int] = set()  # ids of the calls the fallback carries
         self.reason = "gRPC callouts are not available in this host yet (no gRPC transport)"
         self.completed: list[dict[str, Any]] = []
         # recorded gRPC callouts a replay answers first (matched by cluster and method)
@@ -320,11 +323,8 @@ class MockGrpcDispatcher:
                 status = rec.get("grpc_status")
                 status = status if isinstance(status, int) else 2  # UNKNOWN
                 self._note(call, events, full, status, rec.get("failure"), rec.get("elapsed_ms"))
-                if isinstance(resp, dict) and resp:
-                    events.initial_metadata(call, [])
-                    events.message(call, body_from_json(resp.get("body")))
-                    events.trailing_metadata(call, [])
-                events.close(call, status, str(rec.get("grpc_message") or "").encode())
+                body = body_from_json(resp.get("body")) if isinstance(resp, dict) else b""
+                self._answer(call, events, [], body, status, rec.get("grpc_message"), bool(resp))
                 return True
         return False
 
@@ -378,31 +378,58 @@ class MockGrpcDispatcher:
             return Status.OK
         rule = self.mocks.find(call.cluster, "POST", f"/{full}", full)
         if rule is None:
-            self.reason = (
-                f"no mock for gRPC {full} on cluster {call.cluster!r} "
-                "(and no gRPC transport in this host)"
-            )
+            if self.fallback is not None:
+                self._passed.add(id(call))
+                status_ = self.fallback.start(call, events)
+                self.reason = getattr(self.fallback, "reason", "")
+                return status_
+            self.reason = f"no mock for gRPC {full} on cluster {call.cluster!r}"
             return Status.INTERNAL_FAILURE
         status = _GRPC_FAILURE_STATUS.get(rule.failure or "", rule.grpc_status)
         self._note(call, events, full, status, rule.failure, rule.delay_ms, rule.body)
         if rule.failure is not None:
             events.close(call, _GRPC_FAILURE_STATUS[rule.failure], rule.failure.encode())
             return Status.OK
-        events.initial_metadata(
-            call, [(k.encode("latin-1"), v.encode("utf-8")) for k, v in rule.headers]
-        )
-        events.message(call, rule.body)
-        events.trailing_metadata(call, [])
-        events.close(call, rule.grpc_status, rule.grpc_message.encode("utf-8"))
+        metadata = [(k.encode("latin-1"), v.encode("utf-8")) for k, v in rule.headers]
+        self._answer(call, events, metadata, rule.body, rule.grpc_status, rule.grpc_message)
         return Status.OK
+
+    @staticmethod
+    def _answer(
+        call: Any,
+        events: Any,
+        metadata: list[tuple[bytes, bytes]],
+        body: bytes,
+        status: int,
+        message: Any,
+        has_body: bool = True,
+    ) -> None:
+        text = str(message or "").encode("utf-8")
+        if not call.stream:
+            # unary (Envoy): the reply alone on success, the close alone on an error
+            if status == 0 and has_body:
+                events.message(call, body)
+            else:
+                events.close(call, status, text)
+            return
+        if has_body:
+            events.initial_metadata(call, metadata)
+            events.message(call, body)
+            events.trailing_metadata(call, [])
+        events.close(call, status, text)
 
     def send(self, call: Any, message: bytes, end_stream: bool) -> Any:
         from host.wasm.types import Status
 
+        if id(call) in self._passed:
+            return self.fallback.send(call, message, end_stream)
         return Status.OK
 
     def cancel(self, call: Any) -> None:
-        pass
+        if id(call) in self._passed:
+            self._passed.discard(id(call))
+            self.fallback.cancel(call)
 
     def close(self, call: Any) -> None:
-        pass
+        if id(call) in self._passed:
+            self.fallback.close(call)

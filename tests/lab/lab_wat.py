@@ -125,7 +125,9 @@ _GRPC = """
                          (i32.const 304) (i32.const 308)))
     (drop (call $set_eff (global.get $stream)))
     (drop (call $add_hdr (i32.const 0) (i32.const 1088) (i32.const 12)
-                         (i32.load (i32.const 304)) (i32.load (i32.const 308)))))
+                         (i32.load (i32.const 304)) (i32.load (i32.const 308))))
+    ;; a unary reply completes the call (Envoy sends no close after it): resume here
+    (drop (call $continue (i32.const 0))))
   (func (export "proxy_on_grpc_close") (param $root i32) (param $tok i32) (param $status i32)
     (drop (call $set_eff (global.get $stream)))
     (i32.store8 (i32.const 320) (i32.add (i32.const 48) (i32.rem_u (local.get $status)
@@ -142,6 +144,7 @@ _GRPC = """
 
 def grpc_probe() -> bytes:
     """On each request: a unary gRPC call to authz pkg.Authz/Check ("ping"), paused;
-    the reply message becomes ``x-grpc-reply``, the close status ``x-grpc-status``
-    (last digit), then the request continues. A refused call: ``x-grpc-refused: 1``."""
+    the reply message becomes ``x-grpc-reply`` (a unary call then is complete), or a
+    failed call's close status ``x-grpc-status`` (last digit); either way the request
+    continues. A refused call: ``x-grpc-refused: 1``."""
     return compile_wat(_GRPC, "grpc_probe")
