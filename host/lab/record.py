@@ -134,15 +134,11 @@ class Recorder:
     def hop_finished(self, run: ChainRun, plugin: str, vm: Any, ctx: HttpContext) -> None:
         if not self.active:
             self.clock.take(vm, ctx.id)
-            take_grpc = getattr(vm.host.grpc, "take", None)
-            if take_grpc is not None:
-                take_grpc(vm, ctx.id)
+            _take_grpc(vm, ctx.id)
             return
         p = self._pending.setdefault(id(run), {"callouts": [], "env": {}, "vm_order": {}})
         p["callouts"].extend(_callout(plugin, c) for c in ctx.callouts or ())
-        take_grpc = getattr(vm.host.grpc, "take", None)  # mocked gRPC calls (no transport)
-        if take_grpc is not None:
-            p["callouts"].extend(dict(c, plugin=plugin) for c in take_grpc(vm, ctx.id))
+        p["callouts"].extend(_grpc_entry(plugin, c) for c in _take_grpc(vm, ctx.id))
         env = self.clock.take(vm, ctx.id)
         if env:
             p["env"][plugin] = env
@@ -390,3 +386,27 @@ def new_recording_path() -> Path:
         if not path.exists():
             return path
         n += 1
+
+
+def _take_grpc(vm: Any, context_id: int) -> list[dict[str, Any]]:
+    """The gRPC calls a context made: mocked ones, and those the grpc.aio transport
+    carried (behind the mocks, or alone)."""
+    out: list[dict[str, Any]] = []
+    grpc = vm.host.grpc
+    for dispatcher in (grpc, getattr(grpc, "fallback", None)):
+        take = getattr(dispatcher, "take", None)
+        if take is not None:
+            out.extend(take(vm, context_id))
+    return out
+
+
+def _grpc_entry(plugin: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A gRPC call as HAR JSON: bodies the transport kept as bytes become HAR text."""
+    out = dict(entry, plugin=plugin)
+    req = out.get("request")
+    if isinstance(req, dict) and isinstance(req.get("message"), bytes):
+        out["request"] = dict(req, message=body_to_json(req["message"]))
+    resp = out.get("response")
+    if isinstance(resp, dict) and isinstance(resp.get("body"), bytes):
+        out["response"] = dict(resp, body=body_to_json(resp["body"]))
+    return out

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ class _Active:
     rpc: Any = None
     half_closed: bool = False
     cancelled: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    replies: list[bytes] = field(default_factory=list)  # the first few, for the recorder
 
 
 def _to_grpc_metadata(pairs: list[tuple[bytes, bytes]]) -> tuple[tuple[str, str | bytes], ...]:
@@ -99,6 +102,9 @@ def _code_number(code: Any) -> int:
         return _UNKNOWN
 
 
+_MAX_RECORDED_CONTEXTS = 1000
+
+
 class GrpcCalloutDispatcher:
     """``GrpcDispatcher`` over grpc.aio; every method runs on the loop's thread."""
 
@@ -121,6 +127,8 @@ class GrpcCalloutDispatcher:
         self._stalled: set[int] = set()  # tokens a pump already waited for in vain
         # the newest finished calls: (call, gRPC status, message)
         self.finished: deque[tuple[GrpcCall, int, str]] = deque(maxlen=100)
+        # finished calls by (id(vm), context id) until the recorder takes them (bounded)
+        self._by_context: dict[tuple[int, int], list[dict[str, Any]]] = {}
         self.set_clusters(clusters or {})
 
     # -- clusters and channels --------------------------------------------------------
@@ -229,9 +237,43 @@ class GrpcCalloutDispatcher:
         if self._wake is not None:
             self._wake.set()
 
+    def take(self, vm: object, context_id: int) -> list[dict[str, Any]]:
+        """The calls a context made that finished since, for the lab's recorder (the same
+        shape as its mocks' records; bodies as bytes)."""
+        return self._by_context.pop((id(vm), context_id), [])
+
     def _finished(self, active: _Active, status: int, message: str, count: bool = True) -> None:
         self._stalled.discard(active.call.token)
         self.finished.append((active.call, status, message))
+        vm = getattr(active.events, "vm", None)
+        if vm is not None:
+            call = active.call
+            while len(self._by_context) >= _MAX_RECORDED_CONTEXTS:  # nobody takes them
+                self._by_context.pop(next(iter(self._by_context)))
+            got = self._by_context.setdefault((id(vm), call.context_id), [])
+            if len(got) < 256:
+                got.append(
+                    {
+                        "kind": "grpc",
+                        "cluster": call.cluster,
+                        "grpc_method": f"{call.service}/{call.method}",
+                        "message": call.message.decode("utf-8", "replace"),
+                        "request": {
+                            "metadata": [
+                                [k.decode("latin-1"), v.decode("utf-8", "replace")]
+                                for k, v in call.metadata
+                            ],
+                            "message": call.message,
+                        },
+                        "response": {"body": b"".join(active.replies[:1])}
+                        if active.replies
+                        else None,
+                        "grpc_status": status,
+                        "grpc_message": message,
+                        "failure": None if status == 0 else message or f"grpc status {status}",
+                        "elapsed_ms": round((time.perf_counter() - active.started) * 1000, 3),
+                    }
+                )
         if count and self.on_finished is not None:  # a cancel is neither success nor failure
             self.on_finished(active.call.cluster, status == 0)
 
@@ -268,8 +310,9 @@ class GrpcCalloutDispatcher:
             return
         if self._active.pop(call.token, None) is None:
             return
-        self._finished(active, 0, "")
         data = bytes(reply)
+        active.replies.append(data)
+        self._finished(active, 0, "")
         self._emit(active, lambda: active.events.message(call, data))
 
     async def _write(self, active: _Active, rpc: Any) -> None:
@@ -320,6 +363,8 @@ class GrpcCalloutDispatcher:
                         break
                     metadata_once([])
                     data = bytes(msg)
+                    if len(active.replies) < 16:
+                        active.replies.append(data)
                     self._emit(active, lambda d=data: active.events.message(call, d))  # type: ignore[misc]
             except grpc.aio.AioRpcError:
                 pass  # the status below says what happened
