@@ -219,7 +219,11 @@ def test_hostile_plugin(start_proxy, wasm_file, case: Case, policy: str) -> None
         "hostile", wasm_file(case.wasm(), "hostile"), fail=policy, annotations=case.annotations
     )
     h = start_proxy(make_config(good, hostile), strict=False)
-    h.server.manager.pause_timeout_s = PAUSE_TIMEOUT_S
+    # Cases that only pause to wait for a callout get a long pause timeout: the policy must
+    # reach the paused stream when the VM fails, long before any timeout (a loaded machine
+    # can take more than the suite's short timeout for the callout's round trip).
+    waits_for_callout = case.outcome == "fails_while_paused"
+    h.server.manager.pause_timeout_s = 10.0 if waits_for_callout else PAUSE_TIMEOUT_S
     if case.outcome == "fails_in_background":
         h.wait_for(lambda: h.slot("hostile").state == "failed", 5, "the tick to trap")
 
