@@ -119,7 +119,7 @@ def test_bundle_serve_answers_a_request(bundle: Path, tmp_path: Path) -> None:
         assert r.status_code == 200
         assert r.headers["server"] == "wasmdesk-demo-upstream"
         assert r.headers.get("x-wasmdesk-plugin") == "add_header"  # the bundled default config
-        httpx.post(f"http://127.0.0.1:{admin}/quitquitquit", timeout=5)
+        httpx.post(f"http://127.0.0.1:{admin}/quitquitquit", json={}, timeout=5)
         assert proc.wait(20) == 0
     finally:
         if proc.poll() is None:
