@@ -69,6 +69,15 @@ from host.proxy.config.model import (
 )
 from host.proxy.config.order import effective_order, explain_order
 from host.proxy.config.parse import load_config, parse_config
+from host.proxy.config.validate import (
+    CANARY_KEY_RULE,
+    canary_key,
+    http_url_error,
+    is_env_name,
+    is_header_name,
+    is_sha256,
+    module_url_error,
+)
 from host.proxy.config.yaml_load import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_CONFIG_NODES
 
 __all__ = [
@@ -79,6 +88,7 @@ __all__ = [
     "ANNOTATION_MODE",
     "ANNOTATION_PREFIX",
     "ANNOTATION_VM_ID",
+    "CANARY_KEY_RULE",
     "DEFAULT_ADMIN",
     "DEFAULT_CALLBACK_TIMEOUT_MS",
     "DEFAULT_CLUSTER_TIMEOUT_S",
@@ -109,10 +119,16 @@ __all__ = [
     "ProxyConfig",
     "RouteConfig",
     "TrafficSelector",
+    "canary_key",
     "dump_config",
     "effective_order",
     "explain_order",
+    "http_url_error",
+    "is_env_name",
+    "is_header_name",
+    "is_sha256",
     "load_config",
+    "module_url_error",
     "new_plugin",
     "parse_config",
     "plugin_to_document",

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from host.proxy.config.enums import Direction, FailStrategy, Mode, Phase
 from host.proxy.config.errors import ConfigIssue
 from host.proxy.config.fields import _Ctx
 from host.proxy.config.model import (
@@ -177,7 +178,7 @@ def _write_target_refs(doc: dict[str, Any], refs: tuple[dict[str, Any], ...]) ->
 _PLUGIN_WRITERS: tuple[tuple[str, Any], ...] = (
     ("name", _field_writer(("metadata", "name"), None)),
     ("namespace", _field_writer(("metadata", "namespace"), "default")),
-    ("mode", _annotation_writer(ANNOTATION_MODE, "enforce", str)),
+    ("mode", _annotation_writer(ANNOTATION_MODE, Mode.ENFORCE, str)),
     ("canary_percent", _annotation_writer(ANNOTATION_CANARY_PERCENT, 100.0, _fmt_number)),
     ("canary_key", _annotation_writer(ANNOTATION_CANARY_KEY, "random", str)),
     ("vm_id", _annotation_writer(ANNOTATION_VM_ID, "", str)),
@@ -201,9 +202,9 @@ _PLUGIN_WRITERS: tuple[tuple[str, Any], ...] = (
     ("image_pull_secret", _field_writer(("spec", "imagePullSecret"), "")),
     ("plugin_name", _field_writer(("spec", "pluginName"), "")),
     ("plugin_config", _field_writer(("spec", "pluginConfig"), {})),
-    ("phase", _field_writer(("spec", "phase"), "UNSPECIFIED_PHASE")),
+    ("phase", _field_writer(("spec", "phase"), Phase.UNSPECIFIED, str)),
     ("priority", _field_writer(("spec", "priority"), None)),
-    ("fail_strategy", _field_writer(("spec", "failStrategy"), "FAIL_CLOSE")),
+    ("fail_strategy", _field_writer(("spec", "failStrategy"), FailStrategy.FAIL_CLOSE, str)),
     ("env", _write_env),
     ("match", _write_match),
     ("type", _field_writer(("spec", "type"), "HTTP")),
@@ -284,10 +285,10 @@ def _proxy_to_document(config: ProxyConfig) -> dict[str, Any] | None:
         else:
             spec.pop("routes", None)
     if config.direction != old.direction:
-        if config.direction == "SERVER":
+        if config.direction == Direction.SERVER:
             spec.pop("direction", None)
         else:
-            spec["direction"] = config.direction
+            spec["direction"] = str(config.direction)
     return base
 
 

@@ -120,9 +120,9 @@ class PluginSpec:
     sha256: str = ""
     plugin_name: str = ""  # spec.pluginName: Envoy root_id
     plugin_config: dict[str, Any] = field(default_factory=dict, hash=False)
-    phase: str = "UNSPECIFIED_PHASE"
+    phase: Phase = Phase.UNSPECIFIED
     priority: int | None = None  # None: unset, ordered below any explicit priority
-    fail_strategy: str = "FAIL_CLOSE"
+    fail_strategy: FailStrategy = FailStrategy.FAIL_CLOSE
     env: tuple[EnvVar, ...] = ()  # spec.vmConfig.env as written
     vm_env: tuple[tuple[str, str], ...] = ()  # what the module sees, resolved at load time
     type: str = "HTTP"  # UNSPECIFIED_PLUGIN_TYPE is HTTP
@@ -131,7 +131,7 @@ class PluginSpec:
     image_pull_secret: str = ""  # a name in the Proxy document's spec.pullSecrets
     selector: dict[str, Any] | None = field(default=None, hash=False)
     target_refs: tuple[dict[str, Any], ...] = field(default=(), hash=False)
-    mode: str = "enforce"
+    mode: Mode = Mode.ENFORCE
     canary_percent: float = 100.0
     canary_key: str = "random"  # random | client-ip | header:<lower-case name>
     vm_id: str = ""
@@ -184,7 +184,7 @@ class ProxyConfig:
     default_cluster: str | None = None
     node: NodeInfo = DEFAULT_NODE  # spec.node: Envoy's bootstrap node (xds.node)
     routes: tuple[RouteConfig, ...] = ()  # first match wins; the default cluster last
-    direction: str = "SERVER"  # the listener's traffic direction, for WasmPlugin match
+    direction: Direction = Direction.SERVER  # the listener's side, for WasmPlugin match
     # imagePullSecret name -> docker config JSON file (absolute path)
     pull_secrets: tuple[tuple[str, str], ...] = ()
     # the listener's limits (spec.timeouts, spec.maxConnections); see http1.Limits

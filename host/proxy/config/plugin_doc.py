@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from host.proxy.config.enums import FailStrategy, Mode, Phase
 from host.proxy.config.errors import ConfigIssue, _Path
 from host.proxy.config.fields import (
     _check_json,
@@ -49,12 +50,13 @@ from host.proxy.config.model import (
 )
 from host.proxy.config.units import _parse_duration_ms, _parse_quantity
 from host.proxy.config.validate import (
-    _C_IDENTIFIER,
     _DNS1123_LABEL,
     _DNS1123_SUBDOMAIN,
-    _HEADER_NAME,
-    _SHA256,
+    CANARY_KEY_RULE,
     _classify_url,
+    canary_key,
+    is_env_name,
+    is_sha256,
 )
 
 
@@ -97,8 +99,8 @@ def _parse_plugin(
         ctx.error(("spec", "url"), "must not be empty")
 
     sha256 = _string(ctx, spec.get("sha256"), ("spec", "sha256")) or ""
-    if sha256 and not _SHA256.fullmatch(sha256):
-        hint = " (lower-case only)" if _SHA256.fullmatch(sha256.lower()) else ""
+    if sha256 and not is_sha256(sha256):
+        hint = " (lower-case only)" if is_sha256(sha256.lower()) else ""
         ctx.error(
             ("spec", "sha256"), f"expected 64 lower-case hex digits or empty{hint}, got {sha256!r}"
         )
@@ -120,7 +122,7 @@ def _parse_plugin(
             _check_json(ctx, pc, ("spec", "pluginConfig"))
             plugin_config = copy.deepcopy(pc)  # the spec never shares objects with raw
 
-    phase = _enum(ctx, spec.get("phase"), ("spec", "phase"), PHASES, "UNSPECIFIED_PHASE")
+    phase = Phase(_enum(ctx, spec.get("phase"), ("spec", "phase"), PHASES, Phase.UNSPECIFIED))
     priority: int | None = None
     raw_priority = spec.get("priority")
     if raw_priority is not None:
@@ -133,8 +135,14 @@ def _parse_plugin(
             ctx.error(("spec", "priority"), f"expected a 32-bit integer, got {raw_priority}")
         else:
             priority = raw_priority
-    fail_strategy = _enum(
-        ctx, spec.get("failStrategy"), ("spec", "failStrategy"), FAIL_STRATEGIES, "FAIL_CLOSE"
+    fail_strategy = FailStrategy(
+        _enum(
+            ctx,
+            spec.get("failStrategy"),
+            ("spec", "failStrategy"),
+            FAIL_STRATEGIES,
+            FailStrategy.FAIL_CLOSE,
+        )
     )
     ptype = _enum(ctx, spec.get("type"), ("spec", "type"), PLUGIN_TYPES, "UNSPECIFIED_PLUGIN_TYPE")
     if ptype == "UNSPECIFIED_PLUGIN_TYPE":
@@ -259,14 +267,13 @@ def _parse_annotations(ctx: _Ctx, value: Any) -> dict[str, Any]:
                 ctx.error(path, "expected a string, got null")
             continue
         if key == ANNOTATION_MODE:
-            knobs["mode"] = _enum(ctx, text, path, MODES, "enforce")
+            knobs["mode"] = Mode(_enum(ctx, text, path, MODES, Mode.ENFORCE))
         elif key == ANNOTATION_CANARY_KEY:
-            if text in ("random", "client-ip"):
-                knobs["canary_key"] = text
-            elif text.startswith("header:") and _HEADER_NAME.fullmatch(text[7:]):
-                knobs["canary_key"] = "header:" + text[7:].lower()
+            ck = canary_key(text)
+            if ck is None:
+                ctx.error(path, f"expected {CANARY_KEY_RULE}, got {text!r}")
             else:
-                ctx.error(path, f"expected random, client-ip or header:NAME, got {text!r}")
+                knobs["canary_key"] = ck
         elif key == ANNOTATION_VM_ID:
             knobs["vm_id"] = text
     return knobs
@@ -292,7 +299,7 @@ def _parse_env(
                 ctx.error(path, "expected a mapping with name (and valueFrom, value), got null")
             continue
         name = _string(ctx, m.get("name"), (*path, "name"), required=True)
-        if name is not None and (len(name) > 256 or not _C_IDENTIFIER.fullmatch(name)):
+        if name is not None and not is_env_name(name):
             ctx.error(
                 (*path, "name"),
                 f"expected a C identifier ([A-Za-z_][A-Za-z0-9_]*, at most 256 "

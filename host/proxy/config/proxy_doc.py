@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from host.proxy.config.enums import Direction
 from host.proxy.config.errors import _Path
 from host.proxy.config.fields import _Ctx, _describe, _enum, _list, _mapping, _string
 from host.proxy.config.model import (
@@ -19,7 +20,7 @@ from host.proxy.config.model import (
     RouteConfig,
 )
 from host.proxy.config.units import _is_loopback, _parse_hostport, _parse_seconds
-from host.proxy.config.validate import _HEADER_NAME, _SCHEME, _check_http_url, _resolve_path
+from host.proxy.config.validate import _SCHEME, _resolve_path, http_url_error, is_header_name
 from host.wasm.node import Node as NodeInfo
 from host.wasm.node import NodeError
 
@@ -155,8 +156,8 @@ def _parse_proxy(
         except NodeError as e:
             ctx.error(("spec", "node"), str(e))
     out["routes"] = _parse_routes(ctx, spec.get("routes"), first, clusters)
-    out["direction"] = _enum(
-        ctx, spec.get("direction"), ("spec", "direction"), DIRECTIONS, "SERVER"
+    out["direction"] = Direction(
+        _enum(ctx, spec.get("direction"), ("spec", "direction"), DIRECTIONS, Direction.SERVER)
     )
     secrets = _mapping(ctx, spec.get("pullSecrets"), ("spec", "pullSecrets"))
     if secrets:
@@ -268,7 +269,7 @@ def _parse_routes(
             ok = False
         for hname, hvalue in (hmap or {}).items():
             hpath: _Path = (*mpath, "headers", hname)
-            if not _HEADER_NAME.fullmatch(hname):
+            if not is_header_name(hname):
                 ctx.error(hpath, f"not a valid header name: {hname!r}")
                 ok = False
             elif isinstance(hvalue, bool) or not isinstance(hvalue, (str, int)):
@@ -321,7 +322,7 @@ def _cluster_url_error(url: str) -> str | None:
     m = _SCHEME.match(url)
     if m is None or m.group(1).lower() not in ("http", "https", "grpc", "grpcs"):
         return f"expected an http://, https://, grpc:// or grpcs:// URL, got {url!r}"
-    err = _check_http_url(url)
+    err = http_url_error(url)
     if err:
         return err
     parts = urlsplit(url)
