@@ -8,11 +8,11 @@ same WasmPlugin documents apply to an Istio cluster unchanged.
 
 Invalid input raises one :class:`ConfigError` listing every problem with file, line and field
 path; a half-valid config is never returned. :func:`dump_config` writes the effective config
-back as the same YAML: the fields this module manages are rewritten from the dataclasses,
+back as the same YAML: the fields this package manages are rewritten from the dataclasses,
 everything else in the original documents (unknown fields, selector, targetRefs, labels) is
 kept as it was.
 
-This module is pure: no network, no wasm, no sockets, no Qt. It reads the config file and,
+This package is pure: no network, no wasm, no sockets, no Qt. It reads the config file and,
 at load time, the process environment (``vmConfig.env`` entries with ``valueFrom: HOST``).
 It only classifies module URLs; fetching them (and refusing ``oci://``) is ``plugins``' job.
 

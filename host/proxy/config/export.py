@@ -41,7 +41,7 @@ from host.wasm.node import DEFAULT_NODE
 
 def plugin_to_document(spec: PluginSpec) -> dict[str, Any]:
     """The WasmPlugin document for ``spec``: its ``raw`` document (if any) with the fields
-    this module manages rewritten where they differ; for a plugin made in code, a fresh
+    this package manages rewritten where they differ; for a plugin made in code, a fresh
     document with defaults omitted."""
     base: dict[str, Any] = copy.deepcopy(spec.raw) if spec.raw else {}
     old: PluginSpec | None = None

@@ -53,7 +53,7 @@ MODES: tuple[str, ...] = tuple(m.value for m in Mode)
 DEFAULT_LISTEN = ("127.0.0.1", 10000)
 DEFAULT_ADMIN = ("127.0.0.1", 9901)
 DEFAULT_CLUSTER_TIMEOUT_S = 5.0
-# Same defaults as host.wasm.vm.VmConfig (not imported: this module stays free of wasmtime).
+# Same defaults as host.wasm.vm.VmConfig (not imported: the config stays free of wasmtime).
 DEFAULT_CALLBACK_TIMEOUT_MS = 100.0
 DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024
 _MIN_MEMORY_LIMIT = 64 * 1024  # one wasm page
