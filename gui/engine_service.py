@@ -37,7 +37,7 @@ from gui import traffic
 from host.lab import app_api as lab_api  # the lab's offline helpers, in plain values
 from host.proxy.config import ProxyConfig
 from host.proxy.intercept import Interceptor, InterceptRule
-from host.proxy.server import ProxyServer, StartupError
+from host.proxy.server import ProxyServer, StartupError, StartupKind
 from host.proxy.stats import StatsSnapshot
 from host.wasm import LogLevel
 
@@ -284,15 +284,14 @@ class EngineService(QObject):
                 )
                 return server
             except StartupError as e:  # start() has closed what it opened
-                msg = str(e)
-                if msg.startswith("cannot listen on admin") and admin[1] != 0:
+                if e.kind is StartupKind.ADMIN and admin[1] != 0:
                     self.notes.append(f"admin port {admin[1]} is taken; using a free port")
                     admin = (admin[0], 0)
-                elif msg.startswith("cannot listen on") and listen[1] != 0:
+                elif e.kind is StartupKind.LISTEN and listen[1] != 0:
                     self.notes.append(f"proxy port {listen[1]} is taken; using a free port")
                     listen = (listen[0], 0)
                 else:
-                    return msg
+                    return str(e)
         return "could not find free ports"
 
     async def _main(self, loop: asyncio.AbstractEventLoop) -> None:

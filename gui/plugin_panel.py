@@ -43,14 +43,19 @@ from PySide6.QtWidgets import (
 
 from gui.config_form import ConfigForm
 from gui.json_schema import validate
-from host.proxy.config import FAIL_STRATEGIES, PHASES, EnvVar, PluginSpec
+from host.proxy.config import (
+    FAIL_STRATEGIES,
+    PHASES,
+    EnvVar,
+    PluginSpec,
+    canary_key,
+    is_env_name,
+)
 
 __all__ = ["PLUGIN_MIME", "PluginDetailsPanel", "PluginListView", "state_badge"]
 
 PLUGIN_MIME = "application/x-wasmdesk-plugin"
 _ERR = "#f85149"
-_HEADER_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CANARY_KEYS = (
     ("random", "random per request"),
     ("client-ip", "client IP (sticky)"),
@@ -813,7 +818,7 @@ class PluginDetailsPanel(QWidget):
         problems = []
         seen: set[str] = set()
         for i, (name, _source, value) in enumerate(self.env_entries(), 1):
-            if not _C_IDENTIFIER.fullmatch(name):
+            if not is_env_name(name):
                 problems.append(f"row {i}: {name!r} is not a valid variable name (A-Z, 0-9, _)")
             elif name in seen:
                 problems.append(f"row {i}: {name} is listed twice")
@@ -903,7 +908,7 @@ class PluginDetailsPanel(QWidget):
             self.canary_key_error.hide()
             return kind
         header = self.canary_header_edit.text().strip().lower()
-        if not _HEADER_TOKEN.fullmatch(header):
+        if canary_key(f"header:{header}") is None:
             self.canary_key_error.setText(
                 "Type the request header whose value decides (e.g. x-user-id)"
                 if not header

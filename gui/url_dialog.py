@@ -28,9 +28,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from host.proxy.config import http_url_error, is_sha256
+
 __all__ = ["LoadUrlDialog", "check_module_url", "check_sha256", "is_image", "name_from_url"]
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _ROOT_ID = re.compile(r"[A-Za-z0-9_.:-]{0,256}")  # empty: Envoy/Istio's default root id
 
 
@@ -50,27 +51,23 @@ def check_module_url(url: str) -> str:
     if is_image(url):
         return ""
     try:
-        parts = urlsplit(url)
-        port = parts.port
+        scheme = urlsplit(url).scheme
     except ValueError as e:
         return f"Not a valid URL: {e}"
-    if parts.scheme not in ("http", "https"):
+    if scheme not in ("http", "https"):  # what this dialog fetches
         return (
             "Only http:// and https:// URLs and oci:// images can be fetched here "
             "(use Load .wasm… for files)."
         )
-    if not parts.hostname:
-        return "The URL has no host."
-    if port == 0:
-        return "Port 0 is not a valid port."
-    return ""
+    problem = http_url_error(url)  # the config's rule for spec.url
+    return f"{problem[:1].upper()}{problem[1:]}." if problem else ""
 
 
 def check_sha256(text: str) -> str:
     t = text.strip()
     if not t:
         return "Type the module's sha256 (sha256sum plugin.wasm): it is checked after download."
-    if _SHA256.fullmatch(t.lower()) is None:
+    if not is_sha256(t.lower()):
         return f"A sha256 is 64 hexadecimal digits; this has {len(t)} characters."
     return ""
 

@@ -83,6 +83,7 @@ CONTRACTS = {
     "gui-through-engine-service": (
         "gui reaches host only through gui.engine_service and named value-type modules"
     ),
+    "config-layers": "host.proxy.config's modules are layered (none imports a higher one)",
 }
 
 
@@ -111,6 +112,8 @@ VIOLATIONS = [
     ("gui-through-engine-service", "gui/stats_panel.py",
      "from host.proxy.server import ProxyServer"),
     ("gui-through-engine-service", "gui/logs_panel.py", "import host.wasm.vm"),
+    ("config-layers", "host/proxy/config/model.py", "from host.proxy.config import parse"),
+    ("config-layers", "host/proxy/config/units.py", "from host.proxy.config.model import EnvVar"),
 ]
 
 

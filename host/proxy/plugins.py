@@ -30,6 +30,10 @@ import httpx
 
 from host.callout_request import build_callout_request
 from host.proxy.chain import ChainRun, RequestRecord, request_facts
+from host.proxy.config.enums import FailStrategy, Mode
+from host.proxy.config.model import FAIL_STRATEGIES, MODES
+from host.proxy.config.validate import CANARY_KEY_RULE
+from host.proxy.config.validate import canary_key as parse_canary_key
 from host.proxy.grpc_callouts import GrpcCalloutDispatcher
 from host.proxy.http1 import ExchangeInfo, LocalReply
 from host.proxy.routes import plugin_match_verdict
@@ -53,8 +57,6 @@ __all__ = [
     "PluginSlot",
     "ReloadPolicy",
 ]
-
-MODES = ("enforce", "log-only", "disabled")
 
 
 @dataclass(frozen=True)
@@ -856,22 +858,20 @@ class PluginManager:
         if mode is not None:
             if mode not in MODES:
                 raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-            slot.mode = mode
+            slot.mode = Mode(mode)
         if canary_percent is not None:
             if not 0 <= canary_percent <= 100:
                 raise ValueError(f"canary-percent must be within 0..100, got {canary_percent}")
             slot.canary_percent = float(canary_percent)
         if canary_key is not None:
-            if not (
-                canary_key in ("random", "client-ip")
-                or (canary_key.startswith("header:") and len(canary_key) > 7)
-            ):
-                raise ValueError("canary-key must be random, client-ip or header:NAME")
-            slot.canary_key = canary_key.lower() if canary_key.startswith("header:") else canary_key
+            key = parse_canary_key(canary_key)
+            if key is None:
+                raise ValueError(f"canary-key must be {CANARY_KEY_RULE}")
+            slot.canary_key = key
         if fail_strategy is not None:
-            if fail_strategy not in ("FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"):
+            if fail_strategy not in FAIL_STRATEGIES:
                 raise ValueError("failStrategy must be FAIL_CLOSE, FAIL_OPEN or FAIL_RELOAD")
-            slot.fail_strategy = fail_strategy
+            slot.fail_strategy = FailStrategy(fail_strategy)
             if (
                 fail_strategy == "FAIL_RELOAD"
                 and slot.state == "failed"
@@ -883,10 +883,10 @@ class PluginManager:
                 self._schedule_reload(slot, time.monotonic())
         slot.spec = dataclasses.replace(
             slot.spec,
-            mode=slot.mode,
+            mode=Mode(slot.mode),
             canary_percent=slot.canary_percent,
             canary_key=slot.canary_key,
-            fail_strategy=slot.fail_strategy,
+            fail_strategy=FailStrategy(slot.fail_strategy),
         )
         return slot
 

@@ -15,6 +15,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +48,34 @@ from host.wasm import Engine, HeaderMap, LogLevel, PluginHost
 from host.wasm.plugin_host import LogRecord
 from host.wasm.runtime import user_cache_root
 
-__all__ = ["DEMO_CLUSTER", "ProxyServer", "StartupError"]
+__all__ = ["DEMO_CLUSTER", "ProxyServer", "StartupError", "StartupKind"]
 
 DEMO_CLUSTER = "wasmdesk-demo-upstream"
 _NO_PLUGINS = NoPluginsFilter()
 
 
+class StartupKind(StrEnum):
+    """Why the proxy refused to start: what a caller decides on (never the message text)."""
+
+    PLUGINS = "plugins"  # a plugin failed to load, configure or start (strict start)
+    CLUSTER = "cluster"  # a cluster cannot serve as configured
+    LISTEN = "listen"  # the proxy's listener address could not be bound
+    ADMIN = "admin"  # the admin API's address could not be bound
+
+
 class StartupError(Exception):
-    """The proxy refused to start (a plugin failed to load, a port is taken...)."""
+    """The proxy refused to start (a plugin failed to load, a port is taken...). ``kind``
+    says which; ``address`` is the (host, port) that could not be bound (LISTEN, ADMIN)."""
+
+    def __init__(
+        self,
+        message: str,
+        kind: StartupKind = StartupKind.PLUGINS,
+        address: tuple[str, int] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.address = address
 
 
 class ProxyServer:
@@ -151,7 +172,9 @@ class ProxyServer:
             )
         except OSError as e:
             raise StartupError(
-                f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {e.strerror or e}"
+                f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {e.strerror or e}",
+                StartupKind.LISTEN,
+                (cfg.listen_host, cfg.listen_port),
             ) from None
         self._servers.append(srv)
         self.listen_address = _sockname(srv)
@@ -165,7 +188,9 @@ class ProxyServer:
             )
         except OSError as e:
             raise StartupError(
-                f"cannot listen on admin {cfg.admin_host}:{cfg.admin_port}: {e.strerror or e}"
+                f"cannot listen on admin {cfg.admin_host}:{cfg.admin_port}: {e.strerror or e}",
+                StartupKind.ADMIN,
+                (cfg.admin_host, cfg.admin_port),
             ) from None
         self._servers.append(adm)
         self.admin_address = _sockname(adm)
@@ -207,7 +232,8 @@ class ProxyServer:
                 if config.default_cluster == c.name:
                     raise StartupError(
                         f"cluster {c.name}: the proxy forwards to http:// upstreams only; "
-                        f"{c.url} can serve plugin callouts but not be the default cluster"
+                        f"{c.url} can serve plugin callouts but not be the default cluster",
+                        StartupKind.CLUSTER,
                     )
                 continue
             new = Cluster.from_url(c.name, c.url, c.timeout_s)

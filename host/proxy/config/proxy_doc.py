@@ -1,0 +1,331 @@
+"""The ``wasmdesk.dev/v1alpha1`` Proxy document → the fields of :class:`ProxyConfig`: listener
+and admin addresses, upstream clusters, routes, direction, pull secrets, listener limits
+and the lab's callout mocks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from host.proxy.config.enums import Direction
+from host.proxy.config.errors import _Path
+from host.proxy.config.fields import _Ctx, _describe, _enum, _list, _mapping, _string
+from host.proxy.config.model import (
+    DEFAULT_CLUSTER_TIMEOUT_S,
+    DIRECTIONS,
+    ClusterConfig,
+    RouteConfig,
+)
+from host.proxy.config.units import _is_loopback, _parse_hostport, _parse_seconds
+from host.proxy.config.validate import _SCHEME, _resolve_path, http_url_error, is_header_name
+from host.wasm.node import Node as NodeInfo
+from host.wasm.node import NodeError
+
+_PROXY_SPEC_FIELDS = (
+    "listen",
+    "admin",
+    "clusters",
+    "defaultCluster",
+    "node",
+    "routes",
+    "direction",
+    "pullSecrets",
+    "timeouts",
+    "maxConnections",
+    "mocks",
+)
+_TIMEOUT_FIELDS = {"requestHeaders": "request_headers_timeout_s", "idle": "idle_timeout_s"}
+_CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout", "caFile")
+
+
+def _parse_proxy(
+    doc: dict[str, Any], ctx: _Ctx, base_dir: str | None = None
+) -> dict[str, Any] | None:
+    """The Proxy document's fields; ``base_dir`` anchors relative ``caFile`` paths (and
+    only then are they checked to exist)."""
+    before = len(ctx.issues)
+    out: dict[str, Any] = {}
+    _mapping(ctx, doc.get("metadata"), ("metadata",))
+    spec = _mapping(ctx, doc.get("spec"), ("spec",)) or {}
+    for key in spec:
+        if key not in _PROXY_SPEC_FIELDS:
+            ctx.error(
+                ("spec", key), f"unknown field; expected one of {', '.join(_PROXY_SPEC_FIELDS)}"
+            )
+    for key, names in (
+        ("listen", ("listen_host", "listen_port")),
+        ("admin", ("admin_host", "admin_port")),
+    ):
+        text = _string(ctx, spec.get(key), ("spec", key))
+        if text is None:
+            continue
+        hp = _parse_hostport(text.strip())
+        if isinstance(hp, str):
+            ctx.error(("spec", key), f"{hp} (expected HOST:PORT, e.g. 127.0.0.1:10000)")
+            continue
+        if key == "admin" and not _is_loopback(hp[0]):
+            ctx.error(
+                ("spec", "admin"),
+                "admin API listens on loopback only (127.0.0.0/8, ::1 or "
+                f"localhost), got {hp[0]!r}",
+            )
+            continue
+        out[names[0]], out[names[1]] = hp
+    clusters: list[ClusterConfig] = []
+    first: dict[str, int] = {}
+    for i, entry in enumerate(_list(ctx, spec.get("clusters"), ("spec", "clusters"))):
+        path: _Path = ("spec", "clusters", i)
+        m = _mapping(ctx, entry, path)
+        if m is None:
+            if entry is None:
+                ctx.error(path, "expected a mapping (name, url, timeout), got null")
+            continue
+        for key in m:
+            if key not in _CLUSTER_FIELDS:
+                ctx.error(
+                    (*path, key), f"unknown field; expected one of {', '.join(_CLUSTER_FIELDS)}"
+                )
+        name = _string(ctx, m.get("name"), (*path, "name"), required=True)
+        if name is not None and not name.strip():
+            ctx.error((*path, "name"), "must not be empty")
+            name = None
+        if name is not None and name in first:
+            ctx.error(
+                (*path, "name"),
+                f"duplicate cluster name {name!r} (first at spec.clusters[{first[name]}])",
+            )
+            name = None
+        url = _string(ctx, m.get("url"), (*path, "url"), required=True)
+        if url is not None:
+            err = _cluster_url_error(url)
+            if err:
+                ctx.error((*path, "url"), err)
+                url = None
+        timeouts: dict[str, float | None] = {
+            "timeout": DEFAULT_CLUSTER_TIMEOUT_S,
+            "connectTimeout": None,
+        }
+        for key in timeouts:
+            if m.get(key) is None:
+                continue
+            seconds = _parse_seconds(m[key])
+            if seconds is None:
+                ctx.error(
+                    (*path, key),
+                    f"expected a positive duration (250ms, 5s, 1m or a number of "
+                    f"seconds), got {_describe(m[key])}",
+                )
+            timeouts[key] = seconds
+        ca_file = _string(ctx, m.get("caFile"), (*path, "caFile"))
+        if ca_file is not None:
+            if url is not None and not url.lower().startswith("grpcs://"):
+                ctx.error((*path, "caFile"), "only a grpcs:// cluster takes a caFile")
+            ca_file = _resolve_path(ca_file, base_dir or os.getcwd())
+            if base_dir is not None and not os.path.isfile(ca_file):
+                ctx.error((*path, "caFile"), f"no such file: {ca_file!r}")
+        if name is not None:
+            first[name] = i
+        if name is not None and url is not None and timeouts["timeout"] is not None:
+            clusters.append(
+                ClusterConfig(name, url, timeouts["timeout"], timeouts["connectTimeout"], ca_file)
+            )
+    out["clusters"] = tuple(clusters)
+    default = _string(ctx, spec.get("defaultCluster"), ("spec", "defaultCluster"))
+    if default is not None:
+        if default not in first:
+            defined = ", ".join(first) or "none"
+            ctx.error(
+                ("spec", "defaultCluster"),
+                f"{default!r} is not a cluster in spec.clusters (defined: {defined})",
+            )
+        elif any(c.name == default and not c.url.startswith("http://") for c in clusters):
+            # found before start-up (file:line, exit 2), not as a start-up failure
+            scheme = next(c.url for c in clusters if c.name == default).split(":", 1)[0]
+            ctx.error(
+                ("spec", "defaultCluster"),
+                f"{default!r} is an {scheme}:// cluster: the proxy forwards to http:// "
+                f"upstreams only ({scheme} clusters serve plugin callouts)",
+            )
+        out["default_cluster"] = default
+    if spec.get("node") is not None:
+        try:
+            out["node"] = NodeInfo.parse(spec["node"])
+        except NodeError as e:
+            ctx.error(("spec", "node"), str(e))
+    out["routes"] = _parse_routes(ctx, spec.get("routes"), first, clusters)
+    out["direction"] = Direction(
+        _enum(ctx, spec.get("direction"), ("spec", "direction"), DIRECTIONS, Direction.SERVER)
+    )
+    secrets = _mapping(ctx, spec.get("pullSecrets"), ("spec", "pullSecrets"))
+    if secrets:
+        paths = [
+            (str(k), _string(ctx, v, ("spec", "pullSecrets", str(k)))) for k, v in secrets.items()
+        ]
+        out["pull_secrets"] = tuple((k, v) for k, v in paths if v)
+    _parse_listener_limits(spec, ctx, out)
+    if spec.get("mocks") is not None:  # the debugging lab's callout mocks
+        from host.lab.mocks import MockError, parse_mocks
+
+        try:
+            parse_mocks(spec["mocks"], "")
+        except MockError as e:
+            ctx.error(("spec", "mocks"), str(e).removeprefix(": "))
+        else:
+            out["mocks"] = tuple(spec["mocks"])
+    return None if len(ctx.issues) > before else out
+
+
+_ROUTE_FIELDS = ("name", "match", "cluster")
+_ROUTE_MATCH_FIELDS = ("prefix", "path", "authority", "headers")
+
+
+def _parse_routes(
+    ctx: _Ctx, value: Any, defined: Mapping[str, int], clusters: Sequence[ClusterConfig]
+) -> tuple[RouteConfig, ...]:
+    """``spec.routes``: each a name, a match (prefix or path, authority, headers: all
+    given must hold) and a cluster of ``spec.clusters`` the data path can reach."""
+    routes: list[RouteConfig] = []
+    for i, entry in enumerate(_list(ctx, value, ("spec", "routes"))):
+        path: _Path = ("spec", "routes", i)
+        m = _mapping(ctx, entry, path)
+        if m is None:
+            if entry is None:
+                ctx.error(path, "expected a mapping (name, match, cluster), got null")
+            continue
+        ok = True
+        for key in m:
+            if key not in _ROUTE_FIELDS:
+                ctx.error(
+                    (*path, key), f"unknown field; expected one of {', '.join(_ROUTE_FIELDS)}"
+                )
+                ok = False
+        name = _string(ctx, m.get("name"), (*path, "name")) or ""
+        cluster = _string(ctx, m.get("cluster"), (*path, "cluster"), required=True)
+        if cluster is not None:
+            known = next((c for c in clusters if c.name == cluster), None)
+            if cluster not in defined:
+                ctx.error(
+                    (*path, "cluster"),
+                    f"{cluster!r} is not a cluster in spec.clusters "
+                    f"(defined: {', '.join(defined) or 'none'})",
+                )
+                ok = False
+            elif known is not None and not known.url.startswith("http://"):
+                ctx.error(
+                    (*path, "cluster"),
+                    f"the proxy forwards to http:// upstreams only; {known.url} can serve "
+                    "plugin callouts but not be a route's cluster",
+                )
+                ok = False
+        else:
+            ok = False
+        mpath: _Path = (*path, "match")
+        match = _mapping(ctx, m.get("match"), mpath)
+        if match is None:
+            if m.get("match") is None:
+                ctx.error(mpath, "required field is missing (prefix, path, authority or headers)")
+            continue
+        fields: dict[str, Any] = {}
+        for key in match:
+            if key == "safe_regex":
+                ctx.error(
+                    (*mpath, key),
+                    "regular expressions are not supported; use prefix, path, authority or headers",
+                )
+                ok = False
+            elif key not in _ROUTE_MATCH_FIELDS:
+                ctx.error(
+                    (*mpath, key),
+                    f"unknown field; expected one of {', '.join(_ROUTE_MATCH_FIELDS)}",
+                )
+                ok = False
+        for key in ("prefix", "path"):
+            text = _string(ctx, match.get(key), (*mpath, key))
+            if text is None:
+                if match.get(key) is not None:
+                    ok = False
+                continue
+            if not text.startswith("/"):
+                ctx.error((*mpath, key), f"expected a path starting with '/', got {text!r}")
+                ok = False
+            fields[key] = text
+        if "prefix" in fields and "path" in fields:
+            ctx.error(mpath, "give prefix or path, not both (Envoy's path_specifier is one of)")
+            ok = False
+        authority = _string(ctx, match.get("authority"), (*mpath, "authority"))
+        if authority is not None:
+            if not authority.strip() or any(c.isspace() for c in authority):
+                ctx.error((*mpath, "authority"), f"expected a host or host:port, got {authority!r}")
+                ok = False
+            fields["authority"] = authority.lower()
+        elif match.get("authority") is not None:
+            ok = False
+        headers: list[tuple[str, str]] = []
+        hmap = _mapping(ctx, match.get("headers"), (*mpath, "headers"))
+        if hmap is None and match.get("headers") is not None:
+            ok = False
+        for hname, hvalue in (hmap or {}).items():
+            hpath: _Path = (*mpath, "headers", hname)
+            if not is_header_name(hname):
+                ctx.error(hpath, f"not a valid header name: {hname!r}")
+                ok = False
+            elif isinstance(hvalue, bool) or not isinstance(hvalue, (str, int)):
+                ctx.error(
+                    hpath, f"expected the header's exact value (a string), got {_describe(hvalue)}"
+                )
+                ok = False
+            else:
+                headers.append((hname.lower(), str(hvalue)))
+        if not fields and not headers:
+            if ok:
+                ctx.error(
+                    mpath,
+                    "empty match: give prefix, path, authority or headers "
+                    "(prefix: / matches every request)",
+                )
+            continue
+        if ok and cluster is not None:
+            routes.append(RouteConfig(name, cluster, headers=tuple(headers), **fields))
+    return tuple(routes)
+
+
+def _parse_listener_limits(spec: dict[str, Any], ctx: _Ctx, out: dict[str, Any]) -> None:
+    """``spec.timeouts: {requestHeaders, idle}`` and ``spec.maxConnections``."""
+    timeouts = _mapping(ctx, spec.get("timeouts"), ("spec", "timeouts")) or {}
+    for key, value in timeouts.items():
+        if key not in _TIMEOUT_FIELDS:
+            ctx.error(("spec", "timeouts", key), "unknown field; expected requestHeaders or idle")
+            continue
+        seconds = _parse_seconds(value)
+        if seconds is None:
+            ctx.error(
+                ("spec", "timeouts", key),
+                f"expected a positive duration (250ms, 5s, 1m or a number of seconds), "
+                f"got {_describe(value)}",
+            )
+            continue
+        out[_TIMEOUT_FIELDS[key]] = seconds
+    cap = spec.get("maxConnections")
+    if cap is not None:
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            ctx.error(
+                ("spec", "maxConnections"), f"expected a positive integer, got {_describe(cap)}"
+            )
+        else:
+            out["max_connections"] = cap
+
+
+def _cluster_url_error(url: str) -> str | None:
+    m = _SCHEME.match(url)
+    if m is None or m.group(1).lower() not in ("http", "https", "grpc", "grpcs"):
+        return f"expected an http://, https://, grpc:// or grpcs:// URL, got {url!r}"
+    err = http_url_error(url)
+    if err:
+        return err
+    parts = urlsplit(url)
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return f"a cluster is a scheme, host and port; drop the path/query from {url!r}"
+    return None
