@@ -35,12 +35,14 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import (
     QComboBox,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -62,6 +64,7 @@ _CUSTOM_PREFIX = "wasmcustom."
 _EFFECT_PREFIXES = ("local_reply_", "paused", "fail_closed_rejected")
 _WOULD_REQUESTS = "log_only.requests_would_act"  # one per request a log-only plugin would change
 ONE_COLUMN_BELOW = 900  # px of plot area: narrower, the grid is one column
+MIN_PLOT_HEIGHT = 190  # px: below this a graph is not readable; the column scrolls instead
 PICKER_COLLAPSE_BELOW = 1100  # px of panel: narrower, the metric picker starts collapsed
 MAX_MARKERS = 40
 LEGEND_HEADROOM = 1.35  # the y range leaves this much room above the curves for the legend
@@ -250,7 +253,14 @@ class StatsPanel(QWidget):
         self.plot_area.setObjectName("plot_area")
         body = QHBoxLayout()
         body.setContentsMargins(0, 0, 0, 0)
-        body.addWidget(self.plot_area, 1)
+        # narrow: one column of readable graphs that scrolls, never squeezed to slivers
+        self.scroll = QScrollArea()
+        self.scroll.setObjectName("plot_scroll")
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(self.plot_area)
+        body.addWidget(self.scroll, 1)
         self.picker = picker = QWidget()
         picker.setObjectName("metric_picker")
         picker.setFixedWidth(240)
@@ -357,6 +367,8 @@ class StatsPanel(QWidget):
             ci.removeItem(item)
         for i, item in enumerate(items):
             ci.addItem(item, row=i // columns, col=i % columns)
+        rows = -(-len(items) // columns)
+        self.plot_area.setMinimumHeight(rows * MIN_PLOT_HEIGHT if columns == 1 else 0)
 
     def set_picker_open(self, on: bool, by_user: bool = True) -> None:
         """Show or collapse the metric picker (a user's choice sticks; until then it
