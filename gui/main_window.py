@@ -306,6 +306,8 @@ class MainWindow(QMainWindow):
         self._chain_names: tuple[str, ...] = ()
         if workspace is not None and workspace.message:
             self.statusBar().showMessage(workspace.message, 15000)
+        if workspace is not None and getattr(workspace, "locked_by", None) is not None:
+            self.setWindowTitle("Wasmdesk — read-only workspace")
         self._build_menu()
         self._add_shortcuts()
 
@@ -562,9 +564,12 @@ class MainWindow(QMainWindow):
             return
         try:
             if not self.workspace.save(self._base_config()):
-                self.statusBar().showMessage(
-                    f"Not saving: {self.workspace.path} is invalid and was kept as it is", 10000
+                why = (
+                    f"another Wasmdesk (pid {self.workspace.locked_by}) has it open"
+                    if getattr(self.workspace, "locked_by", None) is not None
+                    else "it is invalid and was kept as it is"
                 )
+                self.statusBar().showMessage(f"Not saving: {self.workspace.path}: {why}", 10000)
         except OSError as e:
             self.statusBar().showMessage(f"Could not save the workspace: {e}", 10000)
 
@@ -921,6 +926,8 @@ class MainWindow(QMainWindow):
         self.lag_timer.stop()
         self.save_timer.stop()
         self.save_workspace()
+        if self.workspace is not None and hasattr(self.workspace, "unlock"):
+            self.workspace.unlock()
         if not self.service.close(5.0):
             self.statusBar().showMessage("The engine did not stop in time")
         event.accept()
