@@ -27,12 +27,14 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QMainWindow,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QSplitter,
     QTabWidget,
     QVBoxLayout,
@@ -262,7 +264,13 @@ class MainWindow(QMainWindow):
         ll.addLayout(buttons)
         left_split = QSplitter(Qt.Orientation.Vertical)
         left_split.addWidget(left)
-        left_split.addWidget(self.plugin_details)
+        # the details scroll, so the window fits 1024x700 with nothing cut off
+        details_scroll = QScrollArea()
+        details_scroll.setObjectName("details_scroll")
+        details_scroll.setWidgetResizable(True)
+        details_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        details_scroll.setWidget(self.plugin_details)
+        left_split.addWidget(details_scroll)
         left_split.setSizes([150, 700])
 
         # -- tabs (right)

@@ -68,7 +68,8 @@ MIN_PLOT_HEIGHT = 190  # px: below this a graph is not readable; the column scro
 PICKER_COLLAPSE_BELOW = 1100  # px of panel: narrower, the metric picker starts collapsed
 MAX_MARKERS = 40
 SCROLL_PX = 2.0  # redraw once the graphs would scroll by this many pixels
-LEGEND_HEADROOM = 1.35  # the y range leaves this much room above the curves for the legend
+LEGEND_ROW_PX = 20  # one row of legend entries
+LEGEND_ENTRY_PX = (6.5, 30)  # an entry's width: per character of its label, plus swatch
 
 
 class Ring:
@@ -200,10 +201,28 @@ class _Plot:
             _x, ys = curve.getData()
             if ys is not None and len(ys) and not np.all(np.isnan(ys)):
                 top = max(top, float(np.nanmax(ys)))
-        want = nice_ceiling(top * LEGEND_HEADROOM)
+        want = nice_ceiling(top * self._fit_legend())
         if y_range and want != self.y_top:
             self.y_top = want
             self.item.setYRange(0, want, padding=0)
+
+    def _fit_legend(self) -> float:
+        """Lay the legend out in as many columns as fit the graph's width, and return
+        the y headroom that keeps its rows above the curves (legends never cover them)."""
+        vb = self.item.getViewBox()
+        width, height = float(vb.width()), float(vb.height())
+        legend = self.item.legend
+        n = len(self.curves)
+        if legend is None or n == 0 or width <= 0 or height <= 0:
+            return 1.1
+        per_char, extra = LEGEND_ENTRY_PX
+        widest = max(len(c.name() or "") for c in self.curves.values()) * per_char + extra
+        cols = max(1, min(n, int(width // widest)))
+        if cols != legend.columnCount:
+            legend.setColumnCount(cols)
+        rows = -(-n // cols)
+        used = min(0.6, (rows * LEGEND_ROW_PX + 8) / height)
+        return 1.05 / (1.0 - used)
 
     def isolate(self, key: str) -> None:
         """Show only ``key``'s curve; if it is already the only one shown, show all."""
