@@ -310,7 +310,7 @@ def _friendly(e: ValidationError, path: Path_) -> list[SchemaIssue]:
         ]
     if kw == "type":
         types = want if isinstance(want, list) else [want]
-        words = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+        words = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in types)
         msg = f"expected {words}, got {_word(value)}"
     elif kw == "enum":
         msg = "must be one of " + ", ".join(_fmt(v) for v in want)
@@ -423,11 +423,10 @@ def validate(schema: Any, value: Any, path: Path_ = ()) -> list[SchemaIssue]:
     out: list[SchemaIssue] = []
     try:
         errors = list(_Validator(schema).iter_errors(value))
-    except (Unresolvable, PatternError) as e:
-        return [SchemaIssue(path, f"the schema cannot be checked: {e}")]
-    for e in errors:
-        here = (*path, *e.absolute_path)
-        out.extend(_friendly(e, here))
+    except (Unresolvable, PatternError) as exc:
+        return [SchemaIssue(path, f"the schema cannot be checked: {exc}")]
+    for err in errors:
+        out.extend(_friendly(err, (*path, *err.absolute_path)))
     # a type error makes its field's other messages noise
     typed = {i.path for i in out if i.message.startswith("expected ")}
     out = [i for i in out if i.path not in typed or i.message.startswith("expected ")]

@@ -314,7 +314,7 @@ class MainWindow(QMainWindow):
         self._chain_names: tuple[str, ...] = ()
         if workspace is not None and workspace.message:
             self.statusBar().showMessage(workspace.message, 15000)
-        if workspace is not None and getattr(workspace, "locked_by", None) is not None:
+        if workspace is not None and workspace.locked_by is not None:
             self.setWindowTitle("Wasmdesk — read-only workspace")
         self._build_menu()
         self._add_shortcuts()
@@ -516,6 +516,7 @@ class MainWindow(QMainWindow):
         new = dataclasses.replace(base, plugins=(*base.plugins, spec))
         if not self._apply(new, check_new=True):
             return False
+        self._loading = spec
         self.statusBar().showMessage(f"Downloading {url}…", 10000)
         self._select_after_change = spec.name
         return True
@@ -574,7 +575,7 @@ class MainWindow(QMainWindow):
             if not self.workspace.save(self._base_config()):
                 why = (
                     f"another Wasmdesk (pid {self.workspace.locked_by}) has it open"
-                    if getattr(self.workspace, "locked_by", None) is not None
+                    if self.workspace.locked_by is not None
                     else "it is invalid and was kept as it is"
                 )
                 self.statusBar().showMessage(f"Not saving: {self.workspace.path}: {why}", 10000)
@@ -592,7 +593,7 @@ class MainWindow(QMainWindow):
         self.admin_label.setToolTip("Open the admin API in the browser")
         self.generate_button.setEnabled(True)
         notes = list(self.service.notes)
-        if self.workspace is not None and getattr(self.workspace, "lock_note", ""):
+        if self.workspace is not None and self.workspace.lock_note:
             notes.append(self.workspace.lock_note)
         if notes:  # all of them, in one message (one would replace the other)
             self.statusBar().showMessage("; ".join(notes), 20000)
@@ -934,7 +935,7 @@ class MainWindow(QMainWindow):
         self.lag_timer.stop()
         self.save_timer.stop()
         self.save_workspace()
-        if self.workspace is not None and hasattr(self.workspace, "unlock"):
+        if self.workspace is not None:
             self.workspace.unlock()
         if not self.service.close(5.0):
             self.statusBar().showMessage("The engine did not stop in time")

@@ -274,13 +274,13 @@ class StatsPanel(QWidget):
         body = QHBoxLayout()
         body.setContentsMargins(0, 0, 0, 0)
         # narrow: one column of readable graphs that scrolls, never squeezed to slivers
-        self.scroll = QScrollArea()
-        self.scroll.setObjectName("plot_scroll")
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.scroll.setWidget(self.plot_area)
-        body.addWidget(self.scroll, 1)
+        self.plot_scroll = QScrollArea()
+        self.plot_scroll.setObjectName("plot_scroll")
+        self.plot_scroll.setWidgetResizable(True)
+        self.plot_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.plot_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.plot_scroll.setWidget(self.plot_area)
+        body.addWidget(self.plot_scroll, 1)
         self.picker = picker = QWidget()
         picker.setObjectName("metric_picker")
         picker.setFixedWidth(240)
@@ -318,6 +318,7 @@ class StatsPanel(QWidget):
         self.columns = 2
         self.markers: list[tuple[float, str, list[pg.InfiniteLine]]] = []
         self._hover_line: pg.InfiniteLine | None = None
+        self._hover_plot: str | None = None
         for i, (key, (title, unit)) in enumerate(titles.items()):
             item = self.plot_area.addPlot(row=i // 2, col=i % 2, title=title)
             item.showGrid(x=True, y=True, alpha=0.2)
@@ -479,17 +480,13 @@ class StatsPanel(QWidget):
             else ""
         )
         self.hover_label.setText(text)
-        item = self.plots[plot].item
         if self._hover_line is None:
             self._hover_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("#8b949e", width=1))
-        if self._hover_line.scene() is not None and self._hover_line.getViewBox() is not (
-            item.getViewBox()
-        ):
-            old = self._hover_line.getViewBox()
-            if old is not None:
-                old.removeItem(self._hover_line)
-        if self._hover_line.getViewBox() is None:
-            item.addItem(self._hover_line, ignoreBounds=True)
+        if self._hover_plot != plot:  # the line follows the pointer into another graph
+            if self._hover_plot is not None:
+                self.plots[self._hover_plot].item.removeItem(self._hover_line)
+            self.plots[plot].item.addItem(self._hover_line, ignoreBounds=True)
+            self._hover_plot = plot
         self._hover_line.setPos(x)
         return text
 

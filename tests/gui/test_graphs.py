@@ -30,7 +30,7 @@ def _feed(panel: StatsPanel, store: StatsStore, now: list[float], seconds: float
 def _plots_fit(panel: StatsPanel) -> bool:
     """Every graph is readable (at least 150 px tall) and fits the visible width: nothing
     hidden to the right, nothing needs a splitter dragged (a narrow column scrolls)."""
-    width = panel.scroll.viewport().width()
+    width = panel.plot_scroll.viewport().width()
     height = panel.plot_area.height()
     for plot in panel.plots.values():
         r = plot.item.sceneBoundingRect()
@@ -108,6 +108,13 @@ def test_hover_shows_the_values_under_the_pointer(qtbot) -> None:
     panel.hover_label.clear()
     qtbot.mouseMove(panel.plot_area.viewport(), view_pt)
     qtbot.waitUntil(lambda: "all 300" in panel.hover_label.text(), timeout=2000)
+    line = panel._hover_line
+    assert line is not None and line.getViewBox() is vb
+    # into another graph: the line follows
+    panel.hover("latency", -2.0)
+    lat_vb = panel.plots["latency"].item.getViewBox()
+    assert line.getViewBox() is lat_vb
+    assert line.value() == -2.0
 
 
 def test_a_legend_click_isolates_a_curve_and_a_second_shows_all(qtbot) -> None:
