@@ -356,6 +356,7 @@ class StatsPanel(QWidget):
         self._t0: float | None = None
         self._now = 0.0
         self._drawn_at = -math.inf
+        self._chain: set[str] | None = None  # the plugins in the chain, once known
         self.updates = 0
 
     def _on_window_combo_changed(self, _index: int) -> None:
@@ -536,6 +537,7 @@ class StatsPanel(QWidget):
         """Drop the per-plugin curves (time, would act, enforced) of plugins no longer
         in the chain, so a removed plugin leaves the legend."""
         keep = set(names)
+        self._chain = keep  # the engine keeps a removed plugin's stats: do not re-add them
         for plot in (self.plots["plugin_time"], self.plots["events"]):
             for key in list(plot.curves):
                 kind, _, plugin = key.partition(":")
@@ -690,6 +692,8 @@ class StatsPanel(QWidget):
         for name, h in snap.histograms.items():
             if name.startswith("wasm.") and name.endswith(".callback_time_us"):
                 plugin = name[5 : -len(".callback_time_us")]
+                if self._chain is not None and plugin not in self._chain:
+                    continue
                 if self._ensure("plugin_time", f"time:{plugin}", plugin):
                     ph = prev.histograms.get(name)
                     used = h.sum - ph.sum if ph is not None and ph.sum <= h.sum else h.sum
@@ -721,6 +725,8 @@ class StatsPanel(QWidget):
         self.plots["events"].push("traps", x, traps)
         events = self.plots["events"]
         for plugin, r in would.items():
+            if self._chain is not None and plugin not in self._chain:
+                continue
             if f"would:{plugin}" not in events.rings:
                 if len(events.rings) + 2 > _MAX_DYNAMIC:
                     continue

@@ -191,6 +191,12 @@ def test_markers_follow_their_moment_and_removed_plugins_leave_the_legend(qtbot)
     panel.prune_plugins(["auth-token"])
     assert "time:add-header" not in panel.plots["plugin_time"].curves
     assert not any(label.text == "add-header" for _s, label in legend.items)
+    # the engine keeps the removed plugin's stats: they do not bring the curve back
+    _feed(panel, store, now, 1)
+    assert "time:add-header" not in panel.plots["plugin_time"].curves
+    panel.prune_plugins(["auth-token", "add-header"])  # it is back in the chain
+    _feed(panel, store, now, 1)
+    assert "time:add-header" in panel.plots["plugin_time"].curves
 
 
 def test_would_act_counts_requests_not_intents(qtbot) -> None:
@@ -226,7 +232,7 @@ def test_legends_fit_the_width_and_stay_above_the_curves(qtbot) -> None:
     vb = plot.item.getViewBox()
     # every entry lies inside the graph (none cut off at the right edge) ...
     right = vb.sceneBoundingRect().right()
-    for sample, label in legend.items:
+    for _sample, label in legend.items:
         assert label.sceneBoundingRect().right() <= right + 1, label.text
     # ... and the curves stay below the legend's rows
     legend_bottom = vb.mapSceneToView(legend.sceneBoundingRect().bottomLeft()).y()
