@@ -173,9 +173,10 @@ def main() -> int:
     # external client process
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
-    def client(seconds: float) -> subprocess.Popen[str]:
+    def client(seconds: float, rps: float | None = None) -> subprocess.Popen[str]:
+        rate = args.rps if rps is None else rps
         return subprocess.Popen(
-            [sys.executable, "-c", _CLIENT, host, str(port), str(args.rps), str(seconds)],
+            [sys.executable, "-c", _CLIENT, host, str(port), str(rate), str(seconds)],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -267,7 +268,7 @@ def _cpu_s() -> float:
 def cpu_over_time(
     window: Any,
     beat: Heartbeat,
-    client: Callable[[float], subprocess.Popen[str]],
+    client: Callable[[float, float], subprocess.Popen[str]],
     finish: Callable[[subprocess.Popen[str], float], dict[str, object]],
     minutes: int,
     load_rps: float,
@@ -286,7 +287,7 @@ def cpu_over_time(
             if phase == "idle":
                 pump(60_000)
             else:
-                proc = client(60.0)
+                proc = client(60.0, load_rps)
                 served = int(finish(proc, 75.0).get("sent") or 0)  # type: ignore[call-overload]
             wall = time.perf_counter() - w0
             ph = Phase(phase, beat.samples[:])

@@ -270,6 +270,7 @@ class MainWindow(QMainWindow):
         details_scroll.setWidgetResizable(True)
         details_scroll.setFrameShape(QFrame.Shape.NoFrame)
         details_scroll.setWidget(self.plugin_details)
+        details_scroll.setMinimumWidth(380)  # the modes and the form stay readable
         left_split.addWidget(details_scroll)
         left_split.setSizes([150, 700])
 
