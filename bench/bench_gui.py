@@ -17,8 +17,14 @@ Each loaded phase is preceded by a short warm-up. It prints p50/p99/max lag per 
 the requests actually served, and the ratios against the idle baseline; the issue's
 target is a GUI lag under 50 ms at 1000 req/s.
 
+Then CPU over time (issue 12 item 3: graph drawing must not cost more the longer the
+app runs): this process's CPU (GUI + engine threads) and the GUI lag per minute, with
+the Graphs tab visible, for N minutes idle and N minutes at a steady --load-rps from a
+client process; each series must stay flat within 20% (last minute against the first).
+
 Usage: .venv/bin/python bench/bench_gui.py [--rps N] [--seconds S] [--idle S]
        [--skip-in-process] [--skip-selection]
+       [--minutes N (default 10; 0 skips CPU over time)] [--load-rps N (default 300)]
 Everything binds 127.0.0.1, every phase is bounded, and the app closes itself.
 Runs offscreen unless a display is set (QT_QPA_PLATFORM is respected).
 """
@@ -33,8 +39,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -134,6 +142,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=1.5)
     ap.add_argument("--skip-in-process", action="store_true")
     ap.add_argument("--skip-selection", action="store_true")
+    ap.add_argument("--minutes", type=int, default=10, help="CPU over time: minutes per phase")
+    ap.add_argument("--load-rps", type=float, default=300.0, help="CPU over time under load")
     args = ap.parse_args()
     if not (0 < args.rps <= 2000 and 0 < args.seconds <= 60 and 0 < args.idle <= 60):
         ap.error("rps must be within 1..2000 and durations within 0..60 s")
@@ -169,9 +179,10 @@ def main() -> int:
     # external client process
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
-    def client(seconds: float) -> subprocess.Popen[str]:
+    def client(seconds: float, rps: float | None = None) -> subprocess.Popen[str]:
+        rate = args.rps if rps is None else rps
         return subprocess.Popen(
-            [sys.executable, "-c", _CLIENT, host, str(port), str(args.rps), str(seconds)],
+            [sys.executable, "-c", _CLIENT, host, str(port), str(rate), str(seconds)],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -254,6 +265,9 @@ def main() -> int:
             f"({insp.shown_id == chosen}), details rendered {insp.renders - renders} more "
             "time(s) under load (0 expected)"
         )
+    cpu_ok = True
+    if args.minutes > 0:
+        cpu_ok = cpu_over_time(window, beat, client, finish, args.minutes, args.load_rps)
 
     poll_max = window.poll_ms_max
     window.close()
@@ -300,7 +314,73 @@ def main() -> int:
             f"{'within' if within else 'NOT within'} 10% (lag: or within 2 ms)"
         )
         ok = ok and within
-    return 0 if ok else 2
+    return 0 if ok and cpu_ok else 2
+
+
+FLAT_WITHIN = 0.20  # CPU per minute: the last minute within 20% of the first
+
+
+@dataclass
+class Minute:
+    cpu_pct: float  # this process (GUI + engine threads), percent of one core
+    lag_p99: float
+    served: int = 0
+
+
+def _cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def cpu_over_time(
+    window: Any,
+    beat: Heartbeat,
+    client: Callable[[float, float], subprocess.Popen[str]],
+    finish: Callable[[subprocess.Popen[str], float], dict[str, object]],
+    minutes: int,
+    load_rps: float,
+) -> bool:
+    """CPU and GUI lag per minute with the Graphs tab visible, idle then under a steady
+    load from a client process (one bounded 60 s client per minute); prints both series
+    and whether each stays flat within FLAT_WITHIN. True when both do."""
+    window.tabs.setCurrentWidget(window.stats_panel)
+    print(f"\nCPU over time: {minutes} min idle, then {minutes} min at {load_rps:g} req/s")
+    series: dict[str, list[Minute]] = {"idle": [], "load": []}
+    for phase in ("idle", "load"):
+        for m in range(minutes):
+            beat.reset()
+            c0, w0 = _cpu_s(), time.perf_counter()
+            served = 0
+            if phase == "idle":
+                pump(60_000)
+            else:
+                proc = client(60.0, load_rps)
+                served = int(finish(proc, 75.0).get("sent") or 0)  # type: ignore[call-overload]
+            wall = time.perf_counter() - w0
+            ph = Phase(phase, beat.samples[:])
+            row = Minute(100.0 * (_cpu_s() - c0) / wall, ph.p99, served)
+            series[phase].append(row)
+            extra = f", {served / wall:.0f} req/s served" if phase == "load" else ""
+            print(
+                f"  {phase:<5} minute {m + 1:>2}: CPU {row.cpu_pct:5.1f}%, "
+                f"GUI lag p99 {row.lag_p99:6.1f} ms{extra}",
+                flush=True,
+            )
+    ok = True
+    for phase, rows in series.items():
+        if len(rows) < 2:
+            print(f"{phase}: one minute only, no trend to judge")
+            continue
+        first, last = rows[0].cpu_pct, rows[-1].cpu_pct
+        change = (last - first) / max(first, 0.5)
+        flat = abs(change) <= FLAT_WITHIN or last <= first
+        ok = ok and flat
+        print(
+            f"{phase}: CPU {first:.1f}% in minute 1, {last:.1f}% in minute {len(rows)} "
+            f"({change:+.0%}); {'flat' if flat else 'NOT flat'} within {FLAT_WITHIN:.0%}; "
+            f"lag p99 {rows[0].lag_p99:.1f} -> {rows[-1].lag_p99:.1f} ms"
+        )
+    return ok
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ def build(
     config's, 127.0.0.1:10000 and :9901; a taken port falls back to a free one)."""
     ws = workspace if workspace is not None else Workspace.at()
     config = ws.load()
+    ws.lock()  # a second instance on the same workspace runs read-only and says so
     service = EngineService(config, listen=listen, admin=admin)
     window = MainWindow(service, ws)
     return window, service

@@ -150,6 +150,7 @@ class ComposerPanel(QWidget):
         self.load_progress.setRange(0, 1)
         self.load_progress.setValue(0)
         self.load_result_label = QLabel("")
+        self.load_result_label.setWordWrap(True)  # a long result must not widen the window
         ll.addWidget(self.rps_spin)
         ll.addWidget(self.seconds_spin)
         ll.addWidget(self.load_button)

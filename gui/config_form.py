@@ -2,8 +2,12 @@
 
 One row per property: a line edit for strings and numbers, a drop-down for enums, a
 check box for booleans, an editable list for lists of strings, a group for nested
-objects. Labels come from ``title`` (else the property name; ``*`` marks a required
-field), the help text from ``description``, and an unset field shows its ``default``.
+objects, a list of sub-forms with Add/Remove for lists of objects, a drop-down of the
+alternatives with the chosen one's form for ``oneOf``/``anyOf``, and JSON text for
+anything else. Local ``$ref``/``$defs`` are resolved and ``allOf``/``if``/``then``
+fields shown; validation (``jsonschema``, Draft 2020-12) runs on the schema as written.
+Labels come from ``title`` (else the property name; ``*`` marks a required field), the
+help text from ``description``, and an unset field shows its ``default``.
 
 A field is *set* once the user edits it or when the loaded configuration has it; only
 set fields go into the configuration, so a plugin keeps applying its own defaults to
@@ -34,12 +38,22 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QPushButton,
+    QStackedWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from gui.json_schema import SchemaIssue, field_kind, required_of, validate
+from gui.json_schema import (
+    SchemaIssue,
+    alternative_label,
+    alternatives,
+    field_kind,
+    required_of,
+    resolve_refs,
+    validate,
+)
 
 __all__ = ["ConfigForm"]
 
@@ -54,6 +68,8 @@ def _show(v: Any) -> str:
 
 class _Field:
     """One leaf property: its editor, its set/unset state and its error label."""
+
+    nested = False  # True: a sub-form shows the errors inside the value itself
 
     def __init__(
         self, form: ConfigForm, path: PathT, schema: Mapping[str, Any], required: bool
@@ -340,6 +356,182 @@ class _StringListField(_Field):
         return self.items()
 
 
+class _JsonField(_Field):
+    """Anything without a widget of its own: the value as one line of JSON."""
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        self.line = QLineEdit()
+        self.line.setObjectName("json_field")
+        self.line.textEdited.connect(lambda _t: self.edited())
+        self.editor = self.line
+
+    def _show_value(self, value: Any) -> None:
+        self.line.setText("" if value is None and not self.present else json.dumps(value))
+
+    def _update_chrome(self) -> None:
+        super()._update_chrome()
+        hint = f"default: {_show(self.default)}" if self.default is not None else "JSON"
+        self.line.setPlaceholderText(hint)
+
+    def _read(self) -> Any:
+        text = self.line.text().strip()
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            self.parse_error = f"not valid JSON: {e}"
+            return text
+
+
+class _ObjectListField(_Field):
+    """A list of objects: one sub-form per item, Add and Remove."""
+
+    nested = True
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        items = self.schema.get("items")
+        self.item_schema: Mapping[str, Any] = items if isinstance(items, dict) else {}
+        self.forms: list[ConfigForm] = []
+        box = QWidget()
+        self.items_layout = QVBoxLayout(box)
+        self.items_layout.setContentsMargins(0, 0, 0, 0)
+        self.add_button = QPushButton("Add item")
+        self.add_button.setObjectName("add_item")
+        self.add_button.clicked.connect(self._on_add_button_clicked)
+        self.items_layout.addWidget(self.add_button)
+        self.editor = box
+
+    def _show_value(self, value: Any) -> None:
+        for f in self.forms:
+            holder = f.parentWidget()
+            if holder is not None:
+                holder.hide()
+                holder.deleteLater()
+        self.forms = []
+        for item in value if isinstance(value, list) else []:
+            self._add_form(item if isinstance(item, dict) else {})
+
+    def _add_form(self, value: Mapping[str, Any]) -> ConfigForm:
+        holder = QGroupBox(f"Item {len(self.forms) + 1}")
+        hl = QVBoxLayout(holder)
+        form = ConfigForm(self.item_schema)
+        form.set_value(value)
+        form.value_edited.connect(self.edited)
+        remove = QToolButton()
+        remove.setText("Remove item")
+        remove.clicked.connect(lambda _c=False, f=form: self.remove_item(self.forms.index(f)))
+        hl.addWidget(form)
+        hl.addWidget(remove, 0, Qt.AlignmentFlag.AlignRight)
+        self.items_layout.insertWidget(self.items_layout.count() - 1, holder)
+        self.forms.append(form)
+        return form
+
+    def add_item(self, value: Mapping[str, Any] | None = None) -> ConfigForm:
+        """Append an item (as Add item does) and return its sub-form."""
+        if not self.present:
+            current = self.default if isinstance(self.default, list) else []
+            self.present = True
+            self._show_value(current)
+        form = self._add_form(value or {})
+        self.edited()
+        return form
+
+    def remove_item(self, index: int) -> None:
+        form = self.forms.pop(index)
+        holder = form.parentWidget()
+        if holder is not None:
+            holder.hide()
+            holder.deleteLater()
+        for i, f in enumerate(self.forms):
+            box = f.parentWidget()
+            if isinstance(box, QGroupBox):
+                box.setTitle(f"Item {i + 1}")
+        self.present = True
+        self.edited()
+
+    def _on_add_button_clicked(self) -> None:
+        self.add_item()
+
+    def _read(self) -> Any:
+        return [f.value() for f in self.forms]  # each sub-form shows its own errors
+
+
+class _ChoiceField(_Field):
+    """``oneOf``/``anyOf``: pick an alternative, then fill in its form (an object) or
+    its value (anything else, as JSON; plain text for a string)."""
+
+    nested = True
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        self.alts = alternatives(self.schema)
+        box = QWidget()
+        lay = QVBoxLayout(box)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.combo = QComboBox()
+        self.combo.setObjectName("choice_combo")
+        for i, alt in enumerate(self.alts):
+            self.combo.addItem(alternative_label(alt, i))
+        self.stack = QStackedWidget()
+        self.editors: list[ConfigForm | QLineEdit] = []
+        for alt in self.alts:
+            if field_kind(alt) == "object":
+                form = ConfigForm(alt)
+                form.value_edited.connect(self.edited)
+                self.editors.append(form)
+                self.stack.addWidget(form)
+            else:
+                line = QLineEdit()
+                line.textEdited.connect(lambda _t: self.edited())
+                self.editors.append(line)
+                self.stack.addWidget(line)
+        lay.addWidget(self.combo)
+        lay.addWidget(self.stack)
+        self.combo.activated.connect(self._on_combo_activated)
+        self.editor = box
+
+    def _is_text(self, i: int) -> bool:
+        return [t for t in (self.alts[i].get("type"),) if t] == ["string"]
+
+    def choose(self, index: int) -> None:
+        """Pick alternative ``index`` (as the drop-down does)."""
+        self.combo.setCurrentIndex(index)
+        self._on_combo_activated(index)
+
+    def _on_combo_activated(self, index: int) -> None:
+        self.stack.setCurrentIndex(index)
+        self.edited()
+
+    def _show_value(self, value: Any) -> None:
+        i = 0
+        if value is not None:
+            fits = [k for k, alt in enumerate(self.alts) if not validate(alt, value)]
+            i = fits[0] if fits else 0
+        self.combo.setCurrentIndex(i)
+        self.stack.setCurrentIndex(i)
+        ed = self.editors[i]
+        if isinstance(ed, ConfigForm):
+            ed.set_value(value if isinstance(value, dict) else {})
+        elif value is None:
+            ed.setText("")
+        else:
+            ed.setText(value if self._is_text(i) and isinstance(value, str) else json.dumps(value))
+
+    def _read(self) -> Any:
+        i = self.combo.currentIndex()
+        ed = self.editors[i]
+        if isinstance(ed, ConfigForm):
+            return ed.value()  # the sub-form shows its own errors
+        text = ed.text()
+        if self._is_text(i):
+            return text
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text  # a bare word: validation says what it should be
+
+
 _LEAVES: dict[str, Callable[..., _Field]] = {
     "string": lambda *a: _TextField(*a, kind="string"),
     "integer": lambda *a: _TextField(*a, kind="integer"),
@@ -347,6 +539,9 @@ _LEAVES: dict[str, Callable[..., _Field]] = {
     "enum": _EnumField,
     "boolean": _BoolField,
     "string-list": _StringListField,
+    "object-list": _ObjectListField,
+    "choice": _ChoiceField,
+    "json": _JsonField,
 }
 
 
@@ -394,7 +589,9 @@ class ConfigForm(QWidget):
     def __init__(self, schema: Mapping[str, Any], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("ConfigForm")
-        self.schema = schema
+        self.schema = schema  # validation: the schema as written
+        self.layout_schema = resolve_refs(schema)  # the form: $refs inlined, allOf/then merged
+        schema = self.layout_schema
         self._loading = False
         self.fields: dict[str, _Field] = {}
         self.groups: dict[str, _Group] = {}
@@ -527,6 +724,8 @@ class ConfigForm(QWidget):
                 msg = f"item {rest[0] + 1}: {msg}"
             if target is None:
                 banner.append(f"{issue.where}: {issue.message}")
+            elif rest and target in self.fields and self.fields[target].nested:
+                continue  # shown inside the field's own sub-form
             else:
                 per_field.setdefault(target, []).append(msg)
         for key, f in self.fields.items():

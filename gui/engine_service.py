@@ -669,6 +669,20 @@ class EngineService(QObject):
             server.manager.intercept = None  # back to the one attribute check
         self.intercepts_changed.emit(ic.held_dicts())
 
+    def set_log_level(self, name: str) -> bool:
+        """The least severe level plugins log at (``trace`` … ``critical``), as the
+        admin API's ``/logging`` sets it; kept across engine restarts."""
+        self._log_level = LogLevel.parse(name)  # ValueError on a bad name
+
+        async def do(server: ProxyServer) -> None:
+            server.set_log_level(name)
+
+        return self._submit(f"log level {name}", do)
+
+    @property
+    def log_level(self) -> str:
+        return self._log_level.name.lower()
+
 
 def _drain(d: deque[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
     out: list[dict[str, Any]] = []

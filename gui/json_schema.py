@@ -1,14 +1,18 @@
 """Plugin configuration schemas: find the ``<module>.schema.json`` that ships beside a
-module, check it is a schema the form can render, and validate a configuration against it.
+module, check it, and validate a configuration against it.
 
-The validator covers the JSON Schema (draft 2020-12) subset plugin schemas use: ``type``
-(one or a list), ``enum``, ``const``, ``properties``, ``required``,
-``additionalProperties`` (boolean or schema), ``items``, ``minItems``/``maxItems``,
-``uniqueItems``, ``minLength``/``maxLength``, ``pattern``, ``minimum``/``maximum``,
-``exclusiveMinimum``/``exclusiveMaximum`` and ``multipleOf``. Annotations (``title``,
-``description``, ``default``, ``examples``, ``$schema``, ``$id``, ``$comment``) are read,
-never enforced. A schema that uses anything else (``$ref``, ``oneOf``...) is reported by
-:func:`check_schema`, and the app falls back to the YAML editor rather than half-validate.
+Validation is ``jsonschema`` (Draft 2020-12: ``$ref``/``$defs``, ``oneOf``/``anyOf``/
+``allOf``/``not``, ``if``/``then``/``else``, ``dependentRequired``... everything), with
+two changes of ours: ``pattern`` runs on RE2 (linear time: a plugin's pattern cannot hang
+the window while the user types) and its errors are mapped to short messages at the
+field they concern ("required", "must be at most 10", "unknown field (the schema knows:
+...)"), sorted in the schema's field order. ``format`` is an annotation, as the draft
+says. Only local references (``#/$defs/...``) resolve: nothing is fetched.
+
+:func:`resolve_refs` inlines local ``$ref`` for the form builder, and
+:func:`field_kind` names the widget for each property: the scalars, enums, lists of
+strings, nested objects, lists of objects, a choice between alternatives
+(``oneOf``/``anyOf``), and JSON text for anything else, so no schema disables the form.
 
 Pure Python, no Qt, no I/O except reading the schema file.
 """
@@ -18,16 +22,23 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import jsonschema
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+from referencing.exceptions import Unresolvable
 
 from host.safe_regex import PatternError, SafePattern, compile_pattern
 
 __all__ = [
     "SchemaError",
     "SchemaIssue",
+    "alternative_label",
+    "alternatives",
     "check_schema",
     "default_of",
     "field_kind",
@@ -35,48 +46,12 @@ __all__ = [
     "json_type",
     "load_schema",
     "required_of",
+    "resolve_refs",
     "schema_path_for",
     "validate",
 ]
 
 JSON_TYPES = ("null", "boolean", "object", "array", "number", "string", "integer")
-ANNOTATIONS = frozenset(
-    [
-        "$schema",
-        "$id",
-        "$comment",
-        "title",
-        "description",
-        "default",
-        "examples",
-        "readOnly",
-        "writeOnly",
-        "deprecated",
-        "format",
-    ]
-)
-ASSERTIONS = frozenset(
-    [
-        "type",
-        "enum",
-        "const",
-        "properties",
-        "required",
-        "additionalProperties",
-        "items",
-        "minItems",
-        "maxItems",
-        "uniqueItems",
-        "minLength",
-        "maxLength",
-        "pattern",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-        "multipleOf",
-    ]
-)
 _TYPE_WORDS = {
     "null": "null",
     "boolean": "a boolean",
@@ -143,51 +118,94 @@ def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
     return schema  # type: ignore[no-any-return]
 
 
+_SUBSCHEMA = (
+    "items",
+    "additionalProperties",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "propertyNames",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+)
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+
+
+def _walk(schema: Any, where: str) -> Iterator[tuple[Mapping[str, Any], str]]:
+    """Every (sub)schema object with a readable location."""
+    if not isinstance(schema, dict):
+        return
+    yield schema, where
+    for key in _SUBSCHEMA:
+        if key in schema:
+            yield from _walk(schema[key], f"{where}[{key}]")
+    for key in _SUBSCHEMA_MAPS:
+        sub = schema.get(key)
+        if isinstance(sub, dict):
+            for name, v in sub.items():
+                here = name if key == "properties" and where == "(root)" else f"{where}.{name}"
+                if key != "properties":
+                    here = f"{where}[{key}].{name}"
+                yield from _walk(v, here)
+    for key in _SUBSCHEMA_LISTS:
+        sub = schema.get(key)
+        if isinstance(sub, list):
+            for i, v in enumerate(sub):
+                yield from _walk(v, f"{where}[{key}][{i}]")
+
+
+def _pointer(root: Any, ref: str) -> Any:
+    """The schema a local ``$ref`` points at; KeyError when it does not resolve."""
+    if not ref.startswith("#"):
+        raise KeyError(ref)
+    node = root
+    for part in [p for p in ref[1:].split("/") if p]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise KeyError(ref)
+    return node
+
+
 def check_schema(schema: Any, where: str = "(root)") -> list[str]:
-    """What in ``schema`` this module cannot enforce (empty when every keyword is known
-    and well-formed)."""
+    """What is wrong with ``schema`` itself (empty when it is a usable Draft 2020-12
+    schema): not a schema, a pattern RE2 cannot run, a ``$ref`` that does not resolve
+    locally."""
     if isinstance(schema, bool):
         return []
     if not isinstance(schema, dict):
         return [f"{where}: a schema must be an object or a boolean"]
     out: list[str] = []
-    for key, v in schema.items():
-        if key in ANNOTATIONS:
-            continue
-        if key not in ASSERTIONS:
-            out.append(f"{where}: keyword {key!r} is not supported by the form")
-            continue
-        if key == "type":
-            types = v if isinstance(v, list) else [v]
-            if not types or any(t not in JSON_TYPES for t in types):
-                out.append(f"{where}: unknown type {v!r}")
-        elif key == "enum" and not isinstance(v, list):
-            out.append(f"{where}: enum must be a list")
-        elif key == "properties":
-            if not isinstance(v, dict):
-                out.append(f"{where}: properties must be an object")
-            else:
-                for name, sub in v.items():
-                    out.extend(check_schema(sub, f"{where}.{name}" if where != "(root)" else name))
-        elif key in ("additionalProperties", "items"):
-            out.extend(check_schema(v, f"{where}[{key}]"))
-        elif key == "required":
-            if not isinstance(v, list) or not all(isinstance(n, str) for n in v):
-                out.append(f"{where}: required must be a list of names")
-        elif key == "pattern":
-            if not isinstance(v, str):
-                out.append(f"{where}: pattern must be a string")
+    # the metaschema, without its "format": "regex" check (Python's re): patterns are
+    # RE2's to judge, below
+    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+    for e in sorted(meta.iter_errors(schema), key=lambda e: list(map(str, e.path)))[:3]:
+        at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.path)
+        out.append(f"{where}{at}: not a valid JSON Schema: {e.message}")
+    if out:
+        return out
+    for sub, here in _walk(schema, where):
+        pattern = sub.get("pattern")
+        if isinstance(pattern, str):
+            try:
+                _compiled(pattern)
+            except PatternError as e:
+                out.append(f"{here}: pattern {pattern!r} does not compile: {e}")
+        ref = sub.get("$ref")
+        if isinstance(ref, str):
+            if not ref.startswith("#"):
+                out.append(f"{here}: $ref {ref!r} is not local (nothing is fetched)")
             else:
                 try:
-                    _compiled(v)
-                except PatternError as e:
-                    out.append(f"{where}: pattern {v!r} does not compile: {e}")
-        elif key in ("minItems", "maxItems", "minLength", "maxLength"):
-            if not _is_int(v) or v < 0:
-                out.append(f"{where}: {key} must be a non-negative integer")
-        elif key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"):
-            if not _is_number(v) or (key == "multipleOf" and v <= 0):
-                out.append(f"{where}: {key} must be a number")
+                    _pointer(schema, ref)
+                except KeyError:
+                    out.append(f"{here}: $ref {ref!r} does not resolve")
     return out
 
 
@@ -263,8 +281,139 @@ def default_of(schema: Any) -> Any:
 # -- validation ---------------------------------------------------------------------------------
 
 
+def _re2_pattern(
+    validator: Any, pattern: str, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    if isinstance(instance, str) and _compiled(pattern).search(instance) is None:
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = jsonschema.validators.extend(Draft202012Validator, {"pattern": _re2_pattern})
+
+
+def _word(v: Any) -> str:
+    return _TYPE_WORDS.get(json_type(v), json_type(v))
+
+
+def _friendly(e: ValidationError, path: Path_) -> list[SchemaIssue]:
+    """One jsonschema error as the form's messages (some errors are several issues)."""
+    kw, want, value = e.validator, e.validator_value, e.instance
+    schema = e.schema if isinstance(e.schema, dict) else {}
+    if kw == "required":
+        return [SchemaIssue((*path, n), "required") for n in want if n not in value]
+    if kw in ("additionalProperties", "unevaluatedProperties"):
+        props = list((schema.get("properties") or {}).keys())
+        known = ", ".join(props) or "none"
+        extras = [n for n in value if n not in props]
+        return [
+            SchemaIssue((*path, n), f"unknown field (the schema knows: {known})") for n in extras
+        ]
+    if kw == "type":
+        types = want if isinstance(want, list) else [want]
+        words = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in types)
+        msg = f"expected {words}, got {_word(value)}"
+    elif kw == "enum":
+        msg = "must be one of " + ", ".join(_fmt(v) for v in want)
+    elif kw == "const":
+        msg = f"must be {_fmt(want)}"
+    elif kw == "minLength":
+        msg = "must not be empty" if want == 1 else f"at least {want} characters"
+    elif kw == "maxLength":
+        msg = f"at most {want} characters"
+    elif kw == "pattern":
+        msg = _pattern_message(schema, value)
+    elif kw == "minimum":
+        msg = f"must be at least {_fmt(want)}"
+    elif kw == "maximum":
+        msg = f"must be at most {_fmt(want)}"
+    elif kw == "exclusiveMinimum":
+        msg = f"must be more than {_fmt(want)}"
+    elif kw == "exclusiveMaximum":
+        msg = f"must be less than {_fmt(want)}"
+    elif kw == "multipleOf":
+        msg = f"must be a multiple of {_fmt(want)}"
+    elif kw == "minItems":
+        msg = f"at least {want} item(s)"
+    elif kw == "maxItems":
+        msg = f"at most {want} item(s)"
+    elif kw == "uniqueItems":
+        out = []
+        for i, item in enumerate(value):
+            if any(_json_equal(item, other) for other in value[:i]):
+                out.append(SchemaIssue((*path, i), f"{_fmt(item)} is listed twice"))
+        return out or [SchemaIssue(path, "items must be unique")]
+    elif kw in ("oneOf", "anyOf"):
+        inner = _closest(e.context) if e.context else None
+        if kw == "oneOf" and not e.context:
+            msg = "matches more than one of the choices; make it fit exactly one"
+        elif inner is not None:
+            sub = _friendly(inner, (*path, *inner.relative_path))
+            why = "; ".join(str(i) if i.path != path else i.message for i in sub)
+            msg = f"matches none of the choices (closest: {why})"
+        else:
+            msg = "matches none of the choices"
+    elif kw == "not":
+        msg = "is a value the schema rules out"
+    elif kw == "dependentRequired":
+        return [
+            SchemaIssue((*path, n), f"required when {k} is set")
+            for k, names in want.items()
+            if k in value
+            for n in names
+            if n not in value
+        ]
+    elif kw == "minProperties":
+        msg = f"at least {want} field(s)"
+    elif kw == "maxProperties":
+        msg = f"at most {want} field(s)"
+    elif kw == "contains":
+        msg = "no item matches what the list must contain"
+    elif kw == "false":
+        msg = "no value is allowed here"
+    else:
+        msg = e.message
+    return [SchemaIssue(path, msg)]
+
+
+def _closest(errors: Sequence[ValidationError]) -> ValidationError | None:
+    """The most useful error among a composition's alternatives: from the alternative
+    that failed least (fewest errors), preferring a broken detail over a wrong kind."""
+    by_alt: dict[Any, list[ValidationError]] = {}
+    for e in errors:
+        by_alt.setdefault(e.relative_schema_path[0] if e.relative_schema_path else 0, []).append(e)
+    if not by_alt:
+        return None
+
+    def score(errs: list[ValidationError]) -> tuple[int, int]:
+        kinds = sum(e.validator in ("type", "const", "enum", "required") for e in errs)
+        return len(errs), kinds
+
+    best = min(by_alt.values(), key=score)
+    return best_match(best)
+
+
+def _order_key(schema: Any, path: Path_) -> tuple[int, ...]:
+    """An issue's place in the schema's field order (unknown fields last)."""
+    out: list[int] = []
+    node = schema
+    for part in path:
+        if isinstance(part, int):
+            out.append(part)
+            node = node.get("items", {}) if isinstance(node, dict) else {}
+            continue
+        props = node.get("properties") if isinstance(node, dict) else None
+        if isinstance(props, dict) and part in props:
+            out.append(list(props).index(part))
+            node = props[part]
+        else:
+            out.append(1 << 20)
+            node = {}
+    return tuple(out)
+
+
 def validate(schema: Any, value: Any, path: Path_ = ()) -> list[SchemaIssue]:
-    """Every problem with ``value`` against ``schema`` (empty when valid), in field order."""
+    """Every problem with ``value`` against ``schema`` (empty when valid), in field order,
+    in words a user reads (see the module docstring)."""
     if schema is True or schema == {}:
         return []
     if schema is False:
@@ -272,71 +421,23 @@ def validate(schema: Any, value: Any, path: Path_ = ()) -> list[SchemaIssue]:
     if not isinstance(schema, dict):
         return []
     out: list[SchemaIssue] = []
-    types = _types_of(schema)
-    if types and not any(_has_type(value, t) for t in types):
-        want = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
-        got = _TYPE_WORDS.get(json_type(value), json_type(value))
-        out.append(SchemaIssue(path, f"expected {want}, got {got}"))
-        return out  # the other keywords would only repeat it
-    if "enum" in schema and not any(_json_equal(value, e) for e in schema["enum"]):
-        choices = ", ".join(_fmt(e) for e in schema["enum"])
-        out.append(SchemaIssue(path, f"must be one of {choices}"))
-    if "const" in schema and not _json_equal(value, schema["const"]):
-        out.append(SchemaIssue(path, f"must be {_fmt(schema['const'])}"))
-    if isinstance(value, str):
-        n = len(value)
-        if "minLength" in schema and n < schema["minLength"]:
-            m = schema["minLength"]
-            out.append(
-                SchemaIssue(path, "must not be empty" if m == 1 else f"at least {m} characters")
-            )
-        if "maxLength" in schema and n > schema["maxLength"]:
-            out.append(SchemaIssue(path, f"at most {schema['maxLength']} characters"))
-        if "pattern" in schema and _compiled(schema["pattern"]).search(value) is None:
-            out.append(SchemaIssue(path, _pattern_message(schema, value)))
-    if _is_number(value):
-        if "minimum" in schema and value < schema["minimum"]:
-            out.append(SchemaIssue(path, f"must be at least {_fmt(schema['minimum'])}"))
-        if "maximum" in schema and value > schema["maximum"]:
-            out.append(SchemaIssue(path, f"must be at most {_fmt(schema['maximum'])}"))
-        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
-            out.append(SchemaIssue(path, f"must be more than {_fmt(schema['exclusiveMinimum'])}"))
-        if "exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"]:
-            out.append(SchemaIssue(path, f"must be less than {_fmt(schema['exclusiveMaximum'])}"))
-        if "multipleOf" in schema:
-            q = value / schema["multipleOf"]
-            if not math.isclose(q, round(q), rel_tol=0, abs_tol=1e-9):
-                out.append(SchemaIssue(path, f"must be a multiple of {_fmt(schema['multipleOf'])}"))
-    if isinstance(value, list | tuple):
-        if "minItems" in schema and len(value) < schema["minItems"]:
-            out.append(SchemaIssue(path, f"at least {schema['minItems']} item(s)"))
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            out.append(SchemaIssue(path, f"at most {schema['maxItems']} item(s)"))
-        if schema.get("uniqueItems"):
-            for i, item in enumerate(value):
-                if any(_json_equal(item, other) for other in value[:i]):
-                    out.append(SchemaIssue((*path, i), f"{_fmt(item)} is listed twice"))
-        if "items" in schema:
-            for i, item in enumerate(value):
-                out.extend(validate(schema["items"], item, (*path, i)))
-    if isinstance(value, dict):
-        props: Mapping[str, Any] = schema.get("properties") or {}
-        for name in schema.get("required") or ():
-            if name not in value:
-                out.append(SchemaIssue((*path, name), "required"))
-        for name, sub in props.items():
-            if name in value:
-                out.extend(validate(sub, value[name], (*path, name)))
-        extra = schema.get("additionalProperties", True)
-        for name in value:
-            if name in props:
-                continue
-            if extra is False:
-                known = ", ".join(props) or "none"
-                out.append(SchemaIssue((*path, name), f"unknown field (the schema knows: {known})"))
-            elif isinstance(extra, dict):
-                out.extend(validate(extra, value[name], (*path, name)))
-    return out
+    try:
+        errors = list(_Validator(schema).iter_errors(value))
+    except (Unresolvable, PatternError) as exc:
+        return [SchemaIssue(path, f"the schema cannot be checked: {exc}")]
+    for err in errors:
+        out.extend(_friendly(err, (*path, *err.absolute_path)))
+    # a type error makes its field's other messages noise
+    typed = {i.path for i in out if i.message.startswith("expected ")}
+    out = [i for i in out if i.path not in typed or i.message.startswith("expected ")]
+    seen: set[tuple[Path_, str]] = set()
+    unique = []
+    for i in out:
+        if (i.path, i.message) not in seen:
+            seen.add((i.path, i.message))
+            unique.append(i)
+    unique.sort(key=lambda i: _order_key(schema, i.path[len(path) :]))
+    return unique
 
 
 def _pattern_message(schema: Mapping[str, Any], value: str) -> str:
@@ -352,40 +453,113 @@ def _pattern_message(schema: Mapping[str, Any], value: str) -> str:
 # -- what the form can render -------------------------------------------------------------------
 
 
+def resolve_refs(schema: Any, root: Any = None, _seen: tuple[str, ...] = ()) -> Any:
+    """``schema`` with every local ``$ref`` replaced by what it points at (its sibling
+    keywords kept, as Draft 2020-12 reads them), and ``allOf`` parts and ``if``/``then``/
+    ``else`` branches merged into the ``properties`` the form shows. Validation still
+    uses the original; this is the shape the form builder lays out. A recursive
+    reference is left as it is (the form edits it as JSON text)."""
+    root = schema if root is None else root
+    if isinstance(schema, list):
+        return [resolve_refs(v, root, _seen) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#"):
+        if ref in _seen:
+            return {k: v for k, v in schema.items() if k != "$ref"} | {"x-recursive": ref}
+        try:
+            target = _pointer(root, ref)
+        except KeyError:
+            return schema
+        merged = dict(resolve_refs(target, root, (*_seen, ref)))
+        merged.update({k: resolve_refs(v, root, _seen) for k, v in schema.items() if k != "$ref"})
+        return merged
+    out = {
+        k: (
+            {n: resolve_refs(v, root, _seen) for n, v in val.items()}
+            if k in ("properties", "$defs", "definitions") and isinstance(val, dict)
+            else resolve_refs(val, root, _seen)
+        )
+        for k, val in schema.items()
+    }
+    # the fields a composition adds to this object, for the form (optional there:
+    # which of them apply is for validation to say)
+    parts = [p for p in out.get("allOf") or [] if isinstance(p, dict)]
+    parts += [out[k] for k in ("then", "else") if isinstance(out.get(k), dict)]
+    if parts and _types_of(out) in (["object"], []):
+        props = dict(out.get("properties") or {})
+        required = list(out.get("required") or [])
+        for part in parts:
+            for name, sub in (part.get("properties") or {}).items():
+                props.setdefault(name, sub)
+        for part in out.get("allOf") or []:
+            if isinstance(part, dict):
+                required += [n for n in part.get("required") or [] if n not in required]
+        if props:
+            out["properties"] = props
+        if required:
+            out["required"] = required
+    return out
+
+
 def form_problem(schema: Any) -> str | None:
     """Why the generated form cannot edit ``schema`` (None when it can): the root must be
-    an object whose fields are strings, numbers, integers, booleans, enums, lists of
-    strings, or nested objects of the same."""
+    an object with properties. Any property can be edited: those without a widget of
+    their own take JSON text."""
+    schema = resolve_refs(schema)
     if not isinstance(schema, dict) or _types_of(schema) not in (["object"], []):
         return "the configuration is not described as an object"
     if not isinstance(schema.get("properties"), dict):
         return "the schema lists no properties"
-    return _fields_problem(schema, "")
-
-
-def _fields_problem(schema: Mapping[str, Any], where: str) -> str | None:
-    for name, sub in (schema.get("properties") or {}).items():
-        here = f"{where}.{name}" if where else name
-        kind = field_kind(sub)
-        if kind is None:
-            return f"{here}: the form cannot edit this kind of field"
-        if kind == "object":
-            problem = _fields_problem(sub, here)
-            if problem:
-                return problem
     return None
 
 
+def alternatives(schema: Any) -> list[dict[str, Any]]:
+    """The choices of a ``oneOf``/``anyOf`` property (each with its shared keywords)."""
+    if not isinstance(schema, dict):
+        return []
+    alts = schema.get("oneOf") or schema.get("anyOf")
+    if not isinstance(alts, list):
+        return []
+    shared = {k: v for k, v in schema.items() if k not in ("oneOf", "anyOf")}
+    return [shared | a if isinstance(a, dict) else shared for a in alts]
+
+
+def alternative_label(alt: Mapping[str, Any], index: int) -> str:
+    """What the choice between alternatives calls one of them."""
+    if alt.get("title"):
+        return str(alt["title"])
+    for name, sub in (alt.get("properties") or {}).items():
+        if isinstance(sub, dict) and "const" in sub:
+            return f"{name} = {_fmt(sub['const'])}"
+    if "const" in alt:
+        return _fmt(alt["const"])
+    types = [t for t in _types_of(alt) if t != "null"]
+    if alt.get("properties") and not types:
+        types = ["object"]
+    if types:
+        return " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+    return f"choice {index + 1}"
+
+
 def field_kind(schema: Any) -> str | None:
-    """The form widget for a property schema: enum, string, integer, number, boolean,
-    string-list, object; None when the form cannot edit it."""
+    """The form widget for a (resolved) property schema: enum, string, integer, number,
+    boolean, string-list, object, object-list, choice (``oneOf``/``anyOf``), or json
+    (JSON text) for anything else; None only for a non-schema."""
     if not isinstance(schema, dict):
         return None
+    if schema.get("x-recursive"):
+        return "json"
+    if alternatives(schema):
+        return "choice"
     types = [t for t in _types_of(schema) if t != "null"]
     if "enum" in schema and all(isinstance(e, str | int | float | bool) for e in schema["enum"]):
         return "enum"
+    if not types and isinstance(schema.get("properties"), dict):
+        types = ["object"]
     if len(types) != 1:
-        return None
+        return "json"
     t = types[0]
     if t in ("string", "integer", "number", "boolean"):
         return t
@@ -393,10 +567,12 @@ def field_kind(schema: Any) -> str | None:
         items = schema.get("items")
         if items is None or (isinstance(items, dict) and _types_of(items) == ["string"]):
             return "string-list"
-        return None
+        if isinstance(items, dict) and field_kind(items) == "object":
+            return "object-list"
+        return "json"
     if t == "object" and isinstance(schema.get("properties"), dict):
         return "object"
-    return None
+    return "json"
 
 
 def required_of(schema: Mapping[str, Any]) -> Sequence[str]:

@@ -116,6 +116,7 @@ class LogsPanel(QWidget):
     """Plugin log lines; double-click a line to open its request in the inspector."""
 
     request_activated = Signal(str)  # a line's request id
+    plugin_level_changed = Signal(str)  # the level plugins should log at
 
     def __init__(self, capacity: int = 5000, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -132,6 +133,18 @@ class LogsPanel(QWidget):
         self.search_edit.setPlaceholderText("Search messages and request ids")
         self.search_edit.setClearButtonEnabled(True)
         self.count_label = QLabel("0 lines")
+        # what plugins log at all (the engine's level), not a view filter
+        self.plugin_level_combo = QComboBox()
+        self.plugin_level_combo.setObjectName("plugin_log_level")
+        for lv in LEVELS:
+            self.plugin_level_combo.addItem(lv, lv)
+        self.plugin_level_combo.setCurrentText("info")
+        self.plugin_level_combo.setToolTip(
+            "The level plugins log at (the engine's, as the admin API's /logging sets it); "
+            "the Level filter only hides lines"
+        )
+        bar.addWidget(QLabel("Plugins log at"))
+        bar.addWidget(self.plugin_level_combo)
         bar.addWidget(QLabel("Plugin"))
         bar.addWidget(self.plugin_combo)
         bar.addWidget(QLabel("Level"))
@@ -160,6 +173,9 @@ class LogsPanel(QWidget):
         self.level_combo.currentIndexChanged.connect(self._on_filters_changed)
         self.search_edit.textChanged.connect(self._on_filters_changed)
         self.table.doubleClicked.connect(self._on_table_double_clicked)
+        self.plugin_level_combo.activated.connect(
+            lambda _i: self.plugin_level_changed.emit(self.plugin_level_combo.currentText())
+        )
         self.table.setToolTip("Double-click a line with a request id to inspect that request")
 
     def append_logs(self, logs: Iterable[Mapping[str, Any]]) -> None:

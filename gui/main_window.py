@@ -17,15 +17,24 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from PySide6.QtCore import QElapsedTimer, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QKeySequence,
+)
 from PySide6.QtWidgets import (
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QMainWindow,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QSplitter,
     QTabWidget,
     QVBoxLayout,
@@ -34,6 +43,7 @@ from PySide6.QtWidgets import (
 
 from gui.chain_order import MoveRefused, priorities_for_move
 from gui.composer_panel import ComposerPanel
+from gui.config_retry import ConfigRetryDialog
 from gui.inspector_panel import InspectorPanel
 from gui.intercept_panel import InterceptPanel
 from gui.json_schema import SchemaError, form_problem, load_schema, schema_path_for
@@ -233,7 +243,9 @@ class MainWindow(QMainWindow):
         self.copy_button.setToolTip("Copy the proxy address")
         hl.addWidget(self.copy_button)
         self.admin_label = QLabel("")
-        self.admin_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.admin_label.setObjectName("admin_link")
+        self.admin_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self.admin_label.setOpenExternalLinks(True)
         hl.addWidget(self.admin_label)
         hl.addStretch(1)
         self.traffic_label = QLabel("")
@@ -277,7 +289,14 @@ class MainWindow(QMainWindow):
         ll.addLayout(buttons)
         left_split = QSplitter(Qt.Orientation.Vertical)
         left_split.addWidget(left)
-        left_split.addWidget(self.plugin_details)
+        # the details scroll, so the window fits 1024x700 with nothing cut off
+        details_scroll = QScrollArea()
+        details_scroll.setObjectName("details_scroll")
+        details_scroll.setWidgetResizable(True)
+        details_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        details_scroll.setWidget(self.plugin_details)
+        details_scroll.setMinimumWidth(380)  # the modes and the form stay readable
+        left_split.addWidget(details_scroll)
         left_split.setSizes([150, 700])
 
         # -- tabs (right)
@@ -308,14 +327,33 @@ class MainWindow(QMainWindow):
         cl.addWidget(body, 1)
         self.setCentralWidget(central)
         self.lag_label = QLabel("")
+        self.lag_label.setObjectName("lag_label")
+        # its own fixed box with a rule before it: messages end before it, never under it
+        self.lag_label.setMinimumWidth(
+            self.lag_label.fontMetrics().horizontalAdvance("GUI lag ≤ 9999 ms") + 24
+        )
+        self.lag_label.setStyleSheet(
+            "QLabel { border-left: 1px solid #8b949e; padding-left: 8px; }"
+        )
         self.statusBar().addPermanentWidget(self.lag_label)
+        self.undo_button = QPushButton("Undo remove")
+        self.undo_button.setObjectName("undo_remove")
+        self.undo_button.hide()
+        self.statusBar().addPermanentWidget(self.undo_button)
+        self._removed: tuple[PluginSpec, int] | None = None
+        self._retry: ConfigRetryDialog | None = None
+        self._loading: PluginSpec | None = None  # the module a load is checking
+        self._chain_names: tuple[str, ...] = ()
         if workspace is not None and workspace.message:
             self.statusBar().showMessage(workspace.message, 15000)
         if workspace is not None and workspace.set_aside is not None:
             # the saved workspace failed to load: say so once the window is up
             msg = workspace.message
             QTimer.singleShot(0, lambda: self.show_error("Workspace set aside", msg))
+        if workspace is not None and workspace.locked_by is not None:
+            self.setWindowTitle("Wasmdesk — read-only workspace")
         self._build_menu()
+        self._add_shortcuts()
 
         # -- wiring
         self.copy_button.clicked.connect(self._on_copy_button_clicked)
@@ -336,6 +374,8 @@ class MainWindow(QMainWindow):
         d.reload_requested.connect(self._on_plugin_details_reload_requested)
         d.env_edited.connect(self._on_plugin_details_env_edited)
         d.logs_requested.connect(self._on_plugin_details_logs_requested)
+        self.undo_button.clicked.connect(self.undo_remove)
+        self.logs_panel.plugin_level_changed.connect(self.set_plugin_log_level)
         self.inspector_panel.request_selected.connect(self._on_inspector_panel_request_selected)
         self.inspector_panel.capture_toggled.connect(self.service.set_capture)
         self.inspector_panel.replay_requested.connect(self._on_inspector_panel_replay_requested)
@@ -414,6 +454,68 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         m.addAction(quit_)
 
+    def _add_shortcuts(self) -> None:
+        """Ctrl+O load, Ctrl+S save, Ctrl+Q quit, Ctrl+F filter, F5 reload the plugin,
+        Ctrl+Z undo a Remove."""
+        for text, keys, slot in (
+            ("Load plugin", QKeySequence.StandardKey.Open, self._on_load_button_clicked),
+            ("Save workspace", QKeySequence.StandardKey.Save, self._on_save_shortcut),
+            ("Quit", QKeySequence("Ctrl+Q"), self.close),
+            ("Filter", QKeySequence.StandardKey.Find, self.focus_filter),
+            ("Reload plugin", QKeySequence("F5"), self._on_reload_shortcut),
+            ("Undo remove", QKeySequence.StandardKey.Undo, self.undo_remove),
+        ):
+            a = QAction(text, self)
+            a.setObjectName(f"shortcut_{text.lower().replace(' ', '_')}")
+            a.setShortcut(keys)
+            a.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            a.triggered.connect(slot)
+            self.addAction(a)
+
+    def _on_save_shortcut(self) -> None:
+        self.save_workspace()
+        if self.workspace is not None and self.workspace.writable:
+            self.statusBar().showMessage(f"Workspace saved to {self.workspace.path}", 4000)
+
+    def _on_reload_shortcut(self) -> None:
+        name = self.plugin_list.selected_name()
+        if name:
+            self.service.reload_plugin(name)
+            self.statusBar().showMessage(f"Reloading {name}…", 3000)
+
+    def focus_filter(self) -> None:
+        """Ctrl+F: the current tab's filter or search box."""
+        tab = self.tabs.currentWidget()
+        for attr in ("filter_edit", "search_edit", "metric_filter"):
+            edit = getattr(tab, attr, None)
+            if isinstance(edit, QLineEdit):
+                if attr == "metric_filter":
+                    self.stats_panel.set_picker_open(True)
+                edit.setFocus()
+                edit.selectAll()
+                return
+
+    def set_plugin_log_level(self, level: str) -> None:
+        """The level plugins log at, from the Logs tab."""
+        setter = getattr(self.service, "set_log_level", None)
+        if setter is not None and setter(level):
+            self.statusBar().showMessage(f"Plugins now log at {level} and above", 4000)
+
+    def undo_remove(self) -> bool:
+        """Put the last removed plugin back where it was (same spec, same place)."""
+        if self._removed is None:
+            return False
+        spec, index = self._removed
+        self._removed = None
+        self.undo_button.hide()
+        base = self._base_config()
+        if any(p.name == spec.name for p in base.plugins):
+            return False
+        plugins = list(base.plugins)
+        plugins.insert(min(index, len(plugins)), spec)
+        self._select_after_change = spec.name
+        return self._apply(dataclasses.replace(base, plugins=tuple(plugins)))
+
     # -- helpers -----------------------------------------------------------------------------
 
     def show_error(self, title: str, text: str) -> None:
@@ -454,6 +556,7 @@ class MainWindow(QMainWindow):
         new = dataclasses.replace(base, plugins=(*base.plugins, spec))
         if not self._apply(new, check_new=True):
             return False
+        self._loading = spec
         self.statusBar().showMessage(f"Loading {spec.name} from {Path(path).name}…", 5000)
         self._select_after_change = spec.name
         return True
@@ -470,6 +573,7 @@ class MainWindow(QMainWindow):
         new = dataclasses.replace(base, plugins=(*base.plugins, spec))
         if not self._apply(new, check_new=True):
             return False
+        self._loading = spec
         self.statusBar().showMessage(f"Downloading {url}…", 10000)
         self._select_after_change = spec.name
         return True
@@ -526,9 +630,12 @@ class MainWindow(QMainWindow):
             return
         try:
             if not self.workspace.save(self._base_config()):
-                self.statusBar().showMessage(
-                    f"Not saving: {self.workspace.path} is invalid and was kept as it is", 10000
+                why = (
+                    f"another Wasmdesk (pid {self.workspace.locked_by}) has it open"
+                    if self.workspace.locked_by is not None
+                    else "it is invalid and was kept as it is"
                 )
+                self.statusBar().showMessage(f"Not saving: {self.workspace.path}: {why}", 10000)
         except OSError as e:
             self.statusBar().showMessage(f"Could not save the workspace: {e}", 10000)
 
@@ -540,10 +647,15 @@ class MainWindow(QMainWindow):
         self.address_edit.setText(f"http://{h}:{p}")
         self.inspector_panel.base_url = f"http://{h}:{p}"
         self.composer_panel.base_url = f"http://{h}:{p}"
-        self.admin_label.setText(f"admin http://{ah}:{ap}")
+        url = f"http://{ah}:{ap}/"
+        self.admin_label.setText(f'admin <a href="{url}" style="color:#58a6ff">{url}</a>')
+        self.admin_label.setToolTip("Open the admin API in the browser")
         self.generate_button.setEnabled(True)
-        for note in self.service.notes:
-            self.statusBar().showMessage(note, 10000)
+        notes = list(self.service.notes)
+        if self.workspace is not None and self.workspace.lock_note:
+            notes.append(self.workspace.lock_note)
+        if notes:  # all of them, in one message (one would replace the other)
+            self.statusBar().showMessage("; ".join(notes), 20000)
         self.poll_timer.start()
         self._lag_clock.start()
         self.lag_timer.start()
@@ -561,6 +673,20 @@ class MainWindow(QMainWindow):
 
     def _on_service_plugins_changed(self, plugins: list[dict[str, Any]]) -> None:
         self._latest_plugins = plugins
+        names = tuple(str(p["name"]) for p in plugins)
+        if self._chain_names and names != self._chain_names:
+            added = [n for n in names if n not in self._chain_names]
+            gone = [n for n in self._chain_names if n not in names]
+            if added or gone:
+                said = ", ".join([f"+{n}" for n in added] + [f"−{n}" for n in gone])
+                self.stats_panel.add_marker(f"chain {said}")
+        self._chain_names = names
+        self.stats_panel.prune_plugins(names)
+        if self._loading is not None and self._loading.name in names:
+            self._loading = None
+            if self._retry is not None:
+                self._retry.accept()
+                self._retry = None
         self.plugin_list.set_plugins(plugins)
         self.intercept_panel.set_plugins([str(p["name"]) for p in plugins])
         want = self._select_after_change
@@ -582,11 +708,17 @@ class MainWindow(QMainWindow):
             self.show_error("Some plugins did not take the new configuration", "\n".join(errors))
         else:
             self.statusBar().showMessage("Configuration applied", 4000)
+            self.stats_panel.add_marker("config")
         self.schedule_save()
 
     def _on_service_config_refused(self, errors: list[str]) -> None:
         self._pending = None
         self._select_after_change = ""
+        spec, self._loading = self._loading, None
+        mine = [e for e in errors if spec is not None and e.startswith(f"plugin {spec.name}:")]
+        if spec is not None and mine and "configure" in mine[0]:
+            self.open_config_retry(spec, mine[0].split(": ", 1)[1])
+            return
         self.show_error(
             "The plugin was not added",
             "\n".join(errors) + "\n\nNothing was changed: the chain runs as before.",
@@ -761,7 +893,43 @@ class MainWindow(QMainWindow):
         self._refresh_details()
 
     def _on_plugin_details_mode_changed(self, name: str, kw: dict[str, Any]) -> None:
-        self.service.set_plugin_mode(name, **kw)
+        if self.service.set_plugin_mode(name, **kw):
+            said = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in kw.items())
+            self.stats_panel.add_marker(f"{name}: {said}")
+
+    def open_config_retry(self, spec: PluginSpec, error: str) -> ConfigRetryDialog:
+        """A module whose configure failed: its error, a config editor and Retry."""
+        if self._retry is None:
+            schema, _note = schema_for(spec, self._schemas)
+            self._retry = ConfigRetryDialog(
+                spec.name, error, schema, spec.plugin_config or None, self
+            )
+            self._retry.retry_requested.connect(lambda cfg, s=spec: self._retry_with_config(s, cfg))
+            self._retry.rejected.connect(self._on_retry_rejected)
+            self._retry.open()
+        else:
+            self._retry.show_error(error)
+        self.last_error = error
+        self.statusBar().showMessage(f"{spec.name} needs a configuration: {error}", 10000)
+        return self._retry
+
+    def _on_retry_rejected(self) -> None:
+        self._retry = None
+
+    def _retry_with_config(self, spec: PluginSpec, config: dict[str, Any]) -> None:
+        base = self._base_config()
+        try:
+            spec = with_changes(spec, plugin_config=config)
+        except (ConfigError, ValueError) as e:
+            if self._retry is not None:
+                self._retry.show_error(str(e))
+            return
+        new = dataclasses.replace(
+            base, plugins=(*(p for p in base.plugins if p.name != spec.name), spec)
+        )
+        if self._apply(new, check_new=True):
+            self._loading = spec
+            self._select_after_change = spec.name
 
     def _on_plugin_details_order_changed(self, name: str, phase: str, priority: Any) -> None:
         self._change_spec(name, phase=phase, priority=priority)
@@ -782,9 +950,17 @@ class MainWindow(QMainWindow):
 
     def _on_plugin_details_remove_requested(self, name: str) -> None:
         base = self._base_config()
-        self._apply(
+        index = next((i for i, p in enumerate(base.plugins) if p.name == name), None)
+        if index is None:
+            return
+        if self._apply(
             dataclasses.replace(base, plugins=tuple(p for p in base.plugins if p.name != name))
-        )
+        ):
+            # undoable rather than confirmed: Undo (or Ctrl+Z) puts it back as it was
+            self._removed = (base.plugins[index], index)
+            self.undo_button.setText(f"Undo remove {name}")
+            self.undo_button.show()
+            self.statusBar().showMessage(f"Removed {name}", 15000)
 
     def _on_plugin_details_reload_requested(self, name: str) -> None:
         self.service.reload_plugin(name)
@@ -875,6 +1051,8 @@ class MainWindow(QMainWindow):
         self.lag_timer.stop()
         self.save_timer.stop()
         self.save_workspace()
+        if self.workspace is not None:
+            self.workspace.unlock()
         if not self.service.close(5.0):
             self.statusBar().showMessage("The engine did not stop in time")
         event.accept()

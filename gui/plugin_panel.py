@@ -84,6 +84,8 @@ def state_badge(p: Mapping[str, Any]) -> tuple[str, str]:
         return state, _BADGE_COLOURS[state]
     if state in ("failed", "reloading"):
         text = "failed" if state == "failed" else "failed, reloading"
+        if state == "failed" and p.get("fail_strategy") == "FAIL_OPEN":
+            text = "failed, skipped"  # FAIL_OPEN: requests go on without it
         if p.get("crash_loop"):
             text += " (crash loop)"
         return text, _BADGE_COLOURS["failed"]
@@ -279,6 +281,35 @@ class PluginListView(QTreeWidget):
             self.plugin_moved.emit(name, target)
 
 
+def plugin_summary(p: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The Overview's facts about a plugin snapshot, as (label, value) rows: ABI, SDK,
+    root id, memory, invocations, traps, time per request and its other counters."""
+    counters = dict(p.get("counters") or {})
+    per_req = p.get("time_per_request_us")
+    rows = [
+        ("ABI", str(p.get("abi") or "?")),
+        ("SDK", str(p.get("sdk") or "unknown")),
+        ("Root id", repr(str(p.get("root_id") or ""))),
+        ("Memory", f"{int(p.get('vm_memory_bytes') or 0) / 1024:.0f} KiB"),
+        ("Invocations", str(counters.pop("invocations", 0))),
+        ("Traps", str(counters.pop("traps", 0))),
+        (
+            "Time per request",
+            f"{float(per_req):.1f} µs of CPU" if per_req is not None else "no request yet",
+        ),
+    ]
+    rows.extend((k, str(v)) for k, v in sorted(counters.items()))
+    return rows
+
+
+def plugin_summary_html(p: Mapping[str, Any]) -> str:
+    cells = "".join(
+        f"<tr><td style='color:#8b949e;padding-right:10px'>{_esc(k)}</td><td>{_esc(v)}</td></tr>"
+        for k, v in plugin_summary(p)
+    )
+    return f"<table>{cells}</table>"
+
+
 def _request_line(req: Mapping[str, Any]) -> str:
     headers = {str(k): str(v) for k, v in (req.get("headers") or [])}
     method = req.get("method") or headers.get(":method", "")
@@ -406,6 +437,11 @@ class PluginDetailsPanel(QWidget):
         mono = QFont("monospace")
         mono.setStyleHint(QFont.StyleHint.Monospace)
         self.failure_text.setFont(mono)
+        self.summary_label = QLabel("")
+        self.summary_label.setObjectName("plugin_summary")
+        self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.summary_label.setWordWrap(True)
+        lay.addWidget(self.summary_label)
         lay.addWidget(self.failure_text)
 
         modes = QGroupBox("Modes")
@@ -421,7 +457,15 @@ class PluginDetailsPanel(QWidget):
         self.canary_slider.setPageStep(10)
         self.canary_label = QLabel("100%")
         self.canary_label.setMinimumWidth(40)
+        self.canary_label.hide()  # the number field says it (kept for older callers)
+        # an exact number beside the slider (a drag lands on 23% when 25% was meant)
+        self.canary_spin = QSpinBox()
+        self.canary_spin.setObjectName("canary_spin")
+        self.canary_spin.setRange(0, 100)
+        self.canary_spin.setSuffix(" %")
+        self.canary_spin.setKeyboardTracking(False)  # apply on Enter / focus out
         canary_row.addWidget(self.canary_slider)
+        canary_row.addWidget(self.canary_spin)
         canary_row.addWidget(self.canary_label)
         form.addRow("Canary", canary_row)
         key_row = QHBoxLayout()
@@ -463,6 +507,7 @@ class PluginDetailsPanel(QWidget):
         self.log_only_check.toggled.connect(self._on_log_only_check_toggled)
         self.canary_slider.valueChanged.connect(self._on_canary_slider_value_changed)
         self.canary_slider.sliderMoved.connect(self._on_canary_slider_moved)
+        self.canary_spin.valueChanged.connect(self._on_canary_spin_value_changed)
         self.canary_key_combo.activated.connect(self._on_canary_key_combo_activated)
         self.canary_header_edit.editingFinished.connect(self._on_canary_header_edit_finished)
         self.fail_combo.activated.connect(self._on_fail_combo_activated)
@@ -586,11 +631,16 @@ class PluginDetailsPanel(QWidget):
             self.failure_text.setPlainText(_failure_text(p))
             self._session = str((p.get("failure") or {}).get("session") or "")
             self.reproduce_button.setEnabled(bool(self._session))
+            self.summary_label.setText(plugin_summary_html(p))
             self.enabled_check.setChecked(p.get("mode") != "disabled")
             self.log_only_check.setChecked(p.get("mode") == "log-only")
             pct = float(p.get("canary_percent", 100.0))
             if not self.canary_slider.isSliderDown():
                 self.canary_slider.setValue(round(pct))
+            if not self.canary_spin.hasFocus():
+                self.canary_spin.blockSignals(True)
+                self.canary_spin.setValue(round(pct))
+                self.canary_spin.blockSignals(False)
             self.canary_label.setText(f"{pct:g}%")
             self._show_canary_key(str(p.get("canary_key", "random")))
             self.fail_combo.setCurrentText(str(p.get("fail_strategy", "FAIL_CLOSE")))
@@ -894,9 +944,24 @@ class PluginDetailsPanel(QWidget):
 
     def _on_canary_slider_moved(self, value: int) -> None:
         self.canary_label.setText(f"{value}%")
+        self.canary_spin.blockSignals(True)
+        self.canary_spin.setValue(value)
+        self.canary_spin.blockSignals(False)
+
+    def _on_canary_spin_value_changed(self, value: int) -> None:
+        if self._updating:
+            return
+        self.canary_slider.blockSignals(True)
+        self.canary_slider.setValue(value)
+        self.canary_slider.blockSignals(False)
+        self.canary_label.setText(f"{value}%")
+        self._emit_mode(canary_percent=float(value))
 
     def _on_canary_slider_value_changed(self, value: int) -> None:
         self.canary_label.setText(f"{value}%")
+        self.canary_spin.blockSignals(True)
+        self.canary_spin.setValue(value)
+        self.canary_spin.blockSignals(False)
         self._emit_mode(canary_percent=float(value))
 
     def canary_key(self) -> str | None:

@@ -11,6 +11,14 @@ with ``setData`` from those views (pyqtgraph ``examples/scrollingPlots.py``). Ra
 interval latency quantiles are computed from the difference between successive
 snapshots, so a ``reset_counters`` shows as a restart, not a negative rate.
 
+Redraw cost stays flat however long the app runs: each curve gets only the slice of its
+ring inside the visible window (found by binary search), with clip-to-view and peak
+downsampling on top, and a curve whose data did not change since the last redraw is not
+touched. The grid reflows to one column when narrow and the metric picker collapses.
+Grafana habits: hover values, a click on a legend swatch isolates that curve (again to
+show all), drag to zoom (which pauses; Live resumes), and vertical markers where a mode,
+config or module changed.
+
 Takes ``StatsSnapshot`` objects only; never talks to the engine.
 """
 
@@ -18,19 +26,23 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import (
     QComboBox,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QSplitter,
+    QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -50,13 +62,21 @@ MAX_CUSTOM = 256  # plugin-defined metrics with a recorded history
 AUTO_PICK = 3  # plugin-defined metrics plotted before the user picks any
 _CUSTOM_PREFIX = "wasmcustom."
 _EFFECT_PREFIXES = ("local_reply_", "paused", "fail_closed_rejected")
+_WOULD_REQUESTS = "log_only.requests_would_act"  # one per request a log-only plugin would change
+ONE_COLUMN_BELOW = 900  # px of plot area: narrower, the grid is one column
+MIN_PLOT_HEIGHT = 190  # px: below this a graph is not readable; the column scrolls instead
+PICKER_COLLAPSE_BELOW = 1100  # px of panel: narrower, the metric picker starts collapsed
+MAX_MARKERS = 40
+SCROLL_PX = 2.0  # redraw once the graphs would scroll by this many pixels
+LEGEND_ROW_PX = 20  # one row of legend entries
+LEGEND_ENTRY_PX = (6.5, 30)  # an entry's width: per character of its label, plus swatch
 
 
 class Ring:
     """A fixed-size time series: ``append`` is O(1) and allocation-free; ``view`` is the
     oldest-to-newest window as numpy views (no copy)."""
 
-    __slots__ = ("_n", "_rel", "_x", "_y", "capacity", "head")
+    __slots__ = ("_n", "_rel", "_x", "_y", "capacity", "head", "writes")
 
     def __init__(self, capacity: int = CAPACITY) -> None:
         self.capacity = capacity
@@ -65,12 +85,14 @@ class Ring:
         self._rel = np.zeros(capacity, dtype=np.float64)
         self.head = 0  # next write position
         self._n = 0
+        self.writes = 0  # appends so far: a redraw skips a ring that did not change
 
     def append(self, x: float, y: float) -> None:
         i = self.head
         self._x[i] = self._x[i + self.capacity] = x
         self._y[i] = self._y[i + self.capacity] = y
         self.head = (i + 1) % self.capacity
+        self.writes += 1
         if self._n < self.capacity:
             self._n += 1
 
@@ -91,6 +113,19 @@ class Ring:
         rel = self._rel[: len(xs)]
         np.subtract(xs, now, out=rel)
         return rel, ys
+
+    def window_view(
+        self, now: float, window_s: float
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """``relative_view`` cut to the last ``window_s`` seconds (plus the point before,
+        so the line enters from the edge): the cost of drawing it depends on the window,
+        not on how long the app has run."""
+        xs, ys = self.view()
+        start = max(0, int(np.searchsorted(xs, now - window_s, side="left")) - 1)
+        xs = xs[start:]
+        rel = self._rel[: len(xs)]
+        np.subtract(xs, now, out=rel)
+        return rel, ys[start:]
 
     def last(self) -> float:
         if not self._n:
@@ -125,6 +160,8 @@ class _Plot:
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.rings: dict[str, Ring] = {}
         self.y_top = 1.0
+        self._drawn: dict[str, tuple[int, float, float]] = {}  # key -> (writes, now, window)
+        self.redraws = 0  # setData calls, for tests
 
     def add(
         self, key: str, label: str, colour: str, ring: Ring | None = None, dashed: bool = False
@@ -139,6 +176,7 @@ class _Plot:
     def remove(self, key: str) -> None:
         curve = self.curves.pop(key, None)
         self.rings.pop(key, None)
+        self._drawn.pop(key, None)
         if curve is not None:
             self.item.removeItem(curve)
             legend = self.item.legend
@@ -148,19 +186,49 @@ class _Plot:
     def push(self, key: str, x: float, y: float) -> None:
         self.rings[key].append(x, y)
 
-    def redraw(self, now: float, window_s: float) -> None:
+    def redraw(self, now: float, window_s: float, y_range: bool = True) -> None:
         top = 0.0
         for key, curve in self.curves.items():
-            xs, ys = self.rings[key].relative_view(now)
-            curve.setData(xs, ys)
-            if len(ys):
-                visible = ys[xs >= -window_s]
-                if len(visible) and not np.all(np.isnan(visible)):
-                    top = max(top, float(np.nanmax(visible)))
-        want = nice_ceiling(top * 1.1)
-        if want != self.y_top:
+            ring = self.rings[key]
+            state = (ring.writes, now, window_s)
+            if self._drawn.get(key) != state:  # only what changed
+                self._drawn[key] = state
+                xs, ys = ring.window_view(now, window_s)
+                curve.setData(xs, ys)
+                self.redraws += 1
+            if not curve.isVisible():
+                continue
+            _x, ys = curve.getData()
+            if ys is not None and len(ys) and not np.all(np.isnan(ys)):
+                top = max(top, float(np.nanmax(ys)))
+        want = nice_ceiling(top * self._fit_legend())
+        if y_range and want != self.y_top:
             self.y_top = want
             self.item.setYRange(0, want, padding=0)
+
+    def _fit_legend(self) -> float:
+        """Lay the legend out in as many columns as fit the graph's width, and return
+        the y headroom that keeps its rows above the curves (legends never cover them)."""
+        vb = self.item.getViewBox()
+        width, height = float(vb.width()), float(vb.height())
+        legend = self.item.legend
+        n = len(self.curves)
+        if legend is None or n == 0 or width <= 0 or height <= 0:
+            return 1.1
+        per_char, extra = LEGEND_ENTRY_PX
+        widest = max(len(c.name() or "") for c in self.curves.values()) * per_char + extra
+        cols = max(1, min(n, int(width // widest)))
+        if cols != legend.columnCount:
+            legend.setColumnCount(cols)
+        rows = -(-n // cols)
+        used = min(0.6, (rows * LEGEND_ROW_PX + 8) / height)
+        return 1.05 / (1.0 - used)
+
+    def isolate(self, key: str) -> None:
+        """Show only ``key``'s curve; if it is already the only one shown, show all."""
+        alone = all(c.isVisible() == (k == key) for k, c in self.curves.items())
+        for k, c in self.curves.items():
+            c.setVisible(alone or k == key)
 
 
 class StatsPanel(QWidget):
@@ -182,14 +250,40 @@ class StatsPanel(QWidget):
         for label, secs in (("1 minute", 60.0), ("5 minutes", HISTORY_S), ("15 seconds", 15.0)):
             self.window_combo.addItem(label, secs)
         bar.addWidget(self.window_combo)
-        bar.addStretch(1)
+        self.live_button = QPushButton("Live")
+        self.live_button.setObjectName("live_button")
+        self.live_button.setCheckable(True)
+        self.live_button.setChecked(True)
+        self.live_button.setToolTip(
+            "Live: the graphs follow the newest data. Off (or drag a box on a graph to "
+            "zoom): they hold still; click Live to resume."
+        )
+        bar.addWidget(self.live_button)
+        self.hover_label = QLabel("")
+        self.hover_label.setObjectName("hover_label")
+        bar.addWidget(self.hover_label, 1)
+        self.picker_button = QPushButton("Metrics ▸")
+        self.picker_button.setObjectName("picker_button")
+        self.picker_button.setCheckable(True)
+        self.picker_button.setToolTip("Show or hide the plugin-defined metric picker")
+        bar.addWidget(self.picker_button)
         lay.addLayout(bar)
         # one graphics view for all plots: one paint per frame, not one per plot
         self.plot_area = pg.GraphicsLayoutWidget()
         self.plot_area.setObjectName("plot_area")
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self.plot_area)
-        picker = QWidget()
+        body = QHBoxLayout()
+        body.setContentsMargins(0, 0, 0, 0)
+        # narrow: one column of readable graphs that scrolls, never squeezed to slivers
+        self.plot_scroll = QScrollArea()
+        self.plot_scroll.setObjectName("plot_scroll")
+        self.plot_scroll.setWidgetResizable(True)
+        self.plot_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.plot_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.plot_scroll.setWidget(self.plot_area)
+        body.addWidget(self.plot_scroll, 1)
+        self.picker = picker = QWidget()
+        picker.setObjectName("metric_picker")
+        picker.setFixedWidth(240)
         pl = QVBoxLayout(picker)
         pl.setContentsMargins(4, 0, 0, 0)
         pl.addWidget(QLabel("<b>Plugin-defined metrics</b>"))
@@ -207,32 +301,44 @@ class StatsPanel(QWidget):
         self.metric_note = QLabel("")
         self.metric_note.setWordWrap(True)
         pl.addWidget(self.metric_note)
-        split.addWidget(picker)
-        split.setStretchFactor(0, 1)
-        split.setSizes([900, 230])
-        lay.addWidget(split, 1)
+        body.addWidget(picker)
+        picker.hide()
+        self._picker_auto = True  # collapsed/expanded by width until the user chooses
+        lay.addLayout(body, 1)
         self.plots: dict[str, _Plot] = {}
         titles = {
             "requests": ("Requests / s", "req/s"),
             "classes": ("Responses by status class / s", "resp/s"),
             "latency": ("Latency (ms, last second)", "ms"),
             "plugin_time": ("Time in each plugin (ms of CPU / s)", "ms/s"),
-            "events": ("Traps; log-only intent (solid) beside effect (dashed) / s", "/s"),
-            "custom": ("Plugin-defined metrics (picked on the right)", ""),
+            "events": ("Traps; log-only: would change (solid), enforced (dashed) / s", "/s"),
+            "custom": ("Plugin-defined metrics (pick them under Metrics)", ""),
         }
         self.window_s = 60.0
+        self.columns = 2
+        self.markers: list[tuple[float, str, list[pg.InfiniteLine]]] = []
+        self._hover_line: pg.InfiniteLine | None = None
+        self._hover_plot: str | None = None
         for i, (key, (title, unit)) in enumerate(titles.items()):
             item = self.plot_area.addPlot(row=i // 2, col=i % 2, title=title)
             item.showGrid(x=True, y=True, alpha=0.2)
             item.setLabel("bottom", "seconds ago")
             item.setLabel("left", unit)
-            item.addLegend(offset=(5, 5))
-            item.setMouseEnabled(x=False, y=False)
+            legend = item.addLegend(offset=(5, 1), colCount=4, brush=(13, 17, 23, 170))
+            legend.sigSampleClicked.connect(
+                lambda curve, k=key: self._on_legend_sample_clicked(k, curve)
+            )
+            item.setMouseEnabled(x=True, y=False)
+            item.getViewBox().setMouseMode(pg.ViewBox.RectMode)
+            item.getViewBox().sigRangeChangedManually.connect(self._on_range_changed_manually)
             item.hideButtons()
             item.disableAutoRange()
             item.setXRange(-self.window_s, 0, padding=0)
             item.setYRange(0, 1, padding=0)
             self.plots[key] = _Plot(item)
+        self.plot_area.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
+        self.live_button.toggled.connect(self._on_live_button_toggled)
+        self.picker_button.toggled.connect(self._on_picker_button_toggled)
         self.window_combo.currentIndexChanged.connect(self._on_window_combo_changed)
         self.metric_list.itemChanged.connect(self._on_metric_list_item_changed)
         self.metric_filter.textChanged.connect(self._on_metric_filter_text_changed)
@@ -249,6 +355,8 @@ class StatsPanel(QWidget):
         self._window: deque[StatsSnapshot] = deque(maxlen=64)
         self._t0: float | None = None
         self._now = 0.0
+        self._drawn_at = -math.inf
+        self._chain: set[str] | None = None  # the plugins in the chain, once known
         self.updates = 0
 
     def _on_window_combo_changed(self, _index: int) -> None:
@@ -256,6 +364,185 @@ class StatsPanel(QWidget):
         for plot in self.plots.values():
             plot.item.setXRange(-self.window_s, 0, padding=0)
         self.redraw()
+
+    # -- layout: reflow, picker ------------------------------------------------------------------
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        width = event.size().width()
+        if self._picker_auto:
+            self.set_picker_open(width >= PICKER_COLLAPSE_BELOW, by_user=False)
+        self._reflow()
+
+    def _reflow(self) -> None:
+        picker = self.picker.width() if self.picker.isVisibleTo(self) else 0
+        area = self.width() - picker - 12
+        self.set_columns(1 if area < ONE_COLUMN_BELOW else 2)
+
+    def set_columns(self, columns: int) -> None:
+        """Lay the graphs out in ``columns`` columns (1 or 2)."""
+        if columns == self.columns:
+            return
+        self.columns = columns
+        ci = self.plot_area.ci
+        items = [p.item for p in self.plots.values()]
+        for item in items:
+            ci.removeItem(item)
+        for i, item in enumerate(items):
+            ci.addItem(item, row=i // columns, col=i % columns)
+        rows = -(-len(items) // columns)
+        self.plot_area.setMinimumHeight(rows * MIN_PLOT_HEIGHT if columns == 1 else 0)
+
+    def set_picker_open(self, on: bool, by_user: bool = True) -> None:
+        """Show or collapse the metric picker (a user's choice sticks; until then it
+        follows the panel's width)."""
+        if by_user:
+            self._picker_auto = False
+        self.picker.setVisible(on)
+        self.picker_button.blockSignals(True)
+        self.picker_button.setChecked(on)
+        self.picker_button.blockSignals(False)
+        self.picker_button.setText("Metrics ◂" if on else "Metrics ▸")
+        if self.isVisible() or not by_user:
+            self._reflow()
+
+    def _on_picker_button_toggled(self, on: bool) -> None:
+        self.set_picker_open(on)
+
+    # -- Grafana habits: live/pause, zoom, isolate, hover, markers --------------------------------
+
+    @property
+    def live(self) -> bool:
+        return self.live_button.isChecked()
+
+    def set_live(self, on: bool) -> None:
+        self.live_button.setChecked(on)
+
+    def _on_live_button_toggled(self, on: bool) -> None:
+        self.live_button.setText("Live" if on else "Paused")
+        if on:
+            for plot in self.plots.values():
+                plot.item.setXRange(-self.window_s, 0, padding=0)
+                plot.y_top = -1.0  # set the y range again at the next redraw
+            self.redraw()
+
+    def _on_range_changed_manually(self, *_args: Any) -> None:
+        if self.live:
+            self.set_live(False)  # a zoom holds the picture still
+
+    def zoom(self, x0: float, x1: float) -> None:
+        """Show seconds-ago ``x0``..``x1`` on every graph (what dragging a box does)."""
+        self.set_live(False)
+        for plot in self.plots.values():
+            plot.item.setXRange(x0, x1, padding=0)
+
+    def isolate(self, key: str) -> None:
+        """Show only the curve ``key`` in its graph (again: show all of them)."""
+        for plot in self.plots.values():
+            if key in plot.curves:
+                plot.isolate(key)
+                plot.redraw(self._now, self.window_s, y_range=self.live)
+                return
+        raise KeyError(key)
+
+    def visible_curves(self, plot: str) -> list[str]:
+        return [k for k, c in self.plots[plot].curves.items() if c.isVisible()]
+
+    def _on_legend_sample_clicked(self, plot: str, curve: pg.PlotDataItem) -> None:
+        curve.setVisible(not curve.isVisible())  # undo the legend's own toggle
+        key = next((k for k, c in self.plots[plot].curves.items() if c is curve), None)
+        if key is not None:
+            self.isolate(key)
+
+    def values_at(self, plot: str, x: float) -> list[tuple[str, float]]:
+        """(curve label, value) of each visible curve of ``plot`` nearest ``x`` seconds
+        ago: what hovering shows."""
+        p = self.plots[plot]
+        out: list[tuple[str, float]] = []
+        for key, curve in p.curves.items():
+            if not curve.isVisible():
+                continue
+            xs, ys = curve.getData()
+            if xs is None or not len(xs):
+                continue
+            i = int(np.clip(np.searchsorted(xs, x), 0, len(xs) - 1))
+            if i and abs(xs[i - 1] - x) < abs(xs[i] - x):
+                i -= 1
+            out.append((curve.name() or key, float(ys[i])))
+        return out
+
+    def hover(self, plot: str, x: float) -> str:
+        """Show the values at ``x`` (seconds ago) in the hover line; returns the text."""
+        vals = self.values_at(plot, x)
+        text = (
+            f"{-x:.1f} s ago: "
+            + ", ".join(f"{name} {v:.4g}" for name, v in vals if math.isfinite(v))
+            if vals
+            else ""
+        )
+        self.hover_label.setText(text)
+        if self._hover_line is None:
+            self._hover_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("#8b949e", width=1))
+        if self._hover_plot != plot:  # the line follows the pointer into another graph
+            if self._hover_plot is not None:
+                self.plots[self._hover_plot].item.removeItem(self._hover_line)
+            self.plots[plot].item.addItem(self._hover_line, ignoreBounds=True)
+            self._hover_plot = plot
+        self._hover_line.setPos(x)
+        return text
+
+    def _on_scene_mouse_moved(self, pos: QPointF) -> None:
+        for key, plot in self.plots.items():
+            vb = plot.item.getViewBox()
+            if vb.sceneBoundingRect().contains(pos):
+                self.hover(key, float(vb.mapSceneToView(pos).x()))
+                return
+
+    def add_marker(self, text: str) -> None:
+        """A vertical line on every graph at the newest sample, labelled ``text`` (a
+        mode, config or module change), so its effect shows where it happened."""
+        lines = []
+        for plot in self.plots.values():
+            line = pg.InfiniteLine(
+                pos=0.0,
+                angle=90,
+                pen=pg.mkPen("#e3b341", width=1, style=Qt.PenStyle.DotLine),
+                label=text if plot is self.plots["requests"] else None,
+                labelOpts={"position": 0.85, "color": "#e3b341", "rotateAxis": (1, 0)},
+            )
+            line.setToolTip(text)
+            plot.item.addItem(line, ignoreBounds=True)
+            lines.append(line)
+        self.markers.append((self._now, text, lines))
+        while len(self.markers) > MAX_MARKERS:
+            self._drop_marker(0)
+        self._place_markers()
+
+    def _drop_marker(self, i: int) -> None:
+        _x, _t, lines = self.markers.pop(i)
+        for plot, line in zip(self.plots.values(), lines, strict=False):
+            plot.item.removeItem(line)
+
+    def _place_markers(self) -> None:
+        while self.markers and self._now - self.markers[0][0] > HISTORY_S:
+            self._drop_marker(0)
+        for x, _text, lines in self.markers:
+            for line in lines:
+                line.setPos(x - self._now)
+
+    def marker_texts(self) -> list[str]:
+        return [t for _x, t, _l in self.markers]
+
+    def prune_plugins(self, names: Sequence[str]) -> None:
+        """Drop the per-plugin curves (time, would act, enforced) of plugins no longer
+        in the chain, so a removed plugin leaves the legend."""
+        keep = set(names)
+        self._chain = keep  # the engine keeps a removed plugin's stats: do not re-add them
+        for plot in (self.plots["plugin_time"], self.plots["events"]):
+            for key in list(plot.curves):
+                kind, _, plugin = key.partition(":")
+                if kind in ("time", "would", "did") and plugin not in keep:
+                    plot.remove(key)
 
     # -- feeding -----------------------------------------------------------------------------
 
@@ -405,6 +692,8 @@ class StatsPanel(QWidget):
         for name, h in snap.histograms.items():
             if name.startswith("wasm.") and name.endswith(".callback_time_us"):
                 plugin = name[5 : -len(".callback_time_us")]
+                if self._chain is not None and plugin not in self._chain:
+                    continue
                 if self._ensure("plugin_time", f"time:{plugin}", plugin):
                     ph = prev.histograms.get(name)
                     used = h.sum - ph.sum if ph is not None and ph.sum <= h.sum else h.sum
@@ -412,6 +701,8 @@ class StatsPanel(QWidget):
         # traps (all plugins); each log-only plugin's intent beside its effect
         traps = 0.0
         would: dict[str, float] = {}
+        intents: dict[str, float] = {}  # only for an engine without the request count
+        counted: set[str] = set()
         did: dict[str, float] = {}
         for name in snap.counters:
             if not name.startswith("wasm."):
@@ -420,14 +711,22 @@ class StatsPanel(QWidget):
                 traps += rate(name)
                 continue
             plugin, _, what = name[5:].partition(".")
-            if what.startswith("log_only.would_"):
-                would[plugin] = would.get(plugin, 0.0) + rate(name)
+            if what == _WOULD_REQUESTS:
+                would[plugin] = rate(name)  # requests, not intents
+                counted.add(plugin)
+            elif what.startswith("log_only.would_") and plugin not in counted:
+                intents[plugin] = intents.get(plugin, 0.0) + rate(name)
             elif what.startswith(_EFFECT_PREFIXES):
                 did[plugin] = did.get(plugin, 0.0) + rate(name)
+        for plugin, r in intents.items():
+            if plugin not in counted:
+                would[plugin] = r
         self._ensure("events", "traps", "traps")
         self.plots["events"].push("traps", x, traps)
         events = self.plots["events"]
         for plugin, r in would.items():
+            if self._chain is not None and plugin not in self._chain:
+                continue
             if f"would:{plugin}" not in events.rings:
                 if len(events.rings) + 2 > _MAX_DYNAMIC:
                     continue
@@ -438,7 +737,7 @@ class StatsPanel(QWidget):
             events.push(f"did:{plugin}", x, did.get(plugin, 0.0))
         self._feed_custom(snap, prev, x, dt)
         self.updates += 1
-        if redraw:
+        if redraw and self._redraw_due():
             self.redraw()
 
     def _feed_custom(self, snap: StatsSnapshot, prev: StatsSnapshot, x: float, dt: float) -> None:
@@ -474,6 +773,21 @@ class StatsPanel(QWidget):
             d = _delta_hist(h, prev.histograms.get(name))
             self.custom_rings[metric].append(x, d.p50 if d.count else math.nan)
 
+    def _redraw_due(self) -> bool:
+        """Redraw when the graphs have scrolled by at least SCROLL_PX pixels: every
+        snapshot for the 15 s window, every ~0.25 s for the minute, ~1.3 s for five
+        minutes (a paint costs the same whatever moved; see docs/gui.md)."""
+        if not self.isVisible():
+            return True
+        width = max(100.0, float(self.plots["requests"].item.getViewBox().width()))
+        return self._now - self._drawn_at >= SCROLL_PX * self.window_s / width - 1e-9
+
     def redraw(self) -> None:
+        """Draw the newest window (nothing while paused: the picture holds still)."""
+        if not self.live:
+            return
+        self._drawn_at = self._now
         for plot in self.plots.values():
             plot.redraw(self._now, self.window_s)
+        if self.markers:
+            self._place_markers()

@@ -9,6 +9,10 @@ A workspace file that fails to load is never overwritten nor lost: it is renamed
 (``workspace.yaml.bad-<UTC time>``), the app starts on the embedded default and says so,
 and later saves go to the usual path again. (Only when it cannot be renamed is it left
 in place, and then nothing is saved over it this session.) No Qt here.
+
+One app at a time writes a workspace: ``lock()`` creates ``<workspace>.lock`` holding the
+pid (atomically, ``O_EXCL``). A second instance finds it, and if that pid is alive it
+runs read-only and says so; a lock whose pid is gone (a crash) is stale and taken over.
 """
 
 from __future__ import annotations
@@ -74,6 +78,26 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def _lock_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, someone else's
+    except OSError:
+        return False
+    return True
+
+
 @dataclass
 class Workspace:
     """Where the workspace lives and whether it may be written."""
@@ -82,6 +106,53 @@ class Workspace:
     writable: bool = True
     message: str = ""  # what happened at load time, for the status bar
     set_aside: Path | None = None  # where a workspace that failed to load was moved
+    locked_by: int | None = None  # another live instance's pid: this one is read-only
+    lock_note: str = ""  # what lock() found, for the status bar
+    _lock_held: bool = False
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def lock(self) -> bool:
+        """Take the workspace for this process; False (and ``locked_by``, ``lock_note``)
+        when another live instance holds it: then ``save`` writes nothing."""
+        lp = self.lock_path
+        for _attempt in range(3):
+            try:
+                lp.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(lp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                pid = _lock_pid(lp)
+                if pid == os.getpid() and self._lock_held:
+                    return True
+                if pid is not None and _pid_alive(pid):  # this process too: another window
+                    self.locked_by = pid
+                    self.lock_note = (
+                        f"Another Wasmdesk (pid {pid}) has the workspace {self.path} open: "
+                        "this window is read-only (changes here are not saved)"
+                    )
+                    return False
+                with contextlib.suppress(OSError):
+                    lp.unlink()  # stale: its process is gone
+                self.lock_note = f"Took over a stale workspace lock (pid {pid} is gone)"
+                continue
+            except OSError as e:
+                self.lock_note = f"Could not lock the workspace ({e}); saving anyway"
+                return True
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(f"{os.getpid()}\n")
+            self._lock_held = True
+            self.locked_by = None
+            return True
+        return False
+
+    def unlock(self) -> None:
+        """Release the lock if this process holds it."""
+        if self._lock_held and _lock_pid(self.lock_path) == os.getpid():
+            with contextlib.suppress(OSError):
+                self.lock_path.unlink()
+        self._lock_held = False
 
     @classmethod
     def at(cls, path: str | os.PathLike[str] | None = None) -> Workspace:
@@ -133,7 +204,7 @@ class Workspace:
     def save(self, config: ProxyConfig) -> bool:
         """Write ``config``; False (and nothing written) if the file on disk is an invalid
         workspace this session refused to overwrite."""
-        if not self.writable:
+        if not self.writable or self.locked_by is not None:
             return False
         atomic_write_text(self.path, dump_config(portable_config(config)))
         return True

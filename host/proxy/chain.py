@@ -848,6 +848,8 @@ class ChainRun:
         hop.rec.failure = d
 
     def _would(self, hop: _Hop, what: str) -> None:
+        if not hop.rec.would:  # the graphs' "would act" counts requests, not intents
+            hop.slot.count("log_only.requests_would_act")
         hop.rec.would.append(what)
         hop.slot.count(f"log_only.would_{what}")
 

@@ -143,6 +143,7 @@ class PluginSlot:
         self.last_error = ""
         self.counters: dict[str, int] = {}
         self.callback_us: deque[float] = deque(maxlen=2048)
+        self._sdk: tuple[str, str] | None = None  # (module sha256, likely SDK)
         # why the plugin's match does not select this listener; None: it applies
         self.not_applied: str | None = None
 
@@ -175,6 +176,22 @@ class PluginSlot:
         if self.crash_session is not None:
             d["session"] = self.crash_session
         return d
+
+    def sdk_name(self) -> str:
+        """The likely SDK of the running module (``wasmdesk inspect``'s guess), computed
+        once per module."""
+        inst = self.instance
+        if inst is None:
+            return ""
+        sha = inst.module.sha256
+        if self._sdk is None or self._sdk[0] != sha:
+            from host.wasm.module_info import describe
+
+            try:
+                self._sdk = (sha, describe(inst.module).sdk)
+            except Exception:  # a guess for the overview, never a reason to fail
+                self._sdk = (sha, "unknown")
+        return self._sdk[1]
 
     def snapshot(self) -> dict[str, Any]:
         inst = self.instance
@@ -209,6 +226,10 @@ class PluginSlot:
             if inst is not None and not inst.closed
             else 0,
             "counters": dict(self.counters),
+            "sdk": self.sdk_name(),
+            "time_per_request_us": (
+                sum(self.callback_us) / len(self.callback_us) if self.callback_us else None
+            ),
             "last_error": self.last_error,
             "warnings": plugin_warnings(
                 inst.vm if inst is not None else None,
