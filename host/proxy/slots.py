@@ -59,7 +59,6 @@ class PluginInstance:
         self.has_response_body = vm.cb.proxy_on_response_body is not None
         self.retired = False
         self.closed = False
-        self.started = time.time()
 
     def adopt(self, slot: PluginSlot) -> None:
         """Serve ``slot`` (the instance was validated in a scratch slot): the slot
