@@ -297,18 +297,6 @@ class PluginManager:
         inst.retired = True
         inst.maybe_retire()
 
-    # -- modules (host.proxy.modules) -------------------------------------------------------
-
-    @property
-    def cache_dir(self) -> Path | None:
-        return self.modules.cache_dir
-
-    async def fetch_module(self, spec: PluginSpec) -> bytes:
-        return await self.modules.fetch(spec)
-
-    def compile(self, data: bytes, what: str) -> Module:
-        return self.modules.compile(data, what)
-
     # -- starting instances -------------------------------------------------------------------
 
     def _vm_config(self, spec: PluginSpec) -> VmConfig:
@@ -383,8 +371,8 @@ class PluginManager:
         it failed) and an error message ("" when fine). ``share``: False never starts it
         in a running VM of the same vm_id (a check must not touch one)."""
         try:
-            data = await self.fetch_module(spec)
-            module = self.compile(data, spec.url)
+            data = await self.modules.fetch(spec)
+            module = self.modules.compile(data, spec.url)
         except ModuleError as e:
             return None, None, str(e)  # type: ignore[return-value]
         scratch = PluginSlot(self, spec)
