@@ -127,7 +127,6 @@ class PluginSlot:
         self.sha256 = ""
         self.last_error = ""
         self.counters: dict[str, int] = {}
-        self.callback_us: deque[float] = deque(maxlen=2048)
         # why the plugin's match does not select this listener; None: it applies
         self.not_applied: str | None = None
 
