@@ -33,13 +33,6 @@ _WASM_RUNTIME_CYCLE = frozenset({
 })
 KNOWN_CYCLES: dict[str, dict[frozenset[str], str]] = {
     "all-imports": {
-        frozenset({"host.proxy.admin", "host.proxy.server"}): (
-            "server builds the admin app; admin types its server argument (TYPE_CHECKING)"
-        ),
-        frozenset({"host.proxy.chain", "host.proxy.plugins", "host.proxy.intercept"}): (
-            "the chain drives plugin slots; plugins.py types chain objects and its interceptor, "
-            "which types the chain run it holds (all TYPE_CHECKING)"
-        ),
         _WASM_RUNTIME_CYCLE | {
             "host.wasm.abi._common", "host.wasm.abi.buffers", "host.wasm.abi.contexts",
             "host.wasm.abi.header_maps", "host.wasm.abi.metrics", "host.wasm.abi.properties",

@@ -3,8 +3,11 @@ the way Istio/Envoy would, with Istio-consistent configuration, operator modes
 (canary, log-only, fail-open/closed/reload) and an Envoy-compatible admin API.
 
 Layout: ``http1`` is the data path (sockets, framing, pooling; no wasm);
-``chain`` turns one request into plugin callbacks and verdicts (no sockets);
-``plugins`` owns plugin VMs, failure policies and hot reload; ``config`` parses
+``chain`` turns one request into plugin callbacks and verdicts (no sockets) and
+reaches the plugins through its ``ChainHost`` protocol; ``plugins`` keeps the
+plugin slots (``slots``) and composes the parts around them: ``modules`` (fetch,
+verify, cache, compile), ``policy`` (the failure decision, pure), ``ticks``,
+``inspector`` (the ring of finished requests), ``callouts``; ``config`` parses
 and exports the YAML; ``stats`` the counters and their renderings; ``admin`` the
 loopback admin API; ``server`` wires them onto one asyncio loop.
 """

@@ -48,7 +48,7 @@ import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import httptools
@@ -58,7 +58,72 @@ from host.proxy.http1 import reason
 from host.safe_regex import PatternError, compile_pattern
 
 if TYPE_CHECKING:
-    from host.proxy.server import ProxyServer
+    from host.proxy.config import ProxyConfig
+    from host.proxy.http1 import Cluster
+    from host.proxy.plugins import PluginManager
+    from host.proxy.stats import StatsSnapshot, StatsStore
+
+
+class AdminServer(Protocol):
+    """What the admin API uses of the proxy it serves (``host.proxy.server.ProxyServer``,
+    which builds this API: typed here by what is used, so admin does not import it)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    @property
+    def stats(self) -> StatsStore: ...
+
+    @property
+    def manager(self) -> PluginManager: ...
+
+    @property
+    def clusters(self) -> dict[str, Cluster]: ...
+
+    @property
+    def config(self) -> ProxyConfig: ...
+
+    @property
+    def config_error(self) -> str: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def listen_address(self) -> tuple[str, int]: ...
+
+    @property
+    def admin_address(self) -> tuple[str, int]: ...
+
+    def failing_closed(self) -> list[str]: ...
+
+    def stats_snapshot(self) -> StatsSnapshot: ...
+
+    def config_dump(self) -> dict[str, Any]: ...
+
+    def config_yaml(self) -> str: ...
+
+    def plugins_snapshot(self) -> list[dict[str, Any]]: ...
+
+    def recent_requests(self, limit: int) -> list[dict[str, Any]]: ...
+
+    def logs_view(self, seq: int, limit: int = 1000) -> dict[str, Any]: ...
+
+    def set_log_level(self, name: str) -> None: ...
+
+    def log_level_name(self) -> str: ...
+
+    def set_plugin_mode(self, name: str, **kw: Any) -> dict[str, Any]: ...
+
+    async def reload_plugin(self, name: str) -> str: ...
+
+    def reset_counters(self) -> None: ...
+
+    def request_stop(self) -> None: ...
+
+
+# the handlers below name the server they serve by what it is
+ProxyServer = AdminServer
 
 __all__ = ["ROUTES", "AdminProtocol", "Response"]
 

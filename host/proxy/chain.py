@@ -35,7 +35,7 @@ import time
 from collections import ChainMap
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from host.proxy.http1 import CONTINUE, HOLD, ExchangeInfo, LocalReply, PassThroughFilter, Step
 from host.wasm.context import Action, HttpContext, LocalResponse, StreamInfo, StreamListener
@@ -43,18 +43,68 @@ from host.wasm.pairs import HeaderMap
 from host.wasm.types import StreamType
 
 if TYPE_CHECKING:
-    from host.proxy.plugins import PluginInstance, PluginManager, PluginSlot
+    from host.proxy.slots import PluginInstance, PluginSlot
+    from host.wasm.vm import PluginVM
 
 __all__ = [
     "CANARY_HEADER",
+    "ChainHost",
     "ChainRun",
     "HopRecord",
     "NoPluginsFilter",
     "RequestRecord",
+    "StreamInterceptor",
     "canary_forced",
     "canary_sampled",
     "request_facts",
 ]
+
+
+class StreamInterceptor(Protocol):
+    """Holds requests before a plugin's callback (``host.proxy.intercept.Interceptor``)."""
+
+    def check(self, run: ChainRun, index: int, stage: str, data: bytes = b"") -> Step | None: ...
+
+
+class ChainHost(Protocol):
+    """What a ``ChainRun`` uses of the plugins it runs (``plugins.PluginManager``)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    @property
+    def applied(self) -> list[PluginSlot]: ...  # the plugins requests run, in order
+
+    @property
+    def listener(self) -> tuple[int, str] | None: ...  # (bound port, SERVER | CLIENT)
+
+    @property
+    def intercept(self) -> StreamInterceptor | None: ...
+
+    @property
+    def recorder(self) -> Any: ...  # the lab's recorder (host.lab.record), or None
+
+    @property
+    def pause_timeout_s(self) -> float: ...
+
+    def failure_reply(self, slot: PluginSlot) -> LocalReply: ...
+
+    def over_buffer_limit(self, size: int) -> bool: ...
+
+    def plugin_failed(self, inst: PluginInstance, run: ChainRun | None) -> None: ...
+
+    def run_paused(self, run: ChainRun) -> None: ...
+
+    def run_unpaused(self, run: ChainRun) -> None: ...
+
+    def record_callback_time(self, slot: PluginSlot, ctx: HttpContext) -> None: ...
+
+    def request_finished(self, run: ChainRun) -> None: ...
+
+    def log_error(self, message: str) -> None: ...
+
+    def count(self, what: str) -> None: ...
+
 
 CANARY_HEADER = b"x-wasmdesk-canary"
 # what the inspector shows for the callback that trapped (its result slot)
@@ -374,7 +424,7 @@ class ChainRun:
 
     def __init__(
         self,
-        manager: PluginManager,
+        manager: ChainHost,
         info: ExchangeInfo,
         route: Callable[[HeaderMap, ExchangeInfo], object] | None = None,
     ) -> None:
@@ -442,7 +492,7 @@ class ChainRun:
                 self.records.append(rec)
                 return Step(Step.REPLY, reply=self.m.failure_reply(slot))
             hop = _Hop(self, slot, inst, enforce)
-            inst.inflight += 1
+            inst.acquire()
             slot.count("invocations")
             self.hops.append(hop)
             self.records.append(hop.rec)
@@ -874,7 +924,7 @@ class ChainRun:
         else:
             self._resp_index = index
             self._resp_data = data
-        self.m.paused_runs.add(self)
+        self.m.run_paused(self)
         return Step(Step.WAIT, wait=fut)
 
     def _pause_expired(self, fut: asyncio.Future[Step], hop: _Hop) -> None:
@@ -901,7 +951,7 @@ class ChainRun:
             return  # already settled (a resume and a failure both scheduled one)
         if hop is not None:
             hop.rec.paused_ms += (time.monotonic() - hop.wait_started) * 1000
-        self.m.paused_runs.discard(self)
+        self.m.run_unpaused(self)
         if fut.done():
             return
         try:
@@ -947,6 +997,11 @@ class ChainRun:
 
         # Resolve on the next loop turn: never from inside the VM's delivery.
         self.loop.call_soon(self._settle_wait, compute)
+
+    def paused_on_vm(self, vm: PluginVM) -> bool:
+        """Whether a plugin of ``vm`` holds this stream paused."""
+        hop = self._waiting_hop
+        return hop is not None and hop.inst.vm is vm
 
     def paused_vm_failed(self) -> None:
         """The VM holding this stream paused failed outside the stream's own callbacks
@@ -1099,7 +1154,7 @@ class ChainRun:
             if not self._waiting.done():
                 self._waiting.cancel()
             self._waiting = None
-            self.m.paused_runs.discard(self)
+            self.m.run_unpaused(self)
         if self._wait_timer is not None:
             self._wait_timer.cancel()
             self._wait_timer = None
@@ -1127,8 +1182,7 @@ class ChainRun:
                 if self.m.recorder is not None:  # the debugging lab's recorder
                     self.m.recorder.hop_finished(self, hop.slot.name, hop.inst.vm, ctx)
             hop.record_bodies()
-            hop.inst.inflight -= 1
-            hop.inst.maybe_retire()
+            hop.inst.release()
             # Break the run <-> hop <-> context cycles now, so a finished request is
             # freed by reference counting instead of waiting for the cyclic GC.
             if ctx is not None:

@@ -1,47 +1,53 @@
-"""Plugins of the proxy: modules, VMs, failure policies and live reconfiguration.
+"""Plugins of the proxy: the plugin manager, which keeps the slots and composes the parts.
 
-A ``PluginSlot`` is one configured plugin (one WasmPlugin document): its spec,
-its operator mode (enforce / log-only / disabled, canary share and key), its
-failure state and counters. A ``PluginInstance`` is one running VM + root
-context for a slot; requests hold the instance they started on, so a swap never
-touches in-flight requests, and a retired instance closes when its last request
-ends. ``PluginManager`` loads modules (file, http(s); cached by sha256), starts
-instances (sharing a VM between plugins that name the same vm_id, as Envoy),
-applies the failure policy (FAIL_CLOSE, FAIL_OPEN, FAIL_RELOAD with jittered
-backoff and a crash-loop guard), validates every change in a scratch VM before
-swapping it in, and fires ticks, callouts and queue deliveries on the loop.
+``PluginManager`` holds the configured plugins (``host.proxy.slots``: a slot per
+plugin, an instance per running VM) and brings them to a configuration: it
+validates every change in a scratch VM before swapping it in, starts instances
+(sharing a VM between plugins that name the same vm_id, as Envoy) and applies
+the failure policy. The jobs around that are parts of their own: modules are
+fetched, verified, cached and compiled by ``host.proxy.modules``; what a failure
+leads to (FAIL_CLOSE, FAIL_OPEN, FAIL_RELOAD with jittered backoff and a
+crash-loop guard) is decided by ``host.proxy.policy``; ticks are timed by
+``host.proxy.ticks``; finished requests land in ``host.proxy.inspector``'s ring;
+http callouts go out through ``host.proxy.callouts``. The request chain reaches
+the manager through ``chain.ChainHost``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from host.callout_request import build_callout_request
+from host.proxy.callouts import CalloutDispatcher
 from host.proxy.chain import ChainRun, RequestRecord, request_facts
 from host.proxy.config.enums import FailStrategy, Mode
 from host.proxy.config.model import FAIL_STRATEGIES, MODES
 from host.proxy.config.validate import CANARY_KEY_RULE
 from host.proxy.config.validate import canary_key as parse_canary_key
 from host.proxy.grpc_callouts import GrpcCalloutDispatcher
-from host.proxy.http1 import ExchangeInfo, LocalReply
+from host.proxy.http1 import LocalReply
+from host.proxy.inspector import InspectorRing
+from host.proxy.modules import ModuleError, ModuleSource
+from host.proxy.policy import (
+    DEFAULT_RELOAD_POLICY,
+    FailureAction,
+    ReloadPolicy,
+    decide,
+    reload_delay,
+)
 from host.proxy.routes import plugin_match_verdict
+from host.proxy.slots import PluginInstance, PluginSlot
+from host.proxy.ticks import TickScheduler
 from host.wasm import LogLevel, PluginHost, VmConfig, VmStartError
-from host.wasm.context import HttpCallout, HttpContext
-from host.wasm.diagnosis import plugin_warnings
+from host.wasm.context import HttpContext
 from host.wasm.plugin_host import LogRecord
-from host.wasm.runtime import LoadError, Module
+from host.wasm.runtime import Module
 from host.wasm.types import FailState, Failure
 from host.wasm.vm import PluginVM
 
@@ -52,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CalloutDispatcher",
+    "ModuleError",
     "PluginInstance",
     "PluginManager",
     "PluginSlot",
@@ -59,298 +66,16 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ReloadPolicy:
-    """FAIL_RELOAD pacing (Envoy: jittered backoff, 1 s base) and the crash-loop guard."""
-
-    base_s: float = 1.0
-    max_s: float = 30.0
-    loop_window_s: float = 60.0
-    loop_max_reloads: int = 5  # more failures than this inside the window: stay failed
-
-
-class PluginInstance:
-    """One running VM + root context serving a slot."""
-
-    def __init__(self, slot: PluginSlot, vm: PluginVM, root: Any, module: Module) -> None:
-        slot.abi = vm.abi
-        slot.sha256 = module.sha256
-        self.slot = slot  # a scratch slot while validated: adopt() moves it to the real one
-        self.vm = vm
-        self.root = root
-        self.module = module
-        self.inflight = 0
-        self.has_request_body = vm.cb.proxy_on_request_body is not None
-        self.has_response_body = vm.cb.proxy_on_response_body is not None
-        self.retired = False
-        self.closed = False
-        self.started = time.time()
-
-    def adopt(self, slot: PluginSlot) -> None:
-        """Serve ``slot`` (the instance was validated in a scratch slot): the slot
-        records the module it now runs, which the module watcher compares against."""
-        self.slot = slot
-        slot.abi = self.vm.abi
-        slot.sha256 = self.module.sha256
-
-    def maybe_retire(self) -> None:
-        if self.retired and self.inflight <= 0 and not self.closed:
-            self.close()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.slot.manager._instances.discard(self)
-        vm = self.vm
-        try:
-            vm.remove_plugin(self.root)
-        finally:
-            if not vm.roots:  # the last plugin on a (possibly shared) VM
-                vm.close()
-                self.slot.manager._vm_closed(vm)
-
-
-class PluginSlot:
-    """One configured plugin: identity, operator mode, state and counters."""
-
-    def __init__(self, manager: PluginManager, spec: PluginSpec) -> None:
-        self.manager = manager
-        self.spec = spec
-        # the document as the config last gave it (``spec`` also carries the operator's
-        # runtime changes): a reload only touches the slot when this changes
-        self.file_spec = spec
-        # a version of the document that failed validation and the old one kept running:
-        # not retried until the document (or its module) changes again
-        self.refused_spec: PluginSpec | None = None
-        self.name = spec.name
-        self.mode: str = spec.mode
-        self.canary_percent: float = float(spec.canary_percent)
-        self.canary_key: str = spec.canary_key
-        self.fail_strategy: str = spec.fail_strategy
-        self.instance: PluginInstance | None = None
-        self.state = "starting"  # starting | running | failed | reloading | disabled
-        self.failure: Failure | None = None
-        # the request the failure happened on (chain.request_facts), None outside one
-        self.failure_request: dict[str, Any] | None = None
-        self.crash_session: str | None = None  # the lab's HAR of the requests before a trap
-        self.failures: deque[float] = deque(maxlen=64)
-        self.reload_attempts = 0
-        self.reload_at: float | None = None  # time.monotonic() of the next FAIL_RELOAD try
-        self.crash_loop = False
-        self.abi: str | None = None
-        self.sha256 = ""
-        self.last_error = ""
-        self.counters: dict[str, int] = {}
-        self.callback_us: deque[float] = deque(maxlen=2048)
-        self._sdk: tuple[str, str] | None = None  # (module sha256, likely SDK)
-        # why the plugin's match does not select this listener; None: it applies
-        self.not_applied: str | None = None
-
-    # -- counters (mirrored into the stats store as wasm.<name>.<counter>) --
-
-    def count(self, what: str, n: int = 1) -> None:
-        self.counters[what] = self.counters.get(what, 0) + n
-        self.manager.stat_inc(f"wasm.{self.name}.{what}", n)
-
-    def effective_policy(self) -> str:
-        return self.fail_strategy or "FAIL_CLOSE"
-
-    def instance_for_request(self) -> PluginInstance | None:
-        inst = self.instance
-        if inst is None or inst.vm.failed:
-            if self.state == "reloading":
-                self.manager.maybe_reload(self)
-                inst = self.instance
-                if inst is not None and not inst.vm.failed:
-                    return inst
-            return None
-        return inst
-
-    def failure_dict(self) -> dict[str, Any] | None:
-        if self.failure is None:
-            return None
-        d = self.failure.to_dict()
-        if self.failure_request is not None:
-            d["request"] = self.failure_request
-        if self.crash_session is not None:
-            d["session"] = self.crash_session
-        return d
-
-    def sdk_name(self) -> str:
-        """The likely SDK of the running module (``wasmdesk inspect``'s guess), computed
-        once per module."""
-        inst = self.instance
-        if inst is None:
-            return ""
-        sha = inst.module.sha256
-        if self._sdk is None or self._sdk[0] != sha:
-            from host.wasm.module_info import describe
-
-            try:
-                self._sdk = (sha, describe(inst.module).sdk)
-            except Exception:  # a guess for the overview, never a reason to fail
-                self._sdk = (sha, "unknown")
-        return self._sdk[1]
-
-    def snapshot(self) -> dict[str, Any]:
-        inst = self.instance
-        state = self.state
-        if state == "running" and self.mode == "log-only":
-            state = "log-only"
-        if self.not_applied is not None and state not in ("failed", "reloading"):
-            state = "not applied"
-        return {
-            "name": self.name,
-            "state": state,
-            "not_applied": self.not_applied,
-            "mode": self.mode,
-            "canary_percent": self.canary_percent,
-            "canary_key": self.canary_key,
-            "fail_strategy": self.effective_policy(),
-            "failure": self.failure_dict(),
-            "crash_loop": self.crash_loop,
-            # wall-clock ISO time (and seconds from now) of the next FAIL_RELOAD try
-            "reload_at": _wall_clock(self.reload_at),
-            "reload_in_s": (
-                round(max(0.0, self.reload_at - time.monotonic()), 3)
-                if self.reload_at is not None
-                else None
-            ),
-            "abi": inst.vm.abi if inst is not None else self.abi,
-            "sha256": inst.module.sha256 if inst is not None else self.sha256,
-            "root_id": self.spec.plugin_name,
-            "phase": self.spec.phase,
-            "priority": self.spec.priority,
-            "vm_memory_bytes": inst.vm.memory_bytes()
-            if inst is not None and not inst.closed
-            else 0,
-            "counters": dict(self.counters),
-            "sdk": self.sdk_name(),
-            "time_per_request_us": (
-                sum(self.callback_us) / len(self.callback_us) if self.callback_us else None
-            ),
-            "last_error": self.last_error,
-            "warnings": plugin_warnings(
-                inst.vm if inst is not None else None,
-                self.manager.host.logs,
-                self.name,
-                self.spec.plugin_name,
-            ),
-            # live contexts of its VM (root + streams; the whole VM when shared) and the
-            # http callouts its root context still waits for: both flat in a steady state
-            "contexts": len(inst.vm.contexts) if inst is not None and not inst.closed else 0,
-            "inflight_callouts": len(inst.root.http_calls)
-            if inst is not None and not inst.closed
-            else 0,
-        }
-
-
-def _wall_clock(monotonic_at: float | None) -> str | None:
-    """A ``time.monotonic()`` reading as a wall-clock ISO 8601 time (UTC), or None."""
-    if monotonic_at is None:
-        return None
-    at = time.time() + (monotonic_at - time.monotonic())
-    return datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="milliseconds")
-
-
-CLUSTER_CONCURRENCY = 32
-"""Callouts one cluster carries at once; the rest wait their turn (FIFO)."""
-
-
-class CalloutDispatcher:
-    """``proxy_http_call`` over httpx to the configured clusters (off the hot path).
-
-    Requests go to the cluster's own address (``host.callout_request``); each
-    cluster carries at most ``CLUSTER_CONCURRENCY`` at once, the rest queue.
-    """
-
-    def __init__(self, manager: PluginManager) -> None:
-        self.m = manager
-        self._client: httpx.AsyncClient | None = None
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._queues: dict[str, asyncio.Semaphore] = {}
-
-    def has_cluster(self, name: str) -> bool:
-        return name in self.m.cluster_urls
-
-    def dispatch(self, call: HttpCallout, done: Callable[[HttpCallout], None]) -> None:
-        task = self.m.loop.create_task(self._run(call, done))
-        self._tasks[id(call)] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(id(call), None))
-
-    def cancel(self, call: HttpCallout) -> None:
-        t = self._tasks.pop(id(call), None)
-        if t is not None:
-            t.cancel()
-
-    async def _run(self, call: HttpCallout, done: Callable[[HttpCallout], None]) -> None:
-        base, default_timeout = self.m.cluster_urls[call.cluster]
-        timeout = call.timeout_ms / 1000.0 if call.timeout_ms else default_timeout
-        if self._client is None:
-            # The per-cluster semaphores bound what the pool sees: httpx's pool does
-            # work proportional to its queue on every change (quadratic in the queue).
-            self._client = httpx.AsyncClient(
-                follow_redirects=False,
-                trust_env=False,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-            )
-        sem = self._queues.get(call.cluster)
-        if sem is None:
-            sem = self._queues[call.cluster] = asyncio.Semaphore(CLUSTER_CONCURRENCY)
-        t0 = time.perf_counter()
-        try:
-            req = build_callout_request(base, call)
-            async with sem:  # FIFO per cluster; the timeout covers the wait, as Envoy's
-                left = timeout - (time.perf_counter() - t0)
-                if left <= 0:
-                    raise httpx.PoolTimeout("queued past the callout timeout")
-                resp = await self._client.request(
-                    req.method,
-                    req.url,
-                    headers=req.headers,
-                    content=call.body or None,
-                    timeout=left,
-                )
-        except ValueError as e:
-            call.failure = f"reset: {e}"
-        except httpx.TimeoutException:
-            call.failure = "timeout"
-        except httpx.ConnectError:
-            call.failure = "connect_failure"
-        except httpx.HTTPError as e:
-            call.failure = f"reset: {type(e).__name__}"
-        else:
-            call.response_status = resp.status_code
-            call.response_headers = [(b":status", str(resp.status_code).encode())] + [
-                (k.lower(), v) for k, v in resp.headers.raw
-            ]
-            call.response_body = resp.content
-        call.elapsed_ms = (time.perf_counter() - t0) * 1000
-        self.m.stat_inc(
-            f"cluster.{call.cluster}.callout_" + ("failure" if call.failure else "success")
-        )
-        done(call)
-
-    async def aclose(self) -> None:
-        for t in list(self._tasks.values()):
-            t.cancel()
-        if self._client is not None:
-            await self._client.aclose()
-
-
-class ModuleError(Exception):
-    """A module could not be fetched, verified or compiled: the message says why."""
-
-
 class PluginManager:
+    """The configured plugins of one proxy, kept running to its configuration."""
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         host: PluginHost,
         stats: StatsStore | None = None,
         *,
-        reload_policy: ReloadPolicy = ReloadPolicy(),
+        reload_policy: ReloadPolicy = DEFAULT_RELOAD_POLICY,
         buffer_limit: int = 1 << 20,
         inspector_size: int = 200,
         log: Callable[[str], None] | None = None,
@@ -370,18 +95,18 @@ class PluginManager:
         self.cluster_urls: dict[str, tuple[str, float]] = {}
         # clusters the proxy itself provides (the demo upstream): kept by apply()
         self.builtin_cluster_urls: dict[str, tuple[str, float]] = {}
-        self.recent: deque[RequestRecord] = deque(maxlen=inspector_size)
+        self.inspector = InspectorRing(inspector_size)
+        self.recent: deque[RequestRecord] = self.inspector.recent
         # requests a plugin holds paused (chain.ChainRun._wait until settled or done)
         self.paused_runs: set[ChainRun] = set()
         self.pause_timeout_s = 30.0  # longest a plugin may hold a stream paused
         # set only while an intercept rule is armed or a request held (host.proxy.intercept)
         self.intercept: Interceptor | None = None
         self._log = log
-        self.cache_dir = cache_dir
-        self.pull_secrets: dict[str, str] = {}  # imagePullSecret name -> docker config file
+        self.modules = ModuleSource(host, cache_dir, self.log_info)
         self._shared_vms: dict[tuple[str, str], PluginVM] = {}
         self._pending_scheduled = False
-        self._tick_handle: asyncio.TimerHandle | None = None
+        self.ticks = TickScheduler(loop, host.clock.now_ms, self._fire_ticks)
         # every instance not closed yet: the serving ones and the retired ones that
         # still have requests in flight (both get their ticks)
         self._instances: set[PluginInstance] = set()
@@ -396,9 +121,7 @@ class PluginManager:
         )
         host.grpc = self.grpc_callouts
         host.wakeup = self._wakeup
-        self._record_seq = 0
-        self.counters: dict[str, int] = {}
-        self.request_listeners: list[Callable[[RequestRecord], None]] = []
+        self.request_listeners: list[Callable[[RequestRecord], None]] = self.inspector.listeners
         # serve --record, POST /recording: host.lab.record.Recorder (not imported here:
         # the lab builds on the proxy, not the other way)
         self.recorder: Any = None
@@ -425,7 +148,6 @@ class PluginManager:
             self.stats.counter(name).inc(n)
 
     def count(self, what: str) -> None:
-        self.counters[what] = self.counters.get(what, 0) + 1
         self.stat_inc(f"wasmdesk.{what}")
 
     def over_buffer_limit(self, size: int) -> bool:
@@ -445,10 +167,15 @@ class PluginManager:
             self.log_error(f"error delivering plugin events: {type(e).__name__}: {e}")
         self._schedule_ticks()
 
-    # -- per request ------------------------------------------------------------------------
+    # -- per request (chain.ChainHost) ------------------------------------------------------
 
-    def new_chain(self, info: ExchangeInfo) -> ChainRun:
-        return ChainRun(self, info)
+    def run_paused(self, run: ChainRun) -> None:
+        """A plugin paused ``run`` (until it is settled or done)."""
+        self.paused_runs.add(run)
+
+    def run_unpaused(self, run: ChainRun) -> None:
+        """``run`` is no longer paused (resumed, timed out, failed or finished)."""
+        self.paused_runs.discard(run)
 
     def failure_reply(self, slot: PluginSlot) -> LocalReply:
         f = slot.failure
@@ -469,31 +196,12 @@ class PluginManager:
         total = 0.0
         for _name, _r, us in ctx.callbacks:
             total += us
-        slot.callback_us.append(total)
+        slot.callback_us.append(total)  # the Overview's time per request
         if self.stats is not None:
             self.stats.histogram(f"wasm.{slot.name}.callback_time_us").record(total)
 
     def request_finished(self, run: ChainRun) -> None:
-        info = run.info
-        h = run.headers
-        self._record_seq += 1
-        rec = RequestRecord(
-            id=self._record_seq,
-            request_id=info.request_id,
-            method=(h.get(b":method") or b"").decode("latin-1") if h else "",
-            path=(h.get(b":path") or b"").decode("latin-1") if h else "",
-            authority=(h.get(b":authority") or b"").decode("latin-1") if h else "",
-            client=f"{info.client[0]}:{info.client[1]}",
-            status=info.status,
-            outcome=info.outcome,
-            duration_ms=(time.monotonic() - info.start) * 1000,
-            started=info.start_wall_ns / 1e9,
-            hops=run.records,
-            response_code_details=info.response_code_details,
-        )
-        self.recent.append(rec)
-        for fn in self.request_listeners:
-            fn(rec)
+        rec = self.inspector.record(run)
         if self.recorder is not None:
             self.recorder.exchange_finished(run, rec)
 
@@ -518,36 +226,35 @@ class PluginManager:
             f"plugin {slot.name} failed ({policy}): "
             f"{vm.failure.kind if vm.failure else '?'}: {vm.failure.message if vm.failure else ''}"
         )
-        if policy == "FAIL_RELOAD" and (
-            vm.failure is None or vm.failure.state == FailState.RUNTIME_ERROR
-        ):
-            rp = self.reload_policy
-            recent = [t for t in slot.failures if now - t <= rp.loop_window_s]
-            if len(recent) > rp.loop_max_reloads:
-                slot.crash_loop = True
-                slot.state = "failed"
-                slot.reload_at = None
-                slot.count("vm_reload_crash_loop")
-                self.log_error(
-                    f"plugin {slot.name}: crash loop ({len(recent)} failures in "
-                    f"{rp.loop_window_s:.0f}s): reloads stopped"
-                )
-            else:
-                self._schedule_reload(slot, now)
-        else:
+        rp = self.reload_policy
+        decision = decide(
+            policy,
+            vm.failure.state if vm.failure is not None else None,
+            slot.failures,
+            now,
+            attempts=slot.reload_attempts,
+            policy=rp,
+            jitter=random.random(),
+        )
+        if decision.action is FailureAction.CRASH_LOOP:
+            slot.crash_loop = True
+            slot.state = "failed"
+            slot.reload_at = None
+            slot.count("vm_reload_crash_loop")
+            self.log_error(
+                f"plugin {slot.name}: crash loop ({decision.recent_failures} failures in "
+                f"{rp.loop_window_s:.0f}s): reloads stopped"
+            )
+        elif decision.action is FailureAction.RELOAD and decision.reload_at is not None:
+            self._schedule_reload(slot, now, decision.reload_at - now)
+        else:  # FAIL_CLOSED or SKIP: failed; the chain applies the strategy per request
             slot.state = "failed"
         self._retire(inst)
         self._release_paused(vm)
 
-    def _schedule_reload(self, slot: PluginSlot, now: float) -> None:
-        """FAIL_RELOAD: a fresh VM after a jittered, doubling backoff."""
-        rp = self.reload_policy
-        delay = min(rp.max_s, rp.base_s * (2**slot.reload_attempts))
-        delay = (
-            delay * (0.5 + random.random() * 0.5)
-            if slot.reload_attempts
-            else rp.base_s * (0.5 + random.random() * 0.5)
-        )
+    def _schedule_reload(self, slot: PluginSlot, now: float, delay: float) -> None:
+        """FAIL_RELOAD: a fresh VM ``delay`` seconds from ``now`` (policy.reload_delay:
+        a jittered, doubling backoff)."""
         slot.reload_attempts += 1
         slot.state = "reloading"
         slot.reload_at = now + delay
@@ -558,8 +265,7 @@ class PluginManager:
         """Requests paused by a plugin of the failed ``vm`` get its failure policy now
         (a serving or a retired instance): none waits for the pause timeout."""
         for run in list(self.paused_runs):
-            hop = run._waiting_hop
-            if hop is not None and hop.inst.vm is vm:
+            if run.paused_on_vm(vm):
                 run.paused_vm_failed()
 
     def maybe_reload(self, slot: PluginSlot) -> None:
@@ -593,71 +299,6 @@ class PluginManager:
     def _retire(self, inst: PluginInstance) -> None:
         inst.retired = True
         inst.maybe_retire()
-
-    # -- modules ----------------------------------------------------------------------------
-
-    async def fetch_module(self, spec: PluginSpec) -> bytes:
-        kind = spec.location_kind
-        loc = spec.location
-        if kind == "file":
-            try:
-                data = Path(loc).read_bytes()
-            except OSError as e:
-                raise ModuleError(f"cannot read {loc}: {e.strerror or e}") from None
-        elif kind in ("http", "https"):
-            cached = self._cache_get(spec.sha256)
-            if cached is not None:
-                return cached
-            try:
-                async with httpx.AsyncClient(follow_redirects=True, trust_env=False) as client:
-                    resp = await client.get(loc, timeout=30.0)
-            except httpx.HTTPError as e:
-                raise ModuleError(f"cannot download {loc}: {type(e).__name__}: {e}") from None
-            if resp.status_code != 200:
-                raise ModuleError(f"cannot download {loc}: HTTP {resp.status_code}")
-            data = resp.content
-        else:  # oci: Istio's variants, pull policy and digest rules (host/oci)
-            from host.oci.module_source import pull_for_plugin
-
-            try:
-                return await pull_for_plugin(spec, self.pull_secrets, self.cache_dir, self.log_info)
-            except ValueError as e:
-                raise ModuleError(str(e)) from None
-        digest = hashlib.sha256(data).hexdigest()
-        if spec.sha256 and digest != spec.sha256:
-            raise ModuleError(
-                f"sha256 mismatch for {spec.url}: expected {spec.sha256}, got {digest}"
-            )
-        if kind in ("http", "https"):
-            self._cache_put(digest, data)
-        return data
-
-    def _cache_get(self, sha256: str) -> bytes | None:
-        if not sha256 or self.cache_dir is None:
-            return None
-        p = self.cache_dir / f"{sha256}.wasm"
-        try:
-            data = p.read_bytes()
-        except OSError:
-            return None
-        return data if hashlib.sha256(data).hexdigest() == sha256 else None
-
-    def _cache_put(self, sha256: str, data: bytes) -> None:
-        if self.cache_dir is None:
-            return
-        try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_dir / f".{sha256}.tmp"
-            tmp.write_bytes(data)
-            tmp.replace(self.cache_dir / f"{sha256}.wasm")
-        except OSError:
-            pass
-
-    def compile(self, data: bytes, what: str) -> Module:
-        try:
-            return self.host.compile(data)
-        except LoadError as e:
-            raise ModuleError(f"{what}: {e.message}") from None
 
     # -- starting instances -------------------------------------------------------------------
 
@@ -713,7 +354,12 @@ class PluginManager:
         # requests a retired instance of this VM still holds paused
         self.loop.call_soon(self._release_paused, vm)
 
-    def _vm_closed(self, vm: PluginVM) -> None:
+    def instance_closed(self, inst: PluginInstance) -> None:
+        """``inst`` closed (slots.SlotOwner): it gets no more ticks."""
+        self._instances.discard(inst)
+
+    def vm_closed(self, vm: PluginVM) -> None:
+        """``vm`` closed (slots.SlotOwner): no plugin starts in it any more."""
         for key, v in list(self._shared_vms.items()):
             if v is vm:
                 del self._shared_vms[key]
@@ -728,8 +374,8 @@ class PluginManager:
         it failed) and an error message ("" when fine). ``share``: False never starts it
         in a running VM of the same vm_id (a check must not touch one)."""
         try:
-            data = await self.fetch_module(spec)
-            module = self.compile(data, spec.url)
+            data = await self.modules.fetch(spec)
+            module = self.modules.compile(data, spec.url)
         except ModuleError as e:
             return None, None, str(e)  # type: ignore[return-value]
         scratch = PluginSlot(self, spec)
@@ -759,7 +405,7 @@ class PluginManager:
         from host.proxy.config import effective_order
 
         self.cluster_urls = dict(self.builtin_cluster_urls)
-        self.pull_secrets = dict(config.pull_secrets)
+        self.modules.pull_secrets = dict(config.pull_secrets)
         self.cluster_urls.update({c.name: (c.url, c.timeout_s) for c in config.clusters})
         errors: list[str] = []
         wanted = {s.name: s for s in config.plugins}
@@ -901,7 +547,8 @@ class PluginManager:
                 and (slot.failure is None or slot.failure.state == FailState.RUNTIME_ERROR)
             ):
                 # already failed: the new policy applies to that failure too
-                self._schedule_reload(slot, time.monotonic())
+                delay = reload_delay(slot.reload_attempts, self.reload_policy, random.random())
+                self._schedule_reload(slot, time.monotonic(), delay)
         slot.spec = dataclasses.replace(
             slot.spec,
             mode=Mode(slot.mode),
@@ -942,41 +589,20 @@ class PluginManager:
         """One timer for the earliest due tick across all live instances: a retired
         instance keeps ticking while it still serves requests (one may be paused
         until its next tick)."""
-        earliest: float | None = None
-        for inst in self._instances:
-            if inst.vm.failed or inst.closed:
-                continue
-            t = inst.root.next_tick_ms
-            if t is not None and (earliest is None or t < earliest):
-                earliest = t
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
-            self._tick_handle = None
-        if earliest is not None:
-            delay = max(0.0, (earliest - self.host.clock.now_ms()) / 1000.0)
-            self._tick_handle = self.loop.call_later(delay, self._fire_ticks)
+        self.ticks.schedule(self._instances)
 
     def _fire_ticks(self) -> None:
-        self._tick_handle = None
-        now = self.host.clock.now_ms()
         # serving instances first, in configuration order, then the retired ones
         serving = [s.instance for s in self.slots.values() if s.instance is not None]
         retired = [i for i in self._instances if i.retired and i not in serving]
-        for inst in serving + retired:
-            if inst.vm.failed or inst.closed:
-                continue
-            root = inst.root
-            if root.next_tick_ms is not None and root.next_tick_ms <= now:
-                if not inst.vm.tick(root):
-                    self.plugin_failed(inst, None)
+        self.ticks.tick_due(serving + retired, lambda inst: self.plugin_failed(inst, None))
         self.host.run_pending()
         self._schedule_ticks()
 
     # -- shutdown -----------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
+        self.ticks.cancel()
         await self.callouts.aclose()
         await self.grpc_callouts.aclose()
         for slot in self.slots.values():
