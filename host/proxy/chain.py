@@ -37,9 +37,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from host.headers import HeaderMap
 from host.proxy.http1 import CONTINUE, HOLD, ExchangeInfo, LocalReply, PassThroughFilter, Step
 from host.wasm.context import Action, HttpContext, LocalResponse, StreamInfo, StreamListener
-from host.wasm.pairs import HeaderMap
 from host.wasm.types import StreamType
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from host.wasm.pairs import HeaderMap
+from host.headers import HeaderMap
 
 __all__ = [
     "MAX_HEADER_BYTES",
