@@ -19,19 +19,24 @@ the connection after the message instead of desynchronising it.
 from __future__ import annotations
 
 import asyncio
-import random
-import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httptools
 
 from host.headers import HeaderMap
+from host.proxy import framing
+from host.proxy.framing import (
+    HOP_BY_HOP,
+    SPECIAL_REQUEST_HEADERS,
+    field_problem,
+    reason,
+    request_line_problem,
+)
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -46,6 +51,9 @@ __all__ = [
     "Step",
     "StreamFilter",
     "UpstreamPool",
+    "field_problem",
+    "reason",
+    "request_line_problem",
 ]
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -60,102 +68,6 @@ _PEER_FULL = 1  # the other side's socket write buffer is over its high-water ma
 _BACKLOG = 2  # too many bytes held in the exchange
 _QUEUE = 4  # too many pipelined requests waiting
 _OWN_FULL = 8  # our socket write buffer to this same peer is over its high-water mark
-_HOP_BY_HOP = frozenset(
-    (
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"upgrade",
-        b"te",
-        b"trailer",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"http2-settings",  # only meaningful with an h2c upgrade, which we ignore
-    )
-)
-_getrandbits = random.Random().getrandbits  # its own generator, seeded from the OS
-# request headers the data path reads or rewrites itself
-_SPECIAL = _HOP_BY_HOP | {
-    b"host",
-    b"content-length",
-    b"x-forwarded-for",
-    b"x-request-id",
-    b"expect",
-}
-
-
-def _request_id() -> bytes:
-    """A random (version 4) UUID, as Envoy generates for x-request-id; cheaper than uuid4().
-
-    The bits come from ``random`` (seeded from the OS at start), not ``os.urandom``: a
-    request id is a correlation handle, not a secret, and this saves a syscall per request.
-    """
-    r = _getrandbits(128)
-    r = (r & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC000 << 48) | (0x8000 << 48)
-    h = b"%032x" % r
-    return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
-
-
-# What may go on the wire (RFC 9110 §5.1, §5.5; Envoy's codec refuses the same): a field
-# name is a token, a value holds no CR, LF or NUL, a method is a token and a path is
-# origin-form (or "*"). A head that breaks these is never written (see Exchange).
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_ORIGIN_FORM = re.compile(rb"/[^\x00-\x20\x7f]*|\*")
-_GOOD_NAMES: set[bytes] = set()  # names already checked (bounded)
-
-
-def field_problem(name: bytes, value: bytes) -> str | None:
-    """Why ``name: value`` cannot be serialized, or None."""
-    if name not in _GOOD_NAMES:
-        if not _TOKEN.fullmatch(name):
-            return f"invalid header name {name[:64]!r}"
-        if len(_GOOD_NAMES) < 4096:
-            _GOOD_NAMES.add(name)
-    if b"\r" in value or b"\n" in value or b"\0" in value:
-        return f"header {name[:64].decode('latin-1')} has CR, LF or NUL in its value"
-    return None
-
-
-def request_line_problem(method: bytes, path: bytes) -> str | None:
-    """Why ``method path`` cannot start a request line, or None."""
-    if method not in _GOOD_NAMES:
-        if not _TOKEN.fullmatch(method):
-            return f"invalid :method {method[:64]!r}"
-        if len(_GOOD_NAMES) < 4096:
-            _GOOD_NAMES.add(method)  # a method is a token too
-    if not _ORIGIN_FORM.fullmatch(path):
-        return f"invalid :path {path[:64]!r} (origin-form or *)"
-    return None
-
-
-def _block_suspect(block: bytes, lines: int) -> bool:
-    """True unless ``block`` (``lines`` field lines joined by CRLF) holds no CR, LF or
-    NUL of its own: the fast check, one pass each in C; the slow one says what is wrong."""
-    return (
-        block.count(b"\n") != lines - 1 or block.count(b"\r") != lines - 1 or b"\0" in block
-    )
-
-
-def _pairs_problem(pairs: Iterable[tuple[bytes, bytes]]) -> str | None:
-    for k, v in pairs:
-        if k[:1] != b":" and k != b"content-length" and k not in _HOP_BY_HOP:
-            problem = field_problem(k, v)
-            if problem is not None:
-                return problem
-    return None
-
-
-# Reason phrases are Python's (http.HTTPStatus, RFC 9110's names); a code it does not
-# know prints "Unknown", as Envoy's CodeUtility does.
-_REASON_BYTES = {s.value: s.phrase.encode() for s in HTTPStatus}
-
-
-def reason(status: int) -> str:
-    phrase = _REASON_BYTES.get(status)
-    return phrase.decode() if phrase is not None else "Unknown"
-
-
 @dataclass(frozen=True)
 class Limits:
     """The listener's limits (``spec.timeouts`` and ``spec.maxConnections``)."""
@@ -748,15 +660,10 @@ class DownstreamProtocol(asyncio.Protocol):
         self.closing = True
         ex = self.current
         if ex is None or not ex.response_started:
-            body = (message + "\n").encode()
-            head = (
-                f"HTTP/1.1 {status} {reason(status)}\r\ncontent-type: text/plain\r\n"
-                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-            ).encode()
             # Write before the exchange ends: its end closes the transport, and asyncio
             # drops writes made after close() (it still flushes the ones made before).
             if self.transport is not None:
-                self.transport.write(head + body)
+                self.transport.write(framing.error_message(status, message))
             if ex is not None:
                 self.current = None
                 ex.codec_error(status, message)
@@ -1009,7 +916,7 @@ class Exchange:
         rid = None
         rest = []
         for k, v in p.headers:
-            if k in _SPECIAL:
+            if k in SPECIAL_REQUEST_HEADERS:
                 if k == b"host":
                     host = v
                     hosts += 1
@@ -1049,7 +956,7 @@ class Exchange:
         items.append((b"x-forwarded-for", b", ".join(xff) if len(xff) > 1 else client_ip))
         items.append((b"x-forwarded-proto", b"http"))
         if rid is None:
-            rid = _request_id()
+            rid = framing.request_id()
             items.append((b"x-request-id", rid))
         h._items = items
         self.info.request_id = rid.decode("latin-1")
@@ -1060,7 +967,7 @@ class Exchange:
             items.append((b"content-length", b"%d" % cl))
         if expect_continue and self.req_has_body and p.version == "1.1" and not p.complete:
             # Envoy (proxy_100_continue off): answer 100 Continue at once, drop Expect
-            self.down.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.down.write(framing.CONTINUE_100)
         self.headers = h
         self.filter = self.core.new_filter(self.info)
         self._on_request_headers_step(self.filter.request_headers(h, not self.req_has_body))
@@ -1257,11 +1164,11 @@ class Exchange:
             self.req_queued -= len(data) + len(self.req_out) * _ENTRY_COST
             self.req_out = []
             self.req_written += len(data)
-            out.append(b"%x\r\n%s\r\n" % (len(data), data) if self.req_chunked else data)
+            out.append(framing.chunk(data) if self.req_chunked else data)
         if end and not self._req_end_written:
             self._req_end_written = True
             if self.req_chunked:
-                out.append(self._trailer_block(self.req_trailers))
+                out.append(framing.trailer_block(self.req_trailers))
             elif self.req_declared >= 0 and self.req_written != self.req_declared:
                 conn.reusable = False  # a plugin changed a streamed body's length
             self._start_route_timer()
@@ -1272,98 +1179,27 @@ class Exchange:
 
     def _request_head(self, end: bool) -> bytes | None:
         """The upstream request head, or None (after answering locally) when the headers
-        cannot be serialized: a CR, LF or NUL in a value, a name that is not a token, a
-        bad :method or :path. Envoy's codec refuses such a request and the router answers
-        503 before the response started; so do we, and nothing reaches the upstream."""
-        h = self.headers
-        assert h is not None and self.upstream is not None
-        method = path = authority = b""
-        lines = []
-        declared = -1
-        suspect = False
-        for k, v in h:
-            if k[:1] == b":":
-                if k == b":method":
-                    method = v
-                elif k == b":path":
-                    path = v
-                elif k == b":authority":
-                    authority = v
-                continue
-            if k == b"content-length":
-                try:
-                    declared = int(v)
-                except ValueError:
-                    declared = -1
-                continue
-            if k in _HOP_BY_HOP:
-                continue
-            if k not in _GOOD_NAMES:
-                suspect = True
-            lines.append(k + b": " + v)
-        method = method or b"GET"
-        path = path or b"/"
-        authority = authority or self.upstream.cluster.address.encode()
-        if self.req_trailers:
-            lines.append(b"transfer-encoding: chunked")  # trailers need chunked framing
-            self.req_chunked = True
-        elif end:  # the whole (released) body is in req_out
-            n = sum(map(len, self.req_out))
-            if n or self.req_has_body or declared >= 0:
-                lines.append(b"content-length: %d" % n)
-            self.req_declared = n
-        elif declared >= 0:
-            lines.append(b"content-length: %d" % declared)
-            self.req_declared = declared
-        else:
-            lines.append(b"transfer-encoding: chunked")
-            self.req_chunked = True
-        block = b"\r\n".join(lines)
-        if (
-            suspect
-            or (lines and _block_suspect(block, len(lines)))
-            or method not in _GOOD_NAMES
-            or path[:1] != b"/"
-            or self.req_trailers
-        ):
-            problem = (
-                _pairs_problem(h)
-                or request_line_problem(method, path)
-                or self._trailer_problem(self.req_trailers)
-            )
-        else:
-            problem = None if _ORIGIN_FORM.fullmatch(path) else request_line_problem(method, path)
-        problem = problem or field_problem(b"host", authority)
-        if problem:
-            self._refuse_request(problem)
+        cannot be serialized (see ``framing.request_head``). Envoy's codec refuses such a
+        request and the router answers 503 before the response started; so do we, and
+        nothing reaches the upstream."""
+        assert self.headers is not None and self.upstream is not None
+        head = framing.request_head(
+            self.headers,
+            self.upstream.cluster.address.encode(),
+            self.req_trailers,
+            end,
+            self.req_out,
+            self.req_has_body,
+        )
+        if isinstance(head, str):
+            self._refuse_request(head)
             return None
+        self.req_chunked = head.chunked
+        if head.declared >= 0:
+            self.req_declared = head.declared
         self.req_head_sent = True
         self._upstream_sent_at = time.monotonic()
-        if lines:
-            return b"%s %s HTTP/1.1\r\nhost: %s\r\n%s\r\n\r\n" % (
-                method,
-                path,
-                authority,
-                block,
-            )
-        return b"%s %s HTTP/1.1\r\nhost: %s\r\n\r\n" % (method, path, authority)
-
-    @staticmethod
-    def _trailer_problem(trailers: HeaderMap | None) -> str | None:
-        if trailers:
-            for k, v in trailers:
-                problem = field_problem(k, v)
-                if problem is not None:
-                    return "trailer: " + problem
-        return None
-
-    @staticmethod
-    def _trailer_block(trailers: HeaderMap | None) -> bytes:
-        """The end of a chunked body: the last chunk, the trailer fields, CRLF."""
-        if not trailers:
-            return b"0\r\n\r\n"
-        lines = [k + b": " + v for k, v in trailers if k[:1] != b":"]
-        return b"0\r\n%s\r\n\r\n" % b"\r\n".join(lines) if lines else b"0\r\n\r\n"
+        return head.data
 
     def _refuse_request(self, problem: str) -> None:
         self.info.outcome = "upstream_error"
@@ -1402,7 +1238,7 @@ class Exchange:
                     cl = -1
             elif k == b"transfer-encoding":
                 continue  # the response is re-framed downstream
-            if k in _HOP_BY_HOP:
+            if k in HOP_BY_HOP:
                 continue
             items.append((k, v))
         has_body = expect_body and status not in (204, 304) and (cl != 0)
@@ -1520,12 +1356,12 @@ class Exchange:
             self.resp_written += len(data)
             self.info.response_bytes += len(data)
             if self.resp_chunked:
-                out.append(b"%x\r\n%s\r\n" % (len(data), data))
+                out.append(framing.chunk(data))
             elif self.method != b"HEAD":
                 out.append(data)
         if end:
             if self.resp_chunked:
-                out.append(self._trailer_block(self.resp_trailers))
+                out.append(framing.trailer_block(self.resp_trailers))
             elif (
                 self.resp_declared >= 0
                 and self.resp_written != self.resp_declared
@@ -1540,70 +1376,23 @@ class Exchange:
     def _response_head(self, end: bool) -> bytes | None:
         """The response head for the client, or None when a header cannot be serialized
         (the caller answers 502 instead, as Envoy's codec refuses such a response)."""
-        h = self.resp_headers
-        assert h is not None
-        status = 200
-        lines = []
-        declared = -1
-        suspect = False
-        for k, v in h:
-            if k == b":status":
-                try:
-                    status = int(v)
-                except ValueError:
-                    status = 502
-                continue
-            if k[:1] == b":":
-                continue
-            if k == b"content-length":
-                try:
-                    declared = int(v)
-                except ValueError:
-                    declared = -1
-                continue
-            if k in _HOP_BY_HOP:
-                continue
-            if k not in _GOOD_NAMES:
-                suspect = True
-            lines.append(k + b": " + v)
-        if suspect or self.resp_trailers:
-            problem = _pairs_problem(h) or self._trailer_problem(self.resp_trailers)
-            if problem is not None:
-                return None
-        self.info.status = status
-        if status in (204, 304) or 100 <= status < 200:
-            pass
-        elif self.resp_trailers and self.method != b"HEAD":
-            lines.append(b"transfer-encoding: chunked")  # trailers need chunked framing
-            self.resp_chunked = True
-        elif end:
-            n = sum(map(len, self.resp_out))
-            if self.method == b"HEAD" and declared >= 0:
-                n = declared
-            lines.append(b"content-length: %d" % n)
-            self.resp_declared = n
-        elif declared >= 0:
-            lines.append(b"content-length: %d" % declared)
-            self.resp_declared = declared
-        else:
-            lines.append(b"transfer-encoding: chunked")
-            self.resp_chunked = True
-        if not self.keep_alive or self.down.closing:
-            lines.append(b"connection: close")
-        block = b"\r\n".join(lines)
-        if lines and _block_suspect(block, len(lines)):
-            return None  # a CR, LF or NUL in a value
-        self.resp_head_sent = True
-        if not lines:  # (a 204 or 304 with no header at all)
-            return b"HTTP/1.1 %d %s\r\n\r\n" % (
-                status,
-                _REASON_BYTES.get(status) or reason(status).encode(),
-            )
-        return b"HTTP/1.1 %d %s\r\n%s\r\n\r\n" % (
-            status,
-            _REASON_BYTES.get(status) or reason(status).encode(),
-            block,
+        assert self.resp_headers is not None
+        head = framing.response_head(
+            self.resp_headers,
+            self.resp_trailers,
+            end,
+            self.resp_out,
+            self.method == b"HEAD",
+            not self.keep_alive or self.down.closing,
         )
+        if head is None:
+            return None
+        self.info.status = head.status
+        self.resp_chunked = head.chunked
+        if head.declared >= 0:
+            self.resp_declared = head.declared
+        self.resp_head_sent = True
+        return head.data
 
     # -- local replies and endings --
 
@@ -1649,7 +1438,7 @@ class Exchange:
         if self.resp_head_sent:
             self._reset("local reply after the response started")
             return
-        if any(field_problem(k, v) for k, v in reply.headers if k[:1] != b":"):
+        if framing.reply_problem(reply.headers):
             reply = _invalid_response_reply()
         self.replying = True
         if self.upstream is not None:
@@ -1659,23 +1448,15 @@ class Exchange:
             self.keep_alive = False  # the rest of the request body would be misread
         self.info.status = reply.status
         self.info.response_code_details = reply.details
-        lines = [
-            k + b": " + v
-            for k, v in reply.headers
-            if k[:1] != b":" and k not in _HOP_BY_HOP and k != b"content-length"
-        ]
-        lines.append(b"content-length: %d" % len(reply.body))
-        if not self.keep_alive:
-            lines.append(b"connection: close")
         self.resp_head_sent = True
         self.info.response_bytes += len(reply.body)
         self.down.write(
-            b"HTTP/1.1 %d %s\r\n%s\r\n\r\n%s"
-            % (
+            framing.reply_message(
                 reply.status,
-                reason(reply.status).encode(),
-                b"\r\n".join(lines),
-                b"" if self.method == b"HEAD" else reply.body,
+                reply.headers,
+                reply.body,
+                not self.keep_alive,
+                self.method == b"HEAD",
             )
         )
         self._finish()
