@@ -23,7 +23,7 @@ and after, local replies, what a log-only plugin would have changed, callouts,
 time per callback, and the failure when the plugin trapped on this request). A body
 is recorded whole as the plugin saw it (all the chunks it was given, all it released),
 up to ``HopRecord.BODY_CAP`` bytes with the full size beside it. No sockets here: the
-verdicts are ``http1.Step`` values.
+verdicts are ``stream.Verdict`` values.
 """
 
 from __future__ import annotations
@@ -38,7 +38,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from host.headers import HeaderMap
-from host.proxy.http1 import CONTINUE, HOLD, ExchangeInfo, LocalReply, PassThroughFilter, Step
+from host.proxy.stream import (
+    CONTINUE,
+    HOLD,
+    RESET,
+    Continue,
+    ExchangeInfo,
+    Hold,
+    LocalReply,
+    PassThroughFilter,
+    Reply,
+    Verdict,
+    Wait,
+)
 from host.wasm.context import Action, HttpContext, LocalResponse, StreamInfo, StreamListener
 from host.wasm.types import StreamType
 
@@ -110,7 +122,7 @@ class NoPluginsFilter(PassThroughFilter):
 
     __slots__ = ()
 
-    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Step:
+    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Verdict:
         if headers.get(CANARY_HEADER) is not None:
             headers.remove(CANARY_HEADER)
         return CONTINUE
@@ -399,7 +411,7 @@ class ChainRun:
         self._resp_index = 0
         self._resp_data = b""
         self._resp_eos = False
-        self._waiting: asyncio.Future[Step] | None = None
+        self._waiting: asyncio.Future[Verdict] | None = None
         self._waiting_hop: _Hop | None = None
         self._waiting_stage = ""
         self._wait_timer: asyncio.TimerHandle | None = None
@@ -412,8 +424,8 @@ class ChainRun:
 
     # -- setup --------------------------------------------------------------------------
 
-    def _select(self, headers: HeaderMap) -> Step | None:
-        """Choose which plugins run on this request; a verdict if a failed one must answer."""
+    def _select(self, headers: HeaderMap) -> LocalReply | None:
+        """Choose which plugins run on this request; the reply if a failed one must answer."""
         client_ip = self.info.client[0]
         forced = canary_forced(headers)
         for slot in self.m.applied:  # the plugins whose match selects this listener
@@ -440,7 +452,7 @@ class ChainRun:
                 rec = HopRecord(slot.name, mode, False, f"failed, {policy}: request rejected")
                 rec.failure = slot.failure_dict()
                 self.records.append(rec)
-                return Step(Step.REPLY, reply=self.m.failure_reply(slot))
+                return self.m.failure_reply(slot)
             hop = _Hop(self, slot, inst, enforce)
             inst.inflight += 1
             slot.count("invocations")
@@ -514,7 +526,7 @@ class ChainRun:
 
     # -- request path -------------------------------------------------------------------
 
-    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Step:
+    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Verdict:
         self.headers = headers
         self._req_eos = end_stream
         early = self._select(headers)
@@ -524,12 +536,12 @@ class ChainRun:
         if self._route is not None:
             self._route(headers, self.info)
         if early is not None:
-            return self._reply_step(early.reply, len(self.hops))  # type: ignore[arg-type]
+            return self._reply_step(early, len(self.hops))
         if not self.hops:
             return CONTINUE
         return self._iterate_request_headers(0)
 
-    def _iterate_request_headers(self, start: int) -> Step:
+    def _iterate_request_headers(self, start: int) -> Verdict:
         headers = self.headers
         assert headers is not None
         for i in range(start, len(self.hops)):
@@ -556,13 +568,13 @@ class ChainRun:
         self._take_route_cache_clears()
         return CONTINUE
 
-    def request_data(self, data: bytes, end_stream: bool) -> Step:
+    def request_data(self, data: bytes, end_stream: bool) -> Verdict:
         self._req_eos = end_stream
         return self._iterate_request_data(0, data, end_stream)
 
     def _iterate_request_data(
         self, start: int, data: bytes, eos: bool, stop: int | None = None
-    ) -> Step:
+    ) -> Verdict:
         for i in range(start, len(self.hops) if stop is None else stop):
             hop = self.hops[i]
             if hop.req_done or hop.ctx is None:
@@ -616,14 +628,14 @@ class ChainRun:
             verdict = self._after_action(hop, action, "request_data", i, data)
             if verdict is not None:
                 return verdict
-        return Step(Step.CONTINUE, data)
+        return Continue(data)
 
-    def request_trailers(self, trailers: HeaderMap) -> Step:
+    def request_trailers(self, trailers: HeaderMap) -> Verdict:
         self.req_trailers = trailers
         self._req_eos = True
         return self._iterate_trailers(True, 0, b"")
 
-    def _iterate_trailers(self, request: bool, start: int, data: bytes) -> Step:
+    def _iterate_trailers(self, request: bool, start: int, data: bytes) -> Verdict:
         """Trailers end the stream (the last data had end_stream false), as in Envoy: each
         plugin first gets the body bytes the plugins before it released at their trailers
         (a plugin that buffered releases its body when its trailers callback continues),
@@ -643,12 +655,13 @@ class ChainRun:
                     if request
                     else self._iterate_response_data(i, data, False, stop=i - 1)
                 )
-                if step.kind == Step.CONTINUE:
-                    data = step.data
-                elif step.kind == Step.HOLD:
-                    data = b""  # this plugin buffers it; its trailers callback releases it
-                else:
-                    return step
+                match step:
+                    case Continue():
+                        data = step.data
+                    case Hold():
+                        data = b""  # this plugin buffers it; its trailers callback releases it
+                    case _:
+                        return step
             ctx = hop.ctx
             if hop.enforce:
                 action = (
@@ -678,21 +691,21 @@ class ChainRun:
             verdict = self._after_action(hop, action, stage, i, data)
             if verdict is not None:
                 return verdict
-        return Step(Step.CONTINUE, data, trailers=trailers)
+        return Continue(data, trailers)
 
     # -- response path ------------------------------------------------------------------
 
     def _response_hops(self) -> list[_Hop]:
         return self.hops
 
-    def response_headers(self, headers: HeaderMap, end_stream: bool) -> Step:
+    def response_headers(self, headers: HeaderMap, end_stream: bool) -> Verdict:
         self.resp_headers = headers
         self._resp_eos = end_stream
         if self.reply is not None:
             return CONTINUE  # our own reply, already through the response path
         return self._iterate_response_headers(len(self.hops) - 1)
 
-    def _iterate_response_headers(self, start: int) -> Step:
+    def _iterate_response_headers(self, start: int) -> Verdict:
         headers = self.resp_headers
         assert headers is not None
         for i in range(start, -1, -1):
@@ -720,14 +733,14 @@ class ChainRun:
                 return verdict
         return CONTINUE
 
-    def response_data(self, data: bytes, end_stream: bool) -> Step:
+    def response_data(self, data: bytes, end_stream: bool) -> Verdict:
         if self.reply is not None:
-            return Step(Step.CONTINUE, data)
+            return Continue(data)
         return self._iterate_response_data(len(self.hops) - 1, data, end_stream)
 
     def _iterate_response_data(
         self, start: int, data: bytes, eos: bool, stop: int = -1
-    ) -> Step:
+    ) -> Verdict:
         for i in range(start, stop, -1):
             hop = self.hops[i]
             if hop.resp_done or hop.ctx is None:
@@ -771,9 +784,9 @@ class ChainRun:
             verdict = self._after_action(hop, action, "response_data", i, data)
             if verdict is not None:
                 return verdict
-        return Step(Step.CONTINUE, data)
+        return Continue(data)
 
-    def response_trailers(self, trailers: HeaderMap) -> Step:
+    def response_trailers(self, trailers: HeaderMap) -> Verdict:
         if self.reply is not None:
             return CONTINUE
         self.resp_trailers = trailers
@@ -784,7 +797,7 @@ class ChainRun:
 
     def _after_action(
         self, hop: _Hop, action: Action, stage: str, index: int, data: bytes = b""
-    ) -> Step | None:
+    ) -> Verdict | None:
         """None to go on to the next plugin, or the verdict that stops the iteration."""
         if action == Action.CONTINUE:
             return None
@@ -817,7 +830,7 @@ class ChainRun:
             if not hop.enforce:
                 self._would(hop, "reset")
                 return None
-            return Step(Step.RESET)
+            return RESET
         # PAUSE: wait for proxy_continue_stream (or a reply/close from a callout)
         if not hop.enforce:
             self._would(hop, "pause")
@@ -851,8 +864,8 @@ class ChainRun:
         hop.rec.would.append(what)
         hop.slot.count(f"log_only.would_{what}")
 
-    def _wait(self, hop: _Hop, stage: str, index: int, data: bytes) -> Step:
-        fut: asyncio.Future[Step] = self.loop.create_future()
+    def _wait(self, hop: _Hop, stage: str, index: int, data: bytes) -> Verdict:
+        fut: asyncio.Future[Verdict] = self.loop.create_future()
         self._waiting = fut
         self._waiting_hop = hop
         self._waiting_stage = stage
@@ -873,9 +886,9 @@ class ChainRun:
             self._resp_index = index
             self._resp_data = data
         self.m.paused_runs.add(self)
-        return Step(Step.WAIT, wait=fut)
+        return Wait(fut)
 
-    def _pause_expired(self, fut: asyncio.Future[Step], hop: _Hop) -> None:
+    def _pause_expired(self, fut: asyncio.Future[Verdict], hop: _Hop) -> None:
         if self._waiting is not fut or fut.done():
             return
         hop.slot.count("pause_timeout")
@@ -906,11 +919,8 @@ class ChainRun:
             step = compute()
         except Exception as e:  # never strand a request on a host bug
             self.m.log_error(f"chain error while resuming: {type(e).__name__}: {e}")
-            step = Step(
-                Step.REPLY,
-                reply=LocalReply(
-                    500, b"wasmdesk: internal error\n", details="wasmdesk_internal_error"
-                ),
+            step = Reply(
+                LocalReply(500, b"wasmdesk: internal error\n", details="wasmdesk_internal_error")
             )
         fut.set_result(step)
 
@@ -923,7 +933,7 @@ class ChainRun:
         ctx = hop.ctx
         assert ctx is not None
 
-        def compute() -> Step:
+        def compute() -> Verdict:
             if stage == "request_headers":
                 hop.rec.request_headers_after = self.headers.items() if self.headers else None
                 return self._iterate_request_headers(i + 1)
@@ -965,11 +975,11 @@ class ChainRun:
         if hop.enforce and slot.effective_policy() != "FAIL_OPEN":
             reply = self.m.failure_reply(slot)
 
-            def compute() -> Step:
+            def compute() -> Verdict:
                 return self._reply_step(reply, i, request=request)
         else:
 
-            def compute() -> Step:
+            def compute() -> Verdict:
                 # what the plugin held so far goes on, as if it were absent from here on
                 if stage == "request_headers":
                     return self._iterate_request_headers(i + 1)
@@ -1014,9 +1024,9 @@ class ChainRun:
 
     def _late_close(self, hop: _Hop) -> None:
         if hop is self._waiting_hop and not self.completed:
-            self.loop.call_soon(self._settle_wait, lambda: Step(Step.RESET))
+            self.loop.call_soon(self._settle_wait, lambda: RESET)
 
-    def _buffer_overflow(self, hop: _Hop, request: bool) -> Step:
+    def _buffer_overflow(self, hop: _Hop, request: bool) -> Verdict:
         # Envoy: 413 when a buffered request body exceeds the limit, 500 for a response.
         self.m.count("buffer_overflow")
         if request:
@@ -1032,7 +1042,7 @@ class ChainRun:
 
     def _reply_step(
         self, reply: LocalReply, index: int, request: bool = True, sender: _Hop | None = None
-    ) -> Step:
+    ) -> Verdict:
         """Run a local reply through the response path of the plugins that saw the
         request (sender included, as Envoy and Kong do), then answer with it."""
         self.reply = reply
@@ -1084,7 +1094,7 @@ class ChainRun:
             reply.details,
         )
         self.info.response_code_details = reply.details
-        return Step(Step.REPLY, reply=final)
+        return Reply(final)
 
     # -- end ------------------------------------------------------------------------------
 

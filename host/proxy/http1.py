@@ -4,7 +4,8 @@ and one ``Exchange`` (a request/response pair) at a time per client connection.
 Built on ``asyncio.Protocol`` callbacks and httptools (llhttp) on both sides; no
 task per request: an exchange is a small state machine driven by parser events
 and by the verdicts of its ``StreamFilter`` (the plugin chain), which may answer
-at once or later (``Step.wait``). What the filter decides is plain data; this
+at once or later (a ``Wait`` verdict; ``stream.py`` defines the verdicts). What the
+filter decides is plain data; this
 module turns it into I/O. It knows nothing of wasm.
 
 Framing rule: the upstream request head (and the downstream response head) is
@@ -37,8 +38,24 @@ from host.proxy.framing import (
     reason,
     request_line_problem,
 )
+from host.proxy.stream import (
+    CONTINUE,
+    HOLD,
+    Continue,
+    ExchangeInfo,
+    Hold,
+    LocalReply,
+    PassThroughFilter,
+    Reply,
+    Reset,
+    StreamFilter,
+    Verdict,
+    Wait,
+)
 
 __all__ = [
+    "CONTINUE",
+    "HOLD",
     "MAX_HEADER_BYTES",
     "Cluster",
     "DownstreamProtocol",
@@ -48,9 +65,9 @@ __all__ = [
     "LocalReply",
     "PassThroughFilter",
     "ProxyCore",
-    "Step",
     "StreamFilter",
     "UpstreamPool",
+    "Verdict",
     "field_problem",
     "reason",
     "request_line_problem",
@@ -68,6 +85,8 @@ _PEER_FULL = 1  # the other side's socket write buffer is over its high-water ma
 _BACKLOG = 2  # too many bytes held in the exchange
 _QUEUE = 4  # too many pipelined requests waiting
 _OWN_FULL = 8  # our socket write buffer to this same peer is over its high-water mark
+
+
 @dataclass(frozen=True)
 class Limits:
     """The listener's limits (``spec.timeouts`` and ``spec.maxConnections``)."""
@@ -78,122 +97,6 @@ class Limits:
     idle_timeout_s: float = 300.0
     # open client connections; more are closed at once (Envoy: downstream_cx_overflow)
     max_connections: int = 1024
-
-
-# -- what a filter answers ---------------------------------------------------------------
-
-
-@dataclass
-class LocalReply:
-    status: int
-    body: bytes = b""
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    details: str = ""
-
-
-class Step:
-    """A filter's verdict on one event.
-
-    ``CONTINUE`` forwards ``data`` (the bytes released now; may be empty),
-    ``HOLD`` forwards nothing yet (the filter is buffering), ``REPLY`` answers with
-    ``reply`` instead, ``WAIT`` resolves later through ``wait`` (a future whose
-    result is another Step), ``RESET`` drops the stream. A ``CONTINUE`` that ends the
-    stream may carry ``trailers`` a plugin added (they end the message instead).
-    """
-
-    __slots__ = ("data", "kind", "reply", "trailers", "wait")
-
-    CONTINUE = 0
-    HOLD = 1
-    REPLY = 2
-    WAIT = 3
-    RESET = 4
-
-    def __init__(
-        self,
-        kind: int,
-        data: bytes = b"",
-        reply: LocalReply | None = None,
-        wait: asyncio.Future[Step] | None = None,
-        trailers: HeaderMap | None = None,
-    ) -> None:
-        self.kind = kind
-        self.data = data
-        self.reply = reply
-        self.wait = wait
-        self.trailers = trailers
-
-    def __repr__(self) -> str:
-        names = ("CONTINUE", "HOLD", "REPLY", "WAIT", "RESET")
-        return f"Step({names[self.kind]}, {len(self.data)} bytes)"
-
-
-CONTINUE = Step(Step.CONTINUE)
-HOLD = Step(Step.HOLD)
-
-
-@dataclass(slots=True)
-class ExchangeInfo:
-    """What the data path knows about a request, for filters and stats."""
-
-    client: tuple[str, int]
-    local: tuple[str, int]
-    connection_id: int
-    request_id: str = ""
-    start: float = 0.0  # time.monotonic()
-    start_wall_ns: int = 0
-    cluster: str = ""
-    route_name: str | None = None  # the cached route; None: not selected yet (or cleared)
-    status: int = 0
-    request_bytes: int = 0
-    response_bytes: int = 0
-    upstream_address: str = ""
-    upstream_ms: float = 0.0
-    response_code_details: str = ""
-    outcome: str = ""  # "", "reply", "reset", "client_disconnect", "upstream_error"
-
-
-class StreamFilter(Protocol):
-    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Step: ...
-
-    def request_data(self, data: bytes, end_stream: bool) -> Step: ...
-
-    def response_headers(self, headers: HeaderMap, end_stream: bool) -> Step: ...
-
-    def response_data(self, data: bytes, end_stream: bool) -> Step: ...
-
-    def request_trailers(self, trailers: HeaderMap) -> Step: ...
-
-    def response_trailers(self, trailers: HeaderMap) -> Step: ...
-
-    def complete(self) -> None: ...
-
-
-class PassThroughFilter:
-    """No plugins: every event continues with its own data."""
-
-    __slots__ = ()
-
-    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Step:
-        return CONTINUE
-
-    def request_data(self, data: bytes, end_stream: bool) -> Step:
-        return Step(Step.CONTINUE, data)
-
-    def response_headers(self, headers: HeaderMap, end_stream: bool) -> Step:
-        return CONTINUE
-
-    def response_data(self, data: bytes, end_stream: bool) -> Step:
-        return Step(Step.CONTINUE, data)
-
-    def request_trailers(self, trailers: HeaderMap) -> Step:
-        return CONTINUE
-
-    def response_trailers(self, trailers: HeaderMap) -> Step:
-        return CONTINUE
-
-    def complete(self) -> None:
-        pass
 
 
 _PASS = PassThroughFilter()
@@ -972,25 +875,25 @@ class Exchange:
         self.filter = self.core.new_filter(self.info)
         self._on_request_headers_step(self.filter.request_headers(h, not self.req_has_body))
 
-    def _on_request_headers_step(self, step: Step) -> None:
-        k = step.kind
-        if k == Step.CONTINUE:
-            self.req_headers_passed = True
-            self._route_and_connect()
-            if not self.req_has_body:
-                self._flush_request(end=True)
-            self._drain_request_pending()
-        elif k == Step.WAIT:
-            self.req_waiting = True
-            step.wait.add_done_callback(self._resume_request_headers)  # type: ignore[union-attr]
-        elif k == Step.REPLY:
-            self._reply_from_filter(step.reply)  # type: ignore[arg-type]
-        elif k == Step.RESET:
-            self._reset("reset by a plugin")
-        else:  # HOLD on headers means wait for continue (the chain answers WAIT instead)
-            self.req_waiting = True
+    def _on_request_headers_step(self, step: Verdict) -> None:
+        match step:
+            case Continue():
+                self.req_headers_passed = True
+                self._route_and_connect()
+                if not self.req_has_body:
+                    self._flush_request(end=True)
+                self._drain_request_pending()
+            case Wait(future):
+                self.req_waiting = True
+                future.add_done_callback(self._resume_request_headers)
+            case Reply(reply):
+                self._reply_from_filter(reply)
+            case Reset():
+                self._reset("reset by a plugin")
+            case Hold():  # on headers: wait for continue (the chain answers Wait instead)
+                self.req_waiting = True
 
-    def _resume_request_headers(self, fut: asyncio.Future[Step]) -> None:
+    def _resume_request_headers(self, fut: asyncio.Future[Verdict]) -> None:
         self.req_waiting = False
         if self.finished or fut.cancelled():
             return
@@ -1032,7 +935,7 @@ class Exchange:
             return
         self._on_request_data_step(self._request_event(b"", True), True)
 
-    def _request_event(self, chunk: bytes, eos: bool) -> Step:
+    def _request_event(self, chunk: bytes, eos: bool) -> Verdict:
         if eos and not chunk and self.req_trailers is not None:
             return self.filter.request_trailers(self.req_trailers)
         return self.filter.request_data(chunk, eos)
@@ -1045,32 +948,32 @@ class Exchange:
         if self.down._paused and self.req_queued <= _LOW_WATER:
             self.down.resume(_BACKLOG)
 
-    def _on_request_data_step(self, step: Step, eos: bool) -> None:
-        k = step.kind
-        if k == Step.CONTINUE:
-            if step.data:
-                self.req_out.append(step.data)
-                self.req_queued += len(step.data) + _ENTRY_COST
-            if eos and step.trailers is not None and self.req_trailers is None:
-                self.req_trailers = step.trailers  # added by a plugin from the last data
-            self._flush_request(end=eos)
-        elif k == Step.HOLD:
-            pass
-        elif k == Step.WAIT:
-            self.req_waiting = True
+    def _on_request_data_step(self, step: Verdict, eos: bool) -> None:
+        match step:
+            case Continue(data, trailers):
+                if data:
+                    self.req_out.append(data)
+                    self.req_queued += len(data) + _ENTRY_COST
+                if eos and trailers is not None and self.req_trailers is None:
+                    self.req_trailers = trailers  # added by a plugin from the last data
+                self._flush_request(end=eos)
+            case Hold():
+                pass
+            case Wait(future):
+                self.req_waiting = True
 
-            def resumed(fut: asyncio.Future[Step]) -> None:
-                self.req_waiting = False
-                if self.finished or fut.cancelled():
-                    return
-                self._on_request_data_step(fut.result(), eos)
-                self._drain_request_pending()
+                def resumed(fut: asyncio.Future[Verdict]) -> None:
+                    self.req_waiting = False
+                    if self.finished or fut.cancelled():
+                        return
+                    self._on_request_data_step(fut.result(), eos)
+                    self._drain_request_pending()
 
-            step.wait.add_done_callback(resumed)  # type: ignore[union-attr]
-        elif k == Step.REPLY:
-            self._reply_from_filter(step.reply)  # type: ignore[arg-type]
-        else:
-            self._reset("reset by a plugin")
+                future.add_done_callback(resumed)
+            case Reply(reply):
+                self._reply_from_filter(reply)
+            case Reset():
+                self._reset("reset by a plugin")
 
     # -- upstream --
 
@@ -1247,28 +1150,28 @@ class Exchange:
         self.response_started = True
         self._on_response_headers_step(self.filter.response_headers(h, not has_body))
 
-    def _on_response_headers_step(self, step: Step) -> None:
-        k = step.kind
-        if k == Step.CONTINUE:
-            if not self.resp_has_body:
-                self._flush_response(end=True)
-            self._drain_response_pending()
-        elif k == Step.WAIT:
-            self.resp_waiting = True
+    def _on_response_headers_step(self, step: Verdict) -> None:
+        match step:
+            case Continue():
+                if not self.resp_has_body:
+                    self._flush_response(end=True)
+                self._drain_response_pending()
+            case Wait(future):
+                self.resp_waiting = True
 
-            def resumed(fut: asyncio.Future[Step]) -> None:
-                self.resp_waiting = False
-                if self.finished or fut.cancelled():
-                    return
-                self._on_response_headers_step(fut.result())
+                def resumed(fut: asyncio.Future[Verdict]) -> None:
+                    self.resp_waiting = False
+                    if self.finished or fut.cancelled():
+                        return
+                    self._on_response_headers_step(fut.result())
 
-            step.wait.add_done_callback(resumed)  # type: ignore[union-attr]
-        elif k == Step.REPLY:
-            self._reply_from_filter(step.reply, from_response=True)  # type: ignore[arg-type]
-        elif k == Step.RESET:
-            self._reset("reset by a plugin")
-        else:
-            self.resp_waiting = True
+                future.add_done_callback(resumed)
+            case Reply(reply):
+                self._reply_from_filter(reply)
+            case Reset():
+                self._reset("reset by a plugin")
+            case Hold():
+                self.resp_waiting = True
 
     def upstream_body(self, chunk: bytes) -> None:
         if self.finished or self.replying:
@@ -1296,7 +1199,7 @@ class Exchange:
             return
         self._on_response_data_step(self._response_event(b"", True), True)
 
-    def _response_event(self, chunk: bytes, eos: bool) -> Step:
+    def _response_event(self, chunk: bytes, eos: bool) -> Verdict:
         if eos and not chunk and self.resp_trailers is not None:
             return self.filter.response_trailers(self.resp_trailers)
         return self.filter.response_data(chunk, eos)
@@ -1311,32 +1214,32 @@ class Exchange:
         if self.resp_queued <= _LOW_WATER and self.upstream is not None:
             self.upstream.resume(_BACKLOG)
 
-    def _on_response_data_step(self, step: Step, eos: bool) -> None:
-        k = step.kind
-        if k == Step.CONTINUE:
-            if step.data:
-                self.resp_out.append(step.data)
-                self.resp_queued += len(step.data) + _ENTRY_COST
-            if eos and step.trailers is not None and self.resp_trailers is None:
-                self.resp_trailers = step.trailers  # added by a plugin from the last data
-            self._flush_response(end=eos)
-        elif k == Step.HOLD:
-            pass
-        elif k == Step.WAIT:
-            self.resp_waiting = True
+    def _on_response_data_step(self, step: Verdict, eos: bool) -> None:
+        match step:
+            case Continue(data, trailers):
+                if data:
+                    self.resp_out.append(data)
+                    self.resp_queued += len(data) + _ENTRY_COST
+                if eos and trailers is not None and self.resp_trailers is None:
+                    self.resp_trailers = trailers  # added by a plugin from the last data
+                self._flush_response(end=eos)
+            case Hold():
+                pass
+            case Wait(future):
+                self.resp_waiting = True
 
-            def resumed(fut: asyncio.Future[Step]) -> None:
-                self.resp_waiting = False
-                if self.finished or fut.cancelled():
-                    return
-                self._on_response_data_step(fut.result(), eos)
-                self._drain_response_pending()
+                def resumed(fut: asyncio.Future[Verdict]) -> None:
+                    self.resp_waiting = False
+                    if self.finished or fut.cancelled():
+                        return
+                    self._on_response_data_step(fut.result(), eos)
+                    self._drain_response_pending()
 
-            step.wait.add_done_callback(resumed)  # type: ignore[union-attr]
-        elif k == Step.REPLY:
-            self._reply_from_filter(step.reply, from_response=True)  # type: ignore[arg-type]
-        else:
-            self._reset("reset by a plugin")
+                future.add_done_callback(resumed)
+            case Reply(reply):
+                self._reply_from_filter(reply)
+            case Reset():
+                self._reset("reset by a plugin")
 
     def _flush_response(self, end: bool) -> None:
         """Write released response bytes downstream in one write (head first, once)."""
@@ -1396,7 +1299,7 @@ class Exchange:
 
     # -- local replies and endings --
 
-    def _reply_from_filter(self, reply: LocalReply, from_response: bool = False) -> None:
+    def _reply_from_filter(self, reply: LocalReply) -> None:
         """The filter answered locally (its reply already went through the response
         path inside the filter): write it as is."""
         self.info.outcome = "reply"
