@@ -292,7 +292,6 @@ class _Hop(StreamListener):
         "req_after",
         "req_before",
         "req_done",
-        "req_replied",
         "resp_after",
         "resp_before",
         "resp_done",
@@ -314,7 +313,6 @@ class _Hop(StreamListener):
         self.ctx: HttpContext | None = None
         self.rec = HopRecord(slot.name, "enforce" if enforce else "log-only", True)
         self.req_done = False  # request direction finished for this plugin
-        self.req_replied = False
         self.resp_done = False
         self.shadow_req_in = bytearray()
         self.shadow_resp_in = bytearray()
@@ -695,9 +693,6 @@ class ChainRun:
 
     # -- response path ------------------------------------------------------------------
 
-    def _response_hops(self) -> list[_Hop]:
-        return self.hops
-
     def response_headers(self, headers: HeaderMap, end_stream: bool) -> Verdict:
         self.resp_headers = headers
         self._resp_eos = end_stream
@@ -821,11 +816,8 @@ class ChainRun:
                 hop.req_done = True
                 return None
             hop.req_done = True
-            hop.req_replied = True
             slot.count(f"local_reply_{lr.status}")
-            return self._reply_step(
-                _reply_of(lr), index, request=stage.startswith("request"), sender=hop
-            )
+            return self._reply_step(_reply_of(lr), index, request=stage.startswith("request"))
         if action == Action.CLOSE:
             if not hop.enforce:
                 self._would(hop, "reset")
@@ -1017,9 +1009,7 @@ class ChainRun:
         hop.slot.count(f"local_reply_{lr.status}")
         self.loop.call_soon(
             self._settle_wait,
-            lambda: self._reply_step(
-                _reply_of(lr), i, request=stage.startswith("request"), sender=hop
-            ),
+            lambda: self._reply_step(_reply_of(lr), i, request=stage.startswith("request")),
         )
 
     def _late_close(self, hop: _Hop) -> None:
@@ -1040,9 +1030,7 @@ class ChainRun:
 
     # -- local replies ----------------------------------------------------------------------
 
-    def _reply_step(
-        self, reply: LocalReply, index: int, request: bool = True, sender: _Hop | None = None
-    ) -> Verdict:
+    def _reply_step(self, reply: LocalReply, index: int, request: bool = True) -> Verdict:
         """Run a local reply through the response path of the plugins that saw the
         request (sender included, as Envoy and Kong do), then answer with it."""
         self.reply = reply

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httptools
@@ -286,7 +286,6 @@ class UpstreamPool:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.connects = 0
-        self.connect_failures = 0
 
     def acquire(
         self, cluster: Cluster, done: Callable[[UpstreamProtocol | None, str], None]
@@ -308,11 +307,9 @@ class UpstreamPool:
                     cluster.connect_timeout_s,
                 )
             except TimeoutError:
-                self.connect_failures += 1
                 done(None, "connect timeout")
                 return
             except OSError as e:
-                self.connect_failures += 1
                 done(None, f"connection failure: {e.strerror or e}")
                 return
             done(proto, "")
@@ -425,7 +422,6 @@ class DownstreamProtocol(asyncio.Protocol):
         self._headers_too_large = False
         self._url = b""
         self.closing = False
-        self._reading_paused = False
         self._paused = 0  # why reading is paused (_PEER_FULL, _BACKLOG, _QUEUE bits)
         self.write_paused = False
         self._accepted = False
@@ -699,7 +695,6 @@ class Exchange:
         "_req_end_written",
         "_upstream_sent_at",
         "cluster",
-        "connecting",
         "core",
         "down",
         "filter",
@@ -726,7 +721,6 @@ class Exchange:
         "req_written",
         "resp_chunked",
         "resp_declared",
-        "resp_eos",
         "resp_has_body",
         "resp_head_sent",
         "resp_headers",
@@ -769,7 +763,6 @@ class Exchange:
         self.req_queued = 0  # bytes in req_pending and req_out (flow control)
         self.req_trailers: HeaderMap | None = None
         self.upstream: UpstreamProtocol | None = None
-        self.connecting = False
         self.cluster: Cluster | None = None
         # response side
         self.resp_waiting = False
@@ -780,7 +773,6 @@ class Exchange:
         self.resp_chunked = False
         self.resp_declared = -1
         self.resp_written = 0
-        self.resp_eos = False
         self.resp_has_body = True
         self.resp_queued = 0  # bytes in resp_pending and resp_out (flow control)
         self.resp_trailers: HeaderMap | None = None
@@ -988,11 +980,9 @@ class Exchange:
         self.cluster = cluster
         self.info.cluster = cluster.name
         self.info.upstream_address = cluster.address
-        self.connecting = True
         self.core.pool.acquire(cluster, self._connected)
 
     def _connected(self, conn: UpstreamProtocol | None, why: str) -> None:
-        self.connecting = False
         if self.finished or self.replying:
             if conn is not None:
                 self.core.pool.release(conn)
@@ -1466,7 +1456,3 @@ def _invalid_response_reply() -> LocalReply:
         b"upstream response or local reply contains an invalid header\n",
         details="response_invalid_header",
     )
-
-
-def summary(ex: Exchange) -> dict[str, Any]:  # pragma: no cover - debugging aid
-    return {"status": ex.info.status, "outcome": ex.info.outcome, "cluster": ex.info.cluster}
