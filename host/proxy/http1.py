@@ -262,7 +262,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.exchange = None
         if ex is not None:
             if self._trailers:
-                ex.resp_trailers = HeaderMap(self._trailers)
+                ex.resp.trailers = HeaderMap(self._trailers)
             ex.upstream_complete()
         self.pool.release(self)
 
@@ -686,50 +686,76 @@ class _BadMessage(Exception):
 
 # -- one exchange ----------------------------------------------------------------------------
 
+REQUEST = True
+RESPONSE = False
+
+
+class HalfStream:
+    """One direction of an exchange (the request, or the response): what the filter holds
+    back, what it released and what the wire got. The exchange's step handlers take a
+    half-stream, so the request and the response share one implementation."""
+
+    __slots__ = (
+        "chunked",
+        "complete",
+        "declared",
+        "end",
+        "end_written",
+        "eos_delivered",
+        "has_body",
+        "head_sent",
+        "headers",
+        "out",
+        "passed",
+        "pending",
+        "queued",
+        "remaining",
+        "request",
+        "trailers",
+        "waiting",
+        "written",
+    )
+
+    def __init__(self, request: bool) -> None:
+        self.request = request
+        self.headers: HeaderMap | None = None
+        self.trailers: HeaderMap | None = None
+        self.has_body = False
+        self.passed = False  # the filter let the headers through
+        self.pending: deque[tuple[bytes, bool]] = deque()  # held while the filter waits
+        self.waiting = False  # the filter answered Wait (or Hold on the headers)
+        self.out: list[bytes] = []  # released bytes not yet written
+        self.queued = 0  # bytes in pending and out (flow control)
+        self.head_sent = False
+        self.chunked = False
+        self.declared = -1  # the content-length the head declared (-1: none)
+        self.written = 0  # body bytes written
+        self.end = False  # the filter released the end of the stream
+        self.end_written = False
+        # what the peer sends (the request side: the client's parser events)
+        self.remaining = -1  # content-length bytes still to come (-1: chunked / none)
+        self.complete = False  # the peer finished sending
+        self.eos_delivered = False
+
+
 
 class Exchange:
     """One request and its response through the filter to a cluster and back."""
 
     __slots__ = (
-        "_req_end",
-        "_req_end_written",
         "_upstream_sent_at",
         "cluster",
         "core",
         "down",
         "filter",
         "finished",
-        "headers",
         "info",
         "keep_alive",
         "method",
         "parsed",
         "replying",
-        "req_chunked",
-        "req_complete",
-        "req_declared",
-        "req_eos_delivered",
-        "req_has_body",
-        "req_head_sent",
-        "req_headers_passed",
-        "req_out",
-        "req_pending",
-        "req_queued",
-        "req_remaining",
-        "req_trailers",
-        "req_waiting",
-        "req_written",
-        "resp_chunked",
-        "resp_declared",
-        "resp_has_body",
-        "resp_head_sent",
-        "resp_headers",
-        "resp_out",
-        "resp_pending",
-        "resp_queued",
-        "resp_trailers",
-        "resp_waiting",
-        "resp_written",
+        "req",
+        "resp",
         "response_started",
         "timer",
         "upstream",
@@ -743,39 +769,12 @@ class Exchange:
             down.client, down.local, down.id, start=time.monotonic(), start_wall_ns=time.time_ns()
         )
         self.filter: StreamFilter = _PASS
-        self.headers: HeaderMap | None = None
         self.method = parsed.method
-        # request side
-        self.req_headers_passed = False
-        self.req_has_body = False
-        self.req_remaining = -1  # content-length bytes still to come (-1: chunked / none)
-        self.req_complete = False  # the client finished sending
-        self.req_eos_delivered = False
-        self.req_pending: deque[tuple[bytes, bool]] = deque()  # held while the filter waits
-        self.req_waiting = False
-        self.req_out: list[bytes] = []  # released bytes not yet written upstream
-        self.req_head_sent = False
-        self.req_chunked = False
-        self.req_declared = -1
-        self.req_written = 0
-        self._req_end = False
-        self._req_end_written = False
-        self.req_queued = 0  # bytes in req_pending and req_out (flow control)
-        self.req_trailers: HeaderMap | None = None
+        self.req = HalfStream(REQUEST)
+        self.resp = HalfStream(RESPONSE)
+        self.resp.has_body = True
         self.upstream: UpstreamProtocol | None = None
         self.cluster: Cluster | None = None
-        # response side
-        self.resp_waiting = False
-        self.resp_pending: deque[tuple[bytes, bool]] = deque()
-        self.resp_headers: HeaderMap | None = None
-        self.resp_head_sent = False
-        self.resp_out: list[bytes] = []
-        self.resp_chunked = False
-        self.resp_declared = -1
-        self.resp_written = 0
-        self.resp_has_body = True
-        self.resp_queued = 0  # bytes in resp_pending and resp_out (flow control)
-        self.resp_trailers: HeaderMap | None = None
         self.response_started = False
         self.replying = False
         self.finished = False
@@ -856,110 +855,102 @@ class Exchange:
         h._items = items
         self.info.request_id = rid.decode("latin-1")
         if cl > 0 or te_chunked:
-            self.req_has_body = True
-            self.req_remaining = cl if not te_chunked else -1
+            self.req.has_body = True
+            self.req.remaining = cl if not te_chunked else -1
         if cl >= 0 and not te_chunked:
             items.append((b"content-length", b"%d" % cl))
-        if expect_continue and self.req_has_body and p.version == "1.1" and not p.complete:
+        if expect_continue and self.req.has_body and p.version == "1.1" and not p.complete:
             # Envoy (proxy_100_continue off): answer 100 Continue at once, drop Expect
             self.down.write(framing.CONTINUE_100)
-        self.headers = h
+        self.req.headers = h
         self.filter = self.core.new_filter(self.info)
-        self._on_request_headers_step(self.filter.request_headers(h, not self.req_has_body))
+        self._headers_step(self.req, self.filter.request_headers(h, not self.req.has_body))
 
-    def _on_request_headers_step(self, step: Verdict) -> None:
+    # -- one implementation for both directions --
+
+    def _source(self, half: HalfStream) -> DownstreamProtocol | UpstreamProtocol | None:
+        """The peer that sends ``half``: reading from it pauses while too much is held."""
+        return self.down if half.request else self.upstream
+
+    def _headers_step(self, half: HalfStream, step: Verdict) -> None:
+        """The filter's verdict on ``half``'s headers."""
         match step:
             case Continue():
-                self.req_headers_passed = True
-                self._route_and_connect()
-                if not self.req_has_body:
-                    self._flush_request(end=True)
-                self._drain_request_pending()
+                half.passed = True
+                if half.request:
+                    self._route_and_connect()
+                if not half.has_body:
+                    self._flush(half, end=True)
+                self._drain(half)
             case Wait(future):
-                self.req_waiting = True
-                future.add_done_callback(self._resume_request_headers)
+                half.waiting = True
+
+                def resumed(fut: asyncio.Future[Verdict]) -> None:
+                    half.waiting = False
+                    if self.finished or fut.cancelled():
+                        return
+                    self._headers_step(half, fut.result())
+
+                future.add_done_callback(resumed)
             case Reply(reply):
                 self._reply_from_filter(reply)
             case Reset():
                 self._reset("reset by a plugin")
             case Hold():  # on headers: wait for continue (the chain answers Wait instead)
-                self.req_waiting = True
+                half.waiting = True
 
-    def _resume_request_headers(self, fut: asyncio.Future[Verdict]) -> None:
-        self.req_waiting = False
-        if self.finished or fut.cancelled():
-            return
-        self._on_request_headers_step(fut.result())
+    def _hold(self, half: HalfStream, chunk: bytes, eos: bool, flow: bool = True) -> None:
+        """Keep a body event for the filter until it stops waiting."""
+        half.pending.append((chunk, eos))
+        half.queued += len(chunk) + _ENTRY_COST
+        if flow and half.queued > _HIGH_WATER:
+            src = self._source(half)
+            if src is not None:
+                src.pause(_BACKLOG)
 
-    def downstream_body(self, chunk: bytes) -> None:
-        if self.finished or self.replying:
-            return
-        self.info.request_bytes += len(chunk)
-        eos = False
-        if self.req_remaining >= 0:
-            self.req_remaining -= len(chunk)
-            eos = self.req_remaining <= 0
-        if eos:
-            self.req_eos_delivered = True
-        if self.req_waiting or not self.req_headers_passed:
-            self.req_pending.append((chunk, eos))
-            self.req_queued += len(chunk) + _ENTRY_COST
-            if self.req_queued > _HIGH_WATER:
-                self.down.pause(_BACKLOG)
-            return
-        self._on_request_data_step(self.filter.request_data(chunk, eos), eos)
-        if self.req_queued > _HIGH_WATER and not self.finished:
-            self.down.pause(_BACKLOG)  # released, but no upstream connection to take it yet
+    def _event(self, half: HalfStream, chunk: bytes, eos: bool) -> Verdict:
+        """Hand a body event to the filter: the trailers when they end the stream."""
+        f = self.filter
+        if half.request:
+            if eos and not chunk and half.trailers is not None:
+                return f.request_trailers(half.trailers)
+            return f.request_data(chunk, eos)
+        if eos and not chunk and half.trailers is not None:
+            return f.response_trailers(half.trailers)
+        return f.response_data(chunk, eos)
 
-    def downstream_complete(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
-        self.req_complete = True
-        if self.finished or self.replying:
-            return
-        if not self.req_has_body or self.req_eos_delivered:
-            return
-        self.req_eos_delivered = True
-        if trailers:
-            # Envoy: the last data frame had end_stream=false; the trailers end the stream
-            self.req_trailers = HeaderMap.from_pairs(trailers)
-        if self.req_waiting or not self.req_headers_passed:
-            self.req_pending.append((b"", True))
-            self.req_queued += _ENTRY_COST
-            return
-        self._on_request_data_step(self._request_event(b"", True), True)
+    def _drain(self, half: HalfStream) -> None:
+        """Hand the held body events to the filter while it does not wait."""
+        while half.pending and not half.waiting and not self.finished and not self.replying:
+            chunk, eos = half.pending.popleft()
+            half.queued -= len(chunk) + _ENTRY_COST
+            self._data_step(half, self._event(half, chunk, eos), eos)
+        if half.queued <= _LOW_WATER:
+            src = self._source(half)
+            if src is not None:
+                src.resume(_BACKLOG)
 
-    def _request_event(self, chunk: bytes, eos: bool) -> Verdict:
-        if eos and not chunk and self.req_trailers is not None:
-            return self.filter.request_trailers(self.req_trailers)
-        return self.filter.request_data(chunk, eos)
-
-    def _drain_request_pending(self) -> None:
-        while self.req_pending and not self.req_waiting and not self.finished and not self.replying:
-            chunk, eos = self.req_pending.popleft()
-            self.req_queued -= len(chunk) + _ENTRY_COST
-            self._on_request_data_step(self._request_event(chunk, eos), eos)
-        if self.down._paused and self.req_queued <= _LOW_WATER:
-            self.down.resume(_BACKLOG)
-
-    def _on_request_data_step(self, step: Verdict, eos: bool) -> None:
+    def _data_step(self, half: HalfStream, step: Verdict, eos: bool) -> None:
+        """The filter's verdict on a body event of ``half``."""
         match step:
             case Continue(data, trailers):
                 if data:
-                    self.req_out.append(data)
-                    self.req_queued += len(data) + _ENTRY_COST
-                if eos and trailers is not None and self.req_trailers is None:
-                    self.req_trailers = trailers  # added by a plugin from the last data
-                self._flush_request(end=eos)
+                    half.out.append(data)
+                    half.queued += len(data) + _ENTRY_COST
+                if eos and trailers is not None and half.trailers is None:
+                    half.trailers = trailers  # added by a plugin from the last data
+                self._flush(half, end=eos)
             case Hold():
                 pass
             case Wait(future):
-                self.req_waiting = True
+                half.waiting = True
 
                 def resumed(fut: asyncio.Future[Verdict]) -> None:
-                    self.req_waiting = False
+                    half.waiting = False
                     if self.finished or fut.cancelled():
                         return
-                    self._on_request_data_step(fut.result(), eos)
-                    self._drain_request_pending()
+                    self._data_step(half, fut.result(), eos)
+                    self._drain(half)
 
                 future.add_done_callback(resumed)
             case Reply(reply):
@@ -967,11 +958,65 @@ class Exchange:
             case Reset():
                 self._reset("reset by a plugin")
 
+    def _flush(self, half: HalfStream, end: bool) -> None:
+        if half.request:
+            self._flush_request(end)
+        else:
+            self._flush_response(end)
+
+    @staticmethod
+    def _release(half: HalfStream, out: list[bytes], send_body: bool = True) -> int:
+        """Move ``half``'s released bytes into ``out`` as the head framed them (chunked, or
+        as is; nothing when ``send_body`` is false); the byte count."""
+        data = b"".join(half.out) if len(half.out) > 1 else half.out[0]
+        half.queued -= len(data) + len(half.out) * _ENTRY_COST
+        half.out = []
+        half.written += len(data)
+        if half.chunked:
+            out.append(framing.chunk(data))
+        elif send_body:
+            out.append(data)
+        return len(data)
+
+    # -- request path --
+
+    def downstream_body(self, chunk: bytes) -> None:
+        if self.finished or self.replying:
+            return
+        self.info.request_bytes += len(chunk)
+        eos = False
+        if self.req.remaining >= 0:
+            self.req.remaining -= len(chunk)
+            eos = self.req.remaining <= 0
+        if eos:
+            self.req.eos_delivered = True
+        if self.req.waiting or not self.req.passed:
+            self._hold(self.req, chunk, eos)
+            return
+        self._data_step(self.req, self.filter.request_data(chunk, eos), eos)
+        if self.req.queued > _HIGH_WATER and not self.finished:
+            self.down.pause(_BACKLOG)  # released, but no upstream connection to take it yet
+
+    def downstream_complete(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.req.complete = True
+        if self.finished or self.replying:
+            return
+        if not self.req.has_body or self.req.eos_delivered:
+            return
+        self.req.eos_delivered = True
+        if trailers:
+            # Envoy: the last data frame had end_stream=false; the trailers end the stream
+            self.req.trailers = HeaderMap.from_pairs(trailers)
+        if self.req.waiting or not self.req.passed:
+            self._hold(self.req, b"", True, flow=False)
+            return
+        self._data_step(self.req, self._event(self.req, b"", True), True)
+
     # -- upstream --
 
     def _route_and_connect(self) -> None:
-        assert self.headers is not None
-        cluster = self.core.route(self.headers, self.info)
+        assert self.req.headers is not None
+        cluster = self.core.route(self.req.headers, self.info)
         if cluster is None:
             self.send_local(
                 LocalReply(404, b"no route to any cluster\n", details="route_not_found")
@@ -1004,9 +1049,9 @@ class Exchange:
         if self.down.write_paused:
             conn.pause(_PEER_FULL)  # the client is not reading what we already sent it
         # Only what the filter released so far: the end of the request counts once the
-        # filter passed it (_req_end), not when the client sent it. A body still queued
-        # in req_pending (headers were paused) follows through _drain_request_pending.
-        self._flush_request(end=self._req_end)
+        # filter passed it (req.end), not when the client sent it. A body still queued
+        # in req.pending (headers were paused) follows through _drain.
+        self._flush_request(end=self.req.end)
         if self.timer is None and not self.finished and self.upstream is conn:
             # The route timeout runs from the moment the whole request went upstream
             # (as Envoy's); until then only a stalled upload is bounded, by the idle
@@ -1039,35 +1084,31 @@ class Exchange:
     def _flush_request(self, end: bool) -> None:
         """Write released request bytes upstream in one write (the head first, once)."""
         if end:
-            self._req_end = True
+            self.req.end = True
         conn = self.upstream
         if conn is None:
             return  # written when the connection is ready
-        end = self._req_end
+        end = self.req.end
         out: list[bytes] = []
-        if not self.req_head_sent:
-            if not end and not self.req_out:
+        if not self.req.head_sent:
+            if not end and not self.req.out:
                 return  # nothing released yet: keep the head until we know more
             head = self._request_head(end)
             if head is None:
                 return
             out.append(head)
-        if self.req_out:
-            data = b"".join(self.req_out) if len(self.req_out) > 1 else self.req_out[0]
-            self.req_queued -= len(data) + len(self.req_out) * _ENTRY_COST
-            self.req_out = []
-            self.req_written += len(data)
-            out.append(framing.chunk(data) if self.req_chunked else data)
-        if end and not self._req_end_written:
-            self._req_end_written = True
-            if self.req_chunked:
-                out.append(framing.trailer_block(self.req_trailers))
-            elif self.req_declared >= 0 and self.req_written != self.req_declared:
+        if self.req.out:
+            self._release(self.req, out)
+        if end and not self.req.end_written:
+            self.req.end_written = True
+            if self.req.chunked:
+                out.append(framing.trailer_block(self.req.trailers))
+            elif self.req.declared >= 0 and self.req.written != self.req.declared:
                 conn.reusable = False  # a plugin changed a streamed body's length
             self._start_route_timer()
         if out:
             conn.send(self, out[0] if len(out) == 1 else b"".join(out), self.method != b"HEAD")
-        if self.down._paused and self.req_queued <= _LOW_WATER:
+        if self.down._paused and self.req.queued <= _LOW_WATER:
             self.down.resume(_BACKLOG)
 
     def _request_head(self, end: bool) -> bytes | None:
@@ -1075,22 +1116,22 @@ class Exchange:
         cannot be serialized (see ``framing.request_head``). Envoy's codec refuses such a
         request and the router answers 503 before the response started; so do we, and
         nothing reaches the upstream."""
-        assert self.headers is not None and self.upstream is not None
+        assert self.req.headers is not None and self.upstream is not None
         head = framing.request_head(
-            self.headers,
+            self.req.headers,
             self.upstream.cluster.address.encode(),
-            self.req_trailers,
+            self.req.trailers,
             end,
-            self.req_out,
-            self.req_has_body,
+            self.req.out,
+            self.req.has_body,
         )
         if isinstance(head, str):
             self._refuse_request(head)
             return None
-        self.req_chunked = head.chunked
+        self.req.chunked = head.chunked
         if head.declared >= 0:
-            self.req_declared = head.declared
-        self.req_head_sent = True
+            self.req.declared = head.declared
+        self.req.head_sent = True
         self._upstream_sent_at = time.monotonic()
         return head.data
 
@@ -1135,44 +1176,18 @@ class Exchange:
                 continue
             items.append((k, v))
         has_body = expect_body and status not in (204, 304) and (cl != 0)
-        self.resp_has_body = has_body
-        self.resp_headers = h
+        self.resp.has_body = has_body
+        self.resp.headers = h
         self.response_started = True
-        self._on_response_headers_step(self.filter.response_headers(h, not has_body))
-
-    def _on_response_headers_step(self, step: Verdict) -> None:
-        match step:
-            case Continue():
-                if not self.resp_has_body:
-                    self._flush_response(end=True)
-                self._drain_response_pending()
-            case Wait(future):
-                self.resp_waiting = True
-
-                def resumed(fut: asyncio.Future[Verdict]) -> None:
-                    self.resp_waiting = False
-                    if self.finished or fut.cancelled():
-                        return
-                    self._on_response_headers_step(fut.result())
-
-                future.add_done_callback(resumed)
-            case Reply(reply):
-                self._reply_from_filter(reply)
-            case Reset():
-                self._reset("reset by a plugin")
-            case Hold():
-                self.resp_waiting = True
+        self._headers_step(self.resp, self.filter.response_headers(h, not has_body))
 
     def upstream_body(self, chunk: bytes) -> None:
         if self.finished or self.replying:
             return
-        if self.resp_waiting:
-            self.resp_pending.append((chunk, False))
-            self.resp_queued += len(chunk) + _ENTRY_COST
-            if self.resp_queued > _HIGH_WATER and self.upstream is not None:
-                self.upstream.pause(_BACKLOG)
+        if self.resp.waiting or not self.resp.passed:
+            self._hold(self.resp, chunk, False)
             return
-        self._on_response_data_step(self.filter.response_data(chunk, False), False)
+        self._data_step(self.resp, self.filter.response_data(chunk, False), False)
 
     def upstream_complete(self) -> None:
         self.upstream = None
@@ -1181,83 +1196,32 @@ class Exchange:
             self.timer = None
         if self.finished or self.replying:
             return
-        if not self.resp_has_body:
+        if not self.resp.has_body:
             return
-        if self.resp_waiting:
-            self.resp_pending.append((b"", True))
-            self.resp_queued += _ENTRY_COST
+        if self.resp.waiting or not self.resp.passed:
+            self._hold(self.resp, b"", True, flow=False)
             return
-        self._on_response_data_step(self._response_event(b"", True), True)
-
-    def _response_event(self, chunk: bytes, eos: bool) -> Verdict:
-        if eos and not chunk and self.resp_trailers is not None:
-            return self.filter.response_trailers(self.resp_trailers)
-        return self.filter.response_data(chunk, eos)
-
-    def _drain_response_pending(self) -> None:
-        while (
-            self.resp_pending and not self.resp_waiting and not self.finished and not self.replying
-        ):
-            chunk, eos = self.resp_pending.popleft()
-            self.resp_queued -= len(chunk) + _ENTRY_COST
-            self._on_response_data_step(self._response_event(chunk, eos), eos)
-        if self.resp_queued <= _LOW_WATER and self.upstream is not None:
-            self.upstream.resume(_BACKLOG)
-
-    def _on_response_data_step(self, step: Verdict, eos: bool) -> None:
-        match step:
-            case Continue(data, trailers):
-                if data:
-                    self.resp_out.append(data)
-                    self.resp_queued += len(data) + _ENTRY_COST
-                if eos and trailers is not None and self.resp_trailers is None:
-                    self.resp_trailers = trailers  # added by a plugin from the last data
-                self._flush_response(end=eos)
-            case Hold():
-                pass
-            case Wait(future):
-                self.resp_waiting = True
-
-                def resumed(fut: asyncio.Future[Verdict]) -> None:
-                    self.resp_waiting = False
-                    if self.finished or fut.cancelled():
-                        return
-                    self._on_response_data_step(fut.result(), eos)
-                    self._drain_response_pending()
-
-                future.add_done_callback(resumed)
-            case Reply(reply):
-                self._reply_from_filter(reply)
-            case Reset():
-                self._reset("reset by a plugin")
+        self._data_step(self.resp, self._event(self.resp, b"", True), True)
 
     def _flush_response(self, end: bool) -> None:
         """Write released response bytes downstream in one write (head first, once)."""
         out: list[bytes] = []
-        if not self.resp_head_sent:
-            if not end and not self.resp_out:
+        if not self.resp.head_sent:
+            if not end and not self.resp.out:
                 return
             head = self._response_head(end)
             if head is None:
                 self._write_reply(_invalid_response_reply())
                 return
             out.append(head)
-        if self.resp_out:
-            data = b"".join(self.resp_out) if len(self.resp_out) > 1 else self.resp_out[0]
-            self.resp_queued -= len(data) + len(self.resp_out) * _ENTRY_COST
-            self.resp_out = []
-            self.resp_written += len(data)
-            self.info.response_bytes += len(data)
-            if self.resp_chunked:
-                out.append(framing.chunk(data))
-            elif self.method != b"HEAD":
-                out.append(data)
+        if self.resp.out:
+            self.info.response_bytes += self._release(self.resp, out, self.method != b"HEAD")
         if end:
-            if self.resp_chunked:
-                out.append(framing.trailer_block(self.resp_trailers))
+            if self.resp.chunked:
+                out.append(framing.trailer_block(self.resp.trailers))
             elif (
-                self.resp_declared >= 0
-                and self.resp_written != self.resp_declared
+                self.resp.declared >= 0
+                and self.resp.written != self.resp.declared
                 and self.method != b"HEAD"
             ):
                 self.keep_alive = False  # a plugin changed a streamed body's length
@@ -1269,22 +1233,22 @@ class Exchange:
     def _response_head(self, end: bool) -> bytes | None:
         """The response head for the client, or None when a header cannot be serialized
         (the caller answers 502 instead, as Envoy's codec refuses such a response)."""
-        assert self.resp_headers is not None
+        assert self.resp.headers is not None
         head = framing.response_head(
-            self.resp_headers,
-            self.resp_trailers,
+            self.resp.headers,
+            self.resp.trailers,
             end,
-            self.resp_out,
+            self.resp.out,
             self.method == b"HEAD",
             not self.keep_alive or self.down.closing,
         )
         if head is None:
             return None
         self.info.status = head.status
-        self.resp_chunked = head.chunked
+        self.resp.chunked = head.chunked
         if head.declared >= 0:
-            self.resp_declared = head.declared
-        self.resp_head_sent = True
+            self.resp.declared = head.declared
+        self.resp.head_sent = True
         return head.data
 
     # -- local replies and endings --
@@ -1311,24 +1275,23 @@ class Exchange:
         )
         for k, v in reply.headers:
             h.add(k, v)
-        self.resp_headers = h
+        self.resp.headers = h
         self.response_started = True
-        self.resp_has_body = bool(reply.body)
-        self._on_response_headers_step(self.filter.response_headers(h, not reply.body))
+        self.resp.has_body = bool(reply.body)
+        self._headers_step(self.resp, self.filter.response_headers(h, not reply.body))
         if reply.body and not self.finished and not self.replying:
             self.upstream_body_local(reply.body)
 
     def upstream_body_local(self, body: bytes) -> None:
-        if self.resp_waiting:
-            self.resp_pending.append((body, True))
-            self.resp_queued += len(body) + _ENTRY_COST
+        if self.resp.waiting or not self.resp.passed:
+            self._hold(self.resp, body, True, flow=False)
             return
-        self._on_response_data_step(self.filter.response_data(body, True), True)
+        self._data_step(self.resp, self.filter.response_data(body, True), True)
 
     def _write_reply(self, reply: LocalReply) -> None:
         if self.finished:
             return
-        if self.resp_head_sent:
+        if self.resp.head_sent:
             self._reset("local reply after the response started")
             return
         if framing.reply_problem(reply.headers):
@@ -1337,11 +1300,11 @@ class Exchange:
         if self.upstream is not None:
             self.upstream.abandon()
             self.upstream = None
-        if self.req_has_body and not self.req_complete:
+        if self.req.has_body and not self.req.complete:
             self.keep_alive = False  # the rest of the request body would be misread
         self.info.status = reply.status
         self.info.response_code_details = reply.details
-        self.resp_head_sent = True
+        self.resp.head_sent = True
         self.info.response_bytes += len(reply.body)
         self.down.write(
             framing.reply_message(
@@ -1364,7 +1327,7 @@ class Exchange:
             self.upstream.abandon()
             self.upstream = None
         if self.down.transport is not None:
-            self.down.transport.abort() if not self.resp_head_sent else self.down.transport.close()
+            self.down.transport.abort() if not self.resp.head_sent else self.down.transport.close()
         self._finish()
 
     def upstream_lost(self, exc: Exception | None) -> None:
@@ -1431,8 +1394,8 @@ class Exchange:
         up = self.upstream
         if up is not None and up.exchange is self:
             if (
-                self.resp_headers is not None
-                and not self.resp_has_body
+                self.resp.headers is not None
+                and not self.resp.has_body
                 and not self.replying
                 and self.info.outcome == ""
             ):
@@ -1445,7 +1408,7 @@ class Exchange:
         finally:
             self.core.exchange_finished(self)
             # Keep-alive only once the client finished sending this request.
-            keep = self.keep_alive and (self.req_complete or not self.req_has_body)
+            keep = self.keep_alive and (self.req.complete or not self.req.has_body)
             self.down.exchange_done(self, keep)
 
 
