@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from host.proxy.chain import REQUEST, RESPONSE
 from host.proxy.stream import CONTINUE, LocalReply, Reply, Verdict, Wait
 
 if TYPE_CHECKING:
@@ -188,10 +189,10 @@ class Interceptor:
             self._passed.add(key)
             try:
                 if stage == "request_headers":
-                    return run._iterate_request_headers(index)
+                    return run._iterate_headers(REQUEST, index)
                 if stage == "response_headers":
-                    return run._iterate_response_headers(index)
-                return run._iterate_request_data(index, data if body is None else body, True)
+                    return run._iterate_headers(RESPONSE, index)
+                return run._iterate_data(REQUEST, index, data if body is None else body, True)
             finally:
                 self._passed.discard(key)
 
