@@ -1,12 +1,14 @@
-"""The HTTP/1.1 data path: downstream server protocol, pooled upstream connections,
-and one ``Exchange`` (a request/response pair) at a time per client connection.
+"""The HTTP/1.1 data path: the downstream server protocol and one ``Exchange`` (a
+request/response pair) at a time per client connection; the pooled upstream
+connections are in ``upstream.py``, the wire format in ``framing.py``.
 
 Built on ``asyncio.Protocol`` callbacks and httptools (llhttp) on both sides; no
 task per request: an exchange is a small state machine driven by parser events
 and by the verdicts of its ``StreamFilter`` (the plugin chain), which may answer
 at once or later (a ``Wait`` verdict; ``stream.py`` defines the verdicts). What the
-filter decides is plain data; this
-module turns it into I/O. It knows nothing of wasm.
+filter decides is plain data; the exchange keeps one ``HalfStream`` per direction
+and turns verdicts into writes through the protocol objects (it never touches a
+transport itself). It knows nothing of wasm.
 
 Framing rule: the upstream request head (and the downstream response head) is
 written when the filter releases the first body bytes or the end of the stream.
@@ -22,10 +24,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit
 
 import httptools
 
@@ -51,6 +51,13 @@ from host.proxy.stream import (
     StreamFilter,
     Verdict,
     Wait,
+)
+from host.proxy.upstream import (
+    BACKLOG,
+    PEER_FULL,
+    Cluster,
+    UpstreamPool,
+    UpstreamProtocol,
 )
 
 __all__ = [
@@ -81,8 +88,6 @@ _LOW_WATER = 256 * 1024
 _ENTRY_COST = 64  # what one held chunk costs besides its bytes (so 1-byte chunks count too)
 MAX_QUEUED_REQUESTS = 16  # pipelined requests parsed ahead of the one in flight
 # why reading from a peer is paused (bits)
-_PEER_FULL = 1  # the other side's socket write buffer is over its high-water mark
-_BACKLOG = 2  # too many bytes held in the exchange
 _QUEUE = 4  # too many pipelined requests waiting
 _OWN_FULL = 8  # our socket write buffer to this same peer is over its high-water mark
 
@@ -100,242 +105,6 @@ class Limits:
 
 
 _PASS = PassThroughFilter()
-
-
-# -- clusters and the upstream pool --------------------------------------------------------
-
-
-@dataclass
-class Cluster:
-    name: str
-    host: str
-    port: int
-    timeout_s: float = 15.0
-    connect_timeout_s: float = 5.0
-    max_idle: int = 64
-    idle: deque[UpstreamProtocol] = field(default_factory=deque)
-
-    @classmethod
-    def from_url(cls, name: str, url: str, timeout_s: float = 15.0) -> Cluster:
-        u = urlsplit(url)
-        if u.scheme != "http":
-            raise ValueError(f"cluster {name}: only http:// upstreams are supported, got {url!r}")
-        if not u.hostname:
-            raise ValueError(f"cluster {name}: URL has no host: {url!r}")
-        return cls(name, u.hostname, u.port or 80, timeout_s)
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-class UpstreamProtocol(asyncio.Protocol):
-    """One pooled keep-alive connection to a cluster; parses responses for its exchange."""
-
-    def __init__(self, cluster: Cluster, pool: UpstreamPool) -> None:
-        self.cluster = cluster
-        self.pool = pool
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.exchange: Exchange | None = None
-        self.closed = False
-        self.reusable = True
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._trailers: list[tuple[bytes, bytes]] = []
-        self._in_body = False  # headers complete: on_header now means a trailer
-        self._expect_body = True
-        self._until_eof = False  # the response body ends when the upstream closes
-        self._paused = 0  # why reading is paused (_PEER_FULL, _BACKLOG bits)
-        self._bad = ""  # why a parser callback refused the response
-
-    def pause(self, why: int) -> None:
-        if not self._paused and self.transport is not None and not self.closed:
-            self.transport.pause_reading()
-        self._paused |= why
-
-    def resume(self, why: int) -> None:
-        if not self._paused & why:
-            return
-        self._paused &= ~why
-        if not self._paused and self.transport is not None and not self.closed:
-            self.transport.resume_reading()
-
-    # the upstream is not reading our request as fast as the client sends it
-    def pause_writing(self) -> None:
-        ex = self.exchange
-        if ex is not None:
-            ex.down.pause(_PEER_FULL)
-
-    def resume_writing(self) -> None:
-        ex = self.exchange
-        if ex is not None:
-            ex.down.resume(_PEER_FULL)
-
-    # asyncio callbacks
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        try:
-            self.cluster.idle.remove(self)
-        except ValueError:
-            pass
-        ex = self.exchange
-        if ex is not None:
-            self.exchange = None
-            if self._until_eof and exc is None:
-                # A body delimited by the close (RFC 9112 §6.3, rule 8): a clean EOF
-                # ends the message. llhttp cannot be told, so end it here.
-                self._until_eof = False
-                ex.upstream_complete()
-            else:
-                ex.upstream_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as e:
-            self.reusable = False
-            ex = self.exchange
-            self.exchange = None
-            if self.transport is not None:
-                self.transport.close()
-            if ex is not None:
-                why = self._bad or str(e)  # httptools wraps what a callback raised
-                ex.upstream_error(502, f"upstream sent a malformed response: {why}")
-
-    # parser callbacks
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._trailers = []
-        self._in_body = False
-        self._until_eof = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_body:
-            self._trailers.append((name.lower(), value))
-        else:
-            self._headers.append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        self._in_body = True
-        ex = self.exchange
-        if ex is None:
-            return
-        if not self.parser.should_keep_alive():
-            self.reusable = False
-        status = self.parser.get_status_code()
-        if status > 599:
-            # RFC 9110 §15: status codes are 100-599; llhttp accepts any three digits
-            self._bad = f"status code {status} out of range"
-            raise _BadMessage(self._bad)  # ends the parse: 502
-        if self._expect_body and status >= 200 and status not in (204, 304):
-            framed = False
-            for k, v in self._headers:
-                if k == b"content-length" or (
-                    k == b"transfer-encoding" and b"chunked" in v.lower()
-                ):
-                    framed = True
-                    break
-            if not framed:
-                self._until_eof = True
-                self.reusable = False
-        ex.upstream_headers(status, self._headers, self._expect_body)
-        if not self._expect_body and status >= 200:
-            # A HEAD response: no body follows whatever its content-length says, and
-            # the parser cannot be told so; end here and do not reuse the connection.
-            self.reusable = False
-            self.exchange = None
-            ex.upstream_complete()
-            if self.transport is not None:
-                self.transport.close()
-
-    def on_body(self, body: bytes) -> None:
-        ex = self.exchange
-        if ex is not None:
-            ex.upstream_body(body)
-
-    def on_message_complete(self) -> None:
-        self._until_eof = False
-        ex = self.exchange
-        self.exchange = None
-        if ex is not None:
-            if self._trailers:
-                ex.resp.trailers = HeaderMap(self._trailers)
-            ex.upstream_complete()
-        self.pool.release(self)
-
-    def send(self, exchange: Exchange, data: bytes, expect_body: bool) -> None:
-        if self.exchange is not exchange:
-            self.exchange = exchange
-            self._expect_body = expect_body
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def abandon(self) -> None:
-        """The exchange gave up on this connection (client gone, reply sent): close it."""
-        self._paused = 0
-        self.exchange = None
-        self.reusable = False
-        if self.transport is not None:
-            self.transport.close()
-
-
-class UpstreamPool:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.connects = 0
-
-    def acquire(
-        self, cluster: Cluster, done: Callable[[UpstreamProtocol | None, str], None]
-    ) -> None:
-        """Call ``done(conn, "")`` with a ready connection, or ``done(None, reason)``."""
-        while cluster.idle:
-            conn = cluster.idle.pop()
-            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
-                done(conn, "")
-                return
-        self.connects += 1
-
-        async def connect() -> None:
-            try:
-                _t, proto = await asyncio.wait_for(
-                    self.loop.create_connection(
-                        lambda: UpstreamProtocol(cluster, self), cluster.host, cluster.port
-                    ),
-                    cluster.connect_timeout_s,
-                )
-            except TimeoutError:
-                done(None, "connect timeout")
-                return
-            except OSError as e:
-                done(None, f"connection failure: {e.strerror or e}")
-                return
-            done(proto, "")
-
-        self.loop.create_task(connect())
-
-    def release(self, conn: UpstreamProtocol) -> None:
-        if conn._paused:
-            conn.resume(conn._paused)  # a pooled connection reads (to notice a close)
-        if (
-            conn.reusable
-            and not conn.closed
-            and conn.transport is not None
-            and not conn.transport.is_closing()
-            and len(conn.cluster.idle) < conn.cluster.max_idle
-        ):
-            conn.cluster.idle.append(conn)
-        elif conn.transport is not None:
-            conn.transport.close()
-
-    def close(self, clusters: list[Cluster]) -> None:
-        for c in clusters:
-            while c.idle:
-                conn = c.idle.pop()
-                if conn.transport is not None:
-                    conn.transport.close()
 
 
 # -- the proxy core (what every connection shares) -----------------------------------------
@@ -422,7 +191,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._headers_too_large = False
         self._url = b""
         self.closing = False
-        self._paused = 0  # why reading is paused (_PEER_FULL, _BACKLOG, _QUEUE bits)
+        self._paused = 0  # why reading is paused (PEER_FULL, BACKLOG, _QUEUE bits)
         self.write_paused = False
         self._accepted = False
         self._head_started: float | None = None  # a request's first byte, until its headers
@@ -485,14 +254,14 @@ class DownstreamProtocol(asyncio.Protocol):
         self.pause(_OWN_FULL)
         ex = self.current
         if ex is not None and ex.upstream is not None:
-            ex.upstream.pause(_PEER_FULL)
+            ex.upstream.pause(PEER_FULL)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         self.resume(_OWN_FULL)
         ex = self.current
         if ex is not None and ex.upstream is not None:
-            ex.upstream.resume(_PEER_FULL)
+            ex.upstream.resume(PEER_FULL)
 
     # timeouts: one timer per connection, re-armed at the nearest deadline
     def _arm(self, delay: float) -> None:
@@ -655,7 +424,7 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.current is ex:
             self.current = None
         if self._paused:
-            self.resume(_BACKLOG | _PEER_FULL)
+            self.resume(BACKLOG | PEER_FULL)
         if not keep_alive or self.closing:
             self.closing = True
             if self.transport is not None:
@@ -675,13 +444,18 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.transport is not None and not self.closing:
             self.transport.write(data)
 
+    def drop(self, abort: bool) -> None:
+        """End the connection now: abort it (a reset) when no response byte went out,
+        else close it after what was written."""
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+
 
 class _HeadersTooLarge(Exception):
     pass
-
-
-class _BadMessage(Exception):
-    """Raised from a parser callback: llhttp accepted what HTTP does not."""
 
 
 # -- one exchange ----------------------------------------------------------------------------
@@ -906,7 +680,7 @@ class Exchange:
         if flow and half.queued > _HIGH_WATER:
             src = self._source(half)
             if src is not None:
-                src.pause(_BACKLOG)
+                src.pause(BACKLOG)
 
     def _event(self, half: HalfStream, chunk: bytes, eos: bool) -> Verdict:
         """Hand a body event to the filter: the trailers when they end the stream."""
@@ -928,7 +702,7 @@ class Exchange:
         if half.queued <= _LOW_WATER:
             src = self._source(half)
             if src is not None:
-                src.resume(_BACKLOG)
+                src.resume(BACKLOG)
 
     def _data_step(self, half: HalfStream, step: Verdict, eos: bool) -> None:
         """The filter's verdict on a body event of ``half``."""
@@ -995,7 +769,7 @@ class Exchange:
             return
         self._data_step(self.req, self.filter.request_data(chunk, eos), eos)
         if self.req.queued > _HIGH_WATER and not self.finished:
-            self.down.pause(_BACKLOG)  # released, but no upstream connection to take it yet
+            self.down.pause(BACKLOG)  # released, but no upstream connection to take it yet
 
     def downstream_complete(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
         self.req.complete = True
@@ -1047,7 +821,7 @@ class Exchange:
         self.upstream = conn
         assert self.cluster is not None
         if self.down.write_paused:
-            conn.pause(_PEER_FULL)  # the client is not reading what we already sent it
+            conn.pause(PEER_FULL)  # the client is not reading what we already sent it
         # Only what the filter released so far: the end of the request counts once the
         # filter passed it (req.end), not when the client sent it. A body still queued
         # in req.pending (headers were paused) follows through _drain.
@@ -1109,7 +883,7 @@ class Exchange:
         if out:
             conn.send(self, out[0] if len(out) == 1 else b"".join(out), self.method != b"HEAD")
         if self.down._paused and self.req.queued <= _LOW_WATER:
-            self.down.resume(_BACKLOG)
+            self.down.resume(BACKLOG)
 
     def _request_head(self, end: bool) -> bytes | None:
         """The upstream request head, or None (after answering locally) when the headers
@@ -1189,7 +963,9 @@ class Exchange:
             return
         self._data_step(self.resp, self.filter.response_data(chunk, False), False)
 
-    def upstream_complete(self) -> None:
+    def upstream_complete(self, trailers: HeaderMap | None = None) -> None:
+        if trailers is not None:
+            self.resp.trailers = trailers
         self.upstream = None
         if self.timer is not None:
             self.timer.cancel()
@@ -1326,8 +1102,7 @@ class Exchange:
         if self.upstream is not None:
             self.upstream.abandon()
             self.upstream = None
-        if self.down.transport is not None:
-            self.down.transport.abort() if not self.resp.head_sent else self.down.transport.close()
+        self.down.drop(abort=not self.resp.head_sent)
         self._finish()
 
     def upstream_lost(self, exc: Exception | None) -> None:
@@ -1358,6 +1133,13 @@ class Exchange:
             self.send_local(
                 LocalReply(status, (message + "\n").encode(), details="upstream_protocol_error")
             )
+
+    def upstream_congested(self, congested: bool) -> None:
+        # the upstream is not reading our request as fast as the client sends it
+        if congested:
+            self.down.pause(PEER_FULL)
+        else:
+            self.down.resume(PEER_FULL)
 
     def downstream_lost(self) -> None:
         """The client went away: no more I/O, but the filter still completes."""
