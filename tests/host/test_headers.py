@@ -9,13 +9,13 @@ import host.headers
 import host.wasm
 import host.wasm.pairs
 from host.headers import HeaderMap
-from host.proxy import chain, framing, http1, routes
+from host.proxy import chain, exchange, framing, routes
 
 
 def test_the_wasm_host_and_the_proxy_share_one_header_map_type() -> None:
     assert host.wasm.HeaderMap is HeaderMap
     assert host.wasm.pairs.HeaderMap is HeaderMap  # the old import place still works
-    for module in (chain, framing, http1, routes):
+    for module in (chain, exchange, framing, routes):
         assert module.HeaderMap is HeaderMap, module.__name__
 
 
