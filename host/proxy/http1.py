@@ -1,586 +1,83 @@
-"""The HTTP/1.1 data path: downstream server protocol, pooled upstream connections,
-and one ``Exchange`` (a request/response pair) at a time per client connection.
+"""The HTTP/1.1 socket adapter, downstream side: one ``DownstreamProtocol`` per client
+connection parses requests (httptools/llhttp), answers them strictly in order (HTTP/1.1
+pipelining queues later requests) and runs one ``exchange.Exchange`` at a time, the
+state machine that drives the filter and the upstream (``upstream.py``). The wire
+format is ``framing.py``'s; the verdicts and the filter contract are ``stream.py``'s.
+No task per request, and nothing of wasm. Another protocol's adapter (HTTP/2 streams,
+TCP) can sit beside this one on the same exchange core.
 
-Built on ``asyncio.Protocol`` callbacks and httptools (llhttp) on both sides; no
-task per request: an exchange is a small state machine driven by parser events
-and by the verdicts of its ``StreamFilter`` (the plugin chain), which may answer
-at once or later (``Step.wait``). What the filter decides is plain data; this
-module turns it into I/O. It knows nothing of wasm.
-
-Framing rule: the upstream request head (and the downstream response head) is
-written when the filter releases the first body bytes or the end of the stream.
-If a plugin buffered the whole body, the real length is known then and
-``content-length`` is set from it; otherwise the message streams with the
-framing in its (possibly modified) headers, or chunked without one. A streamed
-body whose length ends up different from its declared content-length closes
-the connection after the message instead of desynchronising it.
+This module also re-exports the data path's names its callers always imported from it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
-import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from http import HTTPStatus
-from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import httptools
 
-from host.wasm.pairs import HeaderMap
+from host.proxy import framing
+from host.proxy.exchange import (
+    ENTRY_COST,
+    HIGH_WATER,
+    Exchange,
+    HalfStream,
+    Limits,
+    ParsedRequest,
+    ProxyCore,
+)
+from host.proxy.framing import (
+    field_problem,
+    reason,
+    request_line_problem,
+)
+from host.proxy.stream import (
+    CONTINUE,
+    HOLD,
+    ExchangeInfo,
+    LocalReply,
+    PassThroughFilter,
+    StreamFilter,
+    Verdict,
+)
+from host.proxy.upstream import (
+    BACKLOG,
+    PEER_FULL,
+    Cluster,
+    UpstreamPool,
+)
 
 __all__ = [
+    "CONTINUE",
+    "HOLD",
     "MAX_HEADER_BYTES",
     "Cluster",
     "DownstreamProtocol",
     "Exchange",
     "ExchangeInfo",
+    "HalfStream",
     "Limits",
     "LocalReply",
     "PassThroughFilter",
     "ProxyCore",
-    "Step",
     "StreamFilter",
     "UpstreamPool",
+    "Verdict",
+    "field_problem",
+    "reason",
+    "request_line_problem",
 ]
 
 MAX_HEADER_BYTES = 64 * 1024
-# Flow control: past the high-water mark of bytes held for the other side, reading
-# from the sending side pauses; it resumes below the low-water mark.
-_HIGH_WATER = 1024 * 1024
-_LOW_WATER = 256 * 1024
-_ENTRY_COST = 64  # what one held chunk costs besides its bytes (so 1-byte chunks count too)
+_HIGH_WATER, _ENTRY_COST = HIGH_WATER, ENTRY_COST
 MAX_QUEUED_REQUESTS = 16  # pipelined requests parsed ahead of the one in flight
 # why reading from a peer is paused (bits)
-_PEER_FULL = 1  # the other side's socket write buffer is over its high-water mark
-_BACKLOG = 2  # too many bytes held in the exchange
 _QUEUE = 4  # too many pipelined requests waiting
 _OWN_FULL = 8  # our socket write buffer to this same peer is over its high-water mark
-_HOP_BY_HOP = frozenset(
-    (
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"upgrade",
-        b"te",
-        b"trailer",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"http2-settings",  # only meaningful with an h2c upgrade, which we ignore
-    )
-)
-_getrandbits = random.Random().getrandbits  # its own generator, seeded from the OS
-# request headers the data path reads or rewrites itself
-_SPECIAL = _HOP_BY_HOP | {
-    b"host",
-    b"content-length",
-    b"x-forwarded-for",
-    b"x-request-id",
-    b"expect",
-}
-
-
-def _request_id() -> bytes:
-    """A random (version 4) UUID, as Envoy generates for x-request-id; cheaper than uuid4().
-
-    The bits come from ``random`` (seeded from the OS at start), not ``os.urandom``: a
-    request id is a correlation handle, not a secret, and this saves a syscall per request.
-    """
-    r = _getrandbits(128)
-    r = (r & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC000 << 48) | (0x8000 << 48)
-    h = b"%032x" % r
-    return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
-
-
-# What may go on the wire (RFC 9110 §5.1, §5.5; Envoy's codec refuses the same): a field
-# name is a token, a value holds no CR, LF or NUL, a method is a token and a path is
-# origin-form (or "*"). A head that breaks these is never written (see Exchange).
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_ORIGIN_FORM = re.compile(rb"/[^\x00-\x20\x7f]*|\*")
-_GOOD_NAMES: set[bytes] = set()  # names already checked (bounded)
-
-
-def field_problem(name: bytes, value: bytes) -> str | None:
-    """Why ``name: value`` cannot be serialized, or None."""
-    if name not in _GOOD_NAMES:
-        if not _TOKEN.fullmatch(name):
-            return f"invalid header name {name[:64]!r}"
-        if len(_GOOD_NAMES) < 4096:
-            _GOOD_NAMES.add(name)
-    if b"\r" in value or b"\n" in value or b"\0" in value:
-        return f"header {name[:64].decode('latin-1')} has CR, LF or NUL in its value"
-    return None
-
-
-def request_line_problem(method: bytes, path: bytes) -> str | None:
-    """Why ``method path`` cannot start a request line, or None."""
-    if method not in _GOOD_NAMES:
-        if not _TOKEN.fullmatch(method):
-            return f"invalid :method {method[:64]!r}"
-        if len(_GOOD_NAMES) < 4096:
-            _GOOD_NAMES.add(method)  # a method is a token too
-    if not _ORIGIN_FORM.fullmatch(path):
-        return f"invalid :path {path[:64]!r} (origin-form or *)"
-    return None
-
-
-def _block_suspect(block: bytes, lines: int) -> bool:
-    """True unless ``block`` (``lines`` field lines joined by CRLF) holds no CR, LF or
-    NUL of its own: the fast check, one pass each in C; the slow one says what is wrong."""
-    return (
-        block.count(b"\n") != lines - 1 or block.count(b"\r") != lines - 1 or b"\0" in block
-    )
-
-
-def _pairs_problem(pairs: Iterable[tuple[bytes, bytes]]) -> str | None:
-    for k, v in pairs:
-        if k[:1] != b":" and k != b"content-length" and k not in _HOP_BY_HOP:
-            problem = field_problem(k, v)
-            if problem is not None:
-                return problem
-    return None
-
-
-# Reason phrases are Python's (http.HTTPStatus, RFC 9110's names); a code it does not
-# know prints "Unknown", as Envoy's CodeUtility does.
-_REASON_BYTES = {s.value: s.phrase.encode() for s in HTTPStatus}
-
-
-def reason(status: int) -> str:
-    phrase = _REASON_BYTES.get(status)
-    return phrase.decode() if phrase is not None else "Unknown"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The listener's limits (``spec.timeouts`` and ``spec.maxConnections``)."""
-
-    # first byte of a request to the end of its headers (Envoy: request_headers_timeout)
-    request_headers_timeout_s: float = 10.0
-    # a connection with no request in flight (Envoy: idle_timeout, 1 h there)
-    idle_timeout_s: float = 300.0
-    # open client connections; more are closed at once (Envoy: downstream_cx_overflow)
-    max_connections: int = 1024
-
-
-# -- what a filter answers ---------------------------------------------------------------
-
-
-@dataclass
-class LocalReply:
-    status: int
-    body: bytes = b""
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    details: str = ""
-
-
-class Step:
-    """A filter's verdict on one event.
-
-    ``CONTINUE`` forwards ``data`` (the bytes released now; may be empty),
-    ``HOLD`` forwards nothing yet (the filter is buffering), ``REPLY`` answers with
-    ``reply`` instead, ``WAIT`` resolves later through ``wait`` (a future whose
-    result is another Step), ``RESET`` drops the stream. A ``CONTINUE`` that ends the
-    stream may carry ``trailers`` a plugin added (they end the message instead).
-    """
-
-    __slots__ = ("data", "kind", "reply", "trailers", "wait")
-
-    CONTINUE = 0
-    HOLD = 1
-    REPLY = 2
-    WAIT = 3
-    RESET = 4
-
-    def __init__(
-        self,
-        kind: int,
-        data: bytes = b"",
-        reply: LocalReply | None = None,
-        wait: asyncio.Future[Step] | None = None,
-        trailers: HeaderMap | None = None,
-    ) -> None:
-        self.kind = kind
-        self.data = data
-        self.reply = reply
-        self.wait = wait
-        self.trailers = trailers
-
-    def __repr__(self) -> str:
-        names = ("CONTINUE", "HOLD", "REPLY", "WAIT", "RESET")
-        return f"Step({names[self.kind]}, {len(self.data)} bytes)"
-
-
-CONTINUE = Step(Step.CONTINUE)
-HOLD = Step(Step.HOLD)
-
-
-@dataclass(slots=True)
-class ExchangeInfo:
-    """What the data path knows about a request, for filters and stats."""
-
-    client: tuple[str, int]
-    local: tuple[str, int]
-    connection_id: int
-    request_id: str = ""
-    start: float = 0.0  # time.monotonic()
-    start_wall_ns: int = 0
-    cluster: str = ""
-    route_name: str | None = None  # the cached route; None: not selected yet (or cleared)
-    status: int = 0
-    request_bytes: int = 0
-    response_bytes: int = 0
-    upstream_address: str = ""
-    upstream_ms: float = 0.0
-    response_code_details: str = ""
-    outcome: str = ""  # "", "reply", "reset", "client_disconnect", "upstream_error"
-
-
-class StreamFilter(Protocol):
-    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Step: ...
-
-    def request_data(self, data: bytes, end_stream: bool) -> Step: ...
-
-    def response_headers(self, headers: HeaderMap, end_stream: bool) -> Step: ...
-
-    def response_data(self, data: bytes, end_stream: bool) -> Step: ...
-
-    def request_trailers(self, trailers: HeaderMap) -> Step: ...
-
-    def response_trailers(self, trailers: HeaderMap) -> Step: ...
-
-    def complete(self) -> None: ...
-
-
-class PassThroughFilter:
-    """No plugins: every event continues with its own data."""
-
-    __slots__ = ()
-
-    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Step:
-        return CONTINUE
-
-    def request_data(self, data: bytes, end_stream: bool) -> Step:
-        return Step(Step.CONTINUE, data)
-
-    def response_headers(self, headers: HeaderMap, end_stream: bool) -> Step:
-        return CONTINUE
-
-    def response_data(self, data: bytes, end_stream: bool) -> Step:
-        return Step(Step.CONTINUE, data)
-
-    def request_trailers(self, trailers: HeaderMap) -> Step:
-        return CONTINUE
-
-    def response_trailers(self, trailers: HeaderMap) -> Step:
-        return CONTINUE
-
-    def complete(self) -> None:
-        pass
-
-
-_PASS = PassThroughFilter()
-
-
-# -- clusters and the upstream pool --------------------------------------------------------
-
-
-@dataclass
-class Cluster:
-    name: str
-    host: str
-    port: int
-    timeout_s: float = 15.0
-    connect_timeout_s: float = 5.0
-    max_idle: int = 64
-    idle: deque[UpstreamProtocol] = field(default_factory=deque)
-
-    @classmethod
-    def from_url(cls, name: str, url: str, timeout_s: float = 15.0) -> Cluster:
-        u = urlsplit(url)
-        if u.scheme != "http":
-            raise ValueError(f"cluster {name}: only http:// upstreams are supported, got {url!r}")
-        if not u.hostname:
-            raise ValueError(f"cluster {name}: URL has no host: {url!r}")
-        return cls(name, u.hostname, u.port or 80, timeout_s)
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-class UpstreamProtocol(asyncio.Protocol):
-    """One pooled keep-alive connection to a cluster; parses responses for its exchange."""
-
-    def __init__(self, cluster: Cluster, pool: UpstreamPool) -> None:
-        self.cluster = cluster
-        self.pool = pool
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.exchange: Exchange | None = None
-        self.closed = False
-        self.reusable = True
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._trailers: list[tuple[bytes, bytes]] = []
-        self._in_body = False  # headers complete: on_header now means a trailer
-        self._expect_body = True
-        self._until_eof = False  # the response body ends when the upstream closes
-        self._paused = 0  # why reading is paused (_PEER_FULL, _BACKLOG bits)
-        self._bad = ""  # why a parser callback refused the response
-
-    def pause(self, why: int) -> None:
-        if not self._paused and self.transport is not None and not self.closed:
-            self.transport.pause_reading()
-        self._paused |= why
-
-    def resume(self, why: int) -> None:
-        if not self._paused & why:
-            return
-        self._paused &= ~why
-        if not self._paused and self.transport is not None and not self.closed:
-            self.transport.resume_reading()
-
-    # the upstream is not reading our request as fast as the client sends it
-    def pause_writing(self) -> None:
-        ex = self.exchange
-        if ex is not None:
-            ex.down.pause(_PEER_FULL)
-
-    def resume_writing(self) -> None:
-        ex = self.exchange
-        if ex is not None:
-            ex.down.resume(_PEER_FULL)
-
-    # asyncio callbacks
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        try:
-            self.cluster.idle.remove(self)
-        except ValueError:
-            pass
-        ex = self.exchange
-        if ex is not None:
-            self.exchange = None
-            if self._until_eof and exc is None:
-                # A body delimited by the close (RFC 9112 §6.3, rule 8): a clean EOF
-                # ends the message. llhttp cannot be told, so end it here.
-                self._until_eof = False
-                ex.upstream_complete()
-            else:
-                ex.upstream_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as e:
-            self.reusable = False
-            ex = self.exchange
-            self.exchange = None
-            if self.transport is not None:
-                self.transport.close()
-            if ex is not None:
-                why = self._bad or str(e)  # httptools wraps what a callback raised
-                ex.upstream_error(502, f"upstream sent a malformed response: {why}")
-
-    # parser callbacks
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._trailers = []
-        self._in_body = False
-        self._until_eof = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_body:
-            self._trailers.append((name.lower(), value))
-        else:
-            self._headers.append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        self._in_body = True
-        ex = self.exchange
-        if ex is None:
-            return
-        if not self.parser.should_keep_alive():
-            self.reusable = False
-        status = self.parser.get_status_code()
-        if status > 599:
-            # RFC 9110 §15: status codes are 100-599; llhttp accepts any three digits
-            self._bad = f"status code {status} out of range"
-            raise _BadMessage(self._bad)  # ends the parse: 502
-        if self._expect_body and status >= 200 and status not in (204, 304):
-            framed = False
-            for k, v in self._headers:
-                if k == b"content-length" or (
-                    k == b"transfer-encoding" and b"chunked" in v.lower()
-                ):
-                    framed = True
-                    break
-            if not framed:
-                self._until_eof = True
-                self.reusable = False
-        ex.upstream_headers(status, self._headers, self._expect_body)
-        if not self._expect_body and status >= 200:
-            # A HEAD response: no body follows whatever its content-length says, and
-            # the parser cannot be told so; end here and do not reuse the connection.
-            self.reusable = False
-            self.exchange = None
-            ex.upstream_complete()
-            if self.transport is not None:
-                self.transport.close()
-
-    def on_body(self, body: bytes) -> None:
-        ex = self.exchange
-        if ex is not None:
-            ex.upstream_body(body)
-
-    def on_message_complete(self) -> None:
-        self._until_eof = False
-        ex = self.exchange
-        self.exchange = None
-        if ex is not None:
-            if self._trailers:
-                ex.resp_trailers = HeaderMap(self._trailers)
-            ex.upstream_complete()
-        self.pool.release(self)
-
-    def send(self, exchange: Exchange, data: bytes, expect_body: bool) -> None:
-        if self.exchange is not exchange:
-            self.exchange = exchange
-            self._expect_body = expect_body
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def abandon(self) -> None:
-        """The exchange gave up on this connection (client gone, reply sent): close it."""
-        self._paused = 0
-        self.exchange = None
-        self.reusable = False
-        if self.transport is not None:
-            self.transport.close()
-
-
-class UpstreamPool:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.connects = 0
-        self.connect_failures = 0
-
-    def acquire(
-        self, cluster: Cluster, done: Callable[[UpstreamProtocol | None, str], None]
-    ) -> None:
-        """Call ``done(conn, "")`` with a ready connection, or ``done(None, reason)``."""
-        while cluster.idle:
-            conn = cluster.idle.pop()
-            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
-                done(conn, "")
-                return
-        self.connects += 1
-
-        async def connect() -> None:
-            try:
-                _t, proto = await asyncio.wait_for(
-                    self.loop.create_connection(
-                        lambda: UpstreamProtocol(cluster, self), cluster.host, cluster.port
-                    ),
-                    cluster.connect_timeout_s,
-                )
-            except TimeoutError:
-                self.connect_failures += 1
-                done(None, "connect timeout")
-                return
-            except OSError as e:
-                self.connect_failures += 1
-                done(None, f"connection failure: {e.strerror or e}")
-                return
-            done(proto, "")
-
-        self.loop.create_task(connect())
-
-    def release(self, conn: UpstreamProtocol) -> None:
-        if conn._paused:
-            conn.resume(conn._paused)  # a pooled connection reads (to notice a close)
-        if (
-            conn.reusable
-            and not conn.closed
-            and conn.transport is not None
-            and not conn.transport.is_closing()
-            and len(conn.cluster.idle) < conn.cluster.max_idle
-        ):
-            conn.cluster.idle.append(conn)
-        elif conn.transport is not None:
-            conn.transport.close()
-
-    def close(self, clusters: list[Cluster]) -> None:
-        for c in clusters:
-            while c.idle:
-                conn = c.idle.pop()
-                if conn.transport is not None:
-                    conn.transport.close()
-
-
-# -- the proxy core (what every connection shares) -----------------------------------------
-
-
-class ProxyCore(Protocol):
-    """What the data path needs from the server that owns it."""
-
-    loop: asyncio.AbstractEventLoop
-    pool: UpstreamPool
-    limits: Limits
-    open_connections: int
-
-    def route(self, headers: HeaderMap, info: ExchangeInfo) -> Cluster | None:
-        """The request's cluster: its cached route (``info.route_name`` set), else the
-        route selected now from ``headers`` (and cached in ``info``); None: no route."""
-        ...
-
-    def new_filter(self, info: ExchangeInfo) -> StreamFilter: ...
-
-    def exchange_started(self, ex: Exchange) -> None: ...
-
-    def exchange_finished(self, ex: Exchange) -> None: ...
-
-    def connection_opened(self) -> None: ...
-
-    def connection_closed(self) -> None: ...
-
-    def connection_rejected(self) -> None: ...
 
 
 # -- downstream ------------------------------------------------------------------------------
-
-
-class _ParsedRequest:
-    __slots__ = (
-        "body",
-        "body_bytes",
-        "complete",
-        "headers",
-        "keep_alive",
-        "method",
-        "target",
-        "trailers",
-        "version",
-    )
-
-    def __init__(self) -> None:
-        self.method = b""
-        self.target = b""
-        self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.keep_alive = True
-        self.body: list[bytes] = []
-        self.body_bytes = 0
-        self.complete = False
-        self.trailers: list[tuple[bytes, bytes]] | None = None
 
 
 class DownstreamProtocol(asyncio.Protocol):
@@ -604,20 +101,19 @@ class DownstreamProtocol(asyncio.Protocol):
         DownstreamProtocol._ids += 1
         self.id = DownstreamProtocol._ids
         self.current: Exchange | None = None
-        self.queued: deque[_ParsedRequest] = deque()
-        self._parsing: _ParsedRequest | None = None
+        self.queued: deque[ParsedRequest] = deque()
+        self._parsing: ParsedRequest | None = None
         self._header_bytes = 0
         self._headers_too_large = False
         self._url = b""
         self.closing = False
-        self._reading_paused = False
-        self._paused = 0  # why reading is paused (_PEER_FULL, _BACKLOG, _QUEUE bits)
+        self._paused = 0  # why reading is paused (PEER_FULL, BACKLOG, _QUEUE bits)
         self.write_paused = False
         self._accepted = False
         self._head_started: float | None = None  # a request's first byte, until its headers
         self._idle_since: float | None = None  # no request in flight since then
         self._watchdog: asyncio.TimerHandle | None = None
-        self._last: _ParsedRequest | None = None  # the request whose headers came last
+        self._last: ParsedRequest | None = None  # the request whose headers came last
         self._in_body = False  # the message's headers are complete
 
     # asyncio callbacks
@@ -674,14 +170,14 @@ class DownstreamProtocol(asyncio.Protocol):
         self.pause(_OWN_FULL)
         ex = self.current
         if ex is not None and ex.upstream is not None:
-            ex.upstream.pause(_PEER_FULL)
+            ex.upstream.pause(PEER_FULL)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         self.resume(_OWN_FULL)
         ex = self.current
         if ex is not None and ex.upstream is not None:
-            ex.upstream.resume(_PEER_FULL)
+            ex.upstream.resume(PEER_FULL)
 
     # timeouts: one timer per connection, re-armed at the nearest deadline
     def _arm(self, delay: float) -> None:
@@ -699,7 +195,7 @@ class DownstreamProtocol(asyncio.Protocol):
             left = self._head_started + limits.request_headers_timeout_s - now
             if left <= 0:
                 # Envoy closes the connection (downstream_rq_header_timeout); we say why first
-                self._fatal(408, "request headers not received in time")
+                self.fatal(408, "request headers not received in time")
                 return
             step = min(step, left)
         elif self._idle_since is not None and self.current is None:
@@ -722,9 +218,9 @@ class DownstreamProtocol(asyncio.Protocol):
             # httptools wraps what a callback raises (HttpParserCallbackError), so the
             # header-size verdict travels in a flag, not in the exception type.
             if self._headers_too_large:
-                self._fatal(431, "request header block exceeds 64 KiB")
+                self.fatal(431, "request header block exceeds 64 KiB")
             else:
-                self._fatal(400, f"malformed HTTP request: {e}")
+                self.fatal(400, f"malformed HTTP request: {e}")
 
     def _upgrade(self, data: bytes, e: httptools.HttpParserUpgrade) -> None:
         """llhttp stopped after a request asking for a protocol upgrade. ``h2c`` is
@@ -736,27 +232,22 @@ class DownstreamProtocol(asyncio.Protocol):
             k == b"upgrade" and v.strip().lower() == b"h2c" for k, v in p.headers
         )
         if not h2c or p is None or p.method == b"CONNECT":
-            self._fatal(501, "protocol upgrades are not supported")
+            self.fatal(501, "protocol upgrades are not supported")
             return
         offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
         self.parser = httptools.HttpRequestParser(self)
         if offset < len(data):
             self.data_received(data[offset:])
 
-    def _fatal(self, status: int, message: str) -> None:
+    def fatal(self, status: int, message: str) -> None:
         """A request we cannot parse: answer it (if nothing is in flight) and close."""
         self.closing = True
         ex = self.current
         if ex is None or not ex.response_started:
-            body = (message + "\n").encode()
-            head = (
-                f"HTTP/1.1 {status} {reason(status)}\r\ncontent-type: text/plain\r\n"
-                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-            ).encode()
             # Write before the exchange ends: its end closes the transport, and asyncio
             # drops writes made after close() (it still flushes the ones made before).
             if self.transport is not None:
-                self.transport.write(head + body)
+                self.transport.write(framing.error_message(status, message))
             if ex is not None:
                 self.current = None
                 ex.codec_error(status, message)
@@ -765,7 +256,7 @@ class DownstreamProtocol(asyncio.Protocol):
 
     # parser callbacks
     def on_message_begin(self) -> None:
-        self._parsing = _ParsedRequest()
+        self._parsing = ParsedRequest()
         self._header_bytes = 0
         self._url = b""
         self._head_started = time.monotonic()
@@ -834,7 +325,7 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.downstream_complete(p.trailers)
 
     # exchange management
-    def _start(self, p: _ParsedRequest) -> None:
+    def _start(self, p: ParsedRequest) -> None:
         ex = Exchange(self, p)
         self.current = ex
         ex.begin()
@@ -849,7 +340,7 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.current is ex:
             self.current = None
         if self._paused:
-            self.resume(_BACKLOG | _PEER_FULL)
+            self.resume(BACKLOG | PEER_FULL)
         if not keep_alive or self.closing:
             self.closing = True
             if self.transport is not None:
@@ -869,920 +360,15 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.transport is not None and not self.closing:
             self.transport.write(data)
 
+    def drop(self, abort: bool) -> None:
+        """End the connection now: abort it (a reset) when no response byte went out,
+        else close it after what was written."""
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+
 
 class _HeadersTooLarge(Exception):
     pass
-
-
-class _BadMessage(Exception):
-    """Raised from a parser callback: llhttp accepted what HTTP does not."""
-
-
-# -- one exchange ----------------------------------------------------------------------------
-
-
-class Exchange:
-    """One request and its response through the filter to a cluster and back."""
-
-    __slots__ = (
-        "_req_end",
-        "_req_end_written",
-        "_upstream_sent_at",
-        "cluster",
-        "connecting",
-        "core",
-        "down",
-        "filter",
-        "finished",
-        "headers",
-        "info",
-        "keep_alive",
-        "method",
-        "parsed",
-        "replying",
-        "req_chunked",
-        "req_complete",
-        "req_declared",
-        "req_eos_delivered",
-        "req_has_body",
-        "req_head_sent",
-        "req_headers_passed",
-        "req_out",
-        "req_pending",
-        "req_queued",
-        "req_remaining",
-        "req_trailers",
-        "req_waiting",
-        "req_written",
-        "resp_chunked",
-        "resp_declared",
-        "resp_eos",
-        "resp_has_body",
-        "resp_head_sent",
-        "resp_headers",
-        "resp_out",
-        "resp_pending",
-        "resp_queued",
-        "resp_trailers",
-        "resp_waiting",
-        "resp_written",
-        "response_started",
-        "timer",
-        "upstream",
-    )
-
-    def __init__(self, down: DownstreamProtocol, parsed: _ParsedRequest) -> None:
-        self.down = down
-        self.core = down.core
-        self.parsed = parsed
-        self.info = ExchangeInfo(
-            down.client, down.local, down.id, start=time.monotonic(), start_wall_ns=time.time_ns()
-        )
-        self.filter: StreamFilter = _PASS
-        self.headers: HeaderMap | None = None
-        self.method = parsed.method
-        # request side
-        self.req_headers_passed = False
-        self.req_has_body = False
-        self.req_remaining = -1  # content-length bytes still to come (-1: chunked / none)
-        self.req_complete = False  # the client finished sending
-        self.req_eos_delivered = False
-        self.req_pending: deque[tuple[bytes, bool]] = deque()  # held while the filter waits
-        self.req_waiting = False
-        self.req_out: list[bytes] = []  # released bytes not yet written upstream
-        self.req_head_sent = False
-        self.req_chunked = False
-        self.req_declared = -1
-        self.req_written = 0
-        self._req_end = False
-        self._req_end_written = False
-        self.req_queued = 0  # bytes in req_pending and req_out (flow control)
-        self.req_trailers: HeaderMap | None = None
-        self.upstream: UpstreamProtocol | None = None
-        self.connecting = False
-        self.cluster: Cluster | None = None
-        # response side
-        self.resp_waiting = False
-        self.resp_pending: deque[tuple[bytes, bool]] = deque()
-        self.resp_headers: HeaderMap | None = None
-        self.resp_head_sent = False
-        self.resp_out: list[bytes] = []
-        self.resp_chunked = False
-        self.resp_declared = -1
-        self.resp_written = 0
-        self.resp_eos = False
-        self.resp_has_body = True
-        self.resp_queued = 0  # bytes in resp_pending and resp_out (flow control)
-        self.resp_trailers: HeaderMap | None = None
-        self.response_started = False
-        self.replying = False
-        self.finished = False
-        self.keep_alive = parsed.keep_alive
-        self.timer: asyncio.TimerHandle | None = None
-        self._upstream_sent_at = 0.0
-
-    # -- request path --
-
-    def begin(self) -> None:
-        # Counted as started before anything can end it (a bad target or length ends
-        # it through _finish, which counts it as finished).
-        self.core.exchange_started(self)
-        p = self.parsed
-        h = HeaderMap()
-        target = p.target
-        authority = b""
-        if target[:1] != b"/" and target != b"*":
-            # absolute-form (a client configured to use us as an HTTP proxy)
-            try:
-                u = httptools.parse_url(target)
-                authority = u.host + (b":" + str(u.port).encode() if u.port else b"")
-                target = (u.path or b"/") + (b"?" + u.query if u.query else b"")
-            except httptools.HttpParserInvalidURLError:
-                self.down._fatal(400, "malformed request target")
-                return
-        host = b""
-        hosts = 0
-        cl = -1
-        te_chunked = False
-        expect_continue = False
-        xff: list[bytes] = []
-        rid = None
-        rest = []
-        for k, v in p.headers:
-            if k in _SPECIAL:
-                if k == b"host":
-                    host = v
-                    hosts += 1
-                elif k == b"expect":
-                    if v.strip().lower() == b"100-continue":
-                        expect_continue = True  # answered here, not forwarded (below)
-                    else:
-                        rest.append((k, v))
-                elif k == b"content-length":
-                    try:
-                        cl = int(v)
-                    except ValueError:
-                        self.down._fatal(400, "malformed content-length")
-                        return
-                elif k == b"transfer-encoding":
-                    te_chunked = b"chunked" in v.lower()
-                elif k == b"x-forwarded-for":
-                    xff.append(v)  # several lines coalesce into one list, as Envoy does
-                elif k == b"x-request-id":
-                    rid = v
-                    rest.append((k, v))
-                continue  # hop-by-hop headers are not forwarded
-            rest.append((k, v))
-        if hosts > 1:
-            # RFC 9112 §3.2: a request with more than one Host line is answered 400
-            self.down._fatal(400, "more than one host header")
-            return
-        items = [
-            (b":method", p.method),
-            (b":path", target),
-            (b":authority", authority or host),
-            (b":scheme", b"http"),
-        ]
-        items += rest
-        client_ip = self.down.client_ip
-        xff.append(client_ip)
-        items.append((b"x-forwarded-for", b", ".join(xff) if len(xff) > 1 else client_ip))
-        items.append((b"x-forwarded-proto", b"http"))
-        if rid is None:
-            rid = _request_id()
-            items.append((b"x-request-id", rid))
-        h._items = items
-        self.info.request_id = rid.decode("latin-1")
-        if cl > 0 or te_chunked:
-            self.req_has_body = True
-            self.req_remaining = cl if not te_chunked else -1
-        if cl >= 0 and not te_chunked:
-            items.append((b"content-length", b"%d" % cl))
-        if expect_continue and self.req_has_body and p.version == "1.1" and not p.complete:
-            # Envoy (proxy_100_continue off): answer 100 Continue at once, drop Expect
-            self.down.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self.headers = h
-        self.filter = self.core.new_filter(self.info)
-        self._on_request_headers_step(self.filter.request_headers(h, not self.req_has_body))
-
-    def _on_request_headers_step(self, step: Step) -> None:
-        k = step.kind
-        if k == Step.CONTINUE:
-            self.req_headers_passed = True
-            self._route_and_connect()
-            if not self.req_has_body:
-                self._flush_request(end=True)
-            self._drain_request_pending()
-        elif k == Step.WAIT:
-            self.req_waiting = True
-            step.wait.add_done_callback(self._resume_request_headers)  # type: ignore[union-attr]
-        elif k == Step.REPLY:
-            self._reply_from_filter(step.reply)  # type: ignore[arg-type]
-        elif k == Step.RESET:
-            self._reset("reset by a plugin")
-        else:  # HOLD on headers means wait for continue (the chain answers WAIT instead)
-            self.req_waiting = True
-
-    def _resume_request_headers(self, fut: asyncio.Future[Step]) -> None:
-        self.req_waiting = False
-        if self.finished or fut.cancelled():
-            return
-        self._on_request_headers_step(fut.result())
-
-    def downstream_body(self, chunk: bytes) -> None:
-        if self.finished or self.replying:
-            return
-        self.info.request_bytes += len(chunk)
-        eos = False
-        if self.req_remaining >= 0:
-            self.req_remaining -= len(chunk)
-            eos = self.req_remaining <= 0
-        if eos:
-            self.req_eos_delivered = True
-        if self.req_waiting or not self.req_headers_passed:
-            self.req_pending.append((chunk, eos))
-            self.req_queued += len(chunk) + _ENTRY_COST
-            if self.req_queued > _HIGH_WATER:
-                self.down.pause(_BACKLOG)
-            return
-        self._on_request_data_step(self.filter.request_data(chunk, eos), eos)
-        if self.req_queued > _HIGH_WATER and not self.finished:
-            self.down.pause(_BACKLOG)  # released, but no upstream connection to take it yet
-
-    def downstream_complete(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
-        self.req_complete = True
-        if self.finished or self.replying:
-            return
-        if not self.req_has_body or self.req_eos_delivered:
-            return
-        self.req_eos_delivered = True
-        if trailers:
-            # Envoy: the last data frame had end_stream=false; the trailers end the stream
-            self.req_trailers = HeaderMap.from_pairs(trailers)
-        if self.req_waiting or not self.req_headers_passed:
-            self.req_pending.append((b"", True))
-            self.req_queued += _ENTRY_COST
-            return
-        self._on_request_data_step(self._request_event(b"", True), True)
-
-    def _request_event(self, chunk: bytes, eos: bool) -> Step:
-        if eos and not chunk and self.req_trailers is not None:
-            return self.filter.request_trailers(self.req_trailers)
-        return self.filter.request_data(chunk, eos)
-
-    def _drain_request_pending(self) -> None:
-        while self.req_pending and not self.req_waiting and not self.finished and not self.replying:
-            chunk, eos = self.req_pending.popleft()
-            self.req_queued -= len(chunk) + _ENTRY_COST
-            self._on_request_data_step(self._request_event(chunk, eos), eos)
-        if self.down._paused and self.req_queued <= _LOW_WATER:
-            self.down.resume(_BACKLOG)
-
-    def _on_request_data_step(self, step: Step, eos: bool) -> None:
-        k = step.kind
-        if k == Step.CONTINUE:
-            if step.data:
-                self.req_out.append(step.data)
-                self.req_queued += len(step.data) + _ENTRY_COST
-            if eos and step.trailers is not None and self.req_trailers is None:
-                self.req_trailers = step.trailers  # added by a plugin from the last data
-            self._flush_request(end=eos)
-        elif k == Step.HOLD:
-            pass
-        elif k == Step.WAIT:
-            self.req_waiting = True
-
-            def resumed(fut: asyncio.Future[Step]) -> None:
-                self.req_waiting = False
-                if self.finished or fut.cancelled():
-                    return
-                self._on_request_data_step(fut.result(), eos)
-                self._drain_request_pending()
-
-            step.wait.add_done_callback(resumed)  # type: ignore[union-attr]
-        elif k == Step.REPLY:
-            self._reply_from_filter(step.reply)  # type: ignore[arg-type]
-        else:
-            self._reset("reset by a plugin")
-
-    # -- upstream --
-
-    def _route_and_connect(self) -> None:
-        assert self.headers is not None
-        cluster = self.core.route(self.headers, self.info)
-        if cluster is None:
-            self.send_local(
-                LocalReply(404, b"no route to any cluster\n", details="route_not_found")
-            )
-            return
-        self.cluster = cluster
-        self.info.cluster = cluster.name
-        self.info.upstream_address = cluster.address
-        self.connecting = True
-        self.core.pool.acquire(cluster, self._connected)
-
-    def _connected(self, conn: UpstreamProtocol | None, why: str) -> None:
-        self.connecting = False
-        if self.finished or self.replying:
-            if conn is not None:
-                self.core.pool.release(conn)
-            return
-        if conn is None:
-            self.info.outcome = "upstream_error"
-            self.send_local(
-                LocalReply(
-                    503,
-                    b"upstream connect error or disconnect/reset before headers. reset reason: "
-                    + why.encode()
-                    + b"\n",
-                    details="upstream_reset_before_response_started{connection_failure}",
-                )
-            )
-            return
-        self.upstream = conn
-        assert self.cluster is not None
-        if self.down.write_paused:
-            conn.pause(_PEER_FULL)  # the client is not reading what we already sent it
-        # Only what the filter released so far: the end of the request counts once the
-        # filter passed it (_req_end), not when the client sent it. A body still queued
-        # in req_pending (headers were paused) follows through _drain_request_pending.
-        self._flush_request(end=self._req_end)
-        if self.timer is None and not self.finished and self.upstream is conn:
-            # The route timeout runs from the moment the whole request went upstream
-            # (as Envoy's); until then only a stalled upload is bounded, by the idle
-            # timeout.
-            self.timer = self.core.loop.call_later(
-                self.core.limits.idle_timeout_s, self._timeout
-            )
-
-    def _start_route_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        assert self.cluster is not None
-        self.timer = self.core.loop.call_later(self.cluster.timeout_s, self._timeout)
-
-    def _timeout(self) -> None:
-        self.timer = None
-        if self.finished or self.response_started:
-            if not self.finished and self.upstream is not None:
-                # mid-body: nothing sane to send; drop both sides
-                self._reset("upstream timeout during the response body")
-            return
-        self.info.outcome = "upstream_error"
-        if self.upstream is not None:
-            self.upstream.abandon()
-            self.upstream = None
-        self.send_local(
-            LocalReply(504, b"upstream request timeout\n", details="upstream_response_timeout")
-        )
-
-    def _flush_request(self, end: bool) -> None:
-        """Write released request bytes upstream in one write (the head first, once)."""
-        if end:
-            self._req_end = True
-        conn = self.upstream
-        if conn is None:
-            return  # written when the connection is ready
-        end = self._req_end
-        out: list[bytes] = []
-        if not self.req_head_sent:
-            if not end and not self.req_out:
-                return  # nothing released yet: keep the head until we know more
-            head = self._request_head(end)
-            if head is None:
-                return
-            out.append(head)
-        if self.req_out:
-            data = b"".join(self.req_out) if len(self.req_out) > 1 else self.req_out[0]
-            self.req_queued -= len(data) + len(self.req_out) * _ENTRY_COST
-            self.req_out = []
-            self.req_written += len(data)
-            out.append(b"%x\r\n%s\r\n" % (len(data), data) if self.req_chunked else data)
-        if end and not self._req_end_written:
-            self._req_end_written = True
-            if self.req_chunked:
-                out.append(self._trailer_block(self.req_trailers))
-            elif self.req_declared >= 0 and self.req_written != self.req_declared:
-                conn.reusable = False  # a plugin changed a streamed body's length
-            self._start_route_timer()
-        if out:
-            conn.send(self, out[0] if len(out) == 1 else b"".join(out), self.method != b"HEAD")
-        if self.down._paused and self.req_queued <= _LOW_WATER:
-            self.down.resume(_BACKLOG)
-
-    def _request_head(self, end: bool) -> bytes | None:
-        """The upstream request head, or None (after answering locally) when the headers
-        cannot be serialized: a CR, LF or NUL in a value, a name that is not a token, a
-        bad :method or :path. Envoy's codec refuses such a request and the router answers
-        503 before the response started; so do we, and nothing reaches the upstream."""
-        h = self.headers
-        assert h is not None and self.upstream is not None
-        method = path = authority = b""
-        lines = []
-        declared = -1
-        suspect = False
-        for k, v in h:
-            if k[:1] == b":":
-                if k == b":method":
-                    method = v
-                elif k == b":path":
-                    path = v
-                elif k == b":authority":
-                    authority = v
-                continue
-            if k == b"content-length":
-                try:
-                    declared = int(v)
-                except ValueError:
-                    declared = -1
-                continue
-            if k in _HOP_BY_HOP:
-                continue
-            if k not in _GOOD_NAMES:
-                suspect = True
-            lines.append(k + b": " + v)
-        method = method or b"GET"
-        path = path or b"/"
-        authority = authority or self.upstream.cluster.address.encode()
-        if self.req_trailers:
-            lines.append(b"transfer-encoding: chunked")  # trailers need chunked framing
-            self.req_chunked = True
-        elif end:  # the whole (released) body is in req_out
-            n = sum(map(len, self.req_out))
-            if n or self.req_has_body or declared >= 0:
-                lines.append(b"content-length: %d" % n)
-            self.req_declared = n
-        elif declared >= 0:
-            lines.append(b"content-length: %d" % declared)
-            self.req_declared = declared
-        else:
-            lines.append(b"transfer-encoding: chunked")
-            self.req_chunked = True
-        block = b"\r\n".join(lines)
-        if (
-            suspect
-            or (lines and _block_suspect(block, len(lines)))
-            or method not in _GOOD_NAMES
-            or path[:1] != b"/"
-            or self.req_trailers
-        ):
-            problem = (
-                _pairs_problem(h)
-                or request_line_problem(method, path)
-                or self._trailer_problem(self.req_trailers)
-            )
-        else:
-            problem = None if _ORIGIN_FORM.fullmatch(path) else request_line_problem(method, path)
-        problem = problem or field_problem(b"host", authority)
-        if problem:
-            self._refuse_request(problem)
-            return None
-        self.req_head_sent = True
-        self._upstream_sent_at = time.monotonic()
-        if lines:
-            return b"%s %s HTTP/1.1\r\nhost: %s\r\n%s\r\n\r\n" % (
-                method,
-                path,
-                authority,
-                block,
-            )
-        return b"%s %s HTTP/1.1\r\nhost: %s\r\n\r\n" % (method, path, authority)
-
-    @staticmethod
-    def _trailer_problem(trailers: HeaderMap | None) -> str | None:
-        if trailers:
-            for k, v in trailers:
-                problem = field_problem(k, v)
-                if problem is not None:
-                    return "trailer: " + problem
-        return None
-
-    @staticmethod
-    def _trailer_block(trailers: HeaderMap | None) -> bytes:
-        """The end of a chunked body: the last chunk, the trailer fields, CRLF."""
-        if not trailers:
-            return b"0\r\n\r\n"
-        lines = [k + b": " + v for k, v in trailers if k[:1] != b":"]
-        return b"0\r\n%s\r\n\r\n" % b"\r\n".join(lines) if lines else b"0\r\n\r\n"
-
-    def _refuse_request(self, problem: str) -> None:
-        self.info.outcome = "upstream_error"
-        if self.upstream is not None:
-            self.upstream.abandon()
-            self.upstream = None
-        self.send_local(
-            LocalReply(
-                503,
-                b"upstream request contains an invalid header: " + problem.encode() + b"\n",
-                details="upstream_request_invalid_header",
-            )
-        )
-
-    # -- response path --
-
-    def upstream_headers(
-        self, status: int, headers: list[tuple[bytes, bytes]], expect_body: bool
-    ) -> None:
-        if self.finished or self.replying:
-            return
-        if 100 <= status < 200:
-            return  # interim responses are not forwarded
-        self.info.upstream_ms = (
-            time.monotonic() - (self._upstream_sent_at or self.info.start)
-        ) * 1000
-        h = HeaderMap()
-        items = h._items
-        items.append((b":status", str(status).encode()))
-        cl = -1
-        for k, v in headers:
-            if k == b"content-length":
-                try:
-                    cl = int(v)
-                except ValueError:
-                    cl = -1
-            elif k == b"transfer-encoding":
-                continue  # the response is re-framed downstream
-            if k in _HOP_BY_HOP:
-                continue
-            items.append((k, v))
-        has_body = expect_body and status not in (204, 304) and (cl != 0)
-        self.resp_has_body = has_body
-        self.resp_headers = h
-        self.response_started = True
-        self._on_response_headers_step(self.filter.response_headers(h, not has_body))
-
-    def _on_response_headers_step(self, step: Step) -> None:
-        k = step.kind
-        if k == Step.CONTINUE:
-            if not self.resp_has_body:
-                self._flush_response(end=True)
-            self._drain_response_pending()
-        elif k == Step.WAIT:
-            self.resp_waiting = True
-
-            def resumed(fut: asyncio.Future[Step]) -> None:
-                self.resp_waiting = False
-                if self.finished or fut.cancelled():
-                    return
-                self._on_response_headers_step(fut.result())
-
-            step.wait.add_done_callback(resumed)  # type: ignore[union-attr]
-        elif k == Step.REPLY:
-            self._reply_from_filter(step.reply, from_response=True)  # type: ignore[arg-type]
-        elif k == Step.RESET:
-            self._reset("reset by a plugin")
-        else:
-            self.resp_waiting = True
-
-    def upstream_body(self, chunk: bytes) -> None:
-        if self.finished or self.replying:
-            return
-        if self.resp_waiting:
-            self.resp_pending.append((chunk, False))
-            self.resp_queued += len(chunk) + _ENTRY_COST
-            if self.resp_queued > _HIGH_WATER and self.upstream is not None:
-                self.upstream.pause(_BACKLOG)
-            return
-        self._on_response_data_step(self.filter.response_data(chunk, False), False)
-
-    def upstream_complete(self) -> None:
-        self.upstream = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.finished or self.replying:
-            return
-        if not self.resp_has_body:
-            return
-        if self.resp_waiting:
-            self.resp_pending.append((b"", True))
-            self.resp_queued += _ENTRY_COST
-            return
-        self._on_response_data_step(self._response_event(b"", True), True)
-
-    def _response_event(self, chunk: bytes, eos: bool) -> Step:
-        if eos and not chunk and self.resp_trailers is not None:
-            return self.filter.response_trailers(self.resp_trailers)
-        return self.filter.response_data(chunk, eos)
-
-    def _drain_response_pending(self) -> None:
-        while (
-            self.resp_pending and not self.resp_waiting and not self.finished and not self.replying
-        ):
-            chunk, eos = self.resp_pending.popleft()
-            self.resp_queued -= len(chunk) + _ENTRY_COST
-            self._on_response_data_step(self._response_event(chunk, eos), eos)
-        if self.resp_queued <= _LOW_WATER and self.upstream is not None:
-            self.upstream.resume(_BACKLOG)
-
-    def _on_response_data_step(self, step: Step, eos: bool) -> None:
-        k = step.kind
-        if k == Step.CONTINUE:
-            if step.data:
-                self.resp_out.append(step.data)
-                self.resp_queued += len(step.data) + _ENTRY_COST
-            if eos and step.trailers is not None and self.resp_trailers is None:
-                self.resp_trailers = step.trailers  # added by a plugin from the last data
-            self._flush_response(end=eos)
-        elif k == Step.HOLD:
-            pass
-        elif k == Step.WAIT:
-            self.resp_waiting = True
-
-            def resumed(fut: asyncio.Future[Step]) -> None:
-                self.resp_waiting = False
-                if self.finished or fut.cancelled():
-                    return
-                self._on_response_data_step(fut.result(), eos)
-                self._drain_response_pending()
-
-            step.wait.add_done_callback(resumed)  # type: ignore[union-attr]
-        elif k == Step.REPLY:
-            self._reply_from_filter(step.reply, from_response=True)  # type: ignore[arg-type]
-        else:
-            self._reset("reset by a plugin")
-
-    def _flush_response(self, end: bool) -> None:
-        """Write released response bytes downstream in one write (head first, once)."""
-        out: list[bytes] = []
-        if not self.resp_head_sent:
-            if not end and not self.resp_out:
-                return
-            head = self._response_head(end)
-            if head is None:
-                self._write_reply(_invalid_response_reply())
-                return
-            out.append(head)
-        if self.resp_out:
-            data = b"".join(self.resp_out) if len(self.resp_out) > 1 else self.resp_out[0]
-            self.resp_queued -= len(data) + len(self.resp_out) * _ENTRY_COST
-            self.resp_out = []
-            self.resp_written += len(data)
-            self.info.response_bytes += len(data)
-            if self.resp_chunked:
-                out.append(b"%x\r\n%s\r\n" % (len(data), data))
-            elif self.method != b"HEAD":
-                out.append(data)
-        if end:
-            if self.resp_chunked:
-                out.append(self._trailer_block(self.resp_trailers))
-            elif (
-                self.resp_declared >= 0
-                and self.resp_written != self.resp_declared
-                and self.method != b"HEAD"
-            ):
-                self.keep_alive = False  # a plugin changed a streamed body's length
-        if out:
-            self.down.write(out[0] if len(out) == 1 else b"".join(out))
-        if end:
-            self._finish()
-
-    def _response_head(self, end: bool) -> bytes | None:
-        """The response head for the client, or None when a header cannot be serialized
-        (the caller answers 502 instead, as Envoy's codec refuses such a response)."""
-        h = self.resp_headers
-        assert h is not None
-        status = 200
-        lines = []
-        declared = -1
-        suspect = False
-        for k, v in h:
-            if k == b":status":
-                try:
-                    status = int(v)
-                except ValueError:
-                    status = 502
-                continue
-            if k[:1] == b":":
-                continue
-            if k == b"content-length":
-                try:
-                    declared = int(v)
-                except ValueError:
-                    declared = -1
-                continue
-            if k in _HOP_BY_HOP:
-                continue
-            if k not in _GOOD_NAMES:
-                suspect = True
-            lines.append(k + b": " + v)
-        if suspect or self.resp_trailers:
-            problem = _pairs_problem(h) or self._trailer_problem(self.resp_trailers)
-            if problem is not None:
-                return None
-        self.info.status = status
-        if status in (204, 304) or 100 <= status < 200:
-            pass
-        elif self.resp_trailers and self.method != b"HEAD":
-            lines.append(b"transfer-encoding: chunked")  # trailers need chunked framing
-            self.resp_chunked = True
-        elif end:
-            n = sum(map(len, self.resp_out))
-            if self.method == b"HEAD" and declared >= 0:
-                n = declared
-            lines.append(b"content-length: %d" % n)
-            self.resp_declared = n
-        elif declared >= 0:
-            lines.append(b"content-length: %d" % declared)
-            self.resp_declared = declared
-        else:
-            lines.append(b"transfer-encoding: chunked")
-            self.resp_chunked = True
-        if not self.keep_alive or self.down.closing:
-            lines.append(b"connection: close")
-        block = b"\r\n".join(lines)
-        if lines and _block_suspect(block, len(lines)):
-            return None  # a CR, LF or NUL in a value
-        self.resp_head_sent = True
-        if not lines:  # (a 204 or 304 with no header at all)
-            return b"HTTP/1.1 %d %s\r\n\r\n" % (
-                status,
-                _REASON_BYTES.get(status) or reason(status).encode(),
-            )
-        return b"HTTP/1.1 %d %s\r\n%s\r\n\r\n" % (
-            status,
-            _REASON_BYTES.get(status) or reason(status).encode(),
-            block,
-        )
-
-    # -- local replies and endings --
-
-    def _reply_from_filter(self, reply: LocalReply, from_response: bool = False) -> None:
-        """The filter answered locally (its reply already went through the response
-        path inside the filter): write it as is."""
-        self.info.outcome = "reply"
-        self._write_reply(reply)
-
-    def send_local(self, reply: LocalReply) -> None:
-        """A reply generated by the proxy (no route, upstream failure, timeout): it
-        travels the filter's response path like an upstream response, as in Envoy."""
-        if self.finished or self.response_started:
-            self._reset(reply.details or "local reply after the response started")
-            return
-        self.info.response_code_details = reply.details
-        h = HeaderMap(
-            [
-                (b":status", str(reply.status).encode()),
-                (b"content-type", b"text/plain"),
-                (b"content-length", str(len(reply.body)).encode()),
-            ]
-        )
-        for k, v in reply.headers:
-            h.add(k, v)
-        self.resp_headers = h
-        self.response_started = True
-        self.resp_has_body = bool(reply.body)
-        self._on_response_headers_step(self.filter.response_headers(h, not reply.body))
-        if reply.body and not self.finished and not self.replying:
-            self.upstream_body_local(reply.body)
-
-    def upstream_body_local(self, body: bytes) -> None:
-        if self.resp_waiting:
-            self.resp_pending.append((body, True))
-            self.resp_queued += len(body) + _ENTRY_COST
-            return
-        self._on_response_data_step(self.filter.response_data(body, True), True)
-
-    def _write_reply(self, reply: LocalReply) -> None:
-        if self.finished:
-            return
-        if self.resp_head_sent:
-            self._reset("local reply after the response started")
-            return
-        if any(field_problem(k, v) for k, v in reply.headers if k[:1] != b":"):
-            reply = _invalid_response_reply()
-        self.replying = True
-        if self.upstream is not None:
-            self.upstream.abandon()
-            self.upstream = None
-        if self.req_has_body and not self.req_complete:
-            self.keep_alive = False  # the rest of the request body would be misread
-        self.info.status = reply.status
-        self.info.response_code_details = reply.details
-        lines = [
-            k + b": " + v
-            for k, v in reply.headers
-            if k[:1] != b":" and k not in _HOP_BY_HOP and k != b"content-length"
-        ]
-        lines.append(b"content-length: %d" % len(reply.body))
-        if not self.keep_alive:
-            lines.append(b"connection: close")
-        self.resp_head_sent = True
-        self.info.response_bytes += len(reply.body)
-        self.down.write(
-            b"HTTP/1.1 %d %s\r\n%s\r\n\r\n%s"
-            % (
-                reply.status,
-                reason(reply.status).encode(),
-                b"\r\n".join(lines),
-                b"" if self.method == b"HEAD" else reply.body,
-            )
-        )
-        self._finish()
-
-    def _reset(self, why: str) -> None:
-        if self.finished:
-            return
-        self.info.outcome = "reset"
-        self.info.response_code_details = why
-        self.keep_alive = False
-        if self.upstream is not None:
-            self.upstream.abandon()
-            self.upstream = None
-        if self.down.transport is not None:
-            self.down.transport.abort() if not self.resp_head_sent else self.down.transport.close()
-        self._finish()
-
-    def upstream_lost(self, exc: Exception | None) -> None:
-        if self.finished:
-            return
-        self.upstream = None
-        if self.response_started:
-            self._reset("upstream connection lost mid-response")
-            return
-        self.info.outcome = "upstream_error"
-        self.send_local(
-            LocalReply(
-                503,
-                b"upstream connect error or disconnect/reset before headers. reset reason: "
-                b"connection termination\n",
-                details="upstream_reset_before_response_started{connection_termination}",
-            )
-        )
-
-    def upstream_error(self, status: int, message: str) -> None:
-        if self.finished:
-            return
-        self.upstream = None
-        self.info.outcome = "upstream_error"
-        if self.response_started:
-            self._reset(message)
-        else:
-            self.send_local(
-                LocalReply(status, (message + "\n").encode(), details="upstream_protocol_error")
-            )
-
-    def downstream_lost(self) -> None:
-        """The client went away: no more I/O, but the filter still completes."""
-        if self.finished:
-            return
-        self.info.outcome = "client_disconnect"
-        self.keep_alive = False
-        if self.upstream is not None:
-            self.upstream.abandon()
-            self.upstream = None
-        self._finish()
-
-    def codec_error(self, status: int, message: str) -> None:
-        """The client's request could not be parsed; the connection already wrote the
-        error response (``status``) and closes: end the exchange without more I/O."""
-        if self.finished:
-            return
-        self.info.status = status
-        self.info.outcome = "reply"
-        self.info.response_code_details = f"http1.codec_error{{{message}}}"
-        self.keep_alive = False
-        if self.upstream is not None:
-            self.upstream.abandon()
-            self.upstream = None
-        self._finish()
-
-    def _finish(self) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        up = self.upstream
-        if up is not None and up.exchange is self:
-            if (
-                self.resp_headers is not None
-                and not self.resp_has_body
-                and not self.replying
-                and self.info.outcome == ""
-            ):
-                pass  # its empty message completes in this same parse; the pool takes it back
-            else:
-                up.abandon()
-            self.upstream = None
-        try:
-            self.filter.complete()
-        finally:
-            self.core.exchange_finished(self)
-            # Keep-alive only once the client finished sending this request.
-            keep = self.keep_alive and (self.req_complete or not self.req_has_body)
-            self.down.exchange_done(self, keep)
-
-
-def _invalid_response_reply() -> LocalReply:
-    """What the client gets instead of a response whose head cannot be serialized."""
-    return LocalReply(
-        502,
-        b"upstream response or local reply contains an invalid header\n",
-        details="response_invalid_header",
-    )
-
-
-def summary(ex: Exchange) -> dict[str, Any]:  # pragma: no cover - debugging aid
-    return {"status": ex.info.status, "outcome": ex.info.outcome, "cluster": ex.info.cluster}

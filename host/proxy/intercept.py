@@ -2,7 +2,7 @@
 
 The app arms a rule (a plugin name, a stage, optionally a path substring). Before that
 plugin's callback for that stage runs, ``ChainRun`` asks ``Interceptor.check``; on a
-match the stream waits (``Step.WAIT``) on a future, and the held request is published
+match the stream waits (a ``Wait`` verdict) on a future, and the held request is published
 (``held()``) with its headers. ``resume`` replaces the headers (and the request body, at
 the ``request_body`` stage) with the edited ones and the chain goes on from that same
 hop, which now runs on the edited stream. Bounded: a held request resumes unchanged
@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from host.proxy.http1 import LocalReply, Step
+from host.proxy.chain import REQUEST, RESPONSE
+from host.proxy.stream import CONTINUE, LocalReply, Reply, Verdict, Wait
 
 if TYPE_CHECKING:
     from host.proxy.chain import ChainRun
@@ -67,8 +68,8 @@ class HeldRequest:
     body: str | None
     held_at: float
     timeout_s: float
-    future: asyncio.Future[Step] = field(repr=False)
-    resume_with: Callable[[list[tuple[bytes, bytes]] | None, bytes | None], Step] = field(
+    future: asyncio.Future[Verdict] = field(repr=False)
+    resume_with: Callable[[list[tuple[bytes, bytes]] | None, bytes | None], Verdict] = field(
         repr=False
     )
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -147,7 +148,7 @@ class Interceptor:
     def disarm(self) -> None:
         self.rules = []
 
-    def check(self, run: ChainRun, index: int, stage: str, data: bytes = b"") -> Step | None:
+    def check(self, run: ChainRun, index: int, stage: str, data: bytes = b"") -> Verdict | None:
         """Before hop ``index`` runs its ``stage`` callback: a WAIT step if the request
         is to be held, else None (the chain goes on)."""
         key = (run.seq, stage, index)
@@ -172,24 +173,26 @@ class Interceptor:
             self.rules.remove(rule)
         return self._hold(run, index, stage, plugin, data)
 
-    def _hold(self, run: ChainRun, index: int, stage: str, plugin: str, data: bytes) -> Step:
+    def _hold(self, run: ChainRun, index: int, stage: str, plugin: str, data: bytes) -> Verdict:
         headers = run.resp_headers if stage == "response_headers" else run.headers
         assert headers is not None
-        fut: asyncio.Future[Step] = self.loop.create_future()
+        fut: asyncio.Future[Verdict] = self.loop.create_future()
         key = (run.seq, stage, index)
 
-        def resume_with(new_headers: list[tuple[bytes, bytes]] | None, body: bytes | None) -> Step:
+        def resume_with(
+            new_headers: list[tuple[bytes, bytes]] | None, body: bytes | None
+        ) -> Verdict:
             if run.completed or not run.hops:
-                return Step(Step.CONTINUE)  # the client went away meanwhile
+                return CONTINUE  # the client went away meanwhile
             if new_headers is not None and stage != "request_body":
                 headers.set_all(new_headers)  # (at the body: routed, the head may be sent)
             self._passed.add(key)
             try:
                 if stage == "request_headers":
-                    return run._iterate_request_headers(index)
+                    return run._iterate_headers(REQUEST, index)
                 if stage == "response_headers":
-                    return run._iterate_response_headers(index)
-                return run._iterate_request_data(index, data if body is None else body, True)
+                    return run._iterate_headers(RESPONSE, index)
+                return run._iterate_data(REQUEST, index, data if body is None else body, True)
             finally:
                 self._passed.discard(key)
 
@@ -211,7 +214,7 @@ class Interceptor:
         self.held[held.id] = held
         self.caught += 1
         self._changed()
-        return Step(Step.WAIT, wait=fut)
+        return Wait(fut)
 
     def _expired(self, held_id: int) -> None:
         if held_id in self.held:
@@ -243,9 +246,8 @@ class Interceptor:
             try:
                 step = held.resume_with(new_headers, new_body)
             except Exception as e:  # never strand a request on a host bug
-                step = Step(
-                    Step.REPLY,
-                    reply=LocalReply(
+                step = Reply(
+                    LocalReply(
                         500,
                         f"wasmdesk: intercept resume failed: {type(e).__name__}\n".encode(),
                         details="wasmdesk_internal_error",

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from host.headers import HeaderMap
 from host.proxy.config import RouteConfig, TrafficSelector
-from host.wasm.pairs import HeaderMap
 
 __all__ = ["DEFAULT_ROUTE_NAME", "Route", "RouteTable", "plugin_match_verdict"]
 

@@ -4,6 +4,7 @@ Knows nothing of sockets or Qt. ``PluginHost`` owns what VMs share; ``PluginVM``
 one module instance with its contexts; ``HttpContext`` is one plugin on one stream.
 """
 
+from host.headers import HeaderMap
 from host.wasm.context import (
     Action,
     HttpContext,
@@ -12,7 +13,6 @@ from host.wasm.context import (
     StreamInfo,
     TcpContext,
 )
-from host.wasm.pairs import HeaderMap
 from host.wasm.plugin_host import LogRecord, PluginHost, VirtualClock
 from host.wasm.runtime import Engine, LoadError, Module
 from host.wasm.types import FailState, Failure, LogLevel, Status

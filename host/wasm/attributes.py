@@ -24,8 +24,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from host.headers import HeaderMap
 from host.wasm.node import DEFAULT_NODE, Node
-from host.wasm.pairs import HeaderMap, encode_pairs
+from host.wasm.pairs import encode_pairs
 
 if TYPE_CHECKING:
     from host.wasm.context import Context, StreamInfo

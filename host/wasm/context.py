@@ -16,8 +16,8 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from host.headers import HeaderMap
 from host.wasm.node import Node
-from host.wasm.pairs import HeaderMap
 from host.wasm.types import StreamType
 
 if TYPE_CHECKING:

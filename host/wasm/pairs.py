@@ -1,14 +1,15 @@
 """Header maps and the serialized "pairs" wire format (ABI doc §5.1).
 
-``HeaderMap`` is the host's representation of an HTTP header/trailer/metadata
-map: an ordered list of (key, value) byte pairs, duplicates kept, keys lower-cased
-as Envoy does (``LowerCaseString``). Values are raw bytes, never decoded.
+``HeaderMap`` lives in ``host.headers`` (the proxy uses it too) and is re-exported
+here, where the Proxy-Wasm host has always imported it from.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+
+from host.headers import HeaderMap
 
 __all__ = [
     "MAX_PAIRS",
@@ -17,6 +18,7 @@ __all__ = [
     "PairsError",
     "decode_pairs",
     "encode_pairs",
+    "serialized_size",
 ]
 
 MAX_PAIRS = 1024
@@ -81,101 +83,9 @@ def decode_pairs(data: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def _lower(key: bytes) -> bytes:
-    return key.lower()
-
-
-class HeaderMap:
-    """Ordered multi-map of byte strings with case-insensitive (lower-cased) keys."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: Iterable[tuple[bytes | str, bytes | str]] = ()) -> None:
-        self._items: list[tuple[bytes, bytes]] = [(_lower(_b(k)), _b(v)) for k, v in items]
-
-    @classmethod
-    def from_pairs(cls, pairs: list[tuple[bytes, bytes]]) -> HeaderMap:
-        m = cls()
-        m._items = [(k.lower(), v) for k, v in pairs]
-        return m
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
-        return iter(self._items)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, HeaderMap) and self._items == other._items
-
-    def __repr__(self) -> str:
-        return f"HeaderMap({self._items!r})"
-
-    def items(self) -> list[tuple[bytes, bytes]]:
-        return list(self._items)
-
-    def copy(self) -> HeaderMap:
-        m = HeaderMap()
-        m._items = list(self._items)
-        return m
-
-    def get(self, key: bytes | str) -> bytes | None:
-        k = _lower(_b(key))
-        for ik, iv in self._items:
-            if ik == k:
-                return iv
-        return None
-
-    def get_all(self, key: bytes | str) -> list[bytes]:
-        k = _lower(_b(key))
-        return [iv for ik, iv in self._items if ik == k]
-
-    def joined(self, key: bytes | str) -> bytes | None:
-        vals = self.get_all(key)
-        return b",".join(vals) if vals else None
-
-    def add(self, key: bytes | str, value: bytes | str) -> None:
-        self._items.append((_lower(_b(key)), _b(value)))
-
-    def replace(self, key: bytes | str, value: bytes | str) -> None:
-        k = _lower(_b(key))
-        v = _b(value)
-        out: list[tuple[bytes, bytes]] = []
-        done = False
-        for ik, iv in self._items:
-            if ik == k:
-                if not done:
-                    out.append((k, v))
-                    done = True
-            else:
-                out.append((ik, iv))
-        if not done:
-            out.append((k, v))
-        self._items = out
-
-    def remove(self, key: bytes | str) -> None:
-        k = _lower(_b(key))
-        self._items = [(ik, iv) for ik, iv in self._items if ik != k]
-
-    def set_all(self, pairs: list[tuple[bytes, bytes]]) -> None:
-        self._items = [(k.lower(), v) for k, v in pairs]
-
-    def serialize(self) -> bytes:
-        return encode_pairs(self._items)
-
-    def serialized_size(self) -> int:
-        if not self._items:
-            return 0
-        return 4 + sum(10 + len(k) + len(v) for k, v in self._items)
-
-    def byte_size(self) -> int:
-        return sum(len(k) + len(v) for k, v in self._items)
-
-    def to_text_pairs(self) -> list[list[str]]:
-        return [[k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in self._items]
-
-
-def _b(x: bytes | str) -> bytes:
-    if type(x) is bytes:
-        return x
-    return x.encode("utf-8") if isinstance(x, str) else bytes(x)
+def serialized_size(pairs: HeaderMap) -> int:
+    """The length of ``encode_pairs(pairs)`` without building it (the spec's map size)."""
+    items = pairs._items
+    if not items:
+        return 0
+    return 4 + sum(10 + len(k) + len(v) for k, v in items)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from time import perf_counter_ns as _perf_ns
 from typing import TYPE_CHECKING
 
+from host.headers import HeaderMap
 from host.wasm.context import (
     Action,
     Context,
@@ -30,7 +31,6 @@ from host.wasm.context import (
     StreamListener,
     TcpContext,
 )
-from host.wasm.pairs import HeaderMap
 from host.wasm.profile import ProfileEntry, profiled
 from host.wasm.runtime import CallFailed, Import, Instance, LoadError, Module, ProcExit, RawFunc
 from host.wasm.types import ABI_MARKERS, FailState, Failure, LogLevel, Status, StreamType

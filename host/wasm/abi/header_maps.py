@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from host.wasm.abi._common import BAD_ARGUMENT, NOT_FOUND, OK, hostfn, read, return_bytes
 from host.wasm.abi._validate import valid_header, valid_headers
 from host.wasm.context import HttpContext, MapState, RootContext
-from host.wasm.pairs import HeaderMap, PairsError, decode_pairs
+from host.wasm.pairs import HeaderMap, PairsError, decode_pairs, encode_pairs, serialized_size
 from host.wasm.types import MapType
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def proxy_get_header_map_pairs(vm: PluginVM, mtype: int, ret_ptr: int, ret_size:
         return BAD_ARGUMENT
     m = _map(vm, mtype, False)
     # Empty or unavailable → OK with (0, 0): the Rust SDK panics on anything else.
-    return return_bytes(vm, m.serialize() if m is not None else b"", ret_ptr, ret_size)
+    return return_bytes(vm, encode_pairs(m) if m is not None else b"", ret_ptr, ret_size)
 
 
 def proxy_set_header_map_pairs(vm: PluginVM, mtype: int, ptr: int, size: int) -> int:
@@ -155,7 +155,7 @@ def proxy_get_header_map_size(vm: PluginVM, mtype: int, ret: int) -> int:
     if m is None:
         return BAD_ARGUMENT
     # The spec's definition: the size of the serialized pairs (Envoy writes byteSize()).
-    vm.instance.write_u32(ret, m.serialized_size())
+    vm.instance.write_u32(ret, serialized_size(m))
     return OK
 
 

@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from host.proxy.http1 import CONTINUE, LocalReply, PassThroughFilter, Step, reason
+from host.proxy.http1 import reason
+from host.proxy.stream import CONTINUE, LocalReply, PassThroughFilter, Reply, Verdict
 from host.wasm.pairs import HeaderMap
 
 from .conftest import ScriptedUpstream, connect, make_config, raw_exchange, read_response
@@ -35,14 +36,14 @@ class _Inject(PassThroughFilter):
         self.resp = list(resp)
         self.reply = reply
 
-    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Step:
+    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Verdict:
         if self.reply is not None:
-            return Step(Step.REPLY, reply=self.reply)
+            return Reply(self.reply)
         for k, v in self.req:
             headers.replace(k, v)
         return CONTINUE
 
-    def response_headers(self, headers: HeaderMap, end_stream: bool) -> Step:
+    def response_headers(self, headers: HeaderMap, end_stream: bool) -> Verdict:
         for k, v in self.resp:
             headers.replace(k, v)
         return CONTINUE

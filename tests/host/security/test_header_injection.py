@@ -43,7 +43,7 @@ def test_add_and_replace_refuse_non_token_names(abi, fn, name):
     m = activate(ctx, RESP, [(b":status", b"200")])
     with abi.on(ctx):
         assert fn(abi, RESP, name, b"v") == Status.BAD_ARGUMENT
-    assert m.serialize() == HeaderMap([(b":status", b"200")]).serialize()
+    assert encode_pairs(m) == encode_pairs(HeaderMap([(b":status", b"200")]))
 
 
 @pytest.mark.parametrize("name", PSEUDO)

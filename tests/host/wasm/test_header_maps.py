@@ -270,7 +270,7 @@ def test_size_is_the_serialized_pairs_length(abi, mtype):
     ctx = abi.http_context()
     m = activate(ctx, mtype, ITEMS)
     with abi.on(ctx):
-        assert size(abi, mtype) == (Status.OK, len(m.serialize()))
+        assert size(abi, mtype) == (Status.OK, len(encode_pairs(m)))
         assert size(abi, mtype)[1] == 4 + 4 * 10 + len(b":path/a?b=1x-dup1x-dup2x-empty")
 
 
@@ -348,7 +348,7 @@ def test_access_log_phase_reads_released_headers_but_cannot_write(abi):
         assert get_value(abi, REQ, b"missing") == (Status.NOT_FOUND, None)
         st, _, data = get_pairs(abi, REQ)
         assert (st, data) == (Status.OK, encode_pairs(m.items()))
-        assert size(abi, REQ) == (Status.OK, len(m.serialize()))
+        assert size(abi, REQ) == (Status.OK, len(encode_pairs(m)))
         assert add(abi, REQ, b"b", b"2") == Status.BAD_ARGUMENT
         assert replace(abi, REQ, b"a", b"2") == Status.BAD_ARGUMENT
         assert remove(abi, REQ, b"a") == Status.BAD_ARGUMENT

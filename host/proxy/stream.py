@@ -1,0 +1,158 @@
+"""The contract between a protocol's stream state machine and the filter it drives.
+
+A protocol adapter (today ``http1.Exchange``; an HTTP/2 stream or a TCP connection
+later) hands each event of a stream to a ``StreamFilter`` (the plugin chain,
+``chain.ChainRun``) and gets a ``Verdict`` back: plain data, no I/O. The verdict is a
+tagged union handled with ``match``:
+
+* ``Continue(data, trailers)`` forwards ``data`` (the bytes released now; may be
+  empty); one that ends the stream may carry ``trailers`` a plugin added (they end
+  the message instead);
+* ``Hold()`` forwards nothing yet (the filter is buffering);
+* ``Reply(reply)`` answers with a local reply instead;
+* ``Wait(future)`` resolves later: the future's result is another verdict;
+* ``Reset()`` drops the stream.
+
+This module knows no socket, no wire format and no wasm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from host.headers import HeaderMap
+
+__all__ = [
+    "CONTINUE",
+    "HOLD",
+    "RESET",
+    "Continue",
+    "ExchangeInfo",
+    "Hold",
+    "LocalReply",
+    "PassThroughFilter",
+    "Reply",
+    "Reset",
+    "StreamFilter",
+    "Verdict",
+    "Wait",
+]
+
+
+@dataclass
+class LocalReply:
+    status: int
+    body: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    details: str = ""
+
+
+# -- verdicts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    """Forward ``data``; at the end of the stream, ``trailers`` a plugin added."""
+
+    data: bytes = b""
+    trailers: HeaderMap | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Forward nothing yet: the filter is buffering."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Answer with ``reply`` (already through the filter's response path)."""
+
+    reply: LocalReply
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """The verdict comes later: ``future``'s result."""
+
+    future: asyncio.Future[Verdict]
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """Drop the stream."""
+
+
+Verdict = Continue | Hold | Reply | Wait | Reset
+
+CONTINUE = Continue()
+HOLD = Hold()
+RESET = Reset()
+
+
+# -- what a stream is, for filters and stats ------------------------------------------------
+
+
+@dataclass(slots=True)
+class ExchangeInfo:
+    """What the data path knows about a request, for filters and stats."""
+
+    client: tuple[str, int]
+    local: tuple[str, int]
+    connection_id: int
+    request_id: str = ""
+    start: float = 0.0  # time.monotonic()
+    start_wall_ns: int = 0
+    cluster: str = ""
+    route_name: str | None = None  # the cached route; None: not selected yet (or cleared)
+    status: int = 0
+    request_bytes: int = 0
+    response_bytes: int = 0
+    upstream_address: str = ""
+    upstream_ms: float = 0.0
+    response_code_details: str = ""
+    outcome: str = ""  # "", "reply", "reset", "client_disconnect", "upstream_error"
+
+
+class StreamFilter(Protocol):
+    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Verdict: ...
+
+    def request_data(self, data: bytes, end_stream: bool) -> Verdict: ...
+
+    def response_headers(self, headers: HeaderMap, end_stream: bool) -> Verdict: ...
+
+    def response_data(self, data: bytes, end_stream: bool) -> Verdict: ...
+
+    def request_trailers(self, trailers: HeaderMap) -> Verdict: ...
+
+    def response_trailers(self, trailers: HeaderMap) -> Verdict: ...
+
+    def complete(self) -> None: ...
+
+
+class PassThroughFilter:
+    """No plugins: every event continues with its own data."""
+
+    __slots__ = ()
+
+    def request_headers(self, headers: HeaderMap, end_stream: bool) -> Verdict:
+        return CONTINUE
+
+    def request_data(self, data: bytes, end_stream: bool) -> Verdict:
+        return Continue(data)
+
+    def response_headers(self, headers: HeaderMap, end_stream: bool) -> Verdict:
+        return CONTINUE
+
+    def response_data(self, data: bytes, end_stream: bool) -> Verdict:
+        return Continue(data)
+
+    def request_trailers(self, trailers: HeaderMap) -> Verdict:
+        return CONTINUE
+
+    def response_trailers(self, trailers: HeaderMap) -> Verdict:
+        return CONTINUE
+
+    def complete(self) -> None:
+        pass

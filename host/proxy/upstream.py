@@ -1,0 +1,288 @@
+"""The upstream side of the HTTP/1.1 data path: clusters, pooled keep-alive connections
+to them, and the response parser that feeds one exchange at a time.
+
+An ``UpstreamProtocol`` knows its exchange only as a ``ResponseSink`` (the parser's
+events and write congestion, nothing else), so the exchange state machine and this
+socket layer meet at a small interface. No plugin and no wasm here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import httptools
+
+from host.headers import HeaderMap
+
+__all__ = [
+    "BACKLOG",
+    "PEER_FULL",
+    "Cluster",
+    "ResponseSink",
+    "UpstreamPool",
+    "UpstreamProtocol",
+]
+
+# why reading from a peer is paused (bits; the downstream side adds its own)
+PEER_FULL = 1  # the other side's socket write buffer is over its high-water mark
+BACKLOG = 2  # too many bytes held in the exchange
+
+
+class ResponseSink(Protocol):
+    """What an upstream connection reports to the exchange it serves."""
+
+    def upstream_headers(
+        self, status: int, headers: list[tuple[bytes, bytes]], expect_body: bool
+    ) -> None: ...
+
+    def upstream_body(self, chunk: bytes) -> None: ...
+
+    def upstream_complete(self, trailers: HeaderMap | None = None) -> None: ...
+
+    def upstream_lost(self, exc: Exception | None) -> None: ...
+
+    def upstream_error(self, status: int, message: str) -> None: ...
+
+    def upstream_congested(self, congested: bool) -> None:
+        """The upstream stopped (True) or resumed (False) reading what we write to it."""
+        ...
+
+
+class _BadMessage(Exception):
+    """Raised from a parser callback: llhttp accepted what HTTP does not."""
+
+
+@dataclass
+class Cluster:
+    name: str
+    host: str
+    port: int
+    timeout_s: float = 15.0
+    connect_timeout_s: float = 5.0
+    max_idle: int = 64
+    idle: deque[UpstreamProtocol] = field(default_factory=deque)
+
+    @classmethod
+    def from_url(cls, name: str, url: str, timeout_s: float = 15.0) -> Cluster:
+        u = urlsplit(url)
+        if u.scheme != "http":
+            raise ValueError(f"cluster {name}: only http:// upstreams are supported, got {url!r}")
+        if not u.hostname:
+            raise ValueError(f"cluster {name}: URL has no host: {url!r}")
+        return cls(name, u.hostname, u.port or 80, timeout_s)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    """One pooled keep-alive connection to a cluster; parses responses for its exchange."""
+
+    def __init__(self, cluster: Cluster, pool: UpstreamPool) -> None:
+        self.cluster = cluster
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: ResponseSink | None = None
+        self.closed = False
+        self.reusable = True
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._trailers: list[tuple[bytes, bytes]] = []
+        self._in_body = False  # headers complete: on_header now means a trailer
+        self._expect_body = True
+        self._until_eof = False  # the response body ends when the upstream closes
+        self._paused = 0  # why reading is paused (PEER_FULL, BACKLOG bits)
+        self._bad = ""  # why a parser callback refused the response
+
+    def pause(self, why: int) -> None:
+        if not self._paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._paused |= why
+
+    def resume(self, why: int) -> None:
+        if not self._paused & why:
+            return
+        self._paused &= ~why
+        if not self._paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    # the upstream is not reading our request as fast as the client sends it
+    def pause_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.upstream_congested(True)
+
+    def resume_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.upstream_congested(False)
+
+    # asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        try:
+            self.cluster.idle.remove(self)
+        except ValueError:
+            pass
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            if self._until_eof and exc is None:
+                # A body delimited by the close (RFC 9112 §6.3, rule 8): a clean EOF
+                # ends the message. llhttp cannot be told, so end it here.
+                self._until_eof = False
+                ex.upstream_complete()
+            else:
+                ex.upstream_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            self.reusable = False
+            ex = self.exchange
+            self.exchange = None
+            if self.transport is not None:
+                self.transport.close()
+            if ex is not None:
+                why = self._bad or str(e)  # httptools wraps what a callback raised
+                ex.upstream_error(502, f"upstream sent a malformed response: {why}")
+
+    # parser callbacks
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._trailers = []
+        self._in_body = False
+        self._until_eof = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_body:
+            self._trailers.append((name.lower(), value))
+        else:
+            self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self._in_body = True
+        ex = self.exchange
+        if ex is None:
+            return
+        if not self.parser.should_keep_alive():
+            self.reusable = False
+        status = self.parser.get_status_code()
+        if status > 599:
+            # RFC 9110 §15: status codes are 100-599; llhttp accepts any three digits
+            self._bad = f"status code {status} out of range"
+            raise _BadMessage(self._bad)  # ends the parse: 502
+        if self._expect_body and status >= 200 and status not in (204, 304):
+            framed = False
+            for k, v in self._headers:
+                if k == b"content-length" or (
+                    k == b"transfer-encoding" and b"chunked" in v.lower()
+                ):
+                    framed = True
+                    break
+            if not framed:
+                self._until_eof = True
+                self.reusable = False
+        ex.upstream_headers(status, self._headers, self._expect_body)
+        if not self._expect_body and status >= 200:
+            # A HEAD response: no body follows whatever its content-length says, and
+            # the parser cannot be told so; end here and do not reuse the connection.
+            self.reusable = False
+            self.exchange = None
+            ex.upstream_complete()
+            if self.transport is not None:
+                self.transport.close()
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        self._until_eof = False
+        ex = self.exchange
+        self.exchange = None
+        if ex is not None:
+            ex.upstream_complete(HeaderMap(self._trailers) if self._trailers else None)
+        self.pool.release(self)
+
+    def send(self, exchange: ResponseSink, data: bytes, expect_body: bool) -> None:
+        if self.exchange is not exchange:
+            self.exchange = exchange
+            self._expect_body = expect_body
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def abandon(self) -> None:
+        """The exchange gave up on this connection (client gone, reply sent): close it."""
+        self._paused = 0
+        self.exchange = None
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.close()
+
+
+class UpstreamPool:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.connects = 0
+
+    def acquire(
+        self, cluster: Cluster, done: Callable[[UpstreamProtocol | None, str], None]
+    ) -> None:
+        """Call ``done(conn, "")`` with a ready connection, or ``done(None, reason)``."""
+        while cluster.idle:
+            conn = cluster.idle.pop()
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                done(conn, "")
+                return
+        self.connects += 1
+
+        async def connect() -> None:
+            try:
+                _t, proto = await asyncio.wait_for(
+                    self.loop.create_connection(
+                        lambda: UpstreamProtocol(cluster, self), cluster.host, cluster.port
+                    ),
+                    cluster.connect_timeout_s,
+                )
+            except TimeoutError:
+                done(None, "connect timeout")
+                return
+            except OSError as e:
+                done(None, f"connection failure: {e.strerror or e}")
+                return
+            done(proto, "")
+
+        self.loop.create_task(connect())
+
+    def release(self, conn: UpstreamProtocol) -> None:
+        if conn._paused:
+            conn.resume(conn._paused)  # a pooled connection reads (to notice a close)
+        if (
+            conn.reusable
+            and not conn.closed
+            and conn.transport is not None
+            and not conn.transport.is_closing()
+            and len(conn.cluster.idle) < conn.cluster.max_idle
+        ):
+            conn.cluster.idle.append(conn)
+        elif conn.transport is not None:
+            conn.transport.close()
+
+    def close(self, clusters: list[Cluster]) -> None:
+        for c in clusters:
+            while c.idle:
+                conn = c.idle.pop()
+                if conn.transport is not None:
+                    conn.transport.close()

@@ -1,0 +1,34 @@
+"""The data path's layers (issue 8): the pure and contract modules import neither the
+HTTP/1.1 adapter nor the plugin chain nor the Wasm host, so a later HTTP/2 or TCP
+adapter can sit beside ``http1.py`` on the same core."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PROXY = Path(__file__).resolve().parents[3] / "host" / "proxy"
+FORBIDDEN = ("host.proxy.http1", "host.proxy.chain", "host.proxy.plugins", "host.wasm")
+
+
+def imports(module: str) -> set[str]:
+    tree = ast.parse((PROXY / f"{module}.py").read_text())
+    out: set[str] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom) and n.module:
+            out.add(n.module)
+        elif isinstance(n, ast.Import):
+            out.update(a.name for a in n.names)
+    return out
+
+
+@pytest.mark.parametrize("module", ["framing", "stream", "upstream", "records", "exchange"])
+def test_a_core_module_depends_on_no_adapter_chain_or_wasm(module: str) -> None:
+    bad = {m for m in imports(module) if m.startswith(FORBIDDEN)}
+    assert not bad, f"{module}.py imports {sorted(bad)}"
+
+
+def test_the_exchange_reaches_sockets_only_through_the_protocol_objects() -> None:
+    assert ".transport" not in (PROXY / "exchange.py").read_text()
