@@ -19,7 +19,12 @@ import httpx
 from host.wasm.abi._validate import valid_headers, valid_origin_path
 from host.wasm.context import HttpCallout
 
-__all__ = ["CalloutRequest", "build_callout_request"]
+__all__ = [
+    "CalloutRequest",
+    "build_callout_request",
+    "callout_failure",
+    "record_callout_response",
+]
 
 
 @dataclass(frozen=True)
@@ -54,3 +59,24 @@ def build_callout_request(cluster_url: str, call: HttpCallout) -> CalloutRequest
         raw_path=base.raw_path.rstrip(b"/") + path,
     )
     return CalloutRequest(method, url, headers)
+
+
+def callout_failure(error: Exception) -> str:
+    """What ``proxy_get_status`` reports for a callout that got no response: ``timeout``,
+    ``connect_failure`` or ``reset: …`` (a refused request, or any other transport error)."""
+    if isinstance(error, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(error, httpx.ConnectError):
+        return "connect_failure"
+    if isinstance(error, httpx.HTTPError):
+        return f"reset: {type(error).__name__}"
+    return f"reset: {error}"
+
+
+def record_callout_response(call: HttpCallout, resp: httpx.Response) -> None:
+    """The response as the plugin reads it: ``:status`` first, names lower-cased."""
+    call.response_status = resp.status_code
+    call.response_headers = [(b":status", str(resp.status_code).encode())] + [
+        (k.lower(), v) for k, v in resp.headers.raw
+    ]
+    call.response_body = resp.content

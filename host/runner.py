@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from host.callout_request import build_callout_request
+from host.callout_request import build_callout_request, callout_failure, record_callout_response
 from host.proxy.grpc_callouts import GRPC_SCHEMES, GrpcCalloutDispatcher, GrpcCluster
 from host.wasm import (
     Action,
@@ -191,20 +191,10 @@ class CalloutClient:
             resp = self._client.request(
                 req.method, req.url, headers=req.headers, content=call.body or None, timeout=timeout
             )
-        except ValueError as e:
-            call.failure = f"reset: {e}"
-        except httpx.TimeoutException:
-            call.failure = "timeout"
-        except httpx.ConnectError:
-            call.failure = "connect_failure"
-        except httpx.HTTPError as e:
-            call.failure = f"reset: {type(e).__name__}"
+        except (ValueError, httpx.HTTPError) as e:
+            call.failure = callout_failure(e)
         else:
-            call.response_status = resp.status_code
-            call.response_headers = [(b":status", str(resp.status_code).encode())] + [
-                (k.lower(), v) for k, v in resp.headers.raw
-            ]
-            call.response_body = resp.content
+            record_callout_response(call, resp)
         call.elapsed_ms = (time.perf_counter() - t0) * 1000.0
 
     def close(self) -> None:

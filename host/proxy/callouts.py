@@ -15,7 +15,7 @@ from typing import Protocol
 
 import httpx
 
-from host.callout_request import build_callout_request
+from host.callout_request import build_callout_request, callout_failure, record_callout_response
 from host.wasm.context import HttpCallout
 
 __all__ = ["CLUSTER_CONCURRENCY", "CalloutDispatcher", "CalloutOwner"]
@@ -91,20 +91,10 @@ class CalloutDispatcher:
                     content=call.body or None,
                     timeout=left,
                 )
-        except ValueError as e:
-            call.failure = f"reset: {e}"
-        except httpx.TimeoutException:
-            call.failure = "timeout"
-        except httpx.ConnectError:
-            call.failure = "connect_failure"
-        except httpx.HTTPError as e:
-            call.failure = f"reset: {type(e).__name__}"
+        except (ValueError, httpx.HTTPError) as e:
+            call.failure = callout_failure(e)
         else:
-            call.response_status = resp.status_code
-            call.response_headers = [(b":status", str(resp.status_code).encode())] + [
-                (k.lower(), v) for k, v in resp.headers.raw
-            ]
-            call.response_body = resp.content
+            record_callout_response(call, resp)
         call.elapsed_ms = (time.perf_counter() - t0) * 1000
         self.m.stat_inc(
             f"cluster.{call.cluster}.callout_" + ("failure" if call.failure else "success")
