@@ -46,6 +46,10 @@ def parse_plugin_config(text: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise ValueError(f"the configuration must be a mapping, got {type(value).__name__}")
+    try:
+        json.dumps(value)  # pluginConfig goes to the plugin as JSON text
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"not representable as JSON: {e}") from None
     return value
 
 

@@ -9,7 +9,6 @@ window turns into engine-service commands. Nothing here talks to the engine.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -42,6 +41,7 @@ from PySide6.QtWidgets import (
 )
 
 from gui.config_form import ConfigForm
+from gui.config_retry import parse_plugin_config
 from gui.json_schema import validate
 from host.proxy.config import (
     FAIL_STRATEGIES,
@@ -707,26 +707,7 @@ class PluginDetailsPanel(QWidget):
     def parse_config_text(self) -> dict[str, Any]:
         """The editor's text as a pluginConfig mapping; raises ValueError with a message
         that says where the problem is."""
-        text = self.config_edit.toPlainText()
-        if not text.strip():
-            return {}
-        try:
-            value = yaml.safe_load(text)
-        except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            raise ValueError(f"{where}{e.problem or 'invalid YAML/JSON'}") from None
-        except yaml.YAMLError as e:
-            raise ValueError(str(e)) from None
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise ValueError(f"the configuration must be a mapping, got {type(value).__name__}")
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"not representable as JSON: {e}") from None
-        return value
+        return parse_plugin_config(self.config_edit.toPlainText())
 
     def form_active(self) -> bool:
         return self.form is not None and self.config_tabs.currentIndex() == 0
