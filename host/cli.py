@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from host import __version__
+from host.cli_input import UsageError
+from host.cli_input import json_or_file as _json_or_file
+from host.cli_input import text_or_file as _text_or_file
 
 if TYPE_CHECKING:
     from host.oci import PulledModule
@@ -26,47 +29,9 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
-class UsageError(Exception):
-    """Bad arguments or unreadable input: exit 2 with a one-line message."""
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
-
-
-def _read_file(path: str, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{what}: no such file: {path}") from None
-    except IsADirectoryError:
-        raise UsageError(f"{what}: is a directory: {path}") from None
-    except OSError as e:
-        raise UsageError(f"{what}: cannot read {path}: {e.strerror}") from None
-
-
-def _text_or_file(value: str | None, what: str) -> bytes:
-    """``TEXT`` or ``@FILE`` (``@-`` reads stdin)."""
-    if value is None:
-        return b""
-    if value.startswith("@"):
-        if value == "@-":
-            return sys.stdin.buffer.read()
-        return _read_file(value[1:], what)
-    return value.encode("utf-8")
-
-
-def _json_or_file(value: str | None, what: str) -> bytes:
-    data = _text_or_file(value, what)
-    if data.strip():
-        try:
-            json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            # Plugins receive raw bytes; JSON is what Istio sends, so say it clearly
-            # but still pass non-JSON text through when asked with --raw-config.
-            raise UsageError(f"{what} is not valid JSON: {e}") from None
-    return data
 
 
 def _node(value: str | None) -> Node:
@@ -269,12 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("replay", "export-test"):
             from host.lab import commands
 
-            try:
-                if args.command == "replay":
-                    return commands.cmd_replay(args)
-                return commands.cmd_export_test(args)
-            except commands.UsageError as e:
-                raise UsageError(str(e)) from None
+            if args.command == "replay":
+                return commands.cmd_replay(args)
+            return commands.cmd_export_test(args)
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as e:
         print(f"wasmdesk: error: {e}", file=sys.stderr)

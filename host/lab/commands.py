@@ -13,36 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from host.cli_input import UsageError
+from host.cli_input import json_or_file as _json_or_file
+from host.cli_input import read_file as _read_file
+
 __all__ = ["UsageError", "add_parsers", "cmd_export_test", "cmd_replay"]
-
-
-class UsageError(Exception):
-    """Bad arguments or unreadable input: the CLI prints it on one line, exit 2. (Its
-    own class, not host.cli's: the CLI imports this module, not the other way.)"""
-
-
-def _read_file(path: str, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{what}: no such file: {path}") from None
-    except IsADirectoryError:
-        raise UsageError(f"{what}: is a directory: {path}") from None
-    except OSError as e:
-        raise UsageError(f"{what}: cannot read {path}: {e.strerror}") from None
-
-
-def _json_or_file(value: str | None, what: str) -> bytes:
-    """JSON text or ``@FILE``, checked to be JSON (plugins get the bytes)."""
-    if value is None:
-        return b""
-    data = _read_file(value[1:], what) if value.startswith("@") else value.encode("utf-8")
-    if data.strip():
-        try:
-            json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise UsageError(f"{what} is not valid JSON: {e}") from None
-    return data
 
 
 def add_parsers(sub: Any) -> None:
