@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from host.cli_input import read_file
 from host.oci import OciError, PulledModule, RuntimeConfig, parse_reference, pull_module
 
 __all__ = [
@@ -94,14 +95,7 @@ def pull_for_cli(
 def load_plugin_arg(arg: str) -> tuple[bytes, PulledModule | None]:
     """The module bytes for ``try``/``inspect``: a file, or an image pulled (cached)."""
     if not is_image_ref(arg):
-        try:
-            return Path(arg).read_bytes(), None
-        except FileNotFoundError:
-            raise CommandError(f"plugin: no such file: {arg}") from None
-        except IsADirectoryError:
-            raise CommandError(f"plugin: is a directory: {arg}") from None
-        except OSError as e:
-            raise CommandError(f"plugin: cannot read {arg}: {e.strerror}") from None
+        return read_file(arg, "plugin"), None  # UsageError (exit 2) when unreadable
     pulled = pull_for_cli(arg)
     print(
         f"pulled {pulled.ref} ({pulled.variant} image, digest {pulled.digest}"
