@@ -12,7 +12,6 @@ import difflib
 import html
 import json
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +44,7 @@ from gui.inspector_export import (
     record_to_curl,
     record_to_har,
 )
+from gui.when_shown import WhenShown
 
 __all__ = [
     "InspectorPanel",
@@ -579,30 +579,19 @@ class InspectorPanel(QWidget):
         self._updating = False
         self._followed_at = 0.0
         self.plugin_names: list[str] = []  # for the intercept dialog
-        # summaries that arrived while the panel sat on a hidden tab of a shown window:
-        # the list is built when the panel is shown (building it 10 times a second for
-        # nobody cost the GUI thread ~12 ms per poll at 1000 req/s)
-        self._pending: deque[Mapping[str, Any]] = deque(maxlen=capacity)
+        # summaries that arrive while the panel sits on a hidden tab wait until it is shown
+        self._when_shown = WhenShown(self, self._add_rows, capacity)
 
     # -- the list -------------------------------------------------------------------------
 
     def append_requests(self, summaries: Iterable[Mapping[str, Any]]) -> None:
         if self.paused:
             return
-        if not self.isVisible() and self.window().isVisible():
-            self._pending.extend(summaries)  # on a hidden tab: built when shown
-            return
-        self._add_rows(summaries)
+        self._when_shown.add(summaries)
 
     def showEvent(self, event: QShowEvent) -> None:
-        self._flush_pending()
+        self._when_shown.flush()
         super().showEvent(event)
-
-    def _flush_pending(self) -> None:
-        if self._pending:
-            batch = list(self._pending)
-            self._pending.clear()
-            self._add_rows(batch)
 
     def _add_rows(self, summaries: Iterable[Mapping[str, Any]]) -> None:
         batch = list(summaries)[-self.capacity :]
@@ -686,12 +675,12 @@ class InspectorPanel(QWidget):
 
     def request_ids(self) -> list[int]:
         """The listed ids in display order (newest first unless sorted otherwise)."""
-        self._flush_pending()
+        self._when_shown.flush()
         lst = self.request_list
         return [int(lst.topLevelItem(i).data(0, _ID_ROLE)) for i in range(lst.topLevelItemCount())]
 
     def visible_request_ids(self) -> list[int]:
-        self._flush_pending()
+        self._when_shown.flush()
         lst = self.request_list
         out = []
         for i in range(lst.topLevelItemCount()):
@@ -701,7 +690,7 @@ class InspectorPanel(QWidget):
         return out
 
     def rows(self) -> list[list[str]]:
-        self._flush_pending()
+        self._when_shown.flush()
         lst = self.request_list
         return [
             [lst.topLevelItem(i).text(c) for c in range(len(self.COLUMNS))]
@@ -709,7 +698,7 @@ class InspectorPanel(QWidget):
         ]
 
     def select_request(self, record_id: int) -> None:
-        self._flush_pending()
+        self._when_shown.flush()
         item = self._items.get(record_id)
         if item is not None:
             item.setHidden(False)
@@ -717,14 +706,14 @@ class InspectorPanel(QWidget):
 
     def request_id_list(self) -> list[str]:
         """The listed requests' request ids (x-request-id), newest first."""
-        self._flush_pending()
+        self._when_shown.flush()
         lst = self.request_list
         return [str(lst.topLevelItem(i).data(1, _ID_ROLE)) for i in range(lst.topLevelItemCount())]
 
     def select_request_id(self, request_id: str) -> bool:
         """Select the listed request with this request id (x-request-id); False if it is
         not listed (any more)."""
-        self._flush_pending()
+        self._when_shown.flush()
         for item in self._items.values():
             if item.data(1, _ID_ROLE) == request_id:
                 item.setHidden(False)

@@ -4,7 +4,6 @@ plugin and minimum level, and a search box. Fed in batches from engine snapshots
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -27,6 +26,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from gui.when_shown import WhenShown
 
 __all__ = ["LEVELS", "LogsPanel"]
 
@@ -122,7 +123,8 @@ class LogsPanel(QWidget):
     def __init__(self, capacity: int = 5000, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("LogsPanel")
-        self._pending: deque[Mapping[str, Any]] = deque(maxlen=capacity)
+        # lines that arrive while the panel sits on a hidden tab wait until it is shown
+        self._when_shown = WhenShown(self, self._add_lines, capacity)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         bar = QHBoxLayout()
@@ -181,22 +183,11 @@ class LogsPanel(QWidget):
         self.table.setToolTip("Double-click a line with a request id to inspect that request")
 
     def append_logs(self, logs: Iterable[Mapping[str, Any]]) -> None:
-        if not self.isVisible() and self.window().isVisible():
-            # on a hidden tab: the rows are added when the panel is shown (filtering and
-            # laying out lines nobody sees cost the GUI thread up to ~30 ms a poll under load)
-            self._pending.extend(logs)
-            return
-        self._add_lines(logs)
+        self._when_shown.add(logs)
 
     def showEvent(self, event: QShowEvent) -> None:
-        self._flush_pending()
+        self._when_shown.flush()
         super().showEvent(event)
-
-    def _flush_pending(self) -> None:
-        if self._pending:
-            batch = list(self._pending)
-            self._pending.clear()
-            self._add_lines(batch)
 
     def _add_lines(self, logs: Iterable[Mapping[str, Any]]) -> None:
         lines = []
@@ -227,7 +218,7 @@ class LogsPanel(QWidget):
 
     def visible_rows(self) -> list[tuple[str, ...]]:
         """The rows the filters let through (for tests and copy)."""
-        self._flush_pending()
+        self._when_shown.flush()
         out = []
         for r in range(self.proxy.rowCount()):
             src = self.proxy.mapToSource(self.proxy.index(r, 0)).row()
