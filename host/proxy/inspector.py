@@ -42,6 +42,9 @@ class InspectorRing:
             started=info.start_wall_ns / 1e9,
             hops=run.records,
             response_code_details=info.response_code_details,
+            protocol=info.protocol,
+            grpc_status=info.grpc_status,
+            grpc_message=info.grpc_message,
         )
         self.recent.append(rec)
         for fn in self.listeners:

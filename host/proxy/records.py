@@ -184,10 +184,16 @@ class RequestRecord:
     started: float  # wall clock seconds
     hops: list[HopRecord]
     response_code_details: str = ""
+    protocol: str = "HTTP/1.1"  # ExchangeInfo.protocol
+    grpc_status: int | None = None  # None: not a gRPC exchange
+    grpc_message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "protocol": self.protocol,
+            "grpc_status": self.grpc_status,
+            "grpc_message": self.grpc_message,
             "request_id": self.request_id,
             "method": self.method,
             "path": self.path,

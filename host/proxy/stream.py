@@ -113,6 +113,11 @@ class ExchangeInfo:
     upstream_ms: float = 0.0
     response_code_details: str = ""
     outcome: str = ""  # "", "reply", "reset", "client_disconnect", "upstream_error"
+    # Envoy's request.protocol values: "HTTP/1.0", "HTTP/1.1", "HTTP/2" (set by the adapter)
+    protocol: str = "HTTP/1.1"
+    # the response's grpc-status (trailer, or header of a trailers-only reply); None: not gRPC
+    grpc_status: int | None = None
+    grpc_message: str = ""
 
 
 class StreamFilter(Protocol):
