@@ -36,6 +36,7 @@ from PySide6.QtCore import QObject, Signal
 from gui import traffic
 from host.lab import app_api as lab_api  # the lab's offline helpers, in plain values
 from host.proxy.config import ProxyConfig
+from host.proxy.errors import PluginError
 from host.proxy.intercept import Interceptor, InterceptRule
 from host.proxy.server import ProxyServer, StartupError, StartupKind
 from host.proxy.stats import StatsSnapshot
@@ -149,10 +150,11 @@ class EngineService(QObject):
     start_failed = Signal(str)
     stopped = Signal()
     plugins_changed = Signal(list)
-    config_applied = Signal(list)  # the errors; [] when every plugin took the new config
+    # host.proxy.errors.PluginError values: [] when every plugin took the new config
+    config_applied = Signal(list)
     config_refused = Signal(list)  # a new plugin failed its checks: nothing was changed
     command_failed = Signal(str)
-    plugin_reloaded = Signal(str, str)  # name, error ("" on success)
+    plugin_reloaded = Signal(str, object)  # name, PluginError (None on success)
     response_received = Signal(dict)
     request_details_received = Signal(dict)
     traffic_progress = Signal(int, int)  # sent, planned
@@ -450,17 +452,19 @@ class EngineService(QObject):
 
         return self._submit("apply config", do)
 
-    async def _check_new_plugins(self, server: ProxyServer, config: ProxyConfig) -> list[str]:
+    async def _check_new_plugins(
+        self, server: ProxyServer, config: ProxyConfig
+    ) -> list[PluginError]:
         # the engine's own check (fetch + sha256, compile, start, configure) in a scratch
         # VM, for the plugins the engine does not have yet
         have = {p.name for p in server.current_config().plugins}
-        errors: list[str] = []
+        errors: list[PluginError] = []
         for spec in config.plugins:
             if spec.name in have:
                 continue
             err = await server.check_plugin(spec)
-            if err:
-                errors.append(f"plugin {spec.name}: {err}")
+            if err is not None:
+                errors.append(err)
         return errors
 
     def set_plugin_mode(

@@ -51,8 +51,16 @@ from host.proxy.config import (
     canary_key,
     is_env_name,
 )
+from host.proxy.errors import PluginError
 
-__all__ = ["PLUGIN_MIME", "PluginDetailsPanel", "PluginListView", "state_badge"]
+__all__ = [
+    "PLUGIN_MIME",
+    "PluginDetailsPanel",
+    "PluginListView",
+    "plugin_error_lines",
+    "plugin_error_text",
+    "state_badge",
+]
 
 PLUGIN_MIME = "application/x-wasmdesk-plugin"
 _ERR = "#f85149"
@@ -348,13 +356,24 @@ def _failure_text(p: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _split_plugin_log(error: str) -> tuple[str, list[str]]:
-    """The engine appends "(plugin log: a | b)" to a failed configure: split it off."""
-    marker = " (plugin log: "
-    if marker in error and error.endswith(")"):
-        head, _, tail = error.partition(marker)
-        return head, [x.strip() for x in tail[:-1].split(" | ") if x.strip()]
-    return error, []
+def _error_head(err: PluginError) -> str:
+    head = f"{err.kind} failed: {err.message}"
+    return head + (f" ({err.state}, {err.reason})" if err.state else "")
+
+
+def plugin_error_lines(err: PluginError) -> list[str]:
+    """A plugin error for display, from its fields: what failed and why, then the log
+    lines the plugin wrote while it failed."""
+    lines = [_error_head(err)]
+    if err.log:
+        lines.append("The plugin's log:")
+        lines.extend(f"  {line}" for line in err.log)
+    return lines
+
+
+def plugin_error_text(err: PluginError) -> str:
+    """``plugin_error_lines`` as text, after the plugin's name."""
+    return f"{err.plugin}: " + "\n".join(plugin_error_lines(err))
 
 
 class PluginDetailsPanel(QWidget):
@@ -785,16 +804,15 @@ class PluginDetailsPanel(QWidget):
             self.config_status.setText("Applying…")
             self.config_edited.emit(self._name, value)
 
-    def set_config_result(self, errors: Sequence[str]) -> None:
-        mine = [e for e in errors if e.startswith(f"plugin {self._name}:")] if self._name else []
+    def set_config_result(self, errors: Sequence[PluginError]) -> None:
+        mine = [e for e in errors if e.plugin == self._name] if self._name else []
         if mine:
             parts = ["<span style='color:#f85149'><b>Rejected; the running version is kept.</b>"]
             for e in mine:
-                head, logs = _split_plugin_log(e)
-                parts.append("<br>" + _esc(head))
-                if logs:
+                parts.append("<br>" + _esc(_error_head(e)))
+                if e.log:
                     parts.append("<br>The plugin's log:")
-                    parts.extend(f"<br>&nbsp;&nbsp;{_esc(line)}" for line in logs)
+                    parts.extend(f"<br>&nbsp;&nbsp;{_esc(line)}" for line in e.log)
             parts.append("</span>")
             self.config_status.setText("".join(parts))
         elif self.config_status.text() == "Applying…":

@@ -16,6 +16,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from host.proxy.errors import PluginError
 from host.wasm import PluginHost
 from host.wasm.context import RootContext
 from host.wasm.diagnosis import plugin_warnings
@@ -125,7 +126,8 @@ class PluginSlot:
         self.crash_loop = False
         self.abi: str | None = None
         self.sha256 = ""
-        self.last_error = ""
+        # why the last load, reload or new version of it failed (None: it did not)
+        self.error: PluginError | None = None
         self.counters: dict[str, int] = {}
         # guest time per request (all callbacks), newest last: the Overview's average
         self.callback_us: deque[float] = deque(maxlen=2048)
@@ -138,6 +140,11 @@ class PluginSlot:
     def count(self, what: str, n: int = 1) -> None:
         self.counters[what] = self.counters.get(what, 0) + n
         self.manager.stat_inc(f"wasm.{self.name}.{what}", n)
+
+    @property
+    def last_error(self) -> str:
+        """``error`` as the one line the admin API's ``last_error`` has always shown."""
+        return self.error.text if self.error is not None else ""
 
     def effective_policy(self) -> str:
         return self.fail_strategy or "FAIL_CLOSE"
@@ -217,6 +224,7 @@ class PluginSlot:
                 sum(self.callback_us) / len(self.callback_us) if self.callback_us else None
             ),
             "last_error": self.last_error,
+            "error": self.error.to_dict() if self.error is not None else None,
             "warnings": plugin_warnings(
                 inst.vm if inst is not None else None,
                 self.manager.host.logs,

@@ -106,7 +106,7 @@ def test_keyboard_shortcuts_and_the_admin_link(qtbot, app_window) -> None:
     window.plugin_list.setFocus()
     with qtbot.waitSignal(service.plugin_reloaded, timeout=10_000) as reloaded:
         qtbot.keyClick(window.plugin_list, Qt.Key.Key_F5)
-    assert reloaded.args == ["add-header", ""]
+    assert reloaded.args == ["add-header", None]
     # Ctrl+S: saves the workspace now
     window.workspace.path.unlink(missing_ok=True)
     qtbot.keyClick(window.plugin_list, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)

@@ -18,6 +18,7 @@ from gui.json_schema import (
     validate,
 )
 from gui.plugin_panel import PluginDetailsPanel
+from host.proxy.errors import ErrorKind, PluginError
 from host.resources import demo_plugin
 from host.runner import TryRequest, run_try
 from tests.gui.fakes import plugin_dict
@@ -261,17 +262,27 @@ def test_rejected_config_shows_the_plugins_own_log_lines(qtbot) -> None:
     panel = PluginDetailsPanel()
     qtbot.addWidget(panel)
     panel.show_plugin(plugin_dict("add-header"), None)
-    panel.set_config_result(
-        [
-            "plugin add-header: CONFIGURE_FAILED: configure_failed: proxy_on_configure returned "
-            "false (plugin log: add_header: request_header.name: 'bad name' is not a valid "
-            "header name | add_header: configuration rejected)"
-        ]
+    log = (
+        "add_header: request_header.name: 'bad name' is not a valid header name",
+        "add_header: configuration rejected",
     )
-    text = panel.config_status_text()
-    assert "Rejected; the running version is kept." in text
-    assert "The plugin's log:" in text
-    assert "add_header: configuration rejected" in text
+    err = PluginError(
+        ErrorKind.CONFIGURE,
+        "add-header",
+        "proxy_on_configure returned false",
+        log=log,
+        state="CONFIGURE_FAILED",
+        reason="configure_failed",
+    )
+    other = PluginError(ErrorKind.FETCH, "other", "cannot read other.wasm")
+    panel.set_config_result([other, err])
+    lines = [x.strip() for x in panel.config_status_text().splitlines() if x.strip()]
+    assert lines == [
+        "Rejected; the running version is kept.",
+        "configure failed: proxy_on_configure returned false (CONFIGURE_FAILED, configure_failed)",
+        "The plugin's log:",
+        *log,
+    ]  # from the error's fields: its own kind, message and log lines; not other's error
 
 
 def test_a_plugins_schema_pattern_cannot_hang_the_form() -> None:

@@ -19,6 +19,7 @@ from gui.main_window import MainWindow
 from gui.plugin_panel import PluginDetailsPanel, PluginListView, state_badge
 from gui.stats_panel import Ring, StatsPanel
 from gui.workspace import Workspace
+from host.proxy.errors import ErrorKind, PluginError
 from host.proxy.stats import StatsStore
 from host.resources import demo_plugin
 from tests.gui.fakes import FakeEngineService, plugin_dict
@@ -447,8 +448,8 @@ def test_engine_errors_are_shown_not_swallowed(
 ) -> None:
     fake_service.command_failed.emit("plugin nope: no plugin named 'nope'")
     assert "no plugin named" in window.last_error
-    fake_service.config_applied.emit(["plugin add-header: configure failed"])
-    assert "configure failed" in window.last_error
+    fake_service.config_applied.emit([PluginError(ErrorKind.CONFIGURE, "add-header", "boom")])
+    assert "add-header: configure failed: boom" in window.last_error
 
 
 def test_closing_the_window_saves_the_workspace_and_stops_the_service(

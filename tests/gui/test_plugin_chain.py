@@ -17,6 +17,7 @@ from gui.plugin_panel import PluginDetailsPanel, PluginListView
 from gui.url_dialog import LoadUrlDialog
 from gui.workspace import Workspace, default_config_path
 from host.proxy.config import EnvVar, effective_order, load_config, new_plugin
+from host.proxy.errors import ErrorKind, PluginError
 from host.resources import demo_plugin
 from tests.gui.fakes import FakeEngineService, plugin_dict
 from tests.gui.helpers import drop_plugin
@@ -193,7 +194,9 @@ def test_loading_from_a_url_asks_the_engine_to_check_it_first(
     )
     assert fake_service.checked  # apply_config(..., check_new=True)
     # the engine refused it (download, digest, compile or start-up failed)
-    fake_service.config_refused.emit(["plugin add-header-2: sha256 mismatch for ..."])
+    fake_service.config_refused.emit(
+        [PluginError(ErrorKind.VERIFY, "add-header-2", "sha256 mismatch for ...")]
+    )
     assert "sha256 mismatch" in window.last_error
     assert "Nothing was changed" in window.last_error
     assert window._base_config() is fake_service.config  # no pending change remains
@@ -259,8 +262,10 @@ def test_env_change_the_plugin_rejects_keeps_the_running_version(
     d.env_add_button.click()
     d.env_table.item(0, 0).setText("A")
     d.env_apply_button.click()
-    fake_service.config_applied.emit(["plugin add-header: CONFIGURE_FAILED: boom"])
-    assert "Not applied, the running version is kept" in d.env_status.text()
+    fake_service.config_applied.emit([PluginError(ErrorKind.CONFIGURE, "add-header", "boom")])
+    assert "Not applied, the running version is kept: configure failed: boom" in (
+        d.env_status.text()
+    )
 
 
 def test_importing_an_invalid_file_says_where_and_changes_nothing(
