@@ -39,6 +39,7 @@ from host.proxy.config import ProxyConfig
 from host.proxy.errors import PluginError
 from host.proxy.intercept import Interceptor, InterceptRule
 from host.proxy.server import ProxyServer, StartupError, StartupKind
+from host.proxy.snapshots import PluginSnapshot
 from host.proxy.stats import StatsSnapshot
 from host.wasm import LogLevel
 
@@ -71,7 +72,7 @@ class _Published:
     seq: int
     time: float
     stats: StatsSnapshot
-    plugins: tuple[Mapping[str, Any], ...]
+    plugins: tuple[PluginSnapshot, ...]
     config: ProxyConfig
 
 
@@ -83,7 +84,7 @@ class EngineSnapshot:
     seq: int
     time: float
     stats: StatsSnapshot
-    plugins: tuple[Mapping[str, Any], ...]
+    plugins: tuple[PluginSnapshot, ...]
     config: ProxyConfig
     logs: tuple[Mapping[str, Any], ...]
     requests: tuple[Mapping[str, Any], ...]
@@ -139,8 +140,10 @@ def _request_summary(rec: Any) -> dict[str, Any]:
     }
 
 
-def _plugin_key(p: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple((k, repr(v)) for k, v in p.items() if k not in _VOLATILE)
+def _plugin_key(p: PluginSnapshot) -> tuple[Any, ...]:
+    return tuple(
+        (f.name, repr(getattr(p, f.name))) for f in dataclasses.fields(p) if f.name not in _VOLATILE
+    )
 
 
 class EngineService(QObject):
@@ -149,7 +152,7 @@ class EngineService(QObject):
     started = Signal()
     start_failed = Signal(str)
     stopped = Signal()
-    plugins_changed = Signal(list)
+    plugins_changed = Signal(list)  # host.proxy.snapshots.PluginSnapshot values
     # host.proxy.errors.PluginError values: [] when every plugin took the new config
     config_applied = Signal(list)
     config_refused = Signal(list)  # a new plugin failed its checks: nothing was changed
@@ -345,7 +348,7 @@ class EngineService(QObject):
         if server is None:
             return
         stats = server.stats_snapshot()
-        plugins = tuple(server.plugins_snapshot())
+        plugins = tuple(server.plugin_snapshots())
         prev = self._latest
         self._latest = _Published(
             seq=(prev.seq + 1) if prev else 1,
@@ -368,7 +371,7 @@ class EngineService(QObject):
         keys = tuple(_plugin_key(p) for p in plugins)
         if keys != self._plugin_keys:
             self._plugin_keys = keys
-            self.plugins_changed.emit([dict(p) for p in plugins])
+            self.plugins_changed.emit(list(plugins))
 
     # -- pulls (any thread) ------------------------------------------------------------------
 

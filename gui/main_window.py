@@ -12,7 +12,7 @@ import dataclasses
 import re
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -76,6 +76,7 @@ from host.proxy.config import (
     with_changes,
 )
 from host.proxy.errors import ErrorKind, PluginError
+from host.proxy.snapshots import PluginSnapshot
 
 __all__ = ["MainWindow", "load_url_spec", "load_wasm_spec", "schema_for"]
 
@@ -233,7 +234,8 @@ class MainWindow(QMainWindow):
         self._traffic_rps = DEMO_RPS
         self._traffic_started = time.monotonic()
         self._schemas: dict[str, tuple[int, Any, str]] = {}
-        self._latest_plugins: Any = None  # the plugin snapshots of the last poll
+        # the plugin snapshots of the last poll
+        self._latest_plugins: Sequence[PluginSnapshot] | None = None
 
         # -- header bar
         header = QWidget()
@@ -678,9 +680,9 @@ class MainWindow(QMainWindow):
         if not self._closing:
             self.address_edit.setText("stopped")
 
-    def _on_service_plugins_changed(self, plugins: list[dict[str, Any]]) -> None:
+    def _on_service_plugins_changed(self, plugins: list[PluginSnapshot]) -> None:
         self._latest_plugins = plugins
-        names = tuple(str(p["name"]) for p in plugins)
+        names = tuple(p.name for p in plugins)
         if self._chain_names and names != self._chain_names:
             added = [n for n in names if n not in self._chain_names]
             gone = [n for n in self._chain_names if n not in names]
@@ -695,7 +697,7 @@ class MainWindow(QMainWindow):
                 self._retry.accept()
                 self._retry = None
         self.plugin_list.set_plugins(plugins)
-        self.intercept_panel.set_plugins([str(p["name"]) for p in plugins])
+        self.intercept_panel.set_plugins(list(names))
         want = self._select_after_change
         if want and want in self.plugin_list.names():
             self._select_after_change = ""
@@ -824,13 +826,13 @@ class MainWindow(QMainWindow):
 
     # -- user actions ----------------------------------------------------------------------------
 
-    def _refresh_details(self, plugins: Any = None) -> None:
+    def _refresh_details(self, plugins: Sequence[PluginSnapshot] | None = None) -> None:
         name = self.plugin_list.selected_name()
-        p: Mapping[str, Any] | None = None
+        p: PluginSnapshot | None = None
         plugins = plugins if plugins is not None else self._latest_plugins
         if name:
             if plugins is not None:
-                p = next((x for x in plugins if x["name"] == name), None)
+                p = next((x for x in plugins if x.name == name), None)
             if p is None:
                 p = self.plugin_list.plugin(name)
         spec = self._spec(name) if name else None

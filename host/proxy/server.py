@@ -45,6 +45,7 @@ from host.proxy.http1 import (
 )
 from host.proxy.plugins import PluginManager, PluginSlot
 from host.proxy.routes import Route, RouteTable
+from host.proxy.snapshots import PluginSnapshot
 from host.wasm import Engine, HeaderMap, LogLevel, PluginHost
 from host.wasm.plugin_host import LogRecord
 from host.wasm.runtime import user_cache_root
@@ -427,8 +428,13 @@ class ProxyServer:
         self.stats.gauge("wasm.paused_streams").set(self.manager.paused_streams)
         return self.stats.snapshot()
 
-    def plugins_snapshot(self) -> list[dict[str, Any]]:
+    def plugin_snapshots(self) -> list[PluginSnapshot]:
+        """The plugins in chain order, as values (what the app reads)."""
         return [s.snapshot() for s in self.manager.ordered]
+
+    def plugins_snapshot(self) -> list[dict[str, Any]]:
+        """``plugin_snapshots`` as the admin API's JSON objects."""
+        return [s.snapshot().to_dict() for s in self.manager.ordered]
 
     def failing_closed(self) -> list[str]:
         return [
@@ -488,7 +494,7 @@ class ProxyServer:
 
     def set_plugin_mode(self, name: str, **kw: Any) -> dict[str, Any]:
         slot: PluginSlot = self.manager.set_mode(name, **kw)
-        return slot.snapshot()
+        return slot.snapshot().to_dict()
 
     async def reload_plugin(self, name: str) -> PluginError | None:
         return await self.manager.reload(name)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from host.proxy.errors import PluginError
+from host.proxy.snapshots import FailureView, PluginSnapshot, PluginState
 from host.wasm import PluginHost
 from host.wasm.context import RootContext
 from host.wasm.diagnosis import plugin_warnings
@@ -186,58 +187,64 @@ class PluginSlot:
                 self._sdk = (sha, "unknown")
         return self._sdk[1]
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> PluginSnapshot:
         inst = self.instance
-        state = self.state
-        if state == "running" and self.mode == "log-only":
-            state = "log-only"
-        if self.not_applied is not None and state not in ("failed", "reloading"):
-            state = "not applied"
-        return {
-            "name": self.name,
-            "state": state,
-            "not_applied": self.not_applied,
-            "mode": self.mode,
-            "canary_percent": self.canary_percent,
-            "canary_key": self.canary_key,
-            "fail_strategy": self.effective_policy(),
-            "failure": self.failure_dict(),
-            "crash_loop": self.crash_loop,
+        live = inst is not None and not inst.closed
+        state = PluginState(self.state)
+        if state is PluginState.RUNNING and self.mode == "log-only":
+            state = PluginState.LOG_ONLY
+        if self.not_applied is not None and state not in (
+            PluginState.FAILED,
+            PluginState.RELOADING,
+        ):
+            state = PluginState.NOT_APPLIED
+        failure = self.failure
+        return PluginSnapshot(
+            name=self.name,
+            state=state,
+            not_applied=self.not_applied,
+            mode=self.mode,
+            canary_percent=self.canary_percent,
+            canary_key=self.canary_key,
+            fail_strategy=self.effective_policy(),
+            failure=(
+                FailureView.of(failure, self.failure_request, self.crash_session)
+                if failure is not None
+                else None
+            ),
+            crash_loop=self.crash_loop,
             # wall-clock ISO time (and seconds from now) of the next FAIL_RELOAD try
-            "reload_at": _wall_clock(self.reload_at),
-            "reload_in_s": (
+            reload_at=_wall_clock(self.reload_at),
+            reload_in_s=(
                 round(max(0.0, self.reload_at - time.monotonic()), 3)
                 if self.reload_at is not None
                 else None
             ),
-            "abi": inst.vm.abi if inst is not None else self.abi,
-            "sha256": inst.module.sha256 if inst is not None else self.sha256,
-            "root_id": self.spec.plugin_name,
-            "phase": self.spec.phase,
-            "priority": self.spec.priority,
-            "vm_memory_bytes": inst.vm.memory_bytes()
-            if inst is not None and not inst.closed
-            else 0,
-            "counters": dict(self.counters),
-            "sdk": self.sdk_name(),
-            "time_per_request_us": (
+            abi=inst.vm.abi if inst is not None else self.abi,
+            sha256=inst.module.sha256 if inst is not None else self.sha256,
+            root_id=self.spec.plugin_name,
+            phase=self.spec.phase,
+            priority=self.spec.priority,
+            vm_memory_bytes=inst.vm.memory_bytes() if inst is not None and live else 0,
+            counters=dict(self.counters),
+            sdk=self.sdk_name(),
+            time_per_request_us=(
                 sum(self.callback_us) / len(self.callback_us) if self.callback_us else None
             ),
-            "last_error": self.last_error,
-            "error": self.error.to_dict() if self.error is not None else None,
-            "warnings": plugin_warnings(
-                inst.vm if inst is not None else None,
-                self.manager.host.logs,
-                self.name,
-                self.spec.plugin_name,
+            error=self.error,
+            warnings=tuple(
+                plugin_warnings(
+                    inst.vm if inst is not None else None,
+                    self.manager.host.logs,
+                    self.name,
+                    self.spec.plugin_name,
+                )
             ),
             # live contexts of its VM (root + streams; the whole VM when shared) and the
             # http callouts its root context still waits for: both flat in a steady state
-            "contexts": len(inst.vm.contexts) if inst is not None and not inst.closed else 0,
-            "inflight_callouts": len(inst.root.http_calls)
-            if inst is not None and not inst.closed
-            else 0,
-        }
+            contexts=len(inst.vm.contexts) if inst is not None and live else 0,
+            inflight_callouts=len(inst.root.http_calls) if inst is not None and live else 0,
+        )
 
 
 def _wall_clock(monotonic_at: float | None) -> str | None:

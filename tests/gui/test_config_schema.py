@@ -21,7 +21,7 @@ from gui.plugin_panel import PluginDetailsPanel
 from host.proxy.errors import ErrorKind, PluginError
 from host.resources import demo_plugin
 from host.runner import TryRequest, run_try
-from tests.gui.fakes import plugin_dict
+from tests.gui.fakes import plugin_snapshot
 
 DEMOS = ("add_header", "auth_token", "path_counter", "body_rewrite")
 
@@ -223,7 +223,7 @@ def test_details_panel_uses_the_form_and_only_applies_valid_configs(qtbot) -> No
     panel = PluginDetailsPanel()
     qtbot.addWidget(panel)
     schema = _schema("body_rewrite")
-    panel.show_plugin(plugin_dict("body-rewrite"), None, schema)
+    panel.show_plugin(plugin_snapshot("body-rewrite"), None, schema)
     assert panel.form is not None and panel.form_active()
     edited: list = []
     panel.config_edited.connect(lambda n, v: edited.append((n, v)))
@@ -251,7 +251,7 @@ def test_details_panel_without_a_schema_says_why_and_offers_yaml(qtbot) -> None:
     panel = PluginDetailsPanel()
     qtbot.addWidget(panel)
     note = "No x.schema.json beside the module"
-    panel.show_plugin(plugin_dict("x"), None, None, note)
+    panel.show_plugin(plugin_snapshot("x"), None, None, note)
     assert panel.form is None
     assert not panel.config_tabs.isTabEnabled(0)
     assert panel.config_tabs.currentIndex() == 1
@@ -261,7 +261,7 @@ def test_details_panel_without_a_schema_says_why_and_offers_yaml(qtbot) -> None:
 def test_rejected_config_shows_the_plugins_own_log_lines(qtbot) -> None:
     panel = PluginDetailsPanel()
     qtbot.addWidget(panel)
-    panel.show_plugin(plugin_dict("add-header"), None)
+    panel.show_plugin(plugin_snapshot("add-header"), None)
     log = (
         "add_header: request_header.name: 'bad name' is not a valid header name",
         "add_header: configuration rejected",

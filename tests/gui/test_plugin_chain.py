@@ -19,7 +19,7 @@ from gui.workspace import Workspace, default_config_path
 from host.proxy.config import EnvVar, effective_order, load_config, new_plugin
 from host.proxy.errors import ErrorKind, PluginError
 from host.resources import demo_plugin
-from tests.gui.fakes import FakeEngineService, plugin_dict
+from tests.gui.fakes import FakeEngineService, plugin_snapshot
 from tests.gui.helpers import drop_plugin
 
 SHA = "ab" * 32
@@ -71,7 +71,7 @@ def test_dragging_a_row_asks_for_a_new_position_and_leaves_the_rows_alone(qtbot)
     qtbot.addWidget(view)
     view.resize(500, 300)
     view.show()
-    view.set_plugins([plugin_dict(n) for n in ("a", "b", "c")])
+    view.set_plugins([plugin_snapshot(n) for n in ("a", "b", "c")])
     moves: list[tuple[str, int]] = []
     view.plugin_moved.connect(lambda n, i: moves.append((n, i)))
     drop_plugin(view, "c", "a")  # above a
@@ -205,7 +205,7 @@ def test_loading_from_a_url_asks_the_engine_to_check_it_first(
 def test_canary_key_controls_emit_random_client_ip_or_a_header(qtbot) -> None:
     panel = PluginDetailsPanel()
     qtbot.addWidget(panel)
-    panel.show_plugin(plugin_dict("a", canary_key="header:x-user-id"), None)
+    panel.show_plugin(plugin_snapshot("a", canary_key="header:x-user-id"), None)
     assert panel.canary_key_combo.currentData() == "header"
     assert panel.canary_header_edit.text() == "x-user-id"
     got: list = []
