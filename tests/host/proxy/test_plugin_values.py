@@ -15,6 +15,7 @@ from host.proxy.config import load_config
 from host.proxy.errors import ErrorKind, PluginError
 from host.proxy.server import StartupError
 from host.proxy.snapshots import PluginSnapshot, PluginState
+from host.proxy.stages import Stage
 from tests.fixtures.wat_modules import (
     make_configure_fails_module,
     make_no_marker_module,
@@ -176,3 +177,16 @@ def test_strict_start_names_the_failing_plugins_document(start_proxy, tmp_path: 
     # only the failing plugin, located at its own document (the good one is not named)
     assert str(ei.value).startswith(f"{cfg}:{doc_line}: plugin bad: CONFIGURE_FAILED: ")
     assert "plugin add" not in str(ei.value)
+
+
+def test_a_stage_knows_its_direction_and_part() -> None:
+    """The chain asks a paused stage these instead of reading its spelling."""
+    got = {s.value: (s.request, s.headers, s.trailers) for s in Stage}
+    assert got == {
+        "request_headers": (True, True, False),
+        "request_data": (True, False, False),
+        "request_trailers": (True, False, True),
+        "response_headers": (False, True, False),
+        "response_data": (False, False, False),
+        "response_trailers": (False, False, True),
+    }
