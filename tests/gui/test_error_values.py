@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gui.json_schema import UNKNOWN_FIELD_KEYWORDS, validate
 from gui.main_window import MainWindow
 from gui.workspace import Workspace
 from host.proxy.errors import ErrorKind, PluginError
@@ -101,3 +102,20 @@ def test_no_gui_module_reads_an_engine_message_back() -> None:
         if markers.search(line)
     ]
     assert found == []
+
+
+def test_schema_issues_say_which_keyword_failed() -> None:
+    """The form decides from ``SchemaIssue.keyword`` (a type error hides its field's other
+    issues; an unknown field sends the user to the YAML tab), not from the words."""
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 1}},
+        "additionalProperties": False,
+    }
+    issues = validate(schema, {"n": "one", "extra": 1})
+    assert sorted((i.where, i.keyword) for i in issues) == [
+        ("extra", "additionalProperties"),
+        ("n", "type"),
+    ]
+    assert {i.keyword for i in validate(schema, {"n": 0})} == {"minimum"}
+    assert "additionalProperties" in UNKNOWN_FIELD_KEYWORDS
