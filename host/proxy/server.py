@@ -434,7 +434,7 @@ class ProxyServer:
 
     def plugins_snapshot(self) -> list[dict[str, Any]]:
         """``plugin_snapshots`` as the admin API's JSON objects."""
-        return [s.snapshot().to_dict() for s in self.manager.ordered]
+        return [p.to_dict() for p in self.plugin_snapshots()]
 
     def failing_closed(self) -> list[str]:
         return [

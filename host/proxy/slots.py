@@ -202,6 +202,7 @@ class PluginSlot:
         return PluginSnapshot(
             name=self.name,
             state=state,
+            type=self.spec.type,
             not_applied=self.not_applied,
             mode=self.mode,
             canary_percent=self.canary_percent,

@@ -90,6 +90,7 @@ class PluginSnapshot:
 
     name: str
     state: PluginState = PluginState.RUNNING
+    type: str = "HTTP"  # the WasmPlugin's type: "HTTP", or "NETWORK" (a TCP plugin)
     not_applied: str | None = None  # why its match skips this listener
     mode: str = "enforce"
     canary_percent: float = 100.0
@@ -123,6 +124,7 @@ class PluginSnapshot:
         ``error`` is ``last_error`` as fields)."""
         return {
             "name": self.name,
+            "type": self.type,
             "state": self.state.value,
             "not_applied": self.not_applied,
             "mode": self.mode,

@@ -148,7 +148,7 @@ def test_admin_plugins_json_is_the_snapshot_with_its_old_keys(start_proxy, wasm_
     snaps: list[PluginSnapshot] = h.sync(h.server.plugin_snapshots)
     assert [p.name for p in snaps] == [p["name"] for p in body] == ["add", "bad"]
     for d in body:
-        assert set(d) == _ADMIN_KEYS | {"error"}
+        assert set(d) == _ADMIN_KEYS | {"error", "type"}
     add, failed = snaps
     assert add.state is PluginState.LOG_ONLY and add.error is None
     assert body[0]["state"] == "log-only" and body[0]["error"] is None
