@@ -46,6 +46,7 @@ from PySide6.QtWidgets import (
 )
 
 from gui.json_schema import (
+    UNKNOWN_FIELD_KEYWORDS,
     SchemaIssue,
     alternative_label,
     alternatives,
@@ -717,6 +718,7 @@ class ConfigForm(QWidget):
         self._issues = issues
         per_field: dict[str, list[str]] = {}
         banner: list[str] = []
+        unknown = False  # a field the schema does not know, which the form cannot show
         for issue in issues:
             target, rest = self._owner(issue.path)
             msg = issue.message
@@ -724,6 +726,7 @@ class ConfigForm(QWidget):
                 msg = f"item {rest[0] + 1}: {msg}"
             if target is None:
                 banner.append(f"{issue.where}: {issue.message}")
+                unknown = unknown or issue.keyword in UNKNOWN_FIELD_KEYWORDS
             elif rest and target in self.fields and self.fields[target].nested:
                 continue  # shown inside the field's own sub-form
             else:
@@ -734,7 +737,7 @@ class ConfigForm(QWidget):
             msgs = per_field.get(key, [])
             g.error_label.setText("; ".join(msgs))
             g.error_label.setVisible(bool(msgs))
-        if any("unknown field" in b for b in banner):
+        if unknown:
             banner.append("The form has no field for these: fix them in the YAML / JSON tab.")
         self.banner.setText("\n".join(banner))
         self.banner.setVisible(bool(banner))

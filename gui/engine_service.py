@@ -36,8 +36,10 @@ from PySide6.QtCore import QObject, Signal
 from gui import traffic
 from host.lab import app_api as lab_api  # the lab's offline helpers, in plain values
 from host.proxy.config import ProxyConfig
+from host.proxy.errors import PluginError
 from host.proxy.intercept import Interceptor, InterceptRule
 from host.proxy.server import ProxyServer, StartupError, StartupKind
+from host.proxy.snapshots import PluginSnapshot
 from host.proxy.stats import StatsSnapshot
 from host.wasm import LogLevel
 
@@ -70,7 +72,7 @@ class _Published:
     seq: int
     time: float
     stats: StatsSnapshot
-    plugins: tuple[Mapping[str, Any], ...]
+    plugins: tuple[PluginSnapshot, ...]
     config: ProxyConfig
 
 
@@ -82,7 +84,7 @@ class EngineSnapshot:
     seq: int
     time: float
     stats: StatsSnapshot
-    plugins: tuple[Mapping[str, Any], ...]
+    plugins: tuple[PluginSnapshot, ...]
     config: ProxyConfig
     logs: tuple[Mapping[str, Any], ...]
     requests: tuple[Mapping[str, Any], ...]
@@ -138,8 +140,10 @@ def _request_summary(rec: Any) -> dict[str, Any]:
     }
 
 
-def _plugin_key(p: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple((k, repr(v)) for k, v in p.items() if k not in _VOLATILE)
+def _plugin_key(p: PluginSnapshot) -> tuple[Any, ...]:
+    return tuple(
+        (f.name, repr(getattr(p, f.name))) for f in dataclasses.fields(p) if f.name not in _VOLATILE
+    )
 
 
 class EngineService(QObject):
@@ -148,11 +152,12 @@ class EngineService(QObject):
     started = Signal()
     start_failed = Signal(str)
     stopped = Signal()
-    plugins_changed = Signal(list)
-    config_applied = Signal(list)  # the errors; [] when every plugin took the new config
+    plugins_changed = Signal(list)  # host.proxy.snapshots.PluginSnapshot values
+    # host.proxy.errors.PluginError values: [] when every plugin took the new config
+    config_applied = Signal(list)
     config_refused = Signal(list)  # a new plugin failed its checks: nothing was changed
     command_failed = Signal(str)
-    plugin_reloaded = Signal(str, str)  # name, error ("" on success)
+    plugin_reloaded = Signal(str, object)  # name, PluginError (None on success)
     response_received = Signal(dict)
     request_details_received = Signal(dict)
     traffic_progress = Signal(int, int)  # sent, planned
@@ -343,7 +348,7 @@ class EngineService(QObject):
         if server is None:
             return
         stats = server.stats_snapshot()
-        plugins = tuple(server.plugins_snapshot())
+        plugins = tuple(server.plugin_snapshots())
         prev = self._latest
         self._latest = _Published(
             seq=(prev.seq + 1) if prev else 1,
@@ -366,7 +371,7 @@ class EngineService(QObject):
         keys = tuple(_plugin_key(p) for p in plugins)
         if keys != self._plugin_keys:
             self._plugin_keys = keys
-            self.plugins_changed.emit([dict(p) for p in plugins])
+            self.plugins_changed.emit(list(plugins))
 
     # -- pulls (any thread) ------------------------------------------------------------------
 
@@ -450,17 +455,19 @@ class EngineService(QObject):
 
         return self._submit("apply config", do)
 
-    async def _check_new_plugins(self, server: ProxyServer, config: ProxyConfig) -> list[str]:
+    async def _check_new_plugins(
+        self, server: ProxyServer, config: ProxyConfig
+    ) -> list[PluginError]:
         # the engine's own check (fetch + sha256, compile, start, configure) in a scratch
         # VM, for the plugins the engine does not have yet
         have = {p.name for p in server.current_config().plugins}
-        errors: list[str] = []
+        errors: list[PluginError] = []
         for spec in config.plugins:
             if spec.name in have:
                 continue
             err = await server.check_plugin(spec)
-            if err:
-                errors.append(f"plugin {spec.name}: {err}")
+            if err is not None:
+                errors.append(err)
         return errors
 
     def set_plugin_mode(

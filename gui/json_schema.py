@@ -23,7 +23,7 @@ import json
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from referencing.exceptions import Unresolvable
 from host.safe_regex import PatternError, SafePattern, compile_pattern
 
 __all__ = [
+    "UNKNOWN_FIELD_KEYWORDS",
     "SchemaError",
     "SchemaIssue",
     "alternative_label",
@@ -63,6 +64,8 @@ _TYPE_WORDS = {
 }
 
 Path_ = tuple[str | int, ...]
+# the keywords whose issue is a field the schema does not know
+UNKNOWN_FIELD_KEYWORDS = frozenset({"additionalProperties", "unevaluatedProperties"})
 
 
 class SchemaError(ValueError):
@@ -71,10 +74,13 @@ class SchemaError(ValueError):
 
 @dataclass(frozen=True)
 class SchemaIssue:
-    """One validation problem: where (a path into the value) and what is wrong."""
+    """One validation problem: where (a path into the value) and what is wrong;
+    ``keyword`` the JSON Schema keyword that failed (``type``, ``additionalProperties``
+    ...; "" when not from one), for code that decides by what failed, not by the words."""
 
     path: Path_
     message: str
+    keyword: str = field(default="", compare=False)
 
     @property
     def where(self) -> str:
@@ -306,7 +312,8 @@ def _friendly(e: ValidationError, path: Path_) -> list[SchemaIssue]:
         known = ", ".join(props) or "none"
         extras = [n for n in value if n not in props]
         return [
-            SchemaIssue((*path, n), f"unknown field (the schema knows: {known})") for n in extras
+            SchemaIssue((*path, n), f"unknown field (the schema knows: {known})", kw)
+            for n in extras
         ]
     if kw == "type":
         types = want if isinstance(want, list) else [want]
@@ -372,7 +379,7 @@ def _friendly(e: ValidationError, path: Path_) -> list[SchemaIssue]:
         msg = "no value is allowed here"
     else:
         msg = e.message
-    return [SchemaIssue(path, msg)]
+    return [SchemaIssue(path, msg, kw)]
 
 
 def _closest(errors: Sequence[ValidationError]) -> ValidationError | None:
@@ -428,8 +435,8 @@ def validate(schema: Any, value: Any, path: Path_ = ()) -> list[SchemaIssue]:
     for err in errors:
         out.extend(_friendly(err, (*path, *err.absolute_path)))
     # a type error makes its field's other messages noise
-    typed = {i.path for i in out if i.message.startswith("expected ")}
-    out = [i for i in out if i.path not in typed or i.message.startswith("expected ")]
+    typed = {i.path for i in out if i.keyword == "type"}
+    out = [i for i in out if i.path not in typed or i.keyword == "type"]
     seen: set[tuple[Path_, str]] = set()
     unique = []
     for i in out:

@@ -12,7 +12,7 @@ import dataclasses
 import re
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,7 +50,13 @@ from gui.json_schema import SchemaError, form_problem, load_schema, schema_path_
 from gui.lab_panel import LabPanel
 from gui.logs_panel import LogsPanel
 from gui.mocks_panel import MocksPanel
-from gui.plugin_panel import PluginDetailsPanel, PluginListView, env_vars
+from gui.plugin_panel import (
+    PluginDetailsPanel,
+    PluginListView,
+    env_vars,
+    plugin_error_lines,
+    plugin_error_text,
+)
 from gui.stats_panel import StatsPanel
 from gui.traffic import load_status
 from gui.url_dialog import (
@@ -69,6 +75,8 @@ from host.proxy.config import (
     new_plugin,
     with_changes,
 )
+from host.proxy.errors import ErrorKind, PluginError
+from host.proxy.snapshots import PluginSnapshot
 
 __all__ = ["MainWindow", "load_url_spec", "load_wasm_spec", "schema_for"]
 
@@ -226,7 +234,8 @@ class MainWindow(QMainWindow):
         self._traffic_rps = DEMO_RPS
         self._traffic_started = time.monotonic()
         self._schemas: dict[str, tuple[int, Any, str]] = {}
-        self._latest_plugins: Any = None  # the plugin snapshots of the last poll
+        # the plugin snapshots of the last poll
+        self._latest_plugins: Sequence[PluginSnapshot] | None = None
 
         # -- header bar
         header = QWidget()
@@ -671,9 +680,9 @@ class MainWindow(QMainWindow):
         if not self._closing:
             self.address_edit.setText("stopped")
 
-    def _on_service_plugins_changed(self, plugins: list[dict[str, Any]]) -> None:
+    def _on_service_plugins_changed(self, plugins: list[PluginSnapshot]) -> None:
         self._latest_plugins = plugins
-        names = tuple(str(p["name"]) for p in plugins)
+        names = tuple(p.name for p in plugins)
         if self._chain_names and names != self._chain_names:
             added = [n for n in names if n not in self._chain_names]
             gone = [n for n in self._chain_names if n not in names]
@@ -688,7 +697,7 @@ class MainWindow(QMainWindow):
                 self._retry.accept()
                 self._retry = None
         self.plugin_list.set_plugins(plugins)
-        self.intercept_panel.set_plugins([str(p["name"]) for p in plugins])
+        self.intercept_panel.set_plugins(list(names))
         want = self._select_after_change
         if want and want in self.plugin_list.names():
             self._select_after_change = ""
@@ -696,32 +705,36 @@ class MainWindow(QMainWindow):
         self._refresh_details()
         self.schedule_save()
 
-    def _on_service_config_applied(self, errors: list[str]) -> None:
+    def _on_service_config_applied(self, errors: list[PluginError]) -> None:
         self._pending = None
         self.plugin_details.set_config_result(errors)
         if self._env_pending:
-            mine = [e for e in errors if e.startswith(f"plugin {self._env_pending}:")]
-            self.plugin_details.set_env_result("; ".join(mine))
+            mine = [e for e in errors if e.plugin == self._env_pending]
+            self.plugin_details.set_env_result("; ".join(plugin_error_lines(e)[0] for e in mine))
             self._env_pending = ""
             self._refresh_details()
         if errors:
-            self.show_error("Some plugins did not take the new configuration", "\n".join(errors))
+            self.show_error(
+                "Some plugins did not take the new configuration",
+                "\n".join(plugin_error_text(e) for e in errors),
+            )
         else:
             self.statusBar().showMessage("Configuration applied", 4000)
             self.stats_panel.add_marker("config")
         self.schedule_save()
 
-    def _on_service_config_refused(self, errors: list[str]) -> None:
+    def _on_service_config_refused(self, errors: list[PluginError]) -> None:
         self._pending = None
         self._select_after_change = ""
         spec, self._loading = self._loading, None
-        mine = [e for e in errors if spec is not None and e.startswith(f"plugin {spec.name}:")]
-        if spec is not None and mine and "configure" in mine[0]:
-            self.open_config_retry(spec, mine[0].split(": ", 1)[1])
+        mine = [e for e in errors if spec is not None and e.plugin == spec.name]
+        if spec is not None and mine and mine[0].kind is ErrorKind.CONFIGURE:
+            self.open_config_retry(spec, "\n".join(plugin_error_lines(mine[0])))
             return
         self.show_error(
             "The plugin was not added",
-            "\n".join(errors) + "\n\nNothing was changed: the chain runs as before.",
+            "\n".join(plugin_error_text(e) for e in errors)
+            + "\n\nNothing was changed: the chain runs as before.",
         )
 
     def _on_service_command_failed(self, message: str) -> None:
@@ -729,9 +742,9 @@ class MainWindow(QMainWindow):
         self.show_error("The engine refused", message)
         self._refresh_details()
 
-    def _on_service_plugin_reloaded(self, name: str, error: str) -> None:
-        if error:
-            self.show_error(f"{name} did not reload", error)
+    def _on_service_plugin_reloaded(self, name: str, error: PluginError | None) -> None:
+        if error is not None:
+            self.show_error(f"{name} did not reload", "\n".join(plugin_error_lines(error)))
         else:
             self.statusBar().showMessage(f"{name} reloaded", 4000)
 
@@ -813,13 +826,13 @@ class MainWindow(QMainWindow):
 
     # -- user actions ----------------------------------------------------------------------------
 
-    def _refresh_details(self, plugins: Any = None) -> None:
+    def _refresh_details(self, plugins: Sequence[PluginSnapshot] | None = None) -> None:
         name = self.plugin_list.selected_name()
-        p: Mapping[str, Any] | None = None
+        p: PluginSnapshot | None = None
         plugins = plugins if plugins is not None else self._latest_plugins
         if name:
             if plugins is not None:
-                p = next((x for x in plugins if x["name"] == name), None)
+                p = next((x for x in plugins if x.name == name), None)
             if p is None:
                 p = self.plugin_list.plugin(name)
         spec = self._spec(name) if name else None

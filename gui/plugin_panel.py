@@ -2,7 +2,7 @@
 within a phase) and ``PluginDetailsPanel`` (state and failure, operator modes, phase and
 priority, vmConfig env, and the configuration as a schema form or YAML/JSON text).
 
-Both take plain plugin snapshots (dicts from ``EngineService.plugins_changed``), the
+Both take plugin snapshots (``host.proxy.snapshots.PluginSnapshot`` values), the
 plugin's ``PluginSpec`` and its schema; user actions go out as Qt signals that the main
 window turns into engine-service commands. Nothing here talks to the engine.
 """
@@ -51,8 +51,17 @@ from host.proxy.config import (
     canary_key,
     is_env_name,
 )
+from host.proxy.errors import PluginError
+from host.proxy.snapshots import PluginSnapshot, PluginState
 
-__all__ = ["PLUGIN_MIME", "PluginDetailsPanel", "PluginListView", "state_badge"]
+__all__ = [
+    "PLUGIN_MIME",
+    "PluginDetailsPanel",
+    "PluginListView",
+    "plugin_error_lines",
+    "plugin_error_text",
+    "state_badge",
+]
 
 PLUGIN_MIME = "application/x-wasmdesk-plugin"
 _ERR = "#f85149"
@@ -74,24 +83,24 @@ _BADGE_COLOURS = {
 }
 
 
-def state_badge(p: Mapping[str, Any]) -> tuple[str, str]:
+def state_badge(p: PluginSnapshot) -> tuple[str, str]:
     """(text, colour) for a plugin snapshot: running / log-only / canary N% / failed /
     disabled."""
-    state = str(p.get("state", ""))
-    if p.get("mode") == "disabled":
+    state = p.state
+    if p.mode == "disabled":
         return "disabled", _BADGE_COLOURS["disabled"]
-    if state == "not applied":  # its match leaves out this listener: not a failure
+    if state is PluginState.NOT_APPLIED:  # its match leaves out this listener: not a failure
         return state, _BADGE_COLOURS[state]
-    if state in ("failed", "reloading"):
-        text = "failed" if state == "failed" else "failed, reloading"
-        if state == "failed" and p.get("fail_strategy") == "FAIL_OPEN":
+    if state in (PluginState.FAILED, PluginState.RELOADING):
+        text = "failed" if state is PluginState.FAILED else "failed, reloading"
+        if state is PluginState.FAILED and p.fail_strategy == "FAIL_OPEN":
             text = "failed, skipped"  # FAIL_OPEN: requests go on without it
-        if p.get("crash_loop"):
+        if p.crash_loop:
             text += " (crash loop)"
         return text, _BADGE_COLOURS["failed"]
-    pct = float(p.get("canary_percent", 100.0))
+    pct = float(p.canary_percent)
     parts = []
-    if state == "log-only" or p.get("mode") == "log-only":
+    if state is PluginState.LOG_ONLY or p.mode == "log-only":
         parts.append("log-only")
     if pct < 100:
         parts.append(f"canary {pct:g}%")
@@ -132,26 +141,26 @@ class PluginListView(QTreeWidget):
         self.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.header().setStretchLastSection(True)
         self.itemSelectionChanged.connect(self._on_self_item_selection_changed)
-        self._plugins: list[dict[str, Any]] = []
+        self._plugins: list[PluginSnapshot] = []
 
-    def set_plugins(self, plugins: Sequence[Mapping[str, Any]]) -> None:
+    def set_plugins(self, plugins: Sequence[PluginSnapshot]) -> None:
         selected = self.selected_name()
         self.blockSignals(True)
         self.clear()
-        self._plugins = [dict(p) for p in plugins]
+        self._plugins = list(plugins)
         for pos, p in enumerate(self._plugins, 1):
             text, colour = state_badge(p)
-            prio = p.get("priority")
+            prio = p.priority
             item = QTreeWidgetItem(
                 [
                     str(pos),
-                    str(p["name"]),
-                    str(p.get("phase", "")).replace("UNSPECIFIED_PHASE", "—"),
+                    p.name,
+                    str(p.phase).replace("UNSPECIFIED_PHASE", "—"),
                     "unset" if prio is None else str(prio),
                     text,
                 ]
             )
-            item.setData(0, Qt.ItemDataRole.UserRole, p["name"])
+            item.setData(0, Qt.ItemDataRole.UserRole, p.name)
             item.setFlags(
                 Qt.ItemFlag.ItemIsEnabled
                 | Qt.ItemFlag.ItemIsSelectable
@@ -161,11 +170,11 @@ class PluginListView(QTreeWidget):
             bold = QFont()
             bold.setBold(True)
             item.setFont(4, bold)
-            if p.get("failure"):
-                f = p["failure"]
-                item.setToolTip(4, f"{f.get('kind', '')}: {f.get('message', '')}")
+            f = p.failure
+            if f is not None:
+                item.setToolTip(4, f"{f.kind}: {f.message}")
             self.addTopLevelItem(item)
-            if p["name"] == selected:
+            if p.name == selected:
                 item.setSelected(True)
                 self.setCurrentItem(item)
         self.blockSignals(False)
@@ -173,7 +182,7 @@ class PluginListView(QTreeWidget):
             self.plugin_selected.emit("")
 
     def names(self) -> list[str]:
-        return [str(p["name"]) for p in self._plugins]
+        return [p.name for p in self._plugins]
 
     def badges(self) -> dict[str, str]:
         return {
@@ -192,8 +201,8 @@ class PluginListView(QTreeWidget):
                 self.setCurrentItem(item)
                 return
 
-    def plugin(self, name: str) -> dict[str, Any] | None:
-        return next((p for p in self._plugins if p["name"] == name), None)
+    def plugin(self, name: str) -> PluginSnapshot | None:
+        return next((p for p in self._plugins if p.name == name), None)
 
     def row_center(self, name: str) -> QPoint:
         """Where a row is drawn (viewport coordinates), for drops and tests."""
@@ -232,10 +241,10 @@ class PluginListView(QTreeWidget):
         p = self.plugin(moving)
         if p is None:
             return False
-        rest = [q for q in self._plugins if q["name"] != moving]
+        rest = [q for q in self._plugins if q.name != moving]
         before = rest[target - 1] if target > 0 else None
         after = rest[target] if target < len(rest) else None
-        return any(q is not None and q.get("phase") == p.get("phase") for q in (before, after)) or (
+        return any(q is not None and q.phase == p.phase for q in (before, after)) or (
             self.names().index(moving) == target
         )
 
@@ -281,16 +290,16 @@ class PluginListView(QTreeWidget):
             self.plugin_moved.emit(name, target)
 
 
-def plugin_summary(p: Mapping[str, Any]) -> list[tuple[str, str]]:
+def plugin_summary(p: PluginSnapshot) -> list[tuple[str, str]]:
     """The Overview's facts about a plugin snapshot, as (label, value) rows: ABI, SDK,
     root id, memory, invocations, traps, time per request and its other counters."""
-    counters = dict(p.get("counters") or {})
-    per_req = p.get("time_per_request_us")
+    counters = dict(p.counters)
+    per_req = p.time_per_request_us
     rows = [
-        ("ABI", str(p.get("abi") or "?")),
-        ("SDK", str(p.get("sdk") or "unknown")),
-        ("Root id", repr(str(p.get("root_id") or ""))),
-        ("Memory", f"{int(p.get('vm_memory_bytes') or 0) / 1024:.0f} KiB"),
+        ("ABI", str(p.abi or "?")),
+        ("SDK", p.sdk or "unknown"),
+        ("Root id", repr(p.root_id)),
+        ("Memory", f"{p.vm_memory_bytes / 1024:.0f} KiB"),
         ("Invocations", str(counters.pop("invocations", 0))),
         ("Traps", str(counters.pop("traps", 0))),
         (
@@ -302,7 +311,7 @@ def plugin_summary(p: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def plugin_summary_html(p: Mapping[str, Any]) -> str:
+def plugin_summary_html(p: PluginSnapshot) -> str:
     cells = "".join(
         f"<tr><td style='color:#8b949e;padding-right:10px'>{_esc(k)}</td><td>{_esc(v)}</td></tr>"
         for k, v in plugin_summary(p)
@@ -321,40 +330,51 @@ def _request_line(req: Mapping[str, Any]) -> str:
     return out + (f" ({', '.join(extra)})" if extra else "")
 
 
-def _failure_text(p: Mapping[str, Any]) -> str:
-    f = p.get("failure")
-    if not f:
-        if p.get("not_applied"):
-            return f"not applied on this listener: {p['not_applied']}"
-        return str(p.get("last_error") or "")
-    lines = [f"{f.get('kind', '?')}: {f.get('message', '')}"]
-    if f.get("state"):
-        lines.append(f"state: {f['state']}")
-    if f.get("callback"):
-        lines.append(f"in callback: {f['callback']}")
-    bt = f.get("backtrace")
-    if bt:
+def _failure_text(p: PluginSnapshot) -> str:
+    f = p.failure
+    if f is None:
+        if p.not_applied:
+            return f"not applied on this listener: {p.not_applied}"
+        return "\n".join(plugin_error_lines(p.error)) if p.error is not None else ""
+    lines = [f"{f.kind or '?'}: {f.message}"]
+    if f.state:
+        lines.append(f"state: {f.state}")
+    if f.callback:
+        lines.append(f"in callback: {f.callback}")
+    if f.backtrace:
         lines.append("backtrace:")
-        lines.extend(f"  {b}" for b in (bt if isinstance(bt, list) else str(bt).splitlines()))
-    req = f.get("request")
+        lines.extend(f"  {b}" for b in f.backtrace)
+    req = f.request
     if req:
         lines.append("triggered by: " + _request_line(req))
         for k, v in req.get("headers") or []:
             lines.append(f"  {k}: {v}")
-    elif f.get("kind") not in ("load_failed",):
+    elif f.kind != "load_failed":
         lines.append("triggered outside a request (start-up, a tick or a callout response)")
-    if p.get("last_error") and p.get("last_error") not in lines[0]:
-        lines.append(f"last error: {p['last_error']}")
+    # a load failure's message is its error; a later error (a refused new version) is not
+    if p.error is not None and f.message != p.error.text:
+        lines.append("last error: " + "\n".join(plugin_error_lines(p.error)))
     return "\n".join(lines)
 
 
-def _split_plugin_log(error: str) -> tuple[str, list[str]]:
-    """The engine appends "(plugin log: a | b)" to a failed configure: split it off."""
-    marker = " (plugin log: "
-    if marker in error and error.endswith(")"):
-        head, _, tail = error.partition(marker)
-        return head, [x.strip() for x in tail[:-1].split(" | ") if x.strip()]
-    return error, []
+def _error_head(err: PluginError) -> str:
+    head = f"{err.kind} failed: {err.message}"
+    return head + (f" ({err.state}, {err.reason})" if err.state else "")
+
+
+def plugin_error_lines(err: PluginError) -> list[str]:
+    """A plugin error for display, from its fields: what failed and why, then the log
+    lines the plugin wrote while it failed."""
+    lines = [_error_head(err)]
+    if err.log:
+        lines.append("The plugin's log:")
+        lines.extend(f"  {line}" for line in err.log)
+    return lines
+
+
+def plugin_error_text(err: PluginError) -> str:
+    """``plugin_error_lines`` as text, after the plugin's name."""
+    return f"{err.plugin}: " + "\n".join(plugin_error_lines(err))
 
 
 class PluginDetailsPanel(QWidget):
@@ -596,7 +616,7 @@ class PluginDetailsPanel(QWidget):
 
     def show_plugin(
         self,
-        p: Mapping[str, Any] | None,
+        p: PluginSnapshot | None,
         spec: PluginSpec | None,
         schema: Mapping[str, Any] | None = None,
         schema_note: str = "",
@@ -605,7 +625,7 @@ class PluginDetailsPanel(QWidget):
         (None: the YAML editor only; ``schema_note`` says why); None clears."""
         self._updating = True
         try:
-            new_name = str(p["name"]) if p else ""
+            new_name = p.name if p is not None else ""
             same = new_name == self._name
             self._name = new_name
             if not same or p is None:
@@ -621,20 +641,19 @@ class PluginDetailsPanel(QWidget):
                 return
             self.title_label.setEnabled(True)
             badge, colour = state_badge(p)
-            self.title_label.setText(f"{p['name']}  ({p.get('root_id') or 'no root id'})")
-            counters = p.get("counters") or {}
+            self.title_label.setText(f"{p.name}  ({p.root_id or 'no root id'})")
             self.state_label.setText(
-                f"<span style='color:{colour}'><b>{badge}</b></span> · ABI {p.get('abi') or '?'} "
-                f"· {int(p.get('vm_memory_bytes') or 0) // 1024} KiB · "
-                f"{counters.get('invocations', 0)} invocations"
+                f"<span style='color:{colour}'><b>{badge}</b></span> · ABI {p.abi or '?'} "
+                f"· {p.vm_memory_bytes // 1024} KiB · "
+                f"{p.counters.get('invocations', 0)} invocations"
             )
             self.failure_text.setPlainText(_failure_text(p))
-            self._session = str((p.get("failure") or {}).get("session") or "")
+            self._session = (p.failure.session if p.failure is not None else None) or ""
             self.reproduce_button.setEnabled(bool(self._session))
             self.summary_label.setText(plugin_summary_html(p))
-            self.enabled_check.setChecked(p.get("mode") != "disabled")
-            self.log_only_check.setChecked(p.get("mode") == "log-only")
-            pct = float(p.get("canary_percent", 100.0))
+            self.enabled_check.setChecked(p.mode != "disabled")
+            self.log_only_check.setChecked(p.mode == "log-only")
+            pct = float(p.canary_percent)
             if not self.canary_slider.isSliderDown():
                 self.canary_slider.setValue(round(pct))
             if not self.canary_spin.hasFocus():
@@ -642,11 +661,11 @@ class PluginDetailsPanel(QWidget):
                 self.canary_spin.setValue(round(pct))
                 self.canary_spin.blockSignals(False)
             self.canary_label.setText(f"{pct:g}%")
-            self._show_canary_key(str(p.get("canary_key", "random")))
-            self.fail_combo.setCurrentText(str(p.get("fail_strategy", "FAIL_CLOSE")))
+            self._show_canary_key(p.canary_key)
+            self.fail_combo.setCurrentText(p.fail_strategy)
             if not same:
-                self.phase_combo.setCurrentText(str(p.get("phase", "UNSPECIFIED_PHASE")))
-                prio = p.get("priority")
+                self.phase_combo.setCurrentText(p.phase)
+                prio = p.priority
                 self.priority_check.setChecked(prio is not None)
                 self.priority_spin.setValue(int(prio or 0))
                 config = dict(spec.plugin_config) if spec is not None else {}
@@ -785,16 +804,15 @@ class PluginDetailsPanel(QWidget):
             self.config_status.setText("Applying…")
             self.config_edited.emit(self._name, value)
 
-    def set_config_result(self, errors: Sequence[str]) -> None:
-        mine = [e for e in errors if e.startswith(f"plugin {self._name}:")] if self._name else []
+    def set_config_result(self, errors: Sequence[PluginError]) -> None:
+        mine = [e for e in errors if e.plugin == self._name] if self._name else []
         if mine:
             parts = ["<span style='color:#f85149'><b>Rejected; the running version is kept.</b>"]
             for e in mine:
-                head, logs = _split_plugin_log(e)
-                parts.append("<br>" + _esc(head))
-                if logs:
+                parts.append("<br>" + _esc(_error_head(e)))
+                if e.log:
                     parts.append("<br>The plugin's log:")
-                    parts.extend(f"<br>&nbsp;&nbsp;{_esc(line)}" for line in logs)
+                    parts.extend(f"<br>&nbsp;&nbsp;{_esc(line)}" for line in e.log)
             parts.append("</span>")
             self.config_status.setText("".join(parts))
         elif self.config_status.text() == "Applying…":

@@ -59,6 +59,7 @@ from host.safe_regex import PatternError, compile_pattern
 
 if TYPE_CHECKING:
     from host.proxy.config import ProxyConfig
+    from host.proxy.errors import PluginError
     from host.proxy.http1 import Cluster
     from host.proxy.plugins import PluginManager
     from host.proxy.stats import StatsSnapshot, StatsStore
@@ -115,7 +116,7 @@ class AdminServer(Protocol):
 
     def set_plugin_mode(self, name: str, **kw: Any) -> dict[str, Any]: ...
 
-    async def reload_plugin(self, name: str) -> str: ...
+    async def reload_plugin(self, name: str) -> PluginError | None: ...
 
     def reset_counters(self) -> None: ...
 
@@ -286,8 +287,11 @@ async def _reload(
         err = await srv.reload_plugin(name)
     except KeyError:
         return Response(404, f"no plugin named {name!r}\n")
-    if err:
-        return Response(409, {"error": err, "kept": "the running version"})
+    if err is not None:
+        # "error": the one-line text as before; "plugin_error": the same as fields
+        return Response(
+            409, {"error": err.text, "kept": "the running version", "plugin_error": err.to_dict()}
+        )
     return Response(200, {"reloaded": name})
 
 

@@ -45,6 +45,7 @@ from host.proxy.records import (
     RequestRecord,
     frozen_bodies,
 )
+from host.proxy.stages import Stage
 from host.proxy.stream import (
     CONTINUE,
     HOLD,
@@ -342,7 +343,7 @@ class ChainRun:
         self._resp = _Walk()
         self._waiting: asyncio.Future[Verdict] | None = None
         self._waiting_hop: _Hop | None = None
-        self._waiting_stage = ""
+        self._waiting_stage = Stage.REQUEST_HEADERS  # read only while a hop waits
         self._waiting_dir = REQUEST
         self._wait_timer: asyncio.TimerHandle | None = None
         self.reply: LocalReply | None = None
@@ -512,7 +513,7 @@ class ChainRun:
         headers = self.headers if d.request else self.resp_headers
         assert headers is not None
         eos = self._walk(d).eos
-        stage = "request_headers" if d.request else "response_headers"
+        stage = Stage.REQUEST_HEADERS if d.request else Stage.RESPONSE_HEADERS
         for i in range(start, len(self.hops) if d.request else -1, d.step):
             hop = self.hops[i]
             if d.side(hop).done:
@@ -544,7 +545,7 @@ class ChainRun:
         if stop is None:
             stop = len(self.hops) if d.request else -1
         stream = d.stream
-        stage = "request_data" if d.request else "response_data"
+        stage = Stage.REQUEST_DATA if d.request else Stage.RESPONSE_DATA
         for i in range(start, stop, d.step):
             hop = self.hops[i]
             side = d.side(hop)
@@ -620,7 +621,7 @@ class ChainRun:
         trailers = self._trailers(d)
         assert trailers is not None
         stream = d.stream
-        stage = "request_trailers" if d.request else "response_trailers"
+        stage = Stage.REQUEST_TRAILERS if d.request else Stage.RESPONSE_TRAILERS
         for i in range(start, len(self.hops) if d.request else -1, d.step):
             hop = self.hops[i]
             side = d.side(hop)
@@ -662,7 +663,7 @@ class ChainRun:
     # -- what an action means ---------------------------------------------------------------
 
     def _after_action(
-        self, hop: _Hop, action: Action, d: Direction, stage: str, index: int, data: bytes = b""
+        self, hop: _Hop, action: Action, d: Direction, stage: Stage, index: int, data: bytes = b""
     ) -> Verdict | None:
         """None to go on to the next plugin, or the verdict that stops the iteration."""
         if action == Action.CONTINUE:
@@ -727,7 +728,7 @@ class ChainRun:
         hop.rec.would.append(what)
         hop.slot.count(f"log_only.would_{what}")
 
-    def _wait(self, hop: _Hop, d: Direction, stage: str, index: int, data: bytes) -> Verdict:
+    def _wait(self, hop: _Hop, d: Direction, stage: Stage, index: int, data: bytes) -> Verdict:
         fut: asyncio.Future[Verdict] = self.loop.create_future()
         self._waiting = fut
         self._waiting_hop = hop
@@ -741,7 +742,7 @@ class ChainRun:
         )
         walk = self._walk(d)
         walk.index = index
-        if not stage.endswith("headers"):
+        if not stage.headers:
             walk.data = data
         self.m.run_paused(self)
         return Wait(fut)
@@ -794,11 +795,11 @@ class ChainRun:
         assert ctx is not None
 
         def compute() -> Verdict:
-            if stage.endswith("headers"):
+            if stage.headers:
                 if d.request:
                     hop.rec.request.headers_after = self.headers.items() if self.headers else None
                 return self._iterate_headers(d, i + d.step)
-            if stage.endswith("trailers"):
+            if stage.trailers:
                 data = walk.data + ctx.take_body(d.stream)
                 return self._iterate_trailers(d, i + d.step, data)
             data = ctx.take_body(d.stream)
@@ -825,7 +826,7 @@ class ChainRun:
         hop.req.done = hop.resp.done = True
         slot = hop.slot
         stage = self._waiting_stage
-        request = stage.startswith("request")
+        request = stage.request
         i = self._walk(self._waiting_dir).index
         ctx = hop.ctx
         assert ctx is not None
@@ -838,13 +839,13 @@ class ChainRun:
 
             def compute() -> Verdict:
                 # what the plugin held so far goes on, as if it were absent from here on
-                if stage == "request_headers":
+                if stage is Stage.REQUEST_HEADERS:
                     return self._iterate_headers(REQUEST, i + 1)
-                if stage == "request_data":
+                if stage is Stage.REQUEST_DATA:
                     return self._iterate_data(
                         REQUEST, i + 1, ctx.take_body(StreamType.HTTP_REQUEST), self._req.eos
                     )
-                if stage == "response_headers":
+                if stage is Stage.RESPONSE_HEADERS:
                     return self._iterate_headers(RESPONSE, i - 1)
                 # A trailers stage lands here too, so a request paused at its trailers goes on
                 # down the response's data path: kept as it was (issue 8 is a pure refactor);

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from host.proxy.errors import ErrorKind
 from host.wasm import PluginHost
 from host.wasm.runtime import LoadError, Module
 
@@ -26,7 +27,12 @@ __all__ = ["ModuleError", "ModuleSource"]
 
 
 class ModuleError(Exception):
-    """A module could not be fetched, verified or compiled: the message says why."""
+    """A module could not be fetched, verified or compiled: the message says why,
+    ``kind`` at which of the three (``ErrorKind.FETCH``, ``VERIFY`` or ``COMPILE``)."""
+
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.FETCH) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class ModuleSource:
@@ -72,7 +78,8 @@ class ModuleSource:
         digest = hashlib.sha256(data).hexdigest()
         if spec.sha256 and digest != spec.sha256:
             raise ModuleError(
-                f"sha256 mismatch for {spec.url}: expected {spec.sha256}, got {digest}"
+                f"sha256 mismatch for {spec.url}: expected {spec.sha256}, got {digest}",
+                ErrorKind.VERIFY,
             )
         if kind in ("http", "https"):
             self._cache_put(digest, data)
@@ -103,4 +110,4 @@ class ModuleSource:
         try:
             return self.host.compile(data)
         except LoadError as e:
-            raise ModuleError(f"{what}: {e.message}") from None
+            raise ModuleError(f"{what}: {e.message}", ErrorKind.COMPILE) from None

@@ -30,6 +30,7 @@ from host.proxy.config.enums import FailStrategy, Mode
 from host.proxy.config.model import FAIL_STRATEGIES, MODES
 from host.proxy.config.validate import CANARY_KEY_RULE
 from host.proxy.config.validate import canary_key as parse_canary_key
+from host.proxy.errors import PluginError
 from host.proxy.grpc_callouts import GrpcCalloutDispatcher
 from host.proxy.http1 import LocalReply
 from host.proxy.inspector import InspectorRing
@@ -368,36 +369,41 @@ class PluginManager:
 
     async def prepare(
         self, spec: PluginSpec, *, share: bool = True
-    ) -> tuple[Module, PluginInstance | None, str]:
+    ) -> tuple[Module | None, PluginInstance | None, PluginError | None]:
         """Fetch and compile a plugin and start it in a scratch slot (start-up and
-        configure must succeed). Returns the module, the validated instance (None when
-        it failed) and an error message ("" when fine). ``share``: False never starts it
-        in a running VM of the same vm_id (a check must not touch one)."""
+        configure must succeed). Returns the module (None when it could not be had),
+        the validated instance (None when it failed) and the error (None when fine).
+        ``share``: False never starts it in a running VM of the same vm_id (a check
+        must not touch one)."""
         try:
             data = await self.modules.fetch(spec)
             module = self.modules.compile(data, spec.url)
         except ModuleError as e:
-            return None, None, str(e)  # type: ignore[return-value]
+            return None, None, PluginError(e.kind, spec.name, str(e), at=time.time())
         scratch = PluginSlot(self, spec)
         try:
             inst = self._start_instance(scratch, spec, module, share=share)
         except VmStartError as e:
-            f = e.failure
-            logs = [r.message for r in list(self.host.logs)[-20:] if r.plugin == spec.name]
-            extra = f" (plugin log: {' | '.join(logs[-5:])})" if logs else ""
-            return module, None, f"{f.state.name}: {f.kind}: {f.message}{extra}"
-        return module, inst, ""
+            # what the plugin itself logged while it failed (among the newest lines; not
+            # the host's own line about the failure, which is the error)
+            logs = tuple(
+                r.message
+                for r in list(self.host.logs)[-20:]
+                if r.plugin == spec.name and r.source != "host"
+            )
+            return module, None, PluginError.from_failure(spec.name, e.failure, logs)
+        return module, inst, None
 
-    async def check(self, spec: PluginSpec) -> str | None:
+    async def check(self, spec: PluginSpec) -> PluginError | None:
         """What ``prepare`` checks (fetch, sha256, compile, start, configure), in a VM of
         its own that is closed again: nothing running changes. None, or the error."""
         _module, inst, err = await self.prepare(spec, share=False)
         if inst is not None:
             inst.retired = True
             inst.close()
-        return err or None
+        return err
 
-    async def apply(self, config: ProxyConfig) -> list[str]:
+    async def apply(self, config: ProxyConfig) -> list[PluginError]:
         """Bring the running plugins to ``config``: unchanged plugins keep running,
         mode/canary/failStrategy changes apply in place, anything else is validated
         in a scratch VM and swapped in atomically. Returns the errors (a plugin whose
@@ -407,7 +413,7 @@ class PluginManager:
         self.cluster_urls = dict(self.builtin_cluster_urls)
         self.modules.pull_secrets = dict(config.pull_secrets)
         self.cluster_urls.update({c.name: (c.url, c.timeout_s) for c in config.clusters})
-        errors: list[str] = []
+        errors: list[PluginError] = []
         wanted = {s.name: s for s in config.plugins}
         new_slots: dict[str, PluginSlot] = {}
         for spec in config.plugins:
@@ -421,36 +427,35 @@ class PluginManager:
                     if spec == slot.file_spec and slot.refused_spec is not None:
                         # back to the version that runs: that replaces the refused one
                         slot.refused_spec = None
-                        slot.last_error = ""
+                        slot.error = None
                     new_slots[spec.name] = slot
                     continue
                 if not _needs_restart(slot.file_spec, spec):
                     # only the operator knobs changed in the file: they win
                     slot.file_spec = spec
                     slot.refused_spec = None
-                    slot.last_error = ""
+                    slot.error = None
                     self._apply_in_place(slot, spec)
                     new_slots[spec.name] = slot
                     continue
             module, inst, err = await self.prepare(spec)
-            if err:
-                msg = f"plugin {spec.name}: {err}"
-                errors.append(msg)
-                self.log_error(msg)
+            if err is not None:
+                errors.append(err)
+                self.log_error(str(err))
                 if slot is not None and slot.instance is not None:
-                    slot.last_error = err
+                    slot.error = err
                     slot.refused_spec = spec
                     new_slots[spec.name] = slot  # keep the old version running
                     continue
                 slot = slot or PluginSlot(self, spec)
                 slot.spec = slot.file_spec = spec
                 slot.state = "failed"
-                slot.last_error = err
+                slot.error = err
                 slot.failure = Failure(
                     FailState.UNABLE_TO_CREATE_VM if module is None else FailState.CONFIGURE_FAILED,
                     "load_failed",
-                    err,
-                    at=time.time(),
+                    err.text,
+                    at=err.at,
                 )
                 self._apply_in_place(slot, spec)
                 new_slots[spec.name] = slot
@@ -468,7 +473,7 @@ class PluginManager:
             slot.crash_loop = False
             slot.reload_attempts = 0
             slot.reload_at = None
-            slot.last_error = ""
+            slot.error = None
             self._apply_in_place(slot, spec)
             if old is not None and old is not inst:
                 self._retire(old)
@@ -558,14 +563,14 @@ class PluginManager:
         )
         return slot
 
-    async def reload(self, name: str) -> str:
-        """Reload one plugin from its source (clears a crash loop). "" or an error."""
+    async def reload(self, name: str) -> PluginError | None:
+        """Reload one plugin from its source (clears a crash loop). None, or the error."""
         slot = self.slots.get(name)
         if slot is None:
             raise KeyError(name)
         _module, inst, err = await self.prepare(slot.spec)
-        if err:
-            slot.last_error = err
+        if err is not None:
+            slot.error = err
             return err
         assert inst is not None
         old = slot.instance
@@ -577,11 +582,11 @@ class PluginManager:
         slot.reload_attempts = 0
         slot.reload_at = None
         slot.failures.clear()
-        slot.last_error = ""
+        slot.error = None
         if old is not None and old is not inst:
             self._retire(old)
         self._schedule_ticks()
-        return ""
+        return None
 
     # -- ticks ---------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from host.proxy.config import (
     load_config,
 )
 from host.proxy.demo_upstream import EchoServer, start_echo_server
+from host.proxy.errors import PluginError
 from host.proxy.grpc_callouts import GrpcCluster
 from host.proxy.http1 import (
     Cluster,
@@ -44,6 +45,7 @@ from host.proxy.http1 import (
 )
 from host.proxy.plugins import PluginManager, PluginSlot
 from host.proxy.routes import Route, RouteTable
+from host.proxy.snapshots import PluginSnapshot
 from host.wasm import Engine, HeaderMap, LogLevel, PluginHost
 from host.wasm.plugin_host import LogRecord
 from host.wasm.runtime import user_cache_root
@@ -426,8 +428,13 @@ class ProxyServer:
         self.stats.gauge("wasm.paused_streams").set(self.manager.paused_streams)
         return self.stats.snapshot()
 
-    def plugins_snapshot(self) -> list[dict[str, Any]]:
+    def plugin_snapshots(self) -> list[PluginSnapshot]:
+        """The plugins in chain order, as values (what the app reads)."""
         return [s.snapshot() for s in self.manager.ordered]
+
+    def plugins_snapshot(self) -> list[dict[str, Any]]:
+        """``plugin_snapshots`` as the admin API's JSON objects."""
+        return [p.to_dict() for p in self.plugin_snapshots()]
 
     def failing_closed(self) -> list[str]:
         return [
@@ -487,16 +494,16 @@ class ProxyServer:
 
     def set_plugin_mode(self, name: str, **kw: Any) -> dict[str, Any]:
         slot: PluginSlot = self.manager.set_mode(name, **kw)
-        return slot.snapshot()
+        return slot.snapshot().to_dict()
 
-    async def reload_plugin(self, name: str) -> str:
+    async def reload_plugin(self, name: str) -> PluginError | None:
         return await self.manager.reload(name)
 
-    async def check_plugin(self, spec: PluginSpec) -> str | None:
+    async def check_plugin(self, spec: PluginSpec) -> PluginError | None:
         """Check a plugin without adding it: fetch (and verify its sha256), compile,
         start and configure it in a scratch VM, then close that VM. Nothing running
         changes (a plugin of the same name or vm_id is not touched). None when it would
-        load, else why not (what ``apply_config`` reports after "plugin NAME: ")."""
+        load, else why not (the error ``apply_config`` would report)."""
         return await self.manager.check(spec)
 
     def reset_counters(self) -> None:
@@ -508,7 +515,7 @@ class ProxyServer:
 
     # -- live reconfiguration -----------------------------------------------------------------
 
-    async def apply_config(self, config: ProxyConfig) -> list[str]:
+    async def apply_config(self, config: ProxyConfig) -> list[PluginError]:
         """Swap in a new configuration while traffic flows. Listener addresses are
         kept (a change needs a restart); clusters, routes, the listener's direction and
         plugins follow the new config."""
@@ -521,6 +528,7 @@ class ProxyServer:
         return errors
 
     async def reload_config_file(self) -> list[str]:
+        """Apply the config file again (the watcher's change): the errors, as text."""
         path = self.config.source
         try:
             config = load_config(path)
@@ -534,7 +542,7 @@ class ProxyServer:
         self.manager.log_info(
             f"config reloaded from {path}" + (f" with {len(errors)} error(s)" if errors else "")
         )
-        return errors
+        return [str(e) for e in errors]
 
     def _watched_files(self) -> list[str]:
         files = []
@@ -608,7 +616,7 @@ class ProxyServer:
                 err = await self.manager.reload(name)
                 self.manager.log_info(
                     f"plugin {name}: module changed on disk: "
-                    + ("loaded" if not err else f"still not loading: {err}")
+                    + ("loaded" if err is None else f"still not loading: {err.text}")
                 )
                 continue
             if digest == slot.sha256:
@@ -616,7 +624,7 @@ class ProxyServer:
             err = await self.manager.reload(name)
             self.manager.log_info(
                 f"plugin {name}: module changed on disk: "
-                + ("reloaded" if not err else f"kept the old version: {err}")
+                + ("reloaded" if err is None else f"kept the old version: {err.text}")
             )
 
 
@@ -632,8 +640,8 @@ def _route_match_text(r: Route) -> str:
     return ", ".join(parts) or "any request"
 
 
-def _located(errors: list[str], config: ProxyConfig) -> list[str]:
-    """``plugin NAME: ...`` errors prefixed with ``file:line`` of NAME's document (when
+def _located(errors: list[PluginError], config: ProxyConfig) -> list[str]:
+    """The errors as text, prefixed with ``file:line`` of their plugin's document (when
     the config came from a file), as config errors are."""
     where = {
         p.name: f"{p.source or config.source}:{p.line}"
@@ -642,11 +650,7 @@ def _located(errors: list[str], config: ProxyConfig) -> list[str]:
         and not (p.source or config.source).startswith("<")
         and p.line > 0
     }
-    out = []
-    for e in errors:
-        name = e[len("plugin ") :].split(":", 1)[0] if e.startswith("plugin ") else ""
-        out.append(f"{where[name]}: {e}" if name in where else e)
-    return out
+    return [f"{where[e.plugin]}: {e}" if e.plugin in where else str(e) for e in errors]
 
 
 def _file_signature(path: str) -> tuple[int, int, int] | None:

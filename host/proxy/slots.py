@@ -16,6 +16,8 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from host.proxy.errors import PluginError
+from host.proxy.snapshots import FailureView, PluginSnapshot, PluginState
 from host.wasm import PluginHost
 from host.wasm.context import RootContext
 from host.wasm.diagnosis import plugin_warnings
@@ -125,7 +127,8 @@ class PluginSlot:
         self.crash_loop = False
         self.abi: str | None = None
         self.sha256 = ""
-        self.last_error = ""
+        # why the last load, reload or new version of it failed (None: it did not)
+        self.error: PluginError | None = None
         self.counters: dict[str, int] = {}
         # guest time per request (all callbacks), newest last: the Overview's average
         self.callback_us: deque[float] = deque(maxlen=2048)
@@ -138,6 +141,11 @@ class PluginSlot:
     def count(self, what: str, n: int = 1) -> None:
         self.counters[what] = self.counters.get(what, 0) + n
         self.manager.stat_inc(f"wasm.{self.name}.{what}", n)
+
+    @property
+    def last_error(self) -> str:
+        """``error`` as the one line the admin API's ``last_error`` has always shown."""
+        return self.error.text if self.error is not None else ""
 
     def effective_policy(self) -> str:
         return self.fail_strategy or "FAIL_CLOSE"
@@ -179,57 +187,65 @@ class PluginSlot:
                 self._sdk = (sha, "unknown")
         return self._sdk[1]
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> PluginSnapshot:
         inst = self.instance
-        state = self.state
-        if state == "running" and self.mode == "log-only":
-            state = "log-only"
-        if self.not_applied is not None and state not in ("failed", "reloading"):
-            state = "not applied"
-        return {
-            "name": self.name,
-            "state": state,
-            "not_applied": self.not_applied,
-            "mode": self.mode,
-            "canary_percent": self.canary_percent,
-            "canary_key": self.canary_key,
-            "fail_strategy": self.effective_policy(),
-            "failure": self.failure_dict(),
-            "crash_loop": self.crash_loop,
+        live = inst is not None and not inst.closed
+        state = PluginState(self.state)
+        if state is PluginState.RUNNING and self.mode == "log-only":
+            state = PluginState.LOG_ONLY
+        if self.not_applied is not None and state not in (
+            PluginState.FAILED,
+            PluginState.RELOADING,
+        ):
+            state = PluginState.NOT_APPLIED
+        failure = self.failure
+        return PluginSnapshot(
+            name=self.name,
+            state=state,
+            type=self.spec.type,
+            not_applied=self.not_applied,
+            mode=self.mode,
+            canary_percent=self.canary_percent,
+            canary_key=self.canary_key,
+            fail_strategy=self.effective_policy(),
+            failure=(
+                FailureView.of(failure, self.failure_request, self.crash_session)
+                if failure is not None
+                else None
+            ),
+            crash_loop=self.crash_loop,
             # wall-clock ISO time (and seconds from now) of the next FAIL_RELOAD try
-            "reload_at": _wall_clock(self.reload_at),
-            "reload_in_s": (
+            reload_at=_wall_clock(self.reload_at),
+            reload_in_s=(
                 round(max(0.0, self.reload_at - time.monotonic()), 3)
                 if self.reload_at is not None
                 else None
             ),
-            "abi": inst.vm.abi if inst is not None else self.abi,
-            "sha256": inst.module.sha256 if inst is not None else self.sha256,
-            "root_id": self.spec.plugin_name,
-            "phase": self.spec.phase,
-            "priority": self.spec.priority,
-            "vm_memory_bytes": inst.vm.memory_bytes()
-            if inst is not None and not inst.closed
-            else 0,
-            "counters": dict(self.counters),
-            "sdk": self.sdk_name(),
-            "time_per_request_us": (
+            abi=inst.vm.abi if inst is not None else self.abi,
+            sha256=inst.module.sha256 if inst is not None else self.sha256,
+            root_id=self.spec.plugin_name,
+            phase=self.spec.phase,
+            priority=self.spec.priority,
+            vm_memory_bytes=inst.vm.memory_bytes() if inst is not None and live else 0,
+            counters=dict(self.counters),
+            sdk=self.sdk_name(),
+            time_per_request_us=(
                 sum(self.callback_us) / len(self.callback_us) if self.callback_us else None
             ),
-            "last_error": self.last_error,
-            "warnings": plugin_warnings(
-                inst.vm if inst is not None else None,
-                self.manager.host.logs,
-                self.name,
-                self.spec.plugin_name,
+            error=self.error,
+            warnings=tuple(
+                plugin_warnings(
+                    inst.vm if inst is not None else None,
+                    self.manager.host.logs,
+                    self.name,
+                    self.spec.plugin_name,
+                )
             ),
             # live contexts of its VM (root + streams; the whole VM when shared) and the
             # http callouts its root context still waits for: both flat in a steady state
-            "contexts": len(inst.vm.contexts) if inst is not None and not inst.closed else 0,
-            "inflight_callouts": len(inst.root.http_calls)
-            if inst is not None and not inst.closed
-            else 0,
-        }
+            contexts=len(inst.vm.contexts) if inst is not None and live else 0,
+            inflight_callouts=len(inst.root.http_calls) if inst is not None and live else 0,
+        )
 
 
 def _wall_clock(monotonic_at: float | None) -> str | None:

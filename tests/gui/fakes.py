@@ -10,31 +10,20 @@ from PySide6.QtCore import QObject, Signal
 from gui.engine_service import EngineSnapshot
 from gui.workspace import default_config_path
 from host.proxy.config import ProxyConfig, effective_order, load_config
+from host.proxy.snapshots import PluginSnapshot, PluginState
 from host.proxy.stats import StatsStore
 
 
-def plugin_dict(name: str, **kw: Any) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "name": name,
-        "state": "running",
-        "mode": "enforce",
-        "canary_percent": 100.0,
-        "canary_key": "random",
-        "fail_strategy": "FAIL_CLOSE",
-        "failure": None,
-        "crash_loop": False,
-        "reload_at": None,
-        "abi": "0.2.1",
-        "sha256": "0" * 64,
-        "root_id": name.replace("-", "_"),
-        "phase": "UNSPECIFIED_PHASE",
-        "priority": None,
-        "vm_memory_bytes": 65536,
-        "counters": {},
-        "last_error": "",
-    }
-    d.update(kw)
-    return d
+def plugin_snapshot(name: str, **kw: Any) -> PluginSnapshot:
+    """A running plugin's snapshot as the engine publishes it; ``kw`` replaces fields
+    (``state`` may be given as its text)."""
+    if isinstance(kw.get("state"), str):
+        kw["state"] = PluginState(kw["state"])
+    kw.setdefault("abi", "0.2.1")
+    kw.setdefault("sha256", "0" * 64)
+    kw.setdefault("root_id", name.replace("-", "_"))
+    kw.setdefault("vm_memory_bytes", 65536)
+    return PluginSnapshot(name, **kw)
 
 
 class FakeEngineService(QObject):
@@ -45,7 +34,7 @@ class FakeEngineService(QObject):
     config_applied = Signal(list)
     config_refused = Signal(list)
     command_failed = Signal(str)
-    plugin_reloaded = Signal(str, str)
+    plugin_reloaded = Signal(str, object)
     response_received = Signal(dict)
     request_details_received = Signal(dict)
     traffic_progress = Signal(int, int)
@@ -63,7 +52,7 @@ class FakeEngineService(QObject):
         self.store = StatsStore()
         self.pending_logs: list[dict[str, Any]] = []
         self.pending_requests: list[dict[str, Any]] = []
-        self.plugins: list[dict[str, Any]] = []
+        self.plugins: list[PluginSnapshot] = []
         self.closed = False
         self.checked: list[list[str]] = []
         self.seq = 0
@@ -143,9 +132,9 @@ class FakeEngineService(QObject):
         return [c[0] for c in self.calls]
 
     def with_plugin_specs(self) -> None:
-        """Publish plugin dicts matching the config's plugins."""
+        """Publish plugin snapshots matching the config's plugins."""
         self.plugins = [
-            plugin_dict(
+            plugin_snapshot(
                 p.name,
                 phase=p.phase,
                 priority=p.priority,

@@ -7,6 +7,7 @@ proxy and demo upstream on ephemeral loopback ports."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -14,13 +15,14 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 
 from gui.plugin_panel import plugin_summary, state_badge
+from host.proxy.snapshots import PluginSnapshot, PluginState
 from host.resources import demo_plugin
 
 pytestmark = pytest.mark.slow
 
 
-def _plugin(window, name: str) -> dict:
-    return next(p for p in window._latest_plugins if p["name"] == name)
+def _plugin(window, name: str) -> PluginSnapshot:
+    return next(p for p in window._latest_plugins if p.name == name)
 
 
 def test_canary_number_field_sets_the_exact_percentage(qtbot, app_window) -> None:
@@ -45,9 +47,9 @@ def test_canary_number_field_sets_the_exact_percentage(qtbot, app_window) -> Non
 
 
 def test_a_fail_open_failed_plugin_says_failed_skipped() -> None:
-    base = {"name": "p", "state": "failed", "mode": "enforce", "canary_percent": 100.0}
-    assert state_badge({**base, "fail_strategy": "FAIL_OPEN"})[0] == "failed, skipped"
-    assert state_badge({**base, "fail_strategy": "FAIL_CLOSE"})[0] == "failed"
+    base = PluginSnapshot("p", PluginState.FAILED)
+    assert state_badge(replace(base, fail_strategy="FAIL_OPEN"))[0] == "failed, skipped"
+    assert state_badge(replace(base, fail_strategy="FAIL_CLOSE"))[0] == "failed"
 
 
 def test_plugin_log_level_is_set_from_the_logs_tab(qtbot, app_window) -> None:
@@ -106,7 +108,7 @@ def test_keyboard_shortcuts_and_the_admin_link(qtbot, app_window) -> None:
     window.plugin_list.setFocus()
     with qtbot.waitSignal(service.plugin_reloaded, timeout=10_000) as reloaded:
         qtbot.keyClick(window.plugin_list, Qt.Key.Key_F5)
-    assert reloaded.args == ["add-header", ""]
+    assert reloaded.args == ["add-header", None]
     # Ctrl+S: saves the workspace now
     window.workspace.path.unlink(missing_ok=True)
     qtbot.keyClick(window.plugin_list, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)

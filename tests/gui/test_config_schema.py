@@ -18,9 +18,10 @@ from gui.json_schema import (
     validate,
 )
 from gui.plugin_panel import PluginDetailsPanel
+from host.proxy.errors import ErrorKind, PluginError
 from host.resources import demo_plugin
 from host.runner import TryRequest, run_try
-from tests.gui.fakes import plugin_dict
+from tests.gui.fakes import plugin_snapshot
 
 DEMOS = ("add_header", "auth_token", "path_counter", "body_rewrite")
 
@@ -222,7 +223,7 @@ def test_details_panel_uses_the_form_and_only_applies_valid_configs(qtbot) -> No
     panel = PluginDetailsPanel()
     qtbot.addWidget(panel)
     schema = _schema("body_rewrite")
-    panel.show_plugin(plugin_dict("body-rewrite"), None, schema)
+    panel.show_plugin(plugin_snapshot("body-rewrite"), None, schema)
     assert panel.form is not None and panel.form_active()
     edited: list = []
     panel.config_edited.connect(lambda n, v: edited.append((n, v)))
@@ -250,7 +251,7 @@ def test_details_panel_without_a_schema_says_why_and_offers_yaml(qtbot) -> None:
     panel = PluginDetailsPanel()
     qtbot.addWidget(panel)
     note = "No x.schema.json beside the module"
-    panel.show_plugin(plugin_dict("x"), None, None, note)
+    panel.show_plugin(plugin_snapshot("x"), None, None, note)
     assert panel.form is None
     assert not panel.config_tabs.isTabEnabled(0)
     assert panel.config_tabs.currentIndex() == 1
@@ -260,18 +261,28 @@ def test_details_panel_without_a_schema_says_why_and_offers_yaml(qtbot) -> None:
 def test_rejected_config_shows_the_plugins_own_log_lines(qtbot) -> None:
     panel = PluginDetailsPanel()
     qtbot.addWidget(panel)
-    panel.show_plugin(plugin_dict("add-header"), None)
-    panel.set_config_result(
-        [
-            "plugin add-header: CONFIGURE_FAILED: configure_failed: proxy_on_configure returned "
-            "false (plugin log: add_header: request_header.name: 'bad name' is not a valid "
-            "header name | add_header: configuration rejected)"
-        ]
+    panel.show_plugin(plugin_snapshot("add-header"), None)
+    log = (
+        "add_header: request_header.name: 'bad name' is not a valid header name",
+        "add_header: configuration rejected",
     )
-    text = panel.config_status_text()
-    assert "Rejected; the running version is kept." in text
-    assert "The plugin's log:" in text
-    assert "add_header: configuration rejected" in text
+    err = PluginError(
+        ErrorKind.CONFIGURE,
+        "add-header",
+        "proxy_on_configure returned false",
+        log=log,
+        state="CONFIGURE_FAILED",
+        reason="configure_failed",
+    )
+    other = PluginError(ErrorKind.FETCH, "other", "cannot read other.wasm")
+    panel.set_config_result([other, err])
+    lines = [x.strip() for x in panel.config_status_text().splitlines() if x.strip()]
+    assert lines == [
+        "Rejected; the running version is kept.",
+        "configure failed: proxy_on_configure returned false (CONFIGURE_FAILED, configure_failed)",
+        "The plugin's log:",
+        *log,
+    ]  # from the error's fields: its own kind, message and log lines; not other's error
 
 
 def test_a_plugins_schema_pattern_cannot_hang_the_form() -> None:

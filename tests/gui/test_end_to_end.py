@@ -12,6 +12,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from gui.workspace import Workspace
+from host.proxy.errors import ErrorKind
 from host.resources import demo_plugin
 
 pytestmark = pytest.mark.slow
@@ -156,7 +157,7 @@ def test_user_loads_a_plugin_file_then_sees_its_effect(qtbot, app_window, tmp_pa
     with qtbot.waitSignal(service.config_applied, timeout=10_000) as applied:
         details.config_apply_button.click()
     (err,) = applied.args[0]
-    assert err.startswith("plugin add-header-2:")
+    assert (err.plugin, err.kind) == ("add-header-2", ErrorKind.CONFIGURE)
     qtbot.waitUntil(
         lambda: "Rejected; the running version is kept" in details.config_status.text(),
         timeout=5_000,

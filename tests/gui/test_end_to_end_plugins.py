@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from host.proxy.errors import ErrorKind
 from host.resources import demo_plugin
 from tests.fixtures.wat_modules import make_trap_module, make_wasi_probe_module
 from tests.gui.helpers import drop_plugin, send
@@ -151,7 +152,8 @@ def test_a_broken_module_file_is_refused_and_changes_nothing(
     before = window.plugin_list.names()
     with qtbot.waitSignal(service.config_refused, timeout=10_000) as got:
         assert window.load_plugin_file(broken)
-    assert "invalid WebAssembly module" in got.args[0][0]
+    (err,) = got.args[0]
+    assert err.kind is ErrorKind.COMPILE and "invalid WebAssembly module" in err.message
     assert "invalid WebAssembly module" in window.last_error
     assert window.plugin_list.names() == before
     assert all(p.name != "broken" for p in service.config.plugins)
@@ -204,7 +206,7 @@ def test_a_trapping_plugin_shows_its_failure_and_its_policy_applies(
     # Reload: a fresh VM, running again
     with qtbot.waitSignal(service.plugin_reloaded, timeout=10_000) as reloaded:
         d.reload_button.click()
-    assert reloaded.args == ["trapper", ""]
+    assert reloaded.args == ["trapper", None]
     qtbot.waitUntil(lambda: window.plugin_list.badges().get("trapper") == "running", timeout=5_000)
 
 

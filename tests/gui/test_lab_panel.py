@@ -4,11 +4,13 @@ Record through the real engine."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from gui.lab_panel import LabPanel
 from gui.plugin_panel import PluginDetailsPanel
+from host.proxy.snapshots import FailureView, PluginSnapshot, PluginState
 from tests.gui.helpers import send
 from tests.lab.lab_wat import lab_probe
 
@@ -80,25 +82,24 @@ def test_reproduce_shows_the_trap_and_its_backtrace(qtbot, tmp_path) -> None:
 def test_failure_panel_reproduce_button(qtbot) -> None:
     d = PluginDetailsPanel()
     qtbot.addWidget(d)
-    p = {
-        "name": "probe",
-        "root_id": "lab_probe",
-        "state": "failed",
-        "mode": "enforce",
-        "failure": {
-            "kind": "unreachable",
-            "message": "boom",
-            "callback": "proxy_on_request_headers",
-            "backtrace": [],
-            "session": "/data/crashes/crash-probe.har",
-        },
-    }
+    p = PluginSnapshot(
+        "probe",
+        PluginState.FAILED,
+        root_id="lab_probe",
+        failure=FailureView(
+            "RUNTIME_ERROR",
+            "unreachable",
+            "boom",
+            callback="proxy_on_request_headers",
+            session="/data/crashes/crash-probe.har",
+        ),
+    )
     d.show_plugin(p, None)
     assert d.reproduce_button.isEnabled()
     with qtbot.waitSignal(d.reproduce_requested) as got:
         d.reproduce_button.click()
     assert got.args == ["probe", "/data/crashes/crash-probe.har"]
-    d.show_plugin(dict(p, failure=None), None)
+    d.show_plugin(dataclasses.replace(p, failure=None), None)
     assert not d.reproduce_button.isEnabled()
 
 

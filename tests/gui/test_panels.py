@@ -19,9 +19,11 @@ from gui.main_window import MainWindow
 from gui.plugin_panel import PluginDetailsPanel, PluginListView, state_badge
 from gui.stats_panel import Ring, StatsPanel
 from gui.workspace import Workspace
+from host.proxy.errors import ErrorKind, PluginError
+from host.proxy.snapshots import FailureView
 from host.proxy.stats import StatsStore
 from host.resources import demo_plugin
-from tests.gui.fakes import FakeEngineService, plugin_dict
+from tests.gui.fakes import FakeEngineService, plugin_snapshot
 
 # -- stats ---------------------------------------------------------------------------------
 
@@ -94,15 +96,15 @@ def test_stats_panel_treats_a_counter_reset_as_a_restart(qtbot) -> None:
 
 
 def test_state_badges_say_running_log_only_canary_and_failed() -> None:
-    assert state_badge(plugin_dict("a"))[0] == "running"
-    assert state_badge(plugin_dict("a", state="log-only", mode="log-only"))[0] == "log-only"
-    assert state_badge(plugin_dict("a", canary_percent=25.0))[0] == "canary 25%"
-    assert state_badge(plugin_dict("a", state="failed"))[0] == "failed"
-    assert state_badge(plugin_dict("a", mode="disabled"))[0] == "disabled"
+    assert state_badge(plugin_snapshot("a"))[0] == "running"
+    assert state_badge(plugin_snapshot("a", state="log-only", mode="log-only"))[0] == "log-only"
+    assert state_badge(plugin_snapshot("a", canary_percent=25.0))[0] == "canary 25%"
+    assert state_badge(plugin_snapshot("a", state="failed"))[0] == "failed"
+    assert state_badge(plugin_snapshot("a", mode="disabled"))[0] == "disabled"
 
 
 def test_a_plugin_whose_match_leaves_out_the_listener_is_grey_not_failed() -> None:
-    p = plugin_dict("a", state="not applied", not_applied="match: ports [9999] vs listener 1")
+    p = plugin_snapshot("a", state="not applied", not_applied="match: ports [9999] vs listener 1")
     assert state_badge(p) == ("not applied", "#8b949e")
 
 
@@ -110,10 +112,10 @@ def test_plugin_list_keeps_engine_order_and_selection(qtbot) -> None:
     view = PluginListView()
     qtbot.addWidget(view)
     plugins = [
-        plugin_dict("auth-token", phase="AUTHN", state="log-only", mode="log-only"),
-        plugin_dict("add-header", priority=10),
-        plugin_dict("body-rewrite", canary_percent=50.0),
-        plugin_dict("broken", state="failed", failure={"kind": "trap", "message": "unreachable"}),
+        plugin_snapshot("auth-token", phase="AUTHN", state="log-only", mode="log-only"),
+        plugin_snapshot("add-header", priority=10),
+        plugin_snapshot("body-rewrite", canary_percent=50.0),
+        plugin_snapshot("broken", state="failed", failure=FailureView("", "trap", "unreachable")),
     ]
     view.set_plugins(plugins)
     assert view.names() == ["auth-token", "add-header", "body-rewrite", "broken"]
@@ -133,13 +135,14 @@ def test_plugin_list_keeps_engine_order_and_selection(qtbot) -> None:
 def test_failed_plugin_details_show_kind_message_backtrace_and_request(qtbot) -> None:
     panel = PluginDetailsPanel()
     qtbot.addWidget(panel)
-    failure = {
-        "kind": "trap",
-        "message": "wasm trap: unreachable",
-        "backtrace": ["0: body_rewrite!on_response_body", "1: proxy_on_response_body"],
-        "request": {"method": "GET", "path": "/boom", "request_id": "r-1"},
-    }
-    panel.show_plugin(plugin_dict("body-rewrite", state="failed", failure=failure), None)
+    failure = FailureView(
+        "RUNTIME_ERROR",
+        "trap",
+        "wasm trap: unreachable",
+        backtrace=("0: body_rewrite!on_response_body", "1: proxy_on_response_body"),
+        request={"method": "GET", "path": "/boom", "request_id": "r-1"},
+    )
+    panel.show_plugin(plugin_snapshot("body-rewrite", state="failed", failure=failure), None)
     text = panel.failure_text.toPlainText()
     for part in ("trap: wasm trap: unreachable", "on_response_body", "GET /boom", "r-1"):
         assert part in text
@@ -149,7 +152,7 @@ def test_failed_plugin_details_show_kind_message_backtrace_and_request(qtbot) ->
 def test_mode_controls_emit_set_plugin_mode_arguments(qtbot) -> None:
     panel = PluginDetailsPanel()
     qtbot.addWidget(panel)
-    panel.show_plugin(plugin_dict("add-header"), None)
+    panel.show_plugin(plugin_snapshot("add-header"), None)
     got: list[tuple[str, dict]] = []
     panel.mode_changed.connect(lambda n, kw: got.append((n, kw)))
     panel.log_only_check.setChecked(True)
@@ -165,14 +168,14 @@ def test_mode_controls_emit_set_plugin_mode_arguments(qtbot) -> None:
     ]
     # showing a fresh snapshot does not echo changes back
     got.clear()
-    panel.show_plugin(plugin_dict("add-header", canary_percent=80.0), None)
+    panel.show_plugin(plugin_snapshot("add-header", canary_percent=80.0), None)
     assert got == []
 
 
 def test_config_editor_rejects_bad_yaml_with_position_and_sends_nothing(qtbot) -> None:
     panel = PluginDetailsPanel()
     qtbot.addWidget(panel)
-    panel.show_plugin(plugin_dict("add-header"), None)
+    panel.show_plugin(plugin_snapshot("add-header"), None)
     edited: list = []
     panel.config_edited.connect(lambda n, v: edited.append((n, v)))
     panel.config_edit.setPlainText("request_header: {name: x-a, value: [unclosed\n")
@@ -447,8 +450,8 @@ def test_engine_errors_are_shown_not_swallowed(
 ) -> None:
     fake_service.command_failed.emit("plugin nope: no plugin named 'nope'")
     assert "no plugin named" in window.last_error
-    fake_service.config_applied.emit(["plugin add-header: configure failed"])
-    assert "configure failed" in window.last_error
+    fake_service.config_applied.emit([PluginError(ErrorKind.CONFIGURE, "add-header", "boom")])
+    assert "add-header: configure failed: boom" in window.last_error
 
 
 def test_closing_the_window_saves_the_workspace_and_stops_the_service(

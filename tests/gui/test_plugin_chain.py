@@ -17,8 +17,9 @@ from gui.plugin_panel import PluginDetailsPanel, PluginListView
 from gui.url_dialog import LoadUrlDialog
 from gui.workspace import Workspace, default_config_path
 from host.proxy.config import EnvVar, effective_order, load_config, new_plugin
+from host.proxy.errors import ErrorKind, PluginError
 from host.resources import demo_plugin
-from tests.gui.fakes import FakeEngineService, plugin_dict
+from tests.gui.fakes import FakeEngineService, plugin_snapshot
 from tests.gui.helpers import drop_plugin
 
 SHA = "ab" * 32
@@ -70,7 +71,7 @@ def test_dragging_a_row_asks_for_a_new_position_and_leaves_the_rows_alone(qtbot)
     qtbot.addWidget(view)
     view.resize(500, 300)
     view.show()
-    view.set_plugins([plugin_dict(n) for n in ("a", "b", "c")])
+    view.set_plugins([plugin_snapshot(n) for n in ("a", "b", "c")])
     moves: list[tuple[str, int]] = []
     view.plugin_moved.connect(lambda n, i: moves.append((n, i)))
     drop_plugin(view, "c", "a")  # above a
@@ -193,7 +194,9 @@ def test_loading_from_a_url_asks_the_engine_to_check_it_first(
     )
     assert fake_service.checked  # apply_config(..., check_new=True)
     # the engine refused it (download, digest, compile or start-up failed)
-    fake_service.config_refused.emit(["plugin add-header-2: sha256 mismatch for ..."])
+    fake_service.config_refused.emit(
+        [PluginError(ErrorKind.VERIFY, "add-header-2", "sha256 mismatch for ...")]
+    )
     assert "sha256 mismatch" in window.last_error
     assert "Nothing was changed" in window.last_error
     assert window._base_config() is fake_service.config  # no pending change remains
@@ -202,7 +205,7 @@ def test_loading_from_a_url_asks_the_engine_to_check_it_first(
 def test_canary_key_controls_emit_random_client_ip_or_a_header(qtbot) -> None:
     panel = PluginDetailsPanel()
     qtbot.addWidget(panel)
-    panel.show_plugin(plugin_dict("a", canary_key="header:x-user-id"), None)
+    panel.show_plugin(plugin_snapshot("a", canary_key="header:x-user-id"), None)
     assert panel.canary_key_combo.currentData() == "header"
     assert panel.canary_header_edit.text() == "x-user-id"
     got: list = []
@@ -259,8 +262,10 @@ def test_env_change_the_plugin_rejects_keeps_the_running_version(
     d.env_add_button.click()
     d.env_table.item(0, 0).setText("A")
     d.env_apply_button.click()
-    fake_service.config_applied.emit(["plugin add-header: CONFIGURE_FAILED: boom"])
-    assert "Not applied, the running version is kept" in d.env_status.text()
+    fake_service.config_applied.emit([PluginError(ErrorKind.CONFIGURE, "add-header", "boom")])
+    assert "Not applied, the running version is kept: configure failed: boom" in (
+        d.env_status.text()
+    )
 
 
 def test_importing_an_invalid_file_says_where_and_changes_nothing(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from gui.config_form import ConfigForm
 from gui.json_schema import check_schema, field_kind, form_problem, resolve_refs, validate
 from gui.plugin_panel import PluginDetailsPanel
+from host.proxy.snapshots import PluginSnapshot
 
 SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -174,12 +175,7 @@ def test_form_edits_arrays_of_objects_and_alternatives(qtbot) -> None:
 def test_the_yaml_editor_checks_the_schema_too(qtbot) -> None:
     panel = PluginDetailsPanel()
     qtbot.addWidget(panel)
-    panel.show_plugin(
-        {"name": "p", "state": "running", "mode": "enforce", "canary_percent": 100.0},
-        None,
-        SCHEMA,
-        "",
-    )
+    panel.show_plugin(PluginSnapshot("p"), None, SCHEMA, "")
     assert panel.form is not None  # composition no longer disables the form
     panel.config_tabs.setCurrentIndex(1)
     panel.config_edit.setPlainText("routes: []\nbackend: {url: 'ftp://x'}\n")

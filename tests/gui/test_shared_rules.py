@@ -8,7 +8,7 @@ import pytest
 from gui.plugin_panel import PluginDetailsPanel
 from gui.url_dialog import check_module_url, check_sha256
 from host.proxy.config import canary_key, http_url_error, is_env_name, is_sha256
-from tests.gui.fakes import plugin_dict
+from tests.gui.fakes import plugin_snapshot
 
 
 @pytest.mark.parametrize("header", ["x-user-id", ":authority", "x user", "", "x\u00e9", "a/b"])
@@ -17,7 +17,7 @@ def test_canary_header_is_accepted_exactly_when_the_config_accepts_it(qtbot, hea
     # (and so the engine) takes pseudo-headers as canary keys.
     panel = PluginDetailsPanel()
     qtbot.addWidget(panel)
-    panel.show_plugin(plugin_dict("a", canary_key="header:x"), None)
+    panel.show_plugin(plugin_snapshot("a", canary_key="header:x"), None)
     panel.canary_header_edit.setText(header)
     want = canary_key(f"header:{header}")
     assert panel.canary_key() == want
@@ -29,7 +29,7 @@ def test_env_names_are_checked_with_the_config_rule(qtbot, name) -> None:
     # A 257-character name passed the panel's copy of the rule and failed in the config.
     panel = PluginDetailsPanel()
     qtbot.addWidget(panel)
-    panel.show_plugin(plugin_dict("a"), None)
+    panel.show_plugin(plugin_snapshot("a"), None)
     panel.env_add_button.click()
     panel.env_table.item(0, 0).setText(name)
     problems = panel.env_problems()

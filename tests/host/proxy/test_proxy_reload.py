@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from host.proxy.config import load_config
+from host.proxy.errors import ErrorKind
 
 from .conftest import config_text, make_config, plugin, probe_wasm, wasm_plugin
 
@@ -173,9 +174,11 @@ def test_failed_validation_keeps_the_old_instance_and_says_why(start_proxy):
     h = start_proxy(make_config(cp({"name": "good", "limit": 7})))
     before = h.slot("cp").instance
     errors = h.apply(make_config(cp({"name": "bad", "limit": 1.5})))
-    assert len(errors) == 1
-    assert "cp" in errors[0]
-    assert 'field "limit" must be an integer (got 1.5)' in errors[0]
+    (err,) = errors
+    assert (err.plugin, err.kind, err.state) == ("cp", ErrorKind.CONFIGURE, "CONFIGURE_FAILED")
+    # the plugin said why in its log: the error carries those lines, and prints them
+    assert any('field "limit" must be an integer (got 1.5)' in line for line in err.log)
+    assert 'field "limit" must be an integer (got 1.5)' in str(err)
     assert h.slot("cp").instance is before
     assert h.slot("cp").state == "running"
     with h.client() as c:
@@ -277,14 +280,23 @@ def test_admin_reload_with_a_broken_module_is_refused(start_proxy, tmp_path: Pat
     mod.write_bytes(b"not wasm at all")
     r = h.admin("POST", "/plugins/plug/reload", json={})
     assert r.status_code == 409
-    assert r.json()["kept"] == "the running version"
-    assert r.json()["error"]
+    body = r.json()
+    assert body["kept"] == "the running version"
+    # the one-line text as before, and the same error as fields (added, nothing removed)
+    pe = body["plugin_error"]
+    assert (pe["kind"], pe["plugin"], pe["state"]) == ("compile", "plug", "")
+    assert body["error"] == pe["text"] == pe["message"] and pe["log"] == []
     assert h.slot("plug").instance is before
+    # /plugins shows it as last_error (text) and error (fields) until a reload succeeds
+    (snap,) = h.admin("GET", "/plugins").json()["plugins"]
+    assert snap["last_error"] == body["error"] and snap["error"] == pe
     # a good module reloads through the same endpoint
     mod.write_bytes(probe_wasm(tag="admin"))
     r = h.admin("POST", "/plugins/plug/reload", json={})
     assert r.status_code == 200
     assert r.json() == {"reloaded": "plug"}
+    (snap,) = h.admin("GET", "/plugins").json()["plugins"]
+    assert snap["last_error"] == "" and snap["error"] is None
     with h.client() as c:
         assert c.get("/").json()["headers"]["x-probe-tag"] == "admin"
     assert before.closed

@@ -17,6 +17,7 @@ import pytest
 
 from host.proxy import server as server_module
 from host.proxy.demo_upstream import EchoServer, start_echo_server
+from host.proxy.errors import ErrorKind
 from host.proxy.plugins import PluginInstance, PluginManager
 from host.proxy.server import ProxyServer, StartupError
 from host.wasm import LogLevel
@@ -252,7 +253,8 @@ def test_check_plugin_reports_a_broken_module(start_proxy, tmp_path):
     bad.write_bytes(b"\0asm\x01\0\0\0" + b"\xff" * 40)
     before = h.sync(_engine_state, h.server)
     err = h.call(h.server.check_plugin(_spec(wasm_plugin("broken", str(bad)))))
-    assert err and "invalid WebAssembly module" in err
+    assert err is not None and err.kind is ErrorKind.COMPILE and err.plugin == "broken"
+    assert "invalid WebAssembly module" in err.message
     assert h.sync(_engine_state, h.server) == before
 
 
@@ -260,7 +262,8 @@ def test_check_plugin_reports_a_sha256_mismatch(start_proxy):
     h = start_proxy(make_config())
     spec = _spec(wasm_plugin("add", plugin("add_header"), root_id="add_header"), sha256="0" * 64)
     err = h.call(h.server.check_plugin(spec))
-    assert err and "sha256 mismatch" in err and "0" * 64 in err
+    assert err is not None and err.kind is ErrorKind.VERIFY
+    assert "sha256 mismatch" in err.message and "0" * 64 in err.message
 
 
 def test_check_plugin_reports_a_failing_configure_with_the_plugins_log(start_proxy, tmp_path):
@@ -269,11 +272,14 @@ def test_check_plugin_reports_a_failing_configure_with_the_plugins_log(start_pro
     path.write_bytes(make_configure_fails_module())
     before = h.sync(_engine_state, h.server)
     err = h.call(h.server.check_plugin(_spec(wasm_plugin("cfg", str(path)))))
-    assert err and err.startswith("CONFIGURE_FAILED") and "bad config" in err
+    assert err is not None and err.kind is ErrorKind.CONFIGURE
+    assert err.state == "CONFIGURE_FAILED" and err.log == ("bad config",)
+    assert str(err).startswith("plugin cfg: CONFIGURE_FAILED: ")
+    assert str(err).endswith(" (plugin log: bad config)")  # the CLI's one line, as before
     assert h.sync(_engine_state, h.server) == before
 
 
 def test_check_plugin_reports_a_missing_file(start_proxy, tmp_path):
     h = start_proxy(make_config())
     err = h.call(h.server.check_plugin(_spec(wasm_plugin("gone", str(tmp_path / "no.wasm")))))
-    assert err and "cannot read" in err
+    assert err is not None and err.kind is ErrorKind.FETCH and "cannot read" in err.message
