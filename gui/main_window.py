@@ -579,11 +579,18 @@ class MainWindow(QMainWindow):
         return True
 
     def move_plugin(self, name: str, position: int) -> bool:
-        """Move a plugin to ``position`` in the chain (within its phase) by changing
-        priorities; a move into another phase gets a message and changes nothing."""
+        """Move a plugin to ``position`` in its chain (the HTTP one, or the TCP one for a
+        ``type: NETWORK`` plugin; within its phase) by changing priorities; a move into
+        another phase gets a message and changes nothing."""
         base = self._base_config()
+        kind = next((p.type for p in base.plugins if p.name == name), "HTTP")
         try:
-            changes = priorities_for_move(base.plugins, name, position)
+            # each chain is ordered on its own: a TCP plugin never sits among HTTP ones
+            changes = priorities_for_move(
+                [p for p in base.plugins if (p.type == "NETWORK") == (kind == "NETWORK")],
+                name,
+                position,
+            )
         except MoveRefused as e:
             self.last_error = str(e)
             self.statusBar().showMessage(str(e), 8000)
@@ -688,7 +695,8 @@ class MainWindow(QMainWindow):
                 self._retry.accept()
                 self._retry = None
         self.plugin_list.set_plugins(plugins)
-        self.intercept_panel.set_plugins([str(p["name"]) for p in plugins])
+        # intercept holds HTTP requests: the TCP plugins have no hop there
+        self.intercept_panel.set_plugins(self.plugin_list.names_of_kind("HTTP"))
         want = self._select_after_change
         if want and want in self.plugin_list.names():
             self._select_after_change = ""
@@ -862,8 +870,7 @@ class MainWindow(QMainWindow):
     def _move_selected(self, step: int) -> None:
         name = self.plugin_list.selected_name()
         if name:
-            names = self.plugin_list.names()
-            self.move_plugin(name, max(0, names.index(name) + step))
+            self.move_plugin(name, max(0, self.plugin_list.chain_index(name) + step))
 
     def _on_plugin_list_plugin_moved(self, name: str, position: int) -> None:
         self.move_plugin(name, position)

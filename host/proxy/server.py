@@ -427,7 +427,11 @@ class ProxyServer:
         return self.stats.snapshot()
 
     def plugins_snapshot(self) -> list[dict[str, Any]]:
-        return [s.snapshot() for s in self.manager.ordered]
+        # the HTTP chain in its order, then the NETWORK (TCP) plugins in theirs: each
+        # snapshot says its ``type``, so the app shows the two apart
+        network = {s.name: s for s in self.manager.slots.values() if s.spec.type == "NETWORK"}
+        tcp = [network[p.name] for p in effective_order([s.spec for s in network.values()])]
+        return [s.snapshot() for s in (*self.manager.ordered, *tcp)]
 
     def failing_closed(self) -> list[str]:
         return [

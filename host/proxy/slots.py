@@ -188,6 +188,7 @@ class PluginSlot:
             state = "not applied"
         return {
             "name": self.name,
+            "type": self.spec.type,  # "HTTP" or "NETWORK" (a TCP plugin)
             "state": state,
             "not_applied": self.not_applied,
             "mode": self.mode,

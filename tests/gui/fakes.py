@@ -16,6 +16,7 @@ from host.proxy.stats import StatsStore
 def plugin_dict(name: str, **kw: Any) -> dict[str, Any]:
     d: dict[str, Any] = {
         "name": name,
+        "type": "HTTP",
         "state": "running",
         "mode": "enforce",
         "canary_percent": 100.0,
@@ -152,6 +153,7 @@ class FakeEngineService(QObject):
                 mode=p.mode,
                 state="log-only" if p.mode == "log-only" else "running",
                 canary_percent=p.canary_percent,
+                type=p.type,
             )
             for p in effective_order(self._config.plugins)
         ]
