@@ -90,7 +90,10 @@ class _Service(Protocol):  # what the window needs of an engine service
     def reload_plugin(self, name: str) -> bool: ...
     def fetch_request(self, record_id: int) -> bool: ...
     def send_request(
-        self, method: str, url_path: str, headers: Any = (), body: bytes = b""
+        self, method: str, url_path: str, headers: Any = (), body: bytes = b"", **kw: Any
+    ) -> bool: ...
+    def send_grpc(
+        self, method: str, message: bytes, metadata: Any = ..., deadline_s: float = ...
     ) -> bool: ...
     def generate_traffic(self, rps: float = ..., seconds: float = ...) -> bool: ...
     def stop_traffic(self) -> bool: ...
@@ -398,6 +401,7 @@ class MainWindow(QMainWindow):
         )
         c = self.composer_panel
         c.send_requested.connect(self._on_composer_panel_send_requested)
+        c.request_composed.connect(self._on_composer_panel_request_composed)
         c.load_requested.connect(self._on_composer_panel_load_requested)
         c.load_stop_requested.connect(self._on_composer_panel_load_stop_requested)
         c.inspect_requested.connect(self._on_logs_panel_request_activated)
@@ -1028,6 +1032,15 @@ class MainWindow(QMainWindow):
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes
     ) -> None:
         self.service.send_request(method, path, headers, body)
+
+    def _on_composer_panel_request_composed(self, d: dict[str, Any]) -> None:
+        """An HTTP/2 request or a gRPC call from the composer."""
+        if d.get("protocol") == "gRPC":
+            self.service.send_grpc(d["method"], d["message"], d["metadata"], d["deadline_s"])
+        else:
+            self.service.send_request(
+                d["method"], d["path"], d["headers"], d["body"], protocol=d["protocol"]
+            )
 
     def _on_composer_panel_load_requested(self, rps: float, seconds: float) -> None:
         if self.service.generate_traffic(rps, seconds):
