@@ -124,6 +124,9 @@ def _request_summary(rec: Any) -> dict[str, Any]:
         "method": rec.method,
         "path": rec.path,
         "status": rec.status,
+        "protocol": rec.protocol,
+        "grpc_status": rec.grpc_status,  # None: not a gRPC exchange
+        "grpc_message": rec.grpc_message,
         "outcome": rec.outcome,
         "duration_ms": round(rec.duration_ms, 3),
         "started": rec.started,
