@@ -8,6 +8,7 @@ as curl or saved as HAR (``gui.inspector_export``)."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import html
 import json
@@ -415,11 +416,49 @@ def replay_request(rec: Mapping[str, Any]) -> dict[str, Any] | None:
     }
     headers = [[k, v] for k, v in sent if not k.startswith(":") and k.lower() not in skip]
     body = next((h.get("request_body_before") for h in hops if h.get("request_body_before")), "")
-    return {
+    out: dict[str, Any] = {
         "method": rec.get("method") or "GET",
         "path": rec.get("path") or "/",
         "headers": headers,
         "body": body or "",
+    }
+    ctype = next((v for k, v in headers if k.lower() == "content-type"), "")
+    if rec.get("grpc_status") is not None or ctype.startswith("application/grpc"):
+        return _grpc_replay(out)
+    if rec.get("protocol") == "HTTP/2":
+        out["protocol"] = "HTTP/2"
+    return out
+
+
+def _grpc_replay(req: dict[str, Any]) -> dict[str, Any]:
+    """A recorded gRPC request as a composer gRPC call: the metadata without what the
+    gRPC client sets, and the first message, unframed (text when it is UTF-8, else hex;
+    the record keeps the body as UTF-8 text, so bytes that were not UTF-8 are lost)."""
+    data = str(req["body"]).encode("utf-8")
+    if len(data) >= 5 and int.from_bytes(data[1:5], "big") <= len(data) - 5:
+        data = data[5 : 5 + int.from_bytes(data[1:5], "big")]
+    try:
+        text, fmt = data.decode("utf-8"), "text"
+        if "\ufffd" in text or any(c < " " and c not in "\t\n\r" for c in text):
+            raise ValueError
+    except ValueError:
+        text, fmt = data.hex(" "), "hex"
+    if fmt == "text":
+        with contextlib.suppress(ValueError):
+            json.loads(text)
+            fmt = "json"
+    set_by_client = {"content-type", "te", "user-agent"}
+    return {
+        "protocol": "gRPC",
+        "method": "POST",
+        "path": req["path"],
+        "headers": [
+            [k, v]
+            for k, v in req["headers"]
+            if k.lower() not in set_by_client and not k.lower().startswith("grpc-")
+        ],
+        "body": text,
+        "payload_format": fmt,
     }
 
 

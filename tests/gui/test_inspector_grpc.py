@@ -229,3 +229,45 @@ def test_a_real_record_shows_the_upstream_trailers_and_what_a_plugin_added(
         assert "response trailers (+1 −0)" in panel.detail_view.toPlainText()
     finally:
         assert svc.close(10)
+
+
+def test_send_again_keeps_the_protocol_and_unframes_a_grpc_message() -> None:
+    from gui.inspector_panel import replay_request
+
+    def rec(headers: list[list[str]], body: str, **kw: Any) -> dict[str, Any]:
+        return {
+            "method": "POST",
+            "path": "/pkg.Svc/Do",
+            "hops": [{"request_headers_before": headers, "request_body_before": body}],
+            **kw,
+        }
+
+    h2 = replay_request(rec([[":method", "POST"], ["x-a", "1"]], "hi", protocol="HTTP/2"))
+    assert h2 == {
+        "method": "POST",
+        "path": "/pkg.Svc/Do",
+        "headers": [["x-a", "1"]],
+        "body": "hi",
+        "protocol": "HTTP/2",
+    }
+    grpc_headers = [
+        [":method", "POST"],
+        ["content-type", "application/grpc"],
+        ["te", "trailers"],
+        ["grpc-timeout", "5S"],
+        ["x-user", "alice"],
+    ]
+    msg = '{"name": "bob"}'
+    framed = "\0\0\0\0" + chr(len(msg)) + msg  # one gRPC frame, as the record keeps it
+    call = replay_request(rec(grpc_headers, framed, protocol="HTTP/2", grpc_status=0))
+    assert call == {
+        "protocol": "gRPC",
+        "method": "POST",
+        "path": "/pkg.Svc/Do",
+        "headers": [["x-user", "alice"]],
+        "body": '{"name": "bob"}',
+        "payload_format": "json",
+    }
+    binary = "\0\0\0\0\x03" + "\n\x01a"
+    call = replay_request(rec(grpc_headers, binary, protocol="HTTP/2"))
+    assert call is not None and (call["payload_format"], call["body"]) == ("hex", "0a 01 61")
