@@ -660,7 +660,11 @@ class PluginDetailsPanel(QWidget):
                 return
             self.title_label.setEnabled(True)
             badge, colour = state_badge(p)
-            self.title_label.setText(f"{p['name']}  ({p.get('root_id') or 'no root id'})")
+            tcp = plugin_kind(p) == "TCP"
+            self.title_label.setText(
+                f"{p['name']}  ({p.get('root_id') or 'no root id'})"
+                + ("  · TCP (network filter)" if tcp else "")
+            )
             counters = p.get("counters") or {}
             self.state_label.setText(
                 f"<span style='color:{colour}'><b>{badge}</b></span> · ABI {p.get('abi') or '?'} "
@@ -682,6 +686,11 @@ class PluginDetailsPanel(QWidget):
                 self.canary_spin.blockSignals(False)
             self.canary_label.setText(f"{pct:g}%")
             self._show_canary_key(str(p.get("canary_key", "random")))
+            # a TCP connection has no request header to key a canary on
+            header_item = self.canary_key_combo.model().item(
+                self.canary_key_combo.findData("header")
+            )
+            header_item.setEnabled(not tcp)
             self.fail_combo.setCurrentText(str(p.get("fail_strategy", "FAIL_CLOSE")))
             if not same:
                 self.phase_combo.setCurrentText(str(p.get("phase", "UNSPECIFIED_PHASE")))

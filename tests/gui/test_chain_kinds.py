@@ -143,3 +143,17 @@ def test_the_real_engine_publishes_the_type_the_panel_shows(qtbot, tmp_path: Pat
         assert view.kinds()["meter"] == "TCP"
     finally:
         assert svc.close(10)
+
+
+def test_the_details_of_a_tcp_plugin_say_so_and_offer_no_header_canary(qtbot) -> None:
+    from gui.plugin_panel import PluginDetailsPanel
+
+    panel = PluginDetailsPanel()
+    qtbot.addWidget(panel)
+    header = panel.canary_key_combo.findData("header")
+    panel.show_plugin(plugin_dict("meter", type="NETWORK"), None)
+    assert panel.title_label.text().endswith("· TCP (network filter)")
+    assert not panel.canary_key_combo.model().item(header).isEnabled()
+    panel.show_plugin(plugin_dict("add-header"), None)
+    assert "TCP" not in panel.title_label.text()
+    assert panel.canary_key_combo.model().item(header).isEnabled()
