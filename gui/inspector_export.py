@@ -125,6 +125,8 @@ def record_to_curl(rec: Mapping[str, Any], base_url: str = "") -> str:
     base = base_url.rstrip("/") or f"http://{rec.get('authority') or '127.0.0.1'}"
     method = str(rec.get("method") or "GET")
     parts = ["curl"]
+    if rec.get("protocol") == "HTTP/2":  # h2c with prior knowledge, as the client spoke
+        parts.append("--http2-prior-knowledge")
     if method != "GET":
         parts += ["-X", method]
     parts.append(base + str(rec.get("path") or "/"))
@@ -161,10 +163,11 @@ def record_to_har(rec: Mapping[str, Any], base_url: str = "") -> dict[str, Any]:
     req_body = ex["request_body_client"]
     started = float(rec.get("started") or time.time())
     ms = float(rec.get("duration_ms") or 0)
+    version = str(rec.get("protocol") or "HTTP/1.1")  # what the client spoke
     request: dict[str, Any] = {
         "method": str(rec.get("method") or "GET"),
         "url": base + str(rec.get("path") or "/"),
-        "httpVersion": "HTTP/1.1",
+        "httpVersion": version,
         "cookies": [],
         "headers": req_headers,
         "queryString": [],
@@ -184,7 +187,7 @@ def record_to_har(rec: Mapping[str, Any], base_url: str = "") -> dict[str, Any]:
         "response": {
             "status": int(rec.get("status") or 0),
             "statusText": "",
-            "httpVersion": "HTTP/1.1",
+            "httpVersion": version,
             "cookies": [],
             "headers": resp_headers,
             "content": {
@@ -201,6 +204,11 @@ def record_to_har(rec: Mapping[str, Any], base_url: str = "") -> dict[str, Any]:
         "_requestId": str(rec.get("request_id") or ""),
         "_hops": list(rec.get("hops") or []),
     }
+    if rec.get("grpc_status") is not None:  # HAR has no field for them: our own
+        entry["_grpcStatus"] = rec["grpc_status"]
+        entry["_grpcMessage"] = str(rec.get("grpc_message") or "")
+    if ex["response_trailers_client"] is not None:
+        entry["_responseTrailers"] = _har_headers(ex["response_trailers_client"])
     return {
         "log": {
             "version": "1.2",

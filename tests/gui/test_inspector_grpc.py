@@ -271,3 +271,28 @@ def test_send_again_keeps_the_protocol_and_unframes_a_grpc_message() -> None:
     binary = "\0\0\0\0\x03" + "\n\x01a"
     call = replay_request(rec(grpc_headers, binary, protocol="HTTP/2"))
     assert call is not None and (call["payload_format"], call["body"]) == ("hex", "0a 01 61")
+
+
+def test_curl_and_har_of_an_http2_grpc_record_say_so() -> None:
+    from gui.inspector_export import record_to_curl, record_to_har
+
+    rec = dict(
+        RECORD,
+        hops=[
+            dict(
+                RECORD["hops"][0],
+                request_headers_before=[[":method", "POST"], ["content-type", "application/grpc"]],
+            ),
+            RECORD["hops"][1],
+        ],
+    )
+    assert record_to_curl(rec, "http://127.0.0.1:10000").startswith(
+        "curl --http2-prior-knowledge -X POST http://127.0.0.1:10000/pkg.Svc/Do"
+    )
+    (entry,) = record_to_har(rec, "http://127.0.0.1:10000")["log"]["entries"]
+    assert entry["request"]["httpVersion"] == entry["response"]["httpVersion"] == "HTTP/2"
+    assert (entry["_grpcStatus"], entry["_grpcMessage"]) == (14, "no healthy upstream")
+    assert {"name": "x-outer", "value": "1"} in entry["_responseTrailers"]
+    plain = record_to_har(dict(RECORD, protocol="HTTP/1.1", grpc_status=None))
+    (entry,) = plain["log"]["entries"]
+    assert entry["request"]["httpVersion"] == "HTTP/1.1" and "_grpcStatus" not in entry
