@@ -262,7 +262,7 @@ class ComposerPanel(QWidget):
                 "protocol": "gRPC",
                 "method": "POST",
                 "path": method,
-                "headers": [list(h) for h in self.headers_edit_pairs()],
+                "headers": [list(h) for h in self._typed_pairs()],
                 "body": self.body_edit.toPlainText(),
                 "payload_format": fmt,
                 "deadline_s": deadline,
@@ -278,7 +278,7 @@ class ComposerPanel(QWidget):
             }
         )
 
-    def headers_edit_pairs(self) -> list[tuple[str, str]]:
+    def _typed_pairs(self) -> list[tuple[str, str]]:
         """The header (or metadata) lines as typed, split at the first colon."""
         out = []
         for line in self.headers_edit.toPlainText().splitlines():
