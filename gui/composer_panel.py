@@ -1,7 +1,9 @@
-"""The request composer: one request through the proxy and its response, and bounded
-demo load (N req/s for T seconds) with a progress bar. Emits what the user asked for;
-the main window hands it to the engine service. It keeps a history of what was sent
-(copied as curl, saved or loaded as HAR: ``gui/composer_history.py``)."""
+"""The request composer: one request through the proxy and its response, in HTTP/1.1,
+HTTP/2 (prior knowledge) or gRPC (a unary call: a method name, a JSON, text or raw
+message, metadata and a deadline; ``gui/composer_send.py``), and bounded demo load (N
+req/s for T seconds) with a progress bar. Emits what the user asked for; the main window
+hands it to the engine service. It keeps a history of what was sent (copied as curl,
+saved or loaded as HAR: ``gui/composer_history.py``)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,16 @@ from PySide6.QtWidgets import (
 )
 
 from gui.composer_history import MAX_HISTORY, as_curl, history_from_har, save_history
+from gui.composer_send import (
+    MAX_DEADLINE_S,
+    PAYLOAD_FORMATS,
+    PROTOCOLS,
+    check_grpc_method,
+    encode_payload,
+    grpc_status_text,
+    parse_metadata,
+    result_text,
+)
 from gui.traffic import MAX_LOAD_RPS, MAX_LOAD_SECONDS, check_load_input, load_status
 
 __all__ = ["ComposerPanel", "parse_headers"]
@@ -52,8 +64,18 @@ def parse_headers(text: str) -> list[tuple[str, str]]:
     return out
 
 
+_GRPC_NOTE = (
+    "gRPC: a unary call with the message as the bytes given. Wasmdesk has no protobuf "
+    "descriptors: JSON is sent as its UTF-8 text (for a server with a JSON codec); give a "
+    "protobuf message as hex or base64. Metadata: one 'key: value' a line (-bin: base64)."
+)
+
+
 class ComposerPanel(QWidget):
-    send_requested = Signal(str, str, list, bytes)  # method, path, headers, body
+    send_requested = Signal(str, str, list, bytes)  # method, path, headers, body (HTTP/1.1)
+    # HTTP/2: {protocol, method, path, headers, body}; gRPC: {protocol, method (the
+    # /package.Service/Method), message (bytes), metadata, deadline_s}
+    request_composed = Signal(dict)
     load_requested = Signal(float, float)  # rps, seconds
     load_stop_requested = Signal()
     inspect_requested = Signal(str)  # the shown response's request id (x-request-id)
@@ -68,6 +90,14 @@ class ComposerPanel(QWidget):
         req = QGroupBox("Request")
         form = QFormLayout(req)
         row = QHBoxLayout()
+        self.protocol_combo = QComboBox()
+        self.protocol_combo.setObjectName("protocol_combo")
+        self.protocol_combo.addItems(list(PROTOCOLS))
+        self.protocol_combo.setToolTip(
+            "HTTP/1.1; HTTP/2 with prior knowledge (h2c, as curl --http2-prior-knowledge); "
+            "gRPC: a unary call over HTTP/2"
+        )
+        row.addWidget(self.protocol_combo)
         self.method_combo = QComboBox()
         self.method_combo.addItems(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
         self.path_edit = QLineEdit("/hello")
@@ -87,6 +117,27 @@ class ComposerPanel(QWidget):
         self.body_edit.setFont(mono)
         self.body_edit.setMaximumHeight(80)
         form.addRow("Body", self.body_edit)
+        # gRPC only: how the message box is read, the deadline, and what is sent
+        self.grpc_box = QWidget()
+        gl = QHBoxLayout(self.grpc_box)
+        gl.setContentsMargins(0, 0, 0, 0)
+        self.payload_combo = QComboBox()
+        for key, label in PAYLOAD_FORMATS:
+            self.payload_combo.addItem(label, key)
+        self.deadline_spin = QDoubleSpinBox()
+        self.deadline_spin.setRange(0, MAX_DEADLINE_S * 10)
+        self.deadline_spin.setValue(10.0)
+        self.deadline_spin.setSuffix(" s deadline")
+        self.deadline_spin.setToolTip(f"0 to {MAX_DEADLINE_S:g} seconds (grpc-timeout)")
+        gl.addWidget(QLabel("Message as"))
+        gl.addWidget(self.payload_combo, 1)
+        gl.addWidget(self.deadline_spin)
+        form.addRow(self.grpc_box)
+        self.grpc_note = QLabel(_GRPC_NOTE)
+        self.grpc_note.setWordWrap(True)
+        self.grpc_note.setStyleSheet("color:#8b949e")
+        form.addRow(self.grpc_note)
+        self._form = form
         self.error_label = QLabel("")
         self.error_label.setStyleSheet("color:#f85149")
         self.error_label.setWordWrap(True)
@@ -163,9 +214,83 @@ class ComposerPanel(QWidget):
         self.load_button.clicked.connect(self._on_load_button_clicked)
         self.load_stop_button.clicked.connect(self.load_stop_requested.emit)
         self.inspect_button.clicked.connect(self._on_inspect_button_clicked)
+        self.protocol_combo.currentTextChanged.connect(self._on_protocol_combo_changed)
         self._request_id = ""
+        self._on_protocol_combo_changed(self.protocol)
+
+    @property
+    def protocol(self) -> str:
+        return self.protocol_combo.currentText()
+
+    def _on_protocol_combo_changed(self, protocol: str) -> None:
+        grpc = protocol == "gRPC"
+        self.method_combo.setVisible(not grpc)  # a gRPC call is always a POST
+        self.grpc_box.setVisible(grpc)
+        self.grpc_note.setVisible(grpc)
+        for field, (http, g) in (
+            (self.headers_edit, ("Headers", "Metadata")),
+            (self.body_edit, ("Body", "Message")),
+        ):
+            label = self._form.labelForField(field)
+            if isinstance(label, QLabel):
+                label.setText(g if grpc else http)
+        self.path_edit.setPlaceholderText("/package.Service/Method" if grpc else "/path?query")
+        self.headers_edit.setPlaceholderText(
+            "x-user: alice" if grpc else "authorization: Bearer demo-token"
+        )
+        self.body_edit.setPlaceholderText('{"name": "world"}' if grpc else "")
+
+    def _send_grpc(self) -> None:
+        try:
+            method = check_grpc_method(self.path_edit.text())
+            metadata = parse_metadata(self.headers_edit.toPlainText())
+            fmt = str(self.payload_combo.currentData())
+            message = encode_payload(self.body_edit.toPlainText(), fmt)
+        except ValueError as e:
+            self.error_label.setText(str(e))
+            return
+        deadline = float(self.deadline_spin.value())
+        if not 0 < deadline <= MAX_DEADLINE_S:
+            self.error_label.setText(
+                f"The deadline is more than 0 and at most {MAX_DEADLINE_S:g} s."
+            )
+            return
+        self.error_label.setText("")
+        self.status_label.setText("Calling…")
+        self._remember(
+            {
+                "protocol": "gRPC",
+                "method": "POST",
+                "path": method,
+                "headers": [list(h) for h in self._typed_pairs()],
+                "body": self.body_edit.toPlainText(),
+                "payload_format": fmt,
+                "deadline_s": deadline,
+            }
+        )
+        self.request_composed.emit(
+            {
+                "protocol": "gRPC",
+                "method": method,
+                "message": message,
+                "metadata": metadata,
+                "deadline_s": deadline,
+            }
+        )
+
+    def _typed_pairs(self) -> list[tuple[str, str]]:
+        """The header (or metadata) lines as typed, split at the first colon."""
+        out = []
+        for line in self.headers_edit.toPlainText().splitlines():
+            if line.strip():
+                k, _, v = line.partition(":")
+                out.append((k.strip(), v.strip()))
+        return out
 
     def _on_send_button_clicked(self) -> None:
+        if self.protocol == "gRPC":
+            self._send_grpc()
+            return
         path = self.path_edit.text().strip()
         if not path.startswith("/") or any(c.isspace() for c in path):
             self.error_label.setText("The path must start with '/' and contain no spaces.")
@@ -178,15 +303,27 @@ class ComposerPanel(QWidget):
         self.error_label.setText("")
         self.status_label.setText("Sending…")
         body = self.body_edit.toPlainText().encode("utf-8")
-        self._remember(
+        entry: dict[str, Any] = {
+            "method": self.method_combo.currentText(),
+            "path": path,
+            "headers": [list(h) for h in headers],
+            "body": self.body_edit.toPlainText(),
+        }
+        if self.protocol != "HTTP/1.1":
+            entry["protocol"] = self.protocol
+        self._remember(entry)
+        if self.protocol == "HTTP/1.1":
+            self.send_requested.emit(self.method_combo.currentText(), path, headers, body)
+            return
+        self.request_composed.emit(
             {
+                "protocol": self.protocol,
                 "method": self.method_combo.currentText(),
                 "path": path,
-                "headers": [list(h) for h in headers],
-                "body": self.body_edit.toPlainText(),
+                "headers": headers,
+                "body": body,
             }
         )
-        self.send_requested.emit(self.method_combo.currentText(), path, headers, body)
 
     # -- history ---------------------------------------------------------------------------
 
@@ -197,9 +334,17 @@ class ComposerPanel(QWidget):
     def _show_history(self) -> None:
         self.history_combo.clear()
         for e in reversed(self.history):
-            status = (e.get("response") or {}).get("status")
+            resp = e.get("response") or {}
+            status = resp.get("status")
+            proto = str(e.get("protocol") or "HTTP/1.1")
+            if proto == "gRPC":
+                code = resp.get("grpc_status")
+                done = f"  → {grpc_status_text(code)}" if code is not None else ""
+                self.history_combo.addItem(f"gRPC {e['path']}{done}")
+                continue
+            prefix = "" if proto == "HTTP/1.1" else f"{proto} "
             self.history_combo.addItem(
-                f"{e['method']} {e['path']}" + (f"  → {status}" if status else "")
+                f"{prefix}{e['method']} {e['path']}" + (f"  → {status}" if status else "")
             )
 
     def _on_history_combo_activated(self, index: int) -> None:
@@ -213,16 +358,33 @@ class ComposerPanel(QWidget):
         except ValueError as e:
             self.error_label.setText(str(e))
             return None
-        return {
+        out: dict[str, Any] = {
             "method": self.method_combo.currentText(),
             "path": self.path_edit.text().strip() or "/",
             "headers": [list(h) for h in headers],
             "body": self.body_edit.toPlainText(),
         }
+        if self.protocol != "HTTP/1.1":
+            out["protocol"] = self.protocol
+        if self.protocol == "gRPC":
+            out.update(
+                method="POST",
+                payload_format=str(self.payload_combo.currentData()),
+                deadline_s=float(self.deadline_spin.value()),
+            )
+        return out
 
     def curl_command(self) -> str:
+        """The form as a curl line (HTTP/2: ``--http2-prior-knowledge``; gRPC: the framed
+        message piped in from printf); "" and a message when the form is not valid."""
         req = self.current_request()
-        return as_curl(self.base_url, req) if req is not None else ""
+        if req is None:
+            return ""
+        try:
+            return as_curl(self.base_url, req)
+        except ValueError as e:
+            self.error_label.setText(str(e))
+            return ""
 
     def _on_curl_button_clicked(self) -> None:
         cmd = self.curl_command()
@@ -259,6 +421,12 @@ class ComposerPanel(QWidget):
 
     def fill(self, d: Mapping[str, Any]) -> None:
         """Put a request in the form (from the inspector's "Send again")."""
+        proto = str(d.get("protocol") or "HTTP/1.1")
+        self.protocol_combo.setCurrentText(proto if proto in PROTOCOLS else "HTTP/1.1")
+        if proto == "gRPC":
+            i = self.payload_combo.findData(str(d.get("payload_format") or "json"))
+            self.payload_combo.setCurrentIndex(max(0, i))
+            self.deadline_spin.setValue(float(d.get("deadline_s") or 10.0))
         self.method_combo.setCurrentText(str(d.get("method") or "GET"))
         self.path_edit.setText(str(d.get("path") or "/"))
         self.headers_edit.setPlainText("\n".join(f"{k}: {v}" for k, v in d.get("headers") or []))
@@ -286,8 +454,13 @@ class ComposerPanel(QWidget):
             self.status_label.setText(f"No response: {d['error']}")
             self.response_view.setPlainText("")
             return
+        if d.get("protocol") == "gRPC":
+            self._show_grpc_result(d)
+            return
+        proto = d.get("protocol")
         self.status_label.setText(
             f"{d.get('status')} · {d.get('elapsed_ms')} ms · {d.get('body_size', 0)} bytes"
+            + (f" · {proto}" if proto and proto != "HTTP/1.1" else "")
         )
         if self.history and "response" not in self.history[-1]:
             self.history[-1]["response"] = {
@@ -299,6 +472,27 @@ class ComposerPanel(QWidget):
             self._show_history()
         head = "\n".join(f"{k}: {v}" for k, v in d.get("headers") or [])
         self.response_view.setPlainText(f"{head}\n\n{d.get('body', '')}")
+
+    def _show_grpc_result(self, d: Mapping[str, Any]) -> None:
+        code = d.get("grpc_status")
+        msg = str(d.get("grpc_message") or "")
+        self.status_label.setText(
+            f"gRPC {grpc_status_text(code)} · {d.get('elapsed_ms')} ms · "
+            f"{d.get('body_size', 0)} bytes" + (f" · {msg}" if msg else "")
+        )
+        self.status_label.setToolTip(msg)
+        if self.history and "response" not in self.history[-1]:
+            self.history[-1]["response"] = {
+                "status": 200,
+                "grpc_status": code,
+                "grpc_message": msg,
+                "headers": [list(h) for h in d.get("initial_metadata") or []],
+                "trailers": [list(h) for h in d.get("trailing_metadata") or []],
+                "body": d.get("body", ""),
+                "elapsed_ms": d.get("elapsed_ms"),
+            }
+            self._show_history()
+        self.response_view.setPlainText(result_text(d))
 
     def show_progress(self, sent: int, planned: int) -> None:
         self.load_progress.setRange(0, max(1, planned))

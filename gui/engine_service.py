@@ -33,7 +33,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from gui import traffic
+from gui import composer_send, traffic
 from host.lab import app_api as lab_api  # the lab's offline helpers, in plain values
 from host.proxy.config import ProxyConfig
 from host.proxy.errors import PluginError
@@ -126,6 +126,9 @@ def _request_summary(rec: Any) -> dict[str, Any]:
         "method": rec.method,
         "path": rec.path,
         "status": rec.status,
+        "protocol": rec.protocol,
+        "grpc_status": rec.grpc_status,  # None: not a gRPC exchange
+        "grpc_message": rec.grpc_message,
         "outcome": rec.outcome,
         "duration_ms": round(rec.duration_ms, 3),
         "started": rec.started,
@@ -562,11 +565,21 @@ class EngineService(QObject):
         url_path: str,
         headers: Sequence[tuple[str, str]] = (),
         body: bytes = b"",
+        *,
+        protocol: str = "HTTP/1.1",
+        target: tuple[str, int] | None = None,
     ) -> bool:
-        """Send one request through the proxy; ``response_received(dict)`` follows (with
-        ``error`` set when there was no response)."""
+        """Send one request through the proxy, in HTTP/1.1 or HTTP/2 (prior knowledge);
+        ``response_received(dict)`` follows (with ``error`` set when there was no
+        response, ``protocol`` what was spoken). ``target``: another loopback address
+        instead of the proxy's."""
         if not url_path.startswith("/"):
             self.command_failed.emit(f"send request: the path must start with '/': {url_path!r}")
+            return False
+        if protocol not in ("HTTP/1.1", "HTTP/2"):
+            self.command_failed.emit(f"send request: unknown protocol {protocol!r}")
+            return False
+        if not self._loopback_target(target):
             return False
 
         sent = list(headers)
@@ -576,13 +589,60 @@ class EngineService(QObject):
             sent.append(("x-request-id", rid))
 
         async def do(server: ProxyServer) -> None:
-            host, port = server.listen_address
-            resp = await traffic.fetch(host, port, method, url_path, sent, body)
-            d = resp.to_dict()
+            host, port = target or server.listen_address
+            if protocol == "HTTP/2":
+                d = await composer_send.fetch_h2(host, port, method, url_path, sent, body)
+            else:
+                d = dict((await traffic.fetch(host, port, method, url_path, sent, body)).to_dict())
+                d["protocol"] = "HTTP/1.1"
             d.update(method=method, path=url_path, request_id=rid)
             self.response_received.emit(d)
 
         return self._submit("send request", do)
+
+    def send_grpc(
+        self,
+        method: str,
+        message: bytes,
+        metadata: Sequence[tuple[str, str | bytes]] = (),
+        deadline_s: float = 10.0,
+        *,
+        target: tuple[str, int] | None = None,
+    ) -> bool:
+        """One unary gRPC call through the proxy (``gui.composer_send.grpc_unary``: raw
+        message bytes, no protobuf encoding); ``response_received(dict)`` follows with
+        ``grpc_status``, ``grpc_message``, both metadata and the reply."""
+        try:
+            path = composer_send.check_grpc_method(method)
+        except ValueError as e:
+            self.command_failed.emit(f"send gRPC: {e}")
+            return False
+        if not (0 < deadline_s <= composer_send.MAX_DEADLINE_S):
+            self.command_failed.emit(
+                f"send gRPC: the deadline is 0..{composer_send.MAX_DEADLINE_S:g} s"
+            )
+            return False
+        if not self._loopback_target(target):
+            return False
+        md = list(metadata)
+        rid = next((str(v) for k, v in md if k == "x-request-id"), "")
+        if not rid:
+            rid = str(uuid.uuid4())
+            md.append(("x-request-id", rid))
+
+        async def do(server: ProxyServer) -> None:
+            host, port = target or server.listen_address
+            d = await composer_send.grpc_unary(host, port, path, message, md, deadline_s)
+            d.update(method="POST", path=path, request_id=rid)
+            self.response_received.emit(d)
+
+        return self._submit("send gRPC", do)
+
+    def _loopback_target(self, target: tuple[str, int] | None) -> bool:
+        if target is not None and _loopback(target[0]) != target[0]:
+            self.command_failed.emit(f"send: {target[0]} is not a loopback address")
+            return False
+        return True
 
     def generate_traffic(self, rps: float = 200.0, seconds: float = 10.0) -> bool:
         """Bounded demo load through the proxy (see ``gui.traffic.run_load``);

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gui.composer_send import GRPC_STATUS_NAMES
+
 __all__ = [
     "InspectorFilter",
     "callback_result_name",
@@ -74,7 +76,7 @@ def hop_not_reached(hop: Mapping[str, Any]) -> bool:
     return all(
         hop.get(f"{side}_{part}_before") is None
         for side in ("request", "response")
-        for part in ("headers", "body")
+        for part in ("headers", "body", "trailers")
     )
 
 
@@ -104,6 +106,11 @@ def record_exchange(rec: Mapping[str, Any]) -> dict[str, Any]:
         "response_body_upstream": _last(hops, "response_body_before"),
         "response_body_client": _first(enforcing, "response_body_after"),
         "local_reply": next((h["local_reply"] for h in enforcing if h.get("local_reply")), None),
+        # trailers (grpc-status rides in the response's): at both ends, as for headers
+        "request_trailers_client": _first(hops, "request_trailers_before"),
+        "request_trailers_upstream": _last(enforcing, "request_trailers_after"),
+        "response_trailers_upstream": _last(hops, "response_trailers_before"),
+        "response_trailers_client": _first(enforcing, "response_trailers_after"),
     }
 
 
@@ -118,6 +125,8 @@ def record_to_curl(rec: Mapping[str, Any], base_url: str = "") -> str:
     base = base_url.rstrip("/") or f"http://{rec.get('authority') or '127.0.0.1'}"
     method = str(rec.get("method") or "GET")
     parts = ["curl"]
+    if rec.get("protocol") == "HTTP/2":  # h2c with prior knowledge, as the client spoke
+        parts.append("--http2-prior-knowledge")
     if method != "GET":
         parts += ["-X", method]
     parts.append(base + str(rec.get("path") or "/"))
@@ -154,10 +163,11 @@ def record_to_har(rec: Mapping[str, Any], base_url: str = "") -> dict[str, Any]:
     req_body = ex["request_body_client"]
     started = float(rec.get("started") or time.time())
     ms = float(rec.get("duration_ms") or 0)
+    version = str(rec.get("protocol") or "HTTP/1.1")  # what the client spoke
     request: dict[str, Any] = {
         "method": str(rec.get("method") or "GET"),
         "url": base + str(rec.get("path") or "/"),
-        "httpVersion": "HTTP/1.1",
+        "httpVersion": version,
         "cookies": [],
         "headers": req_headers,
         "queryString": [],
@@ -177,7 +187,7 @@ def record_to_har(rec: Mapping[str, Any], base_url: str = "") -> dict[str, Any]:
         "response": {
             "status": int(rec.get("status") or 0),
             "statusText": "",
-            "httpVersion": "HTTP/1.1",
+            "httpVersion": version,
             "cookies": [],
             "headers": resp_headers,
             "content": {
@@ -194,6 +204,11 @@ def record_to_har(rec: Mapping[str, Any], base_url: str = "") -> dict[str, Any]:
         "_requestId": str(rec.get("request_id") or ""),
         "_hops": list(rec.get("hops") or []),
     }
+    if rec.get("grpc_status") is not None:  # HAR has no field for them: our own
+        entry["_grpcStatus"] = rec["grpc_status"]
+        entry["_grpcMessage"] = str(rec.get("grpc_message") or "")
+    if ex["response_trailers_client"] is not None:
+        entry["_responseTrailers"] = _har_headers(ex["response_trailers_client"])
     return {
         "log": {
             "version": "1.2",
@@ -205,7 +220,8 @@ def record_to_har(rec: Mapping[str, Any], base_url: str = "") -> dict[str, Any]:
 
 # -- the filter bar ------------------------------------------------------------------------
 
-_FILTER_KEYS = ("status", "method", "path", "plugin", "changed", "failed")
+_FILTER_KEYS = ("status", "method", "path", "plugin", "changed", "failed", "protocol", "grpc")
+_PROTOCOL_ALIASES = {"h2": "http/2", "http2": "http/2", "h1": "http/1", "http1": "http/1"}
 
 
 @dataclass
@@ -218,11 +234,20 @@ class InspectorFilter:
     plugin: list[str] = field(default_factory=list)  # ran on the request
     changed: list[str] = field(default_factory=list)  # changed something on it
     failed: bool = False
+    protocol: list[str] = field(default_factory=list)  # "http/2", "http/1", "grpc"
+    grpc: list[str] = field(default_factory=list)  # a code ("14"), or "error" (not 0)
 
     @property
     def empty(self) -> bool:
         return not (
-            self.status or self.method or self.path or self.plugin or self.changed or self.failed
+            self.status
+            or self.method
+            or self.path
+            or self.plugin
+            or self.changed
+            or self.failed
+            or self.protocol
+            or self.grpc
         )
 
     def matches(self, s: Mapping[str, Any]) -> bool:
@@ -248,6 +273,16 @@ class InspectorFilter:
         if self.failed:
             status = int(s.get("status") or 0)
             if not (s.get("failed") or status == 0 or status >= 500):
+                return False
+        code = s.get("grpc_status")
+        for want in self.protocol:
+            if want == "grpc":
+                if code is None:
+                    return False
+            elif not str(s.get("protocol") or "HTTP/1.1").lower().startswith(want):
+                return False
+        for want in self.grpc:
+            if code is None or (str(code) != want if want != "error" else code == 0):
                 return False
         return True
 
@@ -280,6 +315,21 @@ def parse_filter(text: str) -> InspectorFilter:
             f.method.append(value.upper())
         elif key == "failed":
             f.failed = value.lower() not in ("no", "false", "0")
+        elif key == "protocol":
+            v = _PROTOCOL_ALIASES.get(value.lower(), value.lower())
+            if not (v == "grpc" or v.startswith("http/")):
+                raise ValueError(f"protocol: expected http/1.1, http/2 (h2) or grpc, got {value!r}")
+            f.protocol.append(v)
+        elif key == "grpc":
+            v = value.lower()
+            by_name = {n.lower(): str(c) for c, n in GRPC_STATUS_NAMES.items()}
+            v = by_name.get(v, v)
+            if not (v == "error" or (v.isdigit() and int(v) in GRPC_STATUS_NAMES)):
+                raise ValueError(
+                    f"grpc: expected a status code (14), a name (unavailable) or error, "
+                    f"got {value!r}"
+                )
+            f.grpc.append(v)
         else:
             getattr(f, key).append(value)
     return f

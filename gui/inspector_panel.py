@@ -8,6 +8,7 @@ as curl or saved as HAR (``gui.inspector_export``)."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import html
 import json
@@ -34,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.composer_send import grpc_status_text
 from gui.engine_service import lab_api
 from gui.inspector_export import (
     InspectorFilter,
@@ -179,6 +181,14 @@ def _hop_summary(hop: Mapping[str, Any]) -> str:
     for key, label in (("request_body", "req body"), ("response_body", "resp body")):
         if hop.get(f"{key}_before") != hop.get(f"{key}_after"):
             what.append(f"{label} changed")
+    for key, label in (
+        ("request_trailers", "req trailers"),
+        ("response_trailers", "resp trailers"),
+    ):
+        rows = header_diff(hop.get(f"{key}_before"), hop.get(f"{key}_after"))
+        n = sum(1 for s, _, _ in rows if s != "=")
+        if n:
+            what.append(f"{label} ±{n}")
     if hop.get("callouts"):
         what.append(f"{len(hop['callouts'])} callout(s)")
     would = [str(w) for w in hop.get("would") or [] if not str(w).startswith("reply_")]
@@ -187,12 +197,28 @@ def _hop_summary(hop: Mapping[str, Any]) -> str:
     return ", ".join(what) or "no change"
 
 
+def _grpc_html(rec: Mapping[str, Any]) -> str:
+    """The gRPC status line of a gRPC exchange ("" otherwise): code and name, and the
+    grpc-message."""
+    code = rec.get("grpc_status")
+    if code is None:
+        return ""
+    colour = _GREEN if code == 0 else _RED
+    msg = str(rec.get("grpc_message") or "")
+    return (
+        f"<p><b>gRPC status</b> <span style='color:{colour}'>{_e(grpc_status_text(int(code)))}"
+        "</span>" + (f" · grpc-message: {_e(msg)}" if msg else "") + "</p>"
+    )
+
+
 def render_request_html(rec: Mapping[str, Any]) -> str:
     if rec.get("error"):
         return f"<p>Request #{_e(rec.get('id'))}: {_e(rec['error'])}</p>"
     status = int(rec.get("status") or 0)
     colour = _STATUS_COLOURS.get(status // 100, _GREY)
     facts = [f"request id {_e(rec.get('request_id'))}", f"{_e(rec.get('duration_ms'))} ms"]
+    if rec.get("protocol"):
+        facts.insert(0, _e(rec["protocol"]))
     if rec.get("client"):
         facts.append(f"client {_e(rec['client'])}")
     if rec.get("authority"):
@@ -205,6 +231,7 @@ def render_request_html(rec: Mapping[str, Any]) -> str:
         f"<h3>{_e(rec.get('method'))} {_e(rec.get('path'))} → "
         f"<span style='color:{colour}'>{status}</span></h3>",
         f"<p>{' · '.join(facts)}</p>",
+        _grpc_html(rec),
     ]
     if hops:
         rows = []
@@ -310,6 +337,15 @@ def render_request_html(rec: Mapping[str, Any]) -> str:
                 (hop.get("request_body_before_size"), hop.get("request_body_after_size")),
             )
         )
+        if hop.get("request_trailers_before") is not None:
+            out.append(
+                _diff_html(
+                    "request trailers",
+                    hop.get("request_trailers_before"),
+                    hop.get("request_trailers_after"),
+                    note,
+                )
+            )
         out.append(
             _diff_html(
                 "response headers",
@@ -327,6 +363,15 @@ def render_request_html(rec: Mapping[str, Any]) -> str:
                 (hop.get("response_body_before_size"), hop.get("response_body_after_size")),
             )
         )
+        if hop.get("response_trailers_before") is not None:
+            out.append(
+                _diff_html(
+                    "response trailers",
+                    hop.get("response_trailers_before"),
+                    hop.get("response_trailers_after"),
+                    note,
+                )
+            )
         cbs = hop.get("callbacks") or []
         if cbs:
             total = sum(float(c.get("us") or 0) for c in cbs)
@@ -371,11 +416,49 @@ def replay_request(rec: Mapping[str, Any]) -> dict[str, Any] | None:
     }
     headers = [[k, v] for k, v in sent if not k.startswith(":") and k.lower() not in skip]
     body = next((h.get("request_body_before") for h in hops if h.get("request_body_before")), "")
-    return {
+    out: dict[str, Any] = {
         "method": rec.get("method") or "GET",
         "path": rec.get("path") or "/",
         "headers": headers,
         "body": body or "",
+    }
+    ctype = next((v for k, v in headers if k.lower() == "content-type"), "")
+    if rec.get("grpc_status") is not None or ctype.startswith("application/grpc"):
+        return _grpc_replay(out)
+    if rec.get("protocol") == "HTTP/2":
+        out["protocol"] = "HTTP/2"
+    return out
+
+
+def _grpc_replay(req: dict[str, Any]) -> dict[str, Any]:
+    """A recorded gRPC request as a composer gRPC call: the metadata without what the
+    gRPC client sets, and the first message, unframed (text when it is UTF-8, else hex;
+    the record keeps the body as UTF-8 text, so bytes that were not UTF-8 are lost)."""
+    data = str(req["body"]).encode("utf-8")
+    if len(data) >= 5 and int.from_bytes(data[1:5], "big") <= len(data) - 5:
+        data = data[5 : 5 + int.from_bytes(data[1:5], "big")]
+    try:
+        text, fmt = data.decode("utf-8"), "text"
+        if "\ufffd" in text or any(c < " " and c not in "\t\n\r" for c in text):
+            raise ValueError
+    except ValueError:
+        text, fmt = data.hex(" "), "hex"
+    if fmt == "text":
+        with contextlib.suppress(ValueError):
+            json.loads(text)
+            fmt = "json"
+    set_by_client = {"content-type", "te", "user-agent"}
+    return {
+        "protocol": "gRPC",
+        "method": "POST",
+        "path": req["path"],
+        "headers": [
+            [k, v]
+            for k, v in req["headers"]
+            if k.lower() not in set_by_client and not k.lower().startswith("grpc-")
+        ],
+        "body": text,
+        "payload_format": fmt,
     }
 
 
@@ -411,10 +494,16 @@ def render_exchange_html(rec: Mapping[str, Any], side: str) -> str:
         out.append(_text_html("body as the client sent it", body_c))
         if body_u is not None and body_u != body_c:
             out.append(_text_html("body as upstream received it", body_u))
+        tr_c, tr_u = ex["request_trailers_client"], ex["request_trailers_upstream"]
+        if tr_c is not None:
+            out.append(_pairs_html("trailers as the client sent them", tr_c))
+        if tr_u is not None and tr_u != tr_c:
+            out.append(_pairs_html("trailers as upstream received them", tr_u))
         return "\n".join(out)
     status = int(rec.get("status") or 0)
     colour = _STATUS_COLOURS.get(status // 100, _GREY)
     out.append(f"<h3><span style='color:{colour}'>{status}</span></h3>")
+    out.append(_grpc_html(rec))
     lr = ex["local_reply"]
     if lr is not None:
         out.append(
@@ -433,6 +522,11 @@ def render_exchange_html(rec: Mapping[str, Any], side: str) -> str:
         out.append(_text_html("body as the client received it", body_c))
     if lr is not None and lr.get("body"):
         out.append(_text_html("local reply body", str(lr.get("body"))))
+    tr_u, tr_c = ex["response_trailers_upstream"], ex["response_trailers_client"]
+    if tr_u is not None:
+        out.append(_pairs_html("trailers as upstream sent them", tr_u))
+    if tr_c is not None and tr_c != tr_u:
+        out.append(_pairs_html("trailers as the client received them", tr_c))
     return "\n".join(out)
 
 
@@ -472,7 +566,10 @@ class InspectorPanel(QWidget):
     replay_requested = Signal(dict)  # method, path, headers, body of the shown request
     intercept_requested = Signal(dict)  # {"plugin", "stage"} or {} to disarm
 
-    COLUMNS = ("#", "Time", "Method", "Path", "Status", "ms", "Plugins", "Notes")
+    # "Protocol" is the last logical column (the row lists' indices stay as they were)
+    # and is shown after "Method"
+    COLUMNS = ("#", "Time", "Method", "Path", "Status", "ms", "Plugins", "Notes", "Protocol")
+    PROTOCOL_COLUMN = 8
 
     def __init__(self, capacity: int = 200, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -495,12 +592,15 @@ class InspectorPanel(QWidget):
         self.filter_edit.setObjectName("inspector_filter")
         self.filter_edit.setClearButtonEnabled(True)
         self.filter_edit.setPlaceholderText(
-            "filter: status:5xx method:POST path:/api plugin:auth changed:add-header failed"
+            "filter: status:5xx method:POST path:/api plugin:auth changed:add-header failed "
+            "protocol:h2 grpc:error"
         )
         self.filter_edit.setToolTip(
             "Every term must hold. status: a code (404) or class (5xx); method; path: a "
             "substring (a bare word too); plugin: ran on it; changed: changed headers, "
-            "body or replied; failed: a plugin failed or the status is 5xx / none"
+            "body or replied; failed: a plugin failed or the status is 5xx / none; "
+            "protocol: http/1.1, http/2 (h2) or grpc; grpc: a status code or name "
+            "(14, unavailable) or error (any but OK)"
         )
         self.count_label = QLabel("")
         bar.addWidget(self.pause_button)
@@ -521,6 +621,8 @@ class InspectorPanel(QWidget):
         self.request_list.header().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         for col, width in enumerate((50, 90, 60, 200, 50, 60, 200)):
             self.request_list.header().resizeSection(col, width)
+        self.request_list.header().moveSection(self.PROTOCOL_COLUMN, 3)
+        self.request_list.header().resizeSection(self.PROTOCOL_COLUMN, 70)
         self.request_list.setSortingEnabled(True)
         self.request_list.sortByColumn(0, Qt.SortOrder.DescendingOrder)
         details = QWidget()
@@ -613,6 +715,12 @@ class InspectorPanel(QWidget):
                     notes.append(f"{s['would']} log-only intent(s)")
                 if s.get("failed"):
                     notes.append(f"{s['failed']} failed")
+                code = s.get("grpc_status")
+                if code is not None:  # a gRPC exchange: its status first
+                    msg = str(s.get("grpc_message") or "")
+                    notes.insert(
+                        0, f"gRPC {grpc_status_text(int(code))}" + (f": {msg}" if msg else "")
+                    )
                 item = _RequestItem(
                     [
                         str(rid),
@@ -623,6 +731,7 @@ class InspectorPanel(QWidget):
                         f"{float(s.get('duration_ms') or 0):.2f}",
                         ", ".join(s.get("plugins") or []),
                         "; ".join(notes),
+                        "gRPC" if code is not None else str(s.get("protocol") or "HTTP/1.1"),
                     ]
                 )
                 item.setData(0, _ID_ROLE, rid)
@@ -630,6 +739,8 @@ class InspectorPanel(QWidget):
                 colour = _STATUS_COLOURS.get(int(s.get("status") or 0) // 100)
                 if colour:
                     item.setForeground(4, QColor(colour))
+                if code:  # a gRPC error: the note says which
+                    item.setForeground(7, QColor(_RED))
                 old = self._items.pop(rid, None)
                 if old is not None:  # the same id again (a restarted engine): replace
                     lst.takeTopLevelItem(lst.indexOfTopLevelItem(old))

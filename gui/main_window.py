@@ -98,7 +98,10 @@ class _Service(Protocol):  # what the window needs of an engine service
     def reload_plugin(self, name: str) -> bool: ...
     def fetch_request(self, record_id: int) -> bool: ...
     def send_request(
-        self, method: str, url_path: str, headers: Any = (), body: bytes = b""
+        self, method: str, url_path: str, headers: Any = (), body: bytes = b"", **kw: Any
+    ) -> bool: ...
+    def send_grpc(
+        self, method: str, message: bytes, metadata: Any = ..., deadline_s: float = ...
     ) -> bool: ...
     def generate_traffic(self, rps: float = ..., seconds: float = ...) -> bool: ...
     def stop_traffic(self) -> bool: ...
@@ -407,6 +410,7 @@ class MainWindow(QMainWindow):
         )
         c = self.composer_panel
         c.send_requested.connect(self._on_composer_panel_send_requested)
+        c.request_composed.connect(self._on_composer_panel_request_composed)
         c.load_requested.connect(self._on_composer_panel_load_requested)
         c.load_stop_requested.connect(self._on_composer_panel_load_stop_requested)
         c.inspect_requested.connect(self._on_logs_panel_request_activated)
@@ -588,11 +592,18 @@ class MainWindow(QMainWindow):
         return True
 
     def move_plugin(self, name: str, position: int) -> bool:
-        """Move a plugin to ``position`` in the chain (within its phase) by changing
-        priorities; a move into another phase gets a message and changes nothing."""
+        """Move a plugin to ``position`` in its chain (the HTTP one, or the TCP one for a
+        ``type: NETWORK`` plugin; within its phase) by changing priorities; a move into
+        another phase gets a message and changes nothing."""
         base = self._base_config()
+        kind = next((p.type for p in base.plugins if p.name == name), "HTTP")
         try:
-            changes = priorities_for_move(base.plugins, name, position)
+            # each chain is ordered on its own: a TCP plugin never sits among HTTP ones
+            changes = priorities_for_move(
+                [p for p in base.plugins if (p.type == "NETWORK") == (kind == "NETWORK")],
+                name,
+                position,
+            )
         except MoveRefused as e:
             self.last_error = str(e)
             self.statusBar().showMessage(str(e), 8000)
@@ -697,7 +708,8 @@ class MainWindow(QMainWindow):
                 self._retry.accept()
                 self._retry = None
         self.plugin_list.set_plugins(plugins)
-        self.intercept_panel.set_plugins(list(names))
+        # intercept holds HTTP requests: the TCP plugins have no hop there
+        self.intercept_panel.set_plugins(self.plugin_list.names_of_kind("HTTP"))
         want = self._select_after_change
         if want and want in self.plugin_list.names():
             self._select_after_change = ""
@@ -875,8 +887,7 @@ class MainWindow(QMainWindow):
     def _move_selected(self, step: int) -> None:
         name = self.plugin_list.selected_name()
         if name:
-            names = self.plugin_list.names()
-            self.move_plugin(name, max(0, names.index(name) + step))
+            self.move_plugin(name, max(0, self.plugin_list.chain_index(name) + step))
 
     def _on_plugin_list_plugin_moved(self, name: str, position: int) -> None:
         self.move_plugin(name, position)
@@ -1034,6 +1045,15 @@ class MainWindow(QMainWindow):
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes
     ) -> None:
         self.service.send_request(method, path, headers, body)
+
+    def _on_composer_panel_request_composed(self, d: dict[str, Any]) -> None:
+        """An HTTP/2 request or a gRPC call from the composer."""
+        if d.get("protocol") == "gRPC":
+            self.service.send_grpc(d["method"], d["message"], d["metadata"], d["deadline_s"])
+        else:
+            self.service.send_request(
+                d["method"], d["path"], d["headers"], d["body"], protocol=d["protocol"]
+            )
 
     def _on_composer_panel_load_requested(self, rps: float, seconds: float) -> None:
         if self.service.generate_traffic(rps, seconds):

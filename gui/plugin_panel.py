@@ -60,6 +60,7 @@ __all__ = [
     "PluginListView",
     "plugin_error_lines",
     "plugin_error_text",
+    "plugin_kind",
     "state_badge",
 ]
 
@@ -81,6 +82,11 @@ _BADGE_COLOURS = {
     "starting": "#8b949e",
     "not applied": "#8b949e",
 }
+
+
+def plugin_kind(p: PluginSnapshot) -> str:
+    """The kind shown: "TCP" for a ``type: NETWORK`` plugin, else "HTTP"."""
+    return "TCP" if p.type == "NETWORK" else "HTTP"
 
 
 def state_badge(p: PluginSnapshot) -> tuple[str, str]:
@@ -111,17 +117,20 @@ def state_badge(p: PluginSnapshot) -> tuple[str, str]:
 
 
 class PluginListView(QTreeWidget):
-    """The chain in effective order (phase, then priority), one row per plugin.
+    """The chain in effective order (phase, then priority), one row per plugin: the HTTP
+    plugins, then the TCP (``type: NETWORK``) ones, each numbered in its own chain (a
+    network filter never sees an HTTP request, nor an HTTP plugin a TCP connection).
 
-    Dragging a row within its phase asks for a new position (``plugin_moved``); the
-    rows themselves only change when the engine publishes the new order. A ``.wasm``
-    dropped here is handed on (``files_dropped``)."""
+    Dragging a row within its phase (and kind) asks for a new position
+    (``plugin_moved``); the rows themselves only change when the engine publishes the
+    new order. A ``.wasm`` dropped here is handed on (``files_dropped``)."""
 
     plugin_selected = Signal(str)  # "" when nothing is selected
-    plugin_moved = Signal(str, int)  # name, new 0-based position in the chain
+    plugin_moved = Signal(str, int)  # name, new 0-based position in its kind's chain
     files_dropped = Signal(list)  # local file paths
 
-    COLUMNS = ("#", "Plugin", "Phase", "Priority", "State")
+    COLUMNS = ("#", "Plugin", "Type", "Phase", "Priority", "State")
+    STATE_COLUMN = 5
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -147,32 +156,43 @@ class PluginListView(QTreeWidget):
         selected = self.selected_name()
         self.blockSignals(True)
         self.clear()
-        self._plugins = list(plugins)
-        for pos, p in enumerate(self._plugins, 1):
+        # the HTTP chain first, then the TCP one, each in the engine's order
+        http = [p for p in plugins if plugin_kind(p) == "HTTP"]
+        self._plugins = http + [p for p in plugins if plugin_kind(p) == "TCP"]
+        state_col = self.STATE_COLUMN
+        for i, p in enumerate(self._plugins):
             text, colour = state_badge(p)
             prio = p.priority
+            kind = plugin_kind(p)
             item = QTreeWidgetItem(
                 [
-                    str(pos),
+                    str(i + 1 if i < len(http) else i + 1 - len(http)),
                     p.name,
+                    kind,
                     str(p.phase).replace("UNSPECIFIED_PHASE", "—"),
                     "unset" if prio is None else str(prio),
                     text,
                 ]
             )
+            if kind == "TCP":
+                item.setToolTip(
+                    2,
+                    "A network (TCP) filter: it runs on the TCP listeners of the Proxy "
+                    "document (spec.tcp), per connection, not on HTTP requests",
+                )
             item.setData(0, Qt.ItemDataRole.UserRole, p.name)
             item.setFlags(
                 Qt.ItemFlag.ItemIsEnabled
                 | Qt.ItemFlag.ItemIsSelectable
                 | Qt.ItemFlag.ItemIsDragEnabled
             )
-            item.setForeground(4, QColor(colour))
+            item.setForeground(state_col, QColor(colour))
             bold = QFont()
             bold.setBold(True)
-            item.setFont(4, bold)
+            item.setFont(state_col, bold)
             f = p.failure
             if f is not None:
-                item.setToolTip(4, f"{f.kind}: {f.message}")
+                item.setToolTip(state_col, f"{f.kind}: {f.message}")
             self.addTopLevelItem(item)
             if p.name == selected:
                 item.setSelected(True)
@@ -186,7 +206,7 @@ class PluginListView(QTreeWidget):
 
     def badges(self) -> dict[str, str]:
         return {
-            str(self.topLevelItem(i).text(1)): self.topLevelItem(i).text(4)
+            str(self.topLevelItem(i).text(1)): self.topLevelItem(i).text(self.STATE_COLUMN)
             for i in range(self.topLevelItemCount())
         }
 
@@ -203,6 +223,18 @@ class PluginListView(QTreeWidget):
 
     def plugin(self, name: str) -> PluginSnapshot | None:
         return next((p for p in self._plugins if p.name == name), None)
+
+    def kinds(self) -> dict[str, str]:
+        """Each plugin's kind as shown: "HTTP" or "TCP"."""
+        return {p.name: plugin_kind(p) for p in self._plugins}
+
+    def names_of_kind(self, kind: str) -> list[str]:
+        return [p.name for p in self._plugins if plugin_kind(p) == kind]
+
+    def chain_index(self, name: str) -> int:
+        """``name``'s 0-based position in its own kind's chain (HTTP or TCP)."""
+        p = self.plugin(name)
+        return self.names_of_kind(plugin_kind(p)).index(name) if p is not None else -1
 
     def row_center(self, name: str) -> QPoint:
         """Where a row is drawn (viewport coordinates), for drops and tests."""
@@ -244,9 +276,11 @@ class PluginListView(QTreeWidget):
         rest = [q for q in self._plugins if q.name != moving]
         before = rest[target - 1] if target > 0 else None
         after = rest[target] if target < len(rest) else None
-        return any(q is not None and q.phase == p.phase for q in (before, after)) or (
-            self.names().index(moving) == target
-        )
+        kind = plugin_kind(p)
+        return any(
+            q is not None and q.phase == p.phase and plugin_kind(q) == kind
+            for q in (before, after)
+        ) or (self.names().index(moving) == target)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         md = event.mimeData()
@@ -287,7 +321,12 @@ class PluginListView(QTreeWidget):
         event.setDropAction(Qt.DropAction.IgnoreAction)
         event.accept()
         if name in self.names() and self.names().index(name) != target:
-            self.plugin_moved.emit(name, target)
+            p = self.plugin(name)
+            assert p is not None
+            # the position in its own kind's chain: count the rows of that kind above it
+            rest = [q for q in self._plugins if q.name != name]
+            kind = plugin_kind(p)
+            self.plugin_moved.emit(name, sum(1 for q in rest[:target] if plugin_kind(q) == kind))
 
 
 def plugin_summary(p: PluginSnapshot) -> list[tuple[str, str]]:
@@ -296,6 +335,7 @@ def plugin_summary(p: PluginSnapshot) -> list[tuple[str, str]]:
     counters = dict(p.counters)
     per_req = p.time_per_request_us
     rows = [
+        ("Type", "TCP (network filter)" if plugin_kind(p) == "TCP" else "HTTP"),
         ("ABI", str(p.abi or "?")),
         ("SDK", p.sdk or "unknown"),
         ("Root id", repr(p.root_id)),
@@ -641,7 +681,11 @@ class PluginDetailsPanel(QWidget):
                 return
             self.title_label.setEnabled(True)
             badge, colour = state_badge(p)
-            self.title_label.setText(f"{p.name}  ({p.root_id or 'no root id'})")
+            tcp = plugin_kind(p) == "TCP"
+            self.title_label.setText(
+                f"{p.name}  ({p.root_id or 'no root id'})"
+                + ("  · TCP (network filter)" if tcp else "")
+            )
             self.state_label.setText(
                 f"<span style='color:{colour}'><b>{badge}</b></span> · ABI {p.abi or '?'} "
                 f"· {p.vm_memory_bytes // 1024} KiB · "
@@ -662,6 +706,11 @@ class PluginDetailsPanel(QWidget):
                 self.canary_spin.blockSignals(False)
             self.canary_label.setText(f"{pct:g}%")
             self._show_canary_key(p.canary_key)
+            # a TCP connection has no request header to key a canary on
+            header_item = self.canary_key_combo.model().item(
+                self.canary_key_combo.findData("header")
+            )
+            header_item.setEnabled(not tcp)
             self.fail_combo.setCurrentText(p.fail_strategy)
             if not same:
                 self.phase_combo.setCurrentText(p.phase)

@@ -1,9 +1,11 @@
 """Live graphs of the proxy's stats (pyqtgraph), fed from engine snapshots at ~10 Hz.
 
-Requests/s, responses by status class, latency p50/p99, CPU time per plugin, traps
-with each log-only plugin's intent (what it would have done) beside its effect (what
-it enforced), and the plugin-defined metrics the user picks from a list (counters as
-rates, gauges as values, histograms as their median over the last second).
+Requests/s (all, and per protocol: HTTP/1.1, HTTP/2, gRPC, each once its counter
+exists), responses by status class, latency p50/p99, CPU time per plugin, traps with
+each log-only plugin's intent (what it would have done) beside its effect (what it
+enforced), the plugin-defined metrics the user picks from a list (counters as rates,
+gauges as values, histograms as their median over the last second), and, once the engine
+has TCP listeners (``tcp.*`` counters), TCP connections (new/s, active) and bytes/s.
 
 Every series lives in a preallocated numpy ring (5 minutes at 10 Hz, stored twice over so
 the newest window is always one contiguous view); every curve is created once and fed
@@ -70,6 +72,18 @@ MAX_MARKERS = 40
 SCROLL_PX = 2.0  # redraw once the graphs would scroll by this many pixels
 LEGEND_ROW_PX = 20  # one row of legend entries
 LEGEND_ENTRY_PX = (6.5, 30)  # an entry's width: per character of its label, plus swatch
+# requests/s per protocol: (series key, counter, legend label, colour); a series appears
+# once its counter does (Envoy's names; the gRPC one is ours: content-type application/grpc)
+PROTOCOL_SERIES = (
+    ("rq_http1", "http.downstream_rq_http1_total", "HTTP/1.1", "#3fb950"),
+    ("rq_http2", "http.downstream_rq_http2_total", "HTTP/2", "#bc8cff"),
+    ("rq_grpc", "http.downstream_rq_grpc_total", "gRPC", "#39c5cf"),
+)
+# the TCP listeners' totals (per listener ``tcp.<name>.*`` too: only the totals are drawn)
+TCP_CX_TOTAL = "tcp.downstream_cx_total"
+TCP_CX_ACTIVE = "tcp.downstream_cx_active"
+TCP_RX = "tcp.downstream_cx_rx_bytes_total"
+TCP_TX = "tcp.downstream_cx_tx_bytes_total"
 
 
 class Ring:
@@ -319,23 +333,8 @@ class StatsPanel(QWidget):
         self.markers: list[tuple[float, str, list[pg.InfiniteLine]]] = []
         self._hover_line: pg.InfiniteLine | None = None
         self._hover_plot: str | None = None
-        for i, (key, (title, unit)) in enumerate(titles.items()):
-            item = self.plot_area.addPlot(row=i // 2, col=i % 2, title=title)
-            item.showGrid(x=True, y=True, alpha=0.2)
-            item.setLabel("bottom", "seconds ago")
-            item.setLabel("left", unit)
-            legend = item.addLegend(offset=(5, 1), colCount=4, brush=(13, 17, 23, 170))
-            legend.sigSampleClicked.connect(
-                lambda curve, k=key: self._on_legend_sample_clicked(k, curve)
-            )
-            item.setMouseEnabled(x=True, y=False)
-            item.getViewBox().setMouseMode(pg.ViewBox.RectMode)
-            item.getViewBox().sigRangeChangedManually.connect(self._on_range_changed_manually)
-            item.hideButtons()
-            item.disableAutoRange()
-            item.setXRange(-self.window_s, 0, padding=0)
-            item.setYRange(0, 1, padding=0)
-            self.plots[key] = _Plot(item)
+        for key, (title, unit) in titles.items():
+            self._add_plot(key, title, unit)
         self.plot_area.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
         self.live_button.toggled.connect(self._on_live_button_toggled)
         self.picker_button.toggled.connect(self._on_picker_button_toggled)
@@ -358,6 +357,46 @@ class StatsPanel(QWidget):
         self._drawn_at = -math.inf
         self._chain: set[str] | None = None  # the plugins in the chain, once known
         self.updates = 0
+
+    def _add_plot(self, key: str, title: str, unit: str) -> _Plot:
+        """A plot at the end of the grid (the TCP ones arrive once their counters do),
+        with the legend, zoom and marker habits of the others."""
+        n = len(self.plots)
+        item = self.plot_area.addPlot(row=n // self.columns, col=n % self.columns, title=title)
+        item.showGrid(x=True, y=True, alpha=0.2)
+        item.setLabel("bottom", "seconds ago")
+        item.setLabel("left", unit)
+        legend = item.addLegend(offset=(5, 1), colCount=4, brush=(13, 17, 23, 170))
+        legend.sigSampleClicked.connect(
+            lambda curve, k=key: self._on_legend_sample_clicked(k, curve)
+        )
+        item.setMouseEnabled(x=True, y=False)
+        item.getViewBox().setMouseMode(pg.ViewBox.RectMode)
+        item.getViewBox().sigRangeChangedManually.connect(self._on_range_changed_manually)
+        item.hideButtons()
+        item.disableAutoRange()
+        item.setXRange(-self.window_s, 0, padding=0)
+        item.setYRange(0, 1, padding=0)
+        plot = self.plots[key] = _Plot(item)
+        if self.columns == 1:
+            self.plot_area.setMinimumHeight(len(self.plots) * MIN_PLOT_HEIGHT)
+        for _x, text, lines in self.markers:  # markers already placed
+            line = self._marker_line(text, False)
+            item.addItem(line, ignoreBounds=True)
+            lines.append(line)
+        return plot
+
+    def _ensure_tcp_plots(self) -> None:
+        if "tcp_cx" in self.plots:
+            return
+        cx = self._add_plot("tcp_cx", "TCP connections: new / s, active", "")
+        cx.add("tcp_cx_rate", "new /s", "#58a6ff")
+        cx.add("tcp_cx_active", "active", "#3fb950")
+        io = self._add_plot("tcp_bytes", "TCP bytes (KiB / s)", "KiB/s")
+        io.add("tcp_rx", "received", "#d29922")
+        io.add("tcp_tx", "sent", "#bc8cff")
+        if self.markers:
+            self._place_markers()
 
     def _on_window_combo_changed(self, _index: int) -> None:
         self.window_s = float(self.window_combo.currentData())
@@ -503,20 +542,24 @@ class StatsPanel(QWidget):
         mode, config or module change), so its effect shows where it happened."""
         lines = []
         for plot in self.plots.values():
-            line = pg.InfiniteLine(
-                pos=0.0,
-                angle=90,
-                pen=pg.mkPen("#e3b341", width=1, style=Qt.PenStyle.DotLine),
-                label=text if plot is self.plots["requests"] else None,
-                labelOpts={"position": 0.85, "color": "#e3b341", "rotateAxis": (1, 0)},
-            )
-            line.setToolTip(text)
+            line = self._marker_line(text, plot is self.plots["requests"])
             plot.item.addItem(line, ignoreBounds=True)
             lines.append(line)
         self.markers.append((self._now, text, lines))
         while len(self.markers) > MAX_MARKERS:
             self._drop_marker(0)
         self._place_markers()
+
+    def _marker_line(self, text: str, labelled: bool) -> pg.InfiniteLine:
+        line = pg.InfiniteLine(
+            pos=0.0,
+            angle=90,
+            pen=pg.mkPen("#e3b341", width=1, style=Qt.PenStyle.DotLine),
+            label=text if labelled else None,
+            labelOpts={"position": 0.85, "color": "#e3b341", "rotateAxis": (1, 0)},
+        )
+        line.setToolTip(text)
+        return line
 
     def _drop_marker(self, i: int) -> None:
         _x, _t, lines = self.markers.pop(i)
@@ -676,7 +719,20 @@ class StatsPanel(QWidget):
             before = prev.counters.get(name, 0)
             return (now - before if now >= before else now) / dt
 
-        self.plots["requests"].push("rq_total", x, rate("http.downstream_rq_total"))
+        requests = self.plots["requests"]
+        requests.push("rq_total", x, rate("http.downstream_rq_total"))
+        for key, counter, label, colour in PROTOCOL_SERIES:
+            if counter in snap.counters:
+                if key not in requests.rings:
+                    requests.add(key, label, colour)
+                requests.push(key, x, rate(counter))
+        if TCP_CX_TOTAL in snap.counters:
+            self._ensure_tcp_plots()
+            cx, io = self.plots["tcp_cx"], self.plots["tcp_bytes"]
+            cx.push("tcp_cx_rate", x, rate(TCP_CX_TOTAL))
+            cx.push("tcp_cx_active", x, float(snap.gauges.get(TCP_CX_ACTIVE, 0)))
+            io.push("tcp_rx", x, rate(TCP_RX) / 1024.0)
+            io.push("tcp_tx", x, rate(TCP_TX) / 1024.0)
         for c in _CLASS_COLOURS:
             self.plots["classes"].push(f"rq_{c}xx", x, rate(f"http.downstream_rq_{c}xx"))
         now_h = snap.histograms.get("http.downstream_rq_time")

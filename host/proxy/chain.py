@@ -638,10 +638,13 @@ class ChainRun:
                         return step
             ctx = hop.ctx
             target = trailers if hop.enforce else trailers.copy()
+            rec = d.record(hop.rec)
+            rec.trailers_before = trailers.items()
             if d.request:
                 action = ctx.on_request_trailers(target)
             else:
                 action = ctx.on_response_trailers(target)
+            rec.trailers_after = target.items()
             if hop.enforce:
                 if action == Action.CONTINUE:
                     released = ctx.take_body(stream)

@@ -24,11 +24,17 @@ class HopSideRecord:
         "body_before_size",
         "headers_after",
         "headers_before",
+        "trailers_after",
+        "trailers_before",
     )
 
     def __init__(self) -> None:
         self.headers_before: list[tuple[bytes, bytes]] | None = None
         self.headers_after: list[tuple[bytes, bytes]] | None = None
+        # the trailers the plugin's trailers callback was given and left (None: the
+        # stream ended without trailers, or the plugin was not called for them)
+        self.trailers_before: list[tuple[bytes, bytes]] | None = None
+        self.trailers_after: list[tuple[bytes, bytes]] | None = None
         self.body_before: bytes | None = None
         self.body_after: bytes | None = None
         self.body_before_size: int | None = None
@@ -157,6 +163,10 @@ class HopRecord:
             "response_body_after": body(resp.body_after),
             "response_body_before_size": resp.body_before_size,
             "response_body_after_size": resp.body_after_size,
+            "request_trailers_before": pairs(req.trailers_before),
+            "request_trailers_after": pairs(req.trailers_after),
+            "response_trailers_before": pairs(resp.trailers_before),
+            "response_trailers_after": pairs(resp.trailers_after),
             "local_reply": self.local_reply,
             "would": list(self.would),
             "paused_ms": round(self.paused_ms, 3),

@@ -429,8 +429,11 @@ class ProxyServer:
         return self.stats.snapshot()
 
     def plugin_snapshots(self) -> list[PluginSnapshot]:
-        """The plugins in chain order, as values (what the app reads)."""
-        return [s.snapshot() for s in self.manager.ordered]
+        """The plugins as values (what the app reads): the HTTP chain in its order, then the
+        NETWORK (TCP) plugins in theirs; each snapshot says its ``type``."""
+        network = {s.name: s for s in self.manager.slots.values() if s.spec.type == "NETWORK"}
+        tcp = [network[p.name] for p in effective_order([s.spec for s in network.values()])]
+        return [s.snapshot() for s in (*self.manager.ordered, *tcp)]
 
     def plugins_snapshot(self) -> list[dict[str, Any]]:
         """``plugin_snapshots`` as the admin API's JSON objects."""

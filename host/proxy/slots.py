@@ -202,7 +202,8 @@ class PluginSlot:
         return PluginSnapshot(
             name=self.name,
             state=state,
-            type=self.spec.type,
+            # NETWORK: runs on the spec.tcp listeners; HTTP (also for an unspecified type)
+            type="NETWORK" if self.spec.type == "NETWORK" else "HTTP",
             not_applied=self.not_applied,
             mode=self.mode,
             canary_percent=self.canary_percent,

@@ -96,9 +96,24 @@ class FakeEngineService(QObject):
         return True
 
     def send_request(
-        self, method: str, url_path: str, headers: Any = (), body: bytes = b""
+        self,
+        method: str,
+        url_path: str,
+        headers: Any = (),
+        body: bytes = b"",
+        *,
+        protocol: str = "HTTP/1.1",
     ) -> bool:
-        self.calls.append(("send_request", (method, url_path, list(headers), body)))
+        if protocol == "HTTP/1.1":  # the call as it always was
+            self.calls.append(("send_request", (method, url_path, list(headers), body)))
+        else:
+            self.calls.append(("send_request", (method, url_path, list(headers), body, protocol)))
+        return True
+
+    def send_grpc(
+        self, method: str, message: bytes, metadata: Any = (), deadline_s: float = 10.0
+    ) -> bool:
+        self.calls.append(("send_grpc", (method, message, list(metadata), deadline_s)))
         return True
 
     def generate_traffic(self, rps: float = 200.0, seconds: float = 10.0) -> bool:
@@ -141,6 +156,7 @@ class FakeEngineService(QObject):
                 mode=p.mode,
                 state="log-only" if p.mode == "log-only" else "running",
                 canary_percent=p.canary_percent,
+                type=p.type,
             )
             for p in effective_order(self._config.plugins)
         ]

@@ -25,6 +25,12 @@ FLAT_KEYS = [
     "response_body_after",
     "response_body_before_size",
     "response_body_after_size",
+    # the trailers each trailers callback was given and left (issue 9 §5: the app's
+    # inspector shows them; grpc-status is a trailer)
+    "request_trailers_before",
+    "request_trailers_after",
+    "response_trailers_before",
+    "response_trailers_after",
     "local_reply",
     "would",
     "paused_ms",
