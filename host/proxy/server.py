@@ -31,6 +31,7 @@ from host.proxy.config import (
     explain_order,
     load_config,
 )
+from host.proxy.demo_cert import ensure_demo_cert
 from host.proxy.demo_upstream import EchoServer, start_echo_server
 from host.proxy.grpc_callouts import GrpcCluster
 from host.proxy.http1 import (
@@ -44,6 +45,12 @@ from host.proxy.http1 import (
 )
 from host.proxy.plugins import PluginManager, PluginSlot
 from host.proxy.routes import Route, RouteTable
+from host.proxy.tls import (
+    ALPN_HTTP1,
+    ListenerTlsRuntime,
+    listener_stat_prefix,
+    server_context,
+)
 from host.wasm import Engine, HeaderMap, LogLevel, PluginHost
 from host.wasm.plugin_host import LogRecord
 from host.wasm.runtime import user_cache_root
@@ -60,6 +67,7 @@ class StartupKind(StrEnum):
     PLUGINS = "plugins"  # a plugin failed to load, configure or start (strict start)
     CLUSTER = "cluster"  # a cluster cannot serve as configured
     LISTEN = "listen"  # the proxy's listener address could not be bound
+    TLS = "tls"  # the listener's certificate could not be made or loaded
     ADMIN = "admin"  # the admin API's address could not be bound
 
 
@@ -107,6 +115,7 @@ class ProxyServer:
         self._servers: list[asyncio.base_events.Server] = []
         self.listen_address = ("", 0)
         self.admin_address = ("", 0)
+        self.listener_tls: ListenerTlsRuntime | None = None  # spec.tls, read at start
         self.running = False
         self._stop = asyncio.Event() if False else None
         self._stop_event: asyncio.Event | None = None
@@ -162,6 +171,8 @@ class ProxyServer:
         if errors and self.strict:
             raise StartupError("; ".join(_located(errors, self.config)))
         cfg = self.config
+        self.listener_tls = self._listener_tls(cfg)
+        tls = self.listener_tls
         try:
             srv = await self.loop.create_server(
                 lambda: DownstreamProtocol(self),
@@ -169,6 +180,8 @@ class ProxyServer:
                 cfg.listen_port,
                 reuse_address=True,
                 backlog=1024,
+                ssl=tls.context if tls is not None else None,
+                ssl_handshake_timeout=tls.handshake_timeout_s if tls is not None else None,
             )
         except OSError as e:
             raise StartupError(
@@ -178,6 +191,8 @@ class ProxyServer:
             ) from None
         self._servers.append(srv)
         self.listen_address = _sockname(srv)
+        if tls is not None:
+            tls.stat_prefix = listener_stat_prefix(*self.listen_address)
         self.manager.set_listener(self.listen_address[1], cfg.direction)
         try:
             adm = await self.loop.create_server(
@@ -203,6 +218,34 @@ class ProxyServer:
             self._remember_mtimes()
             self._watch_task = self.loop.create_task(self._watch_loop())
 
+    def _listener_tls(self, cfg: ProxyConfig) -> ListenerTlsRuntime | None:
+        """The listener's TLS (``spec.tls``): the demo certificate made or reused, the
+        context loaded. Read at start; a change needs a restart, as ``listen``."""
+        if cfg.tls is None:
+            return None
+        demo_ca = None
+        cert, key, client_ca = cfg.tls.cert, cfg.tls.key, cfg.tls.client_ca
+        try:
+            if cfg.tls.demo:
+                demo = ensure_demo_cert()
+                cert, key, demo_ca = demo.cert, demo.key, demo.ca
+            context = server_context(cert, key, client_ca, ALPN_HTTP1)
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            raise StartupError(
+                f"listener TLS: cannot use {'the demo certificate' if cfg.tls.demo else cert}: "
+                f"{getattr(e, 'strerror', None) or e}",
+                StartupKind.TLS,
+            ) from None
+        return ListenerTlsRuntime(
+            context,
+            cert,
+            key,
+            client_ca,
+            demo_ca,
+            self.stats,
+            handshake_timeout_s=min(10.0, cfg.request_headers_timeout_s),
+        )
+
     async def _undo_start(self) -> None:
         """Close what a failed start() opened: listeners, the demo upstream, plugins."""
         self.running = False
@@ -226,18 +269,26 @@ class ProxyServer:
         clusters: dict[str, Cluster] = {}
         for c in config.clusters:
             old = self.clusters.get(c.name)
-            if not c.url.startswith("http://"):
-                # https clusters serve http_call (httpx); the data path speaks plain
-                # HTTP/1.1 to its upstreams.
+            if not c.url.lower().startswith(("http://", "https://")):
+                # grpc(s) clusters serve gRPC callouts; the data path speaks HTTP/1.1 to
+                # its upstreams, plain or over TLS.
                 if config.default_cluster == c.name:
                     raise StartupError(
-                        f"cluster {c.name}: the proxy forwards to http:// upstreams only; "
-                        f"{c.url} can serve plugin callouts but not be the default cluster",
+                        f"cluster {c.name}: the proxy forwards to http:// and https:// "
+                        f"upstreams only; {c.url} can serve plugin callouts but not be the "
+                        "default cluster",
                         StartupKind.CLUSTER,
                     )
                 continue
-            new = Cluster.from_url(c.name, c.url, c.timeout_s)
-            if old is not None and (old.host, old.port) == (new.host, new.port):
+            try:
+                new = Cluster.from_url(c.name, c.url, c.timeout_s, c.ca_file)
+            except (OSError, ValueError) as e:  # an unreadable caFile (ssl.SSLError too)
+                raise StartupError(
+                    f"cluster {c.name}: cannot use caFile {c.ca_file}: {e}", StartupKind.CLUSTER
+                ) from None
+            same = (old.host, old.port, old.ca_file, old.tls_context is None) if old else None
+            if same == (new.host, new.port, new.ca_file, new.tls_context is None):
+                assert old is not None
                 old.timeout_s = new.timeout_s
                 new = old  # keep its pooled connections
             clusters[c.name] = new
@@ -457,6 +508,7 @@ class ProxyServer:
                 for r in self.routes.routes
             ],
             "direction": cfg.direction,
+            "tls": self.listener_tls.describe() if self.listener_tls is not None else None,
             "plugins": self.plugins_snapshot(),
             "order": self._order_lines(cfg),
             "source": cfg.source,
