@@ -310,6 +310,11 @@ class ProxyServer:
         self.default_cluster = default
         self.routes = RouteTable(config.routes, default.name if default is not None else None)
         self.manager.cluster_urls.update({c.name: (c.url, c.timeout_s) for c in config.clusters})
+        self.manager.callouts.ca_files = {
+            c.name: c.ca_file
+            for c in config.clusters
+            if c.ca_file and c.url.lower().startswith("https://")
+        }
         self.manager.grpc_callouts.set_clusters(
             {c.name: GrpcCluster(c.url, c.timeout_s, c.ca_file) for c in config.clusters}
         )
