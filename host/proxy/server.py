@@ -573,6 +573,8 @@ class ProxyServer:
         if self.manager.listener is not None:
             self.manager.listener = (self.manager.listener[0], config.direction)
         errors = await self.manager.apply(config)
+        if config.tls != self.config.tls:
+            self.manager.log_info("spec.tls changed: the listener's TLS changes at a restart")
         self.config = config
         self.limits = _limits(config)  # new connections and timers use the new limits
         return errors

@@ -23,10 +23,9 @@ import ssl
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
-from host.proxy.stats import StatsStore
 from host.tls_info import CertFacts, TlsInfo
 
 __all__ = [
@@ -242,6 +241,13 @@ def listener_files_error(
 # -- the listener's handshake -------------------------------------------------------------
 
 
+class _Counters(Protocol):
+    """What the listener's counters go to (``stats.StatsStore``; not imported, so the
+    config's file checks above do not pull the stats in)."""
+
+    def counter(self, name: str) -> Any: ...
+
+
 @dataclass
 class ListenerTlsRuntime:
     """The listener's TLS as it runs: the context, where the files are, the stats."""
@@ -251,7 +257,7 @@ class ListenerTlsRuntime:
     key: str
     client_ca: str | None
     demo_ca: str | None  # the demo CA's certificate (spec.tls: demo), for curl --cacert
-    stats: StatsStore
+    stats: _Counters
     stat_prefix: str = "listener.unbound."  # listener.<address>. once bound
     handshake_timeout_s: float = 10.0
 

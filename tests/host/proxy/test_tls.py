@@ -9,6 +9,7 @@ attributes a plugin reads, and the config errors for bad files.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import hashlib
@@ -37,6 +38,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from host.proxy.config import ConfigError, ListenerTls, dump_config, parse_config
 from host.proxy.demo_cert import ensure_demo_cert
+from host.proxy.server import ProxyServer, StartupError, StartupKind
 from host.proxy.tls import cert_facts, tls_failure_reason
 from tests.fixtures import wat_modules
 from tests.host.proxy.conftest import plugin, wasm_plugin
@@ -643,3 +645,20 @@ def test_serve_prints_the_demo_ca_and_serves_tls(tmp_path):
             proc.wait(5)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_listener_files_gone_at_start_are_a_tls_startup_error(pki, tmp_path):
+    shutil.copy(pki.cert, tmp_path / "c.pem")
+    shutil.copy(pki.key, tmp_path / "k.pem")
+    text = _yaml(_proxy_doc(tls={"cert": "c.pem", "key": "k.pem"}))
+    cfg = parse_config(text, str(tmp_path / "w.yaml"), str(tmp_path))
+    (tmp_path / "k.pem").unlink()  # between reading the config and starting
+
+    async def start() -> None:
+        server = ProxyServer(cfg)
+        await server.start()
+
+    with pytest.raises(StartupError) as e:
+        asyncio.run(start())
+    assert e.value.kind is StartupKind.TLS
+    assert "listener TLS: cannot use" in str(e.value)
