@@ -18,6 +18,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from host.proxy import stats as st
 from host.proxy.admin import AdminProtocol
@@ -280,18 +281,21 @@ class ProxyServer:
                         StartupKind.CLUSTER,
                     )
                 continue
+            u = urlsplit(c.url)
+            https = u.scheme.lower() == "https"
+            want = (u.hostname, u.port or (443 if https else 80), c.ca_file, https)
+            if old is not None and (
+                (old.host, old.port, old.ca_file, old.tls_context is not None) == want
+            ):
+                old.timeout_s = c.timeout_s
+                clusters[c.name] = old  # keep its pooled connections (and TLS context)
+                continue
             try:
-                new = Cluster.from_url(c.name, c.url, c.timeout_s, c.ca_file)
+                clusters[c.name] = Cluster.from_url(c.name, c.url, c.timeout_s, c.ca_file)
             except (OSError, ValueError) as e:  # an unreadable caFile (ssl.SSLError too)
                 raise StartupError(
                     f"cluster {c.name}: cannot use caFile {c.ca_file}: {e}", StartupKind.CLUSTER
                 ) from None
-            same = (old.host, old.port, old.ca_file, old.tls_context is None) if old else None
-            if same == (new.host, new.port, new.ca_file, new.tls_context is None):
-                assert old is not None
-                old.timeout_s = new.timeout_s
-                new = old  # keep its pooled connections
-            clusters[c.name] = new
         default: Cluster | None
         if config.default_cluster:
             default = clusters[config.default_cluster]

@@ -34,6 +34,7 @@ __all__ = [
     "CertFacts",
     "ListenerTlsRuntime",
     "TlsInfo",
+    "ca_file_error",
     "cert_facts",
     "client_context",
     "listener_files_error",
@@ -229,13 +230,26 @@ def listener_files_error(
             except (ssl.SSLError, OSError) as e:
                 problems.append(("cert", f"TLS cannot use {cert!r} with {key!r}: {e}"))
     if client_ca is not None:
-        data = read("clientCa", client_ca)
-        if data is not None:
-            try:
-                x509.load_pem_x509_certificates(data)
-            except ValueError:
-                problems.append(("clientCa", f"{client_ca!r} is not a PEM certificate bundle"))
+        problem = ca_file_error(client_ca)
+        if problem:
+            problems.append(("clientCa", problem))
     return problems
+
+
+def ca_file_error(path: str) -> str | None:
+    """Why ``path`` cannot serve as a CA bundle (a listener's ``clientCa``, a cluster's
+    ``caFile``), or None."""
+    from cryptography import x509
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        return f"cannot read {path!r}: {e.strerror or e}"
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        return f"{path!r} is not a PEM certificate bundle (-----BEGIN CERTIFICATE-----)"
+    return None
 
 
 # -- the listener's handshake -------------------------------------------------------------

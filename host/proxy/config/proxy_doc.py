@@ -129,6 +129,12 @@ def _parse_proxy(
             ca_file = _resolve_path(ca_file, base_dir or os.getcwd())
             if base_dir is not None and not os.path.isfile(ca_file):
                 ctx.error((*path, "caFile"), f"no such file: {ca_file!r}")
+            elif base_dir is not None:
+                from host.proxy.tls import ca_file_error
+
+                problem = ca_file_error(ca_file)
+                if problem:
+                    ctx.error((*path, "caFile"), problem)
         if name is not None:
             first[name] = i
         if name is not None and url is not None and timeouts["timeout"] is not None:
@@ -347,8 +353,10 @@ def _parse_tls(ctx: _Ctx, value: Any, base_dir: str | None) -> ListenerTls | Non
     ok = True
     for key in m:
         if key not in _TLS_FIELDS:
+            hint = " (the demo certificate is `tls: demo`)" if key == "demo" else ""
             ctx.error(
-                ("spec", "tls", key), f"unknown field; expected one of {', '.join(_TLS_FIELDS)}"
+                ("spec", "tls", key),
+                f"unknown field; expected one of {', '.join(_TLS_FIELDS)}{hint}",
             )
             ok = False
     paths: dict[str, str] = {}

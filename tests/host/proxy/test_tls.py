@@ -662,3 +662,36 @@ def test_listener_files_gone_at_start_are_a_tls_startup_error(pki, tmp_path):
         asyncio.run(start())
     assert e.value.kind is StartupKind.TLS
     assert "listener TLS: cannot use" in str(e.value)
+
+
+def test_an_https_cluster_on_a_plain_http_port_is_a_503_wrong_version_number(start_proxy, upstream):
+    url = upstream.url.replace("http://", "https://")
+    h = start_proxy(_yaml(_proxy_doc(clusters=[{"name": "p", "url": url}], defaultCluster="p")))
+    with h.client() as c:
+        r = c.get("/")
+    assert r.status_code == 503
+    assert r.text.endswith(
+        "transport failure reason: TLS_error:|268435703:SSL routines:OPENSSL_internal:"
+        "WRONG_VERSION_NUMBER:TLS_error_end\n"
+    )
+    assert h.stats()["cluster.p.upstream_rq_error"] == 1
+
+
+def test_a_reload_keeps_an_unchanged_https_clusters_pooled_connections(
+    start_proxy, pki, tls_upstream
+):
+    url = f"https://localhost:{tls_upstream.port}"
+    doc = _proxy_doc(
+        clusters=[{"name": "s", "url": url, "caFile": str(pki.ca)}], defaultCluster="s"
+    )
+    h = start_proxy(_yaml(doc))
+    with h.client() as c:
+        assert c.get("/1").status_code == 200
+    before = h.sync(lambda: h.server.clusters["s"])
+    h.apply(parse_config(_yaml(doc), "<t>", "/"))
+    assert h.sync(lambda: h.server.clusters["s"]) is before
+    doc["spec"]["clusters"][0].pop("caFile")  # the trust changed: a new cluster
+    h.apply(parse_config(_yaml(doc), "<t>", "/"))
+    assert h.sync(lambda: h.server.clusters["s"]) is not before
+    with h.client() as c:
+        assert c.get("/2").status_code == 503
