@@ -158,6 +158,8 @@ class ProxyServer:
     async def _start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
+        # first, so a certificate problem does not wait for the plugins to load
+        self.listener_tls = self._listener_tls(self.config)
         self.host = PluginHost(self.engine, log_level=self.log_level, log_sink=self._log_sink)
         self.host.node = self.config.node  # fixed at start, as Envoy's bootstrap node
         self.pool = UpstreamPool(self.loop)
@@ -172,7 +174,6 @@ class ProxyServer:
         if errors and self.strict:
             raise StartupError("; ".join(_located(errors, self.config)))
         cfg = self.config
-        self.listener_tls = self._listener_tls(cfg)
         tls = self.listener_tls
         try:
             srv = await self.loop.create_server(
@@ -252,6 +253,7 @@ class ProxyServer:
         self.running = False
         await self._close_listeners()
         self.listen_address = self.admin_address = ("", 0)
+        self.listener_tls = None
         if self.pool is not None:
             self.pool.close(list(self.clusters.values()))
         if self.demo is not None:

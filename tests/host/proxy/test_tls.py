@@ -695,3 +695,20 @@ def test_a_reload_keeps_an_unchanged_https_clusters_pooled_connections(
     assert h.sync(lambda: h.server.clusters["s"]) is not before
     with h.client() as c:
         assert c.get("/2").status_code == 503
+
+
+def test_a_data_directory_that_cannot_hold_the_demo_certificate_is_a_tls_startup_error(
+    tmp_path, monkeypatch
+):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("WASMDESK_DATA_DIR", str(blocker))
+    cfg = parse_config(_yaml(_proxy_doc(tls="demo")), "<t>", str(tmp_path))
+
+    async def start() -> None:
+        await ProxyServer(cfg).start()
+
+    with pytest.raises(StartupError) as e:
+        asyncio.run(start())
+    assert e.value.kind is StartupKind.TLS
+    assert "the demo certificate" in str(e.value)
