@@ -299,9 +299,12 @@ def listener_stat_prefix(host: str, port: int) -> str:
 class _ListenerSSLObject(ssl.SSLObject):
     """The listener's TLS sessions (``SSLContext.sslobject_class``): asyncio and uvloop
     drive the handshake through ``do_handshake``, so this is where it is counted, on
-    either loop: ``ssl.handshake`` and ``ssl.versions.<version>`` when it completes,
-    ``ssl.connection_error`` when it fails (the loop then closes the connection; nothing
-    else notices). ``sni`` is what the client asked for."""
+    either loop, with Envoy's names: ``ssl.handshake``, ``ssl.versions.<version>``,
+    ``ssl.ciphers.<cipher>`` and ``ssl.no_certificate`` (no client certificate) when it
+    completes; ``ssl.connection_error`` when it fails (the loop then closes the
+    connection; nothing else notices), with ``ssl.fail_verify_no_cert`` (a required
+    client certificate missing) or ``ssl.fail_verify_error`` (one that did not verify).
+    ``sni`` is what the client asked for."""
 
     sni = ""
 
@@ -310,15 +313,30 @@ class _ListenerSSLObject(ssl.SSLObject):
             super().do_handshake()
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise
-        except ssl.SSLError:
+        except ssl.SSLError as e:
             runtime = _RUNTIMES.get(self.context)
             if runtime is not None:
                 runtime.count("ssl.connection_error")
+                why = _VERIFY_FAILURES.get(getattr(e, "reason", None) or "")
+                if why:
+                    runtime.count(why)
             raise
         runtime = _RUNTIMES.get(self.context)
         if runtime is not None:
             runtime.count("ssl.handshake")
             runtime.count(f"ssl.versions.{self.version()}")
+            cipher = self.cipher()
+            if cipher:
+                runtime.count(f"ssl.ciphers.{cipher[0]}")
+            if self.getpeercert(binary_form=True) is None:
+                runtime.count("ssl.no_certificate")
+
+
+# OpenSSL's reasons for a client certificate refused in the handshake -> Envoy's counter
+_VERIFY_FAILURES = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "ssl.fail_verify_no_cert",
+    "CERTIFICATE_VERIFY_FAILED": "ssl.fail_verify_error",
+}
 
 
 # the running listener of each server context, for the counters

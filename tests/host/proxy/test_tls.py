@@ -224,6 +224,8 @@ def test_a_python_ssl_client_gets_tls13_and_the_request_goes_on_as_https(start_p
     assert stats["ssl.handshake"] == 4
     assert stats["ssl.versions.TLSv1.3"] == 3 and stats["ssl.versions.TLSv1.2"] == 1
     assert stats.get("ssl.connection_error", 0) == 0
+    assert stats["ssl.no_certificate"] == 4  # no client certificates asked for
+    assert sum(v for k, v in stats.items() if k.startswith("ssl.ciphers.")) == 4
 
 
 def test_handshake_garbage_is_counted_and_the_listener_keeps_serving(start_proxy, pki):
@@ -277,7 +279,21 @@ def test_clients_must_present_a_certificate_the_client_ca_signed(start_proxy, pk
     assert got[3] == (OK, hashlib.sha256(der).hexdigest().encode())
     assert got[4][0] == NOT_FOUND  # no DNS SAN in the client's certificate
     assert got[5][0] == OK and got[5][1].startswith(b"-----BEGIN%20CERTIFICATE-----%0A")
-    assert _listener_stats(h)["ssl.connection_error"] >= 1
+    # a client certificate another CA signed does not verify either
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    other = _cert(
+        "mallory", other_key, _name("Other"), other_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH
+    )
+    _pem(pki.dir / "mallory.pem", other)
+    _write_key(pki.dir / "mallory-key.pem", other_key)
+    with pytest.raises(httpx.HTTPError):
+        _tls_get(h.port, _client_ctx(pki.ca, pki.dir / "mallory.pem", pki.dir / "mallory-key.pem"))
+    h.wait_for(lambda: _listener_stats(h).get("ssl.fail_verify_error") == 1, what="counted")
+    stats = _listener_stats(h)
+    assert stats["ssl.connection_error"] == 2
+    assert stats["ssl.fail_verify_no_cert"] == 1
+    assert stats["ssl.handshake"] == 1
+    assert stats.get("ssl.no_certificate", 0) == 0
 
 
 def _probe_answers(h: Any, root_id: str, n: int) -> list[tuple[int, bytes]]:
