@@ -293,11 +293,15 @@ class ProxyServer:
                 clusters[c.name] = old  # keep its pooled connections (and TLS context)
                 continue
             try:
-                clusters[c.name] = Cluster.from_url(c.name, c.url, c.timeout_s, c.ca_file)
+                new = Cluster.from_url(c.name, c.url, c.timeout_s, c.ca_file)
             except (OSError, ValueError) as e:  # an unreadable caFile (ssl.SSLError too)
                 raise StartupError(
                     f"cluster {c.name}: cannot use caFile {c.ca_file}: {e}", StartupKind.CLUSTER
                 ) from None
+            if https:
+                prefix = f"cluster.{c.name}."
+                new.count = lambda suffix, p=prefix: self.stats.counter(p + suffix).inc()
+            clusters[c.name] = new
         default: Cluster | None
         if config.default_cluster:
             default = clusters[config.default_cluster]

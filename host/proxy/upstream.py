@@ -76,6 +76,8 @@ class Cluster:
     # cluster's caFile) and the SNI sent (the URL's host, also the name verified)
     tls_context: ssl.SSLContext | None = None
     ca_file: str | None = None
+    # counts the cluster's TLS stats (Envoy's cluster.<name>.ssl.*) by suffix
+    count: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_url(
@@ -291,11 +293,17 @@ class UpstreamPool:
                 done(None, "connect timeout")
                 return
             except ssl.SSLError as e:  # the handshake failed (e.g. the certificate)
+                if cluster.count is not None:
+                    cluster.count("ssl.connection_error")
+                    if isinstance(e, ssl.SSLCertVerificationError):
+                        cluster.count("ssl.fail_verify_error")
                 done(None, f"connection failure, {TRANSPORT_FAILURE}{tls_failure_reason(e)}")
                 return
             except OSError as e:
                 done(None, f"connection failure: {e.strerror or e}")
                 return
+            if cluster.count is not None and proto.tls is not None:
+                cluster.count("ssl.handshake")
             done(proto, "")
 
         self.loop.create_task(connect())

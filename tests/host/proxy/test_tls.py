@@ -526,6 +526,7 @@ def test_an_https_cluster_is_verified_with_its_ca_file_and_gets_sni(
     assert r.status_code == 200, r.text
     assert r.json()["path"] == "/through"
     assert tls_upstream.sni == ["localhost"]
+    assert h.stats()["cluster.secure.ssl.handshake"] == 1
     assert _probe_answers(h, "probe", len(tokens)) == [
         (OK, b"TLSv1.3"),
         (OK, b"CN=localhost"),
@@ -573,7 +574,10 @@ def test_an_untrusted_upstream_certificate_is_a_503_with_envoys_details(
         (OK, reason.encode()),
         (OK, (0x20).to_bytes(8, "little")),  # UF
     ]
-    assert h.stats()["cluster.system.upstream_rq_error"] == 1
+    stats = h.stats()
+    assert stats["cluster.system.upstream_rq_error"] == 1
+    assert stats["cluster.system.ssl.connection_error"] == 1
+    assert stats["cluster.other.ssl.fail_verify_error"] == 1
 
 
 def test_tls_failure_reason_has_envoys_shape():
