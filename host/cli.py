@@ -358,12 +358,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 pass
         lh, lp = server.listen_address
         ah, ap = server.admin_address
+        tls = server.listener_tls
         print(
-            f"wasmdesk: proxy on http://{lh}:{lp}  admin on http://{ah}:{ap}  "
-            f"config {config.source}",
+            f"wasmdesk: proxy on {'https' if tls else 'http'}://{lh}:{lp}  "
+            f"admin on http://{ah}:{ap}  config {config.source}",
             file=sys.stderr,
             flush=True,
         )
+        if tls is not None and tls.demo_ca:
+            print(
+                f"  TLS with the demo certificate; trust its CA: "
+                f"curl --cacert {tls.demo_ca} https://{lh}:{lp}/",
+                file=sys.stderr,
+            )
         for line in server.config_dump()["order"]:
             print(f"  {line}", file=sys.stderr)
         try:

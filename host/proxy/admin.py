@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from host.proxy.http1 import Cluster
     from host.proxy.plugins import PluginManager
     from host.proxy.stats import StatsSnapshot, StatsStore
+    from host.proxy.tls import ListenerTlsRuntime
 
 
 class AdminServer(Protocol):
@@ -95,6 +96,9 @@ class AdminServer(Protocol):
 
     @property
     def admin_address(self) -> tuple[str, int]: ...
+
+    @property
+    def listener_tls(self) -> ListenerTlsRuntime | None: ...
 
     def failing_closed(self) -> list[str]: ...
 
@@ -482,6 +486,8 @@ def _server_info(srv: ProxyServer, *_: Any) -> Response:
             },
             "uptime_current_epoch": up,
             "uptime_all_epochs": up,
+            # ours: the listener's TLS files (spec.tls), the demo CA for curl --cacert
+            "listener_tls": srv.listener_tls.describe() if srv.listener_tls else None,
         },
     )
 

@@ -16,6 +16,7 @@ from typing import Protocol
 import httpx
 
 from host.callout_request import build_callout_request, callout_failure, record_callout_response
+from host.proxy.tls import client_context
 from host.wasm.context import HttpCallout
 
 __all__ = ["CLUSTER_CONCURRENCY", "CalloutDispatcher", "CalloutOwner"]
@@ -47,6 +48,10 @@ class CalloutDispatcher:
     def __init__(self, owner: CalloutOwner) -> None:
         self.m = owner
         self._client: httpx.AsyncClient | None = None
+        # https:// clusters with a caFile (cluster -> file): verified against it, not the
+        # system store, each CA file with its own client
+        self.ca_files: dict[str, str] = {}
+        self._ca_clients: dict[str, httpx.AsyncClient] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._queues: dict[str, asyncio.Semaphore] = {}
 
@@ -66,25 +71,39 @@ class CalloutDispatcher:
     async def _run(self, call: HttpCallout, done: Callable[[HttpCallout], None]) -> None:
         base, default_timeout = self.m.cluster_urls[call.cluster]
         timeout = call.timeout_ms / 1000.0 if call.timeout_ms else default_timeout
-        if self._client is None:
+        ca_file = self.ca_files.get(call.cluster)
+        client = self._client if ca_file is None else self._ca_clients.get(ca_file)
+        t0 = time.perf_counter()
+        if client is None:
             # The per-cluster semaphores bound what the pool sees: httpx's pool does
             # work proportional to its queue on every change (quadratic in the queue).
-            self._client = httpx.AsyncClient(
-                follow_redirects=False,
-                trust_env=False,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-            )
+            try:
+                client = httpx.AsyncClient(
+                    follow_redirects=False,
+                    trust_env=False,
+                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+                    verify=client_context(ca_file) if ca_file else True,
+                )
+            except OSError as e:  # an unreadable caFile (ssl.SSLError too)
+                call.failure = callout_failure(httpx.ConnectError(f"caFile {ca_file}: {e}"))
+                call.elapsed_ms = (time.perf_counter() - t0) * 1000
+                self.m.stat_inc(f"cluster.{call.cluster}.callout_failure")
+                done(call)
+                return
+            if ca_file is None:
+                self._client = client
+            else:
+                self._ca_clients[ca_file] = client
         sem = self._queues.get(call.cluster)
         if sem is None:
             sem = self._queues[call.cluster] = asyncio.Semaphore(CLUSTER_CONCURRENCY)
-        t0 = time.perf_counter()
         try:
             req = build_callout_request(base, call)
             async with sem:  # FIFO per cluster; the timeout covers the wait, as Envoy's
                 left = timeout - (time.perf_counter() - t0)
                 if left <= 0:
                     raise httpx.PoolTimeout("queued past the callout timeout")
-                resp = await self._client.request(
+                resp = await client.request(
                     req.method,
                     req.url,
                     headers=req.headers,
@@ -106,3 +125,5 @@ class CalloutDispatcher:
             t.cancel()
         if self._client is not None:
             await self._client.aclose()
+        for c in self._ca_clients.values():
+            await c.aclose()

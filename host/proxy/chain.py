@@ -403,6 +403,7 @@ class ChainRun:
                 start_time_ns=i.start_wall_ns,
                 # Envoy's TrafficDirection: INBOUND 1 (SERVER), OUTBOUND 2 (CLIENT)
                 listener_direction=2 if self.m.listener and self.m.listener[1] == "CLIENT" else 1,
+                tls=i.tls,
                 refresh=self._refresh_stream_info,
             )
         return self.stream_info
@@ -417,6 +418,8 @@ class ChainRun:
         si.request_size = i.request_bytes
         si.response_size = i.response_bytes
         si.upstream_address = i.upstream_address
+        si.upstream_tls = i.upstream_tls
+        si.upstream_transport_failure_reason = i.upstream_transport_failure_reason
         if i.upstream_address:
             si.attempt_count = 1
         si.response_code = i.status

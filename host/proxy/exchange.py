@@ -46,7 +46,14 @@ from host.proxy.stream import (
     Verdict,
     Wait,
 )
-from host.proxy.upstream import BACKLOG, PEER_FULL, Cluster, UpstreamPool, UpstreamProtocol
+from host.proxy.upstream import (
+    BACKLOG,
+    PEER_FULL,
+    TRANSPORT_FAILURE,
+    Cluster,
+    UpstreamPool,
+    UpstreamProtocol,
+)
 
 __all__ = [
     "ENTRY_COST",
@@ -320,17 +327,18 @@ class Exchange:
             # RFC 9112 §3.2: a request with more than one Host line is answered 400
             self.down.fatal(400, "more than one host header")
             return
+        scheme = b"https" if self.info.tls is not None else b"http"  # as Envoy sets it
         items = [
             (b":method", p.method),
             (b":path", target),
             (b":authority", authority or host),
-            (b":scheme", b"http"),
+            (b":scheme", scheme),
         ]
         items += rest
         client_ip = self.down.client_ip
         xff.append(client_ip)
         items.append((b"x-forwarded-for", b", ".join(xff) if len(xff) > 1 else client_ip))
-        items.append((b"x-forwarded-proto", b"http"))
+        items.append((b"x-forwarded-proto", scheme))
         if rid is None:
             rid = framing.request_id()
             items.append((b"x-request-id", rid))
@@ -516,17 +524,23 @@ class Exchange:
             return
         if conn is None:
             self.info.outcome = "upstream_error"
+            # a failed TLS handshake: Envoy names its transport failure reason in both
+            tls_error = why.partition(TRANSPORT_FAILURE)[2]
+            self.info.upstream_transport_failure_reason = tls_error
             self.send_local(
                 LocalReply(
                     503,
                     b"upstream connect error or disconnect/reset before headers. reset reason: "
                     + why.encode()
                     + b"\n",
-                    details="upstream_reset_before_response_started{connection_failure}",
+                    details="upstream_reset_before_response_started{connection_failure"
+                    + ("|" + tls_error.replace(" ", "_") if tls_error else "")
+                    + "}",
                 )
             )
             return
         self.upstream = conn
+        self.info.upstream_tls = conn.tls
         assert self.cluster is not None
         if self.down.write_paused:
             conn.pause(PEER_FULL)  # the client is not reading what we already sent it

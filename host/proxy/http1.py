@@ -41,6 +41,7 @@ from host.proxy.stream import (
     StreamFilter,
     Verdict,
 )
+from host.proxy.tls import TlsInfo, tls_info_of
 from host.proxy.upstream import (
     BACKLOG,
     PEER_FULL,
@@ -98,6 +99,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.client = ("", 0)
         self.client_ip = b""
         self.local = ("", 0)
+        self.tls: TlsInfo | None = None
         DownstreamProtocol._ids += 1
         self.id = DownstreamProtocol._ids
         self.current: Exchange | None = None
@@ -132,6 +134,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.client = (str(peer[0]), int(peer[1]))
         self.client_ip = self.client[0].encode()
         self.local = (str(sock[0]), int(sock[1]))
+        self.tls = tls_info_of(transport)
         core.connection_opened()
         self._idle_since = time.monotonic()
         self._arm(min(core.limits.request_headers_timeout_s, core.limits.idle_timeout_s))
@@ -327,6 +330,7 @@ class DownstreamProtocol(asyncio.Protocol):
     # exchange management
     def _start(self, p: ParsedRequest) -> None:
         ex = Exchange(self, p)
+        ex.info.tls = self.tls
         self.current = ex
         ex.begin()
         # Replay what the parser already delivered for a queued request.

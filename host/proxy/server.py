@@ -18,6 +18,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from host.proxy import stats as st
 from host.proxy.admin import AdminProtocol
@@ -31,6 +32,7 @@ from host.proxy.config import (
     explain_order,
     load_config,
 )
+from host.proxy.demo_cert import ensure_demo_cert
 from host.proxy.demo_upstream import EchoServer, start_echo_server
 from host.proxy.errors import PluginError
 from host.proxy.grpc_callouts import GrpcCluster
@@ -46,6 +48,12 @@ from host.proxy.http1 import (
 from host.proxy.plugins import PluginManager, PluginSlot
 from host.proxy.routes import Route, RouteTable
 from host.proxy.snapshots import PluginSnapshot
+from host.proxy.tls import (
+    ALPN_HTTP1,
+    ListenerTlsRuntime,
+    listener_stat_prefix,
+    server_context,
+)
 from host.wasm import Engine, HeaderMap, LogLevel, PluginHost
 from host.wasm.plugin_host import LogRecord
 from host.wasm.runtime import user_cache_root
@@ -62,6 +70,7 @@ class StartupKind(StrEnum):
     PLUGINS = "plugins"  # a plugin failed to load, configure or start (strict start)
     CLUSTER = "cluster"  # a cluster cannot serve as configured
     LISTEN = "listen"  # the proxy's listener address could not be bound
+    TLS = "tls"  # the listener's certificate could not be made or loaded
     ADMIN = "admin"  # the admin API's address could not be bound
 
 
@@ -109,6 +118,7 @@ class ProxyServer:
         self._servers: list[asyncio.base_events.Server] = []
         self.listen_address = ("", 0)
         self.admin_address = ("", 0)
+        self.listener_tls: ListenerTlsRuntime | None = None  # spec.tls, read at start
         self.running = False
         self._stop = asyncio.Event() if False else None
         self._stop_event: asyncio.Event | None = None
@@ -150,6 +160,8 @@ class ProxyServer:
     async def _start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
+        # first, so a certificate problem does not wait for the plugins to load
+        self.listener_tls = self._listener_tls(self.config)
         self.host = PluginHost(self.engine, log_level=self.log_level, log_sink=self._log_sink)
         self.host.node = self.config.node  # fixed at start, as Envoy's bootstrap node
         self.pool = UpstreamPool(self.loop)
@@ -164,6 +176,7 @@ class ProxyServer:
         if errors and self.strict:
             raise StartupError("; ".join(_located(errors, self.config)))
         cfg = self.config
+        tls = self.listener_tls
         try:
             srv = await self.loop.create_server(
                 lambda: DownstreamProtocol(self),
@@ -171,6 +184,8 @@ class ProxyServer:
                 cfg.listen_port,
                 reuse_address=True,
                 backlog=1024,
+                ssl=tls.context if tls is not None else None,
+                ssl_handshake_timeout=tls.handshake_timeout_s if tls is not None else None,
             )
         except OSError as e:
             raise StartupError(
@@ -180,6 +195,8 @@ class ProxyServer:
             ) from None
         self._servers.append(srv)
         self.listen_address = _sockname(srv)
+        if tls is not None:
+            tls.stat_prefix = listener_stat_prefix(*self.listen_address)
         self.manager.set_listener(self.listen_address[1], cfg.direction)
         try:
             adm = await self.loop.create_server(
@@ -205,11 +222,40 @@ class ProxyServer:
             self._remember_mtimes()
             self._watch_task = self.loop.create_task(self._watch_loop())
 
+    def _listener_tls(self, cfg: ProxyConfig) -> ListenerTlsRuntime | None:
+        """The listener's TLS (``spec.tls``): the demo certificate made or reused, the
+        context loaded. Read at start; a change needs a restart, as ``listen``."""
+        if cfg.tls is None:
+            return None
+        demo_ca = None
+        cert, key, client_ca = cfg.tls.cert, cfg.tls.key, cfg.tls.client_ca
+        try:
+            if cfg.tls.demo:
+                demo = ensure_demo_cert()
+                cert, key, demo_ca = demo.cert, demo.key, demo.ca
+            context = server_context(cert, key, client_ca, ALPN_HTTP1)
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            raise StartupError(
+                f"listener TLS: cannot use {'the demo certificate' if cfg.tls.demo else cert}: "
+                f"{getattr(e, 'strerror', None) or e}",
+                StartupKind.TLS,
+            ) from None
+        return ListenerTlsRuntime(
+            context,
+            cert,
+            key,
+            client_ca,
+            demo_ca,
+            self.stats,
+            handshake_timeout_s=min(10.0, cfg.request_headers_timeout_s),
+        )
+
     async def _undo_start(self) -> None:
         """Close what a failed start() opened: listeners, the demo upstream, plugins."""
         self.running = False
         await self._close_listeners()
         self.listen_address = self.admin_address = ("", 0)
+        self.listener_tls = None
         if self.pool is not None:
             self.pool.close(list(self.clusters.values()))
         if self.demo is not None:
@@ -228,20 +274,35 @@ class ProxyServer:
         clusters: dict[str, Cluster] = {}
         for c in config.clusters:
             old = self.clusters.get(c.name)
-            if not c.url.startswith("http://"):
-                # https clusters serve http_call (httpx); the data path speaks plain
-                # HTTP/1.1 to its upstreams.
+            if not c.url.lower().startswith(("http://", "https://")):
+                # grpc(s) clusters serve gRPC callouts; the data path speaks HTTP/1.1 to
+                # its upstreams, plain or over TLS.
                 if config.default_cluster == c.name:
                     raise StartupError(
-                        f"cluster {c.name}: the proxy forwards to http:// upstreams only; "
-                        f"{c.url} can serve plugin callouts but not be the default cluster",
+                        f"cluster {c.name}: the proxy forwards to http:// and https:// "
+                        f"upstreams only; {c.url} can serve plugin callouts but not be the "
+                        "default cluster",
                         StartupKind.CLUSTER,
                     )
                 continue
-            new = Cluster.from_url(c.name, c.url, c.timeout_s)
-            if old is not None and (old.host, old.port) == (new.host, new.port):
-                old.timeout_s = new.timeout_s
-                new = old  # keep its pooled connections
+            u = urlsplit(c.url)
+            https = u.scheme.lower() == "https"
+            want = (u.hostname, u.port or (443 if https else 80), c.ca_file, https)
+            if old is not None and (
+                (old.host, old.port, old.ca_file, old.tls_context is not None) == want
+            ):
+                old.timeout_s = c.timeout_s
+                clusters[c.name] = old  # keep its pooled connections (and TLS context)
+                continue
+            try:
+                new = Cluster.from_url(c.name, c.url, c.timeout_s, c.ca_file)
+            except (OSError, ValueError) as e:  # an unreadable caFile (ssl.SSLError too)
+                raise StartupError(
+                    f"cluster {c.name}: cannot use caFile {c.ca_file}: {e}", StartupKind.CLUSTER
+                ) from None
+            if https:
+                prefix = f"cluster.{c.name}."
+                new.count = lambda suffix, p=prefix: self.stats.counter(p + suffix).inc()
             clusters[c.name] = new
         default: Cluster | None
         if config.default_cluster:
@@ -261,6 +322,11 @@ class ProxyServer:
         self.default_cluster = default
         self.routes = RouteTable(config.routes, default.name if default is not None else None)
         self.manager.cluster_urls.update({c.name: (c.url, c.timeout_s) for c in config.clusters})
+        self.manager.callouts.ca_files = {
+            c.name: c.ca_file
+            for c in config.clusters
+            if c.ca_file and c.url.lower().startswith("https://")
+        }
         self.manager.grpc_callouts.set_clusters(
             {c.name: GrpcCluster(c.url, c.timeout_s, c.ca_file) for c in config.clusters}
         )
@@ -467,6 +533,7 @@ class ProxyServer:
                 for r in self.routes.routes
             ],
             "direction": cfg.direction,
+            "tls": self.listener_tls.describe() if self.listener_tls is not None else None,
             "plugins": self.plugins_snapshot(),
             "order": self._order_lines(cfg),
             "source": cfg.source,
@@ -526,6 +593,8 @@ class ProxyServer:
         if self.manager.listener is not None:
             self.manager.listener = (self.manager.listener[0], config.direction)
         errors = await self.manager.apply(config)
+        if config.tls != self.config.tls:
+            self.manager.log_info("spec.tls changed: the listener's TLS changes at a restart")
         self.config = config
         self.limits = _limits(config)  # new connections and timers use the new limits
         return errors

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from host.headers import HeaderMap
+from host.tls_info import TlsInfo
 
 __all__ = [
     "CONTINUE",
@@ -118,6 +119,11 @@ class ExchangeInfo:
     # the response's grpc-status (trailer, or header of a trailers-only reply); None: not gRPC
     grpc_status: int | None = None
     grpc_message: str = ""
+    # TLS: the client connection's (None: plain TCP), the upstream connection's, and why
+    # the upstream handshake failed (Envoy's transport failure reason; "" when it did not)
+    tls: TlsInfo | None = None
+    upstream_tls: TlsInfo | None = None
+    upstream_transport_failure_reason: str = ""
 
 
 class StreamFilter(Protocol):

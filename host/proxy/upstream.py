@@ -9,6 +9,7 @@ socket layer meet at a small interface. No plugin and no wasm here.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,15 +19,20 @@ from urllib.parse import urlsplit
 import httptools
 
 from host.headers import HeaderMap
+from host.proxy.tls import TlsInfo, tls_failure_reason, tls_info_of
 
 __all__ = [
     "BACKLOG",
     "PEER_FULL",
+    "TRANSPORT_FAILURE",
     "Cluster",
     "ResponseSink",
     "UpstreamPool",
     "UpstreamProtocol",
 ]
+
+# what follows it in a connect failure's reason is Envoy's transport failure reason
+TRANSPORT_FAILURE = "transport failure reason: "
 
 # why reading from a peer is paused (bits; the downstream side adds its own)
 PEER_FULL = 1  # the other side's socket write buffer is over its high-water mark
@@ -66,15 +72,35 @@ class Cluster:
     connect_timeout_s: float = 5.0
     max_idle: int = 64
     idle: deque[UpstreamProtocol] = field(default_factory=deque)
+    # https://: the client context (verifies the server against the system store or the
+    # cluster's caFile) and the SNI sent (the URL's host, also the name verified)
+    tls_context: ssl.SSLContext | None = None
+    ca_file: str | None = None
+    # counts the cluster's TLS stats (Envoy's cluster.<name>.ssl.*) by suffix
+    count: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_url(cls, name: str, url: str, timeout_s: float = 15.0) -> Cluster:
+    def from_url(
+        cls, name: str, url: str, timeout_s: float = 15.0, ca_file: str | None = None
+    ) -> Cluster:
         u = urlsplit(url)
-        if u.scheme != "http":
-            raise ValueError(f"cluster {name}: only http:// upstreams are supported, got {url!r}")
+        if u.scheme not in ("http", "https"):
+            raise ValueError(
+                f"cluster {name}: only http:// and https:// upstreams are supported, got {url!r}"
+            )
         if not u.hostname:
             raise ValueError(f"cluster {name}: URL has no host: {url!r}")
+        if u.scheme == "https":
+            from host.proxy.tls import client_context
+
+            ctx = client_context(ca_file)
+            return cls(name, u.hostname, u.port or 443, timeout_s, tls_context=ctx, ca_file=ca_file)
         return cls(name, u.hostname, u.port or 80, timeout_s)
+
+    @property
+    def sni(self) -> str | None:
+        """The server name sent and verified (the URL's host), None for plain HTTP."""
+        return self.host if self.tls_context is not None else None
 
     @property
     def address(self) -> str:
@@ -99,6 +125,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self._until_eof = False  # the response body ends when the upstream closes
         self._paused = 0  # why reading is paused (PEER_FULL, BACKLOG bits)
         self._bad = ""  # why a parser callback refused the response
+        self.tls: TlsInfo | None = None  # https:// clusters: the session's facts
 
     def pause(self, why: int) -> None:
         if not self._paused and self.transport is not None and not self.closed:
@@ -126,6 +153,8 @@ class UpstreamProtocol(asyncio.Protocol):
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self.cluster.tls_context is not None:
+            self.tls = tls_info_of(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -252,16 +281,29 @@ class UpstreamPool:
             try:
                 _t, proto = await asyncio.wait_for(
                     self.loop.create_connection(
-                        lambda: UpstreamProtocol(cluster, self), cluster.host, cluster.port
+                        lambda: UpstreamProtocol(cluster, self),
+                        cluster.host,
+                        cluster.port,
+                        ssl=cluster.tls_context,
+                        server_hostname=cluster.sni,
                     ),
                     cluster.connect_timeout_s,
                 )
             except TimeoutError:
                 done(None, "connect timeout")
                 return
+            except ssl.SSLError as e:  # the handshake failed (e.g. the certificate)
+                if cluster.count is not None:
+                    cluster.count("ssl.connection_error")
+                    if isinstance(e, ssl.SSLCertVerificationError):
+                        cluster.count("ssl.fail_verify_error")
+                done(None, f"connection failure, {TRANSPORT_FAILURE}{tls_failure_reason(e)}")
+                return
             except OSError as e:
                 done(None, f"connection failure: {e.strerror or e}")
                 return
+            if cluster.count is not None and proto.tls is not None:
+                cluster.count("ssl.handshake")
             done(proto, "")
 
         self.loop.create_task(connect())

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from host.headers import HeaderMap
+from host.tls_info import CertFacts, TlsInfo
 from host.wasm.node import DEFAULT_NODE, Node
 from host.wasm.pairs import encode_pairs
 
@@ -250,6 +251,69 @@ def _s(v: str | None) -> str | None:
 _S = "string"
 _I = "int"
 
+
+def _tls_entries(
+    side: Callable[[StreamInfo], TlsInfo | None], when: str
+) -> dict[str, tuple[Getter, str, str]]:
+    """The TLS children of ``connection``/``upstream`` (Envoy's ``extractSslInfo``): only
+    on a TLS connection; the version and subjects always there (subjects "" without a
+    certificate), the first SAN of a kind, the digest and PEM only with a peer
+    certificate."""
+
+    def field(pick: Callable[[TlsInfo], Any]) -> Getter:
+        def get(ctx: Context, info: StreamInfo) -> Any:
+            t = side(info)
+            return pick(t) if t is not None else None
+
+        return get
+
+    def first(values: tuple[str, ...]) -> str | None:
+        return values[0] if values else None
+
+    def cert(c: CertFacts | None, pick: Callable[[CertFacts], Any]) -> Any:
+        return pick(c) if c is not None else None
+
+    return {
+        "tls_version": (field(lambda t: t.version), _S, when),
+        "subject_local_certificate": (
+            field(lambda t: t.local.subject if t.local else ""),
+            _S,
+            when,
+        ),
+        "subject_peer_certificate": (field(lambda t: t.peer.subject if t.peer else ""), _S, when),
+        "dns_san_local_certificate": (
+            field(lambda t: cert(t.local, lambda c: first(c.dns_sans))),
+            _S,
+            when + ", a DNS SAN in our certificate",
+        ),
+        "dns_san_peer_certificate": (
+            field(lambda t: cert(t.peer, lambda c: first(c.dns_sans))),
+            _S,
+            when + ", a DNS SAN in the peer's certificate",
+        ),
+        "uri_san_local_certificate": (
+            field(lambda t: cert(t.local, lambda c: first(c.uri_sans))),
+            _S,
+            when + ", a URI SAN in our certificate",
+        ),
+        "uri_san_peer_certificate": (
+            field(lambda t: cert(t.peer, lambda c: first(c.uri_sans))),
+            _S,
+            when + ", a URI SAN in the peer's certificate",
+        ),
+        "sha256_peer_certificate_digest": (
+            field(lambda t: cert(t.peer, lambda c: c.sha256 or None)),
+            _S,
+            when + ", a peer certificate",
+        ),
+        "peer_certificate": (
+            field(lambda t: cert(t.peer, lambda c: c.pem_url_encoded or None)),
+            _S,
+            when + ", a peer certificate (URL-encoded PEM)",
+        ),
+    }
+
+
 #: top-level name -> child -> (getter, type, when). ``when`` says when Envoy has it.
 TABLE: dict[str, dict[str, tuple[Getter, str, str]]] = {
     "request": {
@@ -328,10 +392,16 @@ TABLE: dict[str, dict[str, tuple[Getter, str, str]]] = {
     },
     "connection": {
         "id": (lambda c, i: UInt(i.connection_id), "uint", "always"),
-        "mtls": (lambda c, i: False, "bool", "always (plaintext listener: false)"),
-        "requested_server_name": (lambda c, i: "", _S, "always (no TLS: empty)"),
+        "mtls": (lambda c, i: i.tls is not None and i.tls.mtls, "bool", "always (no TLS: false)"),
+        "requested_server_name": (
+            lambda c, i: i.tls.server_name if i.tls is not None else "",
+            _S,
+            "always (no TLS or no SNI: empty)",
+        ),
         "termination_details": (lambda c, i: _s(i.termination_details), _S, "when set"),
-        # tls_version, certificates, SANs, digests: plaintext listener, absent.
+        # a downstream handshake that failed never reaches an HTTP filter: no
+        # transport_failure_reason here
+        **_tls_entries(lambda i: i.tls, "TLS listener"),
     },
     "upstream": {
         "address": (lambda c, i: _upstream_addr(i), _S, "once an upstream host is chosen"),
@@ -351,7 +421,7 @@ TABLE: dict[str, dict[str, tuple[Getter, str, str]]] = {
             "uint",
             "once routed upstream",
         ),
-        # tls_version, certificates, SANs: plain HTTP upstreams, absent.
+        **_tls_entries(lambda i: i.upstream_tls, "https:// cluster, once connected"),
     },
     "xds": {
         "node": (lambda c, i: node_value(_node_of(c, i)), "message", "always"),

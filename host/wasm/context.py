@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from host.headers import HeaderMap
+from host.tls_info import TlsInfo
 from host.wasm.node import Node
 from host.wasm.types import StreamType
 
@@ -167,6 +168,8 @@ class StreamInfo:
     duration_ns: int = 0
     backend_latency_ns: int = 0
     dynamic_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tls: TlsInfo | None = None  # the client connection's TLS (None: plain TCP)
+    upstream_tls: TlsInfo | None = None  # the upstream connection's TLS
     refresh: Callable[[StreamInfo], None] | None = None
 
 

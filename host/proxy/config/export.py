@@ -28,6 +28,7 @@ from host.proxy.config.model import (
     PROXY_API_VERSION,
     WASMPLUGIN_API_VERSION,
     EnvVar,
+    ListenerTls,
     PluginSpec,
     ProxyConfig,
     RouteConfig,
@@ -225,7 +226,16 @@ def _proxy_to_document(config: ProxyConfig) -> dict[str, Any] | None:
             base = None
         else:
             old = ProxyConfig(**fields)
-    new_fields = ("listen", "admin", "clusters", "default_cluster", "node", "routes", "direction")
+    new_fields = (
+        "listen",
+        "admin",
+        "clusters",
+        "default_cluster",
+        "node",
+        "routes",
+        "direction",
+        "tls",
+    )
     if base is None:
         if all(getattr(config, f) == getattr(old, f) for f in new_fields):
             return None
@@ -289,7 +299,21 @@ def _proxy_to_document(config: ProxyConfig) -> dict[str, Any] | None:
             spec.pop("direction", None)
         else:
             spec["direction"] = str(config.direction)
+    if config.tls != old.tls:
+        if config.tls is None:
+            spec.pop("tls", None)
+        else:
+            spec["tls"] = _tls_to_document(config.tls)
     return base
+
+
+def _tls_to_document(tls: ListenerTls) -> str | dict[str, Any]:
+    if tls.demo:
+        return "demo"
+    doc: dict[str, Any] = {"cert": tls.cert, "key": tls.key}
+    if tls.client_ca:
+        doc["clientCa"] = tls.client_ca
+    return doc
 
 
 def _route_to_document(route: RouteConfig) -> dict[str, Any]:

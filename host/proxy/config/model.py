@@ -87,7 +87,19 @@ class ClusterConfig:
     url: str
     timeout_s: float = DEFAULT_CLUSTER_TIMEOUT_S
     connect_timeout_s: float | None = None
-    ca_file: str | None = None  # grpcs:// only: trust these CAs, not the system store
+    ca_file: str | None = None  # https://, grpcs://: trust these CAs, not the system store
+
+
+@dataclass(frozen=True)
+class ListenerTls:
+    """The Proxy document's ``spec.tls``: the listener's certificate and key (absolute
+    paths), an optional client CA (mTLS: clients must present a certificate it signed),
+    or ``demo``: the local demo certificate (``host.proxy.demo_cert``), made at start."""
+
+    cert: str = ""
+    key: str = ""
+    client_ca: str | None = None
+    demo: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,6 +203,7 @@ class ProxyConfig:
     request_headers_timeout_s: float = 10.0
     idle_timeout_s: float = 300.0
     max_connections: int = 1024
+    tls: ListenerTls | None = None  # spec.tls; None: plain TCP
     plugins: tuple[PluginSpec, ...] = ()
     # spec.mocks: callout mock rules (host/lab/mocks.py), checked when parsed
     mocks: tuple[Any, ...] = field(default=(), hash=False)

@@ -17,6 +17,7 @@ from host.proxy.config.model import (
     DEFAULT_CLUSTER_TIMEOUT_S,
     DIRECTIONS,
     ClusterConfig,
+    ListenerTls,
     RouteConfig,
 )
 from host.proxy.config.units import _is_loopback, _parse_hostport, _parse_seconds
@@ -36,7 +37,9 @@ _PROXY_SPEC_FIELDS = (
     "timeouts",
     "maxConnections",
     "mocks",
+    "tls",
 )
+_TLS_FIELDS = ("cert", "key", "clientCa")
 _TIMEOUT_FIELDS = {"requestHeaders": "request_headers_timeout_s", "idle": "idle_timeout_s"}
 _CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout", "caFile")
 
@@ -121,11 +124,17 @@ def _parse_proxy(
             timeouts[key] = seconds
         ca_file = _string(ctx, m.get("caFile"), (*path, "caFile"))
         if ca_file is not None:
-            if url is not None and not url.lower().startswith("grpcs://"):
-                ctx.error((*path, "caFile"), "only a grpcs:// cluster takes a caFile")
+            if url is not None and not url.lower().startswith(("grpcs://", "https://")):
+                ctx.error((*path, "caFile"), "only an https:// or grpcs:// cluster takes a caFile")
             ca_file = _resolve_path(ca_file, base_dir or os.getcwd())
             if base_dir is not None and not os.path.isfile(ca_file):
                 ctx.error((*path, "caFile"), f"no such file: {ca_file!r}")
+            elif base_dir is not None:
+                from host.proxy.tls import ca_file_error
+
+                problem = ca_file_error(ca_file)
+                if problem:
+                    ctx.error((*path, "caFile"), problem)
         if name is not None:
             first[name] = i
         if name is not None and url is not None and timeouts["timeout"] is not None:
@@ -141,13 +150,13 @@ def _parse_proxy(
                 ("spec", "defaultCluster"),
                 f"{default!r} is not a cluster in spec.clusters (defined: {defined})",
             )
-        elif any(c.name == default and not c.url.startswith("http://") for c in clusters):
+        elif any(c.name == default and not _forwardable(c.url) for c in clusters):
             # found before start-up (file:line, exit 2), not as a start-up failure
             scheme = next(c.url for c in clusters if c.name == default).split(":", 1)[0]
             ctx.error(
                 ("spec", "defaultCluster"),
-                f"{default!r} is an {scheme}:// cluster: the proxy forwards to http:// "
-                f"upstreams only ({scheme} clusters serve plugin callouts)",
+                f"{default!r} is an {scheme}:// cluster: the proxy forwards to http:// and "
+                f"https:// upstreams only ({scheme} clusters serve plugin callouts)",
             )
         out["default_cluster"] = default
     if spec.get("node") is not None:
@@ -166,6 +175,10 @@ def _parse_proxy(
         ]
         out["pull_secrets"] = tuple((k, v) for k, v in paths if v)
     _parse_listener_limits(spec, ctx, out)
+    if spec.get("tls") is not None:
+        tls = _parse_tls(ctx, spec["tls"], base_dir)
+        if tls is not None:
+            out["tls"] = tls
     if spec.get("mocks") is not None:  # the debugging lab's callout mocks
         from host.lab.mocks import MockError, parse_mocks
 
@@ -213,11 +226,11 @@ def _parse_routes(
                     f"(defined: {', '.join(defined) or 'none'})",
                 )
                 ok = False
-            elif known is not None and not known.url.startswith("http://"):
+            elif known is not None and not _forwardable(known.url):
                 ctx.error(
                     (*path, "cluster"),
-                    f"the proxy forwards to http:// upstreams only; {known.url} can serve "
-                    "plugin callouts but not be a route's cluster",
+                    f"the proxy forwards to http:// and https:// upstreams only; {known.url} "
+                    "can serve plugin callouts but not be a route's cluster",
                 )
                 ok = False
         else:
@@ -316,6 +329,58 @@ def _parse_listener_limits(spec: dict[str, Any], ctx: _Ctx, out: dict[str, Any])
             )
         else:
             out["max_connections"] = cap
+
+
+def _forwardable(url: str) -> bool:
+    """A cluster the data path can forward requests to (HTTP/1.1, plain or over TLS)."""
+    return url.lower().startswith(("http://", "https://"))
+
+
+def _parse_tls(ctx: _Ctx, value: Any, base_dir: str | None) -> ListenerTls | None:
+    """``spec.tls``: ``demo``, or ``{cert, key, clientCa}`` (paths next to the config
+    file). With ``base_dir`` the files are read and checked: they exist, parse as PEM,
+    and the key is the certificate's."""
+    if value == "demo":
+        return ListenerTls(demo=True)
+    m = _mapping(ctx, value, ("spec", "tls")) if not isinstance(value, str) else None
+    if m is None:
+        if isinstance(value, str):
+            ctx.error(
+                ("spec", "tls"),
+                f"expected demo or a mapping (cert, key, clientCa), got {value!r}",
+            )
+        return None
+    ok = True
+    for key in m:
+        if key not in _TLS_FIELDS:
+            hint = " (the demo certificate is `tls: demo`)" if key == "demo" else ""
+            ctx.error(
+                ("spec", "tls", key),
+                f"unknown field; expected one of {', '.join(_TLS_FIELDS)}{hint}",
+            )
+            ok = False
+    paths: dict[str, str] = {}
+    for key in _TLS_FIELDS:
+        text = _string(ctx, m.get(key), ("spec", "tls", key), required=key != "clientCa")
+        if text is None:
+            ok = ok and key == "clientCa" and m.get(key) is None
+            continue
+        if not text.strip():
+            ctx.error(("spec", "tls", key), "must not be empty")
+            ok = False
+            continue
+        paths[key] = _resolve_path(text, base_dir or os.getcwd())
+    if not ok:
+        return None
+    if base_dir is not None:
+        from host.proxy.tls import listener_files_error
+
+        problems = listener_files_error(paths["cert"], paths["key"], paths.get("clientCa"))
+        for key, message in problems:
+            ctx.error(("spec", "tls", key), message)
+        if problems:
+            return None
+    return ListenerTls(paths["cert"], paths["key"], paths.get("clientCa"))
 
 
 def _cluster_url_error(url: str) -> str | None:

@@ -12,6 +12,7 @@ import pytest
 
 from host.cli import UsageError, _cluster
 from host.proxy.config import ConfigError, parse_config
+from host.proxy.demo_cert import ensure_demo_cert
 from host.proxy.grpc_callouts import GrpcCalloutDispatcher, GrpcCluster
 from host.wasm.grpc_service import parse_grpc_upstream
 from host.wasm.proto import field_bytes, field_message, field_varint
@@ -28,7 +29,7 @@ def _proxy(clusters: str) -> str:
 
 def test_grpc_and_grpcs_cluster_urls_parse_with_an_optional_ca_file(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
-    ca.write_text("x")
+    ca.write_bytes(_a_ca_pem(tmp_path))
     cfg = parse_config(
         _proxy(
             "  - {name: authz, url: 'grpc://127.0.0.1:50051'}\n"
@@ -45,7 +46,7 @@ def test_grpc_and_grpcs_cluster_urls_parse_with_an_optional_ca_file(tmp_path: Pa
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ("{name: a, url: 'grpc://127.0.0.1:1', caFile: '/etc/hosts'}", "only a grpcs:// cluster"),
+        ("{name: a, url: 'grpc://127.0.0.1:1', caFile: '/etc/hosts'}", "only an https:// or grpcs"),
         ("{name: a, url: 'grpcs://127.0.0.1:1', caFile: '/no/such.pem'}", "no such file"),
         ("{name: a, url: 'grpc://127.0.0.1:1/pkg'}", "drop the path"),
         ("{name: a, url: 'grpc+h2://127.0.0.1:1'}", "grpc:// or grpcs://"),
@@ -152,7 +153,21 @@ def test_serve_and_try_do_not_import_grpcio_without_a_grpc_cluster() -> None:
 
 
 def test_a_relative_ca_file_is_found_next_to_the_config_file(tmp_path: Path) -> None:
-    (tmp_path / "ca.pem").write_text("x")
+    (tmp_path / "ca.pem").write_bytes(_a_ca_pem(tmp_path))
     text = _proxy("  - {name: t, url: 'grpcs://127.0.0.1:1', caFile: ca.pem}\n")
     cfg = parse_config(text, str(tmp_path / "proxy.yaml"))
     assert cfg.clusters[0].ca_file == str(tmp_path / "ca.pem")
+
+
+def test_a_ca_file_that_is_not_pem_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("x")
+    for scheme in ("grpcs", "https"):
+        text = _proxy(f"  - {{name: t, url: '{scheme}://127.0.0.1:1', caFile: ca.pem}}\n")
+        with pytest.raises(ConfigError) as e:
+            parse_config(text, str(tmp_path / "proxy.yaml"))
+        assert "spec.clusters[0].caFile: " in str(e.value)
+        assert "is not a PEM certificate bundle" in str(e.value)
+
+
+def _a_ca_pem(tmp_path: Path) -> bytes:
+    return Path(ensure_demo_cert(tmp_path / "demo").ca).read_bytes()

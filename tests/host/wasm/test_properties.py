@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from host.tls_info import CertFacts, TlsInfo
 from host.wasm.abi import properties
 from host.wasm.context import MapState, StreamInfo
 from host.wasm.node import Node
@@ -182,6 +183,50 @@ def test_xds_node_without_a_field_is_a_protobuf_message(pabi, stream):
     # envoy.config.core.v3.Node: id (field 1), cluster (field 2), user_agent_name (6),
     # length-delimited.
     assert (st, data) == (Status.OK, b"\x0a\x06node-a\x12\x04cl-a\x32\x08wasmdesk")
+
+
+_LOCAL = CertFacts("CN=proxy", ("proxy.local", "alt.local"), ("spiffe://td/ns/a/sa/proxy",))
+_PEER = CertFacts("CN=client,O=Acme", (), ("spiffe://td/ns/b/sa/c",), "ab" * 32, "-----BEGIN%20X")
+
+
+@pytest.mark.parametrize(
+    ("segments", "expected"),
+    [
+        (("connection", "mtls"), b"\x01"),
+        (("connection", "requested_server_name"), b"api.example"),
+        (("connection", "tls_version"), b"TLSv1.3"),
+        (("connection", "subject_local_certificate"), b"CN=proxy"),
+        (("connection", "subject_peer_certificate"), b"CN=client,O=Acme"),
+        (("connection", "dns_san_local_certificate"), b"proxy.local"),  # the first
+        (("connection", "dns_san_peer_certificate"), None),  # none: absent, as Envoy
+        (("connection", "uri_san_local_certificate"), b"spiffe://td/ns/a/sa/proxy"),
+        (("connection", "uri_san_peer_certificate"), b"spiffe://td/ns/b/sa/c"),
+        (("connection", "sha256_peer_certificate_digest"), b"ab" * 32),
+        (("connection", "peer_certificate"), b"-----BEGIN%20X"),
+        (("upstream", "tls_version"), b"TLSv1.2"),
+        (("upstream", "subject_local_certificate"), b""),  # no certificate of ours
+        (("upstream", "subject_peer_certificate"), b"CN=proxy"),
+        (("upstream", "sha256_peer_certificate_digest"), None),
+    ],
+    ids=lambda v: ".".join(v) if isinstance(v, tuple) else None,
+)
+def test_tls_attributes_read_the_connections_tls_facts(pabi, stream, segments, expected):
+    stream.info.tls = TlsInfo("TLSv1.3", "api.example", "http/1.1", local=_LOCAL, peer=_PEER)
+    stream.info.upstream_tls = TlsInfo("TLSv1.2", "backend", peer=CertFacts("CN=proxy"))
+    with pabi.on(stream):
+        if expected is None:
+            assert get(pabi, path(*segments)) == (Status.NOT_FOUND, None)
+        else:
+            assert get(pabi, path(*segments)) == (Status.OK, expected)
+
+
+def test_plain_tcp_has_only_mtls_and_the_server_name_of_the_tls_fields(pabi, stream):
+    with pabi.on(stream):
+        assert get(pabi, path("connection", "mtls")) == (Status.OK, b"\x00")
+        assert get(pabi, path("connection", "requested_server_name")) == (Status.OK, b"")
+        for field in ("tls_version", "subject_local_certificate", "subject_peer_certificate"):
+            assert get(pabi, path("connection", field)) == (Status.NOT_FOUND, None)
+            assert get(pabi, path("upstream", field)) == (Status.NOT_FOUND, None)
 
 
 @pytest.mark.parametrize(
