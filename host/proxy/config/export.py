@@ -31,6 +31,7 @@ from host.proxy.config.model import (
     PluginSpec,
     ProxyConfig,
     RouteConfig,
+    TcpListenerConfig,
     TrafficSelector,
 )
 from host.proxy.config.plugin_doc import _parse_quietly
@@ -225,7 +226,16 @@ def _proxy_to_document(config: ProxyConfig) -> dict[str, Any] | None:
             base = None
         else:
             old = ProxyConfig(**fields)
-    new_fields = ("listen", "admin", "clusters", "default_cluster", "node", "routes", "direction")
+    new_fields = (
+        "listen",
+        "admin",
+        "clusters",
+        "default_cluster",
+        "node",
+        "routes",
+        "direction",
+        "tcp",
+    )
     if base is None:
         if all(getattr(config, f) == getattr(old, f) for f in new_fields):
             return None
@@ -284,12 +294,26 @@ def _proxy_to_document(config: ProxyConfig) -> dict[str, Any] | None:
             spec["routes"] = [_route_to_document(r) for r in config.routes]
         else:
             spec.pop("routes", None)
+    if config.tcp != old.tcp:
+        if config.tcp:
+            spec["tcp"] = [_tcp_to_document(t) for t in config.tcp]
+        else:
+            spec.pop("tcp", None)
     if config.direction != old.direction:
         if config.direction == Direction.SERVER:
             spec.pop("direction", None)
         else:
             spec["direction"] = str(config.direction)
     return base
+
+
+def _tcp_to_document(listener: TcpListenerConfig) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    if listener.name != listener.listen.replace(":", "_"):  # not the default name
+        doc["name"] = listener.name
+    doc["listen"] = listener.listen
+    doc["cluster"] = listener.cluster
+    return doc
 
 
 def _route_to_document(route: RouteConfig) -> dict[str, Any]:
