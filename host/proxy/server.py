@@ -44,6 +44,8 @@ from host.proxy.http1 import (
 )
 from host.proxy.plugins import PluginManager, PluginSlot
 from host.proxy.routes import Route, RouteTable
+from host.proxy.tcp import TcpListenError, TcpProxy
+from host.proxy.tcp_records import ConnectionRecord
 from host.wasm import Engine, HeaderMap, LogLevel, PluginHost
 from host.wasm.plugin_host import LogRecord
 from host.wasm.runtime import user_cache_root
@@ -104,6 +106,7 @@ class ProxyServer:
         self.default_cluster: Cluster | None = None
         self.routes = RouteTable((), None)
         self.demo: EchoServer | None = None
+        self.tcp: TcpProxy | None = None  # the spec.tcp listeners (NETWORK plugins)
         self._servers: list[asyncio.base_events.Server] = []
         self.listen_address = ("", 0)
         self.admin_address = ("", 0)
@@ -194,6 +197,11 @@ class ProxyServer:
             ) from None
         self._servers.append(adm)
         self.admin_address = _sockname(adm)
+        self.tcp = TcpProxy(self.loop, self.manager, self.stats)
+        try:
+            await self.tcp.apply(cfg)
+        except TcpListenError as e:
+            raise StartupError(str(e), StartupKind.LISTEN, e.address) from None
         self.running = True
         # Start-up objects (modules, VMs, config) live as long as the server: keep the
         # cyclic GC from rescanning them on every collection (tail latency).
@@ -207,6 +215,7 @@ class ProxyServer:
         """Close what a failed start() opened: listeners, the demo upstream, plugins."""
         self.running = False
         await self._close_listeners()
+        await self._close_tcp()
         self.listen_address = self.admin_address = ("", 0)
         if self.pool is not None:
             self.pool.close(list(self.clusters.values()))
@@ -246,7 +255,7 @@ class ProxyServer:
             default = clusters[config.default_cluster]
         elif config.routes:
             default = None  # routes without a defaultCluster: no match is a 404, as Envoy
-        elif len(clusters) == 1 and len(config.clusters) == 1:
+        elif len(clusters) == 1 and len(config.clusters) - _tcp_clusters(config) == 1:
             default = next(iter(clusters.values()))
         else:
             if self.demo is None:
@@ -286,6 +295,7 @@ class ProxyServer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch_task
         await self._close_listeners()
+        await self._close_tcp()
         self.pool.close(list(self.clusters.values()))
         if self.demo is not None:
             self.demo.close()
@@ -298,6 +308,11 @@ class ProxyServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(s.wait_closed(), 2.0)
         self._servers.clear()
+
+    async def _close_tcp(self) -> None:
+        if self.tcp is not None:
+            await self.tcp.aclose()
+            self.tcp = None
 
     async def _close_plugins(self) -> None:
         if self.manager is not None:
@@ -427,7 +442,24 @@ class ProxyServer:
         return self.stats.snapshot()
 
     def plugins_snapshot(self) -> list[dict[str, Any]]:
-        return [s.snapshot() for s in self.manager.ordered]
+        """Every plugin's snapshot: the HTTP chain's in order, then the NETWORK plugins
+        (``type``: "HTTP" or "NETWORK"; ``tcp_snapshot`` says which listener runs them)."""
+        return [s.snapshot() for s in (*self.manager.ordered, *self.manager.network_ordered)]
+
+    def tcp_snapshot(self) -> list[dict[str, Any]]:
+        """The spec.tcp listeners: name, bound address, cluster, the NETWORK plugins each
+        runs (or why not), open connections."""
+        return self.tcp.snapshot() if self.tcp is not None else []
+
+    def connections_since(self, record_id: int, limit: int = 500) -> list[ConnectionRecord]:
+        """Connection inspector records with an id after ``record_id``, oldest first."""
+        return self.tcp.ring.since(record_id, limit) if self.tcp is not None else []
+
+    def recent_connections(self, limit: int) -> list[dict[str, Any]]:
+        if self.tcp is None:
+            return []
+        recs = list(self.tcp.ring.recent)[-max(0, limit) :]
+        return [r.to_dict() for r in recs]
 
     def failing_closed(self) -> list[str]:
         return [
@@ -457,6 +489,7 @@ class ProxyServer:
                 for r in self.routes.routes
             ],
             "direction": cfg.direction,
+            "tcp": self.tcp_snapshot(),
             "plugins": self.plugins_snapshot(),
             "order": self._order_lines(cfg),
             "source": cfg.source,
@@ -516,6 +549,12 @@ class ProxyServer:
         if self.manager.listener is not None:
             self.manager.listener = (self.manager.listener[0], config.direction)
         errors = await self.manager.apply(config)
+        if self.tcp is not None:
+            try:
+                errors += await self.tcp.apply(config)
+            except TcpListenError as e:
+                errors.append(str(e))
+                self.manager.log_error(str(e))
         self.config = config
         self.limits = _limits(config)  # new connections and timers use the new limits
         return errors
@@ -618,6 +657,10 @@ class ProxyServer:
                 f"plugin {name}: module changed on disk: "
                 + ("reloaded" if not err else f"kept the old version: {err}")
             )
+
+
+def _tcp_clusters(config: ProxyConfig) -> int:
+    return sum(1 for c in config.clusters if c.url.lower().startswith("tcp://"))
 
 
 def _route_match_text(r: Route) -> str:

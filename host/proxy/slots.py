@@ -206,6 +206,8 @@ class PluginSlot:
             "abi": inst.vm.abi if inst is not None else self.abi,
             "sha256": inst.module.sha256 if inst is not None else self.sha256,
             "root_id": self.spec.plugin_name,
+            # NETWORK: runs on the spec.tcp listeners; HTTP (also for an unspecified type)
+            "type": "NETWORK" if self.spec.type == "NETWORK" else "HTTP",
             "phase": self.spec.phase,
             "priority": self.spec.priority,
             "vm_memory_bytes": inst.vm.memory_bytes()

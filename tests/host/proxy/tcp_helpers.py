@@ -1,0 +1,163 @@
+"""Helpers for the TCP proxy tests: a raw TCP echo server on 127.0.0.1 (threads, real
+sockets), config text with ``spec.tcp`` listeners and NETWORK plugins, and a client
+that reads until the proxy closes its side."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+TCP_FILTER = str(ROOT / "resources" / "plugins" / "c" / "tcp_filter.wasm")
+
+
+class EchoServer:
+    """Echoes every byte; on the client's half-close it sends ``goodbye`` (if any),
+    half-closes too, and records what it received per connection."""
+
+    def __init__(self, goodbye: bytes = b"", delay_accept: bool = False) -> None:
+        self.goodbye = goodbye
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self.eof_seen = 0
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._stop = False
+        self._threads: list[threading.Thread] = []
+        self._accept = threading.Thread(target=self._serve, daemon=True)
+        self._accept.start()
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            t = threading.Thread(target=self._handle, args=(conn,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _handle(self, conn: socket.socket) -> None:
+        got = bytearray()
+        conn.settimeout(10)
+        with conn:
+            try:
+                while True:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    got += data
+                    conn.sendall(data)
+                with self._lock:
+                    self.eof_seen += 1
+                if self.goodbye:
+                    conn.sendall(self.goodbye)
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        with self._lock:
+            self.received.append(bytes(got))
+
+    def close(self) -> None:
+        self._stop = True
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        for t in self._threads:
+            t.join(2)
+
+
+@contextlib.contextmanager
+def echo_server(**kw: Any) -> Iterator[EchoServer]:
+    srv = EchoServer(**kw)
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+def network_plugin(name: str, config: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:
+    """A type NETWORK WasmPlugin document running tcp_filter (or ``url``)."""
+    ann: dict[str, str] = {}
+    if kw.get("mode"):
+        ann["wasmdesk.dev/mode"] = kw["mode"]
+    if kw.get("canary") is not None:
+        ann["wasmdesk.dev/canary-percent"] = str(kw["canary"])
+    if kw.get("canary_key"):
+        ann["wasmdesk.dev/canary-key"] = kw["canary_key"]
+    meta: dict[str, Any] = {"name": name}
+    if ann:
+        meta["annotations"] = ann
+    spec: dict[str, Any] = {"url": kw.get("url", TCP_FILTER), "type": "NETWORK"}
+    if config:
+        spec["pluginConfig"] = config
+    for key, field in (("fail", "failStrategy"), ("priority", "priority"), ("match", "match")):
+        if kw.get(key) is not None:
+            spec[field] = kw[key]
+    return {
+        "apiVersion": "extensions.istio.io/v1alpha1",
+        "kind": "WasmPlugin",
+        "metadata": meta,
+        "spec": spec,
+    }
+
+
+def tcp_config(upstream_url: str, *plugins: dict[str, Any], listeners: int = 1) -> str:
+    spec: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "admin": "127.0.0.1:0",
+        "clusters": [{"name": "echo", "url": upstream_url, "connectTimeout": "2s"}],
+        "tcp": [
+            {"name": f"t{i}", "listen": "127.0.0.1:0", "cluster": "echo"}
+            for i in range(1, listeners + 1)
+        ],
+    }
+    docs = [{"apiVersion": "wasmdesk.dev/v1alpha1", "kind": "Proxy", "spec": spec}, *plugins]
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+def tcp_port(h: Any, name: str = "t1") -> int:
+    return int(h.sync(lambda: h.server.tcp.listeners[name].address[1]))
+
+
+def connect(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.settimeout(5)
+    return s
+
+
+def read_until_eof(s: socket.socket, limit: int = 1 << 22) -> bytes:
+    out = bytearray()
+    while len(out) < limit:
+        try:
+            data = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        out += data
+    return bytes(out)
+
+
+def read_exactly(s: socket.socket, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        data = s.recv(n - len(out))
+        if not data:
+            break
+        out += data
+    return bytes(out)
