@@ -349,7 +349,9 @@ class NetworkChain:
                 if len(ctx.downstream if stream == DOWN else ctx.upstream) > self.buffer_limit:
                     ctx.take_data(stream)
                     hop.shadow[stream].clear()
-            else:
+            else:  # close or trap: intent (or failure) recorded; what it was given goes
+                ctx.take_data(stream)
+                hop.shadow[stream].clear()
                 self._after_action(hop, action, stream)
         self._deliver(stream, data, eos)
 

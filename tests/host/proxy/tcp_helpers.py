@@ -161,3 +161,45 @@ def read_exactly(s: socket.socket, n: int) -> bytes:
             break
         out += data
     return bytes(out)
+
+
+# -- WAT network plugins for the edge cases (traps, a plugin that never continues) -----------
+
+_NET_COMMON = """
+  (memory (export "memory") 2)
+  (global $bump (mut i32) (i32.const 0x8000))
+  (func (export "malloc") (param $n i32) (result i32) (local $p i32)
+    global.get $bump local.set $p
+    global.get $bump local.get $n i32.add i32.const 7 i32.add i32.const -8 i32.and global.set $bump
+    local.get $p)
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) i32.const 1)
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 1)
+  (func (export "proxy_on_new_connection") (param i32) (result i32) i32.const 0)
+  (func (export "proxy_on_upstream_data") (param i32 i32 i32) (result i32) i32.const 0)
+  (func (export "proxy_on_done") (param i32) (result i32) i32.const 1)
+"""
+
+# traps (unreachable) on any downstream data
+NET_TRAP_WAT = f"""
+(module {_NET_COMMON}
+  (func (export "proxy_on_downstream_data") (param $id i32) (param $size i32) (param $eos i32)
+    (result i32)
+    (if (i32.gt_u (local.get $size) (i32.const 0)) (then unreachable))
+    i32.const 0))
+"""
+
+# pauses downstream data forever (the host buffers it): back-pressure
+NET_HOLD_WAT = f"""
+(module {_NET_COMMON}
+  (func (export "proxy_on_downstream_data") (param i32 i32 i32) (result i32) i32.const 1))
+"""
+
+
+def wat_file(tmp: Path, name: str, text: str) -> str:
+    import wasmtime
+
+    path = tmp / f"{name}.wasm"
+    path.write_bytes(bytes(wasmtime.wat2wasm(text)))
+    return str(path)

@@ -1,0 +1,370 @@
+"""The TCP proxy with NETWORK plugins, end to end: a raw TCP echo server on 127.0.0.1, raw
+socket clients through a ``spec.tcp`` listener, plugins built from source (the C
+``tcp_filter`` via zig; WAT for a trap and a plugin that never continues)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.host.proxy.tcp_helpers import (
+    NET_HOLD_WAT,
+    NET_TRAP_WAT,
+    connect,
+    echo_server,
+    network_plugin,
+    read_exactly,
+    read_until_eof,
+    tcp_config,
+    tcp_port,
+    wat_file,
+)
+
+Start = Callable[..., Any]
+
+
+def logs(h: Any) -> list[str]:
+    return h.sync(lambda: [r.message for r in h.server.host.logs])
+
+
+def connections(h: Any, n: int) -> list[dict[str, Any]]:
+    """The connection records once ``n`` connections have finished."""
+    h.wait_for(lambda: len(h.sync(lambda: h.server.recent_connections(100))) >= n, what="records")
+    return h.sync(lambda: h.server.recent_connections(100))
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_data_both_ways_transformed_and_half_close(start_proxy: Start) -> None:
+    with echo_server(goodbye=b"bye") as up:
+        h = start_proxy(
+            tcp_config(up.url, network_plugin("shout", {"upper": "downstream", "up_append": "!"}))
+        )
+        s = connect(tcp_port(h))
+        s.sendall(b"hello ")
+        assert read_exactly(s, 7) == b"HELLO !"  # echoed upper-cased, the upstream chunk + "!"
+        s.sendall(b"world")
+        s.shutdown(socket.SHUT_WR)  # half-close: the upstream sees EOF, answers, closes
+        rest = read_until_eof(s)
+        s.close()
+        assert rest.replace(b"!", b"") == b"WORLDbye"
+        (rec,) = connections(h, 1)
+        assert up.received == [b"HELLO WORLD"]
+        assert rec["outcome"] == "closed" and rec["close_peer"] == 2
+        assert rec["rx_bytes"] == 11 and rec["upstream_tx_bytes"] == 11
+        hop = rec["hops"][0]
+        assert hop["downstream"]["before"] == "hello world"
+        assert hop["downstream"]["after"] == "HELLO WORLD"
+        names = [c["name"] for c in hop["callbacks"]]
+        assert names[0] == "proxy_on_new_connection"
+        # the upstream's half-close fires the upstream close (peer Unknown), as Envoy
+        assert names.index("proxy_on_upstream_connection_close") < names.index(
+            "proxy_on_downstream_connection_close"
+        )
+        lines = logs(h)
+        assert any(line.startswith("downstream eos ") for line in lines)
+        assert any(line.endswith("peer=0") and "upstream close" in line for line in lines)
+        assert any("downstream close" in line and "peer=2 down=11" in line for line in lines)
+
+
+def test_chain_order_downstream_in_order_upstream_in_reverse(start_proxy: Start) -> None:
+    with echo_server() as up:
+        h = start_proxy(
+            tcp_config(
+                up.url,
+                network_plugin("a", {"down_append": "[A]", "up_append": "(A)"}, priority=20),
+                network_plugin("b", {"down_append": "[B]", "up_append": "(B)"}, priority=10),
+            )
+        )
+        s = connect(tcp_port(h))
+        s.sendall(b"x")
+        got = read_exactly(s, len(b"x[A][B](B)(A)"))
+        s.close()
+        assert got == b"x[A][B](B)(A)"
+        assert up.received == [b"x[A][B]"] or h.wait_for(lambda: up.received == [b"x[A][B]"])
+        (rec,) = connections(h, 1)
+        a, b = rec["hops"]
+        # each plugin sees what the one before it released
+        assert (a["downstream"]["before"], b["downstream"]["before"]) == ("x", "x[A]")
+        assert (b["upstream"]["before"], a["upstream"]["before"]) == ("x[A][B]", "x[A][B](B)")
+
+
+def test_plugin_closes_the_connection_on_a_marker(start_proxy: Start) -> None:
+    with echo_server() as up:
+        h = start_proxy(tcp_config(up.url, network_plugin("guard", {"close_marker": "QUIT"})))
+        s = connect(tcp_port(h))
+        s.sendall(b"hello")
+        assert read_exactly(s, 5) == b"hello"
+        s.sendall(b"please QUIT now")
+        assert read_until_eof(s) == b""  # closed by the proxy; the chunk never went up
+        s.close()
+        (rec,) = connections(h, 1)
+        assert rec["outcome"] == "plugin_closed" and rec["close_peer"] == 1
+        assert rec["hops"][0]["closed"] is True
+        h.wait_for(lambda: up.received, what="upstream closed")
+        assert up.received == [b"hello"]
+        assert h.stats()["wasm.guard.closed_connection"] == 1
+        assert any("downstream close" in m and "peer=1" in m for m in logs(h))
+
+
+def test_upstream_refused_closes_the_client(start_proxy: Start) -> None:
+    h = start_proxy(tcp_config(f"tcp://127.0.0.1:{free_port()}", network_plugin("p")))
+    s = connect(tcp_port(h))
+    t0 = time.monotonic()
+    assert read_until_eof(s) == b""
+    assert time.monotonic() - t0 < 3
+    s.close()
+    (rec,) = connections(h, 1)
+    assert rec["outcome"] == "upstream_connect_failed" and rec["close_peer"] == 1
+    stats = h.stats()
+    assert stats["cluster.echo.upstream_cx_connect_fail"] == 1
+    assert stats["tcp.t1.downstream_cx_total"] == 1 and stats["tcp.t1.downstream_cx_active"] == 0
+    assert any("downstream close" in m and "peer=1" in m for m in logs(h))
+
+
+def test_pause_then_continue_from_a_tick(start_proxy: Start) -> None:
+    with echo_server() as up:
+        h = start_proxy(tcp_config(up.url, network_plugin("slow", {"hold": "data"})))
+        s = connect(tcp_port(h))
+        s.sendall(b"abc")
+        assert read_exactly(s, 3) == b"abc"
+        s.sendall(b"def")
+        assert read_exactly(s, 3) == b"def"
+        s.close()
+        (rec,) = connections(h, 1)
+        hop = rec["hops"][0]
+        assert hop["paused_ms"] > 0
+        results = [(c["name"], c["result"]) for c in hop["callbacks"]]
+        assert ("proxy_on_downstream_data", 1) in results  # paused
+        assert h.stats()["wasm.slow.paused"] >= 2
+        assert any(m.startswith("continue ") and m.endswith("status=OK") for m in logs(h))
+
+
+def test_pause_on_new_connection_holds_the_upstream_until_continued(start_proxy: Start) -> None:
+    with echo_server() as up:
+        h = start_proxy(tcp_config(up.url, network_plugin("gate", {"hold": "connection"})))
+        s = connect(tcp_port(h))
+        s.sendall(b"early")
+        assert read_exactly(s, 5) == b"early"  # flows once the tick continued the connection
+        s.close()
+        (rec,) = connections(h, 1)
+        hop = rec["hops"][0]
+        assert hop["callbacks"][0] == {**hop["callbacks"][0], "name": "proxy_on_new_connection"}
+        assert hop["callbacks"][0]["result"] == 1
+        assert hop["paused_ms"] > 0
+        assert up.connections == 1
+
+
+def test_back_pressure_while_a_plugin_holds_the_data(start_proxy: Start, tmp_path: Path) -> None:
+    with echo_server() as up:
+        hold = wat_file(tmp_path, "hold", NET_HOLD_WAT)
+        h = start_proxy(tcp_config(up.url, network_plugin("hold", url=hold)))
+        h.server.manager.pause_timeout_s = 1.0  # then the connection is closed: the record
+        s = connect(tcp_port(h))
+        s.settimeout(0.5)
+        sent = 0
+        chunk = b"x" * 65536
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:  # until the proxy stops reading (bounded)
+            try:
+                sent += s.send(chunk)
+            except TimeoutError:
+                break
+        assert sent > 1 << 20  # the plugin held a full buffer ...
+        held = h.sync(lambda: next(iter(h.server.tcp.listeners["t1"].connections)).chain.held)
+        # ... and then the proxy stopped reading: what it holds stays near the limit
+        from host.wasm.types import StreamType
+
+        n = h.sync(lambda: held(StreamType.DOWNSTREAM))
+        assert (1 << 20) <= n < (1 << 20) + (1 << 19)
+        assert sent - n > 0  # the rest waits in the kernel's buffers, not in the proxy
+        (rec,) = connections(h, 1)  # the pause timeout closes it
+        s.close()
+        assert rec["outcome"] == "pause_timeout"
+        assert rec["upstream_tx_bytes"] == 0 and rec["hops"][0]["downstream"]["after"] is None
+        assert rec["hops"][0]["downstream"]["before_size"] == n
+        assert h.stats()["wasm.hold.pause_timeout"] == 1
+
+
+def test_canary_runs_a_share_of_connections(start_proxy: Start) -> None:
+    with echo_server() as up:
+        h = start_proxy(
+            tcp_config(
+                up.url,
+                network_plugin("half", {"upper": "downstream"}, canary=50),
+                network_plugin("sticky", {"up_append": "!"}, canary=50, canary_key="client-ip"),
+            )
+        )
+        port = tcp_port(h)
+        outputs = []
+        for _ in range(24):
+            s = connect(port)
+            s.sendall(b"ab")
+            s.shutdown(socket.SHUT_WR)
+            outputs.append(read_until_eof(s))
+            s.close()
+        connections(h, 24)
+        stats = h.stats()
+        ran = stats.get("wasm.half.invocations", 0)
+        assert ran + stats["wasm.half.canary_skipped"] == 24
+        assert 0 < ran < 24  # a random draw per connection: both sides (p of failure 2^-23)
+        assert {o.replace(b"!", b"") for o in outputs} == {b"ab", b"AB"}
+        # keyed by the client address: every connection from 127.0.0.1 lands on one side
+        sticky = stats.get("wasm.sticky.invocations", 0)
+        assert sticky in (0, 24)
+        assert all(o.endswith(b"!") for o in outputs) == (sticky == 24)
+
+
+def test_log_only_applies_nothing_and_records_intent(start_proxy: Start) -> None:
+    with echo_server() as up:
+        h = start_proxy(
+            tcp_config(
+                up.url,
+                network_plugin(
+                    "dry", {"upper": "downstream", "close_marker": "QUIT"}, mode="log-only"
+                ),
+            )
+        )
+        s = connect(tcp_port(h))
+        s.sendall(b"QUIT and more")
+        assert read_exactly(s, 13) == b"QUIT and more"  # not upper-cased, not closed
+        s.shutdown(socket.SHUT_WR)
+        assert read_until_eof(s) == b""
+        s.close()
+        (rec,) = connections(h, 1)
+        assert rec["outcome"] == "closed"
+        hop = rec["hops"][0]
+        assert hop["mode"] == "log-only" and "close" in hop["would"]
+        assert up.received == [b"QUIT and more"]
+        stats = h.stats()
+        assert stats["wasm.dry.log_only.would_close"] == 1
+        assert stats["wasm.dry.log_only.requests_would_act"] == 1
+
+
+def test_log_only_would_mutate_is_recorded_with_what_it_would_have_sent(start_proxy: Start) -> None:
+    with echo_server() as up:
+        h = start_proxy(
+            tcp_config(up.url, network_plugin("dry", {"upper": "downstream"}, mode="log-only"))
+        )
+        s = connect(tcp_port(h))
+        s.sendall(b"quiet")
+        assert read_exactly(s, 5) == b"quiet"
+        s.close()
+        (rec,) = connections(h, 1)
+        hop = rec["hops"][0]
+        assert hop["downstream"]["after"] == "QUIET" and "mutate_downstream_data" in hop["would"]
+        assert up.received == [b"quiet"] or h.wait_for(lambda: up.received == [b"quiet"])
+
+
+def test_fail_close_trap_closes_the_connection_and_later_ones(
+    start_proxy: Start, tmp_path: Path
+) -> None:
+    with echo_server() as up:
+        trap = wat_file(tmp_path, "trap", NET_TRAP_WAT)
+        h = start_proxy(tcp_config(up.url, network_plugin("boom", url=trap, fail="FAIL_CLOSE")))
+        port = tcp_port(h)
+        s = connect(port)
+        s.sendall(b"data")
+        assert read_until_eof(s) == b""
+        s.close()
+        s2 = connect(port)
+        assert read_until_eof(s2) == b""  # refused at once: the plugin is failed
+        s2.close()
+        first, second = connections(h, 2)
+        assert first["outcome"] == "plugin_failed" and first["close_peer"] == 1
+        assert first["hops"][0]["failure"]["kind"] == "unreachable"
+        assert first["hops"][0]["callbacks"][-1]["result"] == "trap"
+        assert second["outcome"] == "failed_closed" and second["hops"][0]["ran"] is False
+        stats = h.stats()
+        assert stats["wasm.boom.traps"] == 1 and stats["wasm.boom.fail_closed_rejected"] == 1
+        assert up.received == [] or up.received == [b""]
+
+
+def test_fail_open_trap_skips_the_plugin(start_proxy: Start, tmp_path: Path) -> None:
+    with echo_server() as up:
+        trap = wat_file(tmp_path, "trap", NET_TRAP_WAT)
+        h = start_proxy(
+            tcp_config(
+                up.url,
+                network_plugin("boom", url=trap, fail="FAIL_OPEN", priority=10),
+                network_plugin("shout", {"upper": "downstream"}, priority=1),
+            )
+        )
+        port = tcp_port(h)
+        for text in (b"first", b"second"):
+            s = connect(port)
+            s.sendall(text)
+            assert read_exactly(s, len(text)) == text.upper()  # the data went on without it
+            s.close()
+        first, second = connections(h, 2)
+        assert first["outcome"] in ("client_closed", "closed")
+        assert first["hops"][0]["failure"]["kind"] == "unreachable"
+        assert second["hops"][0]["ran"] is False
+        assert "FAIL_OPEN: skipped" in second["hops"][0]["skipped_reason"]
+        assert h.stats()["wasm.boom.fail_open_skipped"] == 1
+
+
+def test_client_reset_closes_the_upstream(start_proxy: Start) -> None:
+    with echo_server() as up:
+        h = start_proxy(tcp_config(up.url, network_plugin("p")))
+        s = connect(tcp_port(h))
+        s.sendall(b"hi")
+        assert read_exactly(s, 2) == b"hi"
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()  # RST
+        (rec,) = connections(h, 1)
+        assert rec["outcome"] == "client_closed" and rec["close_peer"] == 2
+        h.wait_for(lambda: up.received == [b"hi"], what="upstream connection closed")
+
+
+def test_admin_and_snapshots_show_listeners_plugins_and_connections(start_proxy: Start) -> None:
+    with echo_server() as up:
+        h = start_proxy(
+            tcp_config(
+                up.url,
+                network_plugin("counted", {"up_append": "!"}),
+                network_plugin("elsewhere", match=[{"ports": [{"number": 1}]}]),
+                listeners=2,
+            )
+        )
+        for name in ("t1", "t2"):
+            s = connect(tcp_port(h, name))
+            s.sendall(b"12345")
+            assert read_exactly(s, 6) == b"12345!"
+            s.close()
+        connections(h, 2)
+        r = h.admin("GET", "/connections?limit=10")
+        assert r.status_code == 200
+        conns = r.json()["connections"]
+        assert [c["listener"] for c in conns] == ["t1", "t2"] or sorted(
+            c["listener"] for c in conns
+        ) == ["t1", "t2"]
+        assert all(c["rx_bytes"] == 5 and c["tx_bytes"] == 6 for c in conns)
+        assert [h_["plugin"] for h_ in conns[0]["hops"]] == ["counted"]
+        stats = h.stats()
+        assert stats["tcp.downstream_cx_total"] == 2
+        assert stats["tcp.t1.downstream_cx_rx_bytes_total"] == 5
+        assert stats["tcp.t2.downstream_cx_tx_bytes_total"] == 6
+        assert stats["tcp.downstream_cx_tx_bytes_total"] == 12
+        assert stats["wasm.counted.invocations"] == 2
+        assert "wasm.elsewhere.invocations" not in stats or stats["wasm.elsewhere.invocations"] == 0
+        plugins = h.admin("GET", "/plugins").json()["plugins"]
+        assert {p["name"]: p["type"] for p in plugins} == {
+            "counted": "NETWORK",
+            "elsewhere": "NETWORK",
+        }
+        dump = h.admin("GET", "/config_dump").json()
+        t1 = next(t for t in dump["tcp"] if t["name"] == "t1")
+        assert t1["cluster"] == "echo" and t1["upstream"] == f"127.0.0.1:{up.port}"
+        applied = {p["name"]: p["applied"] for p in t1["plugins"]}
+        assert applied == {"counted": True, "elsewhere": False}
+        assert "/connections" in h.admin("GET", "/help").text
