@@ -165,7 +165,7 @@ def read_exactly(s: socket.socket, n: int) -> bytes:
 
 # -- WAT network plugins for the edge cases (traps, a plugin that never continues) -----------
 
-_NET_COMMON = """
+_NET_BASE = """
   (memory (export "memory") 2)
   (global $bump (mut i32) (i32.const 0x8000))
   (func (export "malloc") (param $n i32) (result i32) (local $p i32)
@@ -175,11 +175,16 @@ _NET_COMMON = """
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_context_create") (param i32 i32))
   (func (export "proxy_on_vm_start") (param i32 i32) (result i32) i32.const 1)
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 1)
   (func (export "proxy_on_new_connection") (param i32) (result i32) i32.const 0)
   (func (export "proxy_on_upstream_data") (param i32 i32 i32) (result i32) i32.const 0)
   (func (export "proxy_on_done") (param i32) (result i32) i32.const 1)
 """
+_NET_COMMON = (
+    _NET_BASE
+    + """
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 1)
+"""
+)
 
 # traps (unreachable) on any downstream data
 NET_TRAP_WAT = f"""
@@ -194,6 +199,19 @@ NET_TRAP_WAT = f"""
 NET_HOLD_WAT = f"""
 (module {_NET_COMMON}
   (func (export "proxy_on_downstream_data") (param i32 i32 i32) (result i32) i32.const 1))
+"""
+
+
+# pauses downstream data; its tick (every 20 ms) traps: a failure outside the connection's
+# own callbacks while it holds the connection paused
+NET_TICK_TRAP_WAT = f"""
+(module
+  (import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
+  {_NET_BASE}
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $tick (i32.const 20))) i32.const 1)
+  (func (export "proxy_on_downstream_data") (param i32 i32 i32) (result i32) i32.const 1)
+  (func (export "proxy_on_tick") (param i32) unreachable))
 """
 
 

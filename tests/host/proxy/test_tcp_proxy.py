@@ -10,8 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.host.proxy.tcp_helpers import (
     NET_HOLD_WAT,
+    NET_TICK_TRAP_WAT,
     NET_TRAP_WAT,
     connect,
     echo_server,
@@ -368,3 +371,52 @@ def test_admin_and_snapshots_show_listeners_plugins_and_connections(start_proxy:
         applied = {p["name"]: p["applied"] for p in t1["plugins"]}
         assert applied == {"counted": True, "elsewhere": False}
         assert "/connections" in h.admin("GET", "/help").text
+
+
+def test_fail_reload_closes_until_a_fresh_vm_serves(start_proxy: Start, tmp_path: Path) -> None:
+    from host.proxy.policy import ReloadPolicy
+
+    with echo_server() as up:
+        trap = wat_file(tmp_path, "trap", NET_TRAP_WAT)
+        h = start_proxy(tcp_config(up.url, network_plugin("boom", url=trap, fail="FAIL_RELOAD")))
+        h.server.manager.reload_policy = ReloadPolicy(base_s=0.3)
+        port = tcp_port(h)
+        s = connect(port)
+        s.sendall(b"x")
+        assert read_until_eof(s) == b""
+        s.close()
+        s = connect(port)  # while it reloads: closed, as HTTP answers 503 meanwhile
+        assert read_until_eof(s) == b""
+        s.close()
+        h.wait_for(lambda: h.slot("boom").state == "running", what="reloaded")
+        s = connect(port)
+        s.shutdown(socket.SHUT_WR)  # no data: the fresh VM lets it through
+        assert read_until_eof(s) == b""
+        s.close()
+        first, second, third = connections(h, 3)
+        assert first["outcome"] == "plugin_failed"
+        assert second["outcome"] == "failed_closed"
+        assert "FAIL_RELOAD" in second["hops"][0]["skipped_reason"]
+        assert third["outcome"] == "closed" and third["hops"][0]["ran"] is True
+        assert h.stats()["wasm.boom.vm_reload_success"] == 1
+
+
+@pytest.mark.parametrize("policy", ["FAIL_OPEN", "FAIL_CLOSE"])
+def test_a_tick_trap_while_paused_applies_the_policy_at_once(
+    start_proxy: Start, tmp_path: Path, policy: str
+) -> None:
+    with echo_server() as up:
+        wasm = wat_file(tmp_path, "ticktrap", NET_TICK_TRAP_WAT)
+        h = start_proxy(tcp_config(up.url, network_plugin("tt", url=wasm, fail=policy)))
+        s = connect(tcp_port(h))
+        s.sendall(b"held")
+        t0 = time.monotonic()
+        if policy == "FAIL_OPEN":
+            assert read_exactly(s, 4) == b"held"  # released past the failed plugin
+        else:
+            assert read_until_eof(s) == b""
+        assert time.monotonic() - t0 < 2  # not the 30 s pause timeout
+        s.close()
+        (rec,) = connections(h, 1)
+        assert rec["hops"][0]["failure"]["callback"] == "proxy_on_tick"
+        assert rec["outcome"] == ("plugin_failed" if policy == "FAIL_CLOSE" else "closed")
