@@ -196,7 +196,9 @@ class NetworkChain:
     # -- setup ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """The client connected: choose the plugins, run proxy_on_new_connection."""
+        """The client connected: choose the plugins, run proxy_on_new_connection. A failed
+        plugin that fails closed refuses the connection before any plugin runs."""
+        chosen: list[tuple[PluginSlot, PluginInstance, bool, int]] = []
         for slot in self._slots:
             mode = slot.mode
             if mode == "disabled":
@@ -226,9 +228,17 @@ class NetworkChain:
                 )
                 rec.failure = slot.failure_dict()
                 self.records.append(rec)
+                for earlier, _inst, _enforce, at in chosen:  # none of them runs
+                    self.records[at] = ConnectionHopRecord(
+                        earlier.name, earlier.mode, False, f"connection refused by {slot.name}"
+                    )
                 self._close("failed_closed", PEER_LOCAL)
                 return
+            chosen.append((slot, inst, enforce, len(self.records)))
+            self.records.append(ConnectionHopRecord(slot.name, mode, True))  # the hop's, below
+        for slot, inst, enforce, at in chosen:
             hop = _Hop(self, slot, inst, enforce)
+            self.records[at] = hop.rec
             inst.acquire()
             inst.vm.failure_listeners.append(hop)
             slot.count("invocations")
@@ -238,7 +248,6 @@ class NetworkChain:
             ctx.filter_state = self.filter_state if enforce else ChainMap({}, self.filter_state)
             hop.ctx = ctx
             self.hops.append(hop)
-            self.records.append(hop.rec)
         self._new_connection_from(0)
 
     def _new_connection_from(self, start: int) -> None:
@@ -557,7 +566,7 @@ class NetworkChain:
                 self._end_pause(hop, stream)
             with _suppress_listener(hop):
                 if ctx is not None:
-                    if not hop.done:
+                    if not hop.done and ctx.created:
                         ctx.on_downstream_close(self.close_peer)
                     ctx.finish()  # done, log, delete (skipped on a failed VM)
                     f = hop.inst.vm.failure

@@ -292,6 +292,37 @@ def test_fail_close_trap_closes_the_connection_and_later_ones(
         assert up.received == [] or up.received == [b""]
 
 
+def test_a_connection_refused_by_a_failed_plugin_runs_no_plugin(
+    start_proxy: Start, tmp_path: Path
+) -> None:
+    with echo_server() as up:
+        trap = wat_file(tmp_path, "trap", NET_TRAP_WAT)
+        h = start_proxy(
+            tcp_config(
+                up.url,
+                network_plugin("first", {"upper": "downstream"}, priority=10),
+                network_plugin("boom", url=trap, fail="FAIL_CLOSE", priority=1),
+            )
+        )
+        port = tcp_port(h)
+        s = connect(port)
+        s.sendall(b"x")
+        assert read_until_eof(s) == b""
+        s.close()
+        connections(h, 1)
+        before = sum(1 for m in logs(h) if m.startswith("new connection"))
+        s = connect(port)
+        assert read_until_eof(s) == b""
+        s.close()
+        _, refused = connections(h, 2)
+        assert refused["outcome"] == "failed_closed"
+        first, boom = refused["hops"]
+        assert first["ran"] is False and first["skipped_reason"] == "connection refused by boom"
+        assert boom["ran"] is False and boom["failure"]["kind"] == "unreachable"
+        assert sum(1 for m in logs(h) if m.startswith("new connection")) == before
+        assert h.stats()["wasm.first.invocations"] == 1
+
+
 def test_fail_open_trap_skips_the_plugin(start_proxy: Start, tmp_path: Path) -> None:
     with echo_server() as up:
         trap = wat_file(tmp_path, "trap", NET_TRAP_WAT)
@@ -420,3 +451,28 @@ def test_a_tick_trap_while_paused_applies_the_policy_at_once(
         (rec,) = connections(h, 1)
         assert rec["hops"][0]["failure"]["callback"] == "proxy_on_tick"
         assert rec["outcome"] == ("plugin_failed" if policy == "FAIL_CLOSE" else "closed")
+
+
+def test_live_reload_keeps_a_listener_and_opens_a_new_one(start_proxy: Start) -> None:
+    from host.proxy.config import parse_config
+    from tests.host.proxy.conftest import ROOT
+
+    with echo_server() as up, echo_server(goodbye=b"2") as up2:
+        h = start_proxy(tcp_config(up.url, network_plugin("p", {"up_append": "!"})))
+        port1 = tcp_port(h)
+        kept = connect(port1)  # open across the reload
+        kept.sendall(b"a")
+        assert read_exactly(kept, 2) == b"a!"
+        text = tcp_config(up2.url, network_plugin("p", {"up_append": "!"}), listeners=2)
+        # t1 keeps its port (the file says port 0: the bound one is kept by name and address)
+        errors = h.apply(parse_config(text, "<test>", str(ROOT)))
+        assert errors == []
+        assert tcp_port(h) == port1
+        kept.sendall(b"b")  # the open connection still goes to the old upstream
+        assert read_exactly(kept, 2) == b"b!"
+        kept.close()
+        s = connect(tcp_port(h, "t2"))
+        s.shutdown(socket.SHUT_WR)
+        assert read_until_eof(s) == b"2!"  # the new listener, to the new cluster
+        s.close()
+        assert up2.connections == 1
