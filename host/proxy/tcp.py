@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from host.proxy.network_chain import DOWN, UP, NetworkChain
@@ -287,17 +287,19 @@ class _Downstream(asyncio.Protocol):
         self._connect_task: asyncio.Task[None] | None = None
         self.connected = False  # the upstream connection is up
         self.closed = False
-        self.reading = {DOWN: True, UP: True}
+        # client bytes read before the upstream connection was up (uvloop may deliver
+        # some before pause_reading takes effect): given to the chain once it is
+        self._early = bytearray()
+        self._early_eof = False
         self.write_paused = {DOWN: False, UP: False}  # that side's socket buffer is full
         self.limit = self.proxy.manager.buffer_limit
 
     # -- asyncio.Protocol (the client's side) ---------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a read-write transport (uvloop's are not asyncio.Transport subclasses)
+        self.transport = transport = cast(asyncio.Transport, transport)
         transport.pause_reading()  # until every plugin let the connection through
-        self.reading[DOWN] = False
         lst = self.listener
         lst.connections.add(self)
         lst.stats.inc("downstream_cx_total")
@@ -324,10 +326,17 @@ class _Downstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.listener.stats.inc("downstream_cx_rx_bytes_total", len(data))
+        if not self.connected:
+            self._early += data
+            self.flow_changed()
+            return
         self.chain.downstream_data(data, False)
 
     def eof_received(self) -> bool:
-        self.chain.downstream_data(b"", True)
+        if not self.connected:
+            self._early_eof = True
+        else:
+            self.chain.downstream_data(b"", True)
         return True  # keep the other direction open (half-close)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -369,6 +378,9 @@ class _Downstream(asyncio.Protocol):
         self.upstream = proto
         self.connected = True
         self.chain.upstream_connected(up.address)
+        early, self._early = bytes(self._early), bytearray()
+        if early or self._early_eof:
+            self.chain.downstream_data(early, self._early_eof)
         self.flow_changed()
 
     def write_upstream(self, data: bytes) -> None:
@@ -417,18 +429,15 @@ class _Downstream(asyncio.Protocol):
             and not chain.ended[DOWN]
         )
         want_up = not self.write_paused[DOWN] and chain.held(UP) < self.limit
-        self._set_reading(DOWN, want_down)
+        self._set_reading(self.transport, want_down)
         up = self.upstream
-        if up is not None and up.transport is not None:
-            self._set_reading(UP, want_up)
+        if up is not None:
+            self._set_reading(up.transport, want_up)
 
-    def _set_reading(self, side: Any, on: bool) -> None:
-        if self.reading[side] == on:
+    @staticmethod
+    def _set_reading(t: asyncio.Transport | None, on: bool) -> None:
+        if t is None or t.is_closing() or t.is_reading() == on:
             return
-        t = self.transport if side == DOWN else (self.upstream.transport if self.upstream else None)
-        if t is None or t.is_closing():
-            return
-        self.reading[side] = on
         if on:
             t.resume_reading()
         else:
@@ -443,8 +452,7 @@ class _UpstreamSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's: not a subclass
 
     def data_received(self, data: bytes) -> None:
         self.down.chain.upstream_data(data, False)

@@ -476,3 +476,27 @@ def test_live_reload_keeps_a_listener_and_opens_a_new_one(start_proxy: Start) ->
         assert read_until_eof(s) == b"2!"  # the new listener, to the new cluster
         s.close()
         assert up2.connections == 1
+
+
+def test_on_uvloop_data_sent_at_once_reaches_the_upstream(
+    start_proxy: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wasmdesk serve`` runs uvloop, which may deliver client bytes before the upstream
+    connection is up (pause_reading in connection_made comes before its reading starts):
+    they were written to no upstream and lost."""
+    import asyncio
+
+    import uvloop
+
+    with echo_server() as up:
+        with monkeypatch.context() as m:
+            m.setattr(asyncio, "new_event_loop", uvloop.new_event_loop)
+            h = start_proxy(tcp_config(up.url, network_plugin("p", {"upper": "downstream"})))
+        assert "uvloop" in type(h.loop).__module__
+        port = tcp_port(h)
+        for i in range(8):
+            s = connect(port)
+            s.sendall(b"early %d" % i)  # before the proxy has connected upstream
+            assert read_exactly(s, 7) == b"EARLY %d" % i
+            s.close()
+        assert len(connections(h, 8)) == 8
