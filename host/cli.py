@@ -405,6 +405,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
         for line in server.config_dump()["order"]:
             print(f"  {line}", file=sys.stderr)
+        for t in server.tcp_snapshot():  # spec.tcp listeners and the NETWORK plugins on each
+            plugins = ", ".join(p["name"] for p in t["plugins"] if p["applied"]) or "none"
+            print(
+                f"wasmdesk: tcp {t['name']} on {t['listen']} -> {t['cluster']} "
+                f"({t['upstream']}); NETWORK plugins: {plugins}",
+                file=sys.stderr,
+                flush=True,
+            )
         try:
             await server.run_until_stopped()
         finally:

@@ -4,6 +4,7 @@ socket clients through a ``spec.tcp`` listener, plugins built from source (the C
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -500,3 +501,27 @@ def test_on_uvloop_data_sent_at_once_reaches_the_upstream(
             assert read_exactly(s, 7) == b"EARLY %d" % i
             s.close()
         assert len(connections(h, 8)) == 8
+
+
+def test_serve_prints_the_tcp_listeners_and_proxies_on_them(tmp_path: Path) -> None:
+    """``wasmdesk serve`` as a process (on uvloop, as users run it)."""
+    from tests.host.proxy.test_serve_cli import Serve
+
+    banner = re.compile(r"tcp t1 on 127\.0\.0\.1:(\d+) -> echo \((.*?)\); NETWORK plugins: shout")
+    with echo_server() as up:
+        cfg = tmp_path / "tcp.yaml"
+        cfg.write_text(tcp_config(up.url, network_plugin("shout", {"upper": "downstream"})))
+        s = Serve("--config", str(cfg))
+        try:
+            s.wait_ready()
+            deadline = time.monotonic() + 10
+            while (m := banner.search(s.stderr())) is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert m is not None, s.stderr()
+            assert m.group(2) == f"127.0.0.1:{up.port}"
+            c = connect(int(m.group(1)))
+            c.sendall(b"via serve")
+            assert read_exactly(c, 9) == b"VIA SERVE"
+            c.close()
+        finally:
+            s.kill()
