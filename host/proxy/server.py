@@ -462,9 +462,10 @@ class ProxyServer:
         return [r.to_dict() for r in recs]
 
     def failing_closed(self) -> list[str]:
+        network = self.tcp.applied() if self.tcp is not None else []
         return [
             s.name
-            for s in self.manager.applied
+            for s in (*self.manager.applied, *network)
             if s.state in ("failed", "reloading")
             and s.mode == "enforce"
             and s.effective_policy() != "FAIL_OPEN"

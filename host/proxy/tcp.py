@@ -182,6 +182,8 @@ class TcpProxy:
         self.stats = stats
         self.ring = ConnectionRing(ring_size)
         self.listeners: dict[str, TcpListener] = {}
+        # listeners a reload removed: closed, their open connections still finishing
+        self._draining: list[TcpListener] = []
         self.direction = "SERVER"
         self._next_connection_id = 0
         self.on_connection_done: list[Callable[[ConnectionRecord], None]] = self.ring.listeners
@@ -244,8 +246,15 @@ class TcpProxy:
         for name, old in self.listeners.items():
             if wanted.get(name) is not old:
                 await old.close()
+                self._draining.append(old)
+        self._draining = [lst for lst in self._draining if lst.connections]
         self.listeners = wanted
         return []
+
+    def applied(self) -> list[PluginSlot]:
+        """The NETWORK plugins some listener runs (in order)."""
+        on = {s.name for lst in self.listeners.values() for s in lst.slots()}
+        return [s for s in self.manager.network_ordered if s.name in on]
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Per listener: address, cluster, the NETWORK plugins (applied or why not), open
@@ -255,9 +264,10 @@ class TcpProxy:
     async def aclose(self) -> None:
         for lst in self.listeners.values():
             await lst.close()
-        for lst in self.listeners.values():
+        for lst in (*self.listeners.values(), *self._draining):
             lst.stop_connections()
         self.listeners = {}
+        self._draining = []
 
 
 def _upstream_of(config: ProxyConfig, cluster: str) -> _Upstream:

@@ -290,6 +290,8 @@ def test_fail_close_trap_closes_the_connection_and_later_ones(
         assert second["outcome"] == "failed_closed" and second["hops"][0]["ran"] is False
         stats = h.stats()
         assert stats["wasm.boom.traps"] == 1 and stats["wasm.boom.fail_closed_rejected"] == 1
+        ready = h.admin("GET", "/ready")  # a NETWORK plugin failing closed: not ready
+        assert ready.status_code == 503 and "boom" in ready.text
         assert up.received == [] or up.received == [b""]
 
 
