@@ -17,8 +17,8 @@ filter manager runs Wasm network filters in front of ``tcp_proxy``:
   limit the proxy stops reading that side (back-pressure, as Envoy's read-disable);
 * ``proxy_close_stream`` closes the connection (after flushing what was written); the
   end of the connection fires ``proxy_on_downstream_connection_close`` (peer 2 remote: the
-  client or the upstream ended it; 1 local: the proxy or a plugin did), then done, log,
-  delete.
+  client closed, or both sides finished; 1 local: the proxy closed the client, for a
+  plugin, a failure policy, or an upstream that failed or reset), then done, log, delete.
 
 The operator modes apply per connection: canary (random, or keyed by the client address;
 a header key has no header here and draws at random), log-only (the plugin runs on copies,
