@@ -21,8 +21,9 @@ class EchoServer:
     """Echoes every byte; on the client's half-close it sends ``goodbye`` (if any),
     half-closes too, and records what it received per connection."""
 
-    def __init__(self, goodbye: bytes = b"", delay_accept: bool = False) -> None:
+    def __init__(self, goodbye: bytes = b"", reset: bool = False) -> None:
         self.goodbye = goodbye
+        self.reset = reset  # reset the connection (RST) on the first data instead
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -62,7 +63,12 @@ class EchoServer:
                     if not data:
                         break
                     got += data
+                    if self.reset:
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                        break
                     conn.sendall(data)
+                if self.reset:
+                    return  # closing with SO_LINGER 0 sends a reset
                 with self._lock:
                     self.eof_seen += 1
                 if self.goodbye:

@@ -363,6 +363,20 @@ def test_client_reset_closes_the_upstream(start_proxy: Start) -> None:
         h.wait_for(lambda: up.received == [b"hi"], what="upstream connection closed")
 
 
+def test_upstream_reset_closes_the_client_locally(start_proxy: Start) -> None:
+    with echo_server(reset=True) as up:
+        h = start_proxy(tcp_config(up.url, network_plugin("p")))
+        s = connect(tcp_port(h))
+        s.sendall(b"x")
+        assert read_until_eof(s) == b""
+        s.close()
+        (rec,) = connections(h, 1)
+        assert rec["outcome"] == "upstream_closed" and rec["close_peer"] == 1
+        names = [c["name"] for c in rec["hops"][0]["callbacks"]]
+        assert "proxy_on_upstream_connection_close" not in names  # no end of stream was seen
+        assert any("downstream close" in m and "peer=1" in m for m in logs(h))
+
+
 def test_admin_and_snapshots_show_listeners_plugins_and_connections(start_proxy: Start) -> None:
     with echo_server() as up:
         h = start_proxy(
