@@ -227,3 +227,57 @@ def wat_file(tmp: Path, name: str, text: str) -> str:
     path = tmp / f"{name}.wasm"
     path.write_bytes(bytes(wasmtime.wat2wasm(text)))
     return str(path)
+
+
+# logs the properties a network filter reads (ABI doc §5.4): each on its own line as
+# "<path>=<value>" (or "<path>!<status>"), from its first downstream data
+_PROPS = ("source.address", "destination.address", "upstream.address", "xds.cluster_name")
+
+
+def _prop_calls() -> str:
+    out = []
+    for i, path in enumerate(_PROPS):
+        seg = path.replace(".", "\\00")
+        out.append(
+            f'(data (i32.const {0x1000 + 0x40 * i}) "{seg}")\n'
+            f"(func $p{i} (call $prop (i32.const {0x1000 + 0x40 * i}) (i32.const {len(path)})))"
+        )
+    return "\n".join(out)
+
+
+NET_PROPS_WAT = f"""
+(module
+  (import "env" "proxy_get_property" (func $get_prop (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  {_NET_COMMON}
+  (func $prop (param $path i32) (param $len i32)
+    (local $st i32) (local $n i32)
+    (local.set $st (call $get_prop (local.get $path) (local.get $len) (i32.const 0x300)
+                                   (i32.const 0x304)))
+    ;; line: path bytes (NULs shown as '.'), '=' value, or '!' and the status digit
+    (memory.copy (i32.const 0x2000) (local.get $path) (local.get $len))
+    (local.set $n (i32.const 0))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $n) (local.get $len)))
+      (if (i32.eqz (i32.load8_u (i32.add (i32.const 0x2000) (local.get $n))))
+        (then (i32.store8 (i32.add (i32.const 0x2000) (local.get $n)) (i32.const 46))))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br $next)))
+    (if (i32.eqz (local.get $st))
+      (then
+        (i32.store8 (i32.add (i32.const 0x2000) (local.get $len)) (i32.const 61))
+        (memory.copy (i32.add (i32.const 0x2001) (local.get $len))
+                     (i32.load (i32.const 0x300)) (i32.load (i32.const 0x304)))
+        (drop (call $log (i32.const 2) (i32.const 0x2000)
+          (i32.add (i32.add (local.get $len) (i32.const 1)) (i32.load (i32.const 0x304))))))
+      (else
+        (i32.store8 (i32.add (i32.const 0x2000) (local.get $len)) (i32.const 33))
+        (i32.store8 (i32.add (i32.const 0x2001) (local.get $len))
+                    (i32.add (i32.const 48) (local.get $st)))
+        (drop (call $log (i32.const 2) (i32.const 0x2000)
+                         (i32.add (local.get $len) (i32.const 2)))))))
+  {_prop_calls()}
+  (func (export "proxy_on_downstream_data") (param i32 i32 i32) (result i32)
+    {" ".join(f"(call $p{i})" for i in range(len(_PROPS)))}
+    i32.const 0))
+"""

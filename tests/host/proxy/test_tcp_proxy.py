@@ -15,6 +15,7 @@ import pytest
 
 from tests.host.proxy.tcp_helpers import (
     NET_HOLD_WAT,
+    NET_PROPS_WAT,
     NET_TICK_TRAP_WAT,
     NET_TRAP_WAT,
     connect,
@@ -541,3 +542,23 @@ def test_serve_prints_the_tcp_listeners_and_proxies_on_them(tmp_path: Path) -> N
             c.close()
         finally:
             s.kill()
+
+
+def test_a_network_plugin_reads_the_connection_attributes(
+    start_proxy: Start, tmp_path: Path
+) -> None:
+    with echo_server() as up:
+        wasm = wat_file(tmp_path, "props", NET_PROPS_WAT)
+        h = start_proxy(tcp_config(up.url, network_plugin("props", url=wasm)))
+        port = tcp_port(h)
+        s = connect(port)
+        s.sendall(b"x")
+        assert read_exactly(s, 1) == b"x"
+        client = s.getsockname()
+        s.close()
+        connections(h, 1)
+        lines = set(logs(h))
+        assert f"source.address={client[0]}:{client[1]}" in lines
+        assert f"destination.address=127.0.0.1:{port}" in lines
+        assert f"upstream.address=127.0.0.1:{up.port}" in lines
+        assert "xds.cluster_name=echo" in lines
