@@ -520,7 +520,6 @@ _HTTP_ONLY_TRY: tuple[tuple[str, object, str], ...] = (
     ("response_header", [], "-R/--response-header"),
     ("response_body", None, "--response-body"),
     ("response_trailer", [], "--response-trailer"),
-    ("mocks", None, "--mocks"),
 )
 
 
@@ -583,8 +582,18 @@ def _cmd_try_tcp(args: argparse.Namespace) -> int:
         callback_timeout_ms=args.timeout_ms,
         node=_node(args.node),
     )
+    callouts = grpc = None
+    if args.mocks:
+        from host.lab.mocks import MockError, MockGrpcDispatcher, MockingClient, load_mocks
+
+        try:
+            mocks = load_mocks(args.mocks)
+        except MockError as e:
+            raise UsageError(f"--mocks: {e}") from None
+        callouts = MockingClient(req.clusters, mocks, req.callout_timeout_ms)
+        grpc = MockGrpcDispatcher(mocks)
     try:
-        result = run_try_tcp(wasm, req)
+        result = run_try_tcp(wasm, req, callouts=callouts, grpc=grpc)
     except LoadError as e:
         raise UsageError(f"{args.plugin}: {e.message}") from None
     if args.json:

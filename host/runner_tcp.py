@@ -35,6 +35,7 @@ from host.wasm.context import StreamListener, TcpContext
 from host.wasm.diagnosis import root_id_warning, sdk_missing_root_line
 from host.wasm.module_info import describe
 from host.wasm.node import DEFAULT_NODE, Node
+from host.wasm.plugin_host import GrpcDispatcher
 from host.wasm.types import StreamType
 
 __all__ = ["TcpTryRequest", "TcpTryResult", "run_try_tcp"]
@@ -156,6 +157,7 @@ class _Connection:
         for _ in range(1000):
             n = self.callouts.perform_pending() + self.host.run_pending()
             grpc = self.host.grpc
+            grpc = getattr(grpc, "fallback", None) or grpc  # mocks in front of the transport
             if n == 0 and isinstance(grpc, GrpcCalloutDispatcher):
                 n = grpc.pump(self.req.callout_timeout_ms / 1000.0)
             if n == 0:
@@ -214,13 +216,21 @@ class _Connection:
         return action
 
 
-def run_try_tcp(wasm: bytes, req: TcpTryRequest) -> TcpTryResult:
-    """Run one connection's data through the NETWORK plugin in ``wasm``."""
+def run_try_tcp(
+    wasm: bytes,
+    req: TcpTryRequest,
+    *,
+    callouts: CalloutClient | None = None,
+    grpc: GrpcDispatcher | None = None,
+) -> TcpTryResult:
+    """Run one connection's data through the NETWORK plugin in ``wasm``. ``callouts``
+    replaces the HTTP client, ``grpc`` the grpc.aio transport (the lab's mocks)."""
     result = TcpTryResult()
     clock = VirtualClock(start_wall_ns=time.time_ns())
-    callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
+    if callouts is None:
+        callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
     grpc_loop = asyncio.new_event_loop()
-    grpc = GrpcCalloutDispatcher(
+    transport = GrpcCalloutDispatcher(
         grpc_loop,
         {
             name: GrpcCluster(url, req.callout_timeout_ms / 1000.0)
@@ -228,6 +238,10 @@ def run_try_tcp(wasm: bytes, req: TcpTryRequest) -> TcpTryResult:
             if url.split(":", 1)[0].lower() in GRPC_SCHEMES
         },
     )
+    if grpc is None:
+        grpc = transport
+    elif getattr(grpc, "fallback", False) is None:
+        grpc.fallback = transport  # type: ignore[attr-defined]  # mocks first, then the clusters
     host = PluginHost(None, clock=clock, http=callouts, grpc=grpc, log_level=req.log_level)
     host.node = req.node
     try:
@@ -246,7 +260,7 @@ def run_try_tcp(wasm: bytes, req: TcpTryRequest) -> TcpTryResult:
         ]
         callouts.close()
         host.close()
-        grpc_loop.run_until_complete(grpc.aclose())
+        grpc_loop.run_until_complete(transport.aclose())
         grpc_loop.close()
     line = sdk_missing_root_line(host.logs)
     if line is not None:

@@ -141,6 +141,7 @@ def test_try_tcp_trap_exits_1_with_the_failure(
         (["--tcp", "-H", "a: b"], "-H/--header describes an HTTP request"),
         (["--downstream-data", "x"], "need --tcp"),
         (["--tcp", "--downstream-data", "@/no/such/file"], "no such file"),
+        (["--tcp", "--mocks", "/no/such/mocks.yaml"], "--mocks"),
     ],
 )
 def test_try_tcp_usage_errors(
