@@ -446,6 +446,20 @@ class ProxyServer:
         (``type``: "HTTP" or "NETWORK"; ``tcp_snapshot`` says which listener runs them)."""
         return [s.snapshot() for s in (*self.manager.ordered, *self.manager.network_ordered)]
 
+    def failing_closed(self) -> list[str]:
+        network = self.tcp.applied() if self.tcp is not None else []
+        return [
+            s.name
+            for s in (*self.manager.applied, *network)
+            if s.state in ("failed", "reloading")
+            and s.mode == "enforce"
+            and s.effective_policy() != "FAIL_OPEN"
+        ]
+
+    def recent_requests(self, limit: int) -> list[dict[str, Any]]:
+        recs = list(self.manager.recent)[-max(0, limit) :]
+        return [r.to_dict() for r in recs]
+
     def tcp_snapshot(self) -> list[dict[str, Any]]:
         """The spec.tcp listeners: name, bound address, cluster, the NETWORK plugins each
         runs (or why not), open connections."""
@@ -459,20 +473,6 @@ class ProxyServer:
         if self.tcp is None:
             return []
         recs = list(self.tcp.ring.recent)[-max(0, limit) :]
-        return [r.to_dict() for r in recs]
-
-    def failing_closed(self) -> list[str]:
-        network = self.tcp.applied() if self.tcp is not None else []
-        return [
-            s.name
-            for s in (*self.manager.applied, *network)
-            if s.state in ("failed", "reloading")
-            and s.mode == "enforce"
-            and s.effective_policy() != "FAIL_OPEN"
-        ]
-
-    def recent_requests(self, limit: int) -> list[dict[str, Any]]:
-        recs = list(self.manager.recent)[-max(0, limit) :]
         return [r.to_dict() for r in recs]
 
     def config_dump(self) -> dict[str, Any]:
