@@ -594,3 +594,28 @@ def test_bulk_data_both_ways_arrives_whole_and_in_order(start_proxy: Start) -> N
         hop = rec["hops"][0]
         assert hop["downstream"]["before_size"] == len(data)
         assert len(hop["downstream"]["before"]) == 16 * 1024  # capped as bodies are
+
+
+def test_log_only_pause_never_holds_and_disabled_never_runs(
+    start_proxy: Start, tmp_path: Path
+) -> None:
+    with echo_server() as up:
+        hold = wat_file(tmp_path, "hold", NET_HOLD_WAT)
+        h = start_proxy(
+            tcp_config(
+                up.url,
+                network_plugin("dryhold", url=hold, mode="log-only", priority=2),
+                network_plugin("off", {"upper": "downstream"}, mode="disabled", priority=1),
+            )
+        )
+        s = connect(tcp_port(h))
+        s.sendall(b"flows")
+        assert read_exactly(s, 5) == b"flows"  # not held, not upper-cased
+        s.close()
+        (rec,) = connections(h, 1)
+        dry, off = rec["hops"]
+        assert dry["ran"] is True and "pause" in dry["would"] and dry["paused_ms"] == 0
+        assert off["ran"] is False and off["skipped_reason"] == "disabled"
+        stats = h.stats()
+        assert stats["wasm.dryhold.log_only.would_pause"] >= 1
+        assert stats.get("wasm.dryhold.paused", 0) == 0
