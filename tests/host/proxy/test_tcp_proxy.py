@@ -619,3 +619,26 @@ def test_log_only_pause_never_holds_and_disabled_never_runs(
         stats = h.stats()
         assert stats["wasm.dryhold.log_only.would_pause"] >= 1
         assert stats.get("wasm.dryhold.paused", 0) == 0
+
+
+def test_a_taken_tcp_port_refuses_to_start_with_a_clear_error() -> None:
+    from host.proxy.config import parse_config
+    from host.proxy.server import StartupError, StartupKind
+    from tests.host.proxy.conftest import ROOT, ProxyHarness
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        text = tcp_config("tcp://127.0.0.1:9", network_plugin("p")).replace(
+            "listen: 127.0.0.1:0\n    cluster: echo", f"listen: 127.0.0.1:{port}\n    cluster: echo"
+        )
+        assert f"127.0.0.1:{port}" in text
+        with pytest.raises(StartupError) as info:
+            ProxyHarness(parse_config(text, "<test>", str(ROOT)))
+        assert info.value.kind is StartupKind.LISTEN
+        assert info.value.address == ("127.0.0.1", port)
+        assert f"cannot listen on 127.0.0.1:{port} (spec.tcp t1)" in str(info.value)
+    finally:
+        taken.close()
