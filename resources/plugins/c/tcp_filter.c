@@ -13,6 +13,10 @@
  *    next tick, which continues it (proxy_continue_stream(DOWNSTREAM) after
  *    proxy_set_effective_context); "connection" pauses proxy_on_new_connection the same way.
  *    The tick period is 20 ms.
+ *  - "authz": CLUSTER holds each new connection and asks CLUSTER (proxy_http_call, GET
+ *    /check, header x-client: the source.address property); a 200 continues the
+ *    connection, any other answer (or a failed call) closes it (an ext-authz style
+ *    network filter). Logs "authz <id> status=<code>".
  *
  * It counts the bytes of each direction per connection and in two counters
  * ("tcp_filter.downstream_bytes", "tcp_filter.upstream_bytes"), and logs (info):
@@ -50,6 +54,7 @@ static char down_append[64];
 static char up_append[64];
 static char close_marker[64];
 static char hold[16];
+static char authz[64];
 static uint32_t metric_down, metric_up;
 
 static int contains(const char *hay, uint32_t len, const char *needle) {
@@ -68,6 +73,7 @@ struct conn {
     uint32_t id;
     uint64_t down, up;
     int held; /* paused until the next tick */
+    uint32_t token; /* the authz call in flight */
 };
 
 static struct conn conns[MAX_CONNS];
@@ -112,6 +118,7 @@ PROXY_EXPORT(proxy_on_configure) uint32_t on_configure(uint32_t id, uint32_t siz
         json_string_field(ptr, len, "up_append", up_append, sizeof up_append);
         json_string_field(ptr, len, "close_marker", close_marker, sizeof close_marker);
         json_string_field(ptr, len, "hold", hold, sizeof hold);
+        json_string_field(ptr, len, "authz", authz, sizeof authz);
         free(ptr);
     }
     proxy_define_metric(METRIC_COUNTER, "tcp_filter.downstream_bytes", 27, &metric_down);
@@ -136,9 +143,66 @@ PROXY_EXPORT(proxy_on_tick) void on_tick(uint32_t root_id) {
 
 /* -- connection ------------------------------------------------------------------------- */
 
+static uint32_t ask_authz(uint32_t id, struct conn *c) {
+    char *src = NULL;
+    uint32_t src_len = 0;
+    char client[64] = "";
+    if (proxy_get_property("source\0address", 14, &src, &src_len) == PS_OK && src != NULL) {
+        copy_str(client, sizeof client, src, src_len);
+        free(src);
+    }
+    const char *kv[] = {":method", "GET", ":path", "/check", ":authority", authz,
+                        "x-client", client};
+    uint32_t hlen = 0;
+    char *headers = pairs_encode(kv, 4, &hlen);
+    uint32_t s = proxy_http_call(authz, (uint32_t)strlen(authz), headers, hlen, NULL, 0, NULL, 0,
+                                 1000, &c->token);
+    free(headers);
+    if (s != PS_OK) {
+        log_at(LL_WARN, "authz %u call failed to start: %s", id, status_name(s));
+        proxy_close_stream(STREAM_DOWNSTREAM);
+        return ACTION_CONTINUE;
+    }
+    return ACTION_PAUSE;
+}
+
+PROXY_EXPORT(proxy_on_http_call_response) void on_http_call_response(uint32_t root_id,
+                                                                     uint32_t token,
+                                                                     uint32_t nheaders,
+                                                                     uint32_t body_size,
+                                                                     uint32_t ntrailers) {
+    (void)root_id;
+    (void)body_size;
+    (void)ntrailers;
+    for (int i = 0; i < MAX_CONNS; i++) {
+        if (conns[i].id == 0 || conns[i].token != token)
+            continue;
+        conns[i].token = 0;
+        char code[8] = "none";
+        char *v = NULL;
+        uint32_t vlen = 0;
+        if (nheaders > 0 &&
+            proxy_get_header_map_value(MAP_HTTP_CALL_RESPONSE_HEADERS, ":status", 7, &v,
+                                       &vlen) == PS_OK && v != NULL) {
+            copy_str(code, sizeof code, v, vlen);
+            free(v);
+        }
+        log_at(LL_INFO, "authz %u status=%s", conns[i].id, code);
+        if (proxy_set_effective_context(conns[i].id) != PS_OK)
+            return;
+        if (strcmp(code, "200") == 0)
+            proxy_continue_stream(STREAM_DOWNSTREAM);
+        else
+            proxy_close_stream(STREAM_DOWNSTREAM);
+        return;
+    }
+}
+
 PROXY_EXPORT(proxy_on_new_connection) uint32_t on_new_connection(uint32_t id) {
     struct conn *c = conn_get(id);
     log_at(LL_INFO, "new connection %u", id);
+    if (c != NULL && authz[0])
+        return ask_authz(id, c);
     if (c != NULL && strcmp(hold, "connection") == 0) {
         c->held = 1;
         return ACTION_PAUSE;

@@ -122,11 +122,21 @@ def network_plugin(name: str, config: dict[str, str] | None = None, **kw: Any) -
     }
 
 
-def tcp_config(upstream_url: str, *plugins: dict[str, Any], listeners: int = 1) -> str:
+def tcp_config(
+    upstream_url: str,
+    *plugins: dict[str, Any],
+    listeners: int = 1,
+    clusters: dict[str, str] | None = None,
+) -> str:
+    """A Proxy document with ``listeners`` TCP listeners t1, t2 ... to the cluster ``echo``
+    (``clusters``: more, name -> URL, e.g. for callouts), then the plugins."""
     spec: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "admin": "127.0.0.1:0",
-        "clusters": [{"name": "echo", "url": upstream_url, "connectTimeout": "2s"}],
+        "clusters": [
+            {"name": "echo", "url": upstream_url, "connectTimeout": "2s"},
+            *({"name": k, "url": v} for k, v in (clusters or {}).items()),
+        ],
         "tcp": [
             {"name": f"t{i}", "listen": "127.0.0.1:0", "cluster": "echo"}
             for i in range(1, listeners + 1)

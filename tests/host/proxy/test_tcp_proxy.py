@@ -642,3 +642,56 @@ def test_a_taken_tcp_port_refuses_to_start_with_a_clear_error() -> None:
         assert f"cannot listen on 127.0.0.1:{port} (spec.tcp t1)" in str(info.value)
     finally:
         taken.close()
+
+
+def test_an_authz_callout_decides_whether_the_connection_goes_on(start_proxy: Start) -> None:
+    """An ext-authz style network filter: the new connection waits for an http_call to a
+    real HTTP server on 127.0.0.1; 200 lets it through, 403 closes it."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+    verdict = {"status": 200}
+
+    class Authz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(f"{self.path} {self.headers.get('x-client')}")
+            self.send_response(verdict["status"])
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    authz = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Authz)
+    threading.Thread(target=authz.serve_forever, daemon=True).start()
+    try:
+        with echo_server() as up:
+            h = start_proxy(
+                tcp_config(
+                    up.url,
+                    network_plugin("authz", {"authz": "auth"}),
+                    clusters={"auth": f"http://127.0.0.1:{authz.server_address[1]}"},
+                )
+            )
+            port = tcp_port(h)
+            s = connect(port)
+            s.sendall(b"allowed")
+            assert read_exactly(s, 7) == b"allowed"
+            client = s.getsockname()
+            s.close()
+            verdict["status"] = 403
+            s = connect(port)
+            s.sendall(b"denied")
+            assert read_until_eof(s) == b""
+            s.close()
+            ok, denied = connections(h, 2)
+            assert seen[0] == f"/check {client[0]}:{client[1]}"
+            assert ok["outcome"] == "closed" and ok["hops"][0]["paused_ms"] > 0
+            assert denied["outcome"] == "plugin_closed" and denied["upstream_tx_bytes"] == 0
+            assert "authz 2 status=200" in logs(h)
+            assert any(m.endswith("status=403") for m in logs(h))
+            assert up.connections == 1  # the denied client never reached the upstream
+    finally:
+        authz.shutdown()
+        authz.server_close()
