@@ -44,6 +44,13 @@ DOWNSTREAM = "downstream"  # client -> upstream
 UPSTREAM = "upstream"  # upstream -> client
 _STREAM = {DOWNSTREAM: StreamType.DOWNSTREAM, UPSTREAM: StreamType.UPSTREAM}
 PEER_UNKNOWN, PEER_LOCAL, PEER_REMOTE = 0, 1, 2
+NETWORK_CALLBACKS = (
+    "proxy_on_new_connection",
+    "proxy_on_downstream_data",
+    "proxy_on_upstream_data",
+    "proxy_on_downstream_connection_close",
+    "proxy_on_upstream_connection_close",
+)
 
 
 @dataclass
@@ -292,6 +299,12 @@ def _run(
     except VmStartError as e:
         result.failure = e.failure.to_dict()
         return
+    if not any(getattr(vm.cb, name) is not None for name in NETWORK_CALLBACKS):
+        result.warnings.append(
+            "the module exports none of the network callbacks ("
+            + ", ".join(NETWORK_CALLBACKS)
+            + "): it does nothing to a TCP connection; is it an HTTP filter (try without --tcp)?"
+        )
     for _ in range(req.ticks):
         if not root.tick_period_ms:
             result.notes.append("--ticks given but the plugin set no tick period; no tick fired")

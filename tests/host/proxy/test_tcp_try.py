@@ -149,3 +149,14 @@ def test_try_tcp_usage_errors(
 ) -> None:
     rc, _, err = run(capsys, "try", TCP_FILTER, *args)
     assert rc == 2 and message in err
+
+
+def test_try_tcp_warns_about_a_module_with_no_network_callbacks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.host.proxy.conftest import plugin
+
+    rc, out, _ = run(capsys, "try", "--tcp", plugin("add_header"), "--downstream-data", "x")
+    assert rc == 0
+    assert "WARNING   the module exports none of the network callbacks" in out
+    assert "to upstream    'x'" in out  # nothing changed it
