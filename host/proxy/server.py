@@ -505,6 +505,8 @@ class ProxyServer:
             slot = self.manager.slots.get(p.name) if self.manager is not None else None
             if slot is not None and slot.not_applied is not None:
                 lines[k] += f"; not applied ({slot.not_applied})"
+            if p.type == "NETWORK":  # its own chain, on the spec.tcp listeners
+                lines[k] += "; NETWORK: runs on the TCP listeners"
         return lines
 
     def current_config(self) -> ProxyConfig:

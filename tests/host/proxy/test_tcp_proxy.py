@@ -420,6 +420,7 @@ def test_admin_and_snapshots_show_listeners_plugins_and_connections(start_proxy:
         applied = {p["name"]: p["applied"] for p in t1["plugins"]}
         assert applied == {"counted": True, "elsewhere": False}
         assert "/connections" in h.admin("GET", "/help").text
+        assert all("NETWORK: runs on the TCP listeners" in line for line in dump["order"])
 
 
 def test_fail_reload_closes_until_a_fresh_vm_serves(start_proxy: Start, tmp_path: Path) -> None:
