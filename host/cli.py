@@ -70,6 +70,22 @@ def _cluster(value: str) -> tuple[str, str]:
     return name, url
 
 
+class _Chunk(argparse.Action):
+    """``--downstream-data`` / ``--upstream-data``: one list of (direction, TEXT), in the
+    order given on the command line (try --tcp runs them in that order)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        chunks = list(getattr(namespace, self.dest, None) or [])
+        chunks.append((self.const, str(values)))
+        setattr(namespace, self.dest, chunks)
+
+
 def _build_parser() -> _Parser:
     p = _Parser(
         prog="wasmdesk",
@@ -201,6 +217,29 @@ def _build_parser() -> _Parser:
     )
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.add_argument("--mocks", metavar="FILE", help="YAML callout mocks, answered before --cluster")
+    t.add_argument(
+        "--tcp",
+        action="store_true",
+        help="run one TCP connection through a NETWORK plugin instead of an HTTP request",
+    )
+    for flag, direction, who in (
+        ("--downstream-data", "downstream", "the client sends"),
+        ("--upstream-data", "upstream", "the upstream sends"),
+    ):
+        t.add_argument(
+            flag,
+            dest="tcp_chunks",
+            action=_Chunk,
+            const=direction,
+            default=[],
+            metavar="TEXT|@FILE",
+            help=f"with --tcp: a chunk {who}, repeatable (chunks run in the order given)",
+        )
+    t.add_argument(
+        "--no-half-close",
+        action="store_true",
+        help="with --tcp: leave both directions open after the chunks (no end_of_stream)",
+    )
 
     from host import cli_oci
 
@@ -373,6 +412,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             )
         for line in server.config_dump()["order"]:
             print(f"  {line}", file=sys.stderr)
+        for t in server.tcp_snapshot():  # spec.tcp listeners and the NETWORK plugins on each
+            plugins = ", ".join(p["name"] for p in t["plugins"] if p["applied"]) or "none"
+            print(
+                f"wasmdesk: tcp {t['name']} on {t['listen']} -> {t['cluster']} "
+                f"({t['upstream']}); NETWORK plugins: {plugins}",
+                file=sys.stderr,
+                flush=True,
+            )
         try:
             await server.run_until_stopped()
         finally:
@@ -469,9 +516,110 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+_HTTP_ONLY_TRY: tuple[tuple[str, object, str], ...] = (
+    ("method", "GET", "--method"),
+    ("path", "/", "--path"),
+    ("authority", "localhost", "--authority"),
+    ("header", [], "-H/--header"),
+    ("body", None, "--body"),
+    ("trailer", [], "--trailer"),
+    ("status", 200, "--status"),
+    ("response_header", [], "-R/--response-header"),
+    ("response_body", None, "--response-body"),
+    ("response_trailer", [], "--response-trailer"),
+)
+
+
+def _cmd_try_tcp(args: argparse.Namespace) -> int:
+    """``try --tcp``: one connection through a NETWORK plugin (host.runner_tcp)."""
+    from host.runner_tcp import TcpTryRequest, run_try_tcp
+    from host.wasm import LoadError, LogLevel
+
+    for dest, default, flag in _HTTP_ONLY_TRY:
+        if getattr(args, dest) != default:
+            raise UsageError(
+                f"{flag} describes an HTTP request; with --tcp give --downstream-data / "
+                "--upstream-data"
+            )
+    if args.ticks < 0:
+        raise UsageError("--ticks must be >= 0")
+    if args.timeout_ms <= 0:
+        raise UsageError("--timeout-ms must be > 0")
+    try:
+        level = LogLevel.parse(args.log_level)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.config is not None and args.raw_config is not None:
+        raise UsageError("give --config or --raw-config, not both")
+    config = (
+        _text_or_file(args.raw_config, "--raw-config")
+        if args.raw_config is not None
+        else _json_or_file(args.config, "--config")
+    )
+    env = []
+    for item in args.env:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise UsageError(f"--env expects NAME=VALUE, got {item!r}")
+        env.append((k, v))
+    chunks = [
+        (direction, _text_or_file(text, f"--{direction}-data"))
+        for direction, text in args.tcp_chunks
+    ]
+    wasm, pulled = _plugin_bytes(args.plugin)
+    plugin_name = Path(args.plugin).name.removesuffix(".wasm")
+    root_id = args.root_id if args.root_id is not None else ""
+    if pulled is not None:
+        plugin_name = pulled.ref.repository.rsplit("/", 1)[-1]
+        if args.root_id is None:
+            from host.oci.module_source import default_root_id
+
+            root_id = default_root_id(pulled) or ""
+    req = TcpTryRequest(
+        chunks=chunks,
+        half_close=not args.no_half_close,
+        root_id=root_id,
+        plugin_name=plugin_name,
+        configuration=config,
+        vm_configuration=_json_or_file(args.vm_config, "--vm-config"),
+        env=env,
+        clusters=dict(_cluster(c) for c in args.cluster),
+        ticks=args.ticks,
+        log_level=level,
+        callback_timeout_ms=args.timeout_ms,
+        node=_node(args.node),
+    )
+    callouts = grpc = None
+    if args.mocks:
+        from host.lab.mocks import MockError, MockGrpcDispatcher, MockingClient, load_mocks
+
+        try:
+            mocks = load_mocks(args.mocks)
+        except MockError as e:
+            raise UsageError(f"--mocks: {e}") from None
+        callouts = MockingClient(req.clusters, mocks, req.callout_timeout_ms)
+        grpc = MockGrpcDispatcher(mocks)
+    try:
+        result = run_try_tcp(wasm, req, callouts=callouts, grpc=grpc)
+    except LoadError as e:
+        raise UsageError(f"{args.plugin}: {e.message}") from None
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        from host.report import render_try_tcp
+
+        print(render_try_tcp(args.plugin, result))
+    return 0 if result.ok else 1
+
+
 def _cmd_try(args: argparse.Namespace) -> int:
     from host.runner import TryRequest, run_try
     from host.wasm import LoadError, LogLevel
+
+    if args.tcp:
+        return _cmd_try_tcp(args)
+    if args.tcp_chunks or args.no_half_close:
+        raise UsageError("--downstream-data, --upstream-data and --no-half-close need --tcp")
 
     if args.ticks < 0:
         raise UsageError("--ticks must be >= 0")

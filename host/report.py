@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from host.runner import TryResult
+from host.runner_tcp import TcpTryResult
 
-__all__ = ["header_diff", "render_try"]
+__all__ = ["header_diff", "render_try", "render_try_tcp"]
 
 
 def header_diff(before: list[tuple[bytes, bytes]], after: list[tuple[bytes, bytes]]) -> list[str]:
@@ -73,6 +74,45 @@ def render_try(plugin: str, r: TryResult) -> str:
             out.append(f"  {c['cluster']}  -> {res}  ({c['elapsed_ms']} ms)")
     if r.ticks_fired:
         out.append(f"ticks     {r.ticks_fired} fired")
+    if r.metrics:
+        out.append("metrics")
+        out += [f"  {k} = {v}" for k, v in r.metrics.items()]
+    if r.logs:
+        out.append("logs")
+        out += [f"  [{rec['level']}] {rec['message']}" for rec in r.logs]
+    for n in r.notes:
+        out.append(f"note: {n}")
+    return "\n".join(out)
+
+
+def render_try_tcp(plugin: str, r: TcpTryResult) -> str:
+    """``wasmdesk try --tcp``: each callback with its input and what it released, then what
+    each direction became."""
+    out = [f"plugin    {plugin}  (ABI {r.abi or '?'}, {r.sdk or 'unknown SDK'})  TCP"]
+    out += [f"WARNING   {w}" for w in r.warnings]
+    if r.failure is not None:
+        f = r.failure
+        out.append(f"FAILED    {f['state']} / {f['kind']}: {f['message']}")
+    arrows = {"downstream": "client -> upstream", "upstream": "upstream -> client"}
+    for s in r.steps:
+        result = str(s["result"])
+        if s.get("paused_first") and result != "pause":
+            result = f"pause -> {result}"
+        line = f"  {s['callback']:<28} {result:<18}"
+        if s["callback"] != "proxy_on_new_connection":
+            line += f" {arrows[str(s['direction'])]}"
+            line += "  end of stream" if s.get("end_of_stream") else f"  in={s['input']!r}"
+            if (s["result"] == "continue" and not s.get("end_of_stream")) or s["released"]:
+                line += f"  out={s['released']!r}"
+        out.append(line.rstrip())
+    if r.closed_by_plugin:
+        out.append("closed    by the plugin (proxy_close_stream)")
+    out.append(f"to upstream    {_short(r.to_upstream)!r}")
+    out.append(f"to client      {_short(r.to_downstream)!r}")
+    for direction, data in r.held.items():
+        out.append(f"held ({direction})  {_short(data)!r}")
+    if r.ticks_while_paused:
+        out.append(f"ticks     {r.ticks_while_paused} while paused")
     if r.metrics:
         out.append("metrics")
         out += [f"  {k} = {v}" for k, v in r.metrics.items()]

@@ -112,6 +112,8 @@ class AdminServer(Protocol):
 
     def recent_requests(self, limit: int) -> list[dict[str, Any]]: ...
 
+    def recent_connections(self, limit: int) -> list[dict[str, Any]]: ...
+
     def logs_view(self, seq: int, limit: int = 1000) -> dict[str, Any]: ...
 
     def set_log_level(self, name: str) -> None: ...
@@ -227,6 +229,14 @@ def _requests(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -
     except ValueError:
         return Response(400, "limit must be an integer\n")
     return Response(200, {"requests": srv.recent_requests(limit)})
+
+
+def _connections(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -> Response:
+    try:
+        limit = int(q.get("limit", ["50"])[-1])
+    except ValueError:
+        return Response(400, "limit must be an integer\n")
+    return Response(200, {"connections": srv.recent_connections(limit)})
 
 
 def _logs(srv: ProxyServer, method: str, q: dict[str, list[str]], *_: Any) -> Response:
@@ -587,6 +597,13 @@ ROUTES: list[Route] = [
         _requests,
         "/requests",
         "recent requests with every plugin hop (limit=N)",
+    ),
+    Route(
+        _GET,
+        re.compile(r"^/connections$"),
+        _connections,
+        "/connections",
+        "recent TCP connections with every NETWORK plugin hop (limit=N)",
     ),
     Route(_GET, re.compile(r"^/logs$"), _logs, "/logs", "plugin log lines (since=SEQ)"),
     Route(

@@ -34,6 +34,7 @@ class ErrorKind(StrEnum):
     CONFIGURE = "configure"  # proxy_on_configure refused or trapped
     TRAP = "trap"  # the plugin trapped while serving (RUNTIME_ERROR)
     TIMEOUT = "timeout"  # a callback ran over its time budget
+    LISTEN = "listen"  # not a plugin's: a spec.tcp listener of the new config could not bind
 
 
 _KIND_OF_STATE = {
@@ -91,7 +92,7 @@ class PluginError:
         return head
 
     def __str__(self) -> str:
-        return f"plugin {self.plugin}: {self.text}"
+        return f"plugin {self.plugin}: {self.text}" if self.plugin else self.text
 
     def to_dict(self) -> dict[str, object]:
         """The admin API's JSON form (``text`` is ``str()`` without the plugin name)."""

@@ -89,6 +89,8 @@ class PluginManager:
         self.buffer_limit = buffer_limit
         self.slots: dict[str, PluginSlot] = {}
         self.ordered: list[PluginSlot] = []
+        # the type NETWORK plugins in effective order (the TCP listeners run them)
+        self.network_ordered: list[PluginSlot] = []
         # the ordered slots whose match selects the listener: the ones requests run
         self.applied: list[PluginSlot] = []
         # the listener match is evaluated against: (bound port, SERVER | CLIENT)
@@ -483,11 +485,13 @@ class PluginManager:
                 self._retire(slot.instance)
         self.slots = new_slots
         order = {s.name: i for i, s in enumerate(effective_order(list(config.plugins)))}
-        for slot in self.slots.values():
-            if slot.spec.type == "NETWORK":
-                self.log_info(f"plugin {slot.name}: type NETWORK is not run by the HTTP proxy")
         self.ordered = sorted(
             (s for s in self.slots.values() if s.spec.type != "NETWORK"),
+            key=lambda s: order.get(s.name, 1 << 30),
+        )
+        # type NETWORK: run on the spec.tcp listeners (host.proxy.tcp), in the same order
+        self.network_ordered = sorted(
+            (s for s in self.slots.values() if s.spec.type == "NETWORK"),
             key=lambda s: order.get(s.name, 1 << 30),
         )
         self._apply_match()
@@ -619,6 +623,7 @@ class PluginManager:
             inst.close()
         self.slots.clear()
         self.ordered = []
+        self.network_ordered = []
         self.applied = []
 
 

@@ -34,7 +34,7 @@ from host.proxy.config import (
 )
 from host.proxy.demo_cert import ensure_demo_cert
 from host.proxy.demo_upstream import EchoServer, start_echo_server
-from host.proxy.errors import PluginError
+from host.proxy.errors import ErrorKind, PluginError
 from host.proxy.grpc_callouts import GrpcCluster
 from host.proxy.http1 import (
     Cluster,
@@ -48,6 +48,8 @@ from host.proxy.http1 import (
 from host.proxy.plugins import PluginManager, PluginSlot
 from host.proxy.routes import Route, RouteTable
 from host.proxy.snapshots import PluginSnapshot
+from host.proxy.tcp import TcpListenError, TcpProxy
+from host.proxy.tcp_records import ConnectionRecord
 from host.proxy.tls import (
     ALPN_HTTP1,
     ListenerTlsRuntime,
@@ -115,6 +117,7 @@ class ProxyServer:
         self.default_cluster: Cluster | None = None
         self.routes = RouteTable((), None)
         self.demo: EchoServer | None = None
+        self.tcp: TcpProxy | None = None  # the spec.tcp listeners (NETWORK plugins)
         self._servers: list[asyncio.base_events.Server] = []
         self.listen_address = ("", 0)
         self.admin_address = ("", 0)
@@ -213,6 +216,11 @@ class ProxyServer:
             ) from None
         self._servers.append(adm)
         self.admin_address = _sockname(adm)
+        self.tcp = TcpProxy(self.loop, self.manager, self.stats)
+        try:
+            await self.tcp.apply(cfg)
+        except TcpListenError as e:
+            raise StartupError(str(e), StartupKind.LISTEN, e.address) from None
         self.running = True
         # Start-up objects (modules, VMs, config) live as long as the server: keep the
         # cyclic GC from rescanning them on every collection (tail latency).
@@ -254,6 +262,7 @@ class ProxyServer:
         """Close what a failed start() opened: listeners, the demo upstream, plugins."""
         self.running = False
         await self._close_listeners()
+        await self._close_tcp()
         self.listen_address = self.admin_address = ("", 0)
         self.listener_tls = None
         if self.pool is not None:
@@ -309,7 +318,7 @@ class ProxyServer:
             default = clusters[config.default_cluster]
         elif config.routes:
             default = None  # routes without a defaultCluster: no match is a 404, as Envoy
-        elif len(clusters) == 1 and len(config.clusters) == 1:
+        elif len(clusters) == 1 and len(config.clusters) - _tcp_clusters(config) == 1:
             default = next(iter(clusters.values()))
         else:
             if self.demo is None:
@@ -354,6 +363,7 @@ class ProxyServer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch_task
         await self._close_listeners()
+        await self._close_tcp()
         self.pool.close(list(self.clusters.values()))
         if self.demo is not None:
             self.demo.close()
@@ -366,6 +376,11 @@ class ProxyServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(s.wait_closed(), 2.0)
         self._servers.clear()
+
+    async def _close_tcp(self) -> None:
+        if self.tcp is not None:
+            await self.tcp.aclose()
+            self.tcp = None
 
     async def _close_plugins(self) -> None:
         if self.manager is not None:
@@ -497,18 +512,17 @@ class ProxyServer:
     def plugin_snapshots(self) -> list[PluginSnapshot]:
         """The plugins as values (what the app reads): the HTTP chain in its order, then the
         NETWORK (TCP) plugins in theirs; each snapshot says its ``type``."""
-        network = {s.name: s for s in self.manager.slots.values() if s.spec.type == "NETWORK"}
-        tcp = [network[p.name] for p in effective_order([s.spec for s in network.values()])]
-        return [s.snapshot() for s in (*self.manager.ordered, *tcp)]
+        return [s.snapshot() for s in (*self.manager.ordered, *self.manager.network_ordered)]
 
     def plugins_snapshot(self) -> list[dict[str, Any]]:
         """``plugin_snapshots`` as the admin API's JSON objects."""
         return [p.to_dict() for p in self.plugin_snapshots()]
 
     def failing_closed(self) -> list[str]:
+        network = self.tcp.applied() if self.tcp is not None else []
         return [
             s.name
-            for s in self.manager.applied
+            for s in (*self.manager.applied, *network)
             if s.state in ("failed", "reloading")
             and s.mode == "enforce"
             and s.effective_policy() != "FAIL_OPEN"
@@ -516,6 +530,21 @@ class ProxyServer:
 
     def recent_requests(self, limit: int) -> list[dict[str, Any]]:
         recs = list(self.manager.recent)[-max(0, limit) :]
+        return [r.to_dict() for r in recs]
+
+    def tcp_snapshot(self) -> list[dict[str, Any]]:
+        """The spec.tcp listeners: name, bound address, cluster, the NETWORK plugins each
+        runs (or why not), open connections."""
+        return self.tcp.snapshot() if self.tcp is not None else []
+
+    def connections_since(self, record_id: int, limit: int = 500) -> list[ConnectionRecord]:
+        """Connection inspector records with an id after ``record_id``, oldest first."""
+        return self.tcp.ring.since(record_id, limit) if self.tcp is not None else []
+
+    def recent_connections(self, limit: int) -> list[dict[str, Any]]:
+        if self.tcp is None:
+            return []
+        recs = list(self.tcp.ring.recent)[-max(0, limit) :]
         return [r.to_dict() for r in recs]
 
     def config_dump(self) -> dict[str, Any]:
@@ -534,6 +563,7 @@ class ProxyServer:
             ],
             "direction": cfg.direction,
             "tls": self.listener_tls.describe() if self.listener_tls is not None else None,
+            "tcp": self.tcp_snapshot(),
             "plugins": self.plugins_snapshot(),
             "order": self._order_lines(cfg),
             "source": cfg.source,
@@ -548,6 +578,8 @@ class ProxyServer:
             slot = self.manager.slots.get(p.name) if self.manager is not None else None
             if slot is not None and slot.not_applied is not None:
                 lines[k] += f"; not applied ({slot.not_applied})"
+            if p.type == "NETWORK":  # its own chain, on the spec.tcp listeners
+                lines[k] += "; NETWORK: runs on the TCP listeners"
         return lines
 
     def current_config(self) -> ProxyConfig:
@@ -595,6 +627,12 @@ class ProxyServer:
         errors = await self.manager.apply(config)
         if config.tls != self.config.tls:
             self.manager.log_info("spec.tls changed: the listener's TLS changes at a restart")
+        if self.tcp is not None:
+            try:
+                await self.tcp.apply(config)
+            except TcpListenError as e:
+                errors.append(PluginError(ErrorKind.LISTEN, "", str(e)))
+                self.manager.log_error(str(e))
         self.config = config
         self.limits = _limits(config)  # new connections and timers use the new limits
         return errors
@@ -698,6 +736,10 @@ class ProxyServer:
                 f"plugin {name}: module changed on disk: "
                 + ("reloaded" if err is None else f"kept the old version: {err.text}")
             )
+
+
+def _tcp_clusters(config: ProxyConfig) -> int:
+    return sum(1 for c in config.clusters if c.url.lower().startswith("tcp://"))
 
 
 def _route_match_text(r: Route) -> str:

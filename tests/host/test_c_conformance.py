@@ -48,7 +48,7 @@ from tests import build_check_cache
 
 C_DIR = Path(__file__).resolve().parents[2] / "resources" / "plugins" / "c"
 BUILD_SCRIPT = C_DIR / "build.py"
-PLUGINS = ("cpp_2020_like", "grpc_client", "rust_strict", "tinygo_like")
+PLUGINS = ("cpp_2020_like", "grpc_client", "rust_strict", "tcp_filter", "tinygo_like")
 WASI = "wasi_snapshot_preview1"
 
 

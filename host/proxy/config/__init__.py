@@ -66,6 +66,7 @@ from host.proxy.config.model import (
     PluginSpec,
     ProxyConfig,
     RouteConfig,
+    TcpListenerConfig,
     TrafficSelector,
 )
 from host.proxy.config.order import effective_order, explain_order
@@ -120,6 +121,7 @@ __all__ = [
     "PluginSpec",
     "ProxyConfig",
     "RouteConfig",
+    "TcpListenerConfig",
     "TrafficSelector",
     "canary_key",
     "dump_config",

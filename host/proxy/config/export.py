@@ -32,6 +32,7 @@ from host.proxy.config.model import (
     PluginSpec,
     ProxyConfig,
     RouteConfig,
+    TcpListenerConfig,
     TrafficSelector,
 )
 from host.proxy.config.plugin_doc import _parse_quietly
@@ -235,6 +236,7 @@ def _proxy_to_document(config: ProxyConfig) -> dict[str, Any] | None:
         "routes",
         "direction",
         "tls",
+        "tcp",
     )
     if base is None:
         if all(getattr(config, f) == getattr(old, f) for f in new_fields):
@@ -294,6 +296,11 @@ def _proxy_to_document(config: ProxyConfig) -> dict[str, Any] | None:
             spec["routes"] = [_route_to_document(r) for r in config.routes]
         else:
             spec.pop("routes", None)
+    if config.tcp != old.tcp:
+        if config.tcp:
+            spec["tcp"] = [_tcp_to_document(t) for t in config.tcp]
+        else:
+            spec.pop("tcp", None)
     if config.direction != old.direction:
         if config.direction == Direction.SERVER:
             spec.pop("direction", None)
@@ -313,6 +320,15 @@ def _tls_to_document(tls: ListenerTls) -> str | dict[str, Any]:
     doc: dict[str, Any] = {"cert": tls.cert, "key": tls.key}
     if tls.client_ca:
         doc["clientCa"] = tls.client_ca
+    return doc
+
+
+def _tcp_to_document(listener: TcpListenerConfig) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    if listener.name != listener.listen.replace(":", "_"):  # not the default name
+        doc["name"] = listener.name
+    doc["listen"] = listener.listen
+    doc["cluster"] = listener.cluster
     return doc
 
 

@@ -103,6 +103,23 @@ class ListenerTls:
 
 
 @dataclass(frozen=True)
+class TcpListenerConfig:
+    """One ``spec.tcp[]`` entry of the Proxy document: a TCP listener whose connections go
+    to a ``tcp://`` cluster through the NETWORK plugins (Envoy's tcp_proxy behind the
+    network filters). ``name`` names its ``tcp.<name>.*`` stats (default: the listen
+    address with ``:`` as ``_``, as Envoy names listeners)."""
+
+    name: str
+    listen_host: str
+    listen_port: int
+    cluster: str
+
+    @property
+    def listen(self) -> str:
+        return _fmt_hostport(self.listen_host, self.listen_port)
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     """One ``spec.routes[]`` entry of the Proxy document: a request that matches every
     condition given goes to ``cluster``. ``name`` is what ``xds.route_name`` reads."""
@@ -196,6 +213,7 @@ class ProxyConfig:
     default_cluster: str | None = None
     node: NodeInfo = DEFAULT_NODE  # spec.node: Envoy's bootstrap node (xds.node)
     routes: tuple[RouteConfig, ...] = ()  # first match wins; the default cluster last
+    tcp: tuple[TcpListenerConfig, ...] = ()  # spec.tcp: TCP listeners (NETWORK plugins)
     direction: Direction = Direction.SERVER  # the listener's side, for WasmPlugin match
     # imagePullSecret name -> docker config JSON file (absolute path)
     pull_secrets: tuple[tuple[str, str], ...] = ()

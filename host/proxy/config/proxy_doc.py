@@ -1,6 +1,6 @@
 """The ``wasmdesk.dev/v1alpha1`` Proxy document → the fields of :class:`ProxyConfig`: listener
-and admin addresses, upstream clusters, routes, direction, pull secrets, listener limits
-and the lab's callout mocks.
+and admin addresses, upstream clusters, routes, TCP listeners, direction, pull secrets,
+listener limits and the lab's callout mocks.
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ from host.proxy.config.enums import Direction
 from host.proxy.config.errors import _Path
 from host.proxy.config.fields import _Ctx, _describe, _enum, _list, _mapping, _string
 from host.proxy.config.model import (
+    DEFAULT_ADMIN,
     DEFAULT_CLUSTER_TIMEOUT_S,
+    DEFAULT_LISTEN,
     DIRECTIONS,
     ClusterConfig,
     ListenerTls,
     RouteConfig,
+    TcpListenerConfig,
 )
-from host.proxy.config.units import _is_loopback, _parse_hostport, _parse_seconds
+from host.proxy.config.units import _fmt_hostport, _is_loopback, _parse_hostport, _parse_seconds
 from host.proxy.config.validate import _SCHEME, _resolve_path, http_url_error, is_header_name
 from host.wasm.node import Node as NodeInfo
 from host.wasm.node import NodeError
@@ -38,6 +41,7 @@ _PROXY_SPEC_FIELDS = (
     "maxConnections",
     "mocks",
     "tls",
+    "tcp",
 )
 _TLS_FIELDS = ("cert", "key", "clientCa")
 _TIMEOUT_FIELDS = {"requestHeaders": "request_headers_timeout_s", "idle": "idle_timeout_s"}
@@ -155,8 +159,10 @@ def _parse_proxy(
             scheme = next(c.url for c in clusters if c.name == default).split(":", 1)[0]
             ctx.error(
                 ("spec", "defaultCluster"),
-                f"{default!r} is an {scheme}:// cluster: the proxy forwards to http:// and "
-                f"https:// upstreams only ({scheme} clusters serve plugin callouts)",
+                f"{default!r} is a tcp:// cluster: only a spec.tcp listener forwards to it"
+                if scheme.lower() == "tcp"
+                else f"{default!r} is an {scheme}:// cluster: the proxy forwards to http:// "
+                f"and https:// upstreams only ({scheme} clusters serve plugin callouts)",
             )
         out["default_cluster"] = default
     if spec.get("node") is not None:
@@ -165,6 +171,7 @@ def _parse_proxy(
         except NodeError as e:
             ctx.error(("spec", "node"), str(e))
     out["routes"] = _parse_routes(ctx, spec.get("routes"), first, clusters)
+    out["tcp"] = _parse_tcp(ctx, spec.get("tcp"), first, clusters, out)
     out["direction"] = Direction(
         _enum(ctx, spec.get("direction"), ("spec", "direction"), DIRECTIONS, Direction.SERVER)
     )
@@ -224,6 +231,13 @@ def _parse_routes(
                     (*path, "cluster"),
                     f"{cluster!r} is not a cluster in spec.clusters "
                     f"(defined: {', '.join(defined) or 'none'})",
+                )
+                ok = False
+            elif known is not None and _is_tcp(known.url):
+                ctx.error(
+                    (*path, "cluster"),
+                    f"{known.url} is a tcp:// cluster: only a spec.tcp listener forwards to it, "
+                    "not an HTTP route",
                 )
                 ok = False
             elif known is not None and not _forwardable(known.url):
@@ -303,6 +317,110 @@ def _parse_routes(
         if ok and cluster is not None:
             routes.append(RouteConfig(name, cluster, headers=tuple(headers), **fields))
     return tuple(routes)
+
+
+_TCP_FIELDS = ("name", "listen", "cluster")
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def _is_tcp(url: str) -> bool:
+    return url.lower().startswith("tcp://")
+
+
+def _parse_tcp(
+    ctx: _Ctx,
+    value: Any,
+    defined: Mapping[str, int],
+    clusters: Sequence[ClusterConfig],
+    out: Mapping[str, Any],
+) -> tuple[TcpListenerConfig, ...]:
+    """``spec.tcp``: TCP listeners, each a ``listen`` address (a port no other listener of
+    this document takes), a ``tcp://`` cluster of ``spec.clusters`` and an optional name
+    (unique; default the address with ``:`` as ``_``, Envoy's listener naming)."""
+    listeners: list[TcpListenerConfig] = []
+    # addresses already taken: the HTTP listener and the admin API (as parsed or default)
+    taken: list[tuple[str, int, str]] = [
+        (
+            str(out.get("listen_host", DEFAULT_LISTEN[0])),
+            int(out.get("listen_port", DEFAULT_LISTEN[1])),
+            "spec.listen",
+        ),
+        (
+            str(out.get("admin_host", DEFAULT_ADMIN[0])),
+            int(out.get("admin_port", DEFAULT_ADMIN[1])),
+            "spec.admin",
+        ),
+    ]
+    names: dict[str, int] = {}
+    for i, entry in enumerate(_list(ctx, value, ("spec", "tcp"))):
+        path: _Path = ("spec", "tcp", i)
+        m = _mapping(ctx, entry, path)
+        if m is None:
+            if entry is None:
+                ctx.error(path, "expected a mapping (name, listen, cluster), got null")
+            continue
+        ok = True
+        for key in m:
+            if key not in _TCP_FIELDS:
+                ctx.error((*path, key), f"unknown field; expected one of {', '.join(_TCP_FIELDS)}")
+                ok = False
+        hp: tuple[str, int] | None = None
+        text = _string(ctx, m.get("listen"), (*path, "listen"), required=True)
+        if text is not None:
+            parsed = _parse_hostport(text.strip())
+            if isinstance(parsed, str):
+                ctx.error((*path, "listen"), f"{parsed} (expected HOST:PORT, e.g. 127.0.0.1:9000)")
+                ok = False
+            else:
+                hp = parsed
+        else:
+            ok = False
+        if hp is not None and hp[1] != 0:
+            for host, port, where in taken:
+                if port == hp[1] and (
+                    host == hp[0] or host in _WILDCARD_HOSTS or hp[0] in _WILDCARD_HOSTS
+                ):
+                    ctx.error((*path, "listen"), f"port {hp[1]} is already taken by {where}")
+                    ok = False
+                    break
+            else:
+                taken.append((hp[0], hp[1], f"spec.tcp[{i}]"))
+        cluster = _string(ctx, m.get("cluster"), (*path, "cluster"), required=True)
+        if cluster is not None:
+            known = next((c for c in clusters if c.name == cluster), None)
+            if cluster not in defined:
+                ctx.error(
+                    (*path, "cluster"),
+                    f"{cluster!r} is not a cluster in spec.clusters "
+                    f"(defined: {', '.join(defined) or 'none'})",
+                )
+                ok = False
+            elif known is not None and not _is_tcp(known.url):
+                ctx.error(
+                    (*path, "cluster"),
+                    f"a TCP listener forwards to a tcp:// cluster; {cluster!r} is {known.url}",
+                )
+                ok = False
+        else:
+            ok = False
+        name = _string(ctx, m.get("name"), (*path, "name"))
+        if name is not None and (not name.strip() or any(c.isspace() for c in name)):
+            ctx.error((*path, "name"), f"expected a name without spaces, got {name!r}")
+            ok = False
+        if name is None and hp is not None:
+            name = _fmt_hostport(*hp).replace(":", "_")
+        if name is not None and name in names:
+            ctx.error(
+                (*path, "name"),
+                f"duplicate TCP listener name {name!r} (first at spec.tcp[{names[name]}]); "
+                "give each a name",
+            )
+            ok = False
+        if name is not None:
+            names.setdefault(name, i)
+        if ok and hp is not None and cluster is not None and name is not None:
+            listeners.append(TcpListenerConfig(name, hp[0], hp[1], cluster))
+    return tuple(listeners)
 
 
 def _parse_listener_limits(spec: dict[str, Any], ctx: _Ctx, out: dict[str, Any]) -> None:
@@ -385,12 +503,14 @@ def _parse_tls(ctx: _Ctx, value: Any, base_dir: str | None) -> ListenerTls | Non
 
 def _cluster_url_error(url: str) -> str | None:
     m = _SCHEME.match(url)
-    if m is None or m.group(1).lower() not in ("http", "https", "grpc", "grpcs"):
-        return f"expected an http://, https://, grpc:// or grpcs:// URL, got {url!r}"
+    if m is None or m.group(1).lower() not in ("http", "https", "grpc", "grpcs", "tcp"):
+        return f"expected an http://, https://, grpc://, grpcs:// or tcp:// URL, got {url!r}"
     err = http_url_error(url)
     if err:
         return err
     parts = urlsplit(url)
+    if m.group(1).lower() == "tcp" and parts.port is None:
+        return f"a tcp:// cluster needs a port (tcp://HOST:PORT), got {url!r}"
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         return f"a cluster is a scheme, host and port; drop the path/query from {url!r}"
     return None

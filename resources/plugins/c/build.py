@@ -62,6 +62,11 @@ PLUGINS: dict[str, tuple[str, str, str]] = {
         "0.2.1",
         "an HTTP filter making gRPC callouts (unary, stream, cancel) for the transport tests",
     ),
+    "tcp_filter": (
+        "reactor",
+        "0.2.1",
+        "a network (TCP) filter: transforms, counts, closes on a marker, pauses until a tick",
+    ),
 }
 
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)

@@ -975,7 +975,7 @@ def proxy_doc(spec: str) -> str:
             "clusters:\n  - {name: a, url: 'ftp://a:1'}",
             "spec.clusters[0].url",
             "ftp",
-            "expected an http://, https://, grpc:// or grpcs:// URL",
+            "expected an http://, https://, grpc://, grpcs:// or tcp:// URL",
         ),
         ("clusters:\n  - {name: a, url: 'http://:80'}", "spec.clusters[0].url", "http", "no host"),
         (

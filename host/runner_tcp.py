@@ -1,0 +1,383 @@
+"""The offline runner behind ``wasmdesk try --tcp``: one TCP connection through one
+NETWORK plugin, no proxy, no sockets.
+
+It starts the plugin, runs ``proxy_on_new_connection``, then the data chunks in the order
+given (client data through ``proxy_on_downstream_data``, upstream data through
+``proxy_on_upstream_data``), then both half-closes (``end_of_stream``; the upstream's also
+fires ``proxy_on_upstream_connection_close`` with peer Unknown, as Envoy) and the
+connection's close (``proxy_on_downstream_connection_close``: peer 2 remote, or 1 local
+when the plugin closed it), then done, log, delete. A plugin that pauses keeps its data
+(later chunks of that direction are appended, as the proxy does); while paused, tick
+periods fire on a virtual clock (bounded) so a plugin may continue from its tick.
+Callouts go out as in ``wasmdesk try`` (between callbacks). Everything it saw comes back
+as a ``TcpTryResult``: each step's input, result and released bytes, and what each
+direction became.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from host.proxy.grpc_callouts import GRPC_SCHEMES, GrpcCalloutDispatcher, GrpcCluster
+from host.runner import CalloutClient
+from host.wasm import (
+    Action,
+    LogLevel,
+    PluginHost,
+    StreamInfo,
+    VirtualClock,
+    VmConfig,
+    VmStartError,
+)
+from host.wasm.context import StreamListener, TcpContext
+from host.wasm.diagnosis import root_id_warning, sdk_missing_root_line
+from host.wasm.module_info import describe
+from host.wasm.node import DEFAULT_NODE, Node
+from host.wasm.plugin_host import GrpcDispatcher
+from host.wasm.types import StreamType
+
+__all__ = ["TcpTryRequest", "TcpTryResult", "run_try_tcp"]
+
+DOWNSTREAM = "downstream"  # client -> upstream
+UPSTREAM = "upstream"  # upstream -> client
+_STREAM = {DOWNSTREAM: StreamType.DOWNSTREAM, UPSTREAM: StreamType.UPSTREAM}
+PEER_UNKNOWN, PEER_LOCAL, PEER_REMOTE = 0, 1, 2
+NETWORK_CALLBACKS = (
+    "proxy_on_new_connection",
+    "proxy_on_downstream_data",
+    "proxy_on_upstream_data",
+    "proxy_on_downstream_connection_close",
+    "proxy_on_upstream_connection_close",
+)
+
+
+@dataclass
+class TcpTryRequest:
+    # (DOWNSTREAM | UPSTREAM, data) in the order given
+    chunks: list[tuple[str, bytes]] = field(default_factory=list)
+    half_close: bool = True  # end both directions after the chunks
+    root_id: str = ""
+    plugin_name: str = ""
+    configuration: bytes = b""
+    vm_configuration: bytes = b""
+    env: list[tuple[str, str]] = field(default_factory=list)
+    clusters: dict[str, str] = field(default_factory=dict)
+    ticks: int = 0
+    log_level: LogLevel = LogLevel.TRACE
+    callback_timeout_ms: float = 100.0
+    callout_timeout_ms: float = 5000.0
+    node: Node = DEFAULT_NODE
+    client: str = "127.0.0.1:50000"
+
+
+@dataclass
+class TcpTryResult:
+    abi: str | None = None
+    sdk: str = ""
+    # one per callback the connection ran: direction, callback, input, result, released
+    steps: list[dict[str, object]] = field(default_factory=list)
+    # what each direction became: the bytes released past the plugin, in order
+    to_upstream: bytes = b""
+    to_downstream: bytes = b""
+    # what the plugin still held paused at the end (it never continued)
+    held: dict[str, bytes] = field(default_factory=dict)
+    connected: bool = False  # the new connection went on (the upstream would be connected)
+    closed_by_plugin: bool = False
+    close_peer: int | None = None
+    logs: list[dict[str, object]] = field(default_factory=list)
+    metrics: dict[str, object] = field(default_factory=dict)
+    callouts: list[dict[str, object]] = field(default_factory=list)
+    failure: dict[str, object] | None = None
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    ticks_fired: int = 0
+    ticks_while_paused: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def to_json(self) -> dict[str, object]:
+        def text(b: bytes) -> str:
+            return b.decode("utf-8", "replace")
+
+        return {
+            "abi": self.abi,
+            "sdk": self.sdk,
+            "connected": self.connected,
+            "steps": self.steps,
+            "to_upstream": text(self.to_upstream),
+            "to_downstream": text(self.to_downstream),
+            "held": {k: text(v) for k, v in self.held.items()},
+            "closed_by_plugin": self.closed_by_plugin,
+            "close_peer": self.close_peer,
+            "logs": self.logs,
+            "metrics": self.metrics,
+            "callouts": self.callouts,
+            "failure": self.failure,
+            "ticks_fired": self.ticks_fired,
+            "ticks_while_paused": self.ticks_while_paused,
+            "notes": self.notes,
+            "warnings": self.warnings,
+        }
+
+
+class _Listener(StreamListener):
+    def __init__(self) -> None:
+        self.resumed: list[StreamType] = []
+        self.closed = False
+
+    def on_resume(self, ctx: object, stream: StreamType) -> None:
+        self.resumed.append(stream)
+
+    def on_close(self, ctx: object, stream: StreamType) -> None:
+        self.closed = True
+
+
+class _Connection:
+    """One connection through the plugin, as the proxy's chain drives one hop."""
+
+    MAX_WAIT_MS = 30_000.0  # virtual time ticks may run while the plugin holds data
+
+    def __init__(
+        self,
+        req: TcpTryRequest,
+        host: PluginHost,
+        callouts: CalloutClient,
+        clock: VirtualClock,
+        ctx: TcpContext,
+        listener: _Listener,
+        result: TcpTryResult,
+    ) -> None:
+        self.req = req
+        self.host = host
+        self.callouts = callouts
+        self.clock = clock
+        self.ctx = ctx
+        self.listener = listener
+        self.result = result
+
+    def settle(self) -> None:
+        """Run what was posted (callout responses, queue items) until quiet (bounded)."""
+        for _ in range(1000):
+            n = self.callouts.perform_pending() + self.host.run_pending()
+            grpc = self.host.grpc
+            grpc = getattr(grpc, "fallback", None) or grpc  # mocks in front of the transport
+            if n == 0 and isinstance(grpc, GrpcCalloutDispatcher):
+                n = grpc.pump(self.req.callout_timeout_ms / 1000.0)
+            if n == 0:
+                return
+
+    def wait(self, stream: StreamType, action: Action) -> Action:
+        """After PAUSE: callouts and ticks run; CONTINUE once the plugin continued
+        ``stream``, CLOSE once it closed, else still PAUSE."""
+        if action != Action.PAUSE:
+            return action
+        before = len(self.listener.resumed)
+        waited = 0.0
+        root = self.ctx.root
+        while True:
+            self.settle()
+            if self.listener.closed:
+                return Action.CLOSE
+            if stream in self.listener.resumed[before:]:
+                return Action.CONTINUE
+            if self.ctx.vm.failed:
+                return Action.FAILED
+            period = root.tick_period_ms
+            if not period or waited >= self.MAX_WAIT_MS:
+                return Action.PAUSE
+            self.clock.advance(period)
+            waited += period
+            self.ctx.vm.tick(root)
+            self.result.ticks_while_paused += 1
+
+    def step(
+        self, direction: str, callback: str, data: bytes, action: Action, eos: bool = False
+    ) -> Action:
+        stream = _STREAM[direction]
+        paused = action == Action.PAUSE
+        action = self.wait(stream, action)
+        released = b""
+        if action == Action.CONTINUE and callback != "proxy_on_new_connection":
+            released = self.ctx.take_data(stream)
+            if direction == DOWNSTREAM:
+                self.result.to_upstream += released
+            else:
+                self.result.to_downstream += released
+        self.result.steps.append(
+            {
+                "direction": direction,
+                "callback": callback,
+                "input": data.decode("utf-8", "replace"),
+                "end_of_stream": eos,
+                "result": action.value,
+                "paused_first": paused,  # it paused, then (if result continue) continued
+                "released": released.decode("utf-8", "replace"),
+            }
+        )
+        if action == Action.CLOSE:
+            self.result.closed_by_plugin = True
+        return action
+
+
+def run_try_tcp(
+    wasm: bytes,
+    req: TcpTryRequest,
+    *,
+    callouts: CalloutClient | None = None,
+    grpc: GrpcDispatcher | None = None,
+) -> TcpTryResult:
+    """Run one connection's data through the NETWORK plugin in ``wasm``. ``callouts``
+    replaces the HTTP client, ``grpc`` the grpc.aio transport (the lab's mocks)."""
+    result = TcpTryResult()
+    clock = VirtualClock(start_wall_ns=time.time_ns())
+    if callouts is None:
+        callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
+    grpc_loop = asyncio.new_event_loop()
+    transport = GrpcCalloutDispatcher(
+        grpc_loop,
+        {
+            name: GrpcCluster(url, req.callout_timeout_ms / 1000.0)
+            for name, url in req.clusters.items()
+            if url.split(":", 1)[0].lower() in GRPC_SCHEMES
+        },
+    )
+    if grpc is None:
+        grpc = transport
+    elif getattr(grpc, "fallback", False) is None:
+        grpc.fallback = transport  # type: ignore[attr-defined]  # mocks first, then the clusters
+    host = PluginHost(None, clock=clock, http=callouts, grpc=grpc, log_level=req.log_level)
+    host.node = req.node
+    try:
+        _run(wasm, req, host, callouts, clock, result)
+    finally:
+        result.logs = [r.to_dict() for r in host.logs]
+        result.metrics = dict(host.metrics.snapshot())
+        result.callouts = [
+            {
+                "cluster": c.cluster,
+                "response_status": c.response_status,
+                "failure": c.failure,
+                "elapsed_ms": round(c.elapsed_ms, 2),
+            }
+            for c in callouts.completed
+        ]
+        callouts.close()
+        host.close()
+        grpc_loop.run_until_complete(transport.aclose())
+        grpc_loop.close()
+    line = sdk_missing_root_line(host.logs)
+    if line is not None:
+        result.warnings.append(root_id_warning(req.root_id, line))
+    return result
+
+
+def _run(
+    wasm: bytes,
+    req: TcpTryRequest,
+    host: PluginHost,
+    callouts: CalloutClient,
+    clock: VirtualClock,
+    result: TcpTryResult,
+) -> None:
+    module = host.compile(wasm)  # LoadError propagates: bad input
+    info = describe(module)
+    result.abi, result.sdk = info.abi, info.sdk
+    config = VmConfig(
+        name=req.plugin_name or req.root_id or "plugin",
+        vm_configuration=req.vm_configuration,
+        env=tuple(req.env),
+        callback_timeout_ms=req.callback_timeout_ms,
+    )
+    try:
+        vm = host.create_vm(module, config)
+        result.warnings += vm.warnings
+        root = vm.start_plugin(req.root_id, req.configuration, req.plugin_name or req.root_id)
+    except VmStartError as e:
+        result.failure = e.failure.to_dict()
+        return
+    if not any(getattr(vm.cb, name) is not None for name in NETWORK_CALLBACKS):
+        result.warnings.append(
+            "the module exports none of the network callbacks ("
+            + ", ".join(NETWORK_CALLBACKS)
+            + "): it does nothing to a TCP connection; is it an HTTP filter (try without --tcp)?"
+        )
+    for _ in range(req.ticks):
+        if not root.tick_period_ms:
+            result.notes.append("--ticks given but the plugin set no tick period; no tick fired")
+            break
+        clock.advance(root.tick_period_ms)
+        vm.tick(root)
+        result.ticks_fired += 1
+        if vm.failed:
+            break
+    if vm.failed:
+        result.failure = vm.failure.to_dict() if vm.failure else None
+        return
+    listener = _Listener()
+    si = StreamInfo(source_address=req.client, protocol="", start_time_ns=clock.wall_ns())
+    ctx = vm.new_tcp_context(root, si, listener)
+    conn = _Connection(req, host, callouts, clock, ctx, listener, result)
+    try:
+        _drive(conn, ctx, req, result)
+    finally:
+        if not ctx.deleted and not vm.failed:
+            peer = PEER_LOCAL if result.closed_by_plugin else PEER_REMOTE
+            result.close_peer = peer
+            ctx.on_downstream_close(peer)
+        ctx.finish()
+        conn.settle()
+        if vm.failed and result.failure is None:
+            result.failure = vm.failure.to_dict() if vm.failure else None
+
+
+def _drive(conn: _Connection, ctx: TcpContext, req: TcpTryRequest, result: TcpTryResult) -> None:
+    action = conn.step(DOWNSTREAM, "proxy_on_new_connection", b"", ctx.on_new_connection())
+    if action == Action.PAUSE:
+        result.notes.append(
+            "the plugin paused the new connection and never continued it: the upstream "
+            "would not be connected and no data would flow"
+        )
+        return
+    if action != Action.CONTINUE:
+        return
+    result.connected = True
+    for direction, data in req.chunks:
+        if direction == DOWNSTREAM:
+            action = conn.step(
+                direction, "proxy_on_downstream_data", data, ctx.on_downstream_data(data, False)
+            )
+        else:
+            action = conn.step(
+                direction, "proxy_on_upstream_data", data, ctx.on_upstream_data(data, False)
+            )
+        if action in (Action.CLOSE, Action.FAILED):
+            return
+    if req.half_close:
+        action = conn.step(
+            DOWNSTREAM,
+            "proxy_on_downstream_data",
+            b"",
+            ctx.on_downstream_data(b"", True),
+            eos=True,
+        )
+        if action in (Action.CLOSE, Action.FAILED):
+            return
+        action = conn.step(
+            UPSTREAM, "proxy_on_upstream_data", b"", ctx.on_upstream_data(b"", True), eos=True
+        )
+        if action in (Action.CLOSE, Action.FAILED):
+            return
+        ctx.on_upstream_close(PEER_UNKNOWN)
+    for direction, stream in _STREAM.items():
+        left = ctx.downstream if stream == StreamType.DOWNSTREAM else ctx.upstream
+        if stream in ctx.paused and left:
+            result.held[direction] = bytes(left)
+    if result.held:
+        result.notes.append(
+            "the plugin still held data paused at the end: it never continued it, so it "
+            "would not reach the other side"
+        )
