@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.host.proxy.tcp_helpers import (
     NET_HOLD_WAT,
@@ -696,3 +697,37 @@ def test_an_authz_callout_decides_whether_the_connection_goes_on(start_proxy: St
     finally:
         authz.shutdown()
         authz.server_close()
+
+
+def test_a_new_tcp_listener_that_cannot_bind_is_an_apply_error_of_its_own_kind(
+    start_proxy: Start,
+) -> None:
+    """A config applied while traffic flows whose new spec.tcp listener's port is taken:
+    the apply reports a LISTEN error (no plugin named) and the running listener stays."""
+    from host.proxy.config import parse_config
+    from host.proxy.errors import ErrorKind
+    from tests.host.proxy.conftest import ROOT
+
+    with echo_server() as up:
+        h = start_proxy(tcp_config(up.url))
+        port1 = tcp_port(h)
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = taken.getsockname()[1]
+        try:
+            docs = list(yaml.safe_load_all(tcp_config(up.url, listeners=2)))
+            docs[0]["spec"]["tcp"][1]["listen"] = f"127.0.0.1:{busy}"
+            text = yaml.safe_dump_all(docs, sort_keys=False)
+            errors = h.apply(parse_config(text, "<test>", str(ROOT)))
+        finally:
+            taken.close()
+        assert [e.kind for e in errors] == [ErrorKind.LISTEN]
+        assert errors[0].plugin == "" and not str(errors[0]).startswith("plugin ")
+        assert f"127.0.0.1:{busy}" in str(errors[0]), str(errors[0])
+        assert tcp_port(h) == port1  # the running listener still serves
+        s = connect(port1)
+        s.sendall(b"still here")
+        s.shutdown(socket.SHUT_WR)
+        assert read_until_eof(s) == b"still here"
+        s.close()
