@@ -26,6 +26,7 @@ from typing import Protocol
 
 from host.headers import HeaderMap
 from host.proxy.exchange_upstream import UpstreamLeg
+from host.proxy.grpc_reply import grpc_local_reply, grpc_status_of, is_grpc
 from host.proxy.halfstream import (
     ENTRY_COST,
     HIGH_WATER,
@@ -111,13 +112,27 @@ class Downstream(Protocol):
     them at that moment (the first body bytes, the trailers, or the end), so an
     adapter may hold the head to write both at once."""
 
-    core: ProxyCore
-    client: tuple[str, int]
-    client_ip: bytes
-    local: tuple[str, int]
-    id: int
-    closing: bool
-    write_paused: bool
+    @property
+    def core(self) -> ProxyCore: ...
+
+    @property
+    def client(self) -> tuple[str, int]: ...
+
+    @property
+    def client_ip(self) -> bytes: ...
+
+    @property
+    def local(self) -> tuple[str, int]: ...
+
+    @property
+    def id(self) -> int:
+        """The connection's id (``connection.id``)."""
+        ...
+
+    @property
+    def write_paused(self) -> bool:
+        """The client is not reading what we already sent it."""
+        ...
 
     def send_headers(self, status: int, headers: HeaderMap, end_stream: bool) -> bool:
         """Send the response headers (``:status`` first); False when they cannot be
@@ -157,6 +172,7 @@ class Exchange(UpstreamLeg):
         "down",
         "filter",
         "finished",
+        "grpc",
         "info",
         "keep_alive",
         "method",
@@ -175,6 +191,7 @@ class Exchange(UpstreamLeg):
         )
         self.filter: StreamFilter = _PASS
         self.method = b""
+        self.grpc = False  # the request's content-type says gRPC
         self.req = HalfStream(REQUEST)
         self.resp = HalfStream(RESPONSE)
         self.resp.has_body = True
@@ -198,6 +215,7 @@ class Exchange(UpstreamLeg):
         """The request's headers as the adapter built them (pseudo-headers first);
         ``length``: its content-length (-1: none; the adapter then ends the body)."""
         self.method = method
+        self.grpc = is_grpc(headers.get(b"content-type"))
         req = self.req
         if has_body:
             req.has_body = True
@@ -358,6 +376,8 @@ class Exchange(UpstreamLeg):
             self.info.status = status
             resp.head_sent = True
             resp.end_written = eos
+            if eos and self.grpc:
+                self._note_grpc(h)  # a trailers-only response
         data = resp.take() if resp.out else b""
         self.info.response_bytes += len(data)
         if head_request:
@@ -366,6 +386,8 @@ class Exchange(UpstreamLeg):
             if end:
                 resp.end_written = True
                 if resp.trailers:
+                    if self.grpc:
+                        self._note_grpc(resp.trailers)
                     if data:
                         self.down.send_data(data, False)
                     if not self.down.send_trailers(resp.trailers):
@@ -378,6 +400,11 @@ class Exchange(UpstreamLeg):
                 self.down.send_data(data, False)
         if end:
             self._finish()
+
+    def _note_grpc(self, m: HeaderMap) -> None:
+        got = grpc_status_of(m)
+        if got is not None:
+            self.info.grpc_status, self.info.grpc_message = got
 
     # -- local replies and endings --
 
@@ -394,15 +421,19 @@ class Exchange(UpstreamLeg):
             self._reset(reply.details or "local reply after the response started")
             return
         self.info.response_code_details = reply.details
-        h = HeaderMap(
-            [
-                (b":status", str(reply.status).encode()),
-                (b"content-type", b"text/plain"),
-                (b"content-length", str(len(reply.body)).encode()),
-            ]
-        )
-        for k, v in reply.headers:
-            h.add(k, v)
+        if self.grpc:  # Envoy: a trailers-only gRPC error instead
+            reply = grpc_local_reply(reply)
+            h = HeaderMap.from_pairs([(b":status", b"200"), *reply.headers])
+        else:
+            h = HeaderMap(
+                [
+                    (b":status", str(reply.status).encode()),
+                    (b"content-type", b"text/plain"),
+                    (b"content-length", str(len(reply.body)).encode()),
+                ]
+            )
+            for k, v in reply.headers:
+                h.add(k, v)
         self.resp.headers = h
         self.response_started = True
         self.resp.has_body = bool(reply.body)
@@ -429,6 +460,8 @@ class Exchange(UpstreamLeg):
             self.upstream = None
         if self.req.has_body and not self.req.complete:
             self.keep_alive = False  # the rest of the request body would be misread
+        if self.grpc:  # Envoy: a trailers-only gRPC error instead
+            reply = grpc_local_reply(reply)
         head_request = self.method == b"HEAD"
         eos = not reply.body or head_request
         if not self.down.send_headers(reply.status, _reply_headers(reply), eos):
@@ -437,6 +470,8 @@ class Exchange(UpstreamLeg):
             eos = head_request
         self.info.status = reply.status
         self.info.response_code_details = reply.details
+        if self.grpc:
+            self._note_grpc(HeaderMap.from_pairs(reply.headers))
         self.resp.head_sent = True
         self.info.response_bytes += len(reply.body)
         if not eos:
@@ -467,14 +502,14 @@ class Exchange(UpstreamLeg):
             self.upstream = None
         self._finish()
 
-    def codec_error(self, status: int, message: str) -> None:
+    def codec_error(self, status: int, message: str, codec: str = "http1") -> None:
         """The client's request could not be parsed; the adapter already answered
         (``status``) and closes: end the exchange without more I/O."""
         if self.finished:
             return
         self.info.status = status
         self.info.outcome = "reply"
-        self.info.response_code_details = f"http1.codec_error{{{message}}}"
+        self.info.response_code_details = f"{codec}.codec_error{{{message}}}"
         self.keep_alive = False
         if self.upstream is not None:
             self.upstream.abandon()

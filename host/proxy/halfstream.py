@@ -105,7 +105,7 @@ def framed_headers(half: HalfStream, end: bool, head_request: bool = False) -> H
         return h
     if end and not (head_request and declared >= 0):
         n = sum(map(len, half.out))
-        if n != declared and (n or half.has_body or declared >= 0 or not half.request):
+        if n != declared and (n or half.has_body or declared >= 0):
             pairs = [(k, v) for k, v in h if k != b"content-length"]
             pairs.append((b"content-length", b"%d" % n))
             h = HeaderMap.from_pairs(pairs)

@@ -249,6 +249,15 @@ class DownstreamProtocol(asyncio.Protocol):
         self._idle_since = time.monotonic()
         self._arm(min(core.limits.request_headers_timeout_s, core.limits.idle_timeout_s))
 
+    def hand_over(self) -> None:
+        """The connection turned out to speak another protocol (the listener hands it
+        over before any request): stop the timers; the new protocol counts its close."""
+        self.closing = True
+        self._accepted = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         if self._watchdog is not None:

@@ -35,13 +35,13 @@ from host.proxy.demo_upstream import EchoServer, start_echo_server
 from host.proxy.grpc_callouts import GrpcCluster
 from host.proxy.http1 import (
     Cluster,
-    DownstreamProtocol,
     Exchange,
     ExchangeInfo,
     Limits,
     StreamFilter,
     UpstreamPool,
 )
+from host.proxy.listener import protocol_factory
 from host.proxy.plugins import PluginManager, PluginSlot
 from host.proxy.routes import Route, RouteTable
 from host.wasm import Engine, HeaderMap, LogLevel, PluginHost
@@ -132,6 +132,9 @@ class ProxyServer:
         self._cx_active = s.gauge("http.downstream_cx_active")
         self._cx_total = s.counter("http.downstream_cx_total")
         self._rq_active = s.gauge("http.downstream_rq_active")
+        self._rq_http1 = s.counter("http.downstream_rq_http1_total")
+        self._rq_http2 = s.counter("http.downstream_rq_http2_total")
+        self._rq_grpc = s.counter("http.downstream_rq_grpc_total")
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -164,7 +167,7 @@ class ProxyServer:
         cfg = self.config
         try:
             srv = await self.loop.create_server(
-                lambda: DownstreamProtocol(self),
+                protocol_factory(self),
                 cfg.listen_host,
                 cfg.listen_port,
                 reuse_address=True,
@@ -331,6 +334,7 @@ class ProxyServer:
         return ChainRun(self.manager, info, self.route)
 
     def exchange_started(self, ex: Exchange) -> None:
+        (self._rq_http2 if ex.info.protocol == "HTTP/2" else self._rq_http1).inc()
         self.active_requests += 1
         self._rq_active.set(self.active_requests)
 
@@ -344,6 +348,8 @@ class ProxyServer:
         if 1 <= c <= 5:
             self._rq_class[c].inc()
         self._rq_time.record((time.monotonic() - ex.info.start) * 1000)
+        if ex.grpc:
+            self._rq_grpc.inc()
         if ex.info.outcome == "upstream_error":
             self.stats.counter(f"cluster.{ex.info.cluster or 'none'}.upstream_rq_error").inc()
         for fn in self.on_request_done:
