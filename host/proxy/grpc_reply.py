@@ -41,9 +41,7 @@ def _percent_encode(text: bytes) -> bytes:
     """gRPC's grpc-message encoding: bytes outside printable ASCII, and '%', as %XX."""
     if all(0x20 <= c <= 0x7E and c != 0x25 for c in text):
         return text
-    return b"".join(
-        bytes((c,)) if 0x20 <= c <= 0x7E and c != 0x25 else b"%%%02X" % c for c in text
-    )
+    return b"".join(bytes((c,)) if 0x20 <= c <= 0x7E and c != 0x25 else b"%%%02X" % c for c in text)
 
 
 def grpc_local_reply(reply: LocalReply) -> LocalReply:
