@@ -460,7 +460,7 @@ class H2Connection(asyncio.Protocol):
         s = H2Stream(self, sid)
         self.streams[sid] = s
         self._idle_since = None
-        ex = Exchange(s, s)
+        ex = Exchange(s)
         ex.info.protocol = "HTTP/2"
         s.ex = ex
         ex.open()
