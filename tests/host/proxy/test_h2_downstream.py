@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from host.proxy.exchange import Limits
+from tests.fixtures.wat_modules import compile_wat
 
 from .conftest import ScriptedUpstream, make_config, plugin, wasm_plugin
 
@@ -515,3 +516,36 @@ def test_a_proxy_error_to_grpc_maps_the_status(start_proxy) -> None:
         headers={"content-type": "application/grpc"},
     )
     assert (r.status_code, r.headers["grpc-status"], r.content) == (200, "14", b"")
+
+
+_RESET_WAT = """
+(module
+  (import "env" "proxy_close_stream" (func $close (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "malloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $close (i32.const 0)))
+    (i32.const 1))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_log") (param i32))
+  (func (export "proxy_on_delete") (param i32)))
+"""
+
+
+def test_a_plugin_reset_is_rst_stream_on_that_stream_only(start_proxy, wasm_file) -> None:
+    url = wasm_file(compile_wat(_RESET_WAT, "resetter"), "resetter")
+    h = start_proxy(make_config(wasm_plugin("resetter", url)))
+    c = _connect(h)
+    try:
+        for path in ("/r1", "/r2"):  # the connection outlives each reset
+            s = c.response(c.request(path))
+            assert s.reset == h2.errors.ErrorCodes.INTERNAL_ERROR and not s.headers
+        assert c.terminated is None and not c.closed
+    finally:
+        c.close()
+    rec = h.wait_for(lambda: [x for x in h.records() if x.path == "/r2"])[0]
+    assert (rec.outcome, rec.protocol) == ("reset", "HTTP/2")
