@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from typing import Any
@@ -22,6 +23,7 @@ import httpx
 import pytest
 
 from host.proxy.exchange import Limits
+from host.proxy.listener import protocol_factory
 from tests.fixtures.wat_modules import compile_wat
 
 from .conftest import ScriptedUpstream, make_config, plugin, wasm_plugin
@@ -549,3 +551,62 @@ def test_a_plugin_reset_is_rst_stream_on_that_stream_only(start_proxy, wasm_file
         c.close()
     rec = h.wait_for(lambda: [x for x in h.records() if x.path == "/r2"])[0]
     assert (rec.outcome, rec.protocol) == ("reset", "HTTP/2")
+
+
+def test_alpn_h2_on_a_tls_listener_picks_http2(start_proxy, tmp_path) -> None:
+    """The listener's protocol factory behind TLS (the TLS listener itself is separate
+    work): a client offering ALPN h2 and http/1.1 gets HTTP/2, one offering only
+    http/1.1 gets HTTP/1.1, on the same port."""
+    key, crt = tmp_path / "key.pem", tmp_path / "crt.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(crt, key)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    h = start_proxy(make_config(_add_header()))
+
+    async def listen() -> Any:
+        return await h.loop.create_server(protocol_factory(h.server), "127.0.0.1", 0, ssl=ctx)
+
+    srv = h.call(listen())
+    try:
+        port = srv.sockets[0].getsockname()[1]
+        url = f"https://127.0.0.1:{port}"
+        with httpx.Client(
+            http2=True,
+            verify=ssl.create_default_context(cafile=str(crt)),
+            trust_env=False,
+            timeout=10,
+        ) as c:
+            r = c.get(url + "/tls2")
+            assert (r.http_version, r.status_code) == ("HTTP/2", 200)
+            assert _echo(r.content)["path"] == "/tls2"
+        with httpx.Client(
+            verify=ssl.create_default_context(cafile=str(crt)), trust_env=False, timeout=10
+        ) as c:
+            r = c.get(url + "/tls1")
+            assert (r.http_version, r.status_code) == ("HTTP/1.1", 200)
+    finally:
+        h.sync(srv.close)
+    rec = h.wait_for(lambda: [x for x in h.records() if x.path == "/tls2"])[0]
+    assert rec.protocol == "HTTP/2"
