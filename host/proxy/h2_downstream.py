@@ -234,9 +234,7 @@ class H2Stream:
 class H2Connection(asyncio.Protocol):
     """One HTTP/2 client connection (after ALPN "h2", or the h2c preface)."""
 
-    _ids = 0
-
-    def __init__(self, core: ProxyCore, counted: bool = False) -> None:
+    def __init__(self, core: ProxyCore, conn_id: int, counted: bool = False) -> None:
         self.core = core
         config = h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_inbound_headers=True
@@ -248,8 +246,7 @@ class H2Connection(asyncio.Protocol):
         self.client = ("", 0)
         self.client_ip = b""
         self.local = ("", 0)
-        H2Connection._ids += 1
-        self.id = 1_000_000_000 + H2Connection._ids
+        self.id = conn_id  # connection.id (one sequence with HTTP/1.1's)
         self.closing = False
         self.write_paused = False
         self._counted = counted  # the listener counted the connection already
@@ -451,7 +448,10 @@ class H2Connection(asyncio.Protocol):
                     for s in list(self.streams.values()):
                         s.pump()
             case h2.events.ConnectionTerminated():
-                self.close()  # the client sent GOAWAY: nothing new comes
+                # The client sent GOAWAY. h2's state machine is closed from here on (it
+                # refuses to send even on streams below last_stream_id): close now.
+                self._fail_all()
+                self.close()
             case _:
                 pass  # settings, pings, priority: h2 answers what needs an answer
 

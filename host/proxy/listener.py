@@ -42,7 +42,8 @@ class ProtocolSniffer(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
-            self._switch(H2Connection(self.core), b"")
+            DownstreamProtocol._ids += 1  # one sequence of connection ids
+            self._switch(H2Connection(self.core, DownstreamProtocol._ids), b"")
             return
         h1 = DownstreamProtocol(self.core)
         self.h1 = h1
@@ -60,7 +61,7 @@ class ProtocolSniffer(asyncio.Protocol):
                 self.buf = buf  # maybe the preface: wait for more
                 return
             h1.hand_over()  # h2c with prior knowledge (the connection is counted)
-            self._switch(H2Connection(self.core, counted=True), buf)
+            self._switch(H2Connection(self.core, h1.id, counted=True), buf)
             return
         self.buf = b""
         self.transport.set_protocol(h1)

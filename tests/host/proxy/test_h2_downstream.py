@@ -610,3 +610,22 @@ def test_alpn_h2_on_a_tls_listener_picks_http2(start_proxy, tmp_path) -> None:
         h.sync(srv.close)
     rec = h.wait_for(lambda: [x for x in h.records() if x.path == "/tls2"])[0]
     assert rec.protocol == "HTTP/2"
+
+
+def test_a_client_goaway_closes_the_connection(start_proxy) -> None:
+    """h2's state machine is closed once it receives GOAWAY (it refuses to send even on
+    streams below last_stream_id), so the connection ends at once; its exchanges end
+    as lost clients and the proxy goes on."""
+    h = start_proxy(make_config(_add_header()))
+    c = _connect(h)
+    try:
+        c.request("/delay/300")
+        time.sleep(0.1)
+        # GOAWAY (raw: h2's own state machine would stop reading after sending it)
+        c.sock.sendall(b"\x00\x00\x08\x07\x00\x00\x00\x00\x00" + b"\x00" * 8)
+        c.wait(lambda: c.closed, timeout=5)
+    finally:
+        c.close()
+    rec = h.wait_for(lambda: [x for x in h.records() if x.path == "/delay/300"])[0]
+    assert rec.outcome == "client_disconnect"
+    assert httpx.get(h.url + "/still", trust_env=False, timeout=5).status_code == 200
