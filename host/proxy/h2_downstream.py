@@ -236,8 +236,14 @@ class H2Connection(asyncio.Protocol):
 
     def __init__(self, core: ProxyCore, conn_id: int, counted: bool = False) -> None:
         self.core = core
+        # Outbound header validation is ours (send_headers: names are lower-case tokens,
+        # values without CR/LF/NUL, no connection-specific field, :status first): h2's
+        # would cost a third of a response's HEADERS frame again.
         config = h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_inbound_headers=True
+            client_side=False,
+            header_encoding=None,
+            validate_inbound_headers=True,
+            validate_outbound_headers=False,
         )
         self.h2 = h2.connection.H2Connection(config=config)
         self.h2.decoder.max_header_list_size = _DECODER_LIMIT
@@ -252,6 +258,7 @@ class H2Connection(asyncio.Protocol):
         self._counted = counted  # the listener counted the connection already
         self._accepted = False
         self._in_receive = False
+        self._flush_soon = False
         self._idle_since: float | None = None
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -281,7 +288,7 @@ class H2Connection(asyncio.Protocol):
             }
         )
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
-        self.flush()
+        self._flush_now()
         self._idle_since = time.monotonic()
         self._arm(core.limits.idle_timeout_s)
 
@@ -340,16 +347,23 @@ class H2Connection(asyncio.Protocol):
             self.h2.close_connection(error_code=error)
         except h2.exceptions.ProtocolError:
             pass
-        self.flush()
+        self._flush_now()
         self.closing = True
         if self.transport is not None:
             self.transport.close()
 
     # output
     def flush(self) -> None:
-        """Write what h2 has queued (batched while incoming frames are processed)."""
-        if self._in_receive:
+        """Write what h2 has queued: once per loop iteration (the frames one upstream
+        read produced, e.g. HEADERS and DATA, go out in one write), and at the end of
+        each read from the client."""
+        if self._in_receive or self._flush_soon:
             return
+        self._flush_soon = True
+        self.core.loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_soon = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
@@ -390,7 +404,7 @@ class H2Connection(asyncio.Protocol):
                 self._event(ev)
         finally:
             self._in_receive = False
-        self.flush()
+        self._flush_now()
 
     def _fail_all(self) -> None:
         streams = list(self.streams.values())
