@@ -22,8 +22,10 @@ import h2.settings
 import httpx
 import pytest
 
+from host.headers import HeaderMap
 from host.proxy.exchange import Limits
 from host.proxy.listener import protocol_factory
+from host.proxy.stream import CONTINUE, PassThroughFilter, Verdict
 from tests.fixtures.wat_modules import compile_wat
 
 from .conftest import ScriptedUpstream, make_config, plugin, wasm_plugin
@@ -107,13 +109,19 @@ class H2Client:
 
     def read_once(self, timeout: float = 5.0) -> None:
         self.sock.settimeout(timeout)
-        data = self.sock.recv(65536)
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:  # closed while our last frames were in flight
+            data = b""
         if not data:
             self.closed = True
             return
         for ev in self.conn.receive_data(data):
             self._event(ev)
-        self.flush()
+        try:
+            self.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.closed = True
 
     def _event(self, ev: Any) -> None:
         s = self.streams.get(getattr(ev, "stream_id", 0) or 0)
@@ -629,3 +637,30 @@ def test_a_client_goaway_closes_the_connection(start_proxy) -> None:
     rec = h.wait_for(lambda: [x for x in h.records() if x.path == "/delay/300"])[0]
     assert rec.outcome == "client_disconnect"
     assert httpx.get(h.url + "/still", trust_env=False, timeout=5).status_code == 200
+
+
+class _BadResponseHeader(PassThroughFilter):
+    """Sets a response header no HTTP version may carry (as a careless plugin could)."""
+
+    def __init__(self, name: bytes, value: bytes) -> None:
+        self.name, self.value = name, value
+
+    def response_headers(self, headers: HeaderMap, end_stream: bool) -> Verdict:
+        headers.replace(self.name, self.value)
+        return CONTINUE
+
+
+@pytest.mark.parametrize(
+    "name,value", [(b"x-evil", b"a\r\nx-smuggled: 1"), (b"x-evil", b"\x00"), (b"bad name", b"v")]
+)
+def test_an_unsendable_response_header_gets_502_on_http2(start_proxy, name, value) -> None:
+    h = start_proxy(make_config())
+    h.sync(setattr, h.server, "new_filter", lambda info: _BadResponseHeader(name, value))
+    c = _connect(h)
+    try:
+        s = c.response(c.request("/h"))
+        assert s.header(b":status") == b"502" and b"invalid header" in s.body
+        assert all(k not in (b"x-evil", b"bad name") for k, _ in s.headers)
+        assert c.terminated is None
+    finally:
+        c.close()
