@@ -185,7 +185,7 @@ class H2Stream:
                 self.end_sent = True
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             self.end_sent = True  # the client reset it meanwhile
-        if self.out_bytes <= _OUT_HIGH // 4:
+        if self.out_bytes <= _OUT_HIGH // 4 and not self.conn.write_paused:
             self._upstream_pause(False)
         self._maybe_close()
 

@@ -37,6 +37,7 @@ def imports(module: str) -> set[str]:
         "exchange_upstream",
         "halfstream",
         "edge",
+        "grpc_reply",
     ],
 )
 def test_a_core_module_depends_on_no_adapter_chain_or_wasm(module: str) -> None:
