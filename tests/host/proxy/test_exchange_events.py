@@ -219,3 +219,21 @@ def test_the_core_streams_a_body_without_a_length_then_its_trailers() -> None:
     assert [e[0] for e in up] == ["headers", "data", "trailers"]
     assert up[0][2] is False and all(k != b"content-length" for k, _ in up[0][1])
     assert up[1] == ("data", b"abc", False) and up[2] == ("trailers", [(b"x-t", b"1")])
+
+
+def test_the_http1_adapter_sets_the_request_protocol(start_proxy) -> None:
+    from .conftest import plugin, raw_exchange, wasm_plugin
+
+    h = start_proxy(make_config(wasm_plugin("add", plugin("add_header"), root_id="add_header")))
+    (r10,) = raw_exchange(h, b"GET /v10 HTTP/1.0\r\nhost: x\r\n\r\n")
+    (r11,) = raw_exchange(h, b"GET /v11 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    assert r10.status == r11.status == 200
+    recs = h.wait_for(
+        lambda: {x.path: x.protocol for x in h.records()} if len(h.records()) == 2 else None
+    )
+    assert recs == {"/v10": "HTTP/1.0", "/v11": "HTTP/1.1"}
+    stats = h.stats()
+    assert (stats["http.downstream_rq_http1_total"], stats["http.downstream_rq_http2_total"]) == (
+        2,
+        0,
+    )
