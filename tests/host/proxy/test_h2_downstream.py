@@ -664,3 +664,24 @@ def test_an_unsendable_response_header_gets_502_on_http2(start_proxy, name, valu
         assert c.terminated is None
     finally:
         c.close()
+
+
+def test_a_body_plugin_rewrites_an_http2_request_body(start_proxy) -> None:
+    """body_echo_request buffers the whole body and upper-cases it: the HTTP/2 request
+    (no content-length, a body in DATA frames) reaches the HTTP/1.1 upstream with the
+    real content-length and the new body."""
+    h = start_proxy(
+        make_config(
+            wasm_plugin("echo-body", plugin("body_echo_request"), root_id="body_echo_request")
+        )
+    )
+    c = _connect(h)
+    try:
+        sid = c.request("/up", "POST", body=b"hello ", end=False)
+        c.send_body(sid, b"world", True)
+        s = c.response(sid)
+    finally:
+        c.close()
+    doc = _echo(s.body)
+    assert doc["body"] == "HELLO WORLD" and doc["headers"]["content-length"] == "11"
+    assert "transfer-encoding" not in doc["headers"]
