@@ -252,6 +252,7 @@ class H2Connection(asyncio.Protocol):
         self.client = ("", 0)
         self.client_ip = b""
         self.local = ("", 0)
+        self.scheme = b"http"  # x-forwarded-proto: https behind TLS (ALPN h2)
         self.id = conn_id  # connection.id (one sequence with HTTP/1.1's)
         self.closing = False
         self.write_paused = False
@@ -279,6 +280,7 @@ class H2Connection(asyncio.Protocol):
         self.client = (str(peer[0]), int(peer[1]))
         self.client_ip = self.client[0].encode()
         self.local = (str(sock[0]), int(sock[1]))
+        self.scheme = b"https" if transport.get_extra_info("ssl_object") is not None else b"http"
         self.h2.initiate_connection()
         self.h2.update_settings(
             {
@@ -514,7 +516,7 @@ class H2Connection(asyncio.Protocol):
         if not authority and host:
             items.append((b":authority", host))
         items += rest
-        rid = add_edge_headers(items, xff, rid, self.client_ip)
+        rid = add_edge_headers(items, xff, rid, self.client_ip, self.scheme)
         ex.info.request_id = rid.decode("latin-1")
         h = HeaderMap()
         h._items = items

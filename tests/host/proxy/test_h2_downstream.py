@@ -608,7 +608,8 @@ def test_alpn_h2_on_a_tls_listener_picks_http2(start_proxy, tmp_path) -> None:
         ) as c:
             r = c.get(url + "/tls2")
             assert (r.http_version, r.status_code) == ("HTTP/2", 200)
-            assert _echo(r.content)["path"] == "/tls2"
+            doc = _echo(r.content)
+            assert doc["path"] == "/tls2" and doc["headers"]["x-forwarded-proto"] == "https"
         with httpx.Client(
             verify=ssl.create_default_context(cafile=str(crt)), trust_env=False, timeout=10
         ) as c:
