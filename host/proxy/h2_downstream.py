@@ -57,6 +57,7 @@ class H2Stream:
     __slots__ = (
         "conn",
         "done",
+        "done_at",
         "end_sent",
         "ex",
         "out",
@@ -82,6 +83,7 @@ class H2Stream:
         self.end_sent = False
         self.received_end = False  # the client ended its side
         self.done = False  # the exchange finished
+        self.done_at = 0.0  # (its response may still wait for the client's window)
 
     # what the exchange reads
     @property
@@ -219,6 +221,7 @@ class H2Stream:
 
     def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
         self.done = True
+        self.done_at = time.monotonic()
         self._maybe_close()
 
     def _maybe_close(self) -> None:
@@ -332,10 +335,21 @@ class H2Connection(asyncio.Protocol):
         if self.closing or self.transport is None:
             return
         limit = self.core.limits.idle_timeout_s
+        now = time.monotonic()
+        step = limit
+        for st in list(self.streams.values()):
+            if st.done and not st.end_sent:
+                # a response the client's window has kept waiting for the idle timeout
+                # (Envoy: stream_idle_timeout): reset it, its memory goes
+                left = st.done_at + limit - now
+                if left <= 0:
+                    self.reset(st.sid, h2.errors.ErrorCodes.INTERNAL_ERROR)
+                else:
+                    step = min(step, left)
         if self.streams or self._idle_since is None:
-            self._arm(limit)
+            self._arm(step)
             return
-        left = self._idle_since + limit - time.monotonic()
+        left = self._idle_since + limit - now
         if left <= 0:
             self.close()  # Envoy's idle_timeout: GOAWAY, then close
             return

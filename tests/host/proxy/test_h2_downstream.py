@@ -686,3 +686,17 @@ def test_a_body_plugin_rewrites_an_http2_request_body(start_proxy) -> None:
     doc = _echo(s.body)
     assert doc["body"] == "HELLO WORLD" and doc["headers"]["content-length"] == "11"
     assert "transfer-encoding" not in doc["headers"]
+
+
+def test_a_response_stuck_behind_a_closed_window_is_reset_after_the_idle_timeout(
+    start_proxy,
+) -> None:
+    h = start_proxy(make_config())
+    h.sync(lambda: setattr(h.server, "limits", Limits(idle_timeout_s=0.4)))
+    c = _connect(h, window=0)  # the client never lets a DATA byte through
+    try:
+        s = c.response(c.request("/bytes/10"), timeout=5)
+        assert s.header(b":status") == b"200" and s.body == b""
+        assert s.reset == h2.errors.ErrorCodes.INTERNAL_ERROR
+    finally:
+        c.close()
