@@ -237,3 +237,11 @@ def test_the_http1_adapter_sets_the_request_protocol(start_proxy) -> None:
         2,
         0,
     )
+
+
+def test_a_codec_error_of_either_protocol_flags_a_downstream_protocol_error() -> None:
+    from host.proxy.chain import DOWNSTREAM_PROTOCOL_ERROR, response_flags
+
+    for codec in ("http1", "http2"):
+        details = f"{codec}.codec_error{{request header block exceeds 64 KiB}}"
+        assert response_flags("reply", details) == DOWNSTREAM_PROTOCOL_ERROR
