@@ -56,6 +56,7 @@ class H2Stream:
 
     __slots__ = (
         "conn",
+        "dirty",
         "done",
         "done_at",
         "end_sent",
@@ -81,6 +82,7 @@ class H2Stream:
         self.out_end = False  # the end of the response is queued behind ``out``
         self.out_trailers: HeaderMap | None = None
         self.end_sent = False
+        self.dirty = False  # queued output to frame at the connection's next flush
         self.received_end = False  # the client ended its side
         self.done = False  # the exchange finished
         self.done_at = 0.0  # (its response may still wait for the client's window)
@@ -143,8 +145,7 @@ class H2Stream:
             self.out_bytes += len(data)
         if end_stream:
             self.out_end = True
-        self.pump()
-        self.conn.flush()
+        self._schedule()
         if self.out_bytes > _OUT_HIGH:
             self._upstream_pause(True)
 
@@ -156,9 +157,16 @@ class H2Stream:
         ]
         self.out_trailers = HeaderMap.from_pairs(good)
         self.out_end = True
-        self.pump()
-        self.conn.flush()
+        self._schedule()
         return True
+
+    def _schedule(self) -> None:
+        """Frame the queued output at the connection's next flush (so the body and the
+        end that one upstream read released go out as one DATA frame with END_STREAM)."""
+        if not self.dirty:
+            self.dirty = True
+            self.conn.dirty.append(self)
+            self.conn.flush()
 
     def pump(self) -> None:
         """Send queued response data as the client's windows allow, then the end."""
@@ -252,6 +260,7 @@ class H2Connection(asyncio.Protocol):
         self.h2.decoder.max_header_list_size = _DECODER_LIMIT
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, H2Stream] = {}
+        self.dirty: list[H2Stream] = []  # streams with output to frame at the next flush
         self.client = ("", 0)
         self.client_ip = b""
         self.local = ("", 0)
@@ -379,6 +388,11 @@ class H2Connection(asyncio.Protocol):
         self.core.loop.call_soon(self._flush_now)
 
     def _flush_now(self) -> None:
+        if self.dirty:
+            streams, self.dirty = self.dirty, []
+            for st in streams:
+                st.dirty = False
+                st.pump()
         self._flush_soon = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
