@@ -8,6 +8,8 @@ else a small asyncio client), against the same upstream:
   wasmdesk, no plugin    `wasmdesk serve` with no WasmPlugin
   wasmdesk, typical      the typical header plugin (read 2 headers, add 1, log; response add 1)
   wasmdesk, 5 plugins    five typical plugins chained
+  wasmdesk, HTTP/2       no plugin, clients speaking h2c (prior knowledge) to the listener
+                         (h2load when installed, else a bounded httpx http2 client loop)
 
 It prints throughput and p50/p99 latency at 16 connections, median latency at one
 connection, the proxy's CPU time per request (utime+stime of its process / requests:
@@ -147,6 +149,82 @@ def load(url: str, seconds: float, connections: int) -> Load:
     if shutil.which("wrk"):
         return run_wrk(url, seconds, connections)
     return run_python_load(url, seconds, connections)
+
+
+def run_h2load(url: str, seconds: float, connections: int) -> Load:
+    """h2load (nghttp2-client): ``connections`` h2c connections, one stream at a time
+    each. It prints no percentiles: p50 is its mean, p99 its max."""
+    out = subprocess.run(
+        ["h2load", f"-c{connections}", "-m1", f"-D{max(1, int(seconds))}", url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    ).stdout
+    m = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded", out)
+    t = re.search(r"finished in ([\d.]+)s", out)
+    if not m or not t:
+        raise RuntimeError(f"h2load said: {out[-1000:]}")
+    if m.group(1) != m.group(2):
+        raise RuntimeError(f"h2load: {m.group(1)} requests, {m.group(2)} succeeded")
+    lat = re.search(
+        r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", out
+    )
+
+    def ms(v: str, unit: str) -> float:
+        return float(v) / 1000 if unit == "us" else float(v) * 1000 if unit == "s" else float(v)
+
+    n = int(m.group(2))
+    mean = ms(lat.group(5), lat.group(6)) if lat else float("nan")
+    worst = ms(lat.group(3), lat.group(4)) if lat else float("nan")
+    return Load(n / float(t.group(1)), mean, worst, n)
+
+
+def run_httpx_h2_load(url: str, seconds: float, connections: int) -> Load:
+    """A bounded httpx (http2=True) loop: ``connections`` clients, one stream each."""
+    import httpx
+
+    lat: list[float] = []
+
+    async def one(stop_at: float) -> int:
+        n = 0
+        async with httpx.AsyncClient(http1=False, http2=True, trust_env=False) as c:
+            while time.monotonic() < stop_at:
+                t0 = time.perf_counter()
+                r = await c.get(url)
+                r.raise_for_status()
+                lat.append((time.perf_counter() - t0) * 1000)
+                n += 1
+        return n
+
+    async def main() -> int:
+        stop_at = time.monotonic() + seconds
+        return sum(await asyncio.gather(*[one(stop_at) for _ in range(connections)]))
+
+    t0 = time.monotonic()
+    n = asyncio.run(main())
+    el = time.monotonic() - t0
+    lat.sort()
+    return Load(n / el, lat[len(lat) // 2], lat[int(len(lat) * 0.99)], n)
+
+
+def measure_http2(
+    d: str, up_port: int, seconds: float, connections: int
+) -> tuple[str, tuple[Load, Load, float]]:
+    """The no-plugin proxy under h2c load: (what generated it, as ``measure`` returns)."""
+    h2 = run_h2load if shutil.which("h2load") else run_httpx_h2_load
+    gen = "h2load" if h2 is run_h2load else "httpx http2"
+    w = wasmdesk(d, up_port, 0)
+    try:
+        url = f"http://127.0.0.1:{w.port}/bench"
+        h2(url, 1.0, connections)  # warm-up
+        c0 = w.cpu()
+        many = h2(url, seconds, connections)
+        c1 = w.cpu()
+        one = h2(url, max(1.0, seconds / 2), 1)
+    finally:
+        w.stop()
+    cpu_us = (c1 - c0) / many.requests * 1e6 if many.requests else float("nan")
+    return gen, (many, one, cpu_us)
 
 
 # -- the servers under test ----------------------------------------------------------------
@@ -327,6 +405,9 @@ def main() -> int:
                     w, f"http://127.0.0.1:{w.port}/bench", args.seconds, args.connections
                 )
                 w.stop()
+            h2_gen, rows["wasmdesk, HTTP/2"] = measure_http2(
+                d, up_port, args.seconds, args.connections
+            )
         finally:
             for p in procs:
                 p.stop()
@@ -360,7 +441,16 @@ def main() -> int:
     print(
         f"  p99 typical / p99 no-plugin         {one_p[0].p99_ms / base[0].p99_ms:6.2f}   [<= 2.0]"
     )
+    print_http2(rows, h2_gen)
     return 0
+
+
+def print_http2(rows: dict[str, tuple[Load, Load, float]], gen: str) -> None:
+    """The HTTP/2 line's ratios against the same run's no-plugin HTTP/1.1 figures."""
+    h1, h2 = rows["wasmdesk, no plugin"], rows["wasmdesk, HTTP/2"]
+    print(f"HTTP/2 (h2c, no plugin; load by {gen}, p50 columns are its mean if h2load)")
+    print(f"  HTTP/2 / HTTP/1.1 throughput        {h2[0].rps / h1[0].rps:6.2f}")
+    print(f"  HTTP/2 / HTTP/1.1 CPU per request   {h2[2] / h1[2]:6.2f}")
 
 
 if __name__ == "__main__":

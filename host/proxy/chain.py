@@ -1030,7 +1030,7 @@ def response_flags(outcome: str, details: str) -> int:
         return NO_ROUTE_FOUND
     if details == "upstream_protocol_error":
         return UPSTREAM_PROTOCOL_ERROR
-    if details.startswith("http1.codec_error"):
+    if details.startswith(("http1.codec_error", "http2.codec_error")):
         return DOWNSTREAM_PROTOCOL_ERROR
     if outcome == "client_disconnect":
         return DOWNSTREAM_CONNECTION_TERMINATION

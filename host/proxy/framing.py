@@ -2,8 +2,9 @@
 encoding, body-length rules and the checks on what may go on the wire.
 
 No sockets, no state beyond a bounded cache of field names already checked: the
-exchange state machine (``http1.Exchange``) asks these functions for bytes and
-writes them itself. A later HTTP/2 or TCP adapter does not use this module.
+HTTP/1.1 adapters (``http1.DownstreamProtocol``, ``upstream.UpstreamProtocol``) ask
+these functions for bytes when the exchange core sends them headers, data and
+trailers, and write them themselves. The HTTP/2 adapter does not use this module.
 
 Body-length rule (RFC 9112 §6): a head is built when the first body bytes or the
 end of the stream are released. If the whole body is known by then its length is
@@ -32,7 +33,6 @@ __all__ = [
     "field_problem",
     "reason",
     "reason_bytes",
-    "reply_message",
     "reply_problem",
     "request_head",
     "request_id",
@@ -340,29 +340,9 @@ def response_head(
 
 
 def reply_problem(headers: list[tuple[bytes, bytes]]) -> bool:
-    """True when a local reply's headers cannot be serialized."""
+    """True when a local reply's headers cannot be serialized (``response_head`` refuses
+    the same when the exchange sends them)."""
     return any(field_problem(k, v) for k, v in headers if k[:1] != b":")
-
-
-def reply_message(
-    status: int, headers: list[tuple[bytes, bytes]], body: bytes, close: bool, head_request: bool
-) -> bytes:
-    """A whole local reply (head and body), framed by its content-length; its headers
-    were checked with ``reply_problem``."""
-    lines = [
-        k + b": " + v
-        for k, v in headers
-        if k[:1] != b":" and k not in HOP_BY_HOP and k != b"content-length"
-    ]
-    lines.append(b"content-length: %d" % len(body))
-    if close:
-        lines.append(b"connection: close")
-    return b"HTTP/1.1 %d %s\r\n%s\r\n\r\n%s" % (
-        status,
-        reason(status).encode(),
-        b"\r\n".join(lines),
-        b"" if head_request else body,
-    )
 
 
 def error_message(status: int, message: str) -> bytes:

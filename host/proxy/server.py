@@ -38,20 +38,20 @@ from host.proxy.errors import ErrorKind, PluginError
 from host.proxy.grpc_callouts import GrpcCluster
 from host.proxy.http1 import (
     Cluster,
-    DownstreamProtocol,
     Exchange,
     ExchangeInfo,
     Limits,
     StreamFilter,
     UpstreamPool,
 )
+from host.proxy.listener import protocol_factory
 from host.proxy.plugins import PluginManager, PluginSlot
 from host.proxy.routes import Route, RouteTable
 from host.proxy.snapshots import PluginSnapshot
 from host.proxy.tcp import TcpListenError, TcpProxy
 from host.proxy.tcp_records import ConnectionRecord
 from host.proxy.tls import (
-    ALPN_HTTP1,
+    ALPN_H2,
     ListenerTlsRuntime,
     listener_stat_prefix,
     server_context,
@@ -147,6 +147,9 @@ class ProxyServer:
         self._cx_active = s.gauge("http.downstream_cx_active")
         self._cx_total = s.counter("http.downstream_cx_total")
         self._rq_active = s.gauge("http.downstream_rq_active")
+        self._rq_http1 = s.counter("http.downstream_rq_http1_total")
+        self._rq_http2 = s.counter("http.downstream_rq_http2_total")
+        self._rq_grpc = s.counter("http.downstream_rq_grpc_total")
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -182,7 +185,7 @@ class ProxyServer:
         tls = self.listener_tls
         try:
             srv = await self.loop.create_server(
-                lambda: DownstreamProtocol(self),
+                protocol_factory(self),
                 cfg.listen_host,
                 cfg.listen_port,
                 reuse_address=True,
@@ -241,7 +244,7 @@ class ProxyServer:
             if cfg.tls.demo:
                 demo = ensure_demo_cert()
                 cert, key, demo_ca = demo.cert, demo.key, demo.ca
-            context = server_context(cert, key, client_ca, ALPN_HTTP1)
+            context = server_context(cert, key, client_ca, ALPN_H2)
         except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
             raise StartupError(
                 f"listener TLS: cannot use {'the demo certificate' if cfg.tls.demo else cert}: "
@@ -414,6 +417,7 @@ class ProxyServer:
         return ChainRun(self.manager, info, self.route)
 
     def exchange_started(self, ex: Exchange) -> None:
+        (self._rq_http2 if ex.info.protocol == "HTTP/2" else self._rq_http1).inc()
         self.active_requests += 1
         self._rq_active.set(self.active_requests)
 
@@ -427,6 +431,8 @@ class ProxyServer:
         if 1 <= c <= 5:
             self._rq_class[c].inc()
         self._rq_time.record((time.monotonic() - ex.info.start) * 1000)
+        if ex.grpc:
+            self._rq_grpc.inc()
         if ex.info.outcome == "upstream_error":
             self.stats.counter(f"cluster.{ex.info.cluster or 'none'}.upstream_rq_error").inc()
         for fn in self.on_request_done:

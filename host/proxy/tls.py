@@ -3,8 +3,9 @@ of a connection (``TlsInfo``, what the ``connection.*`` / ``upstream.*`` attribu
 read), the listener's handshake counters (Envoy's ``listener.<address>.ssl.*``) and
 Envoy's shape of a TLS failure reason.
 
-Contexts: TLS 1.2 at least on both sides. The listener offers ALPN ``http/1.1`` (and
-``h2`` once an HTTP/2 adapter serves it: ``ALPN_H2``); with a ``clientCa`` it asks for
+Contexts: TLS 1.2 at least on both sides. The listener offers ALPN ``h2`` and
+``http/1.1`` (``ALPN_H2``; ``host.proxy.listener`` hands an ``h2`` connection to the
+HTTP/2 adapter); with a ``clientCa`` it asks for
 and verifies a client certificate (mTLS). Upstream contexts always verify the server's
 certificate and host name, against the system trust store or the cluster's ``caFile``
 (the same rule as ``grpcs://`` callouts in ``grpc_callouts.py``); Envoy without a
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 ALPN_HTTP1: tuple[str, ...] = ("http/1.1",)
-ALPN_H2: tuple[str, ...] = ("h2", "http/1.1")  # the listener's once HTTP/2 is served there
+ALPN_H2: tuple[str, ...] = ("h2", "http/1.1")  # the listener's
 
 # our own certificate, by server context (the ssl module does not expose it per connection)
 _LOCAL: weakref.WeakKeyDictionary[ssl.SSLContext, CertFacts] = weakref.WeakKeyDictionary()

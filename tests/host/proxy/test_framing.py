@@ -97,11 +97,16 @@ def test_local_replies_and_parse_errors_are_whole_messages() -> None:
     headers = [(b"x-why", b"policy"), (b"content-length", b"99"), (b"connection", b"x")]
     assert not framing.reply_problem(headers)
     assert framing.reply_problem([(b"x", b"a\rb")])
-    assert framing.reply_message(403, headers, b"no\n", True, False) == (
+    # a local reply goes out as the exchange sends it: headers with its length, then data
+    reply = HeaderMap.from_pairs([(b":status", b"403"), *headers[:1], *headers[2:]])
+    reply.add(b"content-length", b"3")
+    head = framing.response_head(reply, None, False, [], False, True)
+    assert head is not None and head.data + b"no\n" == (
         b"HTTP/1.1 403 Forbidden\r\nx-why: policy\r\ncontent-length: 3\r\n"
         b"connection: close\r\n\r\nno\n"
     )
-    assert framing.reply_message(403, [], b"no\n", False, True).endswith(b"\r\n\r\n")
+    head = framing.response_head(reply, None, True, [], True, False)  # to a HEAD: no body
+    assert head is not None and head.data.endswith(b"content-length: 3\r\n\r\n")
     assert framing.error_message(400, "bad") == (
         b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 4\r\n"
         b"connection: close\r\n\r\nbad\n"

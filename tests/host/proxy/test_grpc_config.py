@@ -49,7 +49,7 @@ def test_grpc_and_grpcs_cluster_urls_parse_with_an_optional_ca_file(tmp_path: Pa
         ("{name: a, url: 'grpc://127.0.0.1:1', caFile: '/etc/hosts'}", "only an https:// or grpcs"),
         ("{name: a, url: 'grpcs://127.0.0.1:1', caFile: '/no/such.pem'}", "no such file"),
         ("{name: a, url: 'grpc://127.0.0.1:1/pkg'}", "drop the path"),
-        ("{name: a, url: 'grpc+h2://127.0.0.1:1'}", "grpc:// or grpcs://"),
+        ("{name: a, url: 'grpc+h2://127.0.0.1:1'}", "grpc://, grpcs:// or tcp://"),
     ],
 )
 def test_bad_grpc_cluster_entries_are_config_errors(entry: str, message: str) -> None:

@@ -214,18 +214,24 @@ def test_a_python_ssl_client_gets_tls13_and_the_request_goes_on_as_https(start_p
     tls12.maximum_version = ssl.TLSVersion.TLSv1_2
     version, data = _raw_tls(h.port, tls12)
     assert version == "TLSv1.2" and data.startswith(b"HTTP/1.1 200 ")
-    # ALPN: HTTP/1.1 is what this listener serves, so a client offering h2 gets http/1.1
+    # ALPN: the listener serves h2 and http/1.1; a client offering h2 gets it, one
+    # offering only http/1.1 gets that
     alpn = _client_ctx(pki.ca)
     alpn.set_alpn_protocols(["h2", "http/1.1"])
     raw = socket.create_connection(("127.0.0.1", h.port), timeout=10)
     with raw, alpn.wrap_socket(raw, server_hostname="localhost") as s:
+        assert s.selected_alpn_protocol() == "h2"
+    alpn1 = _client_ctx(pki.ca)
+    alpn1.set_alpn_protocols(["http/1.1"])
+    raw = socket.create_connection(("127.0.0.1", h.port), timeout=10)
+    with raw, alpn1.wrap_socket(raw, server_hostname="localhost") as s:
         assert s.selected_alpn_protocol() == "http/1.1"
     stats = _listener_stats(h)
-    assert stats["ssl.handshake"] == 4
-    assert stats["ssl.versions.TLSv1.3"] == 3 and stats["ssl.versions.TLSv1.2"] == 1
+    assert stats["ssl.handshake"] == 5
+    assert stats["ssl.versions.TLSv1.3"] == 4 and stats["ssl.versions.TLSv1.2"] == 1
     assert stats.get("ssl.connection_error", 0) == 0
-    assert stats["ssl.no_certificate"] == 4  # no client certificates asked for
-    assert sum(v for k, v in stats.items() if k.startswith("ssl.ciphers.")) == 4
+    assert stats["ssl.no_certificate"] == 5  # no client certificates asked for
+    assert sum(v for k, v in stats.items() if k.startswith("ssl.ciphers.")) == 5
 
 
 def test_handshake_garbage_is_counted_and_the_listener_keeps_serving(start_proxy, pki):
