@@ -66,15 +66,51 @@ class Cluster:
     connect_timeout_s: float = 5.0
     max_idle: int = 64
     idle: deque[UpstreamProtocol] = field(default_factory=deque)
+    # the upstream protocol: "http1", or "h2" (grpc://, grpcs://, protocol: h2) served
+    # by upstream_h2's multiplexed connections
+    protocol: str = "http1"
+    tls: bool = False  # grpcs:// (https:// with protocol h2): TLS, ALPN h2
+    ca_file: str | None = None  # TLS: trust these CAs instead of the system store
 
     @classmethod
-    def from_url(cls, name: str, url: str, timeout_s: float = 15.0) -> Cluster:
+    def from_url(
+        cls,
+        name: str,
+        url: str,
+        timeout_s: float = 15.0,
+        protocol: str | None = None,
+        ca_file: str | None = None,
+    ) -> Cluster:
+        """``http://`` (HTTP/1.1, or HTTP/2 with prior knowledge when ``protocol`` is
+        "h2"), ``grpc://`` (HTTP/2 cleartext), ``grpcs://`` (HTTP/2 over TLS) or
+        ``https://`` with ``protocol`` "h2"."""
         u = urlsplit(url)
-        if u.scheme != "http":
-            raise ValueError(f"cluster {name}: only http:// upstreams are supported, got {url!r}")
+        scheme = u.scheme.lower()
+        if protocol not in (None, "http1", "h2"):
+            raise ValueError(f"cluster {name}: protocol must be http1 or h2, got {protocol!r}")
+        if scheme in ("grpc", "grpcs"):
+            if protocol == "http1":
+                raise ValueError(f"cluster {name}: {scheme}:// clusters speak HTTP/2 (h2)")
+            protocol = "h2"
+        elif scheme == "https" and protocol == "h2":
+            pass
+        elif scheme != "http":
+            raise ValueError(
+                f"cluster {name}: the data path forwards to http://, grpc:// and grpcs:// "
+                f"upstreams (https:// with protocol h2), got {url!r}"
+            )
         if not u.hostname:
             raise ValueError(f"cluster {name}: URL has no host: {url!r}")
-        return cls(name, u.hostname, u.port or 80, timeout_s)
+        tls = scheme in ("grpcs", "https")
+        return cls(
+            name,
+            u.hostname,
+            u.port or (443 if tls else 80),
+            timeout_s,
+            protocol=protocol or "http1",
+            tls=tls,
+            ca_file=ca_file if tls else None,
+        )
 
     @property
     def address(self) -> str:

@@ -1,0 +1,516 @@
+"""The HTTP/2 upstream (host/proxy/upstream_h2.py) driven directly with a recording
+``ResponseSink``, against real servers on 127.0.0.1: a grpcio server (gRPC over
+h2c) and a scripted ``h2`` server (tests/host/proxy/h2_test_server.py) for
+resets, GOAWAY, flow control both ways and the concurrent-stream limit."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from host.headers import HeaderMap
+from host.proxy.upstream import BACKLOG, Cluster
+from host.proxy.upstream_h2 import (
+    STREAM_WINDOW,
+    H2Pool,
+    H2Stream,
+    H2StreamReset,
+    request_header_list,
+)
+
+from .grpc_echo_server import EchoServer
+from .h2_test_server import ScriptedH2Server
+
+
+class Sink:
+    """Records what the upstream reports, as an exchange would receive it."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.ended: asyncio.Future[tuple[Any, ...]] = loop.create_future()
+        self.got_headers = asyncio.Event()
+        self.status = 0
+        self.headers: dict[bytes, bytes] = {}
+        self.expect_body: bool | None = None
+        self.body = bytearray()
+        self.trailers: HeaderMap | None = None
+        self.congested: list[bool] = []
+
+    def upstream_headers(
+        self, status: int, headers: list[tuple[bytes, bytes]], expect_body: bool
+    ) -> None:
+        self.status, self.headers, self.expect_body = status, dict(headers), expect_body
+        self.got_headers.set()
+
+    def upstream_body(self, chunk: bytes) -> None:
+        self.body += chunk
+
+    def upstream_complete(self, trailers: HeaderMap | None = None) -> None:
+        self.trailers = trailers
+        self.ended.set_result(("complete",))
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        self.ended.set_result(("lost", exc))
+
+    def upstream_error(self, status: int, message: str) -> None:
+        self.ended.set_result(("error", status, message))
+
+    def upstream_congested(self, congested: bool) -> None:
+        self.congested.append(congested)
+
+
+async def open_stream(pool: H2Pool, cluster: Cluster, sink: Sink) -> H2Stream:
+    got: asyncio.Future[H2Stream] = asyncio.get_running_loop().create_future()
+
+    def done(stream: H2Stream | None, why: str) -> None:
+        if stream is None:
+            got.set_exception(ConnectionError(why))
+        else:
+            got.set_result(stream)
+
+    pool.acquire(cluster, sink, done)
+    return await asyncio.wait_for(got, 5)
+
+
+def request(path: str, method: str = "GET", **extra: str) -> HeaderMap:
+    h = HeaderMap([(":method", method), (":path", path), (":authority", ""), (":scheme", "http")])
+    for k, v in extra.items():
+        h.add(k.replace("_", "-"), v)
+    return h
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+@pytest.fixture(scope="module")
+def grpc_echo() -> Iterator[EchoServer]:
+    srv = EchoServer()
+    yield srv
+    srv.stop()
+
+
+def grpc_frame(msg: bytes) -> bytes:
+    return b"\0" + struct.pack(">I", len(msg)) + msg
+
+
+# -- gRPC against grpcio ------------------------------------------------------------------------
+
+
+def test_grpc_unary_call_gets_its_message_and_the_status_trailer(grpc_echo: EchoServer) -> None:
+    async def main() -> None:
+        pool = H2Pool(asyncio.get_running_loop())
+        cluster = Cluster.from_url("echo", f"grpc://127.0.0.1:{grpc_echo.port}")
+        sink = Sink()
+        s = await open_stream(pool, cluster, sink)
+        s.send_headers(
+            request(
+                "/test.Echo/Unary",
+                "POST",
+                content_type="application/grpc",
+                te="trailers",
+                x_probe="p1",
+                host="echo.local",
+            ),
+            False,
+        )
+        s.send_data(grpc_frame(b"hi"), True)
+        assert await sink.ended == ("complete",)
+        assert sink.status == 200
+        assert sink.headers[b"x-srv"] == b"unary"
+        assert sink.headers[b"content-type"] == b"application/grpc"
+        assert bytes(sink.body) == grpc_frame(b"echo:hi")
+        assert sink.trailers is not None
+        assert sink.trailers.get("grpc-status") == b"0"
+        assert sink.trailers.get("seen-x-probe") == b"p1"
+        # :authority came from host (the exchange's :authority was empty)
+        assert grpc_echo.seen_authority[-1] == "echo.local"
+        pool.close()
+
+    run(main)
+
+
+def test_grpc_error_status_arrives_as_trailers(grpc_echo: EchoServer) -> None:
+    async def main() -> None:
+        pool = H2Pool(asyncio.get_running_loop())
+        cluster = Cluster.from_url("echo", f"grpc://127.0.0.1:{grpc_echo.port}")
+        sink = Sink()
+        s = await open_stream(pool, cluster, sink)
+        s.send_headers(
+            request("/test.Echo/Unary", "POST", content_type="application/grpc", te="trailers"),
+            False,
+        )
+        s.send_data(grpc_frame(b"fail"), True)
+        assert await sink.ended == ("complete",)
+        assert sink.status == 200
+        # grpcio answers an abort trailers-only: the status is in the headers
+        status = (sink.trailers.get("grpc-status") if sink.trailers else None) or sink.headers.get(
+            b"grpc-status"
+        )
+        assert status == b"5"
+        pool.close()
+
+    run(main)
+
+
+def test_grpc_bidi_stream_messages_flow_both_ways_on_one_stream(grpc_echo: EchoServer) -> None:
+    async def main() -> None:
+        pool = H2Pool(asyncio.get_running_loop())
+        cluster = Cluster.from_url("echo", f"grpc://127.0.0.1:{grpc_echo.port}")
+        sink = Sink()
+        s = await open_stream(pool, cluster, sink)
+        s.send_headers(
+            request("/test.Echo/Chat", "POST", content_type="application/grpc", te="trailers"),
+            False,
+        )
+        s.send_data(grpc_frame(b"one"), False)
+        await asyncio.wait_for(sink.got_headers.wait(), 5)
+        for _ in range(100):
+            if grpc_frame(b"re:one") in sink.body:
+                break
+            await asyncio.sleep(0.02)
+        assert bytes(sink.body) == grpc_frame(b"re:one")  # before the request ended
+        s.send_data(grpc_frame(b"two"), False)
+        s.send_trailers(HeaderMap())  # an empty trailer block still ends the request
+        assert await sink.ended == ("complete",)
+        assert bytes(sink.body) == grpc_frame(b"re:one") + grpc_frame(b"re:two") + grpc_frame(
+            b"bye"
+        )
+        assert sink.trailers is not None
+        assert sink.trailers.get("x-count") == b"2"
+        assert sink.trailers.get("grpc-status") == b"0"
+        pool.close()
+
+    run(main)
+
+
+def test_streams_to_one_cluster_share_one_connection(grpc_echo: EchoServer) -> None:
+    async def main() -> None:
+        pool = H2Pool(asyncio.get_running_loop())
+        cluster = Cluster.from_url("echo", f"grpc://127.0.0.1:{grpc_echo.port}")
+        sinks = [Sink() for _ in range(5)]
+        streams = [await open_stream(pool, cluster, k) for k in sinks]
+        for i, s in enumerate(streams):
+            s.send_headers(
+                # no te: gRPC servers require "te: trailers"; it is added for gRPC
+                request("/test.Echo/Unary", "POST", content_type="application/grpc"),
+                False,
+            )
+            s.send_data(grpc_frame(b"m%d" % i), True)
+        for i, k in enumerate(sinks):
+            assert await k.ended == ("complete",)
+            assert bytes(k.body) == grpc_frame(b"echo:m%d" % i)
+        assert pool.connects == 1
+        assert len(pool.connections(cluster)) == 1
+        pool.close()
+
+    run(main)
+
+
+# -- the scripted h2 server ---------------------------------------------------------------------
+
+
+def with_server(
+    body: Callable[[ScriptedH2Server, H2Pool, Cluster], Awaitable[None]],
+    max_streams: int | None = None,
+    **pool_kw: Any,
+) -> None:
+    async def main() -> None:
+        srv = ScriptedH2Server(max_streams)
+        port = await srv.start()
+        pool = H2Pool(asyncio.get_running_loop(), **pool_kw)
+        cluster = Cluster.from_url("h2", f"http://127.0.0.1:{port}", protocol="h2")
+        try:
+            await body(srv, pool, cluster)
+        finally:
+            pool.close()
+            await srv.stop()
+
+    run(main)
+
+
+def test_http1_only_fields_are_dropped_te_trailers_kept_and_trailers_both_ways() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        sink = Sink()
+        s = await open_stream(pool, cluster, sink)
+        h = request("/echo", "POST", te="trailers", connection="keep-alive", keep_alive="5")
+        h.add("transfer-encoding", "chunked")
+        s.send_headers(h, False)
+        s.send_data(b"abc", False)
+        s.send_trailers(HeaderMap([("x-sum", "42")]))
+        assert await sink.ended == ("complete",)
+        assert bytes(sink.body) == b"abc"
+        assert sink.headers[b"x-seen-te"] == b"trailers"
+        assert sink.headers[b"x-seen-connection-fields"] == b"-"
+        assert sink.headers[b"x-seen-scheme"] == b"http"
+        # no :authority and no host: the cluster's address
+        assert sink.headers[b"x-seen-authority"] == cluster.address.encode()
+        assert sink.trailers is not None
+        assert sink.trailers.get("x-trailer") == b"yes"
+        assert sink.trailers.get("x-req-trailer-x-sum") == b"42"
+
+    with_server(body)
+
+
+def test_te_other_than_trailers_is_dropped() -> None:
+    items = request_header_list(
+        HeaderMap([(":method", "GET"), (":path", "/"), ("te", "gzip"), ("upgrade", "h2c")]),
+        b"http",
+        b"up:80",
+    )
+    assert items == [
+        (b":method", b"GET"),
+        (b":scheme", b"http"),
+        (b":authority", b"up:80"),
+        (b":path", b"/"),
+    ]
+
+
+def test_request_bigger_than_the_peers_window_is_sent_as_it_opens() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        sink = Sink()
+        s = await open_stream(pool, cluster, sink)
+        s.send_headers(request("/echo", "POST"), False)
+        payload = bytes(range(256)) * 4096  # 1 MiB; the server's initial window is 64 KiB
+        s.send_data(payload, True)
+        # more than CONGESTED_BYTES waits for the peer's window: the exchange is told
+        assert sink.congested[:1] == [True]
+        assert await sink.ended == ("complete",)
+        assert sink.trailers is not None
+        assert sink.trailers.get("x-request-bytes") == b"%d" % len(payload)
+        assert bytes(sink.body) == payload  # and back, past our own stream window
+        assert sink.congested[-1] is False
+
+    with_server(body)
+
+
+def test_a_paused_stream_stops_the_server_at_its_window_and_resumes() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        sink = Sink()
+        s = await open_stream(pool, cluster, sink)
+        s.pause(BACKLOG)  # as the exchange does when it holds too much
+        size = 4 * STREAM_WINDOW
+        s.send_headers(request(f"/big/{size}"), True)
+        await asyncio.wait_for(sink.got_headers.wait(), 5)
+        await asyncio.sleep(0.3)
+        held = len(sink.body)
+        assert 0 < held <= STREAM_WINDOW  # no WINDOW_UPDATE while paused
+        # another stream on the same connection is not stalled by the paused one
+        other = Sink()
+        s2 = await open_stream(pool, cluster, other)
+        s2.send_headers(request("/big/1000"), True)
+        assert await other.ended == ("complete",)
+        assert len(other.body) == 1000
+        assert not sink.ended.done()
+        s.resume(BACKLOG)
+        assert await sink.ended == ("complete",)
+        assert len(sink.body) == size
+        assert pool.connects == 1
+
+    with_server(body)
+
+
+def test_upstream_reset_before_the_response_is_lost_with_the_code() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        sink = Sink()
+        s = await open_stream(pool, cluster, sink)
+        s.send_headers(request("/reset"), True)
+        kind, exc = await sink.ended
+        assert kind == "lost"
+        assert isinstance(exc, H2StreamReset)
+        assert "INTERNAL_ERROR" in str(exc)
+        assert sink.status == 0
+        # the connection is still good for the next stream
+        ok = Sink()
+        s2 = await open_stream(pool, cluster, ok)
+        s2.send_headers(request("/echo"), True)
+        assert await ok.ended == ("complete",)
+        assert pool.connects == 1
+
+    with_server(body)
+
+
+def test_upstream_reset_mid_response_is_lost_after_the_headers() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        sink = Sink()
+        s = await open_stream(pool, cluster, sink)
+        s.send_headers(request("/reset-mid"), True)
+        kind, exc = await sink.ended
+        assert kind == "lost"
+        assert isinstance(exc, H2StreamReset)
+        assert sink.status == 200
+        assert bytes(sink.body) == b"hello"
+
+    with_server(body)
+
+
+def test_trailers_only_response_has_no_body_and_carries_the_status() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        sink = Sink()
+        s = await open_stream(pool, cluster, sink)
+        s.send_headers(request("/trailers-only", "POST", content_type="application/grpc"), True)
+        assert await sink.ended == ("complete",)
+        assert sink.expect_body is False
+        assert sink.headers[b"grpc-status"] == b"12"
+        assert sink.trailers is None
+
+    with_server(body)
+
+
+def test_goaway_lets_the_stream_in_flight_finish_and_new_streams_use_a_new_connection() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        first = Sink()
+        s = await open_stream(pool, cluster, first)
+        s.send_headers(request("/goaway"), True)
+        await asyncio.sleep(0.05)  # the GOAWAY arrived; the answer comes 100 ms later
+        second = Sink()
+        s2 = await open_stream(pool, cluster, second)
+        s2.send_headers(request("/echo"), True)
+        assert await first.ended == ("complete",)
+        assert bytes(first.body) == b"done"
+        assert await second.ended == ("complete",)
+        assert pool.connects == 2
+        assert len(srv.conns) == 2
+        assert [r.path for r in srv.conns[1].requests.values()] == ["/echo"]
+        # the old connection closes once its last stream is done
+        await asyncio.wait_for(srv.conns[0].closed, 2)
+
+    with_server(body)
+
+
+def test_abandon_resets_the_stream_with_cancel() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        sink = Sink()
+        s = await open_stream(pool, cluster, sink)
+        s.send_headers(request("/hold"), True)
+        for _ in range(100):
+            if srv.requests:
+                break
+            await asyncio.sleep(0.01)
+        s.abandon()
+        for _ in range(100):
+            if srv.conns[0].resets:
+                break
+            await asyncio.sleep(0.01)
+        assert list(srv.conns[0].resets.values()) == [8]  # CANCEL
+        await asyncio.sleep(0.05)
+        assert not sink.ended.done()  # the exchange let go: nothing more is reported
+
+    with_server(body)
+
+
+def test_max_concurrent_streams_queues_past_the_limit_on_one_connection() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        # the server allows 2 streams at once; the pool may open 1 connection
+        warm = Sink()
+        s = await open_stream(pool, cluster, warm)
+        s.send_headers(request("/echo"), True)
+        await warm.ended  # its SETTINGS arrived
+        sinks = [Sink() for _ in range(6)]
+        got: list[asyncio.Future[H2Stream]] = []
+        for k in sinks:
+            fut: asyncio.Future[H2Stream] = asyncio.get_running_loop().create_future()
+            got.append(fut)
+
+            def done(st: H2Stream | None, why: str, fut: asyncio.Future[H2Stream] = fut) -> None:
+                assert st is not None, why
+                st.send_headers(request("/big/70000"), True)
+                fut.set_result(st)
+
+            pool.acquire(cluster, k, done)
+        assert sum(f.done() for f in got) == 2  # the others wait for a slot
+        for k in sinks:
+            assert await k.ended == ("complete",)
+            assert len(k.body) == 70000
+        assert pool.connects == 1
+        assert srv.conns[0].max_open <= 2
+
+    with_server(body, max_streams=2, max_connections=1)
+
+
+def test_max_concurrent_streams_opens_another_connection_when_allowed() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        warm = Sink()
+        s = await open_stream(pool, cluster, warm)
+        s.send_headers(request("/echo"), True)
+        await warm.ended
+        sinks = [Sink() for _ in range(4)]
+        for k in sinks:
+            st = await open_stream(pool, cluster, k)
+            st.send_headers(request("/hold"), True)
+        assert pool.connects == 2
+        assert all(c.max_open <= 2 for c in srv.conns)
+        for st in list(pool.connections(cluster)):
+            st.close()
+
+    with_server(body, max_streams=2, max_connections=4)
+
+
+def test_idle_connection_is_closed_with_goaway() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        sink = Sink()
+        s = await open_stream(pool, cluster, sink)
+        s.send_headers(request("/echo"), True)
+        await sink.ended
+        await asyncio.wait_for(srv.conns[0].closed, 2)
+        assert srv.conns[0].goaway_received
+        assert pool.connections(cluster) == []
+
+    with_server(body, idle_timeout_s=0.2)
+
+
+def test_connection_refused_fails_the_acquire() -> None:
+    async def main() -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        pool = H2Pool(asyncio.get_running_loop())
+        cluster = Cluster.from_url("gone", f"grpc://127.0.0.1:{port}")
+        with pytest.raises(ConnectionError, match="connection failure"):
+            await open_stream(pool, cluster, Sink())
+
+    run(main)
+
+
+def test_a_server_that_does_not_speak_http2_fails_the_stream_with_502() -> None:
+    async def main() -> None:
+        async def http1(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(100)
+            writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        srv = await asyncio.start_server(http1, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        pool = H2Pool(asyncio.get_running_loop())
+        cluster = Cluster.from_url("h1", f"http://127.0.0.1:{port}", protocol="h2")
+        sink = Sink()
+        s = await open_stream(pool, cluster, sink)
+        s.send_headers(request("/"), True)
+        ended = await sink.ended
+        assert ended[0] in ("error", "lost")
+        if ended[0] == "error":
+            assert ended[1] == 502
+        srv.close()
+        await srv.wait_closed()
+
+    run(main)
+
+
+def test_cluster_urls_choose_the_protocol() -> None:
+    g = Cluster.from_url("g", "grpc://127.0.0.1:50051")
+    assert (g.protocol, g.tls, g.port) == ("h2", False, 50051)
+    gs = Cluster.from_url("gs", "grpcs://example.test", ca_file="/tmp/ca.pem")
+    assert (gs.protocol, gs.tls, gs.port, gs.ca_file) == ("h2", True, 443, "/tmp/ca.pem")
+    h = Cluster.from_url("h", "http://127.0.0.1:8080", protocol="h2")
+    assert (h.protocol, h.tls) == ("h2", False)
+    assert Cluster.from_url("p", "http://127.0.0.1:8080").protocol == "http1"
+    with pytest.raises(ValueError, match="protocol must be http1 or h2"):
+        Cluster.from_url("x", "http://127.0.0.1:1", protocol="h3")
+    with pytest.raises(ValueError, match="speak HTTP/2"):
+        Cluster.from_url("x", "grpc://127.0.0.1:1", protocol="http1")
