@@ -23,6 +23,7 @@ from host.proxy import stats as st
 from host.proxy.admin import AdminProtocol
 from host.proxy.chain import ChainRun, NoPluginsFilter, RequestRecord
 from host.proxy.config import (
+    ClusterConfig,
     ConfigError,
     PluginSpec,
     ProxyConfig,
@@ -226,18 +227,19 @@ class ProxyServer:
         clusters: dict[str, Cluster] = {}
         for c in config.clusters:
             old = self.clusters.get(c.name)
-            if not c.url.startswith("http://"):
+            if not c.forwards:
                 # https clusters serve http_call (httpx); the data path speaks plain
-                # HTTP/1.1 to its upstreams.
+                # HTTP/1.1 or HTTP/2 (h2c, or TLS for grpcs://) to its upstreams.
                 if config.default_cluster == c.name:
                     raise StartupError(
-                        f"cluster {c.name}: the proxy forwards to http:// upstreams only; "
-                        f"{c.url} can serve plugin callouts but not be the default cluster",
+                        f"cluster {c.name}: the proxy forwards to http://, grpc:// and "
+                        f"grpcs:// upstreams; {c.url} can serve plugin callouts but not be "
+                        "the default cluster",
                         StartupKind.CLUSTER,
                     )
                 continue
-            new = Cluster.from_url(c.name, c.url, c.timeout_s)
-            if old is not None and (old.host, old.port) == (new.host, new.port):
+            new = Cluster.from_url(c.name, c.url, c.timeout_s, c.protocol, c.ca_file)
+            if old is not None and _same_upstream(old, new):
                 old.timeout_s = new.timeout_s
                 new = old  # keep its pooled connections
             clusters[c.name] = new
@@ -260,7 +262,7 @@ class ProxyServer:
         self.routes = RouteTable(config.routes, default.name if default is not None else None)
         self.manager.cluster_urls.update({c.name: (c.url, c.timeout_s) for c in config.clusters})
         self.manager.grpc_callouts.set_clusters(
-            {c.name: GrpcCluster(c.url, c.timeout_s, c.ca_file) for c in config.clusters}
+            {c.name: GrpcCluster(_grpc_url(c), c.timeout_s, c.ca_file) for c in config.clusters}
         )
         if self.demo is not None:
             # built in: for http_call too, and kept when manager.apply() replaces the
@@ -658,6 +660,27 @@ def _file_signature(path: str) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st_.st_mtime_ns, st_.st_size, st_.st_ino)
+
+
+def _grpc_url(c: ClusterConfig) -> str:
+    """The cluster's URL for gRPC callouts: an HTTP/2 cluster written as http:// (or
+    https://) with ``protocol: h2`` serves them too, as grpc:// (grpcs://)."""
+    if c.protocol == "h2":
+        scheme, sep, rest = c.url.partition("://")
+        if sep and scheme.lower() in ("http", "https"):
+            return ("grpcs" if scheme.lower() == "https" else "grpc") + "://" + rest
+    return c.url
+
+
+def _same_upstream(old: Cluster, new: Cluster) -> bool:
+    """Whether ``old``'s pooled connections can serve ``new`` (same peer, same protocol)."""
+    return (old.host, old.port, old.protocol, old.tls, old.ca_file) == (
+        new.host,
+        new.port,
+        new.protocol,
+        new.tls,
+        new.ca_file,
+    )
 
 
 def _limits(config: ProxyConfig) -> Limits:

@@ -88,6 +88,16 @@ class ClusterConfig:
     timeout_s: float = DEFAULT_CLUSTER_TIMEOUT_S
     connect_timeout_s: float | None = None
     ca_file: str | None = None  # grpcs:// only: trust these CAs, not the system store
+    # the data path's upstream protocol as written ("http1" | "h2"); None: from the URL
+    # (grpc:// and grpcs:// are h2, http:// is http1)
+    protocol: str | None = None
+
+    @property
+    def forwards(self) -> bool:
+        """Whether the data path can forward to this cluster (the others serve plugin
+        callouts only): http://, grpc://, grpcs://, and https:// with protocol h2."""
+        scheme = self.url.split(":", 1)[0].lower()
+        return scheme in ("http", "grpc", "grpcs") or (scheme == "https" and self.protocol == "h2")
 
 
 @dataclass(frozen=True)

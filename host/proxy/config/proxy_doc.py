@@ -38,7 +38,8 @@ _PROXY_SPEC_FIELDS = (
     "mocks",
 )
 _TIMEOUT_FIELDS = {"requestHeaders": "request_headers_timeout_s", "idle": "idle_timeout_s"}
-_CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout", "caFile")
+_CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout", "caFile", "protocol")
+CLUSTER_PROTOCOLS = ("http1", "h2")
 
 
 def _parse_proxy(
@@ -126,11 +127,14 @@ def _parse_proxy(
             ca_file = _resolve_path(ca_file, base_dir or os.getcwd())
             if base_dir is not None and not os.path.isfile(ca_file):
                 ctx.error((*path, "caFile"), f"no such file: {ca_file!r}")
+        protocol = _cluster_protocol(ctx, m.get("protocol"), (*path, "protocol"), url)
         if name is not None:
             first[name] = i
         if name is not None and url is not None and timeouts["timeout"] is not None:
             clusters.append(
-                ClusterConfig(name, url, timeouts["timeout"], timeouts["connectTimeout"], ca_file)
+                ClusterConfig(
+                    name, url, timeouts["timeout"], timeouts["connectTimeout"], ca_file, protocol
+                )
             )
     out["clusters"] = tuple(clusters)
     default = _string(ctx, spec.get("defaultCluster"), ("spec", "defaultCluster"))
@@ -141,13 +145,13 @@ def _parse_proxy(
                 ("spec", "defaultCluster"),
                 f"{default!r} is not a cluster in spec.clusters (defined: {defined})",
             )
-        elif any(c.name == default and not c.url.startswith("http://") for c in clusters):
+        elif any(c.name == default and not c.forwards for c in clusters):
             # found before start-up (file:line, exit 2), not as a start-up failure
             scheme = next(c.url for c in clusters if c.name == default).split(":", 1)[0]
             ctx.error(
                 ("spec", "defaultCluster"),
-                f"{default!r} is an {scheme}:// cluster: the proxy forwards to http:// "
-                f"upstreams only ({scheme} clusters serve plugin callouts)",
+                f"{default!r} is an {scheme}:// cluster: the proxy forwards to http://, "
+                f"grpc:// and grpcs:// upstreams ({scheme} clusters serve plugin callouts)",
             )
         out["default_cluster"] = default
     if spec.get("node") is not None:
@@ -213,11 +217,11 @@ def _parse_routes(
                     f"(defined: {', '.join(defined) or 'none'})",
                 )
                 ok = False
-            elif known is not None and not known.url.startswith("http://"):
+            elif known is not None and not known.forwards:
                 ctx.error(
                     (*path, "cluster"),
-                    f"the proxy forwards to http:// upstreams only; {known.url} can serve "
-                    "plugin callouts but not be a route's cluster",
+                    f"the proxy forwards to http://, grpc:// and grpcs:// upstreams; "
+                    f"{known.url} can serve plugin callouts but not be a route's cluster",
                 )
                 ok = False
         else:
@@ -316,6 +320,24 @@ def _parse_listener_limits(spec: dict[str, Any], ctx: _Ctx, out: dict[str, Any])
             )
         else:
             out["max_connections"] = cap
+
+
+def _cluster_protocol(ctx: _Ctx, value: Any, path: _Path, url: str | None) -> str | None:
+    """``protocol``: the data path's upstream protocol, ``http1`` (default) or ``h2``
+    (HTTP/2 with prior knowledge on http://; grpc:// and grpcs:// are h2 already)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in CLUSTER_PROTOCOLS:
+        ctx.error(
+            path,
+            f"expected http1 (HTTP/1.1, the default) or h2 (HTTP/2), got {_describe(value)}",
+        )
+        return None
+    scheme = (url or "").split(":", 1)[0].lower()
+    if scheme in ("grpc", "grpcs") and value != "h2":
+        ctx.error(path, f"{scheme}:// clusters speak HTTP/2: drop protocol or write h2")
+        return None
+    return value
 
 
 def _cluster_url_error(url: str) -> str | None:

@@ -158,7 +158,7 @@ def test_an_https_default_cluster_is_a_config_error_at_its_line() -> None:
     _assert_located(e)
     (issue,) = e.errors
     assert issue.line == 5 and issue.path == "spec.defaultCluster"
-    assert "http:// upstreams only" in issue.message
+    assert "forwards to http://, grpc:// and grpcs:// upstreams" in issue.message
 
 
 # -- fuzzing -------------------------------------------------------------------------------

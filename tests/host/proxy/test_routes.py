@@ -451,7 +451,7 @@ def _errors(routes: Any, **extra: Any) -> str:
         ),
         pytest.param(
             {"name": "x", "match": {"prefix": "/"}, "cluster": "s"},
-            "spec.routes[0].cluster: the proxy forwards to http:// upstreams only",
+            "spec.routes[0].cluster: the proxy forwards to http://, grpc:// and grpcs:// upstreams",
             id="https_cluster",
         ),
         pytest.param(
