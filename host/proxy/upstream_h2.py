@@ -53,6 +53,7 @@ from h2.events import Event
 from hyperframe.frame import Frame, GoAwayFrame
 
 from host.headers import HeaderMap
+from host.proxy import framing
 from host.proxy.upstream import Cluster, ResponseSink
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "H2StreamReset",
     "H2UpstreamConnection",
     "client_ssl_context",
+    "headers_problem",
     "request_header_list",
 ]
 
@@ -102,6 +104,23 @@ def client_ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["h2"])
     return ctx
+
+
+def headers_problem(headers: HeaderMap) -> str | None:
+    """Why ``headers`` cannot make a request (the same rules as HTTP/1.1's, RFC 9110
+    §5.1, §5.5: field names are tokens, no CR/LF/NUL in values, a token method and an
+    origin-form path), or None. The HTTP/2 codec would refuse (or mangle) them."""
+    method = headers.get(b":method") or b""
+    path = headers.get(b":path") or b""
+    problem = framing.request_line_problem(method, path)
+    if problem is not None:
+        return problem
+    for k, v in headers.items():
+        if k[:1] != b":":
+            problem = framing.field_problem(k, v)
+            if problem is not None:
+                return problem
+    return None
 
 
 def request_header_list(
@@ -206,9 +225,14 @@ class H2Stream:
 
     # -- the UpstreamStream side (called by the exchange) --
 
-    def send_headers(self, headers: HeaderMap, end_stream: bool) -> None:
+    def send_headers(self, headers: HeaderMap, end_stream: bool) -> str | None:
+        """Send the request headers; returns why they cannot be (nothing is sent then:
+        the exchange answers 503, as for HTTP/1.1), or None."""
         if self.exchange is None or self._head is not None:
-            return
+            return None
+        problem = headers_problem(headers)
+        if problem is not None:
+            return problem
         self._head = headers
         self._head_end = end_stream
         self._method = headers.get(b":method") or b"GET"
@@ -217,6 +241,7 @@ class H2Stream:
         conn = self.conn
         if conn is not None:
             conn.start(self)
+        return None
 
     def send_data(self, data: bytes, end_stream: bool) -> None:
         if self.exchange is None or self._end:
@@ -229,13 +254,17 @@ class H2Stream:
         if self.sid and self.conn is not None:
             self.conn.flush_stream(self)
 
-    def send_trailers(self, trailers: HeaderMap) -> None:
+    def send_trailers(self, trailers: HeaderMap) -> str | None:
+        """End the request with ``trailers``. The headers went out already, so a trailer
+        that cannot be sent is dropped (the request still ends), as for HTTP/1.1."""
         if self.exchange is None or self._end:
-            return
-        self._trailers = trailers
+            return None
+        if framing.trailer_problem(trailers) is None:
+            self._trailers = trailers
         self._end = True
         if self.sid and self.conn is not None:
             self.conn.flush_stream(self)
+        return None
 
     def abandon(self) -> None:
         """The exchange gave up on the stream (client gone, local reply): RST_STREAM

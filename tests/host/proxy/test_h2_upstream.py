@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import subprocess
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from host.headers import HeaderMap
@@ -514,3 +517,82 @@ def test_cluster_urls_choose_the_protocol() -> None:
         Cluster.from_url("x", "http://127.0.0.1:1", protocol="h3")
     with pytest.raises(ValueError, match="speak HTTP/2"):
         Cluster.from_url("x", "grpc://127.0.0.1:1", protocol="http1")
+
+
+# -- TLS (grpcs://) -----------------------------------------------------------------------------
+
+
+def _self_signed(tmp: Path) -> tuple[bytes, bytes]:
+    key, crt = tmp / "key.pem", tmp / "crt.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return key.read_bytes(), crt.read_bytes()
+
+
+def test_grpcs_cluster_speaks_h2_over_tls_verified_with_its_ca_file(tmp_path: Path) -> None:
+    key, crt = _self_signed(tmp_path)
+    srv = EchoServer(grpc.ssl_server_credentials([(key, crt)]))
+
+    async def main() -> None:
+        pool = H2Pool(asyncio.get_running_loop())
+        url = f"grpcs://127.0.0.1:{srv.port}"
+        cluster = Cluster.from_url("tls", url, ca_file=str(tmp_path / "crt.pem"))
+        sink = Sink()
+        s = await open_stream(pool, cluster, sink)
+        s.send_headers(request("/test.Echo/Unary", "POST", content_type="application/grpc"), False)
+        s.send_data(grpc_frame(b"secure"), True)
+        assert await sink.ended == ("complete",)
+        assert bytes(sink.body) == grpc_frame(b"echo:secure")
+        assert sink.trailers is not None and sink.trailers.get("grpc-status") == b"0"
+        # the system store does not trust the self-signed certificate
+        untrusted = Cluster.from_url("untrusted", url)
+        with pytest.raises(ConnectionError, match="TLS error"):
+            await open_stream(pool, untrusted, Sink())
+        pool.close()
+
+    try:
+        run(main)
+    finally:
+        srv.stop()
+
+
+def test_a_header_that_cannot_be_sent_is_refused_before_anything_goes_out() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        s = await open_stream(pool, cluster, Sink())
+        problem = s.send_headers(request("/echo", x_bad="a\r\nb"), True)
+        assert problem is not None and "CR, LF or NUL" in problem
+        assert s.send_headers(request("/echo", **{"bad name": "x"}), True) is not None
+        s.abandon()  # the slot goes back: the stream sent nothing
+        ok = Sink()
+        s2 = await open_stream(pool, cluster, ok)
+        assert s2.send_headers(request("/echo", "POST"), False) is None
+        s2.send_data(b"x", False)
+        # a trailer that cannot be sent after the headers went out is dropped; the
+        # request still ends
+        assert s2.send_trailers(HeaderMap([("x-t", "a\nb")])) is None
+        assert await ok.ended == ("complete",)
+        assert ok.trailers is not None and ok.trailers.get("x-request-bytes") == b"1"
+        assert [r.path for r in srv.requests] == ["/echo"]
+        assert srv.requests[0].trailers == []
+
+    with_server(body)
