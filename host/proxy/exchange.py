@@ -1,39 +1,38 @@
 """The exchange state machine: one request and its response through the filter (the
 plugin chain) to a cluster and back, one ``HalfStream`` per direction.
 
-Driven by events (the downstream parser's, the upstream connection's through its
-``ResponseSink`` interface) and by the filter's verdicts (``stream.Verdict``); it
-turns them into writes and flow-control calls on the protocol objects
-(``Downstream``, ``upstream.UpstreamProtocol``), never on a transport, and asks
-``framing`` for the bytes. The HTTP/1.1 socket adapter (``http1.DownstreamProtocol``)
-feeds it; it knows nothing of wasm.
+Sans-IO: driven by events (the downstream adapter's, and the upstream stream's through
+its ``ResponseSink`` interface) and by the filter's verdicts (``stream.Verdict``), it
+emits semantic events on both sides: headers, data and trailers to the client's
+``Downstream`` and to the cluster's ``upstream_api.UpstreamStream``, plus pause/resume
+calls. Protocol adapters (``http1.DownstreamProtocol``, ``upstream.UpstreamProtocol``;
+HTTP/2 beside them) do their own framing. It knows no socket, no wire format and no
+wasm. The upstream leg (routing, the stream, the route timeout, the response events)
+is the ``exchange_upstream.UpstreamLeg`` mixin; the per-direction state and the
+body-length rule are ``halfstream``'s.
 
-Why it is one ~800-line module: the exchange's handlers share its state (the two
-half-streams, the upstream connection, the timers) and its endings (reply, reset,
-finish); splitting them would spread one state machine over several files.
-
-Framing rule: the upstream request head (and the downstream response head) is
-written when the filter releases the first body bytes or the end of the stream.
-If a plugin buffered the whole body, the real length is known then and
-``content-length`` is set from it; otherwise the message streams with the
-framing in its (possibly modified) headers, or chunked without one. A streamed
-body whose length ends up different from its declared content-length closes
-the connection after the message instead of desynchronising it.
+Framing rule: the headers of each direction are sent when the filter releases the
+first body bytes or the end of the stream, so a body a plugin buffered whole gets its
+real ``content-length`` (``halfstream.framed_headers``); a streamed one keeps the
+length its (possibly modified) headers declare, or none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-import httptools
-
 from host.headers import HeaderMap
-from host.proxy import framing
-from host.proxy.framing import HOP_BY_HOP, SPECIAL_REQUEST_HEADERS
+from host.proxy.exchange_upstream import UpstreamLeg
+from host.proxy.halfstream import (
+    ENTRY_COST,
+    HIGH_WATER,
+    LOW_WATER,
+    HalfStream,
+    framed_headers,
+)
 from host.proxy.stream import (
     Continue,
     ExchangeInfo,
@@ -46,7 +45,8 @@ from host.proxy.stream import (
     Verdict,
     Wait,
 )
-from host.proxy.upstream import BACKLOG, PEER_FULL, Cluster, UpstreamPool, UpstreamProtocol
+from host.proxy.upstream import Cluster, UpstreamPool
+from host.proxy.upstream_api import BACKLOG, UpstreamStream
 
 __all__ = [
     "ENTRY_COST",
@@ -56,16 +56,8 @@ __all__ = [
     "Exchange",
     "HalfStream",
     "Limits",
-    "ParsedRequest",
     "ProxyCore",
 ]
-
-# Flow control: past the high-water mark of bytes held for the other side, reading
-# from the sending side pauses; it resumes below the low-water mark.
-HIGH_WATER = 1024 * 1024
-LOW_WATER = 256 * 1024
-ENTRY_COST = 64  # what one held chunk costs besides its bytes (so 1-byte chunks count too)
-_HIGH_WATER, _LOW_WATER, _ENTRY_COST = HIGH_WATER, LOW_WATER, ENTRY_COST
 
 
 @dataclass(frozen=True)
@@ -113,8 +105,11 @@ class ProxyCore(Protocol):
 
 
 class Downstream(Protocol):
-    """What an exchange needs from the client connection it answers (the HTTP/1.1
-    adapter's ``DownstreamProtocol``; another protocol's stream later)."""
+    """What an exchange needs from the client side it answers (the HTTP/1.1
+    connection, or one HTTP/2 stream): the response as semantic events, flow control
+    and the ending. The exchange sends the headers only together with what follows
+    them at that moment (the first body bytes, the trailers, or the end), so an
+    adapter may hold the head to write both at once."""
 
     core: ProxyCore
     client: tuple[str, int]
@@ -124,46 +119,28 @@ class Downstream(Protocol):
     closing: bool
     write_paused: bool
 
-    def write(self, data: bytes) -> None: ...
+    def send_headers(self, status: int, headers: HeaderMap, end_stream: bool) -> bool:
+        """Send the response headers (``:status`` first); False when they cannot be
+        serialized (nothing was sent; the exchange answers 502 instead)."""
+        ...
+
+    def send_data(self, data: bytes, end_stream: bool) -> None: ...
+
+    def send_trailers(self, trailers: HeaderMap) -> bool:
+        """End the response with trailers. False when they cannot be serialized and
+        nothing of the response went out yet (the exchange answers 502 instead); bad
+        trailers after body bytes are dropped."""
+        ...
 
     def pause(self, why: int) -> None: ...
 
     def resume(self, why: int) -> None: ...
 
-    def drop(self, abort: bool) -> None: ...
-
-    def fatal(self, status: int, message: str) -> None:
-        """A request that cannot be served as parsed: answer ``status`` and close."""
+    def drop(self, abort: bool) -> None:
+        """Reset the stream: ``abort`` when no response byte went out."""
         ...
 
     def exchange_done(self, ex: Exchange, keep_alive: bool) -> None: ...
-
-
-class ParsedRequest:
-    """One request as the downstream parser delivered it (head, queued body, trailers)."""
-
-    __slots__ = (
-        "body",
-        "body_bytes",
-        "complete",
-        "headers",
-        "keep_alive",
-        "method",
-        "target",
-        "trailers",
-        "version",
-    )
-
-    def __init__(self) -> None:
-        self.method = b""
-        self.target = b""
-        self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.keep_alive = True
-        self.body: list[bytes] = []
-        self.body_bytes = 0
-        self.complete = False
-        self.trailers: list[tuple[bytes, bytes]] | None = None
 
 
 # -- one exchange ----------------------------------------------------------------------------
@@ -172,61 +149,10 @@ REQUEST = True
 RESPONSE = False
 
 
-class HalfStream:
-    """One direction of an exchange (the request, or the response): what the filter holds
-    back, what it released and what the wire got. The exchange's step handlers take a
-    half-stream, so the request and the response share one implementation."""
-
-    __slots__ = (
-        "chunked",
-        "complete",
-        "declared",
-        "end",
-        "end_written",
-        "eos_delivered",
-        "has_body",
-        "head_sent",
-        "headers",
-        "out",
-        "passed",
-        "pending",
-        "queued",
-        "remaining",
-        "request",
-        "trailers",
-        "waiting",
-        "written",
-    )
-
-    def __init__(self, request: bool) -> None:
-        self.request = request
-        self.headers: HeaderMap | None = None
-        self.trailers: HeaderMap | None = None
-        self.has_body = False
-        self.passed = False  # the filter let the headers through
-        self.pending: deque[tuple[bytes, bool]] = deque()  # held while the filter waits
-        self.waiting = False  # the filter answered Wait (or Hold on the headers)
-        self.out: list[bytes] = []  # released bytes not yet written
-        self.queued = 0  # bytes in pending and out (flow control)
-        self.head_sent = False
-        self.chunked = False
-        self.declared = -1  # the content-length the head declared (-1: none)
-        self.written = 0  # body bytes written
-        self.end = False  # the filter released the end of the stream
-        self.end_written = False
-        # what the peer sends (the request side: the client's parser events)
-        self.remaining = -1  # content-length bytes still to come (-1: chunked / none)
-        self.complete = False  # the peer finished sending
-        self.eos_delivered = False
-
-
-
-class Exchange:
+class Exchange(UpstreamLeg):
     """One request and its response through the filter to a cluster and back."""
 
     __slots__ = (
-        "_upstream_sent_at",
-        "cluster",
         "core",
         "down",
         "filter",
@@ -238,121 +164,83 @@ class Exchange:
         "replying",
         "req",
         "resp",
-        "response_started",
-        "timer",
-        "upstream",
     )
 
-    def __init__(self, down: Downstream, parsed: ParsedRequest) -> None:
+    def __init__(self, down: Downstream, parsed: object = None, keep_alive: bool = True) -> None:
         self.down = down
         self.core = down.core
-        self.parsed = parsed
+        self.parsed = parsed  # the adapter's own handle on this request (opaque here)
         self.info = ExchangeInfo(
             down.client, down.local, down.id, start=time.monotonic(), start_wall_ns=time.time_ns()
         )
         self.filter: StreamFilter = _PASS
-        self.method = parsed.method
+        self.method = b""
         self.req = HalfStream(REQUEST)
         self.resp = HalfStream(RESPONSE)
         self.resp.has_body = True
-        self.upstream: UpstreamProtocol | None = None
+        self.upstream: UpstreamStream | None = None
         self.cluster: Cluster | None = None
         self.response_started = False
         self.replying = False
         self.finished = False
-        self.keep_alive = parsed.keep_alive
+        self.keep_alive = keep_alive
         self.timer: asyncio.TimerHandle | None = None
         self._upstream_sent_at = 0.0
 
     # -- request path --
 
-    def begin(self) -> None:
-        # Counted as started before anything can end it (a bad target or length ends
-        # it through _finish, which counts it as finished).
+    def open(self) -> None:
+        """Count the exchange as started (before anything can end it: a request the
+        adapter cannot parse ends through ``codec_error``, counted as finished)."""
         self.core.exchange_started(self)
-        p = self.parsed
-        h = HeaderMap()
-        target = p.target
-        authority = b""
-        if target[:1] != b"/" and target != b"*":
-            # absolute-form (a client configured to use us as an HTTP proxy)
-            try:
-                u = httptools.parse_url(target)
-                authority = u.host + (b":" + str(u.port).encode() if u.port else b"")
-                target = (u.path or b"/") + (b"?" + u.query if u.query else b"")
-            except httptools.HttpParserInvalidURLError:
-                self.down.fatal(400, "malformed request target")
-                return
-        host = b""
-        hosts = 0
-        cl = -1
-        te_chunked = False
-        expect_continue = False
-        xff: list[bytes] = []
-        rid = None
-        rest = []
-        for k, v in p.headers:
-            if k in SPECIAL_REQUEST_HEADERS:
-                if k == b"host":
-                    host = v
-                    hosts += 1
-                elif k == b"expect":
-                    if v.strip().lower() == b"100-continue":
-                        expect_continue = True  # answered here, not forwarded (below)
-                    else:
-                        rest.append((k, v))
-                elif k == b"content-length":
-                    try:
-                        cl = int(v)
-                    except ValueError:
-                        self.down.fatal(400, "malformed content-length")
-                        return
-                elif k == b"transfer-encoding":
-                    te_chunked = b"chunked" in v.lower()
-                elif k == b"x-forwarded-for":
-                    xff.append(v)  # several lines coalesce into one list, as Envoy does
-                elif k == b"x-request-id":
-                    rid = v
-                    rest.append((k, v))
-                continue  # hop-by-hop headers are not forwarded
-            rest.append((k, v))
-        if hosts > 1:
-            # RFC 9112 §3.2: a request with more than one Host line is answered 400
-            self.down.fatal(400, "more than one host header")
-            return
-        items = [
-            (b":method", p.method),
-            (b":path", target),
-            (b":authority", authority or host),
-            (b":scheme", b"http"),
-        ]
-        items += rest
-        client_ip = self.down.client_ip
-        xff.append(client_ip)
-        items.append((b"x-forwarded-for", b", ".join(xff) if len(xff) > 1 else client_ip))
-        items.append((b"x-forwarded-proto", b"http"))
-        if rid is None:
-            rid = framing.request_id()
-            items.append((b"x-request-id", rid))
-        h._items = items
-        self.info.request_id = rid.decode("latin-1")
-        if cl > 0 or te_chunked:
-            self.req.has_body = True
-            self.req.remaining = cl if not te_chunked else -1
-        if cl >= 0 and not te_chunked:
-            items.append((b"content-length", b"%d" % cl))
-        if expect_continue and self.req.has_body and p.version == "1.1" and not p.complete:
-            # Envoy (proxy_100_continue off): answer 100 Continue at once, drop Expect
-            self.down.write(framing.CONTINUE_100)
-        self.req.headers = h
+
+    def begin(self, headers: HeaderMap, method: bytes, has_body: bool, length: int = -1) -> None:
+        """The request's headers as the adapter built them (pseudo-headers first);
+        ``length``: its content-length (-1: none; the adapter then ends the body)."""
+        self.method = method
+        req = self.req
+        if has_body:
+            req.has_body = True
+            req.remaining = length
+        req.headers = headers
         self.filter = self.core.new_filter(self.info)
-        self._headers_step(self.req, self.filter.request_headers(h, not self.req.has_body))
+        self._headers_step(req, self.filter.request_headers(headers, not has_body))
+
+    def downstream_body(self, chunk: bytes, end_stream: bool = False) -> None:
+        if self.finished or self.replying:
+            return
+        req = self.req
+        self.info.request_bytes += len(chunk)
+        eos = end_stream
+        if req.remaining >= 0:
+            req.remaining -= len(chunk)
+            eos = eos or req.remaining <= 0
+        if eos:
+            req.eos_delivered = True
+        if req.waiting or not req.passed:
+            self._hold(req, chunk, eos)
+            return
+        self._data_step(req, self.filter.request_data(chunk, eos), eos)
+        if req.queued > HIGH_WATER and not self.finished:
+            self.down.pause(BACKLOG)  # released, but no upstream stream to take it yet
+
+    def downstream_complete(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
+        req = self.req
+        req.complete = True
+        if self.finished or self.replying:
+            return
+        if not req.has_body or req.eos_delivered:
+            return
+        req.eos_delivered = True
+        if trailers:
+            # Envoy: the last data frame had end_stream=false; the trailers end the stream
+            req.trailers = HeaderMap.from_pairs(trailers)
+        if req.waiting or not req.passed:
+            self._hold(req, b"", True, flow=False)
+            return
+        self._data_step(req, self._event(req, b"", True), True)
 
     # -- one implementation for both directions --
-
-    def _source(self, half: HalfStream) -> Downstream | UpstreamProtocol | None:
-        """The peer that sends ``half``: reading from it pauses while too much is held."""
-        return self.down if half.request else self.upstream
 
     def _headers_step(self, half: HalfStream, step: Verdict) -> None:
         """The filter's verdict on ``half``'s headers."""
@@ -381,11 +269,15 @@ class Exchange:
             case Hold():  # on headers: wait for continue (the chain answers Wait instead)
                 half.waiting = True
 
+    def _source(self, half: HalfStream) -> Downstream | UpstreamStream | None:
+        """The peer that sends ``half``: reading from it pauses while too much is held."""
+        return self.down if half.request else self.upstream
+
     def _hold(self, half: HalfStream, chunk: bytes, eos: bool, flow: bool = True) -> None:
         """Keep a body event for the filter until it stops waiting."""
         half.pending.append((chunk, eos))
-        half.queued += len(chunk) + _ENTRY_COST
-        if flow and half.queued > _HIGH_WATER:
+        half.queued += len(chunk) + ENTRY_COST
+        if flow and half.queued > HIGH_WATER:
             src = self._source(half)
             if src is not None:
                 src.pause(BACKLOG)
@@ -405,9 +297,9 @@ class Exchange:
         """Hand the held body events to the filter while it does not wait."""
         while half.pending and not half.waiting and not self.finished and not self.replying:
             chunk, eos = half.pending.popleft()
-            half.queued -= len(chunk) + _ENTRY_COST
+            half.queued -= len(chunk) + ENTRY_COST
             self._data_step(half, self._event(half, chunk, eos), eos)
-        if half.queued <= _LOW_WATER:
+        if half.queued <= LOW_WATER:
             src = self._source(half)
             if src is not None:
                 src.resume(BACKLOG)
@@ -418,7 +310,7 @@ class Exchange:
             case Continue(data, trailers):
                 if data:
                     half.out.append(data)
-                    half.queued += len(data) + _ENTRY_COST
+                    half.queued += len(data) + ENTRY_COST
                 if eos and trailers is not None and half.trailers is None:
                     half.trailers = trailers  # added by a plugin from the last data
                 self._flush(half, end=eos)
@@ -446,300 +338,52 @@ class Exchange:
         else:
             self._flush_response(end)
 
-    @staticmethod
-    def _release(half: HalfStream, out: list[bytes], send_body: bool = True) -> int:
-        """Move ``half``'s released bytes into ``out`` as the head framed them (chunked, or
-        as is; nothing when ``send_body`` is false); the byte count."""
-        data = b"".join(half.out) if len(half.out) > 1 else half.out[0]
-        half.queued -= len(data) + len(half.out) * _ENTRY_COST
-        half.out = []
-        half.written += len(data)
-        if half.chunked:
-            out.append(framing.chunk(data))
-        elif send_body:
-            out.append(data)
-        return len(data)
-
-    # -- request path --
-
-    def downstream_body(self, chunk: bytes) -> None:
-        if self.finished or self.replying:
-            return
-        self.info.request_bytes += len(chunk)
-        eos = False
-        if self.req.remaining >= 0:
-            self.req.remaining -= len(chunk)
-            eos = self.req.remaining <= 0
-        if eos:
-            self.req.eos_delivered = True
-        if self.req.waiting or not self.req.passed:
-            self._hold(self.req, chunk, eos)
-            return
-        self._data_step(self.req, self.filter.request_data(chunk, eos), eos)
-        if self.req.queued > _HIGH_WATER and not self.finished:
-            self.down.pause(BACKLOG)  # released, but no upstream connection to take it yet
-
-    def downstream_complete(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
-        self.req.complete = True
-        if self.finished or self.replying:
-            return
-        if not self.req.has_body or self.req.eos_delivered:
-            return
-        self.req.eos_delivered = True
-        if trailers:
-            # Envoy: the last data frame had end_stream=false; the trailers end the stream
-            self.req.trailers = HeaderMap.from_pairs(trailers)
-        if self.req.waiting or not self.req.passed:
-            self._hold(self.req, b"", True, flow=False)
-            return
-        self._data_step(self.req, self._event(self.req, b"", True), True)
-
-    # -- upstream --
-
-    def _route_and_connect(self) -> None:
-        assert self.req.headers is not None
-        cluster = self.core.route(self.req.headers, self.info)
-        if cluster is None:
-            self.send_local(
-                LocalReply(404, b"no route to any cluster\n", details="route_not_found")
-            )
-            return
-        self.cluster = cluster
-        self.info.cluster = cluster.name
-        self.info.upstream_address = cluster.address
-        self.core.pool.acquire(cluster, self._connected)
-
-    def _connected(self, conn: UpstreamProtocol | None, why: str) -> None:
-        if self.finished or self.replying:
-            if conn is not None:
-                self.core.pool.release(conn)
-            return
-        if conn is None:
-            self.info.outcome = "upstream_error"
-            self.send_local(
-                LocalReply(
-                    503,
-                    b"upstream connect error or disconnect/reset before headers. reset reason: "
-                    + why.encode()
-                    + b"\n",
-                    details="upstream_reset_before_response_started{connection_failure}",
-                )
-            )
-            return
-        self.upstream = conn
-        assert self.cluster is not None
-        if self.down.write_paused:
-            conn.pause(PEER_FULL)  # the client is not reading what we already sent it
-        # Only what the filter released so far: the end of the request counts once the
-        # filter passed it (req.end), not when the client sent it. A body still queued
-        # in req.pending (headers were paused) follows through _drain.
-        self._flush_request(end=self.req.end)
-        if self.timer is None and not self.finished and self.upstream is conn:
-            # The route timeout runs from the moment the whole request went upstream
-            # (as Envoy's); until then only a stalled upload is bounded, by the idle
-            # timeout.
-            self.timer = self.core.loop.call_later(
-                self.core.limits.idle_timeout_s, self._timeout
-            )
-
-    def _start_route_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        assert self.cluster is not None
-        self.timer = self.core.loop.call_later(self.cluster.timeout_s, self._timeout)
-
-    def _timeout(self) -> None:
-        self.timer = None
-        if self.finished or self.response_started:
-            if not self.finished and self.upstream is not None:
-                # mid-body: nothing sane to send; drop both sides
-                self._reset("upstream timeout during the response body")
-            return
-        self.info.outcome = "upstream_error"
-        if self.upstream is not None:
-            self.upstream.abandon()
-            self.upstream = None
-        self.send_local(
-            LocalReply(504, b"upstream request timeout\n", details="upstream_response_timeout")
-        )
-
-    def _flush_request(self, end: bool) -> None:
-        """Write released request bytes upstream in one write (the head first, once)."""
-        if end:
-            self.req.end = True
-        conn = self.upstream
-        if conn is None:
-            return  # written when the connection is ready
-        end = self.req.end
-        out: list[bytes] = []
-        if not self.req.head_sent:
-            if not end and not self.req.out:
-                return  # nothing released yet: keep the head until we know more
-            head = self._request_head(end)
-            if head is None:
-                return
-            out.append(head)
-        if self.req.out:
-            self._release(self.req, out)
-        if end and not self.req.end_written:
-            self.req.end_written = True
-            if self.req.chunked:
-                out.append(framing.trailer_block(self.req.trailers))
-            elif self.req.declared >= 0 and self.req.written != self.req.declared:
-                conn.reusable = False  # a plugin changed a streamed body's length
-            self._start_route_timer()
-        if out:
-            conn.send(self, out[0] if len(out) == 1 else b"".join(out), self.method != b"HEAD")
-        if self.req.queued <= _LOW_WATER:
-            self.down.resume(BACKLOG)
-
-    def _request_head(self, end: bool) -> bytes | None:
-        """The upstream request head, or None (after answering locally) when the headers
-        cannot be serialized (see ``framing.request_head``). Envoy's codec refuses such a
-        request and the router answers 503 before the response started; so do we, and
-        nothing reaches the upstream."""
-        assert self.req.headers is not None and self.upstream is not None
-        head = framing.request_head(
-            self.req.headers,
-            self.upstream.cluster.address.encode(),
-            self.req.trailers,
-            end,
-            self.req.out,
-            self.req.has_body,
-        )
-        if isinstance(head, str):
-            self._refuse_request(head)
-            return None
-        self.req.chunked = head.chunked
-        if head.declared >= 0:
-            self.req.declared = head.declared
-        self.req.head_sent = True
-        self._upstream_sent_at = time.monotonic()
-        return head.data
-
-    def _refuse_request(self, problem: str) -> None:
-        self.info.outcome = "upstream_error"
-        if self.upstream is not None:
-            self.upstream.abandon()
-            self.upstream = None
-        self.send_local(
-            LocalReply(
-                503,
-                b"upstream request contains an invalid header: " + problem.encode() + b"\n",
-                details="upstream_request_invalid_header",
-            )
-        )
-
-    # -- response path --
-
-    def upstream_headers(
-        self, status: int, headers: list[tuple[bytes, bytes]], expect_body: bool
-    ) -> None:
-        if self.finished or self.replying:
-            return
-        if 100 <= status < 200:
-            return  # interim responses are not forwarded
-        self.info.upstream_ms = (
-            time.monotonic() - (self._upstream_sent_at or self.info.start)
-        ) * 1000
-        h = HeaderMap()
-        items = h._items
-        items.append((b":status", str(status).encode()))
-        cl = -1
-        for k, v in headers:
-            if k == b"content-length":
-                try:
-                    cl = int(v)
-                except ValueError:
-                    cl = -1
-            elif k == b"transfer-encoding":
-                continue  # the response is re-framed downstream
-            if k in HOP_BY_HOP:
-                continue
-            items.append((k, v))
-        has_body = expect_body and status not in (204, 304) and (cl != 0)
-        self.resp.has_body = has_body
-        self.resp.headers = h
-        self.response_started = True
-        self._headers_step(self.resp, self.filter.response_headers(h, not has_body))
-
-    def upstream_body(self, chunk: bytes) -> None:
-        if self.finished or self.replying:
-            return
-        if self.resp.waiting or not self.resp.passed:
-            self._hold(self.resp, chunk, False)
-            return
-        self._data_step(self.resp, self.filter.response_data(chunk, False), False)
-
-    def upstream_complete(self, trailers: HeaderMap | None = None) -> None:
-        if trailers is not None:
-            self.resp.trailers = trailers
-        self.upstream = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.finished or self.replying:
-            return
-        if not self.resp.has_body:
-            return
-        if self.resp.waiting or not self.resp.passed:
-            self._hold(self.resp, b"", True, flow=False)
-            return
-        self._data_step(self.resp, self._event(self.resp, b"", True), True)
+    # -- response path (the request's is the upstream leg's) --
 
     def _flush_response(self, end: bool) -> None:
-        """Write released response bytes downstream in one write (head first, once)."""
-        out: list[bytes] = []
-        if not self.resp.head_sent:
-            if not end and not self.resp.out:
+        """Send the released response events to the client: the headers with the first
+        body bytes or the end, then the body, then the end (data or trailers)."""
+        resp = self.resp
+        head_request = self.method == b"HEAD"  # its answer has no body (nor trailers)
+        if not resp.head_sent:
+            if not end and not resp.out:
                 return
-            head = self._response_head(end)
-            if head is None:
+            h = framed_headers(resp, end, head_request)
+            eos = end and (head_request or not (resp.out or resp.trailers))
+            status = _status(h)
+            if not self.down.send_headers(status, h, eos):
+                # Envoy's codec refuses such a response: 502 instead
                 self._write_reply(_invalid_response_reply())
                 return
-            out.append(head)
-        if self.resp.out:
-            self.info.response_bytes += self._release(self.resp, out, self.method != b"HEAD")
-        if end:
-            if self.resp.chunked:
-                out.append(framing.trailer_block(self.resp.trailers))
-            elif (
-                self.resp.declared >= 0
-                and self.resp.written != self.resp.declared
-                and self.method != b"HEAD"
-            ):
-                self.keep_alive = False  # a plugin changed a streamed body's length
-        if out:
-            self.down.write(out[0] if len(out) == 1 else b"".join(out))
+            self.info.status = status
+            resp.head_sent = True
+            resp.end_written = eos
+        data = resp.take() if resp.out else b""
+        self.info.response_bytes += len(data)
+        if head_request:
+            data = b""
+        if not resp.end_written:
+            if end:
+                resp.end_written = True
+                if resp.trailers:
+                    if data:
+                        self.down.send_data(data, False)
+                    if not self.down.send_trailers(resp.trailers):
+                        resp.head_sent = False
+                        self._write_reply(_invalid_response_reply())
+                        return
+                else:
+                    self.down.send_data(data, True)
+            elif data:
+                self.down.send_data(data, False)
         if end:
             self._finish()
-
-    def _response_head(self, end: bool) -> bytes | None:
-        """The response head for the client, or None when a header cannot be serialized
-        (the caller answers 502 instead, as Envoy's codec refuses such a response)."""
-        assert self.resp.headers is not None
-        head = framing.response_head(
-            self.resp.headers,
-            self.resp.trailers,
-            end,
-            self.resp.out,
-            self.method == b"HEAD",
-            not self.keep_alive or self.down.closing,
-        )
-        if head is None:
-            return None
-        self.info.status = head.status
-        self.resp.chunked = head.chunked
-        if head.declared >= 0:
-            self.resp.declared = head.declared
-        self.resp.head_sent = True
-        return head.data
 
     # -- local replies and endings --
 
     def _reply_from_filter(self, reply: LocalReply) -> None:
         """The filter answered locally (its reply already went through the response
-        path inside the filter): write it as is."""
+        path inside the filter): send it as is."""
         self.info.outcome = "reply"
         self._write_reply(reply)
 
@@ -773,32 +417,30 @@ class Exchange:
         self._data_step(self.resp, self.filter.response_data(body, True), True)
 
     def _write_reply(self, reply: LocalReply) -> None:
+        """Send a whole reply the filter made (or the 502 for an unserializable one)."""
         if self.finished:
             return
         if self.resp.head_sent:
             self._reset("local reply after the response started")
             return
-        if framing.reply_problem(reply.headers):
-            reply = _invalid_response_reply()
         self.replying = True
         if self.upstream is not None:
             self.upstream.abandon()
             self.upstream = None
         if self.req.has_body and not self.req.complete:
             self.keep_alive = False  # the rest of the request body would be misread
+        head_request = self.method == b"HEAD"
+        eos = not reply.body or head_request
+        if not self.down.send_headers(reply.status, _reply_headers(reply), eos):
+            reply = _invalid_response_reply()
+            self.down.send_headers(reply.status, _reply_headers(reply), head_request)
+            eos = head_request
         self.info.status = reply.status
         self.info.response_code_details = reply.details
         self.resp.head_sent = True
         self.info.response_bytes += len(reply.body)
-        self.down.write(
-            framing.reply_message(
-                reply.status,
-                reply.headers,
-                reply.body,
-                not self.keep_alive,
-                self.method == b"HEAD",
-            )
-        )
+        if not eos:
+            self.down.send_data(reply.body, True)
         self._finish()
 
     def _reset(self, why: str) -> None:
@@ -813,44 +455,9 @@ class Exchange:
         self.down.drop(abort=not self.resp.head_sent)
         self._finish()
 
-    def upstream_lost(self, exc: Exception | None) -> None:
-        if self.finished:
-            return
-        self.upstream = None
-        if self.response_started:
-            self._reset("upstream connection lost mid-response")
-            return
-        self.info.outcome = "upstream_error"
-        self.send_local(
-            LocalReply(
-                503,
-                b"upstream connect error or disconnect/reset before headers. reset reason: "
-                b"connection termination\n",
-                details="upstream_reset_before_response_started{connection_termination}",
-            )
-        )
-
-    def upstream_error(self, status: int, message: str) -> None:
-        if self.finished:
-            return
-        self.upstream = None
-        self.info.outcome = "upstream_error"
-        if self.response_started:
-            self._reset(message)
-        else:
-            self.send_local(
-                LocalReply(status, (message + "\n").encode(), details="upstream_protocol_error")
-            )
-
-    def upstream_congested(self, congested: bool) -> None:
-        # the upstream is not reading our request as fast as the client sends it
-        if congested:
-            self.down.pause(PEER_FULL)
-        else:
-            self.down.resume(PEER_FULL)
-
     def downstream_lost(self) -> None:
-        """The client went away: no more I/O, but the filter still completes."""
+        """The client went away (or reset the stream): no more I/O, but the filter
+        still completes."""
         if self.finished:
             return
         self.info.outcome = "client_disconnect"
@@ -861,8 +468,8 @@ class Exchange:
         self._finish()
 
     def codec_error(self, status: int, message: str) -> None:
-        """The client's request could not be parsed; the connection already wrote the
-        error response (``status``) and closes: end the exchange without more I/O."""
+        """The client's request could not be parsed; the adapter already answered
+        (``status``) and closes: end the exchange without more I/O."""
         if self.finished:
             return
         self.info.status = status
@@ -882,7 +489,7 @@ class Exchange:
             self.timer.cancel()
             self.timer = None
         up = self.upstream
-        if up is not None and up.exchange is self:
+        if up is not None:
             if (
                 self.resp.headers is not None
                 and not self.resp.has_body
@@ -900,6 +507,25 @@ class Exchange:
             # Keep-alive only once the client finished sending this request.
             keep = self.keep_alive and (self.req.complete or not self.req.has_body)
             self.down.exchange_done(self, keep)
+
+
+def _status(h: HeaderMap) -> int:
+    """The response's ``:status`` (502 when it is not a number, as before)."""
+    for k, v in h:
+        if k == b":status":
+            try:
+                return int(v)
+            except ValueError:
+                return 502
+    return 200
+
+
+def _reply_headers(reply: LocalReply) -> HeaderMap:
+    """A whole reply's headers: its own (no pseudo-header, no length) and its length."""
+    pairs = [(b":status", b"%d" % reply.status)]
+    pairs += [(k, v) for k, v in reply.headers if k[:1] != b":" and k != b"content-length"]
+    pairs.append((b"content-length", b"%d" % len(reply.body)))
+    return HeaderMap.from_pairs(pairs)
 
 
 def _invalid_response_reply() -> LocalReply:

@@ -2,8 +2,9 @@
 encoding, body-length rules and the checks on what may go on the wire.
 
 No sockets, no state beyond a bounded cache of field names already checked: the
-exchange state machine (``http1.Exchange``) asks these functions for bytes and
-writes them itself. A later HTTP/2 or TCP adapter does not use this module.
+HTTP/1.1 adapters (``http1.DownstreamProtocol``, ``upstream.UpstreamProtocol``) ask
+these functions for bytes when the exchange core sends them headers, data and
+trailers, and write them themselves. The HTTP/2 adapter does not use this module.
 
 Body-length rule (RFC 9112 §6): a head is built when the first body bytes or the
 end of the stream are released. If the whole body is known by then its length is

@@ -14,20 +14,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from typing import NamedTuple
 
 import httptools
 
+from host.headers import HeaderMap
 from host.proxy import framing
+from host.proxy.edge import add_edge_headers
 from host.proxy.exchange import (
     ENTRY_COST,
     HIGH_WATER,
     Exchange,
     HalfStream,
     Limits,
-    ParsedRequest,
     ProxyCore,
 )
 from host.proxy.framing import (
+    SPECIAL_REQUEST_HEADERS,
     field_problem,
     reason,
     request_line_problem,
@@ -59,6 +62,7 @@ __all__ = [
     "HalfStream",
     "Limits",
     "LocalReply",
+    "ParsedRequest",
     "PassThroughFilter",
     "ProxyCore",
     "StreamFilter",
@@ -78,6 +82,108 @@ _OWN_FULL = 8  # our socket write buffer to this same peer is over its high-wate
 
 
 # -- downstream ------------------------------------------------------------------------------
+
+
+class ParsedRequest:
+    """One request as the parser delivered it (head, queued body, trailers)."""
+
+    __slots__ = (
+        "body",
+        "body_bytes",
+        "complete",
+        "headers",
+        "keep_alive",
+        "method",
+        "target",
+        "trailers",
+        "version",
+    )
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = True
+        self.body: list[bytes] = []
+        self.body_bytes = 0
+        self.complete = False
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+
+
+class _Request(NamedTuple):
+    """A parsed request's headers as the exchange takes them."""
+
+    headers: HeaderMap
+    has_body: bool
+    length: int  # content-length (-1: none, or chunked)
+    expect_continue: bool
+    request_id: bytes
+
+
+def request_headers(p: ParsedRequest, client_ip: bytes) -> _Request | str:
+    """The exchange's view of an HTTP/1.1 request (pseudo-headers first, hop-by-hop
+    headers out, Host as ``:authority``, the edge headers added), or why it is
+    malformed (answered 400)."""
+    target = p.target
+    authority = b""
+    if target[:1] != b"/" and target != b"*":
+        # absolute-form (a client configured to use us as an HTTP proxy)
+        try:
+            u = httptools.parse_url(target)
+            authority = u.host + (b":" + str(u.port).encode() if u.port else b"")
+            target = (u.path or b"/") + (b"?" + u.query if u.query else b"")
+        except httptools.HttpParserInvalidURLError:
+            return "malformed request target"
+    host = b""
+    hosts = 0
+    cl = -1
+    te_chunked = False
+    expect_continue = False
+    xff: list[bytes] = []
+    rid = None
+    rest = []
+    for k, v in p.headers:
+        if k in SPECIAL_REQUEST_HEADERS:
+            if k == b"host":
+                host = v
+                hosts += 1
+            elif k == b"expect":
+                if v.strip().lower() == b"100-continue":
+                    expect_continue = True  # answered here, not forwarded
+                else:
+                    rest.append((k, v))
+            elif k == b"content-length":
+                try:
+                    cl = int(v)
+                except ValueError:
+                    return "malformed content-length"
+            elif k == b"transfer-encoding":
+                te_chunked = b"chunked" in v.lower()
+            elif k == b"x-forwarded-for":
+                xff.append(v)  # several lines coalesce into one list, as Envoy does
+            elif k == b"x-request-id":
+                rid = v
+                rest.append((k, v))
+            continue  # hop-by-hop headers are not forwarded
+        rest.append((k, v))
+    if hosts > 1:
+        # RFC 9112 §3.2: a request with more than one Host line is answered 400
+        return "more than one host header"
+    items = [
+        (b":method", p.method),
+        (b":path", target),
+        (b":authority", authority or host),
+        (b":scheme", b"http"),
+    ]
+    items += rest
+    rid = add_edge_headers(items, xff, rid, client_ip)
+    if cl >= 0 and not te_chunked:
+        items.append((b"content-length", b"%d" % cl))
+    h = HeaderMap()
+    h._items = items
+    has_body = cl > 0 or te_chunked
+    return _Request(h, has_body, cl if not te_chunked else -1, expect_continue, rid)
 
 
 class DownstreamProtocol(asyncio.Protocol):
@@ -115,6 +221,13 @@ class DownstreamProtocol(asyncio.Protocol):
         self._watchdog: asyncio.TimerHandle | None = None
         self._last: ParsedRequest | None = None  # the request whose headers came last
         self._in_body = False  # the message's headers are complete
+        # the response being written (see send_headers)
+        self._head = b""  # a head held until what follows it
+        self._chunked = False
+        self._declared = -1  # the content-length the head declared (-1: none)
+        self._written = 0  # body bytes written
+        self._head_request = False
+        self._close_after = False  # the response's body broke its declared length
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -326,9 +439,20 @@ class DownstreamProtocol(asyncio.Protocol):
 
     # exchange management
     def _start(self, p: ParsedRequest) -> None:
-        ex = Exchange(self, p)
+        ex = Exchange(self, p, p.keep_alive)
         self.current = ex
-        ex.begin()
+        if p.version == "1.0":
+            ex.info.protocol = "HTTP/1.0"
+        ex.open()
+        r = request_headers(p, self.client_ip)
+        if isinstance(r, str):
+            self.fatal(400, r)
+            return
+        ex.info.request_id = r.request_id.decode("latin-1")
+        if r.expect_continue and r.has_body and p.version == "1.1" and not p.complete:
+            # Envoy (proxy_100_continue off): answer 100 Continue at once, drop Expect
+            self.write(framing.CONTINUE_100)
+        ex.begin(r.headers, p.method, r.has_body, r.length)
         # Replay what the parser already delivered for a queued request.
         for chunk in p.body:
             ex.downstream_body(chunk)
@@ -341,7 +465,7 @@ class DownstreamProtocol(asyncio.Protocol):
             self.current = None
         if self._paused:
             self.resume(BACKLOG | PEER_FULL)
-        if not keep_alive or self.closing:
+        if not keep_alive or self.closing or self._close_after:
             self.closing = True
             if self.transport is not None:
                 self.transport.close()
@@ -355,6 +479,52 @@ class DownstreamProtocol(asyncio.Protocol):
                 self._idle_since = time.monotonic()
             elif self._head_started is not None:
                 self._head_started = time.monotonic()  # its headers' time starts now
+
+    # the response, as the exchange sends it (exchange.Downstream): framed here with
+    # ``framing``, one write per event (the head waits for what follows it)
+    def send_headers(self, status: int, headers: HeaderMap, end_stream: bool) -> bool:
+        ex = self.current
+        head_request = ex is not None and ex.method == b"HEAD"
+        close = ex is None or not ex.keep_alive or self.closing
+        head = framing.response_head(headers, None, end_stream, [], head_request, close)
+        if head is None:
+            return False
+        self._chunked = head.chunked
+        self._declared = head.declared
+        self._written = 0
+        self._head_request = head_request
+        if end_stream:
+            self.write(head.data)
+        else:
+            self._head = head.data
+        return True
+
+    def send_data(self, data: bytes, end_stream: bool) -> None:
+        out = self._head
+        self._head = b""
+        if data and not self._head_request:
+            self._written += len(data)
+            body = framing.chunk(data) if self._chunked else data
+            out = out + body if out else body
+        if end_stream:
+            if self._chunked:
+                out += framing.trailer_block(None)
+            elif self._declared >= 0 and self._written != self._declared and not self._head_request:
+                self._close_after = True  # a plugin changed a streamed body's length
+        if out:
+            self.write(out)
+
+    def send_trailers(self, trailers: HeaderMap) -> bool:
+        bad = framing.trailer_problem(trailers) is not None
+        if bad and self._head:
+            self._head = b""  # nothing went out: the exchange answers 502 instead
+            return False
+        if not self._chunked or bad:
+            self.send_data(b"", True)  # a length-framed body cannot carry trailers
+            return True
+        self.write(self._head + framing.trailer_block(trailers))
+        self._head = b""
+        return True
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closing:

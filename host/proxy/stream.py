@@ -1,8 +1,9 @@
 """The contract between a protocol's stream state machine and the filter it drives.
 
-A protocol adapter (today ``http1.Exchange``; an HTTP/2 stream or a TCP connection
-later) hands each event of a stream to a ``StreamFilter`` (the plugin chain,
-``chain.ChainRun``) and gets a ``Verdict`` back: plain data, no I/O. The verdict is a
+The exchange core (``exchange.Exchange``, driven by a protocol adapter: HTTP/1.1, an
+HTTP/2 stream, a TCP connection later) hands each event of a stream to a
+``StreamFilter`` (the plugin chain, ``chain.ChainRun``) and gets a ``Verdict`` back:
+plain data, no I/O. The verdict is a
 tagged union handled with ``match``:
 
 * ``Continue(data, trailers)`` forwards ``data`` (the bytes released now; may be

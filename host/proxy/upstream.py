@@ -1,9 +1,10 @@
 """The upstream side of the HTTP/1.1 data path: clusters, pooled keep-alive connections
 to them, and the response parser that feeds one exchange at a time.
 
-An ``UpstreamProtocol`` knows its exchange only as a ``ResponseSink`` (the parser's
-events and write congestion, nothing else), so the exchange state machine and this
-socket layer meet at a small interface. No plugin and no wasm here.
+An ``UpstreamProtocol`` is the exchange's ``upstream_api.UpstreamStream`` (it frames
+the request with ``framing``) and knows its exchange only as a ``ResponseSink`` (the
+parser's events and write congestion, nothing else), so the exchange state machine
+and this socket layer meet at a small interface. No plugin and no wasm here.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 from urllib.parse import urlsplit
 
 import httptools
 
 from host.headers import HeaderMap
+from host.proxy import framing
+from host.proxy.upstream_api import BACKLOG, PEER_FULL, ResponseSink, UpstreamStream
 
 __all__ = [
     "BACKLOG",
@@ -26,31 +28,8 @@ __all__ = [
     "ResponseSink",
     "UpstreamPool",
     "UpstreamProtocol",
+    "UpstreamStream",
 ]
-
-# why reading from a peer is paused (bits; the downstream side adds its own)
-PEER_FULL = 1  # the other side's socket write buffer is over its high-water mark
-BACKLOG = 2  # too many bytes held in the exchange
-
-
-class ResponseSink(Protocol):
-    """What an upstream connection reports to the exchange it serves."""
-
-    def upstream_headers(
-        self, status: int, headers: list[tuple[bytes, bytes]], expect_body: bool
-    ) -> None: ...
-
-    def upstream_body(self, chunk: bytes) -> None: ...
-
-    def upstream_complete(self, trailers: HeaderMap | None = None) -> None: ...
-
-    def upstream_lost(self, exc: Exception | None) -> None: ...
-
-    def upstream_error(self, status: int, message: str) -> None: ...
-
-    def upstream_congested(self, congested: bool) -> None:
-        """The upstream stopped (True) or resumed (False) reading what we write to it."""
-        ...
 
 
 class _BadMessage(Exception):
@@ -135,6 +114,12 @@ class UpstreamProtocol(asyncio.Protocol):
         self._until_eof = False  # the response body ends when the upstream closes
         self._paused = 0  # why reading is paused (PEER_FULL, BACKLOG bits)
         self._bad = ""  # why a parser callback refused the response
+        # the request being written (see send_headers)
+        self._head = b""  # a head held until what follows it
+        self._chunked = False
+        self._declared = -1  # the content-length the head declared (-1: none)
+        self._written = 0  # body bytes written
+        self._sent = False  # something of the exchange's request went out
 
     def pause(self, why: int) -> None:
         if not self._paused and self.transport is not None and not self.closed:
@@ -252,17 +237,71 @@ class UpstreamProtocol(asyncio.Protocol):
             ex.upstream_complete(HeaderMap(self._trailers) if self._trailers else None)
         self.pool.release(self)
 
-    def send(self, exchange: ResponseSink, data: bytes, expect_body: bool) -> None:
-        if self.exchange is not exchange:
-            self.exchange = exchange
-            self._expect_body = expect_body
+    # the exchange's request (upstream_api.UpstreamStream): framed here with
+    # ``framing``, one write per event (the head waits for what follows it)
+    def bind(self, exchange: ResponseSink) -> None:
+        """Serve ``exchange``'s request next (the pool hands the connection over)."""
+        self.exchange = exchange
+        self._expect_body = True
+        self._head = b""
+        self._sent = False
+
+    def send_headers(self, headers: HeaderMap, end_stream: bool) -> str | None:
+        head = framing.request_head(
+            headers, self.cluster.address.encode(), None, end_stream, [], False
+        )
+        if isinstance(head, str):
+            return head
+        self._expect_body = headers.get(b":method") != b"HEAD"
+        self._chunked = head.chunked
+        self._declared = head.declared
+        self._written = 0
+        if end_stream:
+            self._write(head.data)
+        else:
+            self._head = head.data
+        return None
+
+    def send_data(self, data: bytes, end_stream: bool) -> None:
+        out = self._head
+        self._head = b""
+        if data:
+            self._written += len(data)
+            body = framing.chunk(data) if self._chunked else data
+            out = out + body if out else body
+        if end_stream:
+            if self._chunked:
+                out += framing.trailer_block(None)
+            elif self._declared >= 0 and self._written != self._declared:
+                self.reusable = False  # a plugin changed a streamed body's length
+        if out:
+            self._write(out)
+
+    def send_trailers(self, trailers: HeaderMap) -> str | None:
+        problem = framing.trailer_problem(trailers)
+        if problem is not None and self._head:
+            self._head = b""  # nothing went out: the exchange answers 503 instead
+            return problem
+        if not self._chunked or problem is not None:
+            self.send_data(b"", True)  # a length-framed body cannot carry trailers
+            return None
+        self._write(self._head + framing.trailer_block(trailers))
+        self._head = b""
+        return None
+
+    def _write(self, data: bytes) -> None:
+        self._sent = True
         assert self.transport is not None
         self.transport.write(data)
 
     def abandon(self) -> None:
-        """The exchange gave up on this connection (client gone, reply sent): close it."""
-        self._paused = 0
+        """The exchange gave up on this connection (client gone, reply sent): close it
+        (or, when nothing of its request went out, give it back to the pool)."""
         self.exchange = None
+        if not self._sent and not self.closed:
+            self.pool.release(self)
+            return
+        self._paused = 0
         self.reusable = False
         if self.transport is not None:
             self.transport.close()
@@ -272,6 +311,22 @@ class UpstreamPool:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.connects = 0
+
+    def open_stream(
+        self,
+        cluster: Cluster,
+        sink: ResponseSink,
+        done: Callable[[UpstreamStream | None, str], None],
+    ) -> None:
+        """Call ``done(stream, "")`` with a stream to ``cluster`` serving ``sink``, or
+        ``done(None, reason)``."""
+
+        def bound(conn: UpstreamProtocol | None, why: str) -> None:
+            if conn is not None:
+                conn.bind(sink)
+            done(conn, why)
+
+        self.acquire(cluster, bound)
 
     def acquire(
         self, cluster: Cluster, done: Callable[[UpstreamProtocol | None, str], None]

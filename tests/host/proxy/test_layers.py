@@ -5,6 +5,7 @@ adapter can sit beside ``http1.py`` on the same core."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -24,11 +25,34 @@ def imports(module: str) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("module", ["framing", "stream", "upstream", "records", "exchange"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "framing",
+        "stream",
+        "upstream",
+        "upstream_api",
+        "records",
+        "exchange",
+        "exchange_upstream",
+        "halfstream",
+        "edge",
+    ],
+)
 def test_a_core_module_depends_on_no_adapter_chain_or_wasm(module: str) -> None:
     bad = {m for m in imports(module) if m.startswith(FORBIDDEN)}
     assert not bad, f"{module}.py imports {sorted(bad)}"
 
 
-def test_the_exchange_reaches_sockets_only_through_the_protocol_objects() -> None:
-    assert ".transport" not in (PROXY / "exchange.py").read_text()
+@pytest.mark.parametrize("module", ["exchange", "exchange_upstream", "halfstream"])
+def test_the_exchange_reaches_sockets_only_through_the_protocol_objects(module: str) -> None:
+    assert ".transport" not in (PROXY / f"{module}.py").read_text()
+
+
+@pytest.mark.parametrize("module", ["exchange", "exchange_upstream", "halfstream"])
+def test_the_exchange_core_emits_events_not_wire_bytes(module: str) -> None:
+    """Sans-IO (issue 8): the adapters frame; the core imports no framing function
+    that builds bytes."""
+    text = (PROXY / f"{module}.py").read_text()
+    for name in ("request_head", "response_head", "reply_message", "trailer_block", "chunk"):
+        assert not re.search(rf"\b{name}\(", text), f"{module}.py uses framing's {name}"
