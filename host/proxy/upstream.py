@@ -1,5 +1,6 @@
 """The upstream side of the HTTP/1.1 data path: clusters, pooled keep-alive connections
-to them, and the response parser that feeds one exchange at a time.
+to them, and the response parser that feeds one exchange at a time. HTTP/2 clusters
+(``Cluster.protocol`` "h2") get their streams from ``upstream_h2.H2Pool`` instead.
 
 An ``UpstreamProtocol`` is the exchange's ``upstream_api.UpstreamStream`` (it frames
 the request with ``framing``) and knows its exchange only as a ``ResponseSink`` (the
@@ -20,6 +21,7 @@ import httptools
 from host.headers import HeaderMap
 from host.proxy import framing
 from host.proxy.upstream_api import BACKLOG, PEER_FULL, ResponseSink, UpstreamStream
+from host.proxy.upstream_h2 import H2Pool
 
 __all__ = [
     "BACKLOG",
@@ -311,6 +313,7 @@ class UpstreamPool:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.connects = 0
+        self.h2 = H2Pool(loop)  # the HTTP/2 clusters' multiplexed connections
 
     def open_stream(
         self,
@@ -320,6 +323,9 @@ class UpstreamPool:
     ) -> None:
         """Call ``done(stream, "")`` with a stream to ``cluster`` serving ``sink``, or
         ``done(None, reason)``."""
+        if cluster.protocol == "h2":
+            self.h2.acquire(cluster, sink, done)
+            return
 
         def bound(conn: UpstreamProtocol | None, why: str) -> None:
             if conn is not None:
@@ -372,6 +378,7 @@ class UpstreamPool:
             conn.transport.close()
 
     def close(self, clusters: list[Cluster]) -> None:
+        self.h2.close(clusters)
         for c in clusters:
             while c.idle:
                 conn = c.idle.pop()

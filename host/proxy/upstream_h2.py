@@ -2,8 +2,8 @@
 (``grpc://``, ``grpcs://`` and ``protocol: h2`` clusters) with the ``h2`` library
 (sans-IO) over an asyncio protocol, each request one ``H2Stream``.
 
-An ``H2Stream`` is what an exchange talks to (``send_headers`` / ``send_data`` /
-``send_trailers`` / ``abandon``, and ``pause`` / ``resume`` for back-pressure) and it
+An ``H2Stream`` is the exchange's ``upstream_api.UpstreamStream`` (``send_headers`` /
+``send_data`` / ``send_trailers`` / ``abandon``, ``pause`` / ``resume``) and it
 reports to the exchange's ``ResponseSink`` exactly as the HTTP/1.1 connection does:
 ``upstream_headers``, ``upstream_body``, ``upstream_complete`` (with the response
 trailers: ``grpc-status`` is one), ``upstream_lost`` (a reset or a lost connection),
@@ -41,7 +41,7 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h2.config
 import h2.connection
@@ -54,7 +54,10 @@ from hyperframe.frame import Frame, GoAwayFrame
 
 from host.headers import HeaderMap
 from host.proxy import framing
-from host.proxy.upstream import Cluster, ResponseSink
+from host.proxy.upstream_api import ResponseSink
+
+if TYPE_CHECKING:
+    from host.proxy.upstream import Cluster
 
 __all__ = [
     "CONGESTED_BYTES",
@@ -90,11 +93,16 @@ _PSEUDO_ORDER = (b":method", b":scheme", b":authority", b":path")
 
 
 class H2StreamReset(Exception):
-    """The upstream reset the stream (RST_STREAM), or refused it with a GOAWAY."""
+    """The upstream reset the stream (RST_STREAM), or refused it with a GOAWAY.
+    ``reason``/``detail``: Envoy's words for it (the 503 body's "reset reason" and the
+    ``response_code_details`` key)."""
 
-    def __init__(self, code: int, why: str) -> None:
+    def __init__(self, code: int, why: str, refused: bool = False) -> None:
         super().__init__(why)
         self.code = code
+        refused = refused or code == ErrorCodes.REFUSED_STREAM
+        self.reason = "remote refused stream reset" if refused else "remote reset"
+        self.detail = "remote_refused_stream_reset" if refused else "remote_reset"
 
 
 def client_ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
@@ -422,6 +430,10 @@ class H2UpstreamConnection(asyncio.Protocol):
             s.response_started = True
             ended = ev.stream_ended is not None
             s.exchange.upstream_headers(status, fields, not ended and s._method != b"HEAD")
+            if ended and not s.remote_closed:
+                # headers with END_STREAM (a trailers-only gRPC answer): complete now,
+                # so the exchange never resets a stream that is already over
+                self._remote_end(s, None)
         elif isinstance(ev, h2.events.TrailersReceived):
             s = self.streams.get(ev.stream_id or 0)
             if s is not None:
@@ -480,7 +492,11 @@ class H2UpstreamConnection(asyncio.Protocol):
         for sid in [sid for sid in self.streams if sid > last_stream_id]:
             s = self.streams.pop(sid)
             s.local_closed = s.remote_closed = True
-            s._fail(H2StreamReset(code, f"upstream refused the stream (GOAWAY {_code_name(code)})"))
+            s._fail(
+                H2StreamReset(
+                    code, f"upstream refused the stream (GOAWAY {_code_name(code)})", True
+                )
+            )
         self._maybe_close()
 
     def _protocol_error(self, message: str) -> None:

@@ -25,6 +25,7 @@ once, and whether a GOAWAY arrived from the client.
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass, field
 
 import h2.config
@@ -235,3 +236,31 @@ class ScriptedH2Server:
                 if c.transport is not None:
                     c.transport.close()
             await self.server.wait_closed()
+
+
+class ThreadedH2Server:
+    """A ``ScriptedH2Server`` on its own loop in a thread, for blocking tests (the proxy
+    harness runs its own loop); ``stop()`` ends both."""
+
+    def __init__(self, max_streams: int | None = None) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="h2-upstream")
+        self.thread.start()
+        self.srv = ScriptedH2Server(max_streams)
+        self.port = asyncio.run_coroutine_threadsafe(self.srv.start(), self.loop).result(5)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def paths_by_connection(self) -> list[list[str]]:
+        async def read() -> list[list[str]]:
+            return [[r.path for r in c.requests.values()] for c in self.srv.conns]
+
+        return asyncio.run_coroutine_threadsafe(read(), self.loop).result(5)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.srv.stop(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()

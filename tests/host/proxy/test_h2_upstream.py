@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 
 from host.headers import HeaderMap
@@ -26,8 +27,9 @@ from host.proxy.upstream_h2 import (
     request_header_list,
 )
 
+from .conftest import ProxyHarness, config_text
 from .grpc_echo_server import EchoServer
-from .h2_test_server import ScriptedH2Server
+from .h2_test_server import ScriptedH2Server, ThreadedH2Server
 
 
 class Sink:
@@ -596,3 +598,64 @@ def test_a_header_that_cannot_be_sent_is_refused_before_anything_goes_out() -> N
         assert srv.requests[0].trailers == []
 
     with_server(body)
+
+
+# -- through the proxy: an HTTP/1.1 client, a `protocol: h2` cluster ----------------------------
+
+
+@pytest.fixture
+def h2_upstream() -> Iterator[ThreadedH2Server]:
+    srv = ThreadedH2Server()
+    yield srv
+    srv.stop()
+
+
+def h2_proxy(start_proxy: Callable[..., ProxyHarness], srv: ThreadedH2Server) -> ProxyHarness:
+    text = config_text(clusters={"h2": srv.url})
+    text = text.replace(f"url: {srv.url}", f"url: {srv.url}\n    protocol: h2")
+    assert "protocol: h2" in text
+    return start_proxy(text)
+
+
+def test_protocol_h2_cluster_serves_the_data_path(
+    start_proxy: Callable[..., ProxyHarness], h2_upstream: ThreadedH2Server
+) -> None:
+    h = h2_proxy(start_proxy, h2_upstream)
+    with h.client() as c:
+        r = c.post("/echo", content=b"ping", headers={"te": "trailers", "connection": "keep-alive"})
+        assert r.status_code == 200
+        assert r.content == b"ping"
+        assert r.headers["x-seen-scheme"] == "http"
+        assert r.headers["x-seen-authority"] == f"127.0.0.1:{h.port}"  # from the client's host
+        assert r.headers["x-seen-connection-fields"] == "-"
+        r2 = c.get("/big/300000")
+        assert r2.status_code == 200 and len(r2.content) == 300000
+    assert h2_upstream.paths_by_connection() == [["/echo", "/big/300000"]]
+
+
+def test_upstream_reset_through_the_proxy_is_503_remote_reset(
+    start_proxy: Callable[..., ProxyHarness], h2_upstream: ThreadedH2Server
+) -> None:
+    h = h2_proxy(start_proxy, h2_upstream)
+    with h.client() as c:
+        r = c.get("/reset")
+        assert r.status_code == 503
+        assert r.text == (
+            "upstream connect error or disconnect/reset before headers. reset reason: "
+            "remote reset\n"
+        )
+        # mid-response: the client connection is cut (nothing sane to send)
+        with pytest.raises(httpx.HTTPError):
+            c.get("/reset-mid")
+        assert c.get("/echo").status_code == 200
+
+
+def test_goaway_mid_flight_through_the_proxy(
+    start_proxy: Callable[..., ProxyHarness], h2_upstream: ThreadedH2Server
+) -> None:
+    h = h2_proxy(start_proxy, h2_upstream)
+    with h.client() as c:
+        r = c.get("/goaway")  # GOAWAY first, the answer 100 ms later on the same stream
+        assert r.status_code == 200 and r.text == "done"
+        assert c.get("/echo").status_code == 200
+    assert h2_upstream.paths_by_connection() == [["/goaway"], ["/echo"]]
