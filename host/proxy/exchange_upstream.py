@@ -143,7 +143,7 @@ class UpstreamLeg:
         end = req.end
         if not req.end_written:
             if not req.head_sent:
-                if not end and not req.out:
+                if not end and not req.out and not self._eager_head():
                     return  # nothing released yet: keep the head until we know more
                 eos = end and not req.out and not req.trailers
                 problem = up.send_headers(framed_headers(req, end), eos)
@@ -172,6 +172,12 @@ class UpstreamLeg:
                 up.send_data(data, False)
         if req.queued <= LOW_WATER:
             self.down.resume(BACKLOG)
+
+    def _eager_head(self) -> bool:
+        """HTTP/2 has no framing to decide: the head goes upstream as soon as the filter
+        passed it (a gRPC call whose client waits for the server's first message must
+        reach the server before any body)."""
+        return self.req.has_body and self.cluster is not None and self.cluster.protocol == "h2"
 
     def _refuse_request(self, problem: str) -> None:
         """The request's headers (or trailers) cannot be serialized upstream. Envoy's

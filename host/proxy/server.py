@@ -248,7 +248,13 @@ class ProxyServer:
             default = clusters[config.default_cluster]
         elif config.routes:
             default = None  # routes without a defaultCluster: no match is a 404, as Envoy
-        elif len(clusters) == 1 and len(config.clusters) == 1:
+        elif (
+            len(clusters) == 1
+            and len(config.clusters) == 1
+            and config.clusters[0].url.lower().startswith("http://")
+        ):
+            # the only cluster is the default; a lone grpc:// or grpcs:// one is not (it
+            # is there for callouts; defaultCluster or a route forwards to it)
             default = next(iter(clusters.values()))
         else:
             if self.demo is None:

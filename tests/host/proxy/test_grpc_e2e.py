@@ -106,6 +106,7 @@ def proxy(
         make_config(
             wasm_plugin("grpc-status", path, root_id="grpc-status"),
             clusters={"echo": f"grpc://127.0.0.1:{echo.port}"},
+            default_cluster="echo",
         )
     )
 
@@ -230,7 +231,9 @@ def test_unreachable_grpc_cluster_is_503_connection_failure(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    h = start_proxy(make_config(clusters={"gone": f"grpc://127.0.0.1:{port}"}))
+    h = start_proxy(
+        make_config(clusters={"gone": f"grpc://127.0.0.1:{port}"}, default_cluster="gone")
+    )
     a = http1_grpc(h, "Unary", frame(b"x"))
     assert a.status == 503
     assert a.body.startswith(
@@ -301,3 +304,17 @@ def test_plugin_local_reply_arrives_as_the_mapped_grpc_status(
     # Envoy's HTTP → gRPC mapping: 403 is PERMISSION_DENIED
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert e.value.details() == "denied by plugin"
+
+
+def test_a_lone_grpc_cluster_is_for_callouts_not_the_implicit_default(
+    start_proxy: Callable[..., ProxyHarness], echo: EchoServer
+) -> None:
+    h = start_proxy(make_config(clusters={"echo": f"grpc://127.0.0.1:{echo.port}"}))
+    with h.client() as c:
+        r = c.get("/anything")
+    assert r.status_code == 200  # the built-in echo upstream answered, not grpcio
+    assert r.json()["path"] == "/anything"
+    named = start_proxy(
+        make_config(clusters={"echo": f"grpc://127.0.0.1:{echo.port}"}, default_cluster="echo")
+    )
+    assert http1_grpc(named, "Unary", frame(b"x")).body == frame(b"echo:x")

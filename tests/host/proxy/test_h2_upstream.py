@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from host.headers import HeaderMap
+from host.proxy.config import parse_config
 from host.proxy.upstream import BACKLOG, Cluster
 from host.proxy.upstream_h2 import (
     STREAM_WINDOW,
@@ -27,7 +28,7 @@ from host.proxy.upstream_h2 import (
     request_header_list,
 )
 
-from .conftest import ProxyHarness, config_text
+from .conftest import ProxyHarness, config_text, connect
 from .grpc_echo_server import EchoServer
 from .h2_test_server import ScriptedH2Server, ThreadedH2Server
 
@@ -659,3 +660,31 @@ def test_goaway_mid_flight_through_the_proxy(
         assert r.status_code == 200 and r.text == "done"
         assert c.get("/echo").status_code == 200
     assert h2_upstream.paths_by_connection() == [["/goaway"], ["/echo"]]
+
+
+def test_request_headers_reach_an_h2_upstream_before_any_body(
+    start_proxy: Callable[..., ProxyHarness], h2_upstream: ThreadedH2Server
+) -> None:
+    # a gRPC client may wait for the server's first message before it sends one
+    h = h2_proxy(start_proxy, h2_upstream)
+    with connect(h) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+        h.wait_for(lambda: h2_upstream.paths_by_connection() == [["/echo"]], what="headers")
+        s.sendall(b"3\r\nabc\r\n0\r\n\r\n")
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"HTTP/1.1 200")
+
+
+def test_a_reload_that_switches_a_cluster_to_h2_does_not_reuse_its_http1_connections(
+    start_proxy: Callable[..., ProxyHarness], h2_upstream: ThreadedH2Server
+) -> None:
+    h = start_proxy(config_text(clusters={"h2": h2_upstream.url}))
+    with h.client() as c:
+        assert c.get("/echo").status_code in (502, 503)  # HTTP/1.1 to an h2-only server
+    text = config_text(clusters={"h2": h2_upstream.url}).replace(
+        f"url: {h2_upstream.url}", f"url: {h2_upstream.url}\n    protocol: h2"
+    )
+    h.apply(parse_config(text, "<test>", "."))
+    with h.client() as c:
+        r = c.post("/echo", content=b"now h2")
+        assert r.status_code == 200 and r.content == b"now h2"
