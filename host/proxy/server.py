@@ -456,7 +456,13 @@ class ProxyServer:
             "listen": f"{self.listen_address[0]}:{self.listen_address[1]}",
             "admin": f"{self.admin_address[0]}:{self.admin_address[1]}",
             "clusters": [
-                {"name": c.name, "address": c.address, "timeout_s": c.timeout_s}
+                {
+                    "name": c.name,
+                    "address": c.address,
+                    "timeout_s": c.timeout_s,
+                    "protocol": "HTTP/2" if c.protocol == "h2" else "HTTP/1.1",
+                    "tls": c.tls,
+                }
                 for c in self.clusters.values()
             ],
             "default_cluster": self.default_cluster.name if self.default_cluster else None,

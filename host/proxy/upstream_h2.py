@@ -75,6 +75,7 @@ __all__ = [
 STREAM_WINDOW = 256 * 1024  # our receive window per stream (SETTINGS_INITIAL_WINDOW_SIZE)
 CONNECTION_WINDOW = 8 * 1024 * 1024  # our receive window for the whole connection
 CONGESTED_BYTES = 256 * 1024  # request bytes held here (peer window shut) that congest
+_RETRY_S = 1.0  # no new connection this soon after one failed while others are full
 _ASSUMED_MAX_STREAMS = 100  # until the peer's SETTINGS say (RFC 9113 §6.5.2 suggests >= 100)
 
 # Fields that mean something only on an HTTP/1.1 connection (RFC 9113 §8.2.2)
@@ -687,13 +688,14 @@ class H2UpstreamConnection(asyncio.Protocol):
 class _ClusterConnections:
     """The pool's state for one cluster: its connections and the streams waiting."""
 
-    __slots__ = ("cluster", "connecting", "conns", "waiting")
+    __slots__ = ("cluster", "connecting", "conns", "failed_at", "waiting")
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.conns: list[H2UpstreamConnection] = []
         self.connecting = 0
         self.waiting: deque[H2Stream] = deque()
+        self.failed_at = -1e9  # loop time of the last failed connect
 
 
 class H2Pool:
@@ -755,7 +757,13 @@ class H2Pool:
                 continue
             conn = next((c for c in st.conns if c.usable and c.free_slots() > 0), None)
             if conn is None:
-                if st.connecting == 0 and len(st.conns) < self.max_connections:
+                if (
+                    st.connecting == 0
+                    and len(st.conns) < self.max_connections
+                    # another connection failed a moment ago while these are full: the
+                    # waiters take their slots as streams end, no connect storm
+                    and (not st.conns or self.loop.time() - st.failed_at >= _RETRY_S)
+                ):
                     self._connect(st)
                 return
             st.waiting.popleft()
@@ -821,6 +829,7 @@ class H2Pool:
         self.loop.create_task(connect())
 
     def _fail_waiting(self, st: _ClusterConnections, why: str) -> None:
+        st.failed_at = self.loop.time()
         if any(c.usable for c in st.conns) or st.connecting:
             self.dispatch(st.cluster)  # others may still serve them
             return

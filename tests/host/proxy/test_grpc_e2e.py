@@ -318,3 +318,7 @@ def test_a_lone_grpc_cluster_is_for_callouts_not_the_implicit_default(
         make_config(clusters={"echo": f"grpc://127.0.0.1:{echo.port}"}, default_cluster="echo")
     )
     assert http1_grpc(named, "Unary", frame(b"x")).body == frame(b"echo:x")
+    dump = named.admin("GET", "/config_dump").json()
+    assert [(c["name"], c["protocol"], c["tls"]) for c in dump["clusters"]] == [
+        ("echo", "HTTP/2", False)
+    ]

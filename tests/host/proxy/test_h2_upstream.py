@@ -675,12 +675,11 @@ def test_request_headers_reach_an_h2_upstream_before_any_body(
         assert f.readline().startswith(b"HTTP/1.1 200")
 
 
-def test_a_reload_that_switches_a_cluster_to_h2_does_not_reuse_its_http1_connections(
+def test_a_reload_that_switches_a_cluster_to_h2_takes_effect(
     start_proxy: Callable[..., ProxyHarness], h2_upstream: ThreadedH2Server
 ) -> None:
-    h = start_proxy(config_text(clusters={"h2": h2_upstream.url}))
-    with h.client() as c:
-        assert c.get("/echo").status_code in (502, 503)  # HTTP/1.1 to an h2-only server
+    h = start_proxy(config_text(clusters={"h2": h2_upstream.url}))  # HTTP/1.1 at first
+    assert h.sync(lambda: h.server.clusters["h2"].protocol) == "http1"
     text = config_text(clusters={"h2": h2_upstream.url}).replace(
         f"url: {h2_upstream.url}", f"url: {h2_upstream.url}\n    protocol: h2"
     )
@@ -688,3 +687,26 @@ def test_a_reload_that_switches_a_cluster_to_h2_does_not_reuse_its_http1_connect
     with h.client() as c:
         r = c.post("/echo", content=b"now h2")
         assert r.status_code == 200 and r.content == b"now h2"
+
+
+def test_a_failed_extra_connection_is_not_retried_in_a_storm_while_others_are_full() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        held = Sink()
+        s = await open_stream(pool, cluster, held)
+        s.send_headers(request("/hold"), True)
+        await asyncio.sleep(0.1)  # the server's SETTINGS (1 stream at once) arrived
+        assert srv.server is not None
+        srv.server.close()  # no new connection from now on; the open one stays
+        got: asyncio.Future[H2Stream | None] = asyncio.get_running_loop().create_future()
+        waiter = Sink()
+        pool.acquire(cluster, waiter, lambda st, why: got.set_result(st))
+        await asyncio.sleep(0.3)
+        assert pool.connects == 2  # the first and one refused extra one, not a loop
+        assert not got.done()  # it waits for the busy connection's slot
+        s.abandon()
+        st = await asyncio.wait_for(got, 2)
+        assert st is not None
+        st.send_headers(request("/echo"), True)
+        assert await waiter.ended == ("complete",)
+
+    with_server(body, max_streams=1, max_connections=2)
