@@ -16,6 +16,8 @@ What a request gets depends on its ``:path``:
 * ``/trailers-only``: a gRPC trailers-only answer (headers with ``grpc-status: 12``
   and END_STREAM).
 * ``/hold``: answers nothing until the client resets the stream.
+* ``/goaway-refuse``: a GOAWAY whose last_stream_id is below this stream (refused).
+* ``/drop``: closes the connection (every stream on it is lost).
 
 Each accepted connection is recorded (``conns``), with the requests it saw,
 the streams the client reset (and the code), the highest number of streams open at
@@ -119,6 +121,15 @@ class _ServerConn(asyncio.Protocol):
                     ],
                     end_stream=True,
                 )
+            elif path == "/goaway-refuse":
+                # GOAWAY that does not cover this stream: it was never processed
+                self.refuse_after = max(0, sid - 2)
+                self._write()
+                assert self.transport is not None
+                self.transport.write(GoAwayFrame(0, last_stream_id=self.refuse_after).serialize())
+            elif path == "/drop":
+                assert self.transport is not None
+                self.transport.close()  # the connection goes, streams in flight with it
             elif path == "/goaway":
                 # h2 itself would refuse to send on any stream after its own GOAWAY:
                 # write the frame behind its back (a graceful shutdown, RFC 9113 §6.8)

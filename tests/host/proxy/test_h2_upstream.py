@@ -710,3 +710,55 @@ def test_a_failed_extra_connection_is_not_retried_in_a_storm_while_others_are_fu
         assert await waiter.ended == ("complete",)
 
     with_server(body, max_streams=1, max_connections=2)
+
+
+def test_a_stream_a_goaway_did_not_cover_fails_as_refused() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        sink = Sink()
+        s = await open_stream(pool, cluster, sink)
+        s.send_headers(request("/goaway-refuse"), True)
+        kind, exc = await sink.ended
+        assert kind == "lost"
+        assert isinstance(exc, H2StreamReset)
+        assert exc.detail == "remote_refused_stream_reset"
+        # the next stream goes to a new connection
+        ok = Sink()
+        s2 = await open_stream(pool, cluster, ok)
+        s2.send_headers(request("/echo"), True)
+        assert await ok.ended == ("complete",)
+        assert pool.connects == 2
+
+    with_server(body)
+
+
+def test_a_lost_connection_fails_every_stream_on_it() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        held = Sink()
+        s = await open_stream(pool, cluster, held)
+        s.send_headers(request("/hold"), True)
+        dropper = Sink()
+        s2 = await open_stream(pool, cluster, dropper)
+        s2.send_headers(request("/drop"), True)
+        for k in (held, dropper):
+            kind, _exc = await k.ended
+            assert kind == "lost"
+        assert pool.connections(cluster) == []
+
+    with_server(body)
+
+
+def test_client_going_away_resets_the_upstream_stream(
+    start_proxy: Callable[..., ProxyHarness], h2_upstream: ThreadedH2Server
+) -> None:
+    h = h2_proxy(start_proxy, h2_upstream)
+    with connect(h) as s:
+        s.sendall(b"GET /hold HTTP/1.1\r\nhost: x\r\n\r\n")
+        h.wait_for(lambda: h2_upstream.paths_by_connection() == [["/hold"]], what="request")
+
+    async def resets() -> list[int]:
+        return [code for c in h2_upstream.srv.conns for code in c.resets.values()]
+
+    def seen() -> list[int]:
+        return asyncio.run_coroutine_threadsafe(resets(), h2_upstream.loop).result(5)
+
+    assert h.wait_for(seen, what="RST_STREAM upstream") == [8]  # CANCEL
