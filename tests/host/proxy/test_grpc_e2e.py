@@ -225,20 +225,25 @@ def test_the_grpc_timeout_deadline_reaches_the_server(proxy: ProxyHarness) -> No
     assert status == "4"  # DEADLINE_EXCEEDED
 
 
-def test_unreachable_grpc_cluster_is_503_connection_failure(
-    start_proxy: Callable[..., ProxyHarness],
-) -> None:
+def _unreachable(start_proxy: Callable[..., ProxyHarness]) -> ProxyHarness:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    h = start_proxy(
+    return start_proxy(
         make_config(clusters={"gone": f"grpc://127.0.0.1:{port}"}, default_cluster="gone")
     )
-    a = http1_grpc(h, "Unary", frame(b"x"))
-    assert a.status == 503
-    assert a.body.startswith(
-        b"upstream connect error or disconnect/reset before headers. reset reason: "
-        b"connection failure"
+
+
+def test_unreachable_grpc_cluster_is_503_connection_failure(
+    start_proxy: Callable[..., ProxyHarness],
+) -> None:
+    h = _unreachable(start_proxy)
+    with h.client() as c:
+        r = c.get("/")  # not a gRPC request: the plain 503 (gRPC: UNAVAILABLE, below)
+    assert r.status_code == 503
+    assert r.text.startswith(
+        "upstream connect error or disconnect/reset before headers. reset reason: "
+        "connection failure"
     )
     assert h.stats()["cluster.gone.upstream_rq_error"] == 1
 
@@ -322,3 +327,15 @@ def test_a_lone_grpc_cluster_is_for_callouts_not_the_implicit_default(
     assert [(c["name"], c["protocol"], c["tls"]) for c in dump["clusters"]] == [
         ("echo", "HTTP/2", False)
     ]
+
+
+def test_grpcio_client_sees_unavailable_for_an_unreachable_cluster(
+    start_proxy: Callable[..., ProxyHarness],
+) -> None:
+    h = _unreachable(start_proxy)
+    if not speaks_h2c(h):
+        pytest.skip("the listener does not speak HTTP/2 (h2c) yet: H20's downstream")
+    with grpc.insecure_channel(f"127.0.0.1:{h.port}") as ch, pytest.raises(grpc.RpcError) as e:
+        _unary(ch)(b"x", timeout=5)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE  # Envoy's mapping of the 503
+    assert "connection failure" in (e.value.details() or "")
