@@ -263,6 +263,8 @@ class ProxyServer:
                 DEMO_CLUSTER, self.demo.host, self.demo.port
             )
             clusters[DEMO_CLUSTER] = default
+        if self.pool is not None:
+            self.pool.retire([c for n, c in self.clusters.items() if clusters.get(n) is not c])
         self.clusters = clusters
         self.default_cluster = default
         self.routes = RouteTable(config.routes, default.name if default is not None else None)

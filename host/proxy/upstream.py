@@ -377,8 +377,12 @@ class UpstreamPool:
         elif conn.transport is not None:
             conn.transport.close()
 
+    def retire(self, clusters: list[Cluster]) -> None:
+        """Clusters a reload replaced: their HTTP/2 connections close once idle."""
+        self.h2.retire(clusters)
+
     def close(self, clusters: list[Cluster]) -> None:
-        self.h2.close(clusters)
+        self.h2.close()  # every HTTP/2 connection, also of clusters a reload replaced
         for c in clusters:
             while c.idle:
                 conn = c.idle.pop()

@@ -860,6 +860,18 @@ class H2Pool:
     def connection_gone(self, conn: H2UpstreamConnection) -> None:
         self.connection_unusable(conn)
 
+    def retire(self, clusters: list[Cluster]) -> None:
+        """``clusters`` went away (a config reload): no new stream on their connections,
+        which close once the streams in flight there finished."""
+        for cluster in clusters:
+            st = self._clusters.pop(id(cluster), None)
+            if st is None or st.cluster is not cluster:
+                continue
+            for conn in list(st.conns):
+                conn.goaway = True
+                conn._maybe_close()
+            st.conns.clear()
+
     def close(self, clusters: list[Cluster] | None = None) -> None:
         """Close the connections of ``clusters`` (all when None)."""
         ids = None if clusters is None else {id(c) for c in clusters}

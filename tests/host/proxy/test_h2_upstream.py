@@ -762,3 +762,27 @@ def test_client_going_away_resets_the_upstream_stream(
         return asyncio.run_coroutine_threadsafe(resets(), h2_upstream.loop).result(5)
 
     assert h.wait_for(seen, what="RST_STREAM upstream") == [8]  # CANCEL
+
+
+def test_a_reload_closes_the_h2_connections_of_a_cluster_it_replaced(
+    start_proxy: Callable[..., ProxyHarness], h2_upstream: ThreadedH2Server
+) -> None:
+    h = h2_proxy(start_proxy, h2_upstream)
+    with h.client() as c:
+        assert c.get("/echo").status_code == 200
+    first = h2_upstream.srv.conns[0]
+    # a timeout change keeps the cluster and its connection
+    same = config_text(clusters={"h2": (h2_upstream.url, "20s")}).replace(
+        f"url: {h2_upstream.url}", f"url: {h2_upstream.url}\n    protocol: h2"
+    )
+    h.apply(parse_config(same, "<test>", "."))
+    with h.client() as c:
+        assert c.get("/echo").status_code == 200
+    assert len(h2_upstream.srv.conns) == 1 and not first.closed.done()
+    # another cluster in its place: the old connection goes
+    other = same.replace("name: h2", "name: other")
+    h.apply(parse_config(other, "<test>", "."))
+    h.wait_for(first.closed.done, what="the replaced cluster's connection closed")
+    with h.client() as c:
+        assert c.get("/echo").status_code == 200
+    assert len(h2_upstream.srv.conns) == 2
