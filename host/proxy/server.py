@@ -238,7 +238,7 @@ class ProxyServer:
                         StartupKind.CLUSTER,
                     )
                 continue
-            new = Cluster.from_url(c.name, c.url, c.timeout_s, c.protocol, c.ca_file)
+            new = Cluster.from_url(c.name, c.url, c.timeout_s, c.ca_file, c.protocol)
             if old is not None and _same_upstream(old, new):
                 old.timeout_s = new.timeout_s
                 new = old  # keep its pooled connections

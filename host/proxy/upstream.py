@@ -59,8 +59,8 @@ class Cluster:
         name: str,
         url: str,
         timeout_s: float = 15.0,
-        protocol: str | None = None,
         ca_file: str | None = None,
+        protocol: str | None = None,
     ) -> Cluster:
         """``http://`` (HTTP/1.1, or HTTP/2 with prior knowledge when ``protocol`` is
         "h2"), ``grpc://`` (HTTP/2 cleartext), ``grpcs://`` (HTTP/2 over TLS) or
