@@ -786,3 +786,25 @@ def test_a_reload_closes_the_h2_connections_of_a_cluster_it_replaced(
     with h.client() as c:
         assert c.get("/echo").status_code == 200
     assert len(h2_upstream.srv.conns) == 2
+
+
+def test_garbage_from_an_h2_upstream_is_502_and_the_proxy_keeps_serving(
+    start_proxy: Callable[..., ProxyHarness], scripted_upstream: Callable[..., Any]
+) -> None:
+    def script(conn: socket.socket, up: Any) -> None:
+        up.recv(conn)  # our preface and request
+        # a SETTINGS frame whose length is not a multiple of 6 (RFC 9113 §6.5)
+        conn.sendall(b"\x00\x00\x05\x04\x00\x00\x00\x00\x00" + b"\x00" * 5)
+        up.recv(conn)  # our GOAWAY; then we close
+
+    up = scripted_upstream(script)
+    text = config_text(clusters={"bad": up.url}).replace(
+        f"url: {up.url}", f"url: {up.url}\n    protocol: h2"
+    )
+    h = start_proxy(text)
+    with h.client() as c:
+        r = c.get("/")
+        assert r.status_code == 502
+        assert r.text.startswith("upstream sent a malformed HTTP/2 response")
+        assert c.get("/again").status_code == 502  # a new connection, the same answer
+    assert h.stats()["cluster.bad.upstream_rq_error"] == 2
