@@ -342,12 +342,6 @@ def test_grpcio_client_sees_unavailable_for_an_unreachable_cluster(
     assert "connection failure" in (e.value.details() or "")
 
 
-@pytest.mark.xfail(
-    reason="the exchange holds the response head until the first response body bytes "
-    "(exchange._headers_step/_flush_response), so the server's initial metadata waits for "
-    "its first message; the request head already goes at once to an h2 upstream",
-    strict=False,
-)
 def test_grpcio_server_speaks_first_before_the_client_sent_a_message(
     proxy: ProxyHarness, channel: grpc.Channel, echo: EchoServer
 ) -> None:
