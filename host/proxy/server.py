@@ -152,6 +152,7 @@ class ProxyServer:
         self.host = PluginHost(self.engine, log_level=self.log_level, log_sink=self._log_sink)
         self.host.node = self.config.node  # fixed at start, as Envoy's bootstrap node
         self.pool = UpstreamPool(self.loop)
+        self.pool.h2.count = self._count_cluster  # Envoy's cluster.<name>.upstream_* counters
         cache = user_cache_root() / "downloads"
         self.manager = PluginManager(self.loop, self.host, self.stats, cache_dir=cache)
         from host.lab.crash import CrashKeeper
@@ -358,6 +359,9 @@ class ProxyServer:
             self.stats.counter(f"cluster.{ex.info.cluster or 'none'}.upstream_rq_error").inc()
         for fn in self.on_request_done:
             fn(ex)
+
+    def _count_cluster(self, cluster: Cluster, suffix: str) -> None:
+        self.stats.counter(f"cluster.{cluster.name}.{suffix}").inc()
 
     def connection_opened(self) -> None:
         self.open_connections += 1

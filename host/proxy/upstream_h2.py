@@ -17,7 +17,10 @@ every connection is full another one is opened (up to ``max_connections`` per
 cluster), past that the stream waits for a slot. A GOAWAY stops new streams on that
 connection (they go to a new one); streams at or below its last_stream_id finish,
 the others fail; the connection closes once its last stream ends. A connection
-with no stream for ``idle_timeout_s`` is closed (GOAWAY NO_ERROR).
+with no stream for ``idle_timeout_s`` is closed (GOAWAY NO_ERROR). The pool counts
+Envoy's ``cluster.<name>.upstream_cx_total``, ``upstream_cx_http2_total``,
+``upstream_cx_connect_fail``, ``upstream_rq_total``, ``upstream_rq_rx_reset`` and
+``upstream_rq_tx_reset`` through its ``count`` hook.
 
 Flow control: received DATA is acknowledged (WINDOW_UPDATE) as the exchange takes
 it, except while the stream is paused (the exchange holds too much, or the client
@@ -449,6 +452,7 @@ class H2UpstreamConnection(asyncio.Protocol):
             if s is not None:
                 code = int(ev.error_code or 0)
                 s.remote_closed = s.local_closed = True
+                self.pool.count(self.cluster, "upstream_rq_rx_reset")
                 s._fail(H2StreamReset(code, f"upstream reset the stream ({_code_name(code)})"))
                 self._stream_gone(s)
         elif isinstance(ev, h2.events.WindowUpdated):
@@ -544,6 +548,7 @@ class H2UpstreamConnection(asyncio.Protocol):
             return
         s.sid = sid
         self.streams[sid] = s
+        self.pool.count(self.cluster, "upstream_rq_total")
         if end:
             s.local_closed = True
         self.flush_stream(s, write=False)
@@ -623,6 +628,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         if not (s.local_closed and s.remote_closed):
             s.local_closed = s.remote_closed = True
             self._reset(s, code)
+            self.pool.count(self.cluster, "upstream_rq_tx_reset")
         self._stream_gone(s)
         self._write()
 
@@ -708,8 +714,11 @@ class H2Pool:
         *,
         max_connections: int = 8,
         idle_timeout_s: float = 300.0,
+        count: Callable[[Cluster, str], None] | None = None,
     ) -> None:
         self.loop = loop
+        # counts Envoy's cluster.<name>.<suffix> counters (upstream_cx_total, ...)
+        self.count: Callable[[Cluster, str], None] = count or _no_count
         # the TLS client context of a grpcs:// cluster (None: cleartext, prior knowledge)
         self.ssl_context = ssl_context or _default_ssl_context
         self.max_connections = max_connections
@@ -823,6 +832,8 @@ class H2Pool:
                 self.dispatch(cluster)
                 return
             st.conns.append(conn)
+            self.count(cluster, "upstream_cx_total")
+            self.count(cluster, "upstream_cx_http2_total")
             self.dispatch(cluster)
             conn._maybe_idle()
 
@@ -830,6 +841,7 @@ class H2Pool:
 
     def _fail_waiting(self, st: _ClusterConnections, why: str) -> None:
         st.failed_at = self.loop.time()
+        self.count(st.cluster, "upstream_cx_connect_fail")
         if any(c.usable for c in st.conns) or st.connecting:
             self.dispatch(st.cluster)  # others may still serve them
             return
@@ -881,6 +893,10 @@ class H2Pool:
             for conn in list(st.conns):
                 conn.close()
             del self._clusters[key]
+
+
+def _no_count(cluster: Cluster, suffix: str) -> None:
+    pass
 
 
 def _default_ssl_context(cluster: Cluster) -> ssl.SSLContext | None:

@@ -246,7 +246,9 @@ def test_unreachable_grpc_cluster_is_503_connection_failure(
         "upstream connect error or disconnect/reset before headers. reset reason: "
         "connection failure"
     )
-    assert h.stats()["cluster.gone.upstream_rq_error"] == 1
+    stats = h.stats()
+    assert stats["cluster.gone.upstream_rq_error"] == 1
+    assert stats["cluster.gone.upstream_cx_connect_fail"] == 1
 
 
 # -- grpcio client → proxy (h2c) → grpcio server -----------------------------------------------

@@ -632,6 +632,10 @@ def test_protocol_h2_cluster_serves_the_data_path(
         r2 = c.get("/big/300000")
         assert r2.status_code == 200 and len(r2.content) == 300000
     assert h2_upstream.paths_by_connection() == [["/echo", "/big/300000"]]
+    stats = h.stats()  # Envoy's cluster counters
+    assert stats["cluster.h2.upstream_cx_total"] == 1
+    assert stats["cluster.h2.upstream_cx_http2_total"] == 1
+    assert stats["cluster.h2.upstream_rq_total"] == 2
 
 
 def test_upstream_reset_through_the_proxy_is_503_remote_reset(
@@ -649,6 +653,7 @@ def test_upstream_reset_through_the_proxy_is_503_remote_reset(
         with pytest.raises(httpx.HTTPError):
             c.get("/reset-mid")
         assert c.get("/echo").status_code == 200
+    assert h.stats()["cluster.h2.upstream_rq_rx_reset"] == 2
 
 
 def test_goaway_mid_flight_through_the_proxy(
@@ -762,6 +767,7 @@ def test_client_going_away_resets_the_upstream_stream(
         return asyncio.run_coroutine_threadsafe(resets(), h2_upstream.loop).result(5)
 
     assert h.wait_for(seen, what="RST_STREAM upstream") == [8]  # CANCEL
+    assert h.stats()["cluster.h2.upstream_rq_tx_reset"] == 1
 
 
 def test_a_reload_closes_the_h2_connections_of_a_cluster_it_replaced(
