@@ -179,14 +179,19 @@ def request_header_list(
 
 class _H2Client(h2.connection.H2Connection):
     """h2's connection, except that a GOAWAY does not end the streams the peer still
-    serves: h2 moves to CLOSED at once (and then refuses their frames), RFC 9113 §6.8
-    lets the streams up to last_stream_id finish. The caller opens no new stream."""
+    serves: h2 moves to CLOSED at once (then refuses their frames) and drops what it had
+    queued to send (a SETTINGS or PING ack read in the same packet); RFC 9113 §6.8 lets
+    the streams up to last_stream_id finish. The caller opens no new stream."""
 
     def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[Event]]:
-        state = self.state_machine.state
-        frames, events = super()._receive_goaway_frame(frame)
-        self.state_machine.state = state
-        return frames, events
+        ev = h2.events.ConnectionTerminated()
+        try:
+            ev.error_code = ErrorCodes(frame.error_code)
+        except ValueError:
+            ev.error_code = frame.error_code
+        ev.last_stream_id = frame.last_stream_id
+        ev.additional_data = frame.additional_data or None
+        return [], [ev]
 
 
 class H2Stream:

@@ -11,7 +11,8 @@ What a request gets depends on its ``:path``:
 * ``/big/N``: 200 with N bytes of body, then the end (flow-controlled).
 * ``/reset``: RST_STREAM(INTERNAL_ERROR) as soon as the headers arrive.
 * ``/reset-mid``: 200 and 5 bytes of body, then RST_STREAM(INTERNAL_ERROR).
-* ``/goaway``: GOAWAY (last_stream_id = this stream) at once, then after 100 ms the
+* ``/goaway``: a PING and a GOAWAY (last_stream_id = this stream) in one packet at once
+  (``ping_acks`` counts the client's answers), then after 100 ms the
   response 200 ``done``; a stream opened later on that connection is not served.
 * ``/trailers-only``: a gRPC trailers-only answer (headers with ``grpc-status: 12``
   and END_STREAM).
@@ -35,7 +36,7 @@ import h2.connection
 import h2.events
 import h2.settings
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import GoAwayFrame, PingFrame
 
 
 @dataclass
@@ -59,6 +60,7 @@ class _ServerConn(asyncio.Protocol):
         self.resets: dict[int, int] = {}  # stream id -> error code the client sent
         self.max_open = 0
         self.goaway_received = False
+        self.ping_acks = 0
         self.closed = asyncio.get_running_loop().create_future()
         self.refuse_after: int | None = None  # GOAWAY sent: streams above are ignored
 
@@ -133,10 +135,14 @@ class _ServerConn(asyncio.Protocol):
             elif path == "/goaway":
                 # h2 itself would refuse to send on any stream after its own GOAWAY:
                 # write the frame behind its back (a graceful shutdown, RFC 9113 §6.8)
+                # a PING in the same packet: its ack must not be lost to the GOAWAY
                 self.refuse_after = sid
                 self._write()
                 assert self.transport is not None
-                self.transport.write(GoAwayFrame(0, last_stream_id=sid).serialize())
+                self.transport.write(
+                    PingFrame(0, opaque_data=b"goaway!!").serialize()
+                    + GoAwayFrame(0, last_stream_id=sid).serialize()
+                )
                 asyncio.get_running_loop().call_later(0.1, self._answer_late, sid)
             if ev.stream_ended is not None:
                 self._request_ended(sid)
@@ -160,6 +166,8 @@ class _ServerConn(asyncio.Protocol):
                 self._pump(sid)
         elif isinstance(ev, h2.events.ConnectionTerminated):
             self.goaway_received = True
+        elif isinstance(ev, h2.events.PingAckReceived):
+            self.ping_acks += 1
 
     def _request_ended(self, sid: int) -> None:
         req = self.requests.get(sid)

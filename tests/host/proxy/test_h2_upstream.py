@@ -385,6 +385,7 @@ def test_goaway_lets_the_stream_in_flight_finish_and_new_streams_use_a_new_conne
         assert [r.path for r in srv.conns[1].requests.values()] == ["/echo"]
         # the old connection closes once its last stream is done
         await asyncio.wait_for(srv.conns[0].closed, 2)
+        assert srv.conns[0].ping_acks == 1  # read with the GOAWAY, still answered
 
     with_server(body)
 
