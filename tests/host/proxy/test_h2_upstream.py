@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -815,3 +816,21 @@ def test_garbage_from_an_h2_upstream_is_502_and_the_proxy_keeps_serving(
         assert r.text.startswith("upstream sent a malformed HTTP/2 response")
         assert c.get("/again").status_code == 502  # a new connection, the same answer
     assert h.stats()["cluster.bad.upstream_rq_error"] == 2
+
+
+def test_many_clients_at_once_share_one_h2_connection(
+    start_proxy: Callable[..., ProxyHarness], h2_upstream: ThreadedH2Server
+) -> None:
+    h = h2_proxy(start_proxy, h2_upstream)
+
+    def one(i: int) -> tuple[int, int]:
+        with h.client() as c:
+            r = c.post("/echo", content=b"%d" % i * 5000)
+            return r.status_code, len(r.content)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(one, range(40)))
+    assert results == [(200, len(b"%d" % i) * 5000) for i in range(40)]
+    conns = h2_upstream.paths_by_connection()
+    assert len(conns) == 1 and len(conns[0]) == 40
+    assert h2_upstream.srv.conns[0].max_open > 1  # streams really were multiplexed
