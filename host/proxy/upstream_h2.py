@@ -420,7 +420,7 @@ class H2UpstreamConnection(asyncio.Protocol):
             if ev.data:
                 s.exchange.upstream_body(ev.data)
             if n:
-                if s._paused:
+                if s._paused and s.exchange is not None:  # (not let go meanwhile)
                     s._unacked += n
                 else:
                     self.h2.acknowledge_received_data(n, s.sid)
@@ -433,9 +433,17 @@ class H2UpstreamConnection(asyncio.Protocol):
             for k, v in ev.headers or ():
                 kb, vb = _b(k), _b(v)
                 if kb == b":status":
-                    status = int(vb)
+                    status = int(vb) if vb.isdigit() and len(vb) == 3 else -1
                 elif kb[:1] != b":":
                     fields.append((kb, vb))
+            if not 100 <= status <= 599:
+                # RFC 9113 §8.3.2 / RFC 9110 §15: a malformed response (Envoy: 502)
+                self.streams.pop(s.sid, None)
+                s.local_closed = s.remote_closed = True
+                self._reset(s, ErrorCodes.PROTOCOL_ERROR)
+                s._fail(None, 502, "upstream sent a malformed response: bad :status")
+                self._stream_gone(s)
+                return
             s.response_started = True
             ended = ev.stream_ended is not None
             s.exchange.upstream_headers(status, fields, not ended and s._method != b"HEAD")

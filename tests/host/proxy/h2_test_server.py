@@ -19,6 +19,7 @@ What a request gets depends on its ``:path``:
 * ``/hold``: answers nothing until the client resets the stream.
 * ``/goaway-refuse``: a GOAWAY whose last_stream_id is below this stream (refused).
 * ``/drop``: closes the connection (every stream on it is lost).
+* ``/bad-status``: a response with ``:status 999`` (a malformed response).
 
 Each accepted connection is recorded (``conns``), with the requests it saw,
 the streams the client reset (and the code), the highest number of streams open at
@@ -35,8 +36,10 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import hpack
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame, PingFrame
+from hpack import NeverIndexedHeaderTuple
+from hyperframe.frame import GoAwayFrame, HeadersFrame, PingFrame
 
 
 @dataclass
@@ -129,6 +132,14 @@ class _ServerConn(asyncio.Protocol):
                 self._write()
                 assert self.transport is not None
                 self.transport.write(GoAwayFrame(0, last_stream_id=self.refuse_after).serialize())
+            elif path == "/bad-status":
+                # written behind h2's back (it would not send it): :status 999, not
+                # indexed so the connection's HPACK tables stay in step
+                self._write()
+                block = hpack.Encoder().encode([NeverIndexedHeaderTuple(":status", "999")])
+                frame = HeadersFrame(sid, block, flags=["END_HEADERS", "END_STREAM"])
+                assert self.transport is not None
+                self.transport.write(frame.serialize())
             elif path == "/drop":
                 assert self.transport is not None
                 self.transport.close()  # the connection goes, streams in flight with it

@@ -834,3 +834,52 @@ def test_many_clients_at_once_share_one_h2_connection(
     conns = h2_upstream.paths_by_connection()
     assert len(conns) == 1 and len(conns[0]) == 40
     assert h2_upstream.srv.conns[0].max_open > 1  # streams really were multiplexed
+
+
+def test_a_malformed_status_fails_that_stream_with_502_not_the_connection() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        bad = Sink()
+        s = await open_stream(pool, cluster, bad)
+        s.send_headers(request("/bad-status"), True)
+        assert await bad.ended == ("error", 502, "upstream sent a malformed response: bad :status")
+        ok = Sink()
+        s2 = await open_stream(pool, cluster, ok)
+        s2.send_headers(request("/echo"), True)
+        assert await ok.ended == ("complete",)
+        assert pool.connects == 1
+
+    with_server(body)
+
+
+def test_data_a_paused_exchange_lets_go_of_is_still_acknowledged() -> None:
+    # what a stream holds unacknowledged also holds the connection's window: bytes that
+    # arrive as the exchange abandons the stream must not stay counted against it
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        stream: list[H2Stream] = []
+
+        class LetsGo(Sink):
+            def upstream_body(self, chunk: bytes) -> None:
+                super().upstream_body(chunk)
+                stream[0].abandon()  # e.g. a plugin answers locally on the first bytes
+
+        sink = LetsGo()
+        s = await open_stream(pool, cluster, sink)
+        stream.append(s)
+        s.pause(BACKLOG)
+        s.send_headers(request("/big/100000"), True)
+        await asyncio.wait_for(sink.got_headers.wait(), 5)
+        for _ in range(50):
+            if sink.body:
+                break
+            await asyncio.sleep(0.01)
+        assert sink.body and s._unacked == 0
+        conn = pool.connections(cluster)[0]
+        await asyncio.sleep(0.1)
+        # every byte the server sent came back as window: another big answer flows
+        ok = Sink()
+        s2 = await open_stream(pool, cluster, ok)
+        s2.send_headers(request("/big/300000"), True)
+        assert await ok.ended == ("complete",) and len(ok.body) == 300000
+        assert conn.h2.inbound_flow_control_window > 0
+
+    with_server(body)
