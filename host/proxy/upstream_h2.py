@@ -498,6 +498,8 @@ class H2UpstreamConnection(asyncio.Protocol):
             # the response is complete before the request: end our side without
             # pretending the request was complete (RFC 9113 §8.1)
             s.local_closed = True
+            s._out.clear()
+            s._out_bytes = 0
             self._reset(s, ErrorCodes.NO_ERROR)
         self.streams.pop(s.sid, None)
         self._stream_gone(s)
@@ -510,6 +512,10 @@ class H2UpstreamConnection(asyncio.Protocol):
         for sid in [sid for sid in self.streams if sid > last_stream_id]:
             s = self.streams.pop(sid)
             s.local_closed = s.remote_closed = True
+            s.conn = None
+            if s._unacked:
+                self.h2.acknowledge_received_data(s._unacked, sid)
+                s._unacked = 0
             s._fail(
                 H2StreamReset(
                     code, f"upstream refused the stream (GOAWAY {_code_name(code)})", True

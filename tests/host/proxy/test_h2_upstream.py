@@ -883,3 +883,20 @@ def test_data_a_paused_exchange_lets_go_of_is_still_acknowledged() -> None:
         assert conn.h2.inbound_flow_control_window > 0
 
     with_server(body)
+
+
+def test_a_response_complete_before_the_request_ends_our_side_with_no_error() -> None:
+    async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
+        sink = Sink()
+        s = await open_stream(pool, cluster, sink)
+        s.send_headers(request("/trailers-only", "POST"), False)
+        s.send_data(b"x" * (1024 * 1024), False)  # far past the server's 64 KiB window
+        assert await sink.ended == ("complete",)
+        assert s._out_bytes == 0  # what the server will never read is not kept
+        for _ in range(100):
+            if srv.conns[0].resets:
+                break
+            await asyncio.sleep(0.01)
+        assert list(srv.conns[0].resets.values()) == [0]  # RST_STREAM NO_ERROR (§8.1)
+
+    with_server(body)
