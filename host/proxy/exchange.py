@@ -273,6 +273,8 @@ class Exchange(UpstreamLeg):
                     self._route_and_connect()
                 if not half.has_body:
                     self._flush(half, end=True)
+                elif not half.request and _streams_head(half.headers):
+                    self._flush_response(end=False, head=True)
                 self._drain(half)
             case Wait(future):
                 half.waiting = True
@@ -362,13 +364,14 @@ class Exchange(UpstreamLeg):
 
     # -- response path (the request's is the upstream leg's) --
 
-    def _flush_response(self, end: bool) -> None:
+    def _flush_response(self, end: bool, head: bool = False) -> None:
         """Send the released response events to the client: the headers with the first
-        body bytes or the end, then the body, then the end (data or trailers)."""
+        body bytes or the end (``head``: now), then the body, then the end (data or
+        trailers)."""
         resp = self.resp
         head_request = self.method == b"HEAD"  # its answer has no body (nor trailers)
         if not resp.head_sent:
-            if not end and not resp.out:
+            if not end and not resp.out and not head:
                 return
             h = framed_headers(resp, end, head_request)
             eos = end and (head_request or not (resp.out or resp.trailers))
@@ -546,6 +549,13 @@ class Exchange(UpstreamLeg):
             # Keep-alive only once the client finished sending this request.
             keep = self.keep_alive and (self.req.complete or not self.req.has_body)
             self.down.exchange_done(self, keep)
+
+
+def _streams_head(h: HeaderMap | None) -> bool:
+    """A gRPC response's headers (its initial metadata) go to the client at once: a
+    streaming server may send them and wait for the client's first message."""
+    ct = h.get(b"content-type") if h is not None else None
+    return ct is not None and ct[:16].lower() == b"application/grpc"
 
 
 def _status(h: HeaderMap) -> int:

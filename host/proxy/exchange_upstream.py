@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import unquote
 
 from host.headers import HeaderMap
 from host.proxy.framing import HOP_BY_HOP
@@ -19,6 +21,7 @@ from host.proxy.halfstream import LOW_WATER, HalfStream, framed_headers
 from host.proxy.stream import ExchangeInfo, LocalReply, StreamFilter, Verdict
 from host.proxy.upstream import TRANSPORT_FAILURE, Cluster, UpstreamPool
 from host.proxy.upstream_api import BACKLOG, PEER_FULL, UpstreamStream
+from host.proxy.upstream_h2 import H2StreamReset
 
 
 class _Core(Protocol):
@@ -172,7 +175,7 @@ class UpstreamLeg:
         end = req.end
         if not req.end_written:
             if not req.head_sent:
-                if not end and not req.out:
+                if not end and not req.out and not self._eager_head():
                     return  # nothing released yet: keep the head until we know more
                 eos = end and not req.out and not req.trailers
                 problem = up.send_headers(framed_headers(req, end), eos)
@@ -201,6 +204,12 @@ class UpstreamLeg:
                 up.send_data(data, False)
         if req.queued <= LOW_WATER:
             self.down.resume(BACKLOG)
+
+    def _eager_head(self) -> bool:
+        """HTTP/2 has no framing to decide: the head goes upstream as soon as the filter
+        passed it (a gRPC call whose client waits for the server's first message must
+        reach the server before any body)."""
+        return self.req.has_body and self.cluster is not None and self.cluster.protocol == "h2"
 
     def _refuse_request(self, problem: str) -> None:
         """The request's headers (or trailers) cannot be serialized upstream. Envoy's
@@ -246,6 +255,8 @@ class UpstreamLeg:
                 continue
             items.append((k, v))
         has_body = expect_body and status not in (204, 304) and (cl != 0)
+        if not has_body:
+            _note_grpc(self.info, headers)  # a trailers-only gRPC answer
         self.resp.has_body = has_body
         self.resp.headers = h
         self.response_started = True
@@ -262,6 +273,7 @@ class UpstreamLeg:
     def upstream_complete(self, trailers: HeaderMap | None = None) -> None:
         if trailers is not None:
             self.resp.trailers = trailers
+            _note_grpc(self.info, trailers)
         self.upstream = None
         if self.timer is not None:
             self.timer.cancel()
@@ -283,11 +295,17 @@ class UpstreamLeg:
             self._reset("upstream connection lost mid-response")
             return
         self.info.outcome = "upstream_error"
+        # an HTTP/2 stream reset says why (Envoy's reset reasons), a lost connection not
+        reason, detail = (
+            (exc.reason, exc.detail)
+            if isinstance(exc, H2StreamReset)
+            else ("connection termination", "connection_termination")
+        )
         self.send_local(
             LocalReply(
                 503,
-                _BEFORE_HEADERS + b"connection termination\n",
-                details="upstream_reset_before_response_started{connection_termination}",
+                _BEFORE_HEADERS + reason.encode() + b"\n",
+                details=f"upstream_reset_before_response_started{{{detail}}}",
             )
         )
 
@@ -309,3 +327,16 @@ class UpstreamLeg:
             self.down.pause(PEER_FULL)
         else:
             self.down.resume(PEER_FULL)
+
+
+def _note_grpc(info: ExchangeInfo, fields: Iterable[tuple[bytes, bytes]]) -> None:
+    """``info.grpc_status``/``grpc_message`` from the upstream's ``grpc-status`` and
+    ``grpc-message`` (trailers, or the headers of a trailers-only answer)."""
+    for k, v in fields:
+        if k == b"grpc-status":
+            try:
+                info.grpc_status = int(v)
+            except ValueError:
+                continue
+        elif k == b"grpc-message":
+            info.grpc_message = unquote(v.decode("latin-1"))  # percent-encoded (gRPC spec)

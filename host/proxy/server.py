@@ -18,12 +18,12 @@ from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from host.proxy import stats as st
 from host.proxy.admin import AdminProtocol
 from host.proxy.chain import ChainRun, NoPluginsFilter, RequestRecord
 from host.proxy.config import (
+    ClusterConfig,
     ConfigError,
     PluginSpec,
     ProxyConfig,
@@ -56,6 +56,7 @@ from host.proxy.tls import (
     listener_stat_prefix,
     server_context,
 )
+from host.proxy.upstream_h2 import Cluster as H2Cluster
 from host.wasm import Engine, HeaderMap, LogLevel, PluginHost
 from host.wasm.plugin_host import LogRecord
 from host.wasm.runtime import user_cache_root
@@ -171,6 +172,7 @@ class ProxyServer:
         self.host = PluginHost(self.engine, log_level=self.log_level, log_sink=self._log_sink)
         self.host.node = self.config.node  # fixed at start, as Envoy's bootstrap node
         self.pool = UpstreamPool(self.loop)
+        self.pool.h2.count = self._count_cluster  # Envoy's cluster.<name>.upstream_* counters
         cache = user_cache_root() / "downloads"
         self.manager = PluginManager(self.loop, self.host, self.stats, cache_dir=cache)
         from host.lab.crash import CrashKeeper
@@ -286,33 +288,24 @@ class ProxyServer:
         clusters: dict[str, Cluster] = {}
         for c in config.clusters:
             old = self.clusters.get(c.name)
-            if not c.url.lower().startswith(("http://", "https://")):
-                # grpc(s) clusters serve gRPC callouts; the data path speaks HTTP/1.1 to
-                # its upstreams, plain or over TLS.
+            if not c.forwards:
+                # tcp:// clusters serve the spec.tcp listeners only
                 if config.default_cluster == c.name:
                     raise StartupError(
-                        f"cluster {c.name}: the proxy forwards to http:// and https:// "
-                        f"upstreams only; {c.url} can serve plugin callouts but not be the "
-                        "default cluster",
+                        f"cluster {c.name}: the proxy forwards to http://, https://, grpc:// "
+                        f"and grpcs:// upstreams; {c.url} cannot be the default cluster",
                         StartupKind.CLUSTER,
                     )
                 continue
-            u = urlsplit(c.url)
-            https = u.scheme.lower() == "https"
-            want = (u.hostname, u.port or (443 if https else 80), c.ca_file, https)
-            if old is not None and (
-                (old.host, old.port, old.ca_file, old.tls_context is not None) == want
-            ):
-                old.timeout_s = c.timeout_s
-                clusters[c.name] = old  # keep its pooled connections (and TLS context)
-                continue
             try:
-                new = Cluster.from_url(c.name, c.url, c.timeout_s, c.ca_file)
+                new = Cluster.from_url(c.name, c.url, c.timeout_s, c.ca_file, c.protocol)
             except (OSError, ValueError) as e:  # an unreadable caFile (ssl.SSLError too)
-                raise StartupError(
-                    f"cluster {c.name}: cannot use caFile {c.ca_file}: {e}", StartupKind.CLUSTER
-                ) from None
-            if https:
+                why = f"cannot use caFile {c.ca_file}: {e}" if c.ca_file else str(e)
+                raise StartupError(f"cluster {c.name}: {why}", StartupKind.CLUSTER) from None
+            if old is not None and _same_upstream(old, new):
+                old.timeout_s = new.timeout_s
+                new = old  # keep its pooled connections (and TLS context)
+            elif new.tls:
                 prefix = f"cluster.{c.name}."
                 new.count = lambda suffix, p=prefix: self.stats.counter(p + suffix).inc()
             clusters[c.name] = new
@@ -321,7 +314,13 @@ class ProxyServer:
             default = clusters[config.default_cluster]
         elif config.routes:
             default = None  # routes without a defaultCluster: no match is a 404, as Envoy
-        elif len(clusters) == 1 and len(config.clusters) - _tcp_clusters(config) == 1:
+        elif (
+            len(clusters) == 1
+            and len(config.clusters) - _tcp_clusters(config) == 1
+            and not any(c.url.lower().startswith(("grpc://", "grpcs://")) for c in config.clusters)
+        ):
+            # the only cluster is the default; a lone grpc:// or grpcs:// one is not (it
+            # is there for callouts; defaultCluster or a route forwards to it)
             default = next(iter(clusters.values()))
         else:
             if self.demo is None:
@@ -330,6 +329,8 @@ class ProxyServer:
                 DEMO_CLUSTER, self.demo.host, self.demo.port
             )
             clusters[DEMO_CLUSTER] = default
+        if self.pool is not None:
+            self.pool.retire([c for n, c in self.clusters.items() if clusters.get(n) is not c])
         self.clusters = clusters
         self.default_cluster = default
         self.routes = RouteTable(config.routes, default.name if default is not None else None)
@@ -340,7 +341,7 @@ class ProxyServer:
             if c.ca_file and c.url.lower().startswith("https://")
         }
         self.manager.grpc_callouts.set_clusters(
-            {c.name: GrpcCluster(c.url, c.timeout_s, c.ca_file) for c in config.clusters}
+            {c.name: GrpcCluster(_grpc_url(c), c.timeout_s, c.ca_file) for c in config.clusters}
         )
         if self.demo is not None:
             # built in: for http_call too, and kept when manager.apply() replaces the
@@ -437,6 +438,9 @@ class ProxyServer:
             self.stats.counter(f"cluster.{ex.info.cluster or 'none'}.upstream_rq_error").inc()
         for fn in self.on_request_done:
             fn(ex)
+
+    def _count_cluster(self, cluster: H2Cluster, suffix: str) -> None:
+        self.stats.counter(f"cluster.{cluster.name}.{suffix}").inc()
 
     def connection_opened(self) -> None:
         self.open_connections += 1
@@ -559,7 +563,13 @@ class ProxyServer:
             "listen": f"{self.listen_address[0]}:{self.listen_address[1]}",
             "admin": f"{self.admin_address[0]}:{self.admin_address[1]}",
             "clusters": [
-                {"name": c.name, "address": c.address, "timeout_s": c.timeout_s}
+                {
+                    "name": c.name,
+                    "address": c.address,
+                    "timeout_s": c.timeout_s,
+                    "protocol": "HTTP/2" if c.protocol == "h2" else "HTTP/1.1",
+                    "tls": c.tls,
+                }
                 for c in self.clusters.values()
             ],
             "default_cluster": self.default_cluster.name if self.default_cluster else None,
@@ -782,6 +792,27 @@ def _file_signature(path: str) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st_.st_mtime_ns, st_.st_size, st_.st_ino)
+
+
+def _grpc_url(c: ClusterConfig) -> str:
+    """The cluster's URL for gRPC callouts: an HTTP/2 cluster written as http:// (or
+    https://) with ``protocol: h2`` serves them too, as grpc:// (grpcs://)."""
+    if c.protocol == "h2":
+        scheme, sep, rest = c.url.partition("://")
+        if sep and scheme.lower() in ("http", "https"):
+            return ("grpcs" if scheme.lower() == "https" else "grpc") + "://" + rest
+    return c.url
+
+
+def _same_upstream(old: Cluster, new: Cluster) -> bool:
+    """Whether ``old``'s pooled connections can serve ``new`` (same peer, same protocol)."""
+    return (old.host, old.port, old.protocol, old.tls, old.ca_file) == (
+        new.host,
+        new.port,
+        new.protocol,
+        new.tls,
+        new.ca_file,
+    )
 
 
 def _limits(config: ProxyConfig) -> Limits:

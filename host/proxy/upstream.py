@@ -1,5 +1,6 @@
 """The upstream side of the HTTP/1.1 data path: clusters, pooled keep-alive connections
-to them, and the response parser that feeds one exchange at a time.
+to them, and the response parser that feeds one exchange at a time. HTTP/2 clusters
+(``Cluster.protocol`` "h2") get their streams from ``upstream_h2.H2Pool`` instead.
 
 An ``UpstreamProtocol`` is the exchange's ``upstream_api.UpstreamStream`` (it frames
 the request with ``framing``) and knows its exchange only as a ``ResponseSink`` (the
@@ -21,7 +22,14 @@ import httptools
 from host.headers import HeaderMap
 from host.proxy import framing
 from host.proxy.tls import TlsInfo, tls_failure_reason, tls_info_of
-from host.proxy.upstream_api import BACKLOG, PEER_FULL, ResponseSink, UpstreamStream
+from host.proxy.upstream_api import (
+    BACKLOG,
+    PEER_FULL,
+    TRANSPORT_FAILURE,
+    ResponseSink,
+    UpstreamStream,
+)
+from host.proxy.upstream_h2 import H2Pool
 
 __all__ = [
     "BACKLOG",
@@ -33,9 +41,6 @@ __all__ = [
     "UpstreamProtocol",
     "UpstreamStream",
 ]
-
-# what follows it in a connect failure's reason is Envoy's transport failure reason
-TRANSPORT_FAILURE = "transport failure reason: "
 
 
 class _BadMessage(Exception):
@@ -51,30 +56,62 @@ class Cluster:
     connect_timeout_s: float = 5.0
     max_idle: int = 64
     idle: deque[UpstreamProtocol] = field(default_factory=deque)
-    # https://: the client context (verifies the server against the system store or the
-    # cluster's caFile) and the SNI sent (the URL's host, also the name verified)
+    # the upstream protocol: "http1", or "h2" (grpc://, grpcs://, protocol: h2) served
+    # by upstream_h2's multiplexed connections
+    protocol: str = "http1"
+    tls: bool = False  # https://, grpcs://: TLS to the upstream (ALPN h2 for "h2")
+    ca_file: str | None = None  # TLS: trust these CAs instead of the system store
+    # HTTP/1.1 over TLS (https://): the client context (verifies the server against the
+    # system store or the caFile; upstream_h2 builds its own with ALPN h2)
     tls_context: ssl.SSLContext | None = None
-    ca_file: str | None = None
     # counts the cluster's TLS stats (Envoy's cluster.<name>.ssl.*) by suffix
     count: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_url(
-        cls, name: str, url: str, timeout_s: float = 15.0, ca_file: str | None = None
+        cls,
+        name: str,
+        url: str,
+        timeout_s: float = 15.0,
+        ca_file: str | None = None,
+        protocol: str | None = None,
     ) -> Cluster:
+        """``http://`` / ``https://`` (HTTP/1.1, or HTTP/2 when ``protocol`` is "h2":
+        prior knowledge in clear text, ALPN h2 over TLS), ``grpc://`` (HTTP/2 cleartext)
+        or ``grpcs://`` (HTTP/2 over TLS). Raises ValueError (an unreadable ``ca_file``:
+        OSError/ssl.SSLError)."""
         u = urlsplit(url)
-        if u.scheme not in ("http", "https"):
+        scheme = u.scheme.lower()
+        if protocol not in (None, "http1", "h2"):
+            raise ValueError(f"cluster {name}: protocol must be http1 or h2, got {protocol!r}")
+        if scheme in ("grpc", "grpcs"):
+            if protocol == "http1":
+                raise ValueError(f"cluster {name}: {scheme}:// clusters speak HTTP/2 (h2)")
+            protocol = "h2"
+        elif scheme not in ("http", "https"):
             raise ValueError(
-                f"cluster {name}: only http:// and https:// upstreams are supported, got {url!r}"
+                f"cluster {name}: the data path forwards to http://, https://, grpc:// and "
+                f"grpcs:// upstreams, got {url!r}"
             )
         if not u.hostname:
             raise ValueError(f"cluster {name}: URL has no host: {url!r}")
-        if u.scheme == "https":
+        tls = scheme in ("grpcs", "https")
+        protocol = protocol or "http1"
+        context = None
+        if tls and protocol == "http1":
             from host.proxy.tls import client_context
 
-            ctx = client_context(ca_file)
-            return cls(name, u.hostname, u.port or 443, timeout_s, tls_context=ctx, ca_file=ca_file)
-        return cls(name, u.hostname, u.port or 80, timeout_s)
+            context = client_context(ca_file)
+        return cls(
+            name,
+            u.hostname,
+            u.port or (443 if tls else 80),
+            timeout_s,
+            protocol=protocol,
+            tls=tls,
+            ca_file=ca_file if tls else None,
+            tls_context=context,
+        )
 
     @property
     def sni(self) -> str | None:
@@ -304,6 +341,7 @@ class UpstreamPool:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.connects = 0
+        self.h2 = H2Pool(loop)  # the HTTP/2 clusters' multiplexed connections
 
     def open_stream(
         self,
@@ -313,6 +351,9 @@ class UpstreamPool:
     ) -> None:
         """Call ``done(stream, "")`` with a stream to ``cluster`` serving ``sink``, or
         ``done(None, reason)``."""
+        if cluster.protocol == "h2":
+            self.h2.acquire(cluster, sink, done)
+            return
 
         def bound(conn: UpstreamProtocol | None, why: str) -> None:
             if conn is not None:
@@ -377,7 +418,12 @@ class UpstreamPool:
         elif conn.transport is not None:
             conn.transport.close()
 
+    def retire(self, clusters: list[Cluster]) -> None:
+        """Clusters a reload replaced: their HTTP/2 connections close once idle."""
+        self.h2.retire(clusters)
+
     def close(self, clusters: list[Cluster]) -> None:
+        self.h2.close()  # every HTTP/2 connection, also of clusters a reload replaced
         for c in clusters:
             while c.idle:
                 conn = c.idle.pop()

@@ -16,7 +16,10 @@ from typing import Protocol
 from host.headers import HeaderMap
 from host.tls_info import TlsInfo
 
-__all__ = ["BACKLOG", "PEER_FULL", "ResponseSink", "UpstreamStream"]
+__all__ = ["BACKLOG", "PEER_FULL", "TRANSPORT_FAILURE", "ResponseSink", "UpstreamStream"]
+
+# what follows it in a connect failure's reason is Envoy's transport failure reason
+TRANSPORT_FAILURE = "transport failure reason: "
 
 # why reading from a peer is paused (bits; an adapter may add its own above these)
 PEER_FULL = 1  # the other side's socket write buffer is over its high-water mark
@@ -52,8 +55,10 @@ class UpstreamStream(Protocol):
     already applied the body-length rule to the headers (a buffered body's real
     ``content-length``; none when trailers follow)."""
 
-    # the TLS session's facts for an https:// (or grpcs://) cluster's connection, else None
-    tls: TlsInfo | None
+    @property
+    def tls(self) -> TlsInfo | None:
+        """The TLS session's facts for an https:// (or grpcs://) cluster's connection."""
+        ...
 
     def send_headers(self, headers: HeaderMap, end_stream: bool) -> str | None:
         """Send the request headers (pseudo-headers ``:method``, ``:path``,

@@ -271,6 +271,11 @@ def _proxy_to_document(config: ProxyConfig) -> dict[str, Any] | None:
                     item.pop("connectTimeout", None)
                 else:
                     item["connectTimeout"] = _fmt_seconds(c.connect_timeout_s)
+            if prev is None or prev.protocol != c.protocol:
+                if c.protocol is None:
+                    item.pop("protocol", None)
+                else:
+                    item["protocol"] = c.protocol
             if prev is None or prev.ca_file != c.ca_file:
                 if c.ca_file is None:
                     item.pop("caFile", None)

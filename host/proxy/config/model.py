@@ -88,6 +88,16 @@ class ClusterConfig:
     timeout_s: float = DEFAULT_CLUSTER_TIMEOUT_S
     connect_timeout_s: float | None = None
     ca_file: str | None = None  # https://, grpcs://: trust these CAs, not the system store
+    # the data path's upstream protocol as written ("http1" | "h2"); None: from the URL
+    # (grpc:// and grpcs:// are h2, http:// and https:// are http1)
+    protocol: str | None = None
+
+    @property
+    def forwards(self) -> bool:
+        """Whether the data path can forward to this cluster: http:// and https:// (HTTP/1.1,
+        or HTTP/2 with ``protocol: h2``), grpc:// and grpcs:// (HTTP/2); tcp:// clusters
+        serve the spec.tcp listeners only."""
+        return self.url.split(":", 1)[0].lower() in ("http", "https", "grpc", "grpcs")
 
 
 @dataclass(frozen=True)

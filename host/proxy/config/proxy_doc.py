@@ -45,7 +45,8 @@ _PROXY_SPEC_FIELDS = (
 )
 _TLS_FIELDS = ("cert", "key", "clientCa")
 _TIMEOUT_FIELDS = {"requestHeaders": "request_headers_timeout_s", "idle": "idle_timeout_s"}
-_CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout", "caFile")
+_CLUSTER_FIELDS = ("name", "url", "timeout", "connectTimeout", "caFile", "protocol")
+CLUSTER_PROTOCOLS = ("http1", "h2")
 
 
 def _parse_proxy(
@@ -139,11 +140,14 @@ def _parse_proxy(
                 problem = ca_file_error(ca_file)
                 if problem:
                     ctx.error((*path, "caFile"), problem)
+        protocol = _cluster_protocol(ctx, m.get("protocol"), (*path, "protocol"), url)
         if name is not None:
             first[name] = i
         if name is not None and url is not None and timeouts["timeout"] is not None:
             clusters.append(
-                ClusterConfig(name, url, timeouts["timeout"], timeouts["connectTimeout"], ca_file)
+                ClusterConfig(
+                    name, url, timeouts["timeout"], timeouts["connectTimeout"], ca_file, protocol
+                )
             )
     out["clusters"] = tuple(clusters)
     default = _string(ctx, spec.get("defaultCluster"), ("spec", "defaultCluster"))
@@ -154,15 +158,16 @@ def _parse_proxy(
                 ("spec", "defaultCluster"),
                 f"{default!r} is not a cluster in spec.clusters (defined: {defined})",
             )
-        elif any(c.name == default and not _forwardable(c.url) for c in clusters):
+        elif any(c.name == default and not c.forwards for c in clusters):
             # found before start-up (file:line, exit 2), not as a start-up failure
             scheme = next(c.url for c in clusters if c.name == default).split(":", 1)[0]
             ctx.error(
                 ("spec", "defaultCluster"),
                 f"{default!r} is a tcp:// cluster: only a spec.tcp listener forwards to it"
                 if scheme.lower() == "tcp"
-                else f"{default!r} is an {scheme}:// cluster: the proxy forwards to http:// "
-                f"and https:// upstreams only ({scheme} clusters serve plugin callouts)",
+                else f"{default!r} is an {scheme}:// cluster: the proxy forwards to http://, "
+                f"https://, grpc:// and grpcs:// upstreams ({scheme} clusters serve plugin "
+                "callouts)",
             )
         out["default_cluster"] = default
     if spec.get("node") is not None:
@@ -240,11 +245,11 @@ def _parse_routes(
                     "not an HTTP route",
                 )
                 ok = False
-            elif known is not None and not _forwardable(known.url):
+            elif known is not None and not known.forwards:
                 ctx.error(
                     (*path, "cluster"),
-                    f"the proxy forwards to http:// and https:// upstreams only; {known.url} "
-                    "can serve plugin callouts but not be a route's cluster",
+                    f"the proxy forwards to http://, https://, grpc:// and grpcs:// upstreams; "
+                    f"{known.url} can serve plugin callouts but not be a route's cluster",
                 )
                 ok = False
         else:
@@ -449,11 +454,6 @@ def _parse_listener_limits(spec: dict[str, Any], ctx: _Ctx, out: dict[str, Any])
             out["max_connections"] = cap
 
 
-def _forwardable(url: str) -> bool:
-    """A cluster the data path can forward requests to (HTTP/1.1, plain or over TLS)."""
-    return url.lower().startswith(("http://", "https://"))
-
-
 def _parse_tls(ctx: _Ctx, value: Any, base_dir: str | None) -> ListenerTls | None:
     """``spec.tls``: ``demo``, or ``{cert, key, clientCa}`` (paths next to the config
     file). With ``base_dir`` the files are read and checked: they exist, parse as PEM,
@@ -499,6 +499,28 @@ def _parse_tls(ctx: _Ctx, value: Any, base_dir: str | None) -> ListenerTls | Non
         if problems:
             return None
     return ListenerTls(paths["cert"], paths["key"], paths.get("clientCa"))
+
+
+
+def _cluster_protocol(ctx: _Ctx, value: Any, path: _Path, url: str | None) -> str | None:
+    """``protocol``: the data path's upstream protocol, ``http1`` (default) or ``h2``
+    (HTTP/2 with prior knowledge on http://; grpc:// and grpcs:// are h2 already)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in CLUSTER_PROTOCOLS:
+        ctx.error(
+            path,
+            f"expected http1 (HTTP/1.1, the default) or h2 (HTTP/2), got {_describe(value)}",
+        )
+        return None
+    scheme = (url or "").split(":", 1)[0].lower()
+    if scheme == "tcp":
+        ctx.error(path, "tcp:// clusters carry bytes, not HTTP: drop protocol")
+        return None
+    if scheme in ("grpc", "grpcs") and value != "h2":
+        ctx.error(path, f"{scheme}:// clusters speak HTTP/2: drop protocol or write h2")
+        return None
+    return value
 
 
 def _cluster_url_error(url: str) -> str | None:

@@ -149,17 +149,17 @@ def test_characters_yaml_refuses_and_bad_utf8_have_line_and_column(
     assert str(issue).startswith(f"{cfg}:{line}:{col}: ")
 
 
-def test_a_grpc_default_cluster_is_a_config_error_at_its_line() -> None:
-    # (https:// clusters carry the data path since listener and upstream TLS)
+def test_a_tcp_default_cluster_is_a_config_error_at_its_line() -> None:
+    # (https://, grpc:// and grpcs:// clusters all carry the data path now)
     text = (
         "apiVersion: wasmdesk.dev/v1alpha1\nkind: Proxy\nspec:\n"
-        "  clusters: [{name: s, url: 'grpc://127.0.0.1:1'}]\n  defaultCluster: s\n"
+        "  clusters: [{name: s, url: 'tcp://127.0.0.1:1'}]\n  defaultCluster: s\n"
     )
     e = _refusal(text)
     _assert_located(e)
     (issue,) = e.errors
     assert issue.line == 5 and issue.path == "spec.defaultCluster"
-    assert "http:// and https:// upstreams only" in issue.message
+    assert "is a tcp:// cluster: only a spec.tcp listener forwards to it" in issue.message
 
 
 # -- fuzzing -------------------------------------------------------------------------------

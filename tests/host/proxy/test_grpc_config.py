@@ -58,11 +58,12 @@ def test_bad_grpc_cluster_entries_are_config_errors(entry: str, message: str) ->
     assert message in str(e.value)
 
 
-def test_a_grpc_cluster_cannot_be_the_default_cluster() -> None:
+def test_a_grpc_cluster_can_be_the_default_cluster() -> None:
+    # the data path forwards over HTTP/2 to grpc:// clusters (host/proxy/upstream_h2.py)
     text = config_text(clusters={"g": "grpc://127.0.0.1:50051"}, default_cluster="g")
-    with pytest.raises(ConfigError) as e:
-        parse_config(text, "<test>", str(ROOT))
-    assert "'g' is an grpc:// cluster" in str(e.value)
+    cfg = parse_config(text, "<test>", str(ROOT))
+    assert cfg.default_cluster == "g"
+    assert cfg.clusters[0].forwards
 
 
 def test_try_cluster_flag_takes_grpc_urls() -> None:

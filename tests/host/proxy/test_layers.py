@@ -32,6 +32,7 @@ def imports(module: str) -> set[str]:
         "stream",
         "upstream",
         "upstream_api",
+        "upstream_h2",
         "records",
         "exchange",
         "exchange_upstream",

@@ -407,7 +407,12 @@ def test_route_table_matches_repeated_headers_joined_as_envoy():
 
 # -- config: validation and export ---------------------------------------------------------------
 
-_CLUSTERS = {"a": "http://127.0.0.1:1", "b": "http://127.0.0.1:2", "g": "grpc://127.0.0.1:3"}
+_CLUSTERS = {
+    "a": "http://127.0.0.1:1",
+    "b": "http://127.0.0.1:2",
+    "g": "grpc://127.0.0.1:3",
+    "t": "tcp://127.0.0.1:4",
+}
 
 
 def _errors(routes: Any, **extra: Any) -> str:
@@ -450,9 +455,10 @@ def _errors(routes: Any, **extra: Any) -> str:
             id="relative_prefix",
         ),
         pytest.param(
-            {"name": "x", "match": {"prefix": "/"}, "cluster": "g"},
-            "spec.routes[0].cluster: the proxy forwards to http:// and https:// upstreams only",
-            id="grpc_cluster",
+            {"name": "x", "match": {"prefix": "/"}, "cluster": "t"},
+            "spec.routes[0].cluster: tcp://127.0.0.1:4 is a tcp:// cluster: only a spec.tcp "
+            "listener forwards to it, not an HTTP route",
+            id="tcp_cluster",
         ),
         pytest.param(
             {"name": "x", "match": {"headers": {"x-a": ["1"]}}, "cluster": "a"},
