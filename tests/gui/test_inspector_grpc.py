@@ -217,7 +217,9 @@ def test_a_real_record_shows_the_upstream_trailers_and_what_a_plugin_added(
 
         qtbot.waitUntil(arrived, timeout=5_000)
         panel.append_requests(seen)
-        assert panel.rows()[0][panel.PROTOCOL_COLUMN] == "HTTP/1.1"
+        # gRPC over HTTP/1.1: the record keeps the wire protocol and the trailer's status
+        assert seen[0]["protocol"] == "HTTP/1.1" and seen[0]["grpc_status"] == 14
+        assert panel.rows()[0][panel.PROTOCOL_COLUMN] == "gRPC"
         panel.request_selected.connect(svc.fetch_request)
         svc.request_details_received.connect(panel.show_details)
         with qtbot.waitSignal(svc.request_details_received, timeout=5_000):
