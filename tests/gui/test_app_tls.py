@@ -8,6 +8,7 @@ the load generator works over TLS, and curl lines carry ``https`` and ``--cacert
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,14 +78,17 @@ def _row(qtbot: Any, window: Any, request_id: str) -> list[str]:
     return panel.rows()[panel.request_id_list().index(request_id)]
 
 
-def _send(qtbot: Any, window: Any, service: Any, protocol: str, path: str) -> dict[str, Any]:
+def _send(
+    qtbot: Any, window: Any, service: Any, protocol: str, path: str, body: str = "hello"
+) -> dict[str, Any]:
     c = window.composer_panel
     c.protocol_combo.setCurrentText(protocol)
     c.path_edit.setText(path)
     if protocol == "gRPC":
-        c.headers_edit.setPlainText("x-user: alice")
+        c.headers_edit.setPlainText("x-user: alice\nx-bin-bin: AAE=")
         c.payload_combo.setCurrentIndex(c.payload_combo.findData("text"))
-        c.body_edit.setPlainText("hello")
+        c.body_edit.setPlainText(body)
+        c.deadline_spin.setValue(0.5 if body == "slow" else 5.0)
     else:
         c.method_combo.setCurrentText("POST")
         c.headers_edit.setPlainText("x-k: v")
@@ -134,7 +138,12 @@ def test_the_composer_reaches_upstreams_through_the_proxy_in_each_protocol(
         failed = _send(qtbot, window, service, "gRPC", "/test.Echo/Nope")
         assert failed["grpc_status"] == 12  # UNIMPLEMENTED, from the grpcio server
         assert _row(qtbot, window, failed["request_id"])[7].startswith("gRPC 12 UNIMPLEMENTED")
-        assert grpc_srv.seen_metadata[-1]["x-forwarded-proto"] == scheme
+        seen_md = grpc_srv.seen_metadata[-1]
+        assert seen_md["x-forwarded-proto"] == scheme
+        assert seen_md["x-bin-bin"] == "0001"  # a -bin value arrives as its bytes
+        late = _send(qtbot, window, service, "gRPC", "/test.Echo/Unary", body="slow")
+        assert late["grpc_status"] == 4 and late["elapsed_ms"] < 1500  # DEADLINE_EXCEEDED
+        assert grpc_srv.cancelled.wait(3)  # the call was cancelled up to the server
     finally:
         _stop(window, service)
 
@@ -209,7 +218,10 @@ def _cert(
     )
     if not ca:
         b = b.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
         )
     return b.sign(signer, hashes.SHA256())
 
@@ -233,3 +245,60 @@ def test_the_app_trusts_a_self_signed_chain_and_otherwise_the_system_store(tmp_p
     assert trust_anchor(pem("leaf.pem", leaf)) is None  # its CA is not here: the system store
     assert trust_anchor(pem("leaf2.pem", leaf), demo_ca="/x/demo-ca.pem") == "/x/demo-ca.pem"
     assert trust_anchor(str(tmp_path / "gone.pem")) is None
+
+
+def _pem_files(tmp_path: Path, name: str, key: Any, *certs: x509.Certificate) -> str:
+    """``spec.tls`` for these certificates (written next to the workspace) and key."""
+    (tmp_path / f"{name}.pem").write_bytes(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+    )
+    (tmp_path / f"{name}-key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return f"  tls: {{cert: {name}.pem, key: {name}-key.pem}}\n"
+
+
+def test_a_self_signed_listener_certificate_is_the_apps_trust_anchor(
+    qtbot, tmp_path, upstreams
+) -> None:
+    web, grpc_srv = upstreams
+    key = ec.generate_private_key(ec.SECP256R1())
+    tls = _pem_files(tmp_path, "self", key, _cert("localhost", key, "localhost", key, False))
+    window, service = _start(qtbot, tmp_path, _clusters(web, grpc_srv, "web") + tls)
+    try:
+        assert service.listener_tls.ca_file == str(tmp_path / "self.pem")
+        assert window.address_edit.text().startswith("https://")
+        for protocol in ("HTTP/1.1", "HTTP/2"):
+            d = _send(qtbot, window, service, protocol, "/self")
+            assert (d["error"], d["status"], d["protocol"]) == ("", 200, protocol)
+        assert f"--cacert {tmp_path / 'self.pem'} " in window.composer_panel.curl_command()
+    finally:
+        _stop(window, service)
+
+
+def test_a_certificate_the_app_cannot_verify_fails_each_request_with_the_reason(
+    qtbot, tmp_path, upstreams
+) -> None:
+    # a leaf from a CA that is neither in the file nor in the system store
+    web, grpc_srv = upstreams
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    tls = _pem_files(tmp_path, "leaf", key, _cert("localhost", key, "Test CA", ca_key, False))
+    spec = _clusters(web, grpc_srv, "grpc") + tls
+    window, service = _start(qtbot, tmp_path, spec)
+    try:
+        assert service.listener_tls.ca_file is None  # the system store
+        assert "--cacert" not in window.composer_panel.curl_command()
+        for protocol in ("HTTP/1.1", "HTTP/2"):
+            d = _send(qtbot, window, service, protocol, "/x")
+            assert d["status"] == 0 and "CERTIFICATE_VERIFY_FAILED" in d["error"], d
+        g = _send(qtbot, window, service, "gRPC", "/test.Echo/Unary")
+        assert g["grpc_status"] == 14 and "CERTIFICATE_VERIFY_FAILED" in g["grpc_message"]
+        assert "unable to get local issuer certificate" in g["grpc_message"]
+        assert web.seen == [] and grpc_srv.seen_metadata == []  # nothing got through
+        assert window.composer_panel.status_label.text().startswith("gRPC 14 UNAVAILABLE")
+    finally:
+        _stop(window, service)
