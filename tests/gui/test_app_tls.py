@@ -302,3 +302,21 @@ def test_a_certificate_the_app_cannot_verify_fails_each_request_with_the_reason(
         assert window.composer_panel.status_label.text().startswith("gRPC 14 UNAVAILABLE")
     finally:
         _stop(window, service)
+
+
+def test_with_mtls_the_app_says_it_has_no_client_certificate(qtbot, tmp_path, upstreams) -> None:
+    web, grpc_srv = upstreams
+    key = ec.generate_private_key(ec.SECP256R1())
+    tls = _pem_files(tmp_path, "self", key, _cert("localhost", key, "localhost", key, False))
+    tls = tls.replace("}\n", ", clientCa: self.pem}\n")
+    window, service = _start(qtbot, tmp_path, _clusters(web, grpc_srv, "web") + tls)
+    try:
+        assert service.listener_tls.client_certificate_required
+        assert "requires client certificates" in window.statusBar().currentMessage()
+        d = _send(qtbot, window, service, "HTTP/1.1", "/m")
+        # the server's alert does not surface through the loop's TLS transport: the
+        # connection just closes (the note above says why)
+        assert d["status"] == 0 and d["error"], d
+        assert web.seen == []
+    finally:
+        _stop(window, service)
