@@ -94,8 +94,8 @@ class ComposerPanel(QWidget):
         self.protocol_combo.setObjectName("protocol_combo")
         self.protocol_combo.addItems(list(PROTOCOLS))
         self.protocol_combo.setToolTip(
-            "HTTP/1.1; HTTP/2 with prior knowledge (h2c, as curl --http2-prior-knowledge); "
-            "gRPC: a unary call over HTTP/2"
+            "HTTP/1.1; HTTP/2 with prior knowledge (h2c, as curl --http2-prior-knowledge), "
+            "or by ALPN h2 to a TLS listener; gRPC: a unary call over HTTP/2"
         )
         row.addWidget(self.protocol_combo)
         self.method_combo = QComboBox()
