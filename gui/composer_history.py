@@ -20,7 +20,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from gui.composer_send import check_grpc_method, encode_payload, grpc_curl, parse_metadata
+from gui.composer_send import (
+    check_grpc_method,
+    encode_payload,
+    grpc_curl,
+    parse_metadata,
+    tls_curl_options,
+)
 from gui.engine_service import lab_api
 
 __all__ = ["MAX_HISTORY", "as_curl", "history_from_har", "save_history"]
@@ -123,11 +129,12 @@ def _restore_protocol(e: dict[str, Any], har: Mapping[str, Any]) -> None:
     e["body"] = data.hex(" ")
 
 
-def as_curl(base_url: str, req: Mapping[str, Any]) -> str:
+def as_curl(base_url: str, req: Mapping[str, Any], cacert: str = "") -> str:
     """A curl command line sending ``req`` (method, path, headers, body) to the proxy:
     HTTP/2 with ``--http2-prior-knowledge``; a gRPC call (``protocol: gRPC``) as its
-    framed message piped from printf (``gui.composer_send.grpc_curl``). ValueError when
-    a gRPC entry's method, metadata or message is not valid."""
+    framed message piped from printf (``gui.composer_send.grpc_curl``). On an
+    ``https://`` proxy, ``--cacert cacert`` (when given) and the protocol by ALPN.
+    ValueError when a gRPC entry's method, metadata or message is not valid."""
     protocol = str(req.get("protocol") or "HTTP/1.1")
     if protocol == "gRPC":
         lines = "\n".join(f"{k}: {v}" for k, v in req.get("headers") or [])
@@ -137,10 +144,9 @@ def as_curl(base_url: str, req: Mapping[str, Any]) -> str:
             encode_payload(str(req.get("body") or ""), str(req.get("payload_format") or "json")),
             parse_metadata(lines),
             float(req.get("deadline_s") or 10.0),
+            cacert,
         )
-    parts = ["curl", "-i"]
-    if protocol == "HTTP/2":
-        parts.append("--http2-prior-knowledge")
+    parts = ["curl", "-i", *tls_curl_options(base_url, cacert, protocol)]
     method = str(req.get("method") or "GET")
     if method != "GET":
         parts += ["-X", method]

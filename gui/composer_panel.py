@@ -94,8 +94,8 @@ class ComposerPanel(QWidget):
         self.protocol_combo.setObjectName("protocol_combo")
         self.protocol_combo.addItems(list(PROTOCOLS))
         self.protocol_combo.setToolTip(
-            "HTTP/1.1; HTTP/2 with prior knowledge (h2c, as curl --http2-prior-knowledge); "
-            "gRPC: a unary call over HTTP/2"
+            "HTTP/1.1; HTTP/2 with prior knowledge (h2c, as curl --http2-prior-knowledge), "
+            "or by ALPN h2 to a TLS listener; gRPC: a unary call over HTTP/2"
         )
         row.addWidget(self.protocol_combo)
         self.method_combo = QComboBox()
@@ -144,6 +144,7 @@ class ComposerPanel(QWidget):
         form.addRow(self.error_label)
         # history: what was sent from here; copy as curl; save or load it as HAR
         self.base_url = "http://127.0.0.1:10000"  # the proxy's address (the window sets it)
+        self.ca_file = ""  # the CA a TLS proxy is checked against (curl --cacert)
         self.history: deque[dict[str, Any]] = deque(maxlen=MAX_HISTORY)
         hrow = QHBoxLayout()
         self.history_combo = QComboBox()
@@ -381,7 +382,7 @@ class ComposerPanel(QWidget):
         if req is None:
             return ""
         try:
-            return as_curl(self.base_url, req)
+            return as_curl(self.base_url, req, self.ca_file)
         except ValueError as e:
             self.error_label.setText(str(e))
             return ""

@@ -2,11 +2,13 @@
 clients that send it (HTTP/1.1 stays with ``gui.traffic.fetch``).
 
 * HTTP/2 goes out with httpx (``http1=False, http2=True``: h2c with prior knowledge on an
-  ``http://`` address, as ``curl --http2-prior-knowledge`` does).
+  ``http://`` address, as ``curl --http2-prior-knowledge`` does; ALPN ``h2`` over TLS
+  when the listener is TLS).
 * gRPC goes out with grpcio's asyncio API (``grpc.aio``, imported on first use) as a
   generic unary call: the message is the bytes the user gave, with no protobuf encoding
   (Wasmdesk has no descriptors): a JSON payload is sent as its UTF-8 text (what a server
-  with a JSON codec reads), a protobuf message is given as hex or base64.
+  with a JSON codec reads), a protobuf message is given as hex or base64. To a TLS
+  listener it goes out with ``gui.grpc_tls`` instead (grpcio refuses the demo CA).
 
 Both run on the engine thread's asyncio loop (driven by ``gui.engine_service``), talk to
 loopback only, and return plain dicts. No Qt here.
@@ -19,6 +21,7 @@ import binascii
 import json
 import re
 import shlex
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,6 +38,7 @@ __all__ = [
     "grpc_status_text",
     "grpc_unary",
     "parse_metadata",
+    "tls_curl_options",
 ]
 
 PROTOCOLS = ("HTTP/1.1", "HTTP/2", "gRPC")
@@ -150,6 +154,16 @@ def grpc_frame(message: bytes) -> bytes:
     return b"\0" + len(message).to_bytes(4, "big") + message
 
 
+def tls_curl_options(base_url: str, cacert: str, protocol: str) -> list[str]:
+    """curl's options for the protocol on this address: over ``https://`` the CA to
+    trust (``--cacert``; none: the system store) and ``--http2`` / ``--http1.1`` (curl
+    picks by ALPN there); on ``http://`` HTTP/2 is ``--http2-prior-knowledge``."""
+    if not base_url.startswith("https://"):
+        return ["--http2-prior-knowledge"] if protocol == "HTTP/2" else []
+    out = ["--cacert", cacert] if cacert else []
+    return [*out, "--http2" if protocol == "HTTP/2" else "--http1.1"]
+
+
 def _octal_printf(data: bytes) -> str:
     safe = set(b'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 {}[]:,.-_"')
     return "".join(chr(b) if b in safe else f"\\{b:03o}" for b in data)
@@ -161,13 +175,13 @@ def grpc_curl(
     message: bytes,
     metadata: Sequence[tuple[str, str | bytes]],
     deadline_s: float,
+    cacert: str = "",
 ) -> str:
     """A shell line that sends the same gRPC call with curl: the framed message from
-    ``printf`` (octal escapes, POSIX), HTTP/2 with prior knowledge, the gRPC headers."""
-    parts = [
-        "curl",
-        "-i",
-        "--http2-prior-knowledge",
+    ``printf`` (octal escapes, POSIX), HTTP/2 with prior knowledge (``--http2`` and
+    ``--cacert`` on an ``https://`` address), the gRPC headers."""
+    parts = ["curl", "-i", *tls_curl_options(base_url, cacert, "HTTP/2")]
+    parts += [
         "-X",
         "POST",
         "-H",
@@ -264,16 +278,18 @@ async def fetch_h2(
     headers: Sequence[tuple[str, str]] = (),
     body: bytes = b"",
     timeout_s: float = 30.0,
+    tls: ssl.SSLContext | None = None,
 ) -> dict[str, Any]:
-    """One HTTP/2 request with prior knowledge (h2c); the response in the shape of
+    """One HTTP/2 request with prior knowledge (h2c), or over TLS with ALPN ``h2`` when
+    ``tls`` (a verifying client context) is given; the response in the shape of
     ``gui.traffic.HttpResponse.to_dict`` plus ``protocol`` (what was spoken)."""
     import httpx
 
     t0 = time.perf_counter()
-    url = f"http://{host}:{port}{path}"
+    url = f"{'https' if tls is not None else 'http'}://{host}:{port}{path}"
     try:
         async with httpx.AsyncClient(
-            http1=False, http2=True, timeout=timeout_s, trust_env=False
+            http1=False, http2=True, timeout=timeout_s, trust_env=False, verify=tls or True
         ) as client:
             r = await client.request(method, url, headers=list(headers), content=body or None)
             data = r.content

@@ -34,6 +34,8 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from gui import composer_send, traffic
+from gui.grpc_tls import grpc_unary_tls
+from gui.tls_client import ListenerTls, trust_anchor
 from host.lab import app_api as lab_api  # the lab's offline helpers, in plain values
 from host.proxy.config import ProxyConfig
 from host.proxy.errors import PluginError
@@ -93,6 +95,14 @@ class EngineSnapshot:
 
 def _loopback(host: str) -> str:
     return host if host in _LOOPBACK_HOSTS or host.startswith("127.") else "127.0.0.1"
+
+
+def _listener_tls(server: ProxyServer) -> ListenerTls | None:
+    """What a client of this server's listener trusts (``gui.tls_client``); None: plain."""
+    rt = server.listener_tls
+    if rt is None:
+        return None
+    return ListenerTls(trust_anchor(rt.cert, rt.demo_ca), rt.client_ca is not None)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -211,6 +221,8 @@ class EngineService(QObject):
         self.listen_address: tuple[str, int] = ("", 0)
         self.admin_address: tuple[str, int] = ("", 0)
         self.notes: list[str] = []  # start-up notes (a port fallback...)
+        # the listener speaks TLS (spec.tls): what the app's own requests trust; None: plain
+        self.listener_tls: ListenerTls | None = None
         self.running = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -315,6 +327,12 @@ class EngineService(QObject):
         server = self._server = result
         self.listen_address = server.listen_address
         self.admin_address = server.admin_address
+        self.listener_tls = _listener_tls(server)
+        if self.listener_tls is not None and self.listener_tls.client_certificate_required:
+            self.notes.append(
+                "the listener requires client certificates (spec.tls.clientCa): the "
+                "composer and the load generator have none, their requests will fail"
+            )
         self.running = True
         self._publish()
         self.started.emit()
@@ -590,10 +608,14 @@ class EngineService(QObject):
 
         async def do(server: ProxyServer) -> None:
             host, port = target or server.listen_address
+            tls = self.listener_tls if target is None else None
             if protocol == "HTTP/2":
-                d = await composer_send.fetch_h2(host, port, method, url_path, sent, body)
+                ctx = tls.context(("h2",)) if tls is not None else None
+                d = await composer_send.fetch_h2(host, port, method, url_path, sent, body, tls=ctx)
             else:
-                d = dict((await traffic.fetch(host, port, method, url_path, sent, body)).to_dict())
+                ctx = tls.context() if tls is not None else None
+                r = await traffic.fetch(host, port, method, url_path, sent, body, tls=ctx)
+                d = dict(r.to_dict())
                 d["protocol"] = "HTTP/1.1"
             d.update(method=method, path=url_path, request_id=rid)
             self.response_received.emit(d)
@@ -632,7 +654,12 @@ class EngineService(QObject):
 
         async def do(server: ProxyServer) -> None:
             host, port = target or server.listen_address
-            d = await composer_send.grpc_unary(host, port, path, message, md, deadline_s)
+            tls = self.listener_tls if target is None else None
+            if tls is not None:  # not grpcio: see gui.grpc_tls
+                ctx = tls.context(("h2",))
+                d = await grpc_unary_tls(host, port, path, message, md, deadline_s, ctx)
+            else:
+                d = await composer_send.grpc_unary(host, port, path, message, md, deadline_s)
             d.update(method="POST", path=path, request_id=rid)
             self.response_received.emit(d)
 
@@ -662,8 +689,14 @@ class EngineService(QObject):
             task = asyncio.current_task()
             self._traffic_task = task
             try:
+                tls = self.listener_tls
                 result = await traffic.run_load(
-                    host, port, rps, seconds, on_progress=self.traffic_progress.emit
+                    host,
+                    port,
+                    rps,
+                    seconds,
+                    on_progress=self.traffic_progress.emit,
+                    tls=tls.context() if tls is not None else None,
                 )
             finally:
                 if self._traffic_task is task:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gui.composer_send import GRPC_STATUS_NAMES
+from gui.composer_send import GRPC_STATUS_NAMES, tls_curl_options
 
 __all__ = [
     "InspectorFilter",
@@ -117,16 +117,17 @@ def record_exchange(rec: Mapping[str, Any]) -> dict[str, Any]:
 _SKIP_CURL = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
 
 
-def record_to_curl(rec: Mapping[str, Any], base_url: str = "") -> str:
+def record_to_curl(rec: Mapping[str, Any], base_url: str = "", cacert: str = "") -> str:
     """A curl command that sends the recorded request again, as the client sent it
     (pseudo-headers, host and hop-by-hop fields left to curl). ``base_url``: the proxy
-    (``http://127.0.0.1:10000``); the record's authority when empty."""
+    (``http://127.0.0.1:10000``); the record's authority when empty. ``cacert``: the CA
+    an ``https://`` proxy is checked against (``--cacert``)."""
     ex = record_exchange(rec)
     base = base_url.rstrip("/") or f"http://{rec.get('authority') or '127.0.0.1'}"
     method = str(rec.get("method") or "GET")
-    parts = ["curl"]
-    if rec.get("protocol") == "HTTP/2":  # h2c with prior knowledge, as the client spoke
-        parts.append("--http2-prior-knowledge")
+    # as the client spoke: h2c with prior knowledge, or by ALPN over TLS
+    protocol = "HTTP/2" if rec.get("protocol") == "HTTP/2" else "HTTP/1.1"
+    parts = ["curl", *tls_curl_options(base, cacert, protocol)]
     if method != "GET":
         parts += ["-X", method]
     parts.append(base + str(rec.get("path") or "/"))

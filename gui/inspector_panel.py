@@ -576,6 +576,7 @@ class InspectorPanel(QWidget):
         self.setObjectName("InspectorPanel")
         self.capacity = capacity
         self.base_url = ""  # the proxy (http://host:port), for curl and HAR exports
+        self.ca_file = ""  # the CA a TLS proxy is checked against (curl --cacert)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         bar = QHBoxLayout()
@@ -930,7 +931,7 @@ class InspectorPanel(QWidget):
     # -- export ---------------------------------------------------------------------------
 
     def curl_text(self) -> str:
-        return record_to_curl(self._record, self.base_url) if self._record else ""
+        return record_to_curl(self._record, self.base_url, self.ca_file) if self._record else ""
 
     def har(self) -> dict[str, Any] | None:
         return record_to_har(self._record, self.base_url) if self._record else None

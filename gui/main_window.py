@@ -58,6 +58,7 @@ from gui.plugin_panel import (
     plugin_error_text,
 )
 from gui.stats_panel import StatsPanel
+from gui.tls_client import ListenerTls
 from gui.traffic import load_status
 from gui.url_dialog import (
     LoadUrlDialog,
@@ -89,6 +90,7 @@ class _Service(Protocol):  # what the window needs of an engine service
     listen_address: tuple[str, int]
     admin_address: tuple[str, int]
     notes: list[str]
+    listener_tls: ListenerTls | None  # the listener speaks TLS: the CA the app trusts
 
     @property
     def config(self) -> ProxyConfig: ...
@@ -664,9 +666,12 @@ class MainWindow(QMainWindow):
     def _on_service_started(self) -> None:
         h, p = self.service.listen_address
         ah, ap = self.service.admin_address
-        self.address_edit.setText(f"http://{h}:{p}")
-        self.inspector_panel.base_url = f"http://{h}:{p}"
-        self.composer_panel.base_url = f"http://{h}:{p}"
+        tls = self.service.listener_tls
+        proxy_url = f"{'https' if tls is not None else 'http'}://{h}:{p}"
+        self.address_edit.setText(proxy_url)
+        self.inspector_panel.base_url = self.composer_panel.base_url = proxy_url
+        ca = (tls.ca_file or "") if tls is not None else ""
+        self.inspector_panel.ca_file = self.composer_panel.ca_file = ca
         url = f"http://{ah}:{ap}/"
         self.admin_label.setText(f'admin <a href="{url}" style="color:#58a6ff">{url}</a>')
         self.admin_label.setToolTip("Open the admin API in the browser")

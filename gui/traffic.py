@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -144,15 +145,17 @@ async def fetch(
     headers: Sequence[tuple[str, str]] = (),
     body: bytes = b"",
     timeout_s: float = 10.0,
+    tls: ssl.SSLContext | None = None,
 ) -> HttpResponse:
-    """One request on a fresh connection (``connection: close``)."""
+    """One request on a fresh connection (``connection: close``); over TLS with ``tls``
+    (a verifying client context: ``gui.tls_client``)."""
     _check_target(host)
     t0 = time.perf_counter()
     data = _request_bytes(method, path, host, port, [*headers, ("connection", "close")], body)
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(host, port, ssl=tls)
             resp = await _exchange(reader, writer, data, method == "HEAD")
     except TimeoutError:
         resp = HttpResponse(error=f"timed out after {timeout_s:g} s")
@@ -246,10 +249,12 @@ async def run_load(
     mix: Sequence[tuple[str, str, Sequence[tuple[str, str]]]] = DEMO_MIX,
     on_progress: Callable[[int, int], None] | None = None,
     progress_interval_s: float = 0.1,
+    tls: ssl.SSLContext | None = None,
 ) -> LoadResult:
-    """Send ``rps`` requests per second for ``seconds`` over keep-alive connections,
-    cycling through ``mix``. Bounded: at most MAX_LOAD_RPS x MAX_LOAD_SECONDS requests and
-    ``seconds + 10`` s of wall time. Cancelling the task stops it early."""
+    """Send ``rps`` requests per second for ``seconds`` over keep-alive connections
+    (TLS ones with ``tls``), cycling through ``mix``. Bounded: at most MAX_LOAD_RPS x
+    MAX_LOAD_SECONDS requests and ``seconds + 10`` s of wall time. Cancelling the task
+    stops it early."""
     _check_target(host)
     if not (0 < rps <= MAX_LOAD_RPS):
         raise ValueError(f"requests per second must be within 1..{MAX_LOAD_RPS}, got {rps:g}")
@@ -283,7 +288,7 @@ async def run_load(
                 method, data = encoded[i % len(encoded)]
                 try:
                     if conn is None:
-                        conn = await asyncio.open_connection(host, port)
+                        conn = await asyncio.open_connection(host, port, ssl=tls)
                     async with asyncio.timeout(max(0.1, deadline - loop.time())):
                         resp = await _exchange(conn[0], conn[1], data, method == "HEAD")
                     result.sent += 1

@@ -48,6 +48,7 @@ class FakeEngineService(QObject):
         self.listen_address = ("127.0.0.1", 10000)
         self.admin_address = ("127.0.0.1", 9901)
         self.notes: list[str] = []
+        self.listener_tls: Any = None  # gui.tls_client.ListenerTls when TLS
         self.calls: list[tuple[str, Any]] = []
         self.store = StatsStore()
         self.pending_logs: list[dict[str, Any]] = []
