@@ -8,7 +8,7 @@ clients that send it (HTTP/1.1 stays with ``gui.traffic.fetch``).
   generic unary call: the message is the bytes the user gave, with no protobuf encoding
   (Wasmdesk has no descriptors): a JSON payload is sent as its UTF-8 text (what a server
   with a JSON codec reads), a protobuf message is given as hex or base64. To a TLS
-  listener it goes out with ``gui.grpc_tls`` instead (grpcio refuses the demo CA).
+  listener it goes out on a secure channel trusting the listener's CA.
 
 Both run on the engine thread's asyncio loop (driven by ``gui.engine_service``), talk to
 loopback only, and return plain dicts. No Qt here.
@@ -24,6 +24,7 @@ import shlex
 import ssl
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -214,10 +215,13 @@ async def grpc_unary(
     message: bytes,
     metadata: Sequence[tuple[str, str | bytes]] = (),
     deadline_s: float = 10.0,
+    tls: bool = False,
+    ca_file: str | None = None,
 ) -> dict[str, Any]:
     """One unary call with raw bytes in and out; the result as a plain dict: the status
     code and message, initial and trailing metadata, the response message (text and
-    hex). A failed call is a result with its status, not an exception."""
+    hex). A failed call is a result with its status, not an exception. ``tls``: over TLS,
+    verifying the server against ``ca_file`` (else the system trust store)."""
     import grpc
     import grpc.aio
 
@@ -239,7 +243,12 @@ async def grpc_unary(
     }
     # no proxy from the environment, and no retries: one call, as the user asked
     options = [("grpc.enable_http_proxy", 0), ("grpc.enable_retries", 0)]
-    channel = grpc.aio.insecure_channel(f"{host}:{port}", options=options)
+    if tls:
+        roots = Path(ca_file).read_bytes() if ca_file else None
+        creds = grpc.ssl_channel_credentials(root_certificates=roots)
+        channel = grpc.aio.secure_channel(f"{host}:{port}", creds, options=options)
+    else:
+        channel = grpc.aio.insecure_channel(f"{host}:{port}", options=options)
     try:
         call = channel.unary_unary(
             method, request_serializer=identity, response_deserializer=identity

@@ -34,7 +34,6 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from gui import composer_send, traffic
-from gui.grpc_tls import grpc_unary_tls
 from gui.tls_client import ListenerTls, trust_anchor
 from host.lab import app_api as lab_api  # the lab's offline helpers, in plain values
 from host.proxy.config import ProxyConfig
@@ -655,11 +654,16 @@ class EngineService(QObject):
         async def do(server: ProxyServer) -> None:
             host, port = target or server.listen_address
             tls = self.listener_tls if target is None else None
-            if tls is not None:  # not grpcio: see gui.grpc_tls
-                ctx = tls.context(("h2",))
-                d = await grpc_unary_tls(host, port, path, message, md, deadline_s, ctx)
-            else:
-                d = await composer_send.grpc_unary(host, port, path, message, md, deadline_s)
+            d = await composer_send.grpc_unary(
+                host,
+                port,
+                path,
+                message,
+                md,
+                deadline_s,
+                tls=tls is not None,
+                ca_file=tls.ca_file if tls is not None else None,
+            )
             d.update(method="POST", path=path, request_id=rid)
             self.response_received.emit(d)
 

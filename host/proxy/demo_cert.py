@@ -3,8 +3,9 @@ certificate for ``localhost``, ``127.0.0.1`` and ``::1``, made once with ``crypt
 into the app's data directory (``<data dir>/tls/``) and reused on later runs, so a
 client trusts it with ``curl --cacert <data dir>/tls/demo-ca.pem``.
 
-The CA is limited by name constraints to those loopback names, and its private key is
-never written down: once the server certificate nears its end (a year), both are made
+The CA is limited by name constraints to the loopback DNS names (not the addresses:
+BoringSSL, which grpcio and Envoy use, refuses IP-address constraints), and its private
+key is never written down: once the server certificate nears its end (a year), both are made
 anew and the new CA must be trusted again. A set whose files are missing, unreadable,
 expired or do not belong together is made anew too.
 """
@@ -133,12 +134,11 @@ def _make(now: dt.datetime) -> tuple[bytes, bytes, bytes]:
             critical=True,
         )
         .add_extension(
+            # DNS names only: BoringSSL (grpcio's TLS, Envoy's) refuses a CA with IP-address
+            # constraints ("unsupported name constraint type"); the key is never stored,
+            # so nothing else can be signed with it anyway
             x509.NameConstraints(
-                permitted_subtrees=[
-                    *(x509.DNSName(n) for n in _NAMES),
-                    x509.IPAddress(ipaddress.ip_network("127.0.0.0/8")),
-                    x509.IPAddress(ipaddress.ip_network("::1/128")),
-                ],
+                permitted_subtrees=[*(x509.DNSName(n) for n in _NAMES)],
                 excluded_subtrees=None,
             ),
             critical=True,
