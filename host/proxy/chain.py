@@ -825,33 +825,28 @@ class ChainRun:
         hop.req.done = hop.resp.done = True
         slot = hop.slot
         stage = self._waiting_stage
-        request = stage.startswith("request")
-        i = self._walk(self._waiting_dir).index
+        d = self._waiting_dir
+        walk = self._walk(d)
+        i = walk.index
         ctx = hop.ctx
         assert ctx is not None
         if hop.enforce and slot.effective_policy() != "FAIL_OPEN":
             reply = self.m.failure_reply(slot)
 
             def compute() -> Verdict:
-                return self._reply_step(reply, i, request=request)
+                return self._reply_step(reply, i, request=d.request)
         else:
 
             def compute() -> Verdict:
-                # what the plugin held so far goes on, as if it were absent from here on
-                if stage == "request_headers":
-                    return self._iterate_headers(REQUEST, i + 1)
-                if stage == "request_data":
-                    return self._iterate_data(
-                        REQUEST, i + 1, ctx.take_body(StreamType.HTTP_REQUEST), self._req.eos
+                # what the plugin held so far goes on in the direction it was paused in,
+                # as if the plugin were absent from here on
+                if stage.endswith("headers"):
+                    return self._iterate_headers(d, i + d.step)
+                if stage.endswith("trailers"):
+                    return self._iterate_trailers(
+                        d, i + d.step, walk.data + ctx.take_body(d.stream)
                     )
-                if stage == "response_headers":
-                    return self._iterate_headers(RESPONSE, i - 1)
-                # A trailers stage lands here too, so a request paused at its trailers goes on
-                # down the response's data path: kept as it was (issue 8 is a pure refactor);
-                # it wants _iterate_trailers in the waiting direction and a regression test.
-                return self._iterate_data(
-                    RESPONSE, i - 1, ctx.take_body(StreamType.HTTP_RESPONSE), self._resp.eos
-                )
+                return self._iterate_data(d, i + d.step, ctx.take_body(d.stream), walk.eos)
 
         def settle() -> None:
             if self._waiting is fut:  # not settled by a resume in the meantime
