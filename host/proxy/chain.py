@@ -120,6 +120,8 @@ class ChainHost(Protocol):
 
     def request_finished(self, run: ChainRun) -> None: ...
 
+    def record_detail(self) -> bool: ...  # record per-hop detail (someone is watching)
+
     def log_error(self, message: str) -> None: ...
 
     def count(self, what: str) -> None: ...
@@ -190,22 +192,27 @@ class _HopSide:
     bodies in and out of it (made on first use: most requests have none) and, for a
     log-only plugin, the copy of the body it was given."""
 
-    __slots__ = ("after", "before", "done", "shadow_in")
+    __slots__ = ("after", "before", "detail", "done", "shadow_in")
 
-    def __init__(self) -> None:
+    def __init__(self, detail: bool) -> None:
         self.done = False  # this direction finished for this plugin
+        self.detail = detail  # tap the bodies (the inspector's detail is on)
         self.shadow_in = bytearray()
         self.before: BodyTap | None = None
         self.after: BodyTap | None = None
 
     def body_in(self, chunk: bytes) -> None:
         """A body chunk handed to the plugin."""
+        if not self.detail:
+            return
         if self.before is None:
             self.before = BodyTap()
         self.before.add(chunk)
 
     def body_out(self, chunk: bytes) -> None:
         """Body bytes the plugin released (or, log-only, would have released)."""
+        if not self.detail:
+            return
         if self.after is None:
             self.after = BodyTap()
         self.after.add(chunk)
@@ -290,8 +297,8 @@ class _Hop(StreamListener):
         self.enforce = enforce
         self.ctx: HttpContext | None = None
         self.rec = HopRecord(slot.name, "enforce" if enforce else "log-only", True)
-        self.req = _HopSide()
-        self.resp = _HopSide()
+        self.req = _HopSide(run.detail)
+        self.resp = _HopSide(run.detail)
         self.wait_started = 0.0
         # the callback of this stream that trapped: (name, result, µs) for the record
         self.trapped: tuple[str, int | str | None, float] | None = None
@@ -351,6 +358,9 @@ class ChainRun:
         # proxy_set_property values: Envoy keeps them in the stream's filter state
         # ("wasm.<name>"), which every Wasm filter of the stream reads and writes.
         self.filter_state: dict[bytes, bytes] = {}
+        # per-hop detail for the inspector (headers, bodies, callbacks): only while
+        # someone watches (inspector.InspectorRing.detailed) or the lab records
+        self.detail = manager.record_detail()
 
     # -- setup --------------------------------------------------------------------------
 
@@ -469,6 +479,9 @@ class ChainRun:
             return self._reply_step(early, len(self.hops))
         if not self.hops:
             return CONTINUE
+        if not self.detail:
+            # the request as the client sent it, kept always (the lab's crash sessions)
+            self.hops[0].rec.request.headers_before = headers.items()
         return self._iterate_headers(REQUEST, 0)
 
     def request_data(self, data: bytes, end_stream: bool) -> Verdict:
@@ -513,6 +526,7 @@ class ChainRun:
         assert headers is not None
         eos = self._walk(d).eos
         stage = "request_headers" if d.request else "response_headers"
+        detail = self.detail
         for i in range(start, len(self.hops) if d.request else -1, d.step):
             hop = self.hops[i]
             if d.side(hop).done:
@@ -520,14 +534,15 @@ class ChainRun:
             if self.m.intercept is not None and (held := self.m.intercept.check(self, i, stage)):
                 return held
             ctx = self._ctx(hop)
-            rec = d.record(hop.rec)
-            rec.headers_before = headers.items()
+            if detail:
+                d.record(hop.rec).headers_before = headers.items()
             target = headers if hop.enforce else headers.copy()
             if d.request:
                 action = ctx.on_request_headers(target, eos)
             else:
                 action = ctx.on_response_headers(target, eos)
-            rec.headers_after = target.items()
+            if detail:
+                d.record(hop.rec).headers_after = target.items()
             if not hop.enforce and target != headers:
                 self._would(hop, f"mutate_{d.name}_headers")
             verdict = self._after_action(hop, action, d, stage, i)
@@ -795,7 +810,7 @@ class ChainRun:
 
         def compute() -> Verdict:
             if stage.endswith("headers"):
-                if d.request:
+                if d.request and self.detail:
                     hop.rec.request.headers_after = self.headers.items() if self.headers else None
                 return self._iterate_headers(d, i + d.step)
             if stage.endswith("trailers"):
@@ -910,9 +925,11 @@ class ChainRun:
                 continue
             ctx = hop.ctx
             target = headers if hop.enforce else headers.copy()
-            hop.rec.response.headers_before = headers.items()
+            if self.detail:
+                hop.rec.response.headers_before = headers.items()
             action = ctx.on_response_headers(target, not body)
-            hop.rec.response.headers_after = target.items()
+            if self.detail:
+                hop.rec.response.headers_after = target.items()
             if action == Action.FAILED:
                 self._plugin_failed(hop)
                 hop.resp.done = True
@@ -963,19 +980,20 @@ class ChainRun:
                 f = hop.inst.vm.failure
                 if f is not None and f.context_id == ctx.id and hop.rec.failure is None:
                     self._plugin_failed(hop)  # it trapped in on_done, on_log or on_delete
-                callbacks: list[tuple[str, int | str | None, float]] = list(ctx.callbacks)
-                if hop.trapped is not None:
-                    callbacks.append(hop.trapped)
-                hop.rec.callbacks = callbacks
-                hop.rec.callouts = [
-                    {
-                        "cluster": c.cluster,
-                        "status": c.response_status,
-                        "failure": c.failure,
-                        "elapsed_ms": round(c.elapsed_ms, 2),
-                    }
-                    for c in ctx.callouts or ()
-                ]  # this stream's own (the newest MAX_CALLOUT_RECORDS), dropped with it
+                if self.detail or hop.rec.failure is not None:
+                    callbacks: list[tuple[str, int | str | None, float]] = list(ctx.callbacks)
+                    if hop.trapped is not None:
+                        callbacks.append(hop.trapped)
+                    hop.rec.callbacks = callbacks
+                    hop.rec.callouts = [
+                        {
+                            "cluster": c.cluster,
+                            "status": c.response_status,
+                            "failure": c.failure,
+                            "elapsed_ms": round(c.elapsed_ms, 2),
+                        }
+                        for c in ctx.callouts or ()
+                    ]  # this stream's own (the newest MAX_CALLOUT_RECORDS), dropped with it
                 self.m.record_callback_time(hop.slot, ctx)
                 if self.m.recorder is not None:  # the debugging lab's recorder
                     self.m.recorder.hop_finished(self, hop.slot.name, hop.inst.vm, ctx)
