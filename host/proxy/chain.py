@@ -215,6 +215,7 @@ class ChainRun:
         if hop.ctx is None:
             ctx = hop.inst.vm.new_http_context(hop.inst.root, None, hop)
             ctx.info_factory = self._stream_info
+            ctx.known_request_id = self.info.request_id  # log lines: no StreamInfo needed
             # Enforcing plugins share the stream's filter state; a log-only plugin reads
             # it but writes to its own layer, so later plugins never see its values.
             ctx.filter_state = self.filter_state if hop.enforce else ChainMap({}, self.filter_state)

@@ -50,6 +50,8 @@ __all__ = [
 
 DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024
 DEFAULT_CALLBACK_TIMEOUT_MS = 100.0
+_CONTINUE = Action.CONTINUE
+_RELEASED = MapState.RELEASED
 _GRACE_TICKS = 2  # past the guest's own epoch deadline, so that one reports first
 
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
@@ -524,8 +526,11 @@ class PluginVM:
         prev_current, prev_effective = self.current, self.effective
         self.current = self.vm_context
         self.effective = None
+        inst = self.instance
         try:
-            return self.instance.call(self._allocator, (size,), self._deadline) or 0  # type: ignore[arg-type]
+            if inst.depth:  # from a host function, inside a callback: the usual case
+                return inst._call_nested(self._allocator, (size,)) or 0  # type: ignore[arg-type]
+            return inst.call(self._allocator, (size,), self._deadline) or 0  # type: ignore[arg-type]
         finally:
             self.current = prev_current
             self.effective = prev_effective
@@ -914,8 +919,14 @@ class PluginVM:
             return Action.FAILED
         # Headers results (§3.3): 0 Continue, 2 ContinueAndEndStream (= Continue);
         # anything else stops headers *and* body until continue_stream.
-        d.paused = r not in (0, 2)
-        action = self._settle(ctx, stream, d.paused, before)
+        paused = r != 0 and r != 2
+        if not paused and not self._actions and ctx.local_response is before:
+            # the common case (nothing asked for during the callback): _settle's answer
+            d.paused = False
+            d.headers_state = _RELEASED
+            return _CONTINUE
+        d.paused = paused
+        action = self._settle(ctx, stream, paused, before)
         if action == Action.CONTINUE:
             d.paused = False
             d.headers_state = MapState.RELEASED

@@ -37,7 +37,7 @@ def emit(vm: PluginVM, level: LogLevel, message: str, source: str = "plugin") ->
         message = truncated(raw[:MAX_LOG_LINE], len(raw))
     ctx = vm.ctx
     root = ctx.root
-    request_id = ctx.info.request_id if isinstance(ctx, HttpContext) else ""
+    request_id = ctx.request_id if isinstance(ctx, HttpContext) else ""
     vm.host.log(
         LogRecord(
             level,
