@@ -286,7 +286,6 @@ class HttpContext(Context):
         self.response = _Direction()
         self.local_response: LocalResponse | None = None
         self.local_response_during: str = ""
-        self.closed_streams: set[StreamType] = set()
         self.listener: StreamListener | None = None
         self.access_log_phase = False
         self.done = False
