@@ -304,8 +304,11 @@ class HttpContext(Context):
     def request_id(self) -> str:
         """The stream's request id (log records carry it): without making the
         StreamInfo when the driver told it (``known_request_id``)."""
-        if self._info is None and self.known_request_id is not None:
-            return self.known_request_id
+        if self._info is None:
+            if self.known_request_id is not None:
+                return self.known_request_id
+            if self.info_factory is None:
+                return ""  # what the default StreamInfo would say: no need to make it
         return self.info.request_id
 
     def direction(self, stream: StreamType) -> _Direction:
