@@ -50,8 +50,11 @@ __all__ = [
 
 DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024
 DEFAULT_CALLBACK_TIMEOUT_MS = 100.0
+# enum members read on the per-callback path (a module global is one dict lookup)
 _CONTINUE = Action.CONTINUE
 _RELEASED = MapState.RELEASED
+_ACTIVE = MapState.ACTIVE
+_HTTP_REQUEST = StreamType.HTTP_REQUEST
 _GRACE_TICKS = 2  # past the guest's own epoch deadline, so that one reports first
 
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
@@ -902,14 +905,15 @@ class PluginVM:
             return Action.FAILED
         if ctx.deleted:
             return Action.CONTINUE  # finished stream: nothing reaches the guest (§6.0)
-        d = ctx.direction(stream)
+        req = stream == _HTTP_REQUEST
+        d = ctx.request if req else ctx.response
         d.headers = headers
-        d.headers_state = MapState.ACTIVE
+        d.headers_state = _ACTIVE
         d.end_of_stream = end_of_stream
-        req = stream == StreamType.HTTP_REQUEST
-        fn = self.cb.proxy_on_request_headers if req else self.cb.proxy_on_response_headers
+        cb = self.cb
+        fn = cb.proxy_on_request_headers if req else cb.proxy_on_response_headers
         name = "proxy_on_request_headers" if req else "proxy_on_response_headers"
-        eos = self.cb.request_headers_eos if req else self.cb.response_headers_eos
+        eos = cb.request_headers_eos if req else cb.response_headers_eos
         args = (ctx.id, len(headers), int(end_of_stream)) if eos else (ctx.id, len(headers))
         before = ctx.local_response
         try:
