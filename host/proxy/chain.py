@@ -168,6 +168,7 @@ class ChainRun:
         self._req = Walk()
         self._resp = Walk()
         self.pause: Pause | None = None  # made when a plugin first pauses the stream
+        self._req_body = self._resp_body = False  # set when the plugins are chosen
         self.reply: LocalReply | None = None
         self.completed = False
         self.stream_info: StreamInfo | None = None
@@ -228,6 +229,11 @@ class ChainRun:
         self.headers = headers
         self._req.eos = end_stream
         early = self._select(headers)
+        # whether any plugin of this request has a body callback, per direction: without
+        # one, the body passes untouched and its chunks skip the iteration
+        hops = self.hops
+        self._req_body = any(h.inst.has_request_body for h in hops)
+        self._resp_body = any(h.inst.has_response_body for h in hops)
         if headers.get(CANARY_HEADER) is not None:
             # read by _select; a control header for this proxy, not for plugins or upstream
             headers.remove(CANARY_HEADER)
@@ -244,6 +250,8 @@ class ChainRun:
 
     def request_data(self, data: bytes, end_stream: bool) -> Verdict:
         self._req.eos = end_stream
+        if not self._req_body and self.m.intercept is None:
+            return Continue(data)
         return self._iterate_data(REQUEST, 0, data, end_stream)
 
     def request_trailers(self, trailers: HeaderMap) -> Verdict:
@@ -259,7 +267,7 @@ class ChainRun:
         return self._iterate_headers(RESPONSE, len(self.hops) - 1)
 
     def response_data(self, data: bytes, end_stream: bool) -> Verdict:
-        if self.reply is not None:
+        if self.reply is not None or not self._resp_body:
             return Continue(data)
         return self._iterate_data(RESPONSE, len(self.hops) - 1, data, end_stream)
 
