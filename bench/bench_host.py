@@ -11,7 +11,10 @@ Prints, in one run on this machine:
 3. their ratio (target ≤ 1.3), plus the same plugin through wasmtime-py's
    convenient API (``Func.__call__`` + ``Linker.define_func``) for reference;
 4. the AssemblyScript-SDK build of the typical plugin through the full host;
-5. a cold compile and a cached load of a ~1 MB module (target < 50 ms cached).
+5. the proxy's plugin chain (``ChainRun``) over the full host, in process and without
+   sockets: what the chain's per-request bookkeeping adds to the host (contexts, hop
+   records, stats, the inspector ring), with nobody watching the inspector and watched;
+6. a cold compile and a cached load of a ~1 MB module (target < 50 ms cached).
 
 Usage: ``.venv/bin/python bench/bench_host.py [--seconds S]``. Each figure is the
 median of several timed rounds; the machine is small and noisy, so compare the
@@ -288,7 +291,54 @@ class Convenient:
         ex["proxy_on_delete"](s, 2)
 
 
-# -- 5. module cache ---------------------------------------------------------------------
+# -- 5. the proxy chain ----------------------------------------------------------------
+
+
+def chain_run(wasm: bytes, engine: Engine) -> tuple[Callable[[], None], Callable[[bool], None]]:
+    """One request through ``ChainRun`` (headers both ways, a response body, complete) with
+    the plugin applied by a real ``PluginManager``; and a switch for the inspector's watch."""
+    import asyncio
+    import collections
+
+    from host.proxy.chain import ChainRun
+    from host.proxy.config import parse_config
+    from host.proxy.plugins import PluginManager
+    from host.proxy.stats import StatsStore
+    from host.proxy.stream import ExchangeInfo
+
+    d = tempfile.mkdtemp()
+    path = Path(d) / "typical.wasm"
+    path.write_bytes(wasm)
+    cfg = parse_config(
+        "apiVersion: wasmdesk.dev/v1alpha1\nkind: Proxy\nspec:\n  listen: 127.0.0.1:1\n---\n"
+        "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\n"
+        f"metadata: {{name: typical}}\nspec:\n  url: {path}\n"
+    )
+    loop = asyncio.new_event_loop()
+    host = PluginHost(engine, log_level=LogLevel.INFO)
+    host.logs = collections.deque(maxlen=64)
+    m = PluginManager(loop, host, StatsStore())
+    errors = loop.run_until_complete(m.apply(cfg))
+    assert not errors, errors
+
+    def one() -> None:
+        run = ChainRun(m, ExchangeInfo(("127.0.0.1", 50000), ("127.0.0.1", 10000), 1))
+        run.request_headers(HeaderMap.from_pairs(REQ_HEADERS), True)
+        run.response_headers(HeaderMap.from_pairs(RESP_HEADERS), False)
+        run.response_data(b"ok\n", True)
+        run.complete()
+
+    def watch(on: bool) -> None:
+        if on:
+            m.inspector.watch()
+        else:
+            m.inspector.unwatch()
+
+    one()
+    return one, watch
+
+
+# -- 6. module cache ---------------------------------------------------------------------
 
 
 def big_module(target_bytes: int = 1 << 20) -> bytes:
@@ -347,6 +397,16 @@ def main() -> int:
     h, f, c = statistics.median(host_us), statistics.median(floor_us), statistics.median(conv_us)
     as_one, _ = full_host(demo_plugin("typical").read_bytes(), engine, "typical")
     as_us = timed(as_one, args.seconds / 2)
+    chain_one, watch = chain_run(wat, engine)
+    quiet_us, watched_us, host2_us = [], [], []
+    for _ in range(3):
+        quiet_us.append(timed(chain_one, args.seconds / 6, rounds=3))
+        watch(True)
+        watched_us.append(timed(chain_one, args.seconds / 6, rounds=3))
+        watch(False)
+        host2_us.append(timed(host_one, args.seconds / 6, rounds=3))
+    cq, cw = statistics.median(quiet_us), statistics.median(watched_us)
+    h2 = statistics.median(host2_us)
     size, cold, warm = bench_cache()
     engine.close()
 
@@ -357,6 +417,9 @@ def main() -> int:
     print(f"  ratio host / floor                      {h / f:8.2f}   (target <= 1.3)")
     print(f"  convenient wasmtime-py API, same calls  {c:8.1f} µs   ({c / f:.1f}x the floor)")
     print(f"  AssemblyScript SDK build, full host     {as_us:8.1f} µs")
+    print("Proxy chain over the full host (ChainRun, in process, no sockets), per request")
+    print(f"  nobody watching the inspector           {cq:8.1f} µs   (chain adds {cq - h2:.1f} µs)")
+    print(f"  inspector watched (per-hop detail)      {cw:8.1f} µs   (chain adds {cw - h2:.1f} µs)")
     print("Compiled-module cache")
     print(f"  module size                             {size / 1e6:8.2f} MB")
     print(f"  cold compile                            {cold:8.1f} ms")

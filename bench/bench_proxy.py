@@ -5,6 +5,8 @@ else a small asyncio client), against the same upstream:
 
   upstream direct        the upstream hit without a proxy
   nginx proxy_pass       Debian's nginx, one worker, keep-alive upstream (when installed)
+  floor proxy            bench/floor_proxy.py: uvloop + httptools, parse and re-serialise
+                         both heads, nothing else (the least a Python proxy can cost)
   wasmdesk, no plugin    `wasmdesk serve` with no WasmPlugin
   wasmdesk, typical      the typical header plugin (read 2 headers, add 1, log; response add 1)
   wasmdesk, 5 plugins    five typical plugins chained
@@ -389,6 +391,21 @@ def main() -> int:
                     px, f"http://127.0.0.1:{px_port}/", args.seconds, args.connections
                 )
                 px.stop()
+            fl_port = free_port()
+            fl = Proc(
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "floor_proxy.py"),
+                    str(fl_port),
+                    str(up_port),
+                ],
+                fl_port,
+            )
+            procs.append(fl)
+            rows["floor proxy (uvloop)"] = measure(
+                fl, f"http://127.0.0.1:{fl_port}/bench", args.seconds, args.connections
+            )
+            fl.stop()
             from tests.fixtures.wat_modules import make_hostcall_sequence_module
 
             wat = Path(d) / "typical_wat.wasm"
@@ -433,6 +450,13 @@ def main() -> int:
         ng = rows["nginx proxy_pass"]
         print(f"  no-plugin / nginx throughput        {base[0].rps / ng[0].rps:6.2f}   [>= 0.6]")
         print(f"  no-plugin / nginx CPU per request   {base[2] / ng[2]:6.2f}   [<= 2.0]")
+    fl = rows["floor proxy (uvloop)"]
+    if "nginx proxy_pass" in rows:
+        print(
+            f"  floor proxy / nginx CPU per request {fl[2] / rows['nginx proxy_pass'][2]:6.2f}"
+            "   (the least a Python proxy costs)"
+        )
+    print(f"  no-plugin / floor CPU per request   {base[2] / fl[2]:6.2f}")
     print(f"  typical plugin: added CPU µs/req    {one_p[2] - base[2]:6.1f}   [<= 45]")
     print(f"  typical / no-plugin throughput      {one_p[0].rps / base[0].rps:6.2f}   [>= 0.5]")
     print(f"  5 plugins / no-plugin throughput    {five[0].rps / base[0].rps:6.2f}   [>= 0.2]")

@@ -324,6 +324,8 @@ class EngineService(QObject):
             self.start_failed.emit(result)
             return
         server = self._server = result
+        # the app's inspector reads every request: keep the per-hop detail on
+        server.manager.inspector.watch()
         self.listen_address = server.listen_address
         self.admin_address = server.admin_address
         self.listener_tls = _listener_tls(server)

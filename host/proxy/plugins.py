@@ -55,7 +55,7 @@ from host.wasm.vm import PluginVM
 if TYPE_CHECKING:
     from host.proxy.config import PluginSpec, ProxyConfig
     from host.proxy.intercept import Interceptor
-    from host.proxy.stats import StatsStore
+    from host.proxy.stats import Counter, StatsStore
 
 __all__ = [
     "CalloutDispatcher",
@@ -150,6 +150,9 @@ class PluginManager:
         if self.stats is not None:
             self.stats.counter(name).inc(n)
 
+    def stat_counter(self, name: str) -> Counter | None:
+        return self.stats.counter(name) if self.stats is not None else None
+
     def count(self, what: str) -> None:
         self.stat_inc(f"wasmdesk.{what}")
 
@@ -201,7 +204,17 @@ class PluginManager:
             total += us
         slot.callback_us.append(total)  # the Overview's time per request
         if self.stats is not None:
-            self.stats.histogram(f"wasm.{slot.name}.callback_time_us").record(total)
+            h = slot.callback_time_stat
+            if h is None:
+                h = slot.callback_time_stat = self.stats.histogram(
+                    f"wasm.{slot.name}.callback_time_us"
+                )
+            h.record(total)
+
+    def record_detail(self) -> bool:
+        """Whether a request starting now records its per-hop detail: while someone
+        watches the inspector (``InspectorRing.detailed``) or the lab records."""
+        return self.recorder is not None or self.inspector.detailed()
 
     def request_finished(self, run: ChainRun) -> None:
         rec = self.inspector.record(run)

@@ -485,7 +485,10 @@ class ProxyServer:
 
     def requests_since(self, record_id: int, limit: int = 500) -> list[RequestRecord]:
         """Inspector records with an id after ``record_id``, oldest first: at most the
-        newest ``limit`` still in the ring. Pass the last id received to continue."""
+        newest ``limit`` still in the ring. Pass the last id received to continue.
+        A read keeps the inspector's per-hop detail on for a while (``InspectorRing``)."""
+        if self.manager is not None:
+            self.manager.inspector.touch()
         recent = self.manager.recent if self.manager is not None else ()
         out: list[RequestRecord] = []
         if limit <= 0:
@@ -539,6 +542,7 @@ class ProxyServer:
         ]
 
     def recent_requests(self, limit: int) -> list[dict[str, Any]]:
+        self.manager.inspector.touch()  # a reader: record per-hop detail for a while
         recs = list(self.manager.recent)[-max(0, limit) :]
         return [r.to_dict() for r in recs]
 

@@ -27,6 +27,7 @@ from host.wasm.vm import PluginVM
 
 if TYPE_CHECKING:
     from host.proxy.config import PluginSpec
+    from host.proxy.stats import Counter, Histogram
 
 __all__ = ["PluginInstance", "PluginSlot", "SlotOwner"]
 
@@ -38,6 +39,8 @@ class SlotOwner(Protocol):
     def host(self) -> PluginHost: ...
 
     def stat_inc(self, name: str, n: int = 1) -> None: ...
+
+    def stat_counter(self, name: str) -> Counter | None: ...  # None: no stats store
 
     def maybe_reload(self, slot: PluginSlot) -> None: ...
 
@@ -130,8 +133,11 @@ class PluginSlot:
         # why the last load, reload or new version of it failed (None: it did not)
         self.error: PluginError | None = None
         self.counters: dict[str, int] = {}
+        self._stat_counters: dict[str, Counter] = {}
         # guest time per request (all callbacks), newest last: the Overview's average
         self.callback_us: deque[float] = deque(maxlen=2048)
+        # the stats store's wasm.<name>.callback_time_us, looked up on first use
+        self.callback_time_stat: Histogram | None = None
         self._sdk: tuple[str, str] | None = None  # (module sha256, likely SDK)
         # why the plugin's match does not select this listener; None: it applies
         self.not_applied: str | None = None
@@ -140,7 +146,14 @@ class PluginSlot:
 
     def count(self, what: str, n: int = 1) -> None:
         self.counters[what] = self.counters.get(what, 0) + n
-        self.manager.stat_inc(f"wasm.{self.name}.{what}", n)
+        # the store's counter objects, looked up once per name (a per-request hot path)
+        c = self._stat_counters.get(what)
+        if c is None:
+            c = self.manager.stat_counter(f"wasm.{self.name}.{what}")
+            if c is None:
+                return
+            self._stat_counters[what] = c
+        c.value += n
 
     @property
     def last_error(self) -> str:

@@ -283,11 +283,12 @@ class HttpContext(Context):
         super().__init__(vm, context_id, root)
         self._info = info
         self.info_factory: Callable[[], StreamInfo] | None = None
+        # the request id a driver knows before the StreamInfo is made (see request_id)
+        self.known_request_id: str | None = None
         self.request = _Direction()
         self.response = _Direction()
         self.local_response: LocalResponse | None = None
         self.local_response_during: str = ""
-        self.closed_streams: set[StreamType] = set()
         self.listener: StreamListener | None = None
         self.access_log_phase = False
         self.done = False
@@ -301,6 +302,17 @@ class HttpContext(Context):
         if self._info is None:
             self._info = self.info_factory() if self.info_factory is not None else StreamInfo()
         return self._info
+
+    @property
+    def request_id(self) -> str:
+        """The stream's request id (log records carry it): without making the
+        StreamInfo when the driver told it (``known_request_id``)."""
+        if self._info is None:
+            if self.known_request_id is not None:
+                return self.known_request_id
+            if self.info_factory is None:
+                return ""  # what the default StreamInfo would say: no need to make it
+        return self.info.request_id
 
     def direction(self, stream: StreamType) -> _Direction:
         return self.request if stream == StreamType.HTTP_REQUEST else self.response

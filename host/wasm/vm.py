@@ -50,6 +50,11 @@ __all__ = [
 
 DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024
 DEFAULT_CALLBACK_TIMEOUT_MS = 100.0
+# enum members read on the per-callback path (a module global is one dict lookup)
+_CONTINUE = Action.CONTINUE
+_RELEASED = MapState.RELEASED
+_ACTIVE = MapState.ACTIVE
+_HTTP_REQUEST = StreamType.HTTP_REQUEST
 _GRACE_TICKS = 2  # past the guest's own epoch deadline, so that one reports first
 
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
@@ -524,8 +529,11 @@ class PluginVM:
         prev_current, prev_effective = self.current, self.effective
         self.current = self.vm_context
         self.effective = None
+        inst = self.instance
         try:
-            return self.instance.call(self._allocator, (size,), self._deadline) or 0  # type: ignore[arg-type]
+            if inst.depth:  # from a host function, inside a callback: the usual case
+                return inst._call_nested(self._allocator, (size,)) or 0  # type: ignore[arg-type]
+            return inst.call(self._allocator, (size,), self._deadline) or 0  # type: ignore[arg-type]
         finally:
             self.current = prev_current
             self.effective = prev_effective
@@ -897,14 +905,15 @@ class PluginVM:
             return Action.FAILED
         if ctx.deleted:
             return Action.CONTINUE  # finished stream: nothing reaches the guest (§6.0)
-        d = ctx.direction(stream)
+        req = stream == _HTTP_REQUEST
+        d = ctx.request if req else ctx.response
         d.headers = headers
-        d.headers_state = MapState.ACTIVE
+        d.headers_state = _ACTIVE
         d.end_of_stream = end_of_stream
-        req = stream == StreamType.HTTP_REQUEST
-        fn = self.cb.proxy_on_request_headers if req else self.cb.proxy_on_response_headers
+        cb = self.cb
+        fn = cb.proxy_on_request_headers if req else cb.proxy_on_response_headers
         name = "proxy_on_request_headers" if req else "proxy_on_response_headers"
-        eos = self.cb.request_headers_eos if req else self.cb.response_headers_eos
+        eos = cb.request_headers_eos if req else cb.response_headers_eos
         args = (ctx.id, len(headers), int(end_of_stream)) if eos else (ctx.id, len(headers))
         before = ctx.local_response
         try:
@@ -914,8 +923,14 @@ class PluginVM:
             return Action.FAILED
         # Headers results (§3.3): 0 Continue, 2 ContinueAndEndStream (= Continue);
         # anything else stops headers *and* body until continue_stream.
-        d.paused = r not in (0, 2)
-        action = self._settle(ctx, stream, d.paused, before)
+        paused = r != 0 and r != 2
+        if not paused and not self._actions and ctx.local_response is before:
+            # the common case (nothing asked for during the callback): _settle's answer
+            d.paused = False
+            d.headers_state = _RELEASED
+            return _CONTINUE
+        d.paused = paused
+        action = self._settle(ctx, stream, paused, before)
         if action == Action.CONTINUE:
             d.paused = False
             d.headers_state = MapState.RELEASED

@@ -15,21 +15,22 @@ from collections.abc import Iterable
 __all__ = ["PSEUDO_HEADERS", "valid_header", "valid_headers", "valid_origin_path", "valid_value"]
 
 # RFC 9110 §5.6.2 token characters.
-_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TCHAR = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 PSEUDO_HEADERS = frozenset((b":path", b":method", b":authority", b":scheme", b":status"))
-_FORBIDDEN = (b"\r", b"\n", b"\0")
 
 
 def valid_value(value: bytes) -> bool:
     """No CR, LF or NUL: the bytes that end or cut a header line on the wire."""
-    return not any(c in value for c in _FORBIDDEN)
+    # three C-level scans: a host function's hot path (every header a plugin sets)
+    return b"\r" not in value and b"\n" not in value and b"\0" not in value
 
 
 def valid_name(name: bytes) -> bool:
     """A token (RFC 9110), or one of the pseudo-headers a plugin may set."""
     if name in PSEUDO_HEADERS:
         return True
-    return bool(name) and all(c in _TCHAR for c in name)
+    # deleting every token character leaves nothing: one C-level pass
+    return bool(name) and not name.translate(None, _TCHAR)
 
 
 def valid_header(name: bytes, value: bytes) -> bool:

@@ -21,16 +21,17 @@ if TYPE_CHECKING:
     from host.wasm.vm import PluginVM
 
 _MAX_TYPE = 7
+_ACTIVE = MapState.ACTIVE
 
 
 def _map(vm: PluginVM, mtype: int, write: bool) -> HeaderMap | None:
-    ctx = vm.ctx
-    if mtype <= MapType.HTTP_RESPONSE_TRAILERS:
+    ctx = vm.effective if vm.effective is not None else vm.current  # vm.ctx, inlined
+    if mtype <= 3:  # MapType.HTTP_RESPONSE_TRAILERS
         if not isinstance(ctx, HttpContext) or ctx.deleted:
             return None
-        d = ctx.request if mtype in (0, 1) else ctx.response
-        if mtype in (MapType.HTTP_REQUEST_HEADERS, MapType.HTTP_RESPONSE_HEADERS):
-            if d.headers_state == MapState.ACTIVE and not ctx.access_log_phase:
+        d = ctx.request if mtype < 2 else ctx.response
+        if not mtype & 1:  # HTTP_REQUEST_HEADERS (0) or HTTP_RESPONSE_HEADERS (2)
+            if d.headers_state == _ACTIVE and not ctx.access_log_phase:
                 return d.headers
             if ctx.access_log_phase and not write:
                 return d.headers
@@ -89,7 +90,7 @@ def proxy_get_header_map_value(
 ) -> int:
     if mtype > _MAX_TYPE:
         return BAD_ARGUMENT
-    key = read(vm, key_ptr, key_len)
+    key = vm.instance.read(key_ptr, key_len)
     m = _map(vm, mtype, False)
     if m is None:
         ctx = vm.ctx
@@ -114,8 +115,9 @@ def proxy_add_header_map_value(
 ) -> int:
     if mtype > _MAX_TYPE:
         return BAD_ARGUMENT
-    key = read(vm, key_ptr, key_len)
-    value = read(vm, val_ptr, val_len)
+    inst = vm.instance
+    key = inst.read(key_ptr, key_len)
+    value = inst.read(val_ptr, val_len)
     m = _map(vm, mtype, True)
     if m is None or not valid_header(key, value):
         return BAD_ARGUMENT
@@ -128,8 +130,9 @@ def proxy_replace_header_map_value(
 ) -> int:
     if mtype > _MAX_TYPE:
         return BAD_ARGUMENT
-    key = read(vm, key_ptr, key_len)
-    value = read(vm, val_ptr, val_len)
+    inst = vm.instance
+    key = inst.read(key_ptr, key_len)
+    value = inst.read(val_ptr, val_len)
     m = _map(vm, mtype, True)
     if m is None or not valid_header(key, value):
         return BAD_ARGUMENT

@@ -14,6 +14,7 @@ from host.wasm.context import HttpContext, RootContext
 from host.wasm.types import LogLevel
 
 if TYPE_CHECKING:
+    from host.wasm.plugin_host import LogRecord
     from host.wasm.vm import PluginVM
 
 MAX_LOG_LINE = 16 * 1024
@@ -28,8 +29,6 @@ def truncated(data: bytes, total: int) -> str:
 
 
 def emit(vm: PluginVM, level: LogLevel, message: str, source: str = "plugin") -> None:
-    from host.wasm.plugin_host import LogRecord
-
     if level < vm.host.log_level:
         return
     if len(message) > MAX_LOG_LINE + 64:  # not yet cut (64: room for the marker)
@@ -37,9 +36,9 @@ def emit(vm: PluginVM, level: LogLevel, message: str, source: str = "plugin") ->
         message = truncated(raw[:MAX_LOG_LINE], len(raw))
     ctx = vm.ctx
     root = ctx.root
-    request_id = ctx.info.request_id if isinstance(ctx, HttpContext) else ""
+    request_id = ctx.request_id if isinstance(ctx, HttpContext) else ""
     vm.host.log(
-        LogRecord(
+        _log_record()(
             level,
             message,
             vm.name,
@@ -52,6 +51,18 @@ def emit(vm: PluginVM, level: LogLevel, message: str, source: str = "plugin") ->
 
 
 _LEVELS = tuple(LogLevel)
+_RECORD: list[type[LogRecord]] = []
+
+
+def _log_record() -> type[LogRecord]:
+    """``plugin_host.LogRecord``, imported on first use (plugin_host imports the VM, which
+    installs this module: importing it at module level would close that circle) and kept
+    (an import statement per log line costs a sys.modules lookup on the hot path)."""
+    if not _RECORD:
+        from host.wasm.plugin_host import LogRecord
+
+        _RECORD.append(LogRecord)
+    return _RECORD[0]
 
 
 def proxy_log(vm: PluginVM, level: int, ptr: int, size: int) -> int:

@@ -127,6 +127,9 @@ class ProxyHarness:
         self.thread = threading.Thread(target=self.loop.run_forever, name="proxy-loop", daemon=True)
         self.thread.start()
         kw.setdefault("log_level", LogLevel.INFO)
+        # inspect=True (default): the inspector is watched, as when the app's inspector is
+        # open, so every request records its per-hop detail; False: nobody watches
+        inspect = kw.pop("inspect", True)
         self.server = ProxyServer(config, **kw)
         self.started = False
         try:
@@ -135,6 +138,8 @@ class ProxyHarness:
             self._stop_loop()
             raise
         self.started = True
+        if inspect:
+            self.sync(self.server.manager.inspector.watch)
 
     # running things on the loop
     def call(self, coro: Any, timeout: float = 15.0) -> Any:

@@ -242,7 +242,7 @@ def test_the_http1_adapter_sets_the_request_protocol(start_proxy) -> None:
 
 
 def test_a_codec_error_of_either_protocol_flags_a_downstream_protocol_error() -> None:
-    from host.proxy.chain import DOWNSTREAM_PROTOCOL_ERROR, response_flags
+    from host.proxy.stream_attrs import DOWNSTREAM_PROTOCOL_ERROR, response_flags
 
     for codec in ("http1", "http2"):
         details = f"{codec}.codec_error{{request header block exceeds 64 KiB}}"
