@@ -14,8 +14,10 @@ import asyncio
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 
@@ -32,7 +34,7 @@ from host.wasm import (
     VmConfig,
     VmStartError,
 )
-from host.wasm.context import HttpCallout, StreamListener
+from host.wasm.context import HttpCallout, RootContext, StreamListener
 from host.wasm.diagnosis import root_id_warning, sdk_missing_root_line, silent_plugin_warning
 from host.wasm.module_info import describe
 from host.wasm.node import DEFAULT_NODE, Node
@@ -40,6 +42,7 @@ from host.wasm.plugin_host import GrpcDispatcher
 from host.wasm.profile import profile_json
 from host.wasm.runtime import Engine
 from host.wasm.types import StreamType
+from host.wasm.vm import PluginVM
 
 __all__ = ["CalloutClient", "TryRequest", "TryResult", "run_try"]
 
@@ -202,6 +205,127 @@ class CalloutClient:
             self._client.close()
 
 
+class PluginSettings(Protocol):
+    """The start-up fields ``TryRequest`` and ``TcpTryRequest`` share."""
+
+    root_id: str
+    plugin_name: str
+    configuration: bytes
+    vm_configuration: bytes
+    env: list[tuple[str, str]]
+    callback_timeout_ms: float
+
+
+class StartOutcome(Protocol):
+    """The result fields plugin start-up fills, in ``TryResult`` and ``TcpTryResult``."""
+
+    abi: str | None
+    sdk: str
+    warnings: list[str]
+    failure: dict[str, object] | None
+
+
+@contextmanager
+def offline_host(
+    clusters: dict[str, str],
+    callout_timeout_ms: float,
+    log_level: LogLevel,
+    node: Node,
+    *,
+    engine: Engine | None = None,
+    callouts: CalloutClient | None = None,
+    grpc: GrpcDispatcher | None = None,
+) -> Iterator[tuple[PluginHost, CalloutClient, VirtualClock]]:
+    """A plugin host for one offline run (``try``, ``try --tcp``): a virtual clock,
+    ``callouts`` (else a ``CalloutClient`` on ``clusters``) and ``grpc`` (else the
+    grpc.aio transport to the clusters' grpc:// URLs; mocks get it as their fallback).
+    Everything is closed on exit."""
+    clock = VirtualClock(start_wall_ns=time.time_ns())
+    if callouts is None:
+        callouts = CalloutClient(clusters, callout_timeout_ms)
+    grpc_loop = asyncio.new_event_loop()  # grpc.aio calls, pumped between callbacks
+    transport = GrpcCalloutDispatcher(
+        grpc_loop,
+        {
+            name: GrpcCluster(url, callout_timeout_ms / 1000.0)
+            for name, url in clusters.items()
+            if url.split(":", 1)[0].lower() in GRPC_SCHEMES
+        },
+    )
+    if grpc is None:
+        grpc = transport
+    elif getattr(grpc, "fallback", False) is None:
+        grpc.fallback = transport  # type: ignore[attr-defined]  # mocks first, then the clusters
+    host = PluginHost(engine, clock=clock, http=callouts, grpc=grpc, log_level=log_level)
+    host.node = node
+    try:
+        yield host, callouts, clock
+    finally:
+        callouts.close()
+        host.close()
+        grpc_loop.run_until_complete(transport.aclose())
+        grpc_loop.close()
+
+
+def settle(host: PluginHost, callouts: CalloutClient, callout_timeout_ms: float) -> None:
+    """Run everything posted (callout responses, queue deliveries) until quiet (bounded)."""
+    for _ in range(1000):
+        n = callouts.perform_pending() + host.run_pending()
+        grpc = host.grpc
+        grpc = getattr(grpc, "fallback", None) or grpc  # mocks in front of the transport
+        if n == 0 and isinstance(grpc, GrpcCalloutDispatcher):
+            # gRPC calls in flight: run their loop until one answers (bounded)
+            n = grpc.pump(callout_timeout_ms / 1000.0)
+        if n == 0:
+            return
+
+
+def start_plugin(
+    host: PluginHost,
+    wasm: bytes,
+    req: PluginSettings,
+    result: StartOutcome,
+    *,
+    trace: bool = False,
+) -> tuple[PluginVM, RootContext] | None:
+    """Compile ``wasm`` (``LoadError`` propagates: bad input), create the VM and start
+    the plugin; ABI, SDK and warnings go to ``result``, a start-up failure too (then
+    None). ``trace``: profile and record every guest call from the plugin's start on."""
+    module = host.compile(wasm)
+    info = describe(module)
+    result.abi, result.sdk = info.abi, info.sdk
+    config = VmConfig(
+        name=req.plugin_name or req.root_id or "plugin",
+        vm_configuration=req.vm_configuration,
+        env=tuple(req.env),
+        callback_timeout_ms=req.callback_timeout_ms,
+        profile=trace,
+    )
+    try:
+        vm = host.create_vm(module, config)
+        result.warnings += vm.warnings
+        if trace:
+            vm.trace_calls = True
+        root = vm.start_plugin(req.root_id, req.configuration, req.plugin_name or req.root_id)
+    except VmStartError as e:
+        result.failure = e.failure.to_dict()
+        return None
+    return vm, root
+
+
+def callout_summary(c: HttpCallout, *, request: bool = False) -> dict[str, object]:
+    """One finished callout as a result lists it; ``request``: with its headers and body."""
+    d: dict[str, object] = {"cluster": c.cluster}
+    if request:
+        d["headers"] = [[k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in c.headers]
+        d["body"] = c.body.decode("utf-8", "replace")
+    return d | {
+        "response_status": c.response_status,
+        "failure": c.failure,
+        "elapsed_ms": round(c.elapsed_ms, 2),
+    }
+
+
 class _Listener(StreamListener):
     def __init__(self) -> None:
         self.resumed: list[StreamType] = []
@@ -240,15 +364,7 @@ class _Run:
 
     def settle(self) -> None:
         """Run everything posted (callout responses, queue deliveries) until quiet."""
-        for _ in range(1000):
-            n = self.callouts.perform_pending() + self.host.run_pending()
-            grpc = self.host.grpc
-            grpc = getattr(grpc, "fallback", None) or grpc  # mocks in front of the transport
-            if n == 0 and isinstance(grpc, GrpcCalloutDispatcher):
-                # gRPC calls in flight: run their loop until one answers (bounded)
-                n = grpc.pump(self.req.callout_timeout_ms / 1000.0)
-            if n == 0:
-                return
+        settle(self.host, self.callouts, self.req.callout_timeout_ms)
 
     # While a request waits, ticks keep firing as in Envoy (a plugin may resume it from
     # proxy_on_tick, like the Go SDK's postpone_requests); bounded in virtual time.
@@ -291,47 +407,22 @@ def run_try(
     """Run one request and response through the plugin in ``wasm``. ``callouts``
     replaces the HTTP client, ``grpc`` the grpc.aio transport: the lab's mocks."""
     result = TryResult()
-    clock = VirtualClock(start_wall_ns=time.time_ns())
-    if callouts is None:
-        callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
-    grpc_loop = asyncio.new_event_loop()  # grpc.aio calls, pumped between callbacks
-    transport = GrpcCalloutDispatcher(
-        grpc_loop,
-        {
-            name: GrpcCluster(url, req.callout_timeout_ms / 1000.0)
-            for name, url in req.clusters.items()
-            if url.split(":", 1)[0].lower() in GRPC_SCHEMES
-        },
-    )
-    if grpc is None:
-        grpc = transport
-    elif getattr(grpc, "fallback", False) is None:
-        grpc.fallback = transport  # type: ignore[attr-defined]  # mocks first, then the clusters
-    host = PluginHost(engine, clock=clock, http=callouts, grpc=grpc, log_level=req.log_level)
-    host.node = req.node
-    try:
-        _run(wasm, req, host, callouts, clock, result)
-    finally:
-        result.logs = [r.to_dict() for r in host.logs]
-        result.metrics = dict(host.metrics.snapshot())
-        result.shared_data = dict(host.shared_data.snapshot())
-        result.callouts = [
-            {
-                "cluster": c.cluster,
-                "headers": [
-                    [k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in c.headers
-                ],
-                "body": c.body.decode("utf-8", "replace"),
-                "response_status": c.response_status,
-                "failure": c.failure,
-                "elapsed_ms": round(c.elapsed_ms, 2),
-            }
-            for c in callouts.completed
-        ]
-        callouts.close()
-        host.close()
-        grpc_loop.run_until_complete(transport.aclose())
-        grpc_loop.close()
+    with offline_host(
+        req.clusters,
+        req.callout_timeout_ms,
+        req.log_level,
+        req.node,
+        engine=engine,
+        callouts=callouts,
+        grpc=grpc,
+    ) as (host, callouts, clock):
+        try:
+            _run(wasm, req, host, callouts, clock, result)
+        finally:
+            result.logs = [r.to_dict() for r in host.logs]
+            result.metrics = dict(host.metrics.snapshot())
+            result.shared_data = dict(host.shared_data.snapshot())
+            result.callouts = [callout_summary(c, request=True) for c in callouts.completed]
     _root_id_warnings(req, result, host)
     return result
 
@@ -367,26 +458,11 @@ def _run(
     clock: VirtualClock,
     result: TryResult,
 ) -> None:
-    module = host.compile(wasm)  # LoadError propagates: bad input, exit 2
-    info = describe(module)
-    result.abi = info.abi
-    result.sdk = info.sdk
-    config = VmConfig(
-        name=req.plugin_name or req.root_id or "plugin",
-        vm_configuration=req.vm_configuration,
-        env=tuple(req.env),
-        callback_timeout_ms=req.callback_timeout_ms,
-        profile=True,
-    )
-    try:
-        vm = host.create_vm(module, config)
-        result.warnings += vm.warnings
-        vm.trace_calls = True
-        root = vm.start_plugin(req.root_id, req.configuration, req.plugin_name or req.root_id)
-    except VmStartError as e:
-        result.failure = e.failure.to_dict()
+    started = start_plugin(host, wasm, req, result, trace=True)  # LoadError: exit 2
+    if started is None:
         _collect_trace(host, result)
         return
+    vm, root = started
     run = _Run(req, host, callouts, clock, result)
     run.settle()
     # -- ticks (virtual clock: one period each) --

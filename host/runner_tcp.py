@@ -16,24 +16,18 @@ direction became.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 
-from host.proxy.grpc_callouts import GRPC_SCHEMES, GrpcCalloutDispatcher, GrpcCluster
-from host.runner import CalloutClient
+from host.runner import CalloutClient, callout_summary, offline_host, settle, start_plugin
 from host.wasm import (
     Action,
     LogLevel,
     PluginHost,
     StreamInfo,
     VirtualClock,
-    VmConfig,
-    VmStartError,
 )
 from host.wasm.context import StreamListener, TcpContext
 from host.wasm.diagnosis import root_id_warning, sdk_missing_root_line
-from host.wasm.module_info import describe
 from host.wasm.node import DEFAULT_NODE, Node
 from host.wasm.plugin_host import GrpcDispatcher
 from host.wasm.types import StreamType
@@ -161,14 +155,7 @@ class _Connection:
 
     def settle(self) -> None:
         """Run what was posted (callout responses, queue items) until quiet (bounded)."""
-        for _ in range(1000):
-            n = self.callouts.perform_pending() + self.host.run_pending()
-            grpc = self.host.grpc
-            grpc = getattr(grpc, "fallback", None) or grpc  # mocks in front of the transport
-            if n == 0 and isinstance(grpc, GrpcCalloutDispatcher):
-                n = grpc.pump(self.req.callout_timeout_ms / 1000.0)
-            if n == 0:
-                return
+        settle(self.host, self.callouts, self.req.callout_timeout_ms)
 
     def wait(self, stream: StreamType, action: Action) -> Action:
         """After PAUSE: callouts and ticks run; CONTINUE once the plugin continued
@@ -233,42 +220,15 @@ def run_try_tcp(
     """Run one connection's data through the NETWORK plugin in ``wasm``. ``callouts``
     replaces the HTTP client, ``grpc`` the grpc.aio transport (the lab's mocks)."""
     result = TcpTryResult()
-    clock = VirtualClock(start_wall_ns=time.time_ns())
-    if callouts is None:
-        callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
-    grpc_loop = asyncio.new_event_loop()
-    transport = GrpcCalloutDispatcher(
-        grpc_loop,
-        {
-            name: GrpcCluster(url, req.callout_timeout_ms / 1000.0)
-            for name, url in req.clusters.items()
-            if url.split(":", 1)[0].lower() in GRPC_SCHEMES
-        },
-    )
-    if grpc is None:
-        grpc = transport
-    elif getattr(grpc, "fallback", False) is None:
-        grpc.fallback = transport  # type: ignore[attr-defined]  # mocks first, then the clusters
-    host = PluginHost(None, clock=clock, http=callouts, grpc=grpc, log_level=req.log_level)
-    host.node = req.node
-    try:
-        _run(wasm, req, host, callouts, clock, result)
-    finally:
-        result.logs = [r.to_dict() for r in host.logs]
-        result.metrics = dict(host.metrics.snapshot())
-        result.callouts = [
-            {
-                "cluster": c.cluster,
-                "response_status": c.response_status,
-                "failure": c.failure,
-                "elapsed_ms": round(c.elapsed_ms, 2),
-            }
-            for c in callouts.completed
-        ]
-        callouts.close()
-        host.close()
-        grpc_loop.run_until_complete(transport.aclose())
-        grpc_loop.close()
+    with offline_host(
+        req.clusters, req.callout_timeout_ms, req.log_level, req.node, callouts=callouts, grpc=grpc
+    ) as (host, callouts, clock):
+        try:
+            _run(wasm, req, host, callouts, clock, result)
+        finally:
+            result.logs = [r.to_dict() for r in host.logs]
+            result.metrics = dict(host.metrics.snapshot())
+            result.callouts = [callout_summary(c) for c in callouts.completed]
     line = sdk_missing_root_line(host.logs)
     if line is not None:
         result.warnings.append(root_id_warning(req.root_id, line))
@@ -283,22 +243,10 @@ def _run(
     clock: VirtualClock,
     result: TcpTryResult,
 ) -> None:
-    module = host.compile(wasm)  # LoadError propagates: bad input
-    info = describe(module)
-    result.abi, result.sdk = info.abi, info.sdk
-    config = VmConfig(
-        name=req.plugin_name or req.root_id or "plugin",
-        vm_configuration=req.vm_configuration,
-        env=tuple(req.env),
-        callback_timeout_ms=req.callback_timeout_ms,
-    )
-    try:
-        vm = host.create_vm(module, config)
-        result.warnings += vm.warnings
-        root = vm.start_plugin(req.root_id, req.configuration, req.plugin_name or req.root_id)
-    except VmStartError as e:
-        result.failure = e.failure.to_dict()
+    started = start_plugin(host, wasm, req, result)  # LoadError propagates: bad input
+    if started is None:
         return
+    vm, root = started
     if not any(getattr(vm.cb, name) is not None for name in NETWORK_CALLBACKS):
         result.warnings.append(
             "the module exports none of the network callbacks ("
