@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +28,7 @@ from host.proxy.upstream_h2 import (
     request_header_list,
 )
 
+from .certs import self_signed
 from .conftest import ProxyHarness, config_text, connect
 from .grpc_echo_server import EchoServer
 from .h2_test_server import ScriptedH2Server, ThreadedH2Server
@@ -528,29 +528,7 @@ def test_cluster_urls_choose_the_protocol() -> None:
 
 
 def _self_signed(tmp: Path) -> tuple[bytes, bytes]:
-    key, crt = tmp / "key.pem", tmp / "crt.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(crt),
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    key, crt = self_signed(tmp)
     return key.read_bytes(), crt.read_bytes()
 
 
