@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import httpx
 
@@ -44,22 +43,25 @@ from host.wasm.runtime import Engine
 from host.wasm.types import StreamType
 from host.wasm.vm import PluginVM
 
-__all__ = ["CalloutClient", "TryRequest", "TryResult", "run_try"]
+__all__ = [
+    "CalloutClient",
+    "RunOutcome",
+    "RunSettings",
+    "TryRequest",
+    "TryResult",
+    "callout_summary",
+    "offline_host",
+    "run_try",
+    "settle",
+    "start_plugin",
+]
 
 
 @dataclass
-class TryRequest:
-    method: str = "GET"
-    path: str = "/"
-    authority: str = "localhost"
-    scheme: str = "http"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    trailers: list[tuple[str, str]] = field(default_factory=list)
-    status: int = 200
-    response_headers: list[tuple[str, str]] = field(default_factory=list)
-    response_body: bytes = b""
-    response_trailers: list[tuple[str, str]] = field(default_factory=list)
+class RunSettings:
+    """How one offline run starts the plugin and what it may call out to; ``TryRequest``
+    and ``TcpTryRequest`` add the traffic."""
+
     root_id: str = ""
     plugin_name: str = ""
     configuration: bytes = b""
@@ -71,13 +73,48 @@ class TryRequest:
     callback_timeout_ms: float = 100.0
     callout_timeout_ms: float = 5000.0
     node: Node = DEFAULT_NODE  # xds.node (--node)
+
+
+@dataclass
+class TryRequest(RunSettings):
+    method: str = "GET"
+    path: str = "/"
+    authority: str = "localhost"
+    scheme: str = "http"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    trailers: list[tuple[str, str]] = field(default_factory=list)
+    status: int = 200
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    response_body: bytes = b""
+    response_trailers: list[tuple[str, str]] = field(default_factory=list)
     request_id: str = ""  # x-request-id and the stream's id; "" draws a random one
 
 
 @dataclass
-class TryResult:
+class RunOutcome:
+    """What every offline run reports besides its traffic; ``TryResult`` and
+    ``TcpTryResult`` add theirs."""
+
     abi: str | None = None
     sdk: str = ""
+    logs: list[dict[str, object]] = field(default_factory=list)
+    metrics: dict[str, object] = field(default_factory=dict)
+    callouts: list[dict[str, object]] = field(default_factory=list)
+    failure: dict[str, object] | None = None
+    notes: list[str] = field(default_factory=list)
+    # ABI and root-id problems (host.wasm.diagnosis): the plugin may not have run as meant
+    warnings: list[str] = field(default_factory=list)
+    ticks_fired: int = 0
+    ticks_while_paused: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+@dataclass
+class TryResult(RunOutcome):
     request_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     original_request_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     request_body: bytes = b""
@@ -90,23 +127,10 @@ class TryResult:
     request_trailers: list[tuple[bytes, bytes]] | None = None
     response_trailers: list[tuple[bytes, bytes]] | None = None
     local_response: dict[str, object] | None = None
-    logs: list[dict[str, object]] = field(default_factory=list)
-    metrics: dict[str, object] = field(default_factory=dict)
-    callouts: list[dict[str, object]] = field(default_factory=list)
     callbacks: list[dict[str, object]] = field(default_factory=list)
-    failure: dict[str, object] | None = None
-    notes: list[str] = field(default_factory=list)
-    # ABI and root-id problems (host.wasm.diagnosis): the plugin may not have run as meant
-    warnings: list[str] = field(default_factory=list)
-    ticks_fired: int = 0
-    ticks_while_paused: int = 0
     shared_data: dict[str, object] = field(default_factory=dict)
     # per guest callback: total, guest and host-call time (host/wasm/profile.py)
     profile: list[dict[str, object]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None
 
     def to_json(self) -> dict[str, object]:
         def text(pairs: list[tuple[bytes, bytes]]) -> list[list[str]]:
@@ -205,26 +229,6 @@ class CalloutClient:
             self._client.close()
 
 
-class PluginSettings(Protocol):
-    """The start-up fields ``TryRequest`` and ``TcpTryRequest`` share."""
-
-    root_id: str
-    plugin_name: str
-    configuration: bytes
-    vm_configuration: bytes
-    env: list[tuple[str, str]]
-    callback_timeout_ms: float
-
-
-class StartOutcome(Protocol):
-    """The result fields plugin start-up fills, in ``TryResult`` and ``TcpTryResult``."""
-
-    abi: str | None
-    sdk: str
-    warnings: list[str]
-    failure: dict[str, object] | None
-
-
 @contextmanager
 def offline_host(
     clusters: dict[str, str],
@@ -283,8 +287,8 @@ def settle(host: PluginHost, callouts: CalloutClient, callout_timeout_ms: float)
 def start_plugin(
     host: PluginHost,
     wasm: bytes,
-    req: PluginSettings,
-    result: StartOutcome,
+    req: RunSettings,
+    result: RunOutcome,
     *,
     trace: bool = False,
 ) -> tuple[PluginVM, RootContext] | None:

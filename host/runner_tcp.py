@@ -18,17 +18,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from host.runner import CalloutClient, callout_summary, offline_host, settle, start_plugin
+from host.runner import (
+    CalloutClient,
+    RunOutcome,
+    RunSettings,
+    callout_summary,
+    offline_host,
+    settle,
+    start_plugin,
+)
 from host.wasm import (
     Action,
-    LogLevel,
     PluginHost,
     StreamInfo,
     VirtualClock,
 )
 from host.wasm.context import StreamListener, TcpContext
 from host.wasm.diagnosis import root_id_warning, sdk_missing_root_line
-from host.wasm.node import DEFAULT_NODE, Node
 from host.wasm.plugin_host import GrpcDispatcher
 from host.wasm.types import StreamType
 
@@ -48,28 +54,15 @@ NETWORK_CALLBACKS = (
 
 
 @dataclass
-class TcpTryRequest:
+class TcpTryRequest(RunSettings):
     # (DOWNSTREAM | UPSTREAM, data) in the order given
     chunks: list[tuple[str, bytes]] = field(default_factory=list)
     half_close: bool = True  # end both directions after the chunks
-    root_id: str = ""
-    plugin_name: str = ""
-    configuration: bytes = b""
-    vm_configuration: bytes = b""
-    env: list[tuple[str, str]] = field(default_factory=list)
-    clusters: dict[str, str] = field(default_factory=dict)
-    ticks: int = 0
-    log_level: LogLevel = LogLevel.TRACE
-    callback_timeout_ms: float = 100.0
-    callout_timeout_ms: float = 5000.0
-    node: Node = DEFAULT_NODE
     client: str = "127.0.0.1:50000"
 
 
 @dataclass
-class TcpTryResult:
-    abi: str | None = None
-    sdk: str = ""
+class TcpTryResult(RunOutcome):
     # one per callback the connection ran: direction, callback, input, result, released
     steps: list[dict[str, object]] = field(default_factory=list)
     # what each direction became: the bytes released past the plugin, in order
@@ -80,18 +73,6 @@ class TcpTryResult:
     connected: bool = False  # the new connection went on (the upstream would be connected)
     closed_by_plugin: bool = False
     close_peer: int | None = None
-    logs: list[dict[str, object]] = field(default_factory=list)
-    metrics: dict[str, object] = field(default_factory=dict)
-    callouts: list[dict[str, object]] = field(default_factory=list)
-    failure: dict[str, object] | None = None
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    ticks_fired: int = 0
-    ticks_while_paused: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None
 
     def to_json(self) -> dict[str, object]:
         def text(b: bytes) -> str:
