@@ -231,19 +231,20 @@ class CalloutClient:
 
 @contextmanager
 def offline_host(
-    clusters: dict[str, str],
-    callout_timeout_ms: float,
-    log_level: LogLevel,
-    node: Node,
+    req: RunSettings,
+    result: RunOutcome,
     *,
     engine: Engine | None = None,
     callouts: CalloutClient | None = None,
     grpc: GrpcDispatcher | None = None,
+    callout_requests: bool = False,
 ) -> Iterator[tuple[PluginHost, CalloutClient, VirtualClock]]:
     """A plugin host for one offline run (``try``, ``try --tcp``): a virtual clock,
-    ``callouts`` (else a ``CalloutClient`` on ``clusters``) and ``grpc`` (else the
+    ``callouts`` (else a ``CalloutClient`` on ``req.clusters``) and ``grpc`` (else the
     grpc.aio transport to the clusters' grpc:// URLs; mocks get it as their fallback).
-    Everything is closed on exit."""
+    On exit the plugin's logs, metrics and callouts (``callout_requests``: with what was
+    sent) go to ``result``, then everything is closed."""
+    clusters, callout_timeout_ms = req.clusters, req.callout_timeout_ms
     clock = VirtualClock(start_wall_ns=time.time_ns())
     if callouts is None:
         callouts = CalloutClient(clusters, callout_timeout_ms)
@@ -260,11 +261,14 @@ def offline_host(
         grpc = transport
     elif getattr(grpc, "fallback", False) is None:
         grpc.fallback = transport  # type: ignore[attr-defined]  # mocks first, then the clusters
-    host = PluginHost(engine, clock=clock, http=callouts, grpc=grpc, log_level=log_level)
-    host.node = node
+    host = PluginHost(engine, clock=clock, http=callouts, grpc=grpc, log_level=req.log_level)
+    host.node = req.node
     try:
         yield host, callouts, clock
     finally:
+        result.logs = [r.to_dict() for r in host.logs]
+        result.metrics = dict(host.metrics.snapshot())
+        result.callouts = [callout_summary(c, request=callout_requests) for c in callouts.completed]
         callouts.close()
         host.close()
         grpc_loop.run_until_complete(transport.aclose())
@@ -412,21 +416,12 @@ def run_try(
     replaces the HTTP client, ``grpc`` the grpc.aio transport: the lab's mocks."""
     result = TryResult()
     with offline_host(
-        req.clusters,
-        req.callout_timeout_ms,
-        req.log_level,
-        req.node,
-        engine=engine,
-        callouts=callouts,
-        grpc=grpc,
+        req, result, engine=engine, callouts=callouts, grpc=grpc, callout_requests=True
     ) as (host, callouts, clock):
         try:
             _run(wasm, req, host, callouts, clock, result)
         finally:
-            result.logs = [r.to_dict() for r in host.logs]
-            result.metrics = dict(host.metrics.snapshot())
             result.shared_data = dict(host.shared_data.snapshot())
-            result.callouts = [callout_summary(c, request=True) for c in callouts.completed]
     _root_id_warnings(req, result, host)
     return result
 

@@ -22,7 +22,6 @@ from host.runner import (
     CalloutClient,
     RunOutcome,
     RunSettings,
-    callout_summary,
     offline_host,
     settle,
     start_plugin,
@@ -201,15 +200,8 @@ def run_try_tcp(
     """Run one connection's data through the NETWORK plugin in ``wasm``. ``callouts``
     replaces the HTTP client, ``grpc`` the grpc.aio transport (the lab's mocks)."""
     result = TcpTryResult()
-    with offline_host(
-        req.clusters, req.callout_timeout_ms, req.log_level, req.node, callouts=callouts, grpc=grpc
-    ) as (host, callouts, clock):
-        try:
-            _run(wasm, req, host, callouts, clock, result)
-        finally:
-            result.logs = [r.to_dict() for r in host.logs]
-            result.metrics = dict(host.metrics.snapshot())
-            result.callouts = [callout_summary(c) for c in callouts.completed]
+    with offline_host(req, result, callouts=callouts, grpc=grpc) as (host, callouts, clock):
+        _run(wasm, req, host, callouts, clock, result)
     line = sdk_missing_root_line(host.logs)
     if line is not None:
         result.warnings.append(root_id_warning(req.root_id, line))
