@@ -33,7 +33,7 @@ from host.wasm import (
     VmConfig,
     VmStartError,
 )
-from host.wasm.context import HttpCallout, RootContext, StreamListener
+from host.wasm.context import Context, HttpCallout, RootContext, StreamListener
 from host.wasm.diagnosis import root_id_warning, sdk_missing_root_line, silent_plugin_warning
 from host.wasm.module_info import describe
 from host.wasm.node import DEFAULT_NODE, Node
@@ -45,10 +45,12 @@ from host.wasm.vm import PluginVM
 
 __all__ = [
     "CalloutClient",
+    "Driver",
     "RunOutcome",
     "RunSettings",
     "TryRequest",
     "TryResult",
+    "WaitListener",
     "callout_summary",
     "offline_host",
     "run_try",
@@ -334,52 +336,56 @@ def callout_summary(c: HttpCallout, *, request: bool = False) -> dict[str, objec
     }
 
 
-class _Listener(StreamListener):
+class WaitListener(StreamListener):
+    """Hears the plugin continue or close a context's streams: what a paused driver
+    waits for."""
+
     def __init__(self) -> None:
         self.resumed: list[StreamType] = []
-        self.local_replies = 0
         self.closed: list[StreamType] = []
 
-    def on_resume(self, ctx: HttpContext, stream: StreamType) -> None:
+    def on_resume(self, ctx: object, stream: StreamType) -> None:
         self.resumed.append(stream)
-
-    def on_local_reply(self, ctx: HttpContext) -> None:
-        self.local_replies += 1
 
     def on_close(self, ctx: object, stream: StreamType) -> None:
         self.closed.append(stream)
 
 
-def _pairs(items: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(k.strip().lower().encode(), v.strip().encode()) for k, v in items]
+class Driver:
+    """Drives one context of an offline run (``try``'s stream, ``try --tcp``'s
+    connection) between guest callbacks: runs posted work, and waits out a pause."""
 
+    # While a request waits, ticks keep firing as in Envoy (a plugin may resume it from
+    # proxy_on_tick, like the Go SDK's postpone_requests); bounded in virtual time.
+    MAX_WAIT_MS = 30_000.0
 
-class _Run:
     def __init__(
         self,
-        req: TryRequest,
+        req: RunSettings,
         host: PluginHost,
         callouts: CalloutClient,
         clock: VirtualClock,
-        result: TryResult,
+        result: RunOutcome,
+        listener: WaitListener,
     ) -> None:
         self.req = req
         self.host = host
         self.callouts = callouts
         self.clock = clock
         self.result = result
-        self.listener = _Listener()
+        self.listener = listener
 
     def settle(self) -> None:
         """Run everything posted (callout responses, queue deliveries) until quiet."""
         settle(self.host, self.callouts, self.req.callout_timeout_ms)
 
-    # While a request waits, ticks keep firing as in Envoy (a plugin may resume it from
-    # proxy_on_tick, like the Go SDK's postpone_requests); bounded in virtual time.
-    MAX_WAIT_MS = 30_000.0
+    def stopped(self, ctx: Context) -> Action | None:
+        """What ends a wait whatever the stream: the plugin closed the context."""
+        return Action.CLOSE if self.listener.closed else None
 
-    def wait(self, ctx: HttpContext, stream: StreamType, action: Action) -> Action:
-        """After PAUSE: let callouts, queues and ticks run; resumed → CONTINUE, else PAUSE."""
+    def wait(self, ctx: Context, stream: StreamType, action: Action) -> Action:
+        """After PAUSE: let callouts, queues and ticks run; CONTINUE once the plugin
+        continued ``stream``, what ``stopped`` says, FAILED, else still PAUSE."""
         if action != Action.PAUSE:
             return action
         before = len(self.listener.resumed)
@@ -387,10 +393,9 @@ class _Run:
         root = ctx.root
         while True:
             self.settle()
-            if ctx.local_response is not None and self.listener.local_replies:
-                return Action.LOCAL_REPLY
-            if self.listener.closed:
-                return Action.CLOSE
+            stop = self.stopped(ctx)
+            if stop is not None:
+                return stop
             if stream in self.listener.resumed[before:]:
                 return Action.CONTINUE
             if ctx.vm.failed:
@@ -402,6 +407,39 @@ class _Run:
             waited += period
             ctx.vm.tick(root)
             self.result.ticks_while_paused += 1
+
+
+class _Listener(WaitListener):
+    def __init__(self) -> None:
+        super().__init__()
+        self.local_replies = 0
+
+    def on_local_reply(self, ctx: HttpContext) -> None:
+        self.local_replies += 1
+
+
+def _pairs(items: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.strip().lower().encode(), v.strip().encode()) for k, v in items]
+
+
+class _Run(Driver):
+    listener: _Listener
+
+    def __init__(
+        self,
+        req: TryRequest,
+        host: PluginHost,
+        callouts: CalloutClient,
+        clock: VirtualClock,
+        result: TryResult,
+    ) -> None:
+        super().__init__(req, host, callouts, clock, result, _Listener())
+
+    def stopped(self, ctx: Context) -> Action | None:
+        if isinstance(ctx, HttpContext) and ctx.local_response is not None:
+            if self.listener.local_replies:
+                return Action.LOCAL_REPLY
+        return super().stopped(ctx)
 
 
 def run_try(

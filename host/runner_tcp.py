@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 
 from host.runner import (
     CalloutClient,
+    Driver,
     RunOutcome,
     RunSettings,
+    WaitListener,
     offline_host,
-    settle,
     start_plugin,
 )
 from host.wasm import (
@@ -32,7 +33,7 @@ from host.wasm import (
     StreamInfo,
     VirtualClock,
 )
-from host.wasm.context import StreamListener, TcpContext
+from host.wasm.context import TcpContext
 from host.wasm.diagnosis import root_id_warning, sdk_missing_root_line
 from host.wasm.plugin_host import GrpcDispatcher
 from host.wasm.types import StreamType
@@ -98,22 +99,10 @@ class TcpTryResult(RunOutcome):
         }
 
 
-class _Listener(StreamListener):
-    def __init__(self) -> None:
-        self.resumed: list[StreamType] = []
-        self.closed = False
-
-    def on_resume(self, ctx: object, stream: StreamType) -> None:
-        self.resumed.append(stream)
-
-    def on_close(self, ctx: object, stream: StreamType) -> None:
-        self.closed = True
-
-
-class _Connection:
+class _Connection(Driver):
     """One connection through the plugin, as the proxy's chain drives one hop."""
 
-    MAX_WAIT_MS = 30_000.0  # virtual time ticks may run while the plugin holds data
+    result: TcpTryResult
 
     def __init__(
         self,
@@ -122,51 +111,18 @@ class _Connection:
         callouts: CalloutClient,
         clock: VirtualClock,
         ctx: TcpContext,
-        listener: _Listener,
+        listener: WaitListener,
         result: TcpTryResult,
     ) -> None:
-        self.req = req
-        self.host = host
-        self.callouts = callouts
-        self.clock = clock
+        super().__init__(req, host, callouts, clock, result, listener)
         self.ctx = ctx
-        self.listener = listener
-        self.result = result
-
-    def settle(self) -> None:
-        """Run what was posted (callout responses, queue items) until quiet (bounded)."""
-        settle(self.host, self.callouts, self.req.callout_timeout_ms)
-
-    def wait(self, stream: StreamType, action: Action) -> Action:
-        """After PAUSE: callouts and ticks run; CONTINUE once the plugin continued
-        ``stream``, CLOSE once it closed, else still PAUSE."""
-        if action != Action.PAUSE:
-            return action
-        before = len(self.listener.resumed)
-        waited = 0.0
-        root = self.ctx.root
-        while True:
-            self.settle()
-            if self.listener.closed:
-                return Action.CLOSE
-            if stream in self.listener.resumed[before:]:
-                return Action.CONTINUE
-            if self.ctx.vm.failed:
-                return Action.FAILED
-            period = root.tick_period_ms
-            if not period or waited >= self.MAX_WAIT_MS:
-                return Action.PAUSE
-            self.clock.advance(period)
-            waited += period
-            self.ctx.vm.tick(root)
-            self.result.ticks_while_paused += 1
 
     def step(
         self, direction: str, callback: str, data: bytes, action: Action, eos: bool = False
     ) -> Action:
         stream = _STREAM[direction]
         paused = action == Action.PAUSE
-        action = self.wait(stream, action)
+        action = self.wait(self.ctx, stream, action)
         released = b""
         if action == Action.CONTINUE and callback != "proxy_on_new_connection":
             released = self.ctx.take_data(stream)
@@ -238,7 +194,7 @@ def _run(
     if vm.failed:
         result.failure = vm.failure.to_dict() if vm.failure else None
         return
-    listener = _Listener()
+    listener = WaitListener()
     si = StreamInfo(source_address=req.client, protocol="", start_time_ns=clock.wall_ns())
     ctx = vm.new_tcp_context(root, si, listener)
     conn = _Connection(req, host, callouts, clock, ctx, listener, result)
