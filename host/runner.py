@@ -52,6 +52,7 @@ __all__ = [
     "TryResult",
     "WaitListener",
     "callout_summary",
+    "fire_ticks",
     "offline_host",
     "run_try",
     "settle",
@@ -323,6 +324,29 @@ def start_plugin(
     return vm, root
 
 
+def fire_ticks(
+    vm: PluginVM,
+    root: RootContext,
+    clock: VirtualClock,
+    ticks: int,
+    result: RunOutcome,
+    between: Callable[[], None] | None = None,
+) -> None:
+    """``--ticks``: fire up to ``ticks`` tick periods on the virtual clock (``between``
+    runs after each); stops at a trap, says so when the plugin set no period."""
+    for _ in range(ticks):
+        if not root.tick_period_ms:
+            result.notes.append("--ticks given but the plugin set no tick period; no tick fired")
+            break
+        clock.advance(root.tick_period_ms)
+        vm.tick(root)
+        result.ticks_fired += 1
+        if between is not None:
+            between()
+        if vm.failed:
+            break
+
+
 def callout_summary(c: HttpCallout, *, request: bool = False) -> dict[str, object]:
     """One finished callout as a result lists it; ``request``: with its headers and body."""
     d: dict[str, object] = {"cluster": c.cluster}
@@ -503,16 +527,7 @@ def _run(
     run = _Run(req, host, callouts, clock, result)
     run.settle()
     # -- ticks (virtual clock: one period each) --
-    for _ in range(req.ticks):
-        if not root.tick_period_ms:
-            result.notes.append("--ticks given but the plugin set no tick period; no tick fired")
-            break
-        clock.advance(root.tick_period_ms)
-        vm.tick(root)
-        result.ticks_fired += 1
-        run.settle()
-        if vm.failed:
-            break
+    fire_ticks(vm, root, clock, req.ticks, result, run.settle)
     if vm.failed:
         result.failure = vm.failure.to_dict()  # type: ignore[union-attr]
         _collect_trace(host, result)

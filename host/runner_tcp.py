@@ -24,6 +24,7 @@ from host.runner import (
     RunOutcome,
     RunSettings,
     WaitListener,
+    fire_ticks,
     offline_host,
     start_plugin,
 )
@@ -182,15 +183,7 @@ def _run(
             + ", ".join(NETWORK_CALLBACKS)
             + "): it does nothing to a TCP connection; is it an HTTP filter (try without --tcp)?"
         )
-    for _ in range(req.ticks):
-        if not root.tick_period_ms:
-            result.notes.append("--ticks given but the plugin set no tick period; no tick fired")
-            break
-        clock.advance(root.tick_period_ms)
-        vm.tick(root)
-        result.ticks_fired += 1
-        if vm.failed:
-            break
+    fire_ticks(vm, root, clock, req.ticks, result)
     if vm.failed:
         result.failure = vm.failure.to_dict() if vm.failure else None
         return
