@@ -24,13 +24,14 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench_proxy import free_port, wait_port  # this folder is sys.path[0]
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "resources" / "plugins" / "c" / "tcp_filter.wasm"
@@ -47,25 +48,6 @@ async def main():
     await srv.serve_forever()
 asyncio.run(main())
 """
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -165,7 +147,7 @@ def run_proxy(
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_port(listen)
+        wait_port(listen, 20.0)
         return measure(name, listen, proc.pid, args)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -185,7 +167,7 @@ def main() -> int:
     echo = subprocess.Popen([sys.executable, "-c", ECHO, str(echo_port)])
     results: list[Result] = []
     try:
-        wait_port(echo_port)
+        wait_port(echo_port, 20.0)
         results.append(measure("upstream direct", echo_port, None, args))
         with tempfile.TemporaryDirectory(prefix="wasmdesk-bench-tcp-") as tmp:
             for plugins, name in ((0, "no plugin"), (1, "tcp_filter"), (3, "3 plugins")):

@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,18 +40,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from bench_proxy import free_port  # this folder is sys.path[0]
+
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "resources" / "plugins"
 WASMDESK = Path(sys.executable).parent / "wasmdesk"
 BANNER = re.compile(r"proxy on http://127\.0\.0\.1:(\d+)\s+admin on http://127\.0\.0\.1:(\d+)")
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 # -- the upstream and the auth service -----------------------------------------------------

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypedDict, TypeVar
 
 from host import __version__
 from host.cli_input import UsageError
@@ -23,7 +23,7 @@ from host.cli_input import text_or_file as _text_or_file
 
 if TYPE_CHECKING:
     from host.oci import PulledModule
-    from host.wasm import Engine, Module
+    from host.wasm import Engine, LogLevel, Module
     from host.wasm.node import Node
 
 __all__ = ["main"]
@@ -530,101 +530,27 @@ _HTTP_ONLY_TRY: tuple[tuple[str, object, str], ...] = (
 )
 
 
-def _cmd_try_tcp(args: argparse.Namespace) -> int:
-    """``try --tcp``: one connection through a NETWORK plugin (host.runner_tcp)."""
-    from host.runner_tcp import TcpTryRequest, run_try_tcp
-    from host.wasm import LoadError, LogLevel
+class _TryCommon(TypedDict):
+    """What ``try`` and ``try --tcp`` take alike: fields of both TryRequest and TcpTryRequest."""
 
-    for dest, default, flag in _HTTP_ONLY_TRY:
-        if getattr(args, dest) != default:
-            raise UsageError(
-                f"{flag} describes an HTTP request; with --tcp give --downstream-data / "
-                "--upstream-data"
-            )
-    if args.ticks < 0:
-        raise UsageError("--ticks must be >= 0")
-    if args.timeout_ms <= 0:
-        raise UsageError("--timeout-ms must be > 0")
-    try:
-        level = LogLevel.parse(args.log_level)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if args.config is not None and args.raw_config is not None:
-        raise UsageError("give --config or --raw-config, not both")
-    config = (
-        _text_or_file(args.raw_config, "--raw-config")
-        if args.raw_config is not None
-        else _json_or_file(args.config, "--config")
-    )
-    env = []
-    for item in args.env:
-        k, sep, v = item.partition("=")
-        if not sep or not k:
-            raise UsageError(f"--env expects NAME=VALUE, got {item!r}")
-        env.append((k, v))
-    chunks = [
-        (direction, _text_or_file(text, f"--{direction}-data"))
-        for direction, text in args.tcp_chunks
-    ]
-    wasm, pulled = _plugin_bytes(args.plugin)
-    plugin_name = Path(args.plugin).name.removesuffix(".wasm")
-    root_id = args.root_id if args.root_id is not None else ""
-    if pulled is not None:
-        plugin_name = pulled.ref.repository.rsplit("/", 1)[-1]
-        if args.root_id is None:
-            from host.oci.module_source import default_root_id
-
-            root_id = default_root_id(pulled) or ""
-    req = TcpTryRequest(
-        chunks=chunks,
-        half_close=not args.no_half_close,
-        root_id=root_id,
-        plugin_name=plugin_name,
-        configuration=config,
-        vm_configuration=_json_or_file(args.vm_config, "--vm-config"),
-        env=env,
-        clusters=dict(_cluster(c) for c in args.cluster),
-        ticks=args.ticks,
-        log_level=level,
-        callback_timeout_ms=args.timeout_ms,
-        node=_node(args.node),
-    )
-    callouts = grpc = None
-    if args.mocks:
-        from host.lab.mocks import MockError, MockGrpcDispatcher, MockingClient, load_mocks
-
-        try:
-            mocks = load_mocks(args.mocks)
-        except MockError as e:
-            raise UsageError(f"--mocks: {e}") from None
-        callouts = MockingClient(req.clusters, mocks, req.callout_timeout_ms)
-        grpc = MockGrpcDispatcher(mocks)
-    try:
-        result = run_try_tcp(wasm, req, callouts=callouts, grpc=grpc)
-    except LoadError as e:
-        raise UsageError(f"{args.plugin}: {e.message}") from None
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        from host.report import render_try_tcp
-
-        print(render_try_tcp(args.plugin, result))
-    return 0 if result.ok else 1
+    root_id: str
+    plugin_name: str
+    configuration: bytes
+    vm_configuration: bytes
+    env: list[tuple[str, str]]
+    clusters: dict[str, str]
+    ticks: int
+    log_level: LogLevel
+    callback_timeout_ms: float
+    node: Node
 
 
-def _cmd_try(args: argparse.Namespace) -> int:
-    from host.runner import TryRequest, run_try
-    from host.wasm import LoadError, LogLevel
-
-    if args.tcp:
-        return _cmd_try_tcp(args)
-    if args.tcp_chunks or args.no_half_close:
-        raise UsageError("--downstream-data, --upstream-data and --no-half-close need --tcp")
+def _try_common(args: argparse.Namespace) -> tuple[bytes, _TryCommon]:
+    """The plugin's bytes and the settings both ``try`` forms check and read alike."""
+    from host.wasm import LogLevel
 
     if args.ticks < 0:
         raise UsageError("--ticks must be >= 0")
-    if not 100 <= args.status <= 999:
-        raise UsageError(f"--status must be an HTTP status code (100-999), got {args.status}")
     if args.timeout_ms <= 0:
         raise UsageError("--timeout-ms must be > 0")
     try:
@@ -654,17 +580,7 @@ def _cmd_try(args: argparse.Namespace) -> int:
 
             # the image's runtime-config.json names its root ids (Istio prefills pluginName)
             root_id = default_root_id(pulled) or ""
-    req = TryRequest(
-        method=args.method,
-        path=args.path,
-        authority=args.authority,
-        headers=[_header(h, "-H") for h in args.header],
-        body=_text_or_file(args.body, "--body"),
-        trailers=[_header(h, "--trailer") for h in args.trailer],
-        status=args.status,
-        response_headers=[_header(h, "-R") for h in args.response_header],
-        response_body=_text_or_file(args.response_body, "--response-body"),
-        response_trailers=[_header(h, "--response-trailer") for h in args.response_trailer],
+    return wasm, _TryCommon(
         root_id=root_id,
         plugin_name=plugin_name,
         configuration=config,
@@ -676,6 +592,31 @@ def _cmd_try(args: argparse.Namespace) -> int:
         callback_timeout_ms=args.timeout_ms,
         node=_node(args.node),
     )
+
+
+class _TryOutcome(Protocol):
+    @property
+    def ok(self) -> bool: ...
+
+    def to_json(self) -> dict[str, object]: ...
+
+
+_Out = TypeVar("_Out", bound=_TryOutcome)
+
+
+def _try_run(
+    args: argparse.Namespace,
+    wasm: bytes,
+    req: object,
+    clusters: dict[str, str],
+    callout_timeout_ms: float,
+    run: Callable[..., _Out],
+    render: Callable[[str, _Out], str],
+) -> int:
+    """Run ``req`` with ``run`` (behind ``--mocks`` when given), print the result as JSON
+    or with ``render``; the exit code (0 ok, 1 the plugin failed)."""
+    from host.wasm import LoadError
+
     callouts = grpc = None
     if args.mocks:
         from host.lab.mocks import MockError, MockGrpcDispatcher, MockingClient, load_mocks
@@ -684,19 +625,67 @@ def _cmd_try(args: argparse.Namespace) -> int:
             mocks = load_mocks(args.mocks)
         except MockError as e:
             raise UsageError(f"--mocks: {e}") from None
-        callouts = MockingClient(req.clusters, mocks, req.callout_timeout_ms)
+        callouts = MockingClient(clusters, mocks, callout_timeout_ms)
         grpc = MockGrpcDispatcher(mocks)
     try:
-        result = run_try(wasm, req, callouts=callouts, grpc=grpc)
+        result = run(wasm, req, callouts=callouts, grpc=grpc)
     except LoadError as e:
         raise UsageError(f"{args.plugin}: {e.message}") from None
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
-        from host.report import render_try
-
-        print(render_try(args.plugin, result))
+        print(render(args.plugin, result))
     return 0 if result.ok else 1
+
+
+def _cmd_try_tcp(args: argparse.Namespace) -> int:
+    """``try --tcp``: one connection through a NETWORK plugin (host.runner_tcp)."""
+    from host.report import render_try_tcp
+    from host.runner_tcp import TcpTryRequest, run_try_tcp
+
+    for dest, default, flag in _HTTP_ONLY_TRY:
+        if getattr(args, dest) != default:
+            raise UsageError(
+                f"{flag} describes an HTTP request; with --tcp give --downstream-data / "
+                "--upstream-data"
+            )
+    wasm, common = _try_common(args)
+    chunks = [
+        (direction, _text_or_file(text, f"--{direction}-data"))
+        for direction, text in args.tcp_chunks
+    ]
+    req = TcpTryRequest(chunks=chunks, half_close=not args.no_half_close, **common)
+    return _try_run(
+        args, wasm, req, req.clusters, req.callout_timeout_ms, run_try_tcp, render_try_tcp
+    )
+
+
+def _cmd_try(args: argparse.Namespace) -> int:
+    from host.report import render_try
+    from host.runner import TryRequest, run_try
+
+    if args.tcp:
+        return _cmd_try_tcp(args)
+    if args.tcp_chunks or args.no_half_close:
+        raise UsageError("--downstream-data, --upstream-data and --no-half-close need --tcp")
+
+    if not 100 <= args.status <= 999:
+        raise UsageError(f"--status must be an HTTP status code (100-999), got {args.status}")
+    wasm, common = _try_common(args)
+    req = TryRequest(
+        method=args.method,
+        path=args.path,
+        authority=args.authority,
+        headers=[_header(h, "-H") for h in args.header],
+        body=_text_or_file(args.body, "--body"),
+        trailers=[_header(h, "--trailer") for h in args.trailer],
+        status=args.status,
+        response_headers=[_header(h, "-R") for h in args.response_header],
+        response_body=_text_or_file(args.response_body, "--response-body"),
+        response_trailers=[_header(h, "--response-trailer") for h in args.response_trailer],
+        **common,
+    )
+    return _try_run(args, wasm, req, req.clusters, req.callout_timeout_ms, run_try, render_try)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from host.runner import TryResult
 from host.runner_tcp import TcpTryResult
 
@@ -74,14 +76,7 @@ def render_try(plugin: str, r: TryResult) -> str:
             out.append(f"  {c['cluster']}  -> {res}  ({c['elapsed_ms']} ms)")
     if r.ticks_fired:
         out.append(f"ticks     {r.ticks_fired} fired")
-    if r.metrics:
-        out.append("metrics")
-        out += [f"  {k} = {v}" for k, v in r.metrics.items()]
-    if r.logs:
-        out.append("logs")
-        out += [f"  [{rec['level']}] {rec['message']}" for rec in r.logs]
-    for n in r.notes:
-        out.append(f"note: {n}")
+    out += _metrics_logs_notes(r.metrics, r.logs, r.notes)
     return "\n".join(out)
 
 
@@ -113,12 +108,20 @@ def render_try_tcp(plugin: str, r: TcpTryResult) -> str:
         out.append(f"held ({direction})  {_short(data)!r}")
     if r.ticks_while_paused:
         out.append(f"ticks     {r.ticks_while_paused} while paused")
-    if r.metrics:
-        out.append("metrics")
-        out += [f"  {k} = {v}" for k, v in r.metrics.items()]
-    if r.logs:
-        out.append("logs")
-        out += [f"  [{rec['level']}] {rec['message']}" for rec in r.logs]
-    for n in r.notes:
-        out.append(f"note: {n}")
+    out += _metrics_logs_notes(r.metrics, r.logs, r.notes)
     return "\n".join(out)
+
+
+def _metrics_logs_notes(
+    metrics: Mapping[str, object], logs: Sequence[Mapping[str, object]], notes: Sequence[str]
+) -> list[str]:
+    """The tail ``try`` and ``try --tcp`` both print: metrics, the plugin's logs, notes."""
+    out: list[str] = []
+    if metrics:
+        out.append("metrics")
+        out += [f"  {k} = {v}" for k, v in metrics.items()]
+    if logs:
+        out.append("logs")
+        out += [f"  [{rec['level']}] {rec['message']}" for rec in logs]
+    out += [f"note: {n}" for n in notes]
+    return out

@@ -14,7 +14,8 @@ import asyncio
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -32,7 +33,7 @@ from host.wasm import (
     VmConfig,
     VmStartError,
 )
-from host.wasm.context import HttpCallout, StreamListener
+from host.wasm.context import Context, HttpCallout, RootContext, StreamListener
 from host.wasm.diagnosis import root_id_warning, sdk_missing_root_line, silent_plugin_warning
 from host.wasm.module_info import describe
 from host.wasm.node import DEFAULT_NODE, Node
@@ -40,23 +41,30 @@ from host.wasm.plugin_host import GrpcDispatcher
 from host.wasm.profile import profile_json
 from host.wasm.runtime import Engine
 from host.wasm.types import StreamType
+from host.wasm.vm import PluginVM
 
-__all__ = ["CalloutClient", "TryRequest", "TryResult", "run_try"]
+__all__ = [
+    "CalloutClient",
+    "Driver",
+    "RunOutcome",
+    "RunSettings",
+    "TryRequest",
+    "TryResult",
+    "WaitListener",
+    "callout_summary",
+    "fire_ticks",
+    "offline_host",
+    "run_try",
+    "settle",
+    "start_plugin",
+]
 
 
 @dataclass
-class TryRequest:
-    method: str = "GET"
-    path: str = "/"
-    authority: str = "localhost"
-    scheme: str = "http"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    trailers: list[tuple[str, str]] = field(default_factory=list)
-    status: int = 200
-    response_headers: list[tuple[str, str]] = field(default_factory=list)
-    response_body: bytes = b""
-    response_trailers: list[tuple[str, str]] = field(default_factory=list)
+class RunSettings:
+    """How one offline run starts the plugin and what it may call out to; ``TryRequest``
+    and ``TcpTryRequest`` add the traffic."""
+
     root_id: str = ""
     plugin_name: str = ""
     configuration: bytes = b""
@@ -68,13 +76,48 @@ class TryRequest:
     callback_timeout_ms: float = 100.0
     callout_timeout_ms: float = 5000.0
     node: Node = DEFAULT_NODE  # xds.node (--node)
+
+
+@dataclass
+class TryRequest(RunSettings):
+    method: str = "GET"
+    path: str = "/"
+    authority: str = "localhost"
+    scheme: str = "http"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    trailers: list[tuple[str, str]] = field(default_factory=list)
+    status: int = 200
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    response_body: bytes = b""
+    response_trailers: list[tuple[str, str]] = field(default_factory=list)
     request_id: str = ""  # x-request-id and the stream's id; "" draws a random one
 
 
 @dataclass
-class TryResult:
+class RunOutcome:
+    """What every offline run reports besides its traffic; ``TryResult`` and
+    ``TcpTryResult`` add theirs."""
+
     abi: str | None = None
     sdk: str = ""
+    logs: list[dict[str, object]] = field(default_factory=list)
+    metrics: dict[str, object] = field(default_factory=dict)
+    callouts: list[dict[str, object]] = field(default_factory=list)
+    failure: dict[str, object] | None = None
+    notes: list[str] = field(default_factory=list)
+    # ABI and root-id problems (host.wasm.diagnosis): the plugin may not have run as meant
+    warnings: list[str] = field(default_factory=list)
+    ticks_fired: int = 0
+    ticks_while_paused: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+@dataclass
+class TryResult(RunOutcome):
     request_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     original_request_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     request_body: bytes = b""
@@ -87,23 +130,10 @@ class TryResult:
     request_trailers: list[tuple[bytes, bytes]] | None = None
     response_trailers: list[tuple[bytes, bytes]] | None = None
     local_response: dict[str, object] | None = None
-    logs: list[dict[str, object]] = field(default_factory=list)
-    metrics: dict[str, object] = field(default_factory=dict)
-    callouts: list[dict[str, object]] = field(default_factory=list)
     callbacks: list[dict[str, object]] = field(default_factory=list)
-    failure: dict[str, object] | None = None
-    notes: list[str] = field(default_factory=list)
-    # ABI and root-id problems (host.wasm.diagnosis): the plugin may not have run as meant
-    warnings: list[str] = field(default_factory=list)
-    ticks_fired: int = 0
-    ticks_while_paused: int = 0
     shared_data: dict[str, object] = field(default_factory=dict)
     # per guest callback: total, guest and host-call time (host/wasm/profile.py)
     profile: list[dict[str, object]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None
 
     def to_json(self) -> dict[str, object]:
         def text(pairs: list[tuple[bytes, bytes]]) -> list[list[str]]:
@@ -202,60 +232,184 @@ class CalloutClient:
             self._client.close()
 
 
-class _Listener(StreamListener):
+@contextmanager
+def offline_host(
+    req: RunSettings,
+    result: RunOutcome,
+    *,
+    engine: Engine | None = None,
+    callouts: CalloutClient | None = None,
+    grpc: GrpcDispatcher | None = None,
+    callout_requests: bool = False,
+) -> Iterator[tuple[PluginHost, CalloutClient, VirtualClock]]:
+    """A plugin host for one offline run (``try``, ``try --tcp``): a virtual clock,
+    ``callouts`` (else a ``CalloutClient`` on ``req.clusters``) and ``grpc`` (else the
+    grpc.aio transport to the clusters' grpc:// URLs; mocks get it as their fallback).
+    On exit the plugin's logs, metrics and callouts (``callout_requests``: with what was
+    sent) go to ``result``, then everything is closed."""
+    clusters, callout_timeout_ms = req.clusters, req.callout_timeout_ms
+    clock = VirtualClock(start_wall_ns=time.time_ns())
+    if callouts is None:
+        callouts = CalloutClient(clusters, callout_timeout_ms)
+    grpc_loop = asyncio.new_event_loop()  # grpc.aio calls, pumped between callbacks
+    transport = GrpcCalloutDispatcher(
+        grpc_loop,
+        {
+            name: GrpcCluster(url, callout_timeout_ms / 1000.0)
+            for name, url in clusters.items()
+            if url.split(":", 1)[0].lower() in GRPC_SCHEMES
+        },
+    )
+    if grpc is None:
+        grpc = transport
+    elif getattr(grpc, "fallback", False) is None:
+        grpc.fallback = transport  # type: ignore[attr-defined]  # mocks first, then the clusters
+    host = PluginHost(engine, clock=clock, http=callouts, grpc=grpc, log_level=req.log_level)
+    host.node = req.node
+    try:
+        yield host, callouts, clock
+    finally:
+        result.logs = [r.to_dict() for r in host.logs]
+        result.metrics = dict(host.metrics.snapshot())
+        result.callouts = [callout_summary(c, request=callout_requests) for c in callouts.completed]
+        callouts.close()
+        host.close()
+        grpc_loop.run_until_complete(transport.aclose())
+        grpc_loop.close()
+
+
+def settle(host: PluginHost, callouts: CalloutClient, callout_timeout_ms: float) -> None:
+    """Run everything posted (callout responses, queue deliveries) until quiet (bounded)."""
+    for _ in range(1000):
+        n = callouts.perform_pending() + host.run_pending()
+        grpc = host.grpc
+        grpc = getattr(grpc, "fallback", None) or grpc  # mocks in front of the transport
+        if n == 0 and isinstance(grpc, GrpcCalloutDispatcher):
+            # gRPC calls in flight: run their loop until one answers (bounded)
+            n = grpc.pump(callout_timeout_ms / 1000.0)
+        if n == 0:
+            return
+
+
+def start_plugin(
+    host: PluginHost,
+    wasm: bytes,
+    req: RunSettings,
+    result: RunOutcome,
+    *,
+    trace: bool = False,
+) -> tuple[PluginVM, RootContext] | None:
+    """Compile ``wasm`` (``LoadError`` propagates: bad input), create the VM and start
+    the plugin; ABI, SDK and warnings go to ``result``, a start-up failure too (then
+    None). ``trace``: profile and record every guest call from the plugin's start on."""
+    module = host.compile(wasm)
+    info = describe(module)
+    result.abi, result.sdk = info.abi, info.sdk
+    config = VmConfig(
+        name=req.plugin_name or req.root_id or "plugin",
+        vm_configuration=req.vm_configuration,
+        env=tuple(req.env),
+        callback_timeout_ms=req.callback_timeout_ms,
+        profile=trace,
+    )
+    try:
+        vm = host.create_vm(module, config)
+        result.warnings += vm.warnings
+        if trace:
+            vm.trace_calls = True
+        root = vm.start_plugin(req.root_id, req.configuration, req.plugin_name or req.root_id)
+    except VmStartError as e:
+        result.failure = e.failure.to_dict()
+        return None
+    return vm, root
+
+
+def fire_ticks(
+    vm: PluginVM,
+    root: RootContext,
+    clock: VirtualClock,
+    ticks: int,
+    result: RunOutcome,
+    between: Callable[[], None] | None = None,
+) -> None:
+    """``--ticks``: fire up to ``ticks`` tick periods on the virtual clock (``between``
+    runs after each); stops at a trap, says so when the plugin set no period."""
+    for _ in range(ticks):
+        if not root.tick_period_ms:
+            result.notes.append("--ticks given but the plugin set no tick period; no tick fired")
+            break
+        clock.advance(root.tick_period_ms)
+        vm.tick(root)
+        result.ticks_fired += 1
+        if between is not None:
+            between()
+        if vm.failed:
+            break
+
+
+def callout_summary(c: HttpCallout, *, request: bool = False) -> dict[str, object]:
+    """One finished callout as a result lists it; ``request``: with its headers and body."""
+    d: dict[str, object] = {"cluster": c.cluster}
+    if request:
+        d["headers"] = [[k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in c.headers]
+        d["body"] = c.body.decode("utf-8", "replace")
+    return d | {
+        "response_status": c.response_status,
+        "failure": c.failure,
+        "elapsed_ms": round(c.elapsed_ms, 2),
+    }
+
+
+class WaitListener(StreamListener):
+    """Hears the plugin continue or close a context's streams: what a paused driver
+    waits for."""
+
     def __init__(self) -> None:
         self.resumed: list[StreamType] = []
-        self.local_replies = 0
         self.closed: list[StreamType] = []
 
-    def on_resume(self, ctx: HttpContext, stream: StreamType) -> None:
+    def on_resume(self, ctx: object, stream: StreamType) -> None:
         self.resumed.append(stream)
-
-    def on_local_reply(self, ctx: HttpContext) -> None:
-        self.local_replies += 1
 
     def on_close(self, ctx: object, stream: StreamType) -> None:
         self.closed.append(stream)
 
 
-def _pairs(items: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(k.strip().lower().encode(), v.strip().encode()) for k, v in items]
+class Driver:
+    """Drives one context of an offline run (``try``'s stream, ``try --tcp``'s
+    connection) between guest callbacks: runs posted work, and waits out a pause."""
 
+    # While a request waits, ticks keep firing as in Envoy (a plugin may resume it from
+    # proxy_on_tick, like the Go SDK's postpone_requests); bounded in virtual time.
+    MAX_WAIT_MS = 30_000.0
 
-class _Run:
     def __init__(
         self,
-        req: TryRequest,
+        req: RunSettings,
         host: PluginHost,
         callouts: CalloutClient,
         clock: VirtualClock,
-        result: TryResult,
+        result: RunOutcome,
+        listener: WaitListener,
     ) -> None:
         self.req = req
         self.host = host
         self.callouts = callouts
         self.clock = clock
         self.result = result
-        self.listener = _Listener()
+        self.listener = listener
 
     def settle(self) -> None:
         """Run everything posted (callout responses, queue deliveries) until quiet."""
-        for _ in range(1000):
-            n = self.callouts.perform_pending() + self.host.run_pending()
-            grpc = self.host.grpc
-            grpc = getattr(grpc, "fallback", None) or grpc  # mocks in front of the transport
-            if n == 0 and isinstance(grpc, GrpcCalloutDispatcher):
-                # gRPC calls in flight: run their loop until one answers (bounded)
-                n = grpc.pump(self.req.callout_timeout_ms / 1000.0)
-            if n == 0:
-                return
+        settle(self.host, self.callouts, self.req.callout_timeout_ms)
 
-    # While a request waits, ticks keep firing as in Envoy (a plugin may resume it from
-    # proxy_on_tick, like the Go SDK's postpone_requests); bounded in virtual time.
-    MAX_WAIT_MS = 30_000.0
+    def stopped(self, ctx: Context) -> Action | None:
+        """What ends a wait whatever the stream: the plugin closed the context."""
+        return Action.CLOSE if self.listener.closed else None
 
-    def wait(self, ctx: HttpContext, stream: StreamType, action: Action) -> Action:
-        """After PAUSE: let callouts, queues and ticks run; resumed → CONTINUE, else PAUSE."""
+    def wait(self, ctx: Context, stream: StreamType, action: Action) -> Action:
+        """After PAUSE: let callouts, queues and ticks run; CONTINUE once the plugin
+        continued ``stream``, what ``stopped`` says, FAILED, else still PAUSE."""
         if action != Action.PAUSE:
             return action
         before = len(self.listener.resumed)
@@ -263,10 +417,9 @@ class _Run:
         root = ctx.root
         while True:
             self.settle()
-            if ctx.local_response is not None and self.listener.local_replies:
-                return Action.LOCAL_REPLY
-            if self.listener.closed:
-                return Action.CLOSE
+            stop = self.stopped(ctx)
+            if stop is not None:
+                return stop
             if stream in self.listener.resumed[before:]:
                 return Action.CONTINUE
             if ctx.vm.failed:
@@ -280,6 +433,39 @@ class _Run:
             self.result.ticks_while_paused += 1
 
 
+class _Listener(WaitListener):
+    def __init__(self) -> None:
+        super().__init__()
+        self.local_replies = 0
+
+    def on_local_reply(self, ctx: HttpContext) -> None:
+        self.local_replies += 1
+
+
+def _pairs(items: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.strip().lower().encode(), v.strip().encode()) for k, v in items]
+
+
+class _Run(Driver):
+    listener: _Listener
+
+    def __init__(
+        self,
+        req: TryRequest,
+        host: PluginHost,
+        callouts: CalloutClient,
+        clock: VirtualClock,
+        result: TryResult,
+    ) -> None:
+        super().__init__(req, host, callouts, clock, result, _Listener())
+
+    def stopped(self, ctx: Context) -> Action | None:
+        if isinstance(ctx, HttpContext) and ctx.local_response is not None:
+            if self.listener.local_replies:
+                return Action.LOCAL_REPLY
+        return super().stopped(ctx)
+
+
 def run_try(
     wasm: bytes,
     req: TryRequest,
@@ -291,47 +477,13 @@ def run_try(
     """Run one request and response through the plugin in ``wasm``. ``callouts``
     replaces the HTTP client, ``grpc`` the grpc.aio transport: the lab's mocks."""
     result = TryResult()
-    clock = VirtualClock(start_wall_ns=time.time_ns())
-    if callouts is None:
-        callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
-    grpc_loop = asyncio.new_event_loop()  # grpc.aio calls, pumped between callbacks
-    transport = GrpcCalloutDispatcher(
-        grpc_loop,
-        {
-            name: GrpcCluster(url, req.callout_timeout_ms / 1000.0)
-            for name, url in req.clusters.items()
-            if url.split(":", 1)[0].lower() in GRPC_SCHEMES
-        },
-    )
-    if grpc is None:
-        grpc = transport
-    elif getattr(grpc, "fallback", False) is None:
-        grpc.fallback = transport  # type: ignore[attr-defined]  # mocks first, then the clusters
-    host = PluginHost(engine, clock=clock, http=callouts, grpc=grpc, log_level=req.log_level)
-    host.node = req.node
-    try:
-        _run(wasm, req, host, callouts, clock, result)
-    finally:
-        result.logs = [r.to_dict() for r in host.logs]
-        result.metrics = dict(host.metrics.snapshot())
-        result.shared_data = dict(host.shared_data.snapshot())
-        result.callouts = [
-            {
-                "cluster": c.cluster,
-                "headers": [
-                    [k.decode("latin-1"), v.decode("utf-8", "replace")] for k, v in c.headers
-                ],
-                "body": c.body.decode("utf-8", "replace"),
-                "response_status": c.response_status,
-                "failure": c.failure,
-                "elapsed_ms": round(c.elapsed_ms, 2),
-            }
-            for c in callouts.completed
-        ]
-        callouts.close()
-        host.close()
-        grpc_loop.run_until_complete(transport.aclose())
-        grpc_loop.close()
+    with offline_host(
+        req, result, engine=engine, callouts=callouts, grpc=grpc, callout_requests=True
+    ) as (host, callouts, clock):
+        try:
+            _run(wasm, req, host, callouts, clock, result)
+        finally:
+            result.shared_data = dict(host.shared_data.snapshot())
     _root_id_warnings(req, result, host)
     return result
 
@@ -367,39 +519,15 @@ def _run(
     clock: VirtualClock,
     result: TryResult,
 ) -> None:
-    module = host.compile(wasm)  # LoadError propagates: bad input, exit 2
-    info = describe(module)
-    result.abi = info.abi
-    result.sdk = info.sdk
-    config = VmConfig(
-        name=req.plugin_name or req.root_id or "plugin",
-        vm_configuration=req.vm_configuration,
-        env=tuple(req.env),
-        callback_timeout_ms=req.callback_timeout_ms,
-        profile=True,
-    )
-    try:
-        vm = host.create_vm(module, config)
-        result.warnings += vm.warnings
-        vm.trace_calls = True
-        root = vm.start_plugin(req.root_id, req.configuration, req.plugin_name or req.root_id)
-    except VmStartError as e:
-        result.failure = e.failure.to_dict()
+    started = start_plugin(host, wasm, req, result, trace=True)  # LoadError: exit 2
+    if started is None:
         _collect_trace(host, result)
         return
+    vm, root = started
     run = _Run(req, host, callouts, clock, result)
     run.settle()
     # -- ticks (virtual clock: one period each) --
-    for _ in range(req.ticks):
-        if not root.tick_period_ms:
-            result.notes.append("--ticks given but the plugin set no tick period; no tick fired")
-            break
-        clock.advance(root.tick_period_ms)
-        vm.tick(root)
-        result.ticks_fired += 1
-        run.settle()
-        if vm.failed:
-            break
+    fire_ticks(vm, root, clock, req.ticks, result, run.settle)
     if vm.failed:
         result.failure = vm.failure.to_dict()  # type: ignore[union-attr]
         _collect_trace(host, result)

@@ -16,25 +16,26 @@ direction became.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 
-from host.proxy.grpc_callouts import GRPC_SCHEMES, GrpcCalloutDispatcher, GrpcCluster
-from host.runner import CalloutClient
+from host.runner import (
+    CalloutClient,
+    Driver,
+    RunOutcome,
+    RunSettings,
+    WaitListener,
+    fire_ticks,
+    offline_host,
+    start_plugin,
+)
 from host.wasm import (
     Action,
-    LogLevel,
     PluginHost,
     StreamInfo,
     VirtualClock,
-    VmConfig,
-    VmStartError,
 )
-from host.wasm.context import StreamListener, TcpContext
+from host.wasm.context import TcpContext
 from host.wasm.diagnosis import root_id_warning, sdk_missing_root_line
-from host.wasm.module_info import describe
-from host.wasm.node import DEFAULT_NODE, Node
 from host.wasm.plugin_host import GrpcDispatcher
 from host.wasm.types import StreamType
 
@@ -54,28 +55,15 @@ NETWORK_CALLBACKS = (
 
 
 @dataclass
-class TcpTryRequest:
+class TcpTryRequest(RunSettings):
     # (DOWNSTREAM | UPSTREAM, data) in the order given
     chunks: list[tuple[str, bytes]] = field(default_factory=list)
     half_close: bool = True  # end both directions after the chunks
-    root_id: str = ""
-    plugin_name: str = ""
-    configuration: bytes = b""
-    vm_configuration: bytes = b""
-    env: list[tuple[str, str]] = field(default_factory=list)
-    clusters: dict[str, str] = field(default_factory=dict)
-    ticks: int = 0
-    log_level: LogLevel = LogLevel.TRACE
-    callback_timeout_ms: float = 100.0
-    callout_timeout_ms: float = 5000.0
-    node: Node = DEFAULT_NODE
     client: str = "127.0.0.1:50000"
 
 
 @dataclass
-class TcpTryResult:
-    abi: str | None = None
-    sdk: str = ""
+class TcpTryResult(RunOutcome):
     # one per callback the connection ran: direction, callback, input, result, released
     steps: list[dict[str, object]] = field(default_factory=list)
     # what each direction became: the bytes released past the plugin, in order
@@ -86,18 +74,6 @@ class TcpTryResult:
     connected: bool = False  # the new connection went on (the upstream would be connected)
     closed_by_plugin: bool = False
     close_peer: int | None = None
-    logs: list[dict[str, object]] = field(default_factory=list)
-    metrics: dict[str, object] = field(default_factory=dict)
-    callouts: list[dict[str, object]] = field(default_factory=list)
-    failure: dict[str, object] | None = None
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    ticks_fired: int = 0
-    ticks_while_paused: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None
 
     def to_json(self) -> dict[str, object]:
         def text(b: bytes) -> str:
@@ -124,22 +100,10 @@ class TcpTryResult:
         }
 
 
-class _Listener(StreamListener):
-    def __init__(self) -> None:
-        self.resumed: list[StreamType] = []
-        self.closed = False
-
-    def on_resume(self, ctx: object, stream: StreamType) -> None:
-        self.resumed.append(stream)
-
-    def on_close(self, ctx: object, stream: StreamType) -> None:
-        self.closed = True
-
-
-class _Connection:
+class _Connection(Driver):
     """One connection through the plugin, as the proxy's chain drives one hop."""
 
-    MAX_WAIT_MS = 30_000.0  # virtual time ticks may run while the plugin holds data
+    result: TcpTryResult
 
     def __init__(
         self,
@@ -148,58 +112,18 @@ class _Connection:
         callouts: CalloutClient,
         clock: VirtualClock,
         ctx: TcpContext,
-        listener: _Listener,
+        listener: WaitListener,
         result: TcpTryResult,
     ) -> None:
-        self.req = req
-        self.host = host
-        self.callouts = callouts
-        self.clock = clock
+        super().__init__(req, host, callouts, clock, result, listener)
         self.ctx = ctx
-        self.listener = listener
-        self.result = result
-
-    def settle(self) -> None:
-        """Run what was posted (callout responses, queue items) until quiet (bounded)."""
-        for _ in range(1000):
-            n = self.callouts.perform_pending() + self.host.run_pending()
-            grpc = self.host.grpc
-            grpc = getattr(grpc, "fallback", None) or grpc  # mocks in front of the transport
-            if n == 0 and isinstance(grpc, GrpcCalloutDispatcher):
-                n = grpc.pump(self.req.callout_timeout_ms / 1000.0)
-            if n == 0:
-                return
-
-    def wait(self, stream: StreamType, action: Action) -> Action:
-        """After PAUSE: callouts and ticks run; CONTINUE once the plugin continued
-        ``stream``, CLOSE once it closed, else still PAUSE."""
-        if action != Action.PAUSE:
-            return action
-        before = len(self.listener.resumed)
-        waited = 0.0
-        root = self.ctx.root
-        while True:
-            self.settle()
-            if self.listener.closed:
-                return Action.CLOSE
-            if stream in self.listener.resumed[before:]:
-                return Action.CONTINUE
-            if self.ctx.vm.failed:
-                return Action.FAILED
-            period = root.tick_period_ms
-            if not period or waited >= self.MAX_WAIT_MS:
-                return Action.PAUSE
-            self.clock.advance(period)
-            waited += period
-            self.ctx.vm.tick(root)
-            self.result.ticks_while_paused += 1
 
     def step(
         self, direction: str, callback: str, data: bytes, action: Action, eos: bool = False
     ) -> Action:
         stream = _STREAM[direction]
         paused = action == Action.PAUSE
-        action = self.wait(stream, action)
+        action = self.wait(self.ctx, stream, action)
         released = b""
         if action == Action.CONTINUE and callback != "proxy_on_new_connection":
             released = self.ctx.take_data(stream)
@@ -233,42 +157,8 @@ def run_try_tcp(
     """Run one connection's data through the NETWORK plugin in ``wasm``. ``callouts``
     replaces the HTTP client, ``grpc`` the grpc.aio transport (the lab's mocks)."""
     result = TcpTryResult()
-    clock = VirtualClock(start_wall_ns=time.time_ns())
-    if callouts is None:
-        callouts = CalloutClient(req.clusters, req.callout_timeout_ms)
-    grpc_loop = asyncio.new_event_loop()
-    transport = GrpcCalloutDispatcher(
-        grpc_loop,
-        {
-            name: GrpcCluster(url, req.callout_timeout_ms / 1000.0)
-            for name, url in req.clusters.items()
-            if url.split(":", 1)[0].lower() in GRPC_SCHEMES
-        },
-    )
-    if grpc is None:
-        grpc = transport
-    elif getattr(grpc, "fallback", False) is None:
-        grpc.fallback = transport  # type: ignore[attr-defined]  # mocks first, then the clusters
-    host = PluginHost(None, clock=clock, http=callouts, grpc=grpc, log_level=req.log_level)
-    host.node = req.node
-    try:
+    with offline_host(req, result, callouts=callouts, grpc=grpc) as (host, callouts, clock):
         _run(wasm, req, host, callouts, clock, result)
-    finally:
-        result.logs = [r.to_dict() for r in host.logs]
-        result.metrics = dict(host.metrics.snapshot())
-        result.callouts = [
-            {
-                "cluster": c.cluster,
-                "response_status": c.response_status,
-                "failure": c.failure,
-                "elapsed_ms": round(c.elapsed_ms, 2),
-            }
-            for c in callouts.completed
-        ]
-        callouts.close()
-        host.close()
-        grpc_loop.run_until_complete(transport.aclose())
-        grpc_loop.close()
     line = sdk_missing_root_line(host.logs)
     if line is not None:
         result.warnings.append(root_id_warning(req.root_id, line))
@@ -283,41 +173,21 @@ def _run(
     clock: VirtualClock,
     result: TcpTryResult,
 ) -> None:
-    module = host.compile(wasm)  # LoadError propagates: bad input
-    info = describe(module)
-    result.abi, result.sdk = info.abi, info.sdk
-    config = VmConfig(
-        name=req.plugin_name or req.root_id or "plugin",
-        vm_configuration=req.vm_configuration,
-        env=tuple(req.env),
-        callback_timeout_ms=req.callback_timeout_ms,
-    )
-    try:
-        vm = host.create_vm(module, config)
-        result.warnings += vm.warnings
-        root = vm.start_plugin(req.root_id, req.configuration, req.plugin_name or req.root_id)
-    except VmStartError as e:
-        result.failure = e.failure.to_dict()
+    started = start_plugin(host, wasm, req, result)  # LoadError propagates: bad input
+    if started is None:
         return
+    vm, root = started
     if not any(getattr(vm.cb, name) is not None for name in NETWORK_CALLBACKS):
         result.warnings.append(
             "the module exports none of the network callbacks ("
             + ", ".join(NETWORK_CALLBACKS)
             + "): it does nothing to a TCP connection; is it an HTTP filter (try without --tcp)?"
         )
-    for _ in range(req.ticks):
-        if not root.tick_period_ms:
-            result.notes.append("--ticks given but the plugin set no tick period; no tick fired")
-            break
-        clock.advance(root.tick_period_ms)
-        vm.tick(root)
-        result.ticks_fired += 1
-        if vm.failed:
-            break
+    fire_ticks(vm, root, clock, req.ticks, result)
     if vm.failed:
         result.failure = vm.failure.to_dict() if vm.failure else None
         return
-    listener = _Listener()
+    listener = WaitListener()
     si = StreamInfo(source_address=req.client, protocol="", start_time_ns=clock.wall_ns())
     ctx = vm.new_tcp_context(root, si, listener)
     conn = _Connection(req, host, callouts, clock, ctx, listener, result)

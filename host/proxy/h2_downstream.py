@@ -32,10 +32,11 @@ import h2.exceptions
 import h2.settings
 
 from host.headers import HeaderMap
+from host.proxy.downstream import admit, endpoints, stop_timer
 from host.proxy.edge import add_edge_headers
 from host.proxy.exchange import Exchange, ProxyCore
 from host.proxy.framing import HOP_BY_HOP, field_problem
-from host.proxy.tls import TlsInfo, tls_info_of
+from host.proxy.tls import TlsInfo
 from host.proxy.upstream_api import PEER_FULL
 
 __all__ = ["PREFACE", "H2Connection"]
@@ -281,20 +282,12 @@ class H2Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         core = self.core
-        if not self._counted:
-            if core.open_connections >= core.limits.max_connections:
-                self.closing = True
-                core.connection_rejected()
-                transport.abort()  # type: ignore[attr-defined]
-                return
-            core.connection_opened()
+        if not self._counted and not admit(core, transport):  # over the cap: closed at once
+            self.closing = True
+            return
         self._accepted = True
-        peer = transport.get_extra_info("peername") or ("", 0)
-        sock = transport.get_extra_info("sockname") or ("", 0)
-        self.client = (str(peer[0]), int(peer[1]))
+        self.client, self.local, self.tls = endpoints(transport)
         self.client_ip = self.client[0].encode()
-        self.local = (str(sock[0]), int(sock[1]))
-        self.tls = tls_info_of(transport)
         self.scheme = b"https" if self.tls is not None else b"http"
         self.h2.initiate_connection()
         self.h2.update_settings(
@@ -311,9 +304,8 @@ class H2Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        stop_timer(self._watchdog)
+        self._watchdog = None
         if not self._accepted:
             return
         streams = list(self.streams.values())

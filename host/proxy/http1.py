@@ -20,6 +20,7 @@ import httptools
 
 from host.headers import HeaderMap
 from host.proxy import framing
+from host.proxy.downstream import admit, endpoints, stop_timer
 from host.proxy.edge import add_edge_headers
 from host.proxy.exchange import (
     ENTRY_COST,
@@ -44,7 +45,7 @@ from host.proxy.stream import (
     StreamFilter,
     Verdict,
 )
-from host.proxy.tls import TlsInfo, tls_info_of
+from host.proxy.tls import TlsInfo
 from host.proxy.upstream import (
     BACKLOG,
     PEER_FULL,
@@ -235,20 +236,12 @@ class DownstreamProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         core = self.core
-        if core.open_connections >= core.limits.max_connections:
-            # Over the cap: closed at once, as Envoy's listener does (downstream_cx_overflow)
+        if not admit(core, transport):  # over the cap: closed at once
             self.closing = True
-            core.connection_rejected()
-            transport.abort()  # type: ignore[attr-defined]
             return
         self._accepted = True
-        peer = transport.get_extra_info("peername") or ("", 0)
-        sock = transport.get_extra_info("sockname") or ("", 0)
-        self.client = (str(peer[0]), int(peer[1]))
+        self.client, self.local, self.tls = endpoints(transport)
         self.client_ip = self.client[0].encode()
-        self.local = (str(sock[0]), int(sock[1]))
-        self.tls = tls_info_of(transport)
-        core.connection_opened()
         self._idle_since = time.monotonic()
         self._arm(min(core.limits.request_headers_timeout_s, core.limits.idle_timeout_s))
 
@@ -257,15 +250,13 @@ class DownstreamProtocol(asyncio.Protocol):
         over before any request): stop the timers; the new protocol counts its close."""
         self.closing = True
         self._accepted = False
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        stop_timer(self._watchdog)
+        self._watchdog = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        stop_timer(self._watchdog)
+        self._watchdog = None
         if not self._accepted:
             return
         ex = self.current

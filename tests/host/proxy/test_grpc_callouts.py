@@ -12,7 +12,6 @@ callback as a plugin would.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from host.wasm.proto import field_bytes, field_message, field_varint
 from host.wasm.types import Status
 from host.wasm.vm import PluginVM
 
+from .certs import self_signed
 from .grpc_echo_server import EchoServer
 
 PROBE_WAT = Path(__file__).with_name("grpc_probe.wat")
@@ -396,29 +396,7 @@ def test_grpc_calls_count_against_the_in_flight_cap(
 
 
 def _self_signed(tmp: Path) -> tuple[bytes, bytes]:
-    key, crt = tmp / "key.pem", tmp / "crt.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(crt),
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    key, crt = self_signed(tmp)
     return key.read_bytes(), crt.read_bytes()
 
 

@@ -28,6 +28,7 @@ from host.proxy.listener import protocol_factory
 from host.proxy.stream import CONTINUE, PassThroughFilter, Verdict
 from tests.fixtures.wat_modules import compile_wat
 
+from .certs import self_signed
 from .conftest import ScriptedUpstream, make_config, plugin, wasm_plugin
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -563,29 +564,7 @@ def test_alpn_h2_on_a_tls_listener_picks_http2(start_proxy, tmp_path) -> None:
     """The listener's protocol factory behind TLS (the TLS listener itself is separate
     work): a client offering ALPN h2 and http/1.1 gets HTTP/2, one offering only
     http/1.1 gets HTTP/1.1, on the same port."""
-    key, crt = tmp_path / "key.pem", tmp_path / "crt.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(crt),
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    key, crt = self_signed(tmp_path)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(crt, key)
     ctx.set_alpn_protocols(["h2", "http/1.1"])

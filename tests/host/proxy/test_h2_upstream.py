@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +28,7 @@ from host.proxy.upstream_h2 import (
     request_header_list,
 )
 
+from .certs import self_signed
 from .conftest import ProxyHarness, config_text, connect
 from .grpc_echo_server import EchoServer
 from .h2_test_server import ScriptedH2Server, ThreadedH2Server
@@ -84,6 +84,16 @@ async def open_stream(pool: H2Pool, cluster: Cluster, sink: Sink) -> H2Stream:
     return await asyncio.wait_for(got, 5)
 
 
+async def send(
+    pool: H2Pool, cluster: Cluster, headers: HeaderMap, end_stream: bool
+) -> tuple[H2Stream, Sink]:
+    """A new stream to ``cluster`` with a recording sink, its request headers sent."""
+    sink = Sink()
+    s = await open_stream(pool, cluster, sink)
+    s.send_headers(headers, end_stream)
+    return s, sink
+
+
 def request(path: str, method: str = "GET", **extra: str) -> HeaderMap:
     h = HeaderMap([(":method", method), (":path", path), (":authority", ""), (":scheme", "http")])
     for k, v in extra.items():
@@ -109,23 +119,32 @@ def grpc_frame(msg: bytes) -> bytes:
 # -- gRPC against grpcio ------------------------------------------------------------------------
 
 
-def test_grpc_unary_call_gets_its_message_and_the_status_trailer(grpc_echo: EchoServer) -> None:
+def with_grpc(echo: EchoServer, body: Callable[[H2Pool, Cluster], Awaitable[None]]) -> None:
+    """Run ``body`` with a pool and a grpc:// cluster to the echo server."""
+
     async def main() -> None:
         pool = H2Pool(asyncio.get_running_loop())
-        cluster = Cluster.from_url("echo", f"grpc://127.0.0.1:{grpc_echo.port}")
-        sink = Sink()
-        s = await open_stream(pool, cluster, sink)
-        s.send_headers(
-            request(
-                "/test.Echo/Unary",
-                "POST",
-                content_type="application/grpc",
-                te="trailers",
-                x_probe="p1",
-                host="echo.local",
-            ),
-            False,
-        )
+        try:
+            await body(pool, Cluster.from_url("echo", f"grpc://127.0.0.1:{echo.port}"))
+        finally:
+            pool.close()
+
+    run(main)
+
+
+async def grpc_call(
+    pool: H2Pool, cluster: Cluster, method: str, **extra: str
+) -> tuple[H2Stream, Sink]:
+    """A stream calling ``/test.Echo/<method>``, its request headers sent."""
+    headers = request(
+        f"/test.Echo/{method}", "POST", content_type="application/grpc", te="trailers", **extra
+    )
+    return await send(pool, cluster, headers, False)
+
+
+def test_grpc_unary_call_gets_its_message_and_the_status_trailer(grpc_echo: EchoServer) -> None:
+    async def body(pool: H2Pool, cluster: Cluster) -> None:
+        s, sink = await grpc_call(pool, cluster, "Unary", x_probe="p1", host="echo.local")
         s.send_data(grpc_frame(b"hi"), True)
         assert await sink.ended == ("complete",)
         assert sink.status == 200
@@ -137,21 +156,13 @@ def test_grpc_unary_call_gets_its_message_and_the_status_trailer(grpc_echo: Echo
         assert sink.trailers.get("seen-x-probe") == b"p1"
         # :authority came from host (the exchange's :authority was empty)
         assert grpc_echo.seen_authority[-1] == "echo.local"
-        pool.close()
 
-    run(main)
+    with_grpc(grpc_echo, body)
 
 
 def test_grpc_error_status_arrives_as_trailers(grpc_echo: EchoServer) -> None:
-    async def main() -> None:
-        pool = H2Pool(asyncio.get_running_loop())
-        cluster = Cluster.from_url("echo", f"grpc://127.0.0.1:{grpc_echo.port}")
-        sink = Sink()
-        s = await open_stream(pool, cluster, sink)
-        s.send_headers(
-            request("/test.Echo/Unary", "POST", content_type="application/grpc", te="trailers"),
-            False,
-        )
+    async def body(pool: H2Pool, cluster: Cluster) -> None:
+        s, sink = await grpc_call(pool, cluster, "Unary")
         s.send_data(grpc_frame(b"fail"), True)
         assert await sink.ended == ("complete",)
         assert sink.status == 200
@@ -160,21 +171,13 @@ def test_grpc_error_status_arrives_as_trailers(grpc_echo: EchoServer) -> None:
             b"grpc-status"
         )
         assert status == b"5"
-        pool.close()
 
-    run(main)
+    with_grpc(grpc_echo, body)
 
 
 def test_grpc_bidi_stream_messages_flow_both_ways_on_one_stream(grpc_echo: EchoServer) -> None:
-    async def main() -> None:
-        pool = H2Pool(asyncio.get_running_loop())
-        cluster = Cluster.from_url("echo", f"grpc://127.0.0.1:{grpc_echo.port}")
-        sink = Sink()
-        s = await open_stream(pool, cluster, sink)
-        s.send_headers(
-            request("/test.Echo/Chat", "POST", content_type="application/grpc", te="trailers"),
-            False,
-        )
+    async def body(pool: H2Pool, cluster: Cluster) -> None:
+        s, sink = await grpc_call(pool, cluster, "Chat")
         s.send_data(grpc_frame(b"one"), False)
         await asyncio.wait_for(sink.got_headers.wait(), 5)
         for _ in range(100):
@@ -191,15 +194,12 @@ def test_grpc_bidi_stream_messages_flow_both_ways_on_one_stream(grpc_echo: EchoS
         assert sink.trailers is not None
         assert sink.trailers.get("x-count") == b"2"
         assert sink.trailers.get("grpc-status") == b"0"
-        pool.close()
 
-    run(main)
+    with_grpc(grpc_echo, body)
 
 
 def test_streams_to_one_cluster_share_one_connection(grpc_echo: EchoServer) -> None:
-    async def main() -> None:
-        pool = H2Pool(asyncio.get_running_loop())
-        cluster = Cluster.from_url("echo", f"grpc://127.0.0.1:{grpc_echo.port}")
+    async def body(pool: H2Pool, cluster: Cluster) -> None:
         sinks = [Sink() for _ in range(5)]
         streams = [await open_stream(pool, cluster, k) for k in sinks]
         for i, s in enumerate(streams):
@@ -214,9 +214,8 @@ def test_streams_to_one_cluster_share_one_connection(grpc_echo: EchoServer) -> N
             assert bytes(k.body) == grpc_frame(b"echo:m%d" % i)
         assert pool.connects == 1
         assert len(pool.connections(cluster)) == 1
-        pool.close()
 
-    run(main)
+    with_grpc(grpc_echo, body)
 
 
 # -- the scripted h2 server ---------------------------------------------------------------------
@@ -280,9 +279,7 @@ def test_te_other_than_trailers_is_dropped() -> None:
 
 def test_request_bigger_than_the_peers_window_is_sent_as_it_opens() -> None:
     async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
-        sink = Sink()
-        s = await open_stream(pool, cluster, sink)
-        s.send_headers(request("/echo", "POST"), False)
+        s, sink = await send(pool, cluster, request("/echo", "POST"), False)
         payload = bytes(range(256)) * 4096  # 1 MiB; the server's initial window is 64 KiB
         s.send_data(payload, True)
         # more than CONGESTED_BYTES waits for the peer's window: the exchange is told
@@ -308,9 +305,7 @@ def test_a_paused_stream_stops_the_server_at_its_window_and_resumes() -> None:
         held = len(sink.body)
         assert 0 < held <= STREAM_WINDOW  # no WINDOW_UPDATE while paused
         # another stream on the same connection is not stalled by the paused one
-        other = Sink()
-        s2 = await open_stream(pool, cluster, other)
-        s2.send_headers(request("/big/1000"), True)
+        _s2, other = await send(pool, cluster, request("/big/1000"), True)
         assert await other.ended == ("complete",)
         assert len(other.body) == 1000
         assert not sink.ended.done()
@@ -324,18 +319,14 @@ def test_a_paused_stream_stops_the_server_at_its_window_and_resumes() -> None:
 
 def test_upstream_reset_before_the_response_is_lost_with_the_code() -> None:
     async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
-        sink = Sink()
-        s = await open_stream(pool, cluster, sink)
-        s.send_headers(request("/reset"), True)
+        _s, sink = await send(pool, cluster, request("/reset"), True)
         kind, exc = await sink.ended
         assert kind == "lost"
         assert isinstance(exc, H2StreamReset)
         assert "INTERNAL_ERROR" in str(exc)
         assert sink.status == 0
         # the connection is still good for the next stream
-        ok = Sink()
-        s2 = await open_stream(pool, cluster, ok)
-        s2.send_headers(request("/echo"), True)
+        _s2, ok = await send(pool, cluster, request("/echo"), True)
         assert await ok.ended == ("complete",)
         assert pool.connects == 1
 
@@ -344,9 +335,7 @@ def test_upstream_reset_before_the_response_is_lost_with_the_code() -> None:
 
 def test_upstream_reset_mid_response_is_lost_after_the_headers() -> None:
     async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
-        sink = Sink()
-        s = await open_stream(pool, cluster, sink)
-        s.send_headers(request("/reset-mid"), True)
+        _s, sink = await send(pool, cluster, request("/reset-mid"), True)
         kind, exc = await sink.ended
         assert kind == "lost"
         assert isinstance(exc, H2StreamReset)
@@ -358,9 +347,9 @@ def test_upstream_reset_mid_response_is_lost_after_the_headers() -> None:
 
 def test_trailers_only_response_has_no_body_and_carries_the_status() -> None:
     async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
-        sink = Sink()
-        s = await open_stream(pool, cluster, sink)
-        s.send_headers(request("/trailers-only", "POST", content_type="application/grpc"), True)
+        _s, sink = await send(
+            pool, cluster, request("/trailers-only", "POST", content_type="application/grpc"), True
+        )
         assert await sink.ended == ("complete",)
         assert sink.expect_body is False
         assert sink.headers[b"grpc-status"] == b"12"
@@ -371,13 +360,9 @@ def test_trailers_only_response_has_no_body_and_carries_the_status() -> None:
 
 def test_goaway_lets_the_stream_in_flight_finish_and_new_streams_use_a_new_connection() -> None:
     async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
-        first = Sink()
-        s = await open_stream(pool, cluster, first)
-        s.send_headers(request("/goaway"), True)
+        _s, first = await send(pool, cluster, request("/goaway"), True)
         await asyncio.sleep(0.05)  # the GOAWAY arrived; the answer comes 100 ms later
-        second = Sink()
-        s2 = await open_stream(pool, cluster, second)
-        s2.send_headers(request("/echo"), True)
+        _s2, second = await send(pool, cluster, request("/echo"), True)
         assert await first.ended == ("complete",)
         assert bytes(first.body) == b"done"
         assert await second.ended == ("complete",)
@@ -393,9 +378,7 @@ def test_goaway_lets_the_stream_in_flight_finish_and_new_streams_use_a_new_conne
 
 def test_abandon_resets_the_stream_with_cancel() -> None:
     async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
-        sink = Sink()
-        s = await open_stream(pool, cluster, sink)
-        s.send_headers(request("/hold"), True)
+        s, sink = await send(pool, cluster, request("/hold"), True)
         for _ in range(100):
             if srv.requests:
                 break
@@ -415,9 +398,7 @@ def test_abandon_resets_the_stream_with_cancel() -> None:
 def test_max_concurrent_streams_queues_past_the_limit_on_one_connection() -> None:
     async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
         # the server allows 2 streams at once; the pool may open 1 connection
-        warm = Sink()
-        s = await open_stream(pool, cluster, warm)
-        s.send_headers(request("/echo"), True)
+        _s, warm = await send(pool, cluster, request("/echo"), True)
         await warm.ended  # its SETTINGS arrived
         sinks = [Sink() for _ in range(6)]
         got: list[asyncio.Future[H2Stream]] = []
@@ -443,9 +424,7 @@ def test_max_concurrent_streams_queues_past_the_limit_on_one_connection() -> Non
 
 def test_max_concurrent_streams_opens_another_connection_when_allowed() -> None:
     async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
-        warm = Sink()
-        s = await open_stream(pool, cluster, warm)
-        s.send_headers(request("/echo"), True)
+        _s, warm = await send(pool, cluster, request("/echo"), True)
         await warm.ended
         sinks = [Sink() for _ in range(4)]
         for k in sinks:
@@ -461,9 +440,7 @@ def test_max_concurrent_streams_opens_another_connection_when_allowed() -> None:
 
 def test_idle_connection_is_closed_with_goaway() -> None:
     async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
-        sink = Sink()
-        s = await open_stream(pool, cluster, sink)
-        s.send_headers(request("/echo"), True)
+        _s, sink = await send(pool, cluster, request("/echo"), True)
         await sink.ended
         await asyncio.wait_for(srv.conns[0].closed, 2)
         assert srv.conns[0].goaway_received
@@ -497,9 +474,7 @@ def test_a_server_that_does_not_speak_http2_fails_the_stream_with_502() -> None:
         port = srv.sockets[0].getsockname()[1]
         pool = H2Pool(asyncio.get_running_loop())
         cluster = Cluster.from_url("h1", f"http://127.0.0.1:{port}", protocol="h2")
-        sink = Sink()
-        s = await open_stream(pool, cluster, sink)
-        s.send_headers(request("/"), True)
+        _s, sink = await send(pool, cluster, request("/"), True)
         ended = await sink.ended
         assert ended[0] in ("error", "lost")
         if ended[0] == "error":
@@ -528,29 +503,7 @@ def test_cluster_urls_choose_the_protocol() -> None:
 
 
 def _self_signed(tmp: Path) -> tuple[bytes, bytes]:
-    key, crt = tmp / "key.pem", tmp / "crt.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(crt),
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    key, crt = self_signed(tmp)
     return key.read_bytes(), crt.read_bytes()
 
 
@@ -562,9 +515,12 @@ def test_grpcs_cluster_speaks_h2_over_tls_verified_with_its_ca_file(tmp_path: Pa
         pool = H2Pool(asyncio.get_running_loop())
         url = f"grpcs://127.0.0.1:{srv.port}"
         cluster = Cluster.from_url("tls", url, ca_file=str(tmp_path / "crt.pem"))
-        sink = Sink()
-        s = await open_stream(pool, cluster, sink)
-        s.send_headers(request("/test.Echo/Unary", "POST", content_type="application/grpc"), False)
+        s, sink = await send(
+            pool,
+            cluster,
+            request("/test.Echo/Unary", "POST", content_type="application/grpc"),
+            False,
+        )
         s.send_data(grpc_frame(b"secure"), True)
         assert await sink.ended == ("complete",)
         assert bytes(sink.body) == grpc_frame(b"echo:secure")
@@ -698,9 +654,7 @@ def test_a_reload_that_switches_a_cluster_to_h2_takes_effect(
 
 def test_a_failed_extra_connection_is_not_retried_in_a_storm_while_others_are_full() -> None:
     async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
-        held = Sink()
-        s = await open_stream(pool, cluster, held)
-        s.send_headers(request("/hold"), True)
+        s, _held = await send(pool, cluster, request("/hold"), True)
         await asyncio.sleep(0.1)  # the server's SETTINGS (1 stream at once) arrived
         assert srv.server is not None
         srv.server.close()  # no new connection from now on; the open one stays
@@ -721,17 +675,13 @@ def test_a_failed_extra_connection_is_not_retried_in_a_storm_while_others_are_fu
 
 def test_a_stream_a_goaway_did_not_cover_fails_as_refused() -> None:
     async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
-        sink = Sink()
-        s = await open_stream(pool, cluster, sink)
-        s.send_headers(request("/goaway-refuse"), True)
+        _s, sink = await send(pool, cluster, request("/goaway-refuse"), True)
         kind, exc = await sink.ended
         assert kind == "lost"
         assert isinstance(exc, H2StreamReset)
         assert exc.detail == "remote_refused_stream_reset"
         # the next stream goes to a new connection
-        ok = Sink()
-        s2 = await open_stream(pool, cluster, ok)
-        s2.send_headers(request("/echo"), True)
+        _s2, ok = await send(pool, cluster, request("/echo"), True)
         assert await ok.ended == ("complete",)
         assert pool.connects == 2
 
@@ -740,12 +690,8 @@ def test_a_stream_a_goaway_did_not_cover_fails_as_refused() -> None:
 
 def test_a_lost_connection_fails_every_stream_on_it() -> None:
     async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
-        held = Sink()
-        s = await open_stream(pool, cluster, held)
-        s.send_headers(request("/hold"), True)
-        dropper = Sink()
-        s2 = await open_stream(pool, cluster, dropper)
-        s2.send_headers(request("/drop"), True)
+        _s, held = await send(pool, cluster, request("/hold"), True)
+        _s2, dropper = await send(pool, cluster, request("/drop"), True)
         for k in (held, dropper):
             kind, _exc = await k.ended
             assert kind == "lost"
@@ -838,13 +784,9 @@ def test_many_clients_at_once_share_one_h2_connection(
 
 def test_a_malformed_status_fails_that_stream_with_502_not_the_connection() -> None:
     async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
-        bad = Sink()
-        s = await open_stream(pool, cluster, bad)
-        s.send_headers(request("/bad-status"), True)
+        _s, bad = await send(pool, cluster, request("/bad-status"), True)
         assert await bad.ended == ("error", 502, "upstream sent a malformed response: bad :status")
-        ok = Sink()
-        s2 = await open_stream(pool, cluster, ok)
-        s2.send_headers(request("/echo"), True)
+        _s2, ok = await send(pool, cluster, request("/echo"), True)
         assert await ok.ended == ("complete",)
         assert pool.connects == 1
 
@@ -876,9 +818,7 @@ def test_data_a_paused_exchange_lets_go_of_is_still_acknowledged() -> None:
         conn = pool.connections(cluster)[0]
         await asyncio.sleep(0.1)
         # every byte the server sent came back as window: another big answer flows
-        ok = Sink()
-        s2 = await open_stream(pool, cluster, ok)
-        s2.send_headers(request("/big/300000"), True)
+        _s2, ok = await send(pool, cluster, request("/big/300000"), True)
         assert await ok.ended == ("complete",) and len(ok.body) == 300000
         assert conn.h2.inbound_flow_control_window > 0
 
@@ -887,9 +827,7 @@ def test_data_a_paused_exchange_lets_go_of_is_still_acknowledged() -> None:
 
 def test_a_response_complete_before_the_request_ends_our_side_with_no_error() -> None:
     async def body(srv: ScriptedH2Server, pool: H2Pool, cluster: Cluster) -> None:
-        sink = Sink()
-        s = await open_stream(pool, cluster, sink)
-        s.send_headers(request("/trailers-only", "POST"), False)
+        s, sink = await send(pool, cluster, request("/trailers-only", "POST"), False)
         s.send_data(b"x" * (1024 * 1024), False)  # far past the server's 64 KiB window
         assert await sink.ended == ("complete",)
         assert s._out_bytes == 0  # what the server will never read is not kept
