@@ -53,7 +53,8 @@ class HeaderMap:
         return m
 
     def get(self, key: bytes | str) -> bytes | None:
-        k = _lower(_b(key))
+        # (the data path asks with lower-case byte literals: no helper calls then)
+        k = key.lower() if type(key) is bytes else _lower(_b(key))
         for ik, iv in self._items:
             if ik == k:
                 return iv
