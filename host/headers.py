@@ -32,6 +32,13 @@ class HeaderMap:
         m._items = [(k.lower(), v) for k, v in pairs]
         return m
 
+    @classmethod
+    def wrap(cls, items: list[tuple[bytes, bytes]]) -> HeaderMap:
+        """A map over ``items`` itself (no copy): keys already lower-case."""
+        m = cls.__new__(cls)
+        m._items = items
+        return m
+
     def __len__(self) -> int:
         return len(self._items)
 
