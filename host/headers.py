@@ -32,6 +32,13 @@ class HeaderMap:
         m._items = [(k.lower(), v) for k, v in pairs]
         return m
 
+    @classmethod
+    def wrap(cls, items: list[tuple[bytes, bytes]]) -> HeaderMap:
+        """A map over ``items`` itself (no copy): keys already lower-case."""
+        m = cls.__new__(cls)
+        m._items = items
+        return m
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -53,7 +60,8 @@ class HeaderMap:
         return m
 
     def get(self, key: bytes | str) -> bytes | None:
-        k = _lower(_b(key))
+        # (the data path asks with lower-case byte literals: no helper calls then)
+        k = key.lower() if type(key) is bytes else _lower(_b(key))
         for ik, iv in self._items:
             if ik == k:
                 return iv

@@ -270,10 +270,14 @@ class Exchange(UpstreamLeg):
             case Continue():
                 half.passed = True
                 if half.request:
+                    if not half.has_body:
+                        # released whole: sent with the connection, and only the route
+                        # timer runs (not the upload's idle timer first)
+                        half.end = True
                     self._route_and_connect()
                 if not half.has_body:
                     self._flush(half, end=True)
-                elif not half.request and _streams_head(half.headers):
+                elif not half.request and _streams_head(self.grpc, half.headers):
                     self._flush_response(end=False, head=True)
                 self._drain(half)
             case Wait(future):
@@ -551,16 +555,25 @@ class Exchange(UpstreamLeg):
             self.down.exchange_done(self, keep)
 
 
-def _streams_head(h: HeaderMap | None) -> bool:
+def _streams_head(grpc: bool, h: HeaderMap | None) -> bool:
     """A gRPC response's headers (its initial metadata) go to the client at once: a
-    streaming server may send them and wait for the client's first message."""
-    ct = h.get(b"content-type") if h is not None else None
+    streaming server may send them and wait for the client's first message. Only a gRPC
+    request (``grpc``) gets a gRPC response, so the others skip the look-up."""
+    if not grpc or h is None:
+        return False
+    ct = h.get(b"content-type")
     return ct is not None and ct[:16].lower() == b"application/grpc"
 
 
 def _status(h: HeaderMap) -> int:
     """The response's ``:status`` (502 when it is not a number, as before)."""
-    for k, v in h:
+    items = h._items
+    if items and items[0][0] == b":status":  # where the data path puts it
+        try:
+            return int(items[0][1])
+        except ValueError:
+            return 502
+    for k, v in items:
         if k == b":status":
             try:
                 return int(v)

@@ -54,6 +54,7 @@ class _Down(Protocol):
 
 __all__ = ["UpstreamLeg"]
 
+_RESPONSE_SPECIAL = HOP_BY_HOP | {b"content-length"}
 _BEFORE_HEADERS = b"upstream connect error or disconnect/reset before headers. reset reason: "
 
 
@@ -239,21 +240,19 @@ class UpstreamLeg:
         self.info.upstream_ms = (
             time.monotonic() - (self._upstream_sent_at or self.info.start)
         ) * 1000
-        h = HeaderMap()
-        items = h._items
-        items.append((b":status", str(status).encode()))
+        items = [(b":status", b"%d" % status)]
         cl = -1
         for k, v in headers:
-            if k == b"content-length":
-                try:
-                    cl = int(v)
-                except ValueError:
-                    cl = -1
-            elif k == b"transfer-encoding":
-                continue  # the response is re-framed downstream
-            if k in HOP_BY_HOP:
+            if k in _RESPONSE_SPECIAL:  # the length, or hop-by-hop (re-framed downstream)
+                if k == b"content-length":
+                    try:
+                        cl = int(v)
+                    except ValueError:
+                        cl = -1
+                    items.append((k, v))
                 continue
             items.append((k, v))
+        h = HeaderMap.wrap(items)
         has_body = expect_body and status not in (204, 304) and (cl != 0)
         if not has_body:
             _note_grpc(self.info, headers)  # a trailers-only gRPC answer

@@ -78,13 +78,13 @@ class HalfStream:
 
 
 def _content_length(h: HeaderMap) -> int:
-    v = h.get(b"content-length")
-    if v is None:
-        return -1
-    try:
-        return int(v)
-    except ValueError:
-        return -1
+    for k, v in h._items:
+        if k == b"content-length":
+            try:
+                return int(v)
+            except ValueError:
+                return -1
+    return -1
 
 
 def framed_headers(half: HalfStream, end: bool, head_request: bool = False) -> HeaderMap:
@@ -104,7 +104,8 @@ def framed_headers(half: HalfStream, end: bool, head_request: bool = False) -> H
         half.declared = -1
         return h
     if end and not (head_request and declared >= 0):
-        n = sum(map(len, half.out))
+        out = half.out
+        n = len(out[0]) if len(out) == 1 else sum(map(len, out))
         if n != declared and (n or half.has_body or declared >= 0):
             pairs = [(k, v) for k, v in h if k != b"content-length"]
             pairs.append((b"content-length", b"%d" % n))

@@ -182,8 +182,7 @@ def request_headers(p: ParsedRequest, client_ip: bytes, scheme: bytes = b"http")
     rid = add_edge_headers(items, xff, rid, client_ip, scheme)
     if cl >= 0 and not te_chunked:
         items.append((b"content-length", b"%d" % cl))
-    h = HeaderMap()
-    h._items = items
+    h = HeaderMap.wrap(items)
     has_body = cl > 0 or te_chunked
     return _Request(h, has_body, cl if not te_chunked else -1, expect_continue, rid)
 

@@ -282,7 +282,7 @@ class UpstreamProtocol(asyncio.Protocol):
         )
         if isinstance(head, str):
             return head
-        self._expect_body = headers.get(b":method") != b"HEAD"
+        self._expect_body = head.data[:5] != b"HEAD "  # (the request line's method)
         self._chunked = head.chunked
         self._declared = head.declared
         self._written = 0
