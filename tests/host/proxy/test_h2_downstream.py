@@ -7,7 +7,6 @@ library for what the others hide (resets, windows, trailers, bad frames, many st
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import ssl
 import subprocess
@@ -27,6 +26,7 @@ from host.proxy.exchange import Limits
 from host.proxy.listener import protocol_factory
 from host.proxy.stream import CONTINUE, PassThroughFilter, Verdict
 from tests.fixtures.wat_modules import compile_wat
+from tests.need_tool import need_tool
 
 from .certs import self_signed
 from .conftest import ScriptedUpstream, make_config, plugin, wasm_plugin
@@ -178,8 +178,8 @@ def _connect(h: Any, **kw: Any) -> H2Client:
 # -- real clients ----------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_curl_with_prior_knowledge_and_http11_share_the_port(start_proxy) -> None:
+    need_tool("curl")
     h = start_proxy(make_config())
     out = subprocess.run(
         [

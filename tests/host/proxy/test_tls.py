@@ -42,6 +42,7 @@ from host.proxy.server import ProxyServer, StartupError, StartupKind
 from host.proxy.tls import cert_facts, tls_failure_reason
 from tests.fixtures import wat_modules
 from tests.host.proxy.conftest import plugin, wasm_plugin
+from tests.need_tool import need_tool
 
 OK, NOT_FOUND = 0, 1
 
@@ -346,8 +347,8 @@ def test_a_plugin_reads_the_listeners_tls_attributes(start_proxy, pki, wasm_file
 
 
 def test_curl_and_openssl_trust_the_demo_certificate_by_its_ca(start_proxy, tmp_path, monkeypatch):
-    if shutil.which("curl") is None or shutil.which("openssl") is None:
-        pytest.skip("curl and openssl are installed by .ci/run")
+    need_tool("curl")
+    need_tool("openssl")
     monkeypatch.setenv("WASMDESK_DATA_DIR", str(tmp_path / "data"))
     h = start_proxy(_yaml(_proxy_doc(tls="demo")))
     ca = tmp_path / "data" / "tls" / "demo-ca.pem"
