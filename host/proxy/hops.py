@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from host.headers import HeaderMap
-from host.proxy.canary import canary_forced, canary_sampled
+from host.proxy.canary import canary_forced
 from host.proxy.records import BodyTap, HopRecord, HopSideRecord, frozen_bodies
 from host.proxy.stream import LocalReply
 from host.wasm.context import HttpContext, LocalResponse, StreamListener
@@ -251,25 +251,12 @@ def select_hops(
     policy rejects the request (FAIL_CLOSE/FAIL_RELOAD), if one does."""
     forced = canary_forced(headers)
     for slot in applied:  # the plugins whose match selects this listener
-        mode = slot.mode
-        if mode == "disabled":
-            run.records.append(HopRecord(slot.name, mode, False, "disabled"))
-            continue
-        if not canary_sampled(slot.canary_percent, slot.canary_key, headers, client_ip, forced):
-            slot.count("canary_skipped")
-            run.records.append(HopRecord(slot.name, mode, False, "not sampled by canary"))
-            continue
-        enforce = mode != "log-only"
-        inst = slot.instance_for_request()
+        inst, enforce, skipped, rejects, policy = slot.admit(headers, client_ip, forced)
         if inst is None:
-            # Failed (or still starting) plugin: its failure policy decides.
-            policy = slot.effective_policy()
-            if not enforce or policy == "FAIL_OPEN":
-                slot.count("fail_open_skipped")
-                run.records.append(HopRecord(slot.name, mode, False, f"failed, {policy}: skipped"))
+            if not rejects:
+                run.records.append(HopRecord(slot.name, slot.mode, False, skipped))
                 continue
-            slot.count("fail_closed_rejected")
-            rec = HopRecord(slot.name, mode, False, f"failed, {policy}: request rejected")
+            rec = HopRecord(slot.name, slot.mode, False, f"failed, {policy}: request rejected")
             rec.failure = slot.failure_dict()
             run.records.append(rec)
             return slot

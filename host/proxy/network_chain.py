@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from host.headers import HeaderMap
-from host.proxy.chain import canary_sampled
 from host.proxy.tcp_records import ConnectionHopRecord, ConnectionRecord, DataSideRecord
 from host.wasm.context import Action, StreamInfo, StreamListener, TcpContext
 from host.wasm.types import StreamType
@@ -200,31 +199,13 @@ class NetworkChain:
         plugin that fails closed refuses the connection before any plugin runs."""
         chosen: list[tuple[PluginSlot, PluginInstance, bool, int]] = []
         for slot in self._slots:
-            mode = slot.mode
-            if mode == "disabled":
-                self.records.append(ConnectionHopRecord(slot.name, mode, False, "disabled"))
-                continue
-            if not canary_sampled(
-                slot.canary_percent, slot.canary_key, _EMPTY_HEADERS, self.client[0]
-            ):
-                slot.count("canary_skipped")
-                self.records.append(
-                    ConnectionHopRecord(slot.name, mode, False, "not sampled by canary")
-                )
-                continue
-            enforce = mode != "log-only"
-            inst = slot.instance_for_request()
+            inst, enforce, skipped, rejects, policy = slot.admit(_EMPTY_HEADERS, self.client[0])
             if inst is None:
-                policy = slot.effective_policy()
-                if not enforce or policy == "FAIL_OPEN":
-                    slot.count("fail_open_skipped")
-                    self.records.append(
-                        ConnectionHopRecord(slot.name, mode, False, f"failed, {policy}: skipped")
-                    )
+                if not rejects:
+                    self.records.append(ConnectionHopRecord(slot.name, slot.mode, False, skipped))
                     continue
-                slot.count("fail_closed_rejected")
                 rec = ConnectionHopRecord(
-                    slot.name, mode, False, f"failed, {policy}: connection closed"
+                    slot.name, slot.mode, False, f"failed, {policy}: connection closed"
                 )
                 rec.failure = slot.failure_dict()
                 self.records.append(rec)
@@ -235,7 +216,7 @@ class NetworkChain:
                 self._close("failed_closed", PEER_LOCAL)
                 return
             chosen.append((slot, inst, enforce, len(self.records)))
-            self.records.append(ConnectionHopRecord(slot.name, mode, True))  # the hop's, below
+            self.records.append(ConnectionHopRecord(slot.name, slot.mode, True))  # the hop's, below
         for slot, inst, enforce, at in chosen:
             hop = _Hop(self, slot, inst, enforce)
             self.records[at] = hop.rec

@@ -14,8 +14,10 @@ from __future__ import annotations
 import time
 from collections import deque
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from host.headers import HeaderMap
+from host.proxy.canary import canary_sampled
 from host.proxy.errors import PluginError
 from host.proxy.snapshots import FailureView, PluginSnapshot, PluginState
 from host.wasm import PluginHost
@@ -29,7 +31,17 @@ if TYPE_CHECKING:
     from host.proxy.config import PluginSpec
     from host.proxy.stats import Counter, Histogram
 
-__all__ = ["PluginInstance", "PluginSlot", "SlotOwner"]
+__all__ = ["Admission", "PluginInstance", "PluginSlot", "SlotOwner"]
+
+
+class Admission(NamedTuple):
+    """What one plugin does on one request or connection (``PluginSlot.admit``)."""
+
+    inst: PluginInstance | None  # the instance to run; None: the plugin does not run
+    enforce: bool  # its mode applies what it does (not log-only)
+    skipped: str = ""  # why it is skipped (the inspector's reason), when it is
+    rejects: bool = False  # failed, and its policy rejects (FAIL_CLOSE / FAIL_RELOAD)
+    policy: str = ""  # the failure policy that decided, when the plugin had failed
 
 
 class SlotOwner(Protocol):
@@ -173,6 +185,30 @@ class PluginSlot:
                     return inst
             return None
         return inst
+
+    def admit(self, headers: HeaderMap, client_ip: str, forced: bool | None = None) -> Admission:
+        """Whether this plugin runs on one request (or TCP connection: no headers), as its
+        mode, canary and failure policy decide, counted in its stats: disabled, not
+        sampled by the canary (``canary_skipped``), failed and skipped by FAIL_OPEN or
+        log-only (``fail_open_skipped``), failed and rejecting it (FAIL_CLOSE/FAIL_RELOAD:
+        ``fail_closed_rejected``), or the instance to run."""
+        mode = self.mode
+        if mode == "disabled":
+            return Admission(None, False, "disabled")
+        if not canary_sampled(self.canary_percent, self.canary_key, headers, client_ip, forced):
+            self.count("canary_skipped")
+            return Admission(None, False, "not sampled by canary")
+        enforce = mode != "log-only"
+        inst = self.instance_for_request()
+        if inst is not None:
+            return Admission(inst, enforce)
+        # Failed (or still starting) plugin: its failure policy decides.
+        policy = self.effective_policy()
+        if not enforce or policy == "FAIL_OPEN":
+            self.count("fail_open_skipped")
+            return Admission(None, enforce, f"failed, {policy}: skipped", policy=policy)
+        self.count("fail_closed_rejected")
+        return Admission(None, enforce, rejects=True, policy=policy)
 
     def failure_dict(self) -> dict[str, Any] | None:
         if self.failure is None:
