@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from host.proxy.config.errors import ConfigIssue, _Path
@@ -68,6 +68,39 @@ def _mapping(ctx: _Ctx, value: Any, path: _Path) -> dict[str, Any] | None:
         ctx.error(path, f"expected a mapping, got {_describe(value)}")
         return None
     return value
+
+
+def _entries(
+    ctx: _Ctx, value: Any, path: _Path, shape: str
+) -> Iterator[tuple[int, _Path, dict[str, Any]]]:
+    """The mappings in list field ``value`` with their index and path. A null entry is the error
+    ``expected a mapping (<shape>), got null``; another non-mapping is ``_mapping``'s."""
+    for i, entry in enumerate(_list(ctx, value, path)):
+        epath: _Path = (*path, i)
+        m = _mapping(ctx, entry, epath)
+        if m is None:
+            if entry is None:
+                ctx.error(epath, f"expected a mapping ({shape}), got null")
+            continue
+        yield i, epath, m
+
+
+def _known_fields(
+    ctx: _Ctx,
+    m: Mapping[str, Any],
+    path: _Path,
+    fields: Sequence[str],
+    hints: Mapping[str, str] | None = None,
+) -> bool:
+    """Report each key of ``m`` that is not one of ``fields`` (``hints``: a word more for
+    a given key); whether every key is known."""
+    ok = True
+    for key in m:
+        if key not in fields:
+            hint = (hints or {}).get(key, "")
+            ctx.error((*path, key), f"unknown field; expected one of {', '.join(fields)}{hint}")
+            ok = False
+    return ok
 
 
 def _list(ctx: _Ctx, value: Any, path: _Path) -> list[Any]:

@@ -18,6 +18,7 @@ from host.proxy.config.fields import (
     _Ctx,
     _describe,
     _document_kind,
+    _entries,
     _enum,
     _list,
     _mapping,
@@ -336,13 +337,7 @@ def _parse_env(
 
 def _parse_match(ctx: _Ctx, value: Any) -> tuple[TrafficSelector, ...]:
     out: list[TrafficSelector] = []
-    for i, entry in enumerate(_list(ctx, value, ("spec", "match"))):
-        path: _Path = ("spec", "match", i)
-        m = _mapping(ctx, entry, path)
-        if m is None:
-            if entry is None:
-                ctx.error(path, "expected a mapping (mode, ports), got null")
-            continue
+    for _i, path, m in _entries(ctx, value, ("spec", "match"), "mode, ports"):
         mode = _enum(ctx, m.get("mode"), (*path, "mode"), MATCH_MODES, "CLIENT_AND_SERVER")
         if mode == "UNDEFINED":
             mode = "CLIENT_AND_SERVER"  # pilot/pkg/model/wasm.go matchMode treats them alike

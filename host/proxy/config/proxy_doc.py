@@ -12,7 +12,15 @@ from urllib.parse import urlsplit
 
 from host.proxy.config.enums import Direction
 from host.proxy.config.errors import _Path
-from host.proxy.config.fields import _Ctx, _describe, _enum, _list, _mapping, _string
+from host.proxy.config.fields import (
+    _Ctx,
+    _describe,
+    _entries,
+    _enum,
+    _known_fields,
+    _mapping,
+    _string,
+)
 from host.proxy.config.model import (
     DEFAULT_ADMIN,
     DEFAULT_CLUSTER_TIMEOUT_S,
@@ -58,11 +66,7 @@ def _parse_proxy(
     out: dict[str, Any] = {}
     _mapping(ctx, doc.get("metadata"), ("metadata",))
     spec = _mapping(ctx, doc.get("spec"), ("spec",)) or {}
-    for key in spec:
-        if key not in _PROXY_SPEC_FIELDS:
-            ctx.error(
-                ("spec", key), f"unknown field; expected one of {', '.join(_PROXY_SPEC_FIELDS)}"
-            )
+    _known_fields(ctx, spec, ("spec",), _PROXY_SPEC_FIELDS)
     for key, names in (
         ("listen", ("listen_host", "listen_port")),
         ("admin", ("admin_host", "admin_port")),
@@ -84,18 +88,10 @@ def _parse_proxy(
         out[names[0]], out[names[1]] = hp
     clusters: list[ClusterConfig] = []
     first: dict[str, int] = {}
-    for i, entry in enumerate(_list(ctx, spec.get("clusters"), ("spec", "clusters"))):
-        path: _Path = ("spec", "clusters", i)
-        m = _mapping(ctx, entry, path)
-        if m is None:
-            if entry is None:
-                ctx.error(path, "expected a mapping (name, url, timeout), got null")
-            continue
-        for key in m:
-            if key not in _CLUSTER_FIELDS:
-                ctx.error(
-                    (*path, key), f"unknown field; expected one of {', '.join(_CLUSTER_FIELDS)}"
-                )
+    for i, path, m in _entries(
+        ctx, spec.get("clusters"), ("spec", "clusters"), "name, url, timeout"
+    ):
+        _known_fields(ctx, m, path, _CLUSTER_FIELDS)
         name = _string(ctx, m.get("name"), (*path, "name"), required=True)
         if name is not None and not name.strip():
             ctx.error((*path, "name"), "must not be empty")
@@ -213,46 +209,25 @@ def _parse_routes(
     """``spec.routes``: each a name, a match (prefix or path, authority, headers: all
     given must hold) and a cluster of ``spec.clusters`` the data path can reach."""
     routes: list[RouteConfig] = []
-    for i, entry in enumerate(_list(ctx, value, ("spec", "routes"))):
-        path: _Path = ("spec", "routes", i)
-        m = _mapping(ctx, entry, path)
-        if m is None:
-            if entry is None:
-                ctx.error(path, "expected a mapping (name, match, cluster), got null")
-            continue
-        ok = True
-        for key in m:
-            if key not in _ROUTE_FIELDS:
-                ctx.error(
-                    (*path, key), f"unknown field; expected one of {', '.join(_ROUTE_FIELDS)}"
-                )
-                ok = False
+    for _i, path, m in _entries(ctx, value, ("spec", "routes"), "name, match, cluster"):
+        ok = _known_fields(ctx, m, path, _ROUTE_FIELDS)
         name = _string(ctx, m.get("name"), (*path, "name")) or ""
-        cluster = _string(ctx, m.get("cluster"), (*path, "cluster"), required=True)
-        if cluster is not None:
-            known = next((c for c in clusters if c.name == cluster), None)
-            if cluster not in defined:
-                ctx.error(
-                    (*path, "cluster"),
-                    f"{cluster!r} is not a cluster in spec.clusters "
-                    f"(defined: {', '.join(defined) or 'none'})",
-                )
-                ok = False
-            elif known is not None and _is_tcp(known.url):
-                ctx.error(
-                    (*path, "cluster"),
-                    f"{known.url} is a tcp:// cluster: only a spec.tcp listener forwards to it, "
-                    "not an HTTP route",
-                )
-                ok = False
-            elif known is not None and not known.forwards:
-                ctx.error(
-                    (*path, "cluster"),
-                    f"the proxy forwards to http://, https://, grpc:// and grpcs:// upstreams; "
-                    f"{known.url} can serve plugin callouts but not be a route's cluster",
-                )
-                ok = False
-        else:
+        cluster, known = _cluster_ref(ctx, m, path, defined, clusters)
+        if cluster is None:
+            ok = False
+        elif known is not None and _is_tcp(known.url):
+            ctx.error(
+                (*path, "cluster"),
+                f"{known.url} is a tcp:// cluster: only a spec.tcp listener forwards to it, "
+                "not an HTTP route",
+            )
+            ok = False
+        elif known is not None and not known.forwards:
+            ctx.error(
+                (*path, "cluster"),
+                f"the proxy forwards to http://, https://, grpc:// and grpcs:// upstreams; "
+                f"{known.url} can serve plugin callouts but not be a route's cluster",
+            )
             ok = False
         mpath: _Path = (*path, "match")
         match = _mapping(ctx, m.get("match"), mpath)
@@ -328,6 +303,29 @@ _TCP_FIELDS = ("name", "listen", "cluster")
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
+def _cluster_ref(
+    ctx: _Ctx,
+    m: Mapping[str, Any],
+    path: _Path,
+    defined: Mapping[str, int],
+    clusters: Sequence[ClusterConfig],
+) -> tuple[str | None, ClusterConfig | None]:
+    """An entry's required ``cluster`` field: the name (None: missing, not a string or
+    not in ``spec.clusters``, each reported) and the cluster it names (None also when the
+    entry that defines it did not parse: reported there)."""
+    cluster = _string(ctx, m.get("cluster"), (*path, "cluster"), required=True)
+    if cluster is None:
+        return None, None
+    if cluster not in defined:
+        ctx.error(
+            (*path, "cluster"),
+            f"{cluster!r} is not a cluster in spec.clusters "
+            f"(defined: {', '.join(defined) or 'none'})",
+        )
+        return None, None
+    return cluster, next((c for c in clusters if c.name == cluster), None)
+
+
 def _is_tcp(url: str) -> bool:
     return url.lower().startswith("tcp://")
 
@@ -357,18 +355,8 @@ def _parse_tcp(
         ),
     ]
     names: dict[str, int] = {}
-    for i, entry in enumerate(_list(ctx, value, ("spec", "tcp"))):
-        path: _Path = ("spec", "tcp", i)
-        m = _mapping(ctx, entry, path)
-        if m is None:
-            if entry is None:
-                ctx.error(path, "expected a mapping (name, listen, cluster), got null")
-            continue
-        ok = True
-        for key in m:
-            if key not in _TCP_FIELDS:
-                ctx.error((*path, key), f"unknown field; expected one of {', '.join(_TCP_FIELDS)}")
-                ok = False
+    for i, path, m in _entries(ctx, value, ("spec", "tcp"), "name, listen, cluster"):
+        ok = _known_fields(ctx, m, path, _TCP_FIELDS)
         hp: tuple[str, int] | None = None
         text = _string(ctx, m.get("listen"), (*path, "listen"), required=True)
         if text is not None:
@@ -390,23 +378,14 @@ def _parse_tcp(
                     break
             else:
                 taken.append((hp[0], hp[1], f"spec.tcp[{i}]"))
-        cluster = _string(ctx, m.get("cluster"), (*path, "cluster"), required=True)
-        if cluster is not None:
-            known = next((c for c in clusters if c.name == cluster), None)
-            if cluster not in defined:
-                ctx.error(
-                    (*path, "cluster"),
-                    f"{cluster!r} is not a cluster in spec.clusters "
-                    f"(defined: {', '.join(defined) or 'none'})",
-                )
-                ok = False
-            elif known is not None and not _is_tcp(known.url):
-                ctx.error(
-                    (*path, "cluster"),
-                    f"a TCP listener forwards to a tcp:// cluster; {cluster!r} is {known.url}",
-                )
-                ok = False
-        else:
+        cluster, known = _cluster_ref(ctx, m, path, defined, clusters)
+        if cluster is None:
+            ok = False
+        elif known is not None and not _is_tcp(known.url):
+            ctx.error(
+                (*path, "cluster"),
+                f"a TCP listener forwards to a tcp:// cluster; {cluster!r} is {known.url}",
+            )
             ok = False
         name = _string(ctx, m.get("name"), (*path, "name"))
         if name is not None and (not name.strip() or any(c.isspace() for c in name)):
@@ -468,15 +447,9 @@ def _parse_tls(ctx: _Ctx, value: Any, base_dir: str | None) -> ListenerTls | Non
                 f"expected demo or a mapping (cert, key, clientCa), got {value!r}",
             )
         return None
-    ok = True
-    for key in m:
-        if key not in _TLS_FIELDS:
-            hint = " (the demo certificate is `tls: demo`)" if key == "demo" else ""
-            ctx.error(
-                ("spec", "tls", key),
-                f"unknown field; expected one of {', '.join(_TLS_FIELDS)}{hint}",
-            )
-            ok = False
+    ok = _known_fields(
+        ctx, m, ("spec", "tls"), _TLS_FIELDS, {"demo": " (the demo certificate is `tls: demo`)"}
+    )
     paths: dict[str, str] = {}
     for key in _TLS_FIELDS:
         text = _string(ctx, m.get(key), ("spec", "tls", key), required=key != "clientCa")
@@ -499,7 +472,6 @@ def _parse_tls(ctx: _Ctx, value: Any, base_dir: str | None) -> ListenerTls | Non
         if problems:
             return None
     return ListenerTls(paths["cert"], paths["key"], paths.get("clientCa"))
-
 
 
 def _cluster_protocol(ctx: _Ctx, value: Any, path: _Path, url: str | None) -> str | None:
