@@ -52,6 +52,7 @@ from host.proxy.upstream import (
     Cluster,
     UpstreamPool,
 )
+from host.proxy.upstream_api import ReadGate
 
 __all__ = [
     "CONTINUE",
@@ -187,7 +188,7 @@ def request_headers(p: ParsedRequest, client_ip: bytes, scheme: bytes = b"http")
     return _Request(h, has_body, cl if not te_chunked else -1, expect_continue, rid)
 
 
-class DownstreamProtocol(asyncio.Protocol):
+class DownstreamProtocol(ReadGate, asyncio.Protocol):
     """One client connection. Requests are answered strictly in order (HTTP/1.1
     pipelining is honoured by queueing later requests until the current one ends).
 
@@ -265,18 +266,9 @@ class DownstreamProtocol(asyncio.Protocol):
         self.queued.clear()
         self.core.connection_closed()
 
-    # flow control: the client's side
-    def pause(self, why: int) -> None:
-        if not self._paused and self.transport is not None and not self.closing:
-            self.transport.pause_reading()
-        self._paused |= why
-
-    def resume(self, why: int) -> None:
-        if not self._paused & why:
-            return
-        self._paused &= ~why
-        if not self._paused and self.transport is not None and not self.closing:
-            self.transport.resume_reading()
+    # flow control: the client's side (pause/resume: ReadGate)
+    def _gone(self) -> bool:
+        return self.closing
 
     # the client is not reading our response as fast as the upstream sends it
     # (and a client that pipelines requests without reading the answers gets no more read)

@@ -26,6 +26,7 @@ from host.proxy.upstream_api import (
     BACKLOG,
     PEER_FULL,
     TRANSPORT_FAILURE,
+    ReadGate,
     ResponseSink,
     UpstreamStream,
 )
@@ -123,7 +124,7 @@ class Cluster:
         return f"{self.host}:{self.port}"
 
 
-class UpstreamProtocol(asyncio.Protocol):
+class UpstreamProtocol(ReadGate, asyncio.Protocol):
     """One pooled keep-alive connection to a cluster; parses responses for its exchange."""
 
     def __init__(self, cluster: Cluster, pool: UpstreamPool) -> None:
@@ -149,17 +150,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self._written = 0  # body bytes written
         self._sent = False  # something of the exchange's request went out
 
-    def pause(self, why: int) -> None:
-        if not self._paused and self.transport is not None and not self.closed:
-            self.transport.pause_reading()
-        self._paused |= why
-
-    def resume(self, why: int) -> None:
-        if not self._paused & why:
-            return
-        self._paused &= ~why
-        if not self._paused and self.transport is not None and not self.closed:
-            self.transport.resume_reading()
+    def _gone(self) -> bool:  # pause/resume: ReadGate
+        return self.closed
 
     # the upstream is not reading our request as fast as the client sends it
     def pause_writing(self) -> None:

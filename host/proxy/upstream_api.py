@@ -11,12 +11,20 @@ Nothing here knows a socket, a wire format or wasm.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from host.headers import HeaderMap
 from host.tls_info import TlsInfo
 
-__all__ = ["BACKLOG", "PEER_FULL", "TRANSPORT_FAILURE", "ResponseSink", "UpstreamStream"]
+__all__ = [
+    "BACKLOG",
+    "PEER_FULL",
+    "TRANSPORT_FAILURE",
+    "ReadGate",
+    "ResponseSink",
+    "UpstreamStream",
+]
 
 # what follows it in a connect failure's reason is Envoy's transport failure reason
 TRANSPORT_FAILURE = "transport failure reason: "
@@ -24,6 +32,31 @@ TRANSPORT_FAILURE = "transport failure reason: "
 # why reading from a peer is paused (bits; an adapter may add its own above these)
 PEER_FULL = 1  # the other side's socket write buffer is over its high-water mark
 BACKLOG = 2  # too many bytes held in the exchange
+
+
+class ReadGate:
+    """Reading from one socket, stopped for any of several reasons (the bits above, and
+    an adapter's own): the transport pauses with the first reason and resumes when the
+    last one goes. A mixin of the HTTP/1.1 client and upstream protocols; ``_gone()``
+    says when their transport must not be touched any more."""
+
+    transport: asyncio.Transport | None
+    _paused: int  # why reading is paused (bits)
+
+    def _gone(self) -> bool:
+        raise NotImplementedError
+
+    def pause(self, why: int) -> None:
+        if not self._paused and self.transport is not None and not self._gone():
+            self.transport.pause_reading()
+        self._paused |= why
+
+    def resume(self, why: int) -> None:
+        if not self._paused & why:
+            return
+        self._paused &= ~why
+        if not self._paused and self.transport is not None and not self._gone():
+            self.transport.resume_reading()
 
 
 class ResponseSink(Protocol):
