@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BodyTap", "HopRecord", "HopSideRecord", "RequestRecord", "frozen_bodies"]
+__all__ = [
+    "BodyTap",
+    "HopRecord",
+    "HopSideRecord",
+    "PluginHopRecord",
+    "RequestRecord",
+    "frozen_bodies",
+]
 
 
 class HopSideRecord:
@@ -41,7 +48,39 @@ class HopSideRecord:
         self.body_after_size: int | None = None
 
 
-class HopRecord:
+class PluginHopRecord:
+    """What any plugin's row in an inspector has, HTTP (``HopRecord``) or TCP
+    (``tcp_records.ConnectionHopRecord``): which plugin in which mode, whether it ran and
+    why not, its log-only intents, the time it held the stream paused, its callbacks and
+    its failure."""
+
+    __slots__ = (
+        "callbacks",
+        "failure",
+        "mode",
+        "paused_ms",
+        "plugin",
+        "ran",
+        "skipped_reason",
+        "would",
+    )
+
+    def __init__(self, plugin: str, mode: str, ran: bool, skipped_reason: str = "") -> None:
+        self.plugin = plugin
+        self.mode = mode
+        self.ran = ran
+        self.skipped_reason = skipped_reason
+        self.would: list[str] = []  # log-only intents
+        self.paused_ms = 0.0
+        # (callback, result, µs); the result of the callback that trapped is TRAPPED
+        self.callbacks: list[tuple[str, int | str | None, float]] = []
+        self.failure: dict[str, Any] | None = None
+
+    def callbacks_json(self) -> list[dict[str, Any]]:
+        return [{"name": n, "result": r, "us": round(us, 1)} for n, r, us in self.callbacks]
+
+
+class HopRecord(PluginHopRecord):
     """What one plugin did to one request (the inspector's row). Slotted: one per
     plugin per request on the hot path.
 
@@ -57,35 +96,14 @@ class HopRecord:
     # and mutated stay under 130 MiB (an unchanged body is stored once).
     BODY_CAP = 16 * 1024
 
-    __slots__ = (
-        "callbacks",
-        "callouts",
-        "failure",
-        "local_reply",
-        "mode",
-        "paused_ms",
-        "plugin",
-        "ran",
-        "request",
-        "response",
-        "skipped_reason",
-        "would",
-    )
+    __slots__ = ("callouts", "local_reply", "request", "response")
 
     def __init__(self, plugin: str, mode: str, ran: bool, skipped_reason: str = "") -> None:
-        self.plugin = plugin
-        self.mode = mode
-        self.ran = ran
-        self.skipped_reason = skipped_reason
+        super().__init__(plugin, mode, ran, skipped_reason)
         self.request = HopSideRecord()
         self.response = HopSideRecord()
         self.local_reply: dict[str, Any] | None = None
-        self.would: list[str] = []  # log-only intents
-        self.paused_ms = 0.0
-        # (callback, result, µs); the result of the callback that trapped is TRAPPED
-        self.callbacks: list[tuple[str, int | str | None, float]] = []
         self.callouts: list[dict[str, Any]] = []
-        self.failure: dict[str, Any] | None = None
 
     # the flat names the inspector, the lab's recorder and the app read
     @property
@@ -170,9 +188,7 @@ class HopRecord:
             "local_reply": self.local_reply,
             "would": list(self.would),
             "paused_ms": round(self.paused_ms, 3),
-            "callbacks": [
-                {"name": n, "result": r, "us": round(us, 1)} for n, r, us in self.callbacks
-            ],
+            "callbacks": self.callbacks_json(),
             "callouts": self.callouts,
             "failure": self.failure,
         }

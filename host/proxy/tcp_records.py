@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from host.proxy.records import BodyTap, frozen_bodies
+from host.proxy.records import BodyTap, PluginHopRecord, frozen_bodies
 
 __all__ = ["ConnectionHopRecord", "ConnectionRecord", "ConnectionRing", "DataSideRecord"]
 
@@ -64,36 +64,16 @@ class DataSideRecord:
         }
 
 
-class ConnectionHopRecord:
+class ConnectionHopRecord(PluginHopRecord):
     """What one NETWORK plugin did to one connection (the connection inspector's row)."""
 
-    __slots__ = (
-        "callbacks",
-        "closed",
-        "downstream",
-        "failure",
-        "mode",
-        "paused_ms",
-        "plugin",
-        "ran",
-        "skipped_reason",
-        "upstream",
-        "would",
-    )
+    __slots__ = ("closed", "downstream", "upstream")
 
     def __init__(self, plugin: str, mode: str, ran: bool, skipped_reason: str = "") -> None:
-        self.plugin = plugin
-        self.mode = mode
-        self.ran = ran
-        self.skipped_reason = skipped_reason
+        super().__init__(plugin, mode, ran, skipped_reason)
         self.downstream = DataSideRecord()  # client -> upstream
         self.upstream = DataSideRecord()  # upstream -> client
-        self.would: list[str] = []  # log-only intents
-        self.paused_ms = 0.0
         self.closed = False  # the plugin closed the connection (proxy_close_stream)
-        # (callback, result, µs); the result of the callback that trapped is "trap"
-        self.callbacks: list[tuple[str, int | str | None, float]] = []
-        self.failure: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,9 +86,7 @@ class ConnectionHopRecord:
             "would": list(self.would),
             "paused_ms": round(self.paused_ms, 3),
             "closed": self.closed,
-            "callbacks": [
-                {"name": n, "result": r, "us": round(us, 1)} for n, r, us in self.callbacks
-            ],
+            "callbacks": self.callbacks_json(),
             "failure": self.failure,
         }
 
