@@ -29,7 +29,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
@@ -39,6 +39,8 @@ from host.lab import app_api as lab_api  # the lab's offline helpers, in plain v
 from host.proxy.config import ProxyConfig
 from host.proxy.errors import PluginError
 from host.proxy.intercept import Interceptor, InterceptRule
+from host.proxy.records import RequestRecord
+from host.proxy.request_views import RequestGone, RequestSummary, RequestView
 from host.proxy.server import ProxyServer, StartupError, StartupKind
 from host.proxy.snapshots import PluginSnapshot
 from host.proxy.stats import StatsSnapshot
@@ -49,6 +51,7 @@ from host.wasm import LogLevel
 __all__ = ["EngineService", "EngineSnapshot", "lab_api"]
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # fields of a plugin snapshot that change as traffic flows: not a "plugins changed" event
@@ -88,7 +91,7 @@ class EngineSnapshot:
     plugins: tuple[PluginSnapshot, ...]
     config: ProxyConfig
     logs: tuple[Mapping[str, Any], ...]
-    requests: tuple[Mapping[str, Any], ...]
+    requests: tuple[RequestSummary, ...]
     dropped_logs: int = 0
 
 
@@ -113,45 +116,6 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
-def _changed(h: Any) -> bool:
-    """Did this hop change the request or response (or reply)? Log-only hops never do."""
-    if not h.ran or h.mode == "log-only":
-        return False
-    return bool(
-        h.local_reply
-        or h.request_headers_before != h.request_headers_after
-        or h.response_headers_before != h.response_headers_after
-        or h.request_body_before != h.request_body_after
-        or h.response_body_before != h.response_body_after
-    )
-
-
-def _request_summary(rec: Any) -> dict[str, Any]:
-    ran = [h.plugin for h in rec.hops if h.ran]
-    failed = next((h.plugin for h in rec.hops if h.failure), "")
-    return {
-        "id": rec.id,
-        "request_id": rec.request_id,
-        "method": rec.method,
-        "path": rec.path,
-        "status": rec.status,
-        "protocol": rec.protocol,
-        "grpc_status": rec.grpc_status,  # None: not a gRPC exchange
-        "grpc_message": rec.grpc_message,
-        "outcome": rec.outcome,
-        "duration_ms": round(rec.duration_ms, 3),
-        "started": rec.started,
-        "plugins": ran,
-        # a log-only plugin's reply is an intent (counted in "would"), not a reply
-        "local_reply": next(
-            (h.plugin for h in rec.hops if h.local_reply and h.mode != "log-only"), ""
-        ),
-        "would": sum(len(h.would) for h in rec.hops),
-        "failed": failed,
-        "changed_by": [h.plugin for h in rec.hops if _changed(h)],
-    }
-
-
 def _plugin_key(p: PluginSnapshot) -> tuple[Any, ...]:
     return tuple(
         (f.name, repr(getattr(p, f.name))) for f in dataclasses.fields(p) if f.name not in _VOLATILE
@@ -171,12 +135,13 @@ class EngineService(QObject):
     command_failed = Signal(str)
     plugin_reloaded = Signal(str, object)  # name, PluginError (None on success)
     response_received = Signal(dict)
-    request_details_received = Signal(dict)
+    # host.proxy.request_views.RequestView, or RequestGone when it has left the ring
+    request_details_received = Signal(object)
     traffic_progress = Signal(int, int)  # sent, planned
     traffic_finished = Signal(dict)
-    # held requests changed (one caught or released): the held ones, as dicts; rare,
-    # user-armed, so a signal rather than a poll
-    intercepts_changed = Signal(list)
+    # held requests changed (one caught or released): the held ones, a tuple of
+    # host.proxy.request_views.HeldView; rare, user-armed, so a signal rather than a poll
+    intercepts_changed = Signal(object)
     recording_changed = Signal(bool, str)  # on, the session file (the lab's Record)
 
     def __init__(
@@ -204,11 +169,11 @@ class EngineService(QObject):
         self._stop_event: asyncio.Event | None = None
         self._latest: _Published | None = None
         self._logs: deque[dict[str, Any]] = deque(maxlen=5000)
-        self._requests: deque[dict[str, Any]] = deque(maxlen=1000)
+        self._requests: deque[RequestSummary] = deque(maxlen=1000)
         # the full records behind the summaries handed out (engine thread only): what
         # fetch_request reads, so a listed request stays inspectable after the proxy's
         # own ring has moved on; frozen while capture is off
-        self._records: deque[Any] = deque(maxlen=record_capacity)
+        self._records: deque[RequestRecord] = deque(maxlen=record_capacity)
         self.capture = True
         self._last_log_seq = 0
         self._last_record_id = 0
@@ -389,7 +354,7 @@ class EngineService(QObject):
             self._last_record_id = recs[-1].id
             if self.capture:
                 self._records.extend(recs)
-                self._requests.extend(_request_summary(r) for r in recs)
+                self._requests.extend(RequestSummary.of(r) for r in recs)
         keys = tuple(_plugin_key(p) for p in plugins)
         if keys != self._plugin_keys:
             self._plugin_keys = keys
@@ -562,7 +527,8 @@ class EngineService(QObject):
 
     def fetch_request(self, record_id: int) -> bool:
         """Ask for one inspector record in full (every hop); ``request_details_received``
-        follows, with ``error`` set when it has left the inspector's ring."""
+        follows with its ``RequestView`` (built here, on the engine thread), or a
+        ``RequestGone`` when it has left the inspector's ring."""
 
         async def do(server: ProxyServer) -> None:
             # ids only grow: the record, if still in the engine's ring, comes first
@@ -570,11 +536,9 @@ class EngineService(QObject):
             for ring in (self._records, newer[:1]):
                 for rec in reversed(ring):
                     if rec.id == record_id:
-                        self.request_details_received.emit(rec.to_dict())
+                        self.request_details_received.emit(RequestView.of(rec))
                         return
-            self.request_details_received.emit(
-                {"id": record_id, "error": "this request has left the inspector's ring"}
-            )
+            self.request_details_received.emit(RequestGone(record_id))
 
         return self._submit("inspect request", do)
 
@@ -776,7 +740,7 @@ class EngineService(QObject):
             return
         if not ic.armed and not ic.held and server.manager.intercept is ic:
             server.manager.intercept = None  # back to the one attribute check
-        self.intercepts_changed.emit(ic.held_dicts())
+        self.intercepts_changed.emit(ic.held_views())
 
     def set_log_level(self, name: str) -> bool:
         """The least severe level plugins log at (``trace`` … ``critical``), as the
@@ -793,8 +757,8 @@ class EngineService(QObject):
         return self._log_level.name.lower()
 
 
-def _drain(d: deque[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
-    out: list[dict[str, Any]] = []
+def _drain(d: deque[_T]) -> tuple[_T, ...]:
+    out: list[_T] = []
     pop = d.popleft
     with contextlib.suppress(IndexError):
         for _ in range(len(d)):

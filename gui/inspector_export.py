@@ -1,20 +1,28 @@
 """Pure helpers behind the inspector: callback results by name, the request and the
 response as the client and the upstream saw them, the filter bar's query language, and
-a record exported as a curl command or a HAR 1.2 log. Plain data in, plain data out:
-no Qt and no engine objects here (the record is the dict ``RequestRecord.to_dict()``
-gives)."""
+a record exported as a curl command or a HAR 1.2 log. Values in, values (and the HAR's
+JSON) out: no Qt and no engine objects here (a record is the engine's frozen
+``host.proxy.request_views.RequestView``, a list row its ``RequestSummary``)."""
 
 from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from gui.composer_send import GRPC_STATUS_NAMES, tls_curl_options
+from host.proxy.request_views import (
+    HeaderPairs,
+    HopView,
+    LocalReplyView,
+    RequestSummary,
+    RequestView,
+)
 
 __all__ = [
+    "Exchange",
     "InspectorFilter",
     "callback_result_name",
     "hop_not_reached",
@@ -43,7 +51,7 @@ _TRAILERS_STATUS = ("Continue", "StopIteration")
 _BOOL_RESULT = ("proxy_on_vm_start", "proxy_on_configure", "proxy_on_done")
 
 
-def callback_result_name(callback: str, result: Any) -> str:
+def callback_result_name(callback: str, result: object) -> str:
     """The name of a callback's return value ("Continue", "StopIterationAndBuffer"...),
     "—" when the callback returns nothing, the raw value when it is out of range."""
     if result is None:
@@ -65,136 +73,164 @@ def callback_result_name(callback: str, result: Any) -> str:
     return str(result)
 
 
-def hop_not_reached(hop: Mapping[str, Any]) -> bool:
+def hop_not_reached(hop: HopView) -> bool:
     """A hop that was chosen for the request but never called: an earlier plugin (or a
     failed one) answered first, so this one's callbacks did not run."""
-    if not hop.get("ran") or any(
-        hop.get(k)
-        for k in ("callbacks", "failure", "callouts", "local_reply", "would", "paused_ms")
+    if not hop.ran or any(
+        (hop.callbacks, hop.failure, hop.callouts, hop.local_reply, hop.would, hop.paused_ms)
     ):
         return False
     return all(
-        hop.get(f"{side}_{part}_before") is None
-        for side in ("request", "response")
-        for part in ("headers", "body", "trailers")
+        part is None
+        for part in (
+            hop.request_headers_before,
+            hop.request_body_before,
+            hop.request_trailers_before,
+            hop.response_headers_before,
+            hop.response_body_before,
+            hop.response_trailers_before,
+        )
     )
 
 
-def _first(hops: Sequence[Mapping[str, Any]], key: str) -> Any:
-    return next((h.get(key) for h in hops if h.get(key) is not None), None)
+_V = TypeVar("_V")
 
 
-def _last(hops: Sequence[Mapping[str, Any]], key: str) -> Any:
-    return next((h.get(key) for h in reversed(hops) if h.get(key) is not None), None)
+def _first(hops: Sequence[HopView], part: Callable[[HopView], _V | None]) -> _V | None:
+    return next((v for h in hops if (v := part(h)) is not None), None)
 
 
-def record_exchange(rec: Mapping[str, Any]) -> dict[str, Any]:
+def _last(hops: Sequence[HopView], part: Callable[[HopView], _V | None]) -> _V | None:
+    return _first(hops[::-1], part)
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """The request and the response at both ends of the chain (``record_exchange``);
+    None where no plugin saw that part."""
+
+    request_headers_client: HeaderPairs | None
+    request_headers_upstream: HeaderPairs | None
+    request_body_client: str | None
+    request_body_upstream: str | None
+    response_headers_upstream: HeaderPairs | None
+    response_headers_client: HeaderPairs | None
+    response_body_upstream: str | None
+    response_body_client: str | None
+    local_reply: LocalReplyView | None
+    # trailers (grpc-status rides in the response's): at both ends, as for headers
+    request_trailers_client: HeaderPairs | None
+    request_trailers_upstream: HeaderPairs | None
+    response_trailers_upstream: HeaderPairs | None
+    response_trailers_client: HeaderPairs | None
+
+
+def record_exchange(rec: RequestView) -> Exchange:
     """The request and the response at both ends of the chain, from the hops' records:
     the request as the client sent it (the first hop's "before") and as upstream got it
     (the last enforcing hop's "after"), the response as upstream sent it (the last hop's
     "before", the response runs back up) and as the client got it (the first hop's
-    "after"). Values are None where no plugin saw that part."""
-    hops = [h for h in rec.get("hops") or [] if h.get("ran")]
-    enforcing = [h for h in hops if h.get("mode") != "log-only"] or hops
-    return {
-        "request_headers_client": _first(hops, "request_headers_before"),
-        "request_headers_upstream": _last(enforcing, "request_headers_after"),
-        "request_body_client": _first(hops, "request_body_before"),
-        "request_body_upstream": _last(enforcing, "request_body_after"),
-        "response_headers_upstream": _last(hops, "response_headers_before"),
-        "response_headers_client": _first(enforcing, "response_headers_after"),
-        "response_body_upstream": _last(hops, "response_body_before"),
-        "response_body_client": _first(enforcing, "response_body_after"),
-        "local_reply": next((h["local_reply"] for h in enforcing if h.get("local_reply")), None),
-        # trailers (grpc-status rides in the response's): at both ends, as for headers
-        "request_trailers_client": _first(hops, "request_trailers_before"),
-        "request_trailers_upstream": _last(enforcing, "request_trailers_after"),
-        "response_trailers_upstream": _last(hops, "response_trailers_before"),
-        "response_trailers_client": _first(enforcing, "response_trailers_after"),
-    }
+    "after")."""
+    hops = [h for h in rec.hops if h.ran]
+    enforcing = [h for h in hops if h.mode != "log-only"] or hops
+    return Exchange(
+        request_headers_client=_first(hops, lambda h: h.request_headers_before),
+        request_headers_upstream=_last(enforcing, lambda h: h.request_headers_after),
+        request_body_client=_first(hops, lambda h: h.request_body_before),
+        request_body_upstream=_last(enforcing, lambda h: h.request_body_after),
+        response_headers_upstream=_last(hops, lambda h: h.response_headers_before),
+        response_headers_client=_first(enforcing, lambda h: h.response_headers_after),
+        response_body_upstream=_last(hops, lambda h: h.response_body_before),
+        response_body_client=_first(enforcing, lambda h: h.response_body_after),
+        local_reply=_first(enforcing, lambda h: h.local_reply),
+        request_trailers_client=_first(hops, lambda h: h.request_trailers_before),
+        request_trailers_upstream=_last(enforcing, lambda h: h.request_trailers_after),
+        response_trailers_upstream=_last(hops, lambda h: h.response_trailers_before),
+        response_trailers_client=_first(enforcing, lambda h: h.response_trailers_after),
+    )
 
 
 _SKIP_CURL = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
 
 
-def record_to_curl(rec: Mapping[str, Any], base_url: str = "", cacert: str = "") -> str:
+def record_to_curl(rec: RequestView, base_url: str = "", cacert: str = "") -> str:
     """A curl command that sends the recorded request again, as the client sent it
     (pseudo-headers, host and hop-by-hop fields left to curl). ``base_url``: the proxy
     (``http://127.0.0.1:10000``); the record's authority when empty. ``cacert``: the CA
     an ``https://`` proxy is checked against (``--cacert``)."""
     ex = record_exchange(rec)
-    base = base_url.rstrip("/") or f"http://{rec.get('authority') or '127.0.0.1'}"
-    method = str(rec.get("method") or "GET")
+    base = base_url.rstrip("/") or f"http://{rec.authority or '127.0.0.1'}"
+    method = rec.method or "GET"
     # as the client spoke: h2c with prior knowledge, or by ALPN over TLS
-    protocol = "HTTP/2" if rec.get("protocol") == "HTTP/2" else "HTTP/1.1"
+    protocol = "HTTP/2" if rec.protocol == "HTTP/2" else "HTTP/1.1"
     parts = ["curl", *tls_curl_options(base, cacert, protocol)]
     if method != "GET":
         parts += ["-X", method]
-    parts.append(base + str(rec.get("path") or "/"))
-    for k, v in ex["request_headers_client"] or []:
-        if str(k).startswith(":") or str(k).lower() in _SKIP_CURL:
+    parts.append(base + (rec.path or "/"))
+    for k, v in ex.request_headers_client or ():
+        if k.startswith(":") or k.lower() in _SKIP_CURL:
             continue
         parts += ["-H", f"{k}: {v}"]
-    body = ex["request_body_client"]
+    body = ex.request_body_client
     if body:
-        parts += ["--data-binary", str(body)]
+        parts += ["--data-binary", body]
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _har_headers(pairs: Sequence[Sequence[str]] | None) -> list[dict[str, str]]:
-    return [{"name": str(k), "value": str(v)} for k, v in pairs or [] if not str(k).startswith(":")]
+def _har_headers(pairs: HeaderPairs | None) -> list[dict[str, str]]:
+    return [{"name": k, "value": v} for k, v in pairs or () if not k.startswith(":")]
 
 
-def record_to_har(rec: Mapping[str, Any], base_url: str = "") -> dict[str, Any]:
+def record_to_har(rec: RequestView, base_url: str = "") -> dict[str, Any]:
     """One record as a HAR 1.2 log with one entry (what browsers' devtools and mitmweb
     import). Headers are those at the client's end; the plugin hops go in ``_hops``
     (HAR allows custom fields with a leading underscore)."""
     ex = record_exchange(rec)
-    base = base_url.rstrip("/") or f"http://{rec.get('authority') or '127.0.0.1'}"
-    req_headers = _har_headers(ex["request_headers_client"])
-    resp_pairs = ex["response_headers_client"]
-    lr = ex["local_reply"]
+    base = base_url.rstrip("/") or f"http://{rec.authority or '127.0.0.1'}"
+    req_headers = _har_headers(ex.request_headers_client)
+    resp_pairs = ex.response_headers_client
+    lr = ex.local_reply
     if resp_pairs is None and lr is not None:
-        resp_pairs = lr.get("headers")
+        resp_pairs = lr.headers
     resp_headers = _har_headers(resp_pairs)
-    resp_body = ex["response_body_client"]
+    resp_body = ex.response_body_client
     if resp_body is None and lr is not None:
-        resp_body = lr.get("body")
+        resp_body = lr.body
     ctype = next((h["value"] for h in resp_headers if h["name"].lower() == "content-type"), "")
-    req_body = ex["request_body_client"]
-    started = float(rec.get("started") or time.time())
-    ms = float(rec.get("duration_ms") or 0)
-    version = str(rec.get("protocol") or "HTTP/1.1")  # what the client spoke
+    req_body = ex.request_body_client
+    started = rec.started or time.time()
+    ms = rec.duration_ms
+    version = rec.protocol or "HTTP/1.1"  # what the client spoke
     request: dict[str, Any] = {
-        "method": str(rec.get("method") or "GET"),
-        "url": base + str(rec.get("path") or "/"),
+        "method": rec.method or "GET",
+        "url": base + (rec.path or "/"),
         "httpVersion": version,
         "cookies": [],
         "headers": req_headers,
         "queryString": [],
         "headersSize": -1,
-        "bodySize": len(str(req_body).encode()) if req_body else 0,
+        "bodySize": len(req_body.encode()) if req_body else 0,
     }
     if req_body:
         req_ctype = next(
             (h["value"] for h in req_headers if h["name"].lower() == "content-type"), ""
         )
-        request["postData"] = {"mimeType": req_ctype, "text": str(req_body)}
+        request["postData"] = {"mimeType": req_ctype, "text": req_body}
     entry = {
         "startedDateTime": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))
         + f".{int(started % 1 * 1000):03d}Z",
         "time": ms,
         "request": request,
         "response": {
-            "status": int(rec.get("status") or 0),
+            "status": rec.status,
             "statusText": "",
             "httpVersion": version,
             "cookies": [],
             "headers": resp_headers,
             "content": {
-                "size": len(str(resp_body).encode()) if resp_body else 0,
+                "size": len(resp_body.encode()) if resp_body else 0,
                 "mimeType": ctype,
-                **({"text": str(resp_body)} if resp_body else {}),
+                **({"text": resp_body} if resp_body else {}),
             },
             "redirectURL": "",
             "headersSize": -1,
@@ -202,14 +238,14 @@ def record_to_har(rec: Mapping[str, Any], base_url: str = "") -> dict[str, Any]:
         },
         "cache": {},
         "timings": {"send": 0, "wait": ms, "receive": 0},
-        "_requestId": str(rec.get("request_id") or ""),
-        "_hops": list(rec.get("hops") or []),
+        "_requestId": rec.request_id,
+        "_hops": [h.to_dict() for h in rec.hops],
     }
-    if rec.get("grpc_status") is not None:  # HAR has no field for them: our own
-        entry["_grpcStatus"] = rec["grpc_status"]
-        entry["_grpcMessage"] = str(rec.get("grpc_message") or "")
-    if ex["response_trailers_client"] is not None:
-        entry["_responseTrailers"] = _har_headers(ex["response_trailers_client"])
+    if rec.grpc_status is not None:  # HAR has no field for them: our own
+        entry["_grpcStatus"] = rec.grpc_status
+        entry["_grpcMessage"] = rec.grpc_message
+    if ex.response_trailers_client is not None:
+        entry["_responseTrailers"] = _har_headers(ex.response_trailers_client)
     return {
         "log": {
             "version": "1.2",
@@ -251,39 +287,34 @@ class InspectorFilter:
             or self.grpc
         )
 
-    def matches(self, s: Mapping[str, Any]) -> bool:
-        """Does an inspector summary (engine_service's ``_request_summary``) pass?"""
+    def matches(self, s: RequestSummary) -> bool:
+        """Does an inspector summary pass?"""
         if self.status:
-            code = str(s.get("status") or "0")
+            code = str(s.status)
             if not any(
                 code == want or (want.endswith("xx") and code[:1] == want[:1])
                 for want in self.status
             ):
                 return False
-        if self.method and str(s.get("method") or "").upper() not in self.method:
+        if self.method and s.method.upper() not in self.method:
             return False
-        path = str(s.get("path") or "")
-        if any(p not in path for p in self.path):
+        if any(p not in s.path for p in self.path):
             return False
-        ran = [str(p) for p in s.get("plugins") or []]
-        if any(not any(want in p for p in ran) for want in self.plugin):
+        if any(not any(want in p for p in s.plugins) for want in self.plugin):
             return False
-        changed = [str(p) for p in s.get("changed_by") or []]
-        if any(not any(want in p for p in changed) for want in self.changed):
+        if any(not any(want in p for p in s.changed_by) for want in self.changed):
             return False
-        if self.failed:
-            status = int(s.get("status") or 0)
-            if not (s.get("failed") or status == 0 or status >= 500):
-                return False
-        code = s.get("grpc_status")
+        if self.failed and not (s.failed or s.status == 0 or s.status >= 500):
+            return False
+        grpc = s.grpc_status
         for want in self.protocol:
             if want == "grpc":
-                if code is None:
+                if grpc is None:
                     return False
-            elif not str(s.get("protocol") or "HTTP/1.1").lower().startswith(want):
+            elif not (s.protocol or "HTTP/1.1").lower().startswith(want):
                 return False
         for want in self.grpc:
-            if code is None or (str(code) != want if want != "error" else code == 0):
+            if grpc is None or (str(grpc) != want if want != "error" else grpc == 0):
                 return False
         return True
 

@@ -13,7 +13,7 @@ import difflib
 import html
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from PySide6.QtCore import Qt, QUrl, Signal
@@ -47,6 +47,14 @@ from gui.inspector_export import (
     record_to_har,
 )
 from gui.when_shown import WhenShown
+from host.proxy.request_views import (
+    HeaderPairs,
+    HopView,
+    RequestGone,
+    RequestSummary,
+    RequestView,
+)
+from host.proxy.snapshots import FailureView
 
 __all__ = [
     "InspectorPanel",
@@ -86,11 +94,13 @@ def _e(v: Any) -> str:
     return html.escape(str(v))
 
 
-def _anchor(plugin: Any) -> str:
-    return "hop-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in str(plugin))
+def _anchor(plugin: str) -> str:
+    return "hop-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in plugin)
 
 
-def _diff_html(title: str, before: Any, after: Any, note: str = "") -> str:
+def _diff_html(
+    title: str, before: HeaderPairs | None, after: HeaderPairs | None, note: str = ""
+) -> str:
     if before is None and after is None:
         return ""
     rows = header_diff(before, after)
@@ -160,247 +170,233 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table cellspacing='0' cellpadding='2'><tr>{head}</tr>{body}</table>"
 
 
-def _hop_summary(hop: Mapping[str, Any]) -> str:
+def _changed_headers(before: HeaderPairs | None, after: HeaderPairs | None) -> int:
+    return sum(1 for sign, _, _ in header_diff(before, after) if sign != "=")
+
+
+def _hop_summary(hop: HopView) -> str:
     if hop_not_reached(hop):
         return f"<span style='color:{_GREY}'>not reached (an earlier hop answered)</span>"
-    if not hop.get("ran"):
-        return f"<span style='color:{_GREY}'>skipped: {_e(hop.get('skipped_reason') or '')}</span>"
+    if not hop.ran:
+        return f"<span style='color:{_GREY}'>skipped: {_e(hop.skipped_reason)}</span>"
     what = []
-    if hop.get("failure"):
+    if hop.failure:
         what.append(f"<span style='color:{_RED}'>failed</span>")
-    if hop.get("local_reply"):
-        verb = "would reply" if hop.get("mode") == "log-only" else "replied"
-        what.append(
-            f"<span style='color:{_AMBER}'>{verb} {_e(hop['local_reply'].get('status'))}</span>"
-        )
-    for key, label in (("request_headers", "req headers"), ("response_headers", "resp headers")):
-        rows = header_diff(hop.get(f"{key}_before"), hop.get(f"{key}_after"))
-        n = sum(1 for s, _, _ in rows if s != "=")
-        if n:
-            what.append(f"{label} ±{n}")
-    for key, label in (("request_body", "req body"), ("response_body", "resp body")):
-        if hop.get(f"{key}_before") != hop.get(f"{key}_after"):
-            what.append(f"{label} changed")
-    for key, label in (
-        ("request_trailers", "req trailers"),
-        ("response_trailers", "resp trailers"),
+    if hop.local_reply:
+        verb = "would reply" if hop.mode == "log-only" else "replied"
+        what.append(f"<span style='color:{_AMBER}'>{verb} {_e(hop.local_reply.status)}</span>")
+    for label, before, after in (
+        ("req headers", hop.request_headers_before, hop.request_headers_after),
+        ("resp headers", hop.response_headers_before, hop.response_headers_after),
     ):
-        rows = header_diff(hop.get(f"{key}_before"), hop.get(f"{key}_after"))
-        n = sum(1 for s, _, _ in rows if s != "=")
+        n = _changed_headers(before, after)
         if n:
             what.append(f"{label} ±{n}")
-    if hop.get("callouts"):
-        what.append(f"{len(hop['callouts'])} callout(s)")
-    would = [str(w) for w in hop.get("would") or [] if not str(w).startswith("reply_")]
+    for label, body_before, body_after in (
+        ("req body", hop.request_body_before, hop.request_body_after),
+        ("resp body", hop.response_body_before, hop.response_body_after),
+    ):
+        if body_before != body_after:
+            what.append(f"{label} changed")
+    for label, before, after in (
+        ("req trailers", hop.request_trailers_before, hop.request_trailers_after),
+        ("resp trailers", hop.response_trailers_before, hop.response_trailers_after),
+    ):
+        n = _changed_headers(before, after)
+        if n:
+            what.append(f"{label} ±{n}")
+    if hop.callouts:
+        what.append(f"{len(hop.callouts)} callout(s)")
+    would = [w for w in hop.would if not w.startswith("reply_")]
     if would:
         what.append(f"<span style='color:{_AMBER}'>would: {_e(', '.join(would))}</span>")
     return ", ".join(what) or "no change"
 
 
-def _grpc_html(rec: Mapping[str, Any]) -> str:
+def _grpc_html(rec: RequestView) -> str:
     """The gRPC status line of a gRPC exchange ("" otherwise): code and name, and the
     grpc-message."""
-    code = rec.get("grpc_status")
+    code = rec.grpc_status
     if code is None:
         return ""
     colour = _GREEN if code == 0 else _RED
-    msg = str(rec.get("grpc_message") or "")
+    msg = rec.grpc_message
     return (
-        f"<p><b>gRPC status</b> <span style='color:{colour}'>{_e(grpc_status_text(int(code)))}"
+        f"<p><b>gRPC status</b> <span style='color:{colour}'>{_e(grpc_status_text(code))}"
         "</span>" + (f" · grpc-message: {_e(msg)}" if msg else "") + "</p>"
     )
 
 
-def render_request_html(rec: Mapping[str, Any]) -> str:
-    if rec.get("error"):
-        return f"<p>Request #{_e(rec.get('id'))}: {_e(rec['error'])}</p>"
-    status = int(rec.get("status") or 0)
-    colour = _STATUS_COLOURS.get(status // 100, _GREY)
-    facts = [f"request id {_e(rec.get('request_id'))}", f"{_e(rec.get('duration_ms'))} ms"]
-    if rec.get("protocol"):
-        facts.insert(0, _e(rec["protocol"]))
-    if rec.get("client"):
-        facts.append(f"client {_e(rec['client'])}")
-    if rec.get("authority"):
-        facts.append(f"authority {_e(rec['authority'])}")
-    facts.append(_e(rec.get("outcome") or "ok"))
-    if rec.get("response_code_details"):
-        facts.append(_e(rec["response_code_details"]))
-    hops = list(rec.get("hops") or [])
+def _failure_html(f: FailureView, backtrace: bool = True) -> str:
+    bt = "".join(f"<br>&nbsp;&nbsp;{_e(b)}" for b in f.backtrace) if backtrace else ""
+    return f"<p style='color:{_RED}'><b>failure</b> {_e(f.kind)}: {_e(f.message)}{bt}</p>"
+
+
+def _hop_html(hop: HopView) -> list[str]:
+    """One hop's section of the details: what it did, each part's diff, its callbacks."""
+    log_only = hop.mode == "log-only"
     out = [
-        f"<h3>{_e(rec.get('method'))} {_e(rec.get('path'))} → "
-        f"<span style='color:{colour}'>{status}</span></h3>",
+        f"<hr><h4><a name='{_anchor(hop.plugin)}'></a>{_e(hop.plugin)} "
+        f"<small>({_e(hop.mode)})</small></h4>"
+    ]
+    if hop_not_reached(hop):
+        out.append(
+            "<p>not reached: an earlier plugin answered (or the request ended) before "
+            "this one was called</p>"
+        )
+        return out
+    if not hop.ran:
+        out.append(f"<p>skipped: {_e(hop.skipped_reason)}</p>")
+        if hop.failure:
+            out.append(_failure_html(hop.failure, backtrace=False))
+        return out
+    note = ""
+    if log_only:
+        note = " — log-only: what it <i>would</i> have done; nothing was applied"
+        out.append(
+            f"<p style='color:{_AMBER}'>Log-only: the changes below are what this plugin "
+            "would have made; the request and response went on unmodified.</p>"
+        )
+    if hop.would:
+        would = _e(", ".join(hop.would))
+        out.append(f"<p style='color:{_AMBER}'><b>would have:</b> {would}</p>")
+    if hop.failure:
+        out.append(_failure_html(hop.failure))
+    lr = hop.local_reply
+    if lr:
+        verb = "would have replied" if log_only else "local reply"
+        hdrs = "".join(f"<br>&nbsp;&nbsp;{_e(k)}: {_e(v)}" for k, v in lr.headers)
+        out.append(
+            f"<p style='color:{_AMBER}'><b>{verb}</b> {_e(lr.status)}"
+            + (f" ({_e(lr.details)})" if lr.details else "")
+            + hdrs
+            + (f"<br>body: {_e(lr.body[:500])}" if lr.body else "")
+            + "</p>"
+        )
+    if hop.paused_ms:
+        out.append(f"<p>held the stream paused for {_e(hop.paused_ms)} ms</p>")
+    if hop.callouts:
+        out.append("<p><b>Callouts</b></p>")
+        out.append(
+            _table(
+                ["cluster", "status", "ms", "failure"],
+                [
+                    [
+                        _e(c.cluster),
+                        _e(c.status or "—"),
+                        _e(c.elapsed_ms),
+                        f"<span style='color:{_RED}'>{_e(c.failure)}</span>" if c.failure else "",
+                    ]
+                    for c in hop.callouts
+                ],
+            )
+        )
+    out.append(
+        _diff_html("request headers", hop.request_headers_before, hop.request_headers_after, note)
+    )
+    out.append(
+        _body_html(
+            "request body",
+            hop.request_body_before,
+            hop.request_body_after,
+            note,
+            (hop.request_body_before_size, hop.request_body_after_size),
+        )
+    )
+    if hop.request_trailers_before is not None:
+        out.append(
+            _diff_html(
+                "request trailers", hop.request_trailers_before, hop.request_trailers_after, note
+            )
+        )
+    out.append(
+        _diff_html(
+            "response headers", hop.response_headers_before, hop.response_headers_after, note
+        )
+    )
+    out.append(
+        _body_html(
+            "response body",
+            hop.response_body_before,
+            hop.response_body_after,
+            note,
+            (hop.response_body_before_size, hop.response_body_after_size),
+        )
+    )
+    if hop.response_trailers_before is not None:
+        out.append(
+            _diff_html(
+                "response trailers",
+                hop.response_trailers_before,
+                hop.response_trailers_after,
+                note,
+            )
+        )
+    if hop.callbacks:
+        total = sum(c.us for c in hop.callbacks)
+        out.append(f"<p><b>Callbacks</b> ({total:.1f} µs in all)</p>")
+        out.append(
+            _table(
+                ["callback", "result", "µs"],
+                [
+                    [
+                        _e(c.name.removeprefix("proxy_")),
+                        _e(callback_result_name(c.name, c.result)),
+                        _e(c.us),
+                    ]
+                    for c in hop.callbacks
+                ],
+            )
+        )
+    return out
+
+
+def render_request_html(rec: RequestView | RequestGone) -> str:
+    if isinstance(rec, RequestGone):
+        return f"<p>Request #{_e(rec.id)}: {_e(rec.error)}</p>"
+    status = rec.status
+    colour = _STATUS_COLOURS.get(status // 100, _GREY)
+    facts = [f"request id {_e(rec.request_id)}", f"{_e(rec.duration_ms)} ms"]
+    if rec.protocol:
+        facts.insert(0, _e(rec.protocol))
+    if rec.client:
+        facts.append(f"client {_e(rec.client)}")
+    if rec.authority:
+        facts.append(f"authority {_e(rec.authority)}")
+    facts.append(_e(rec.outcome or "ok"))
+    if rec.response_code_details:
+        facts.append(_e(rec.response_code_details))
+    out = [
+        f"<h3>{_e(rec.method)} {_e(rec.path)} → <span style='color:{colour}'>{status}</span></h3>",
         f"<p>{' · '.join(facts)}</p>",
         _grpc_html(rec),
     ]
-    if hops:
+    if rec.hops:
         rows = []
-        for hop in hops:
-            us = sum(float(c.get("us") or 0) for c in hop.get("callbacks") or [])
+        for hop in rec.hops:
+            us = sum(c.us for c in hop.callbacks)
             rows.append(
                 [
-                    f"<a href='#{_anchor(hop['plugin'])}'><b>{_e(hop['plugin'])}</b></a>",
-                    _e(hop.get("mode")),
-                    f"{us:.1f} µs" if hop.get("ran") and not hop_not_reached(hop) else "—",
+                    f"<a href='#{_anchor(hop.plugin)}'><b>{_e(hop.plugin)}</b></a>",
+                    _e(hop.mode),
+                    f"{us:.1f} µs" if hop.ran and not hop_not_reached(hop) else "—",
                     _hop_summary(hop),
                 ]
             )
         out.append("<p><b>Plugin hops</b> (request order; the response runs back up)</p>")
         out.append(_table(["plugin", "mode", "time", "what it did"], rows))
-    for hop in hops:
-        log_only = hop.get("mode") == "log-only"
-        out.append(
-            f"<hr><h4><a name='{_anchor(hop['plugin'])}'></a>{_e(hop['plugin'])} "
-            f"<small>({_e(hop.get('mode'))})</small></h4>"
-        )
-        if hop_not_reached(hop):
-            out.append(
-                "<p>not reached: an earlier plugin answered (or the request ended) before "
-                "this one was called</p>"
-            )
-            continue
-        if not hop.get("ran"):
-            out.append(f"<p>skipped: {_e(hop.get('skipped_reason') or '')}</p>")
-            if hop.get("failure"):
-                f = hop["failure"]
-                out.append(
-                    f"<p style='color:{_RED}'><b>failure</b> {_e(f.get('kind'))}: "
-                    f"{_e(f.get('message'))}</p>"
-                )
-            continue
-        note = ""
-        if log_only:
-            note = " — log-only: what it <i>would</i> have done; nothing was applied"
-            out.append(
-                f"<p style='color:{_AMBER}'>Log-only: the changes below are what this plugin "
-                "would have made; the request and response went on unmodified.</p>"
-            )
-        if hop.get("would"):
-            out.append(
-                f"<p style='color:{_AMBER}'><b>would have:</b> "
-                + _e(", ".join(map(str, hop["would"])))
-                + "</p>"
-            )
-        if hop.get("failure"):
-            f = hop["failure"]
-            bt = "".join(f"<br>&nbsp;&nbsp;{_e(b)}" for b in f.get("backtrace") or [])
-            out.append(
-                f"<p style='color:{_RED}'><b>failure</b> {_e(f.get('kind'))}: "
-                f"{_e(f.get('message'))}{bt}</p>"
-            )
-        if hop.get("local_reply"):
-            lr = hop["local_reply"]
-            verb = "would have replied" if log_only else "local reply"
-            hdrs = "".join(f"<br>&nbsp;&nbsp;{_e(k)}: {_e(v)}" for k, v in lr.get("headers") or [])
-            out.append(
-                f"<p style='color:{_AMBER}'><b>{verb}</b> {_e(lr.get('status'))}"
-                + (f" ({_e(lr['details'])})" if lr.get("details") else "")
-                + hdrs
-                + (f"<br>body: {_e(str(lr.get('body'))[:500])}" if lr.get("body") else "")
-                + "</p>"
-            )
-        if hop.get("paused_ms"):
-            out.append(f"<p>held the stream paused for {_e(hop['paused_ms'])} ms</p>")
-        callouts = hop.get("callouts") or []
-        if callouts:
-            out.append("<p><b>Callouts</b></p>")
-            out.append(
-                _table(
-                    ["cluster", "status", "ms", "failure"],
-                    [
-                        [
-                            _e(c.get("cluster")),
-                            _e(c.get("status") or "—"),
-                            _e(c.get("elapsed_ms")),
-                            f"<span style='color:{_RED}'>{_e(c['failure'])}</span>"
-                            if c.get("failure")
-                            else "",
-                        ]
-                        for c in callouts
-                    ],
-                )
-            )
-        out.append(
-            _diff_html(
-                "request headers",
-                hop.get("request_headers_before"),
-                hop.get("request_headers_after"),
-                note,
-            )
-        )
-        out.append(
-            _body_html(
-                "request body",
-                hop.get("request_body_before"),
-                hop.get("request_body_after"),
-                note,
-                (hop.get("request_body_before_size"), hop.get("request_body_after_size")),
-            )
-        )
-        if hop.get("request_trailers_before") is not None:
-            out.append(
-                _diff_html(
-                    "request trailers",
-                    hop.get("request_trailers_before"),
-                    hop.get("request_trailers_after"),
-                    note,
-                )
-            )
-        out.append(
-            _diff_html(
-                "response headers",
-                hop.get("response_headers_before"),
-                hop.get("response_headers_after"),
-                note,
-            )
-        )
-        out.append(
-            _body_html(
-                "response body",
-                hop.get("response_body_before"),
-                hop.get("response_body_after"),
-                note,
-                (hop.get("response_body_before_size"), hop.get("response_body_after_size")),
-            )
-        )
-        if hop.get("response_trailers_before") is not None:
-            out.append(
-                _diff_html(
-                    "response trailers",
-                    hop.get("response_trailers_before"),
-                    hop.get("response_trailers_after"),
-                    note,
-                )
-            )
-        cbs = hop.get("callbacks") or []
-        if cbs:
-            total = sum(float(c.get("us") or 0) for c in cbs)
-            out.append(f"<p><b>Callbacks</b> ({total:.1f} µs in all)</p>")
-            out.append(
-                _table(
-                    ["callback", "result", "µs"],
-                    [
-                        [
-                            _e(str(c["name"]).removeprefix("proxy_")),
-                            _e(callback_result_name(str(c["name"]), c.get("result"))),
-                            _e(c["us"]),
-                        ]
-                        for c in cbs
-                    ],
-                )
-            )
+    for hop in rec.hops:
+        out.extend(_hop_html(hop))
     return "\n".join(out)
 
 
-def replay_request(rec: Mapping[str, Any]) -> dict[str, Any] | None:
+def replay_request(rec: RequestView) -> dict[str, Any] | None:
     """(method, path, headers) to send the recorded request again: the headers as the
     client sent them (the first hop's "before" without what the proxy added), without
     pseudo-headers, host, hop-by-hop fields and the request id. None when the record
     has no request headers."""
-    hops = rec.get("hops") or []
-    before = next(
-        (h.get("request_headers_before") for h in hops if h.get("request_headers_before")), None
-    )
+    hops = rec.hops
+    before = next((h.request_headers_before for h in hops if h.request_headers_before), None)
     if before is None:
         return None
     # what the proxy added (x-forwarded-for/-proto) goes; x-request-id too, so the proxy
@@ -415,17 +411,17 @@ def replay_request(rec: Mapping[str, Any]) -> dict[str, Any] | None:
         "x-request-id",
     }
     headers = [[k, v] for k, v in sent if not k.startswith(":") and k.lower() not in skip]
-    body = next((h.get("request_body_before") for h in hops if h.get("request_body_before")), "")
+    body = next((h.request_body_before for h in hops if h.request_body_before), "")
     out: dict[str, Any] = {
-        "method": rec.get("method") or "GET",
-        "path": rec.get("path") or "/",
+        "method": rec.method or "GET",
+        "path": rec.path or "/",
         "headers": headers,
-        "body": body or "",
+        "body": body,
     }
     ctype = next((v for k, v in headers if k.lower() == "content-type"), "")
-    if rec.get("grpc_status") is not None or ctype.startswith("application/grpc"):
+    if rec.grpc_status is not None or ctype.startswith("application/grpc"):
         return _grpc_replay(out)
-    if rec.get("protocol") == "HTTP/2":
+    if rec.protocol == "HTTP/2":
         out["protocol"] = "HTTP/2"
     return out
 
@@ -462,7 +458,7 @@ def _grpc_replay(req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _pairs_html(title: str, pairs: Sequence[Sequence[str]] | None) -> str:
+def _pairs_html(title: str, pairs: HeaderPairs | None) -> str:
     if pairs is None:
         return f"<p><b>{_e(title)}</b> <span style='color:{_GREY}'>(no plugin saw them)</span></p>"
     rows = "".join(f"{_e(k)}: {_e(v)}\n" for k, v in pairs)
@@ -477,52 +473,52 @@ def _text_html(title: str, body: str | None) -> str:
     return f"<p><b>{_e(title)}</b>{more}</p><pre style='margin:0'>{_e(shown)}</pre>"
 
 
-def render_exchange_html(rec: Mapping[str, Any], side: str) -> str:
+def render_exchange_html(rec: RequestView | RequestGone, side: str) -> str:
     """The Request tab (``side="request"``) or the Response tab: headers and body as
     the client and as the upstream saw them (where they differ, both)."""
-    if rec.get("error"):
-        return f"<p>{_e(rec['error'])}</p>"
+    if isinstance(rec, RequestGone):
+        return f"<p>{_e(rec.error)}</p>"
     ex = record_exchange(rec)
     out: list[str] = []
     if side == "request":
-        out.append(f"<h3>{_e(rec.get('method'))} {_e(rec.get('path'))}</h3>")
-        client, upstream = ex["request_headers_client"], ex["request_headers_upstream"]
+        out.append(f"<h3>{_e(rec.method)} {_e(rec.path)}</h3>")
+        client, upstream = ex.request_headers_client, ex.request_headers_upstream
         out.append(_pairs_html("headers as the client sent them", client))
         if upstream is not None and upstream != client:
             out.append(_pairs_html("headers as upstream received them", upstream))
-        body_c, body_u = ex["request_body_client"], ex["request_body_upstream"]
+        body_c, body_u = ex.request_body_client, ex.request_body_upstream
         out.append(_text_html("body as the client sent it", body_c))
         if body_u is not None and body_u != body_c:
             out.append(_text_html("body as upstream received it", body_u))
-        tr_c, tr_u = ex["request_trailers_client"], ex["request_trailers_upstream"]
+        tr_c, tr_u = ex.request_trailers_client, ex.request_trailers_upstream
         if tr_c is not None:
             out.append(_pairs_html("trailers as the client sent them", tr_c))
         if tr_u is not None and tr_u != tr_c:
             out.append(_pairs_html("trailers as upstream received them", tr_u))
         return "\n".join(out)
-    status = int(rec.get("status") or 0)
+    status = rec.status
     colour = _STATUS_COLOURS.get(status // 100, _GREY)
     out.append(f"<h3><span style='color:{colour}'>{status}</span></h3>")
     out.append(_grpc_html(rec))
-    lr = ex["local_reply"]
+    lr = ex.local_reply
     if lr is not None:
         out.append(
-            f"<p style='color:{_AMBER}'>local reply {_e(lr.get('status'))}"
-            + (f" ({_e(lr['details'])})" if lr.get("details") else "")
+            f"<p style='color:{_AMBER}'>local reply {_e(lr.status)}"
+            + (f" ({_e(lr.details)})" if lr.details else "")
             + ": upstream was not asked</p>"
         )
-    up, client = ex["response_headers_upstream"], ex["response_headers_client"]
+    up, client = ex.response_headers_upstream, ex.response_headers_client
     if lr is None:
         out.append(_pairs_html("headers as upstream sent them", up))
     if client is not None and client != up:
         out.append(_pairs_html("headers as the client received them", client))
-    body_u, body_c = ex["response_body_upstream"], ex["response_body_client"]
+    body_u, body_c = ex.response_body_upstream, ex.response_body_client
     out.append(_text_html("body as upstream sent it", body_u))
     if body_c is not None and body_c != body_u:
         out.append(_text_html("body as the client received it", body_c))
-    if lr is not None and lr.get("body"):
-        out.append(_text_html("local reply body", str(lr.get("body"))))
-    tr_u, tr_c = ex["response_trailers_upstream"], ex["response_trailers_client"]
+    if lr is not None and lr.body:
+        out.append(_text_html("local reply body", lr.body))
+    tr_u, tr_c = ex.response_trailers_upstream, ex.response_trailers_client
     if tr_u is not None:
         out.append(_pairs_html("trailers as upstream sent them", tr_u))
     if tr_c is not None and tr_c != tr_u:
@@ -675,9 +671,9 @@ class InspectorPanel(QWidget):
         self.paused = False
         self.renders = 0  # detail renders (one per selection): what item 1 measures
         self._replay: dict[str, Any] | None = None
-        self._record: Mapping[str, Any] | None = None
+        self._record: RequestView | None = None
         self._items: dict[int, QTreeWidgetItem] = {}  # by id, oldest first
-        self._summaries: dict[int, Mapping[str, Any]] = {}
+        self._summaries: dict[int, RequestSummary] = {}
         self._filter = InspectorFilter()
         self._updating = False
         self._followed_at = 0.0
@@ -687,7 +683,7 @@ class InspectorPanel(QWidget):
 
     # -- the list -------------------------------------------------------------------------
 
-    def append_requests(self, summaries: Iterable[Mapping[str, Any]]) -> None:
+    def append_requests(self, summaries: Iterable[RequestSummary]) -> None:
         if self.paused:
             return
         self._when_shown.add(summaries)
@@ -696,7 +692,7 @@ class InspectorPanel(QWidget):
         self._when_shown.flush()
         super().showEvent(event)
 
-    def _add_rows(self, summaries: Iterable[Mapping[str, Any]]) -> None:
+    def _add_rows(self, summaries: Iterable[RequestSummary]) -> None:
         batch = list(summaries)[-self.capacity :]
         if not batch:
             return
@@ -707,37 +703,34 @@ class InspectorPanel(QWidget):
         try:
             items = []
             for s in batch:
-                rid = int(s["id"])
-                t = float(s.get("started") or 0)
+                rid = s.id
                 notes = []
-                if s.get("local_reply"):
-                    notes.append(f"local reply by {s['local_reply']}")
-                if s.get("would"):
-                    notes.append(f"{s['would']} log-only intent(s)")
-                if s.get("failed"):
-                    notes.append(f"{s['failed']} failed")
-                code = s.get("grpc_status")
+                if s.local_reply:
+                    notes.append(f"local reply by {s.local_reply}")
+                if s.would:
+                    notes.append(f"{s.would} log-only intent(s)")
+                if s.failed:
+                    notes.append(f"{s.failed} failed")
+                code = s.grpc_status
                 if code is not None:  # a gRPC exchange: its status first
-                    msg = str(s.get("grpc_message") or "")
-                    notes.insert(
-                        0, f"gRPC {grpc_status_text(int(code))}" + (f": {msg}" if msg else "")
-                    )
+                    msg = s.grpc_message
+                    notes.insert(0, f"gRPC {grpc_status_text(code)}" + (f": {msg}" if msg else ""))
                 item = _RequestItem(
                     [
                         str(rid),
-                        time.strftime("%H:%M:%S", time.localtime(t)),
-                        str(s.get("method", "")),
-                        str(s.get("path", "")),
-                        str(s.get("status", "")),
-                        f"{float(s.get('duration_ms') or 0):.2f}",
-                        ", ".join(s.get("plugins") or []),
+                        time.strftime("%H:%M:%S", time.localtime(s.started)),
+                        s.method,
+                        s.path,
+                        str(s.status),
+                        f"{s.duration_ms:.2f}",
+                        ", ".join(s.plugins),
                         "; ".join(notes),
-                        "gRPC" if code is not None else str(s.get("protocol") or "HTTP/1.1"),
+                        "gRPC" if code is not None else (s.protocol or "HTTP/1.1"),
                     ]
                 )
                 item.setData(0, _ID_ROLE, rid)
-                item.setData(1, _ID_ROLE, str(s.get("request_id") or ""))
-                colour = _STATUS_COLOURS.get(int(s.get("status") or 0) // 100)
+                item.setData(1, _ID_ROLE, s.request_id)
+                colour = _STATUS_COLOURS.get(s.status // 100)
                 if colour:
                     item.setForeground(4, QColor(colour))
                 if code:  # a gRPC error: the note says which
@@ -869,19 +862,19 @@ class InspectorPanel(QWidget):
             self._followed_at = 0.0
             self._follow()
 
-    def show_details(self, rec: Mapping[str, Any]) -> None:
+    def show_details(self, rec: RequestView | RequestGone) -> None:
         """Render one record (what the service sent for the selection). A record for
         another id than the selected one (an answer that arrived late) is ignored."""
-        rid = int(rec.get("id") or 0)
+        rid = rec.id
         if self.selected_id and rid != self.selected_id:
             return
         self.shown_id = rid
         self.renders += 1
-        self._record = None if rec.get("error") else rec
+        self._record = rec if isinstance(rec, RequestView) else None
         self.detail_view.setHtml(render_request_html(rec))
         self.request_view.setHtml(render_exchange_html(rec, "request"))
         self.response_view.setHtml(render_exchange_html(rec, "response"))
-        self._replay = None if rec.get("error") else replay_request(rec)
+        self._replay = replay_request(self._record) if self._record is not None else None
         self.replay_button.setEnabled(self._replay is not None)
         self.curl_button.setEnabled(self._record is not None)
         self.har_button.setEnabled(self._record is not None)

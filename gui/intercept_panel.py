@@ -7,7 +7,7 @@ Emits what the user asked for; the main window hands it to the engine service.""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import QTimer, Signal
@@ -26,6 +26,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from host.proxy.request_views import HeldView
 
 __all__ = ["InterceptPanel", "format_headers", "parse_header_lines"]
 
@@ -126,7 +128,7 @@ class InterceptPanel(QWidget):
         self.held_list.currentItemChanged.connect(self._on_held_list_current_item_changed)
         self.resume_button.clicked.connect(self._on_resume_button_clicked)
         self.unchanged_button.clicked.connect(self._on_unchanged_button_clicked)
-        self.held: dict[int, Mapping[str, Any]] = {}
+        self.held: dict[int, HeldView] = {}
         self._shown = 0
         self._set_editor(None)
 
@@ -154,17 +156,17 @@ class InterceptPanel(QWidget):
         self.disarm_requested.emit()
         self.rule_label.setText("not armed")
 
-    def show_held(self, held: Sequence[Mapping[str, Any]]) -> None:
+    def show_held(self, held: Sequence[HeldView]) -> None:
         """The engine's held requests (on every catch and release)."""
-        self.held = {int(h["id"]): h for h in held}
+        self.held = {h.id: h for h in held}
         keep = self._shown if self._shown in self.held else 0
         self.held_list.blockSignals(True)
         self.held_list.clear()
         for h in held:
             item = QListWidgetItem(self._label(h))
-            item.setData(256, int(h["id"]))
+            item.setData(256, h.id)
             self.held_list.addItem(item)
-            if int(h["id"]) == keep:
+            if h.id == keep:
                 self.held_list.setCurrentItem(item)
         self.held_list.blockSignals(False)
         if keep == 0 and self.held_list.count():
@@ -177,11 +179,11 @@ class InterceptPanel(QWidget):
         else:
             self.countdown.stop()
 
-    def _label(self, h: Mapping[str, Any]) -> str:
-        left = float(h.get("timeout_s") or 0) - (time.time() - float(h.get("held_at") or 0))
-        stage = dict(STAGE_LABELS).get(str(h.get("stage")), str(h.get("stage")))
+    def _label(self, h: HeldView) -> str:
+        left = h.timeout_s - (time.time() - h.held_at)
+        stage = dict(STAGE_LABELS).get(h.stage, h.stage)
         return (
-            f"#{h['id']} {h.get('method')} {h.get('path')} at {h.get('plugin')}, {stage} "
+            f"#{h.id} {h.method} {h.path} at {h.plugin}, {stage} "
             f"(resumes unchanged in {max(0, left):.0f} s)"
         )
 
@@ -195,17 +197,17 @@ class InterceptPanel(QWidget):
     def _on_held_list_current_item_changed(self, item: QListWidgetItem | None, _: Any) -> None:
         self._set_editor(self.held.get(int(item.data(256))) if item is not None else None)
 
-    def _set_editor(self, h: Mapping[str, Any] | None) -> None:
-        self._shown = int(h["id"]) if h is not None else 0
+    def _set_editor(self, h: HeldView | None) -> None:
+        self._shown = h.id if h is not None else 0
         self.error_label.setText("")
         for w in (self.headers_edit, self.resume_button, self.unchanged_button):
             w.setEnabled(h is not None)
-        self.headers_edit.setPlainText(format_headers(h.get("headers") or []) if h else "")
-        body = h.get("body") if h is not None else None
+        self.headers_edit.setPlainText(format_headers(h.headers) if h is not None else "")
+        body = h.body if h is not None else None
         # at the request body the route is chosen (the head may be sent): read only
         self.headers_edit.setReadOnly(body is not None)
         self.body_edit.setEnabled(body is not None)
-        self.body_edit.setPlainText(str(body) if body is not None else "")
+        self.body_edit.setPlainText(body if body is not None else "")
 
     def _on_resume_button_clicked(self) -> None:
         if not self._shown:

@@ -77,6 +77,7 @@ from host.proxy.config import (
     with_changes,
 )
 from host.proxy.errors import ErrorKind, PluginError
+from host.proxy.request_views import HeldView, RequestGone, RequestView
 from host.proxy.snapshots import PluginSnapshot
 
 __all__ = ["MainWindow", "load_url_spec", "load_wasm_spec", "schema_for"]
@@ -768,8 +769,8 @@ class MainWindow(QMainWindow):
     def _on_service_response_received(self, d: dict[str, Any]) -> None:
         self.composer_panel.show_response(d)
 
-    def _on_service_request_details_received(self, d: dict[str, Any]) -> None:
-        self.inspector_panel.show_details(d)
+    def _on_service_request_details_received(self, rec: RequestView | RequestGone) -> None:
+        self.inspector_panel.show_details(rec)
 
     def _on_service_traffic_progress(self, sent: int, planned: int) -> None:
         self.composer_panel.show_progress(sent, planned)
@@ -800,7 +801,7 @@ class MainWindow(QMainWindow):
     def _on_stop_traffic_button_clicked(self) -> None:
         self.service.stop_traffic()
 
-    def _on_service_intercepts_changed(self, held: list[dict[str, Any]]) -> None:
+    def _on_service_intercepts_changed(self, held: Sequence[HeldView]) -> None:
         self.intercept_panel.show_held(held)
         n = len(held)
         title = f"Intercept ({n})" if n else "Intercept"

@@ -6,23 +6,25 @@ A panel that is not in a shown window (a test's bare widget) gets every batch at
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
 from PySide6.QtWidgets import QWidget
 
 __all__ = ["WhenShown"]
 
-Rows = Iterable[Mapping[str, Any]]
+_Row = TypeVar("_Row")  # a log line (a mapping), an inspector summary (RequestSummary)
 
 
-class WhenShown:
-    def __init__(self, panel: QWidget, sink: Callable[[Rows], None], capacity: int) -> None:
+class WhenShown(Generic[_Row]):
+    def __init__(
+        self, panel: QWidget, sink: Callable[[Iterable[_Row]], None], capacity: int
+    ) -> None:
         self._panel = panel
         self._sink = sink
-        self._pending: deque[Mapping[str, Any]] = deque(maxlen=capacity)
+        self._pending: deque[_Row] = deque(maxlen=capacity)
 
-    def add(self, rows: Rows) -> None:
+    def add(self, rows: Iterable[_Row]) -> None:
         if not self._panel.isVisible() and self._panel.window().isVisible():
             self._pending.extend(rows)  # on a hidden tab: built when shown
             return

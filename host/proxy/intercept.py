@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from host.proxy.chain import REQUEST, RESPONSE
+from host.proxy.request_views import HeldView
 from host.proxy.stream import CONTINUE, LocalReply, Reply, Verdict, Wait
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ class InterceptRule:
 
 @dataclass
 class HeldRequest:
-    """One held request (engine thread); ``to_dict`` is what the app sees."""
+    """One held request (engine thread); ``view()`` is what the app sees, ``to_dict``
+    its JSON."""
 
     id: int
     plugin: str
@@ -74,19 +76,23 @@ class HeldRequest:
     )
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
+    def view(self) -> HeldView:
+        """What the app sees of it: a frozen copy, safe to hand to another thread."""
+        return HeldView(
+            self.id,
+            self.plugin,
+            self.stage,
+            self.method,
+            self.path,
+            self.request_id,
+            tuple(self.headers),
+            self.body,
+            self.held_at,
+            self.timeout_s,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "plugin": self.plugin,
-            "stage": self.stage,
-            "method": self.method,
-            "path": self.path,
-            "request_id": self.request_id,
-            "headers": [list(h) for h in self.headers],
-            "body": self.body,
-            "held_at": self.held_at,
-            "timeout_s": self.timeout_s,
-        }
+        return self.view().to_dict()
 
 
 def _value(run: ChainRun, name: bytes) -> str:
@@ -264,6 +270,10 @@ class Interceptor:
 
     def held_dicts(self) -> list[dict[str, Any]]:
         return [h.to_dict() for h in self.held.values()]
+
+    def held_views(self) -> tuple[HeldView, ...]:
+        """The held requests, oldest first, as frozen values (what the app is sent)."""
+        return tuple(h.view() for h in self.held.values())
 
     def _changed(self) -> None:
         if self.on_change is not None:

@@ -10,6 +10,7 @@ from PySide6.QtCore import QObject, Signal
 from gui.engine_service import EngineSnapshot
 from gui.workspace import default_config_path
 from host.proxy.config import ProxyConfig, effective_order, load_config
+from host.proxy.request_views import RequestSummary
 from host.proxy.snapshots import PluginSnapshot, PluginState
 from host.proxy.stats import StatsStore
 
@@ -36,10 +37,10 @@ class FakeEngineService(QObject):
     command_failed = Signal(str)
     plugin_reloaded = Signal(str, object)
     response_received = Signal(dict)
-    request_details_received = Signal(dict)
+    request_details_received = Signal(object)
     traffic_progress = Signal(int, int)
     traffic_finished = Signal(dict)
-    intercepts_changed = Signal(list)
+    intercepts_changed = Signal(object)
     recording_changed = Signal(bool, str)
 
     def __init__(self, config: ProxyConfig | None = None) -> None:
@@ -52,7 +53,7 @@ class FakeEngineService(QObject):
         self.calls: list[tuple[str, Any]] = []
         self.store = StatsStore()
         self.pending_logs: list[dict[str, Any]] = []
-        self.pending_requests: list[dict[str, Any]] = []
+        self.pending_requests: list[RequestSummary] = []
         self.plugins: list[PluginSnapshot] = []
         self.closed = False
         self.checked: list[list[str]] = []

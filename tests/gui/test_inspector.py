@@ -5,6 +5,7 @@ bounds and its achieved-vs-planned line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from typing import Any
@@ -24,27 +25,31 @@ from gui.inspector_panel import InspectorPanel
 from gui.intercept_panel import InterceptPanel, parse_header_lines
 from gui.main_window import MainWindow
 from gui.traffic import check_load_input, load_status
+from host.proxy.request_views import HeldView, HopView, RequestSummary, RequestView
 from tests.gui.fakes import FakeEngineService
 
 
-def _summary(i: int, **kw: Any) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "id": i,
-        "request_id": f"r-{i}",
-        "method": "GET",
-        "path": f"/p{i}",
-        "status": 200,
-        "duration_ms": float(i),
-        "started": 1.7e9 + i,
-        "plugins": ["auth", "add-header"],
-        "changed_by": ["add-header"],
-        "failed": "",
-    }
-    d.update(kw)
-    return d
+def _summary(i: int, **kw: Any) -> RequestSummary:
+    s = RequestSummary(
+        id=i,
+        request_id=f"r-{i}",
+        method="GET",
+        path=f"/p{i}",
+        status=200,
+        duration_ms=float(i),
+        started=1.7e9 + i,
+        plugins=("auth", "add-header"),
+        changed_by=("add-header",),
+    )
+    return dataclasses.replace(s, **kw)
 
 
-def _record(i: int = 7) -> dict[str, Any]:
+def _record(i: int = 7) -> RequestView:
+    return RequestView.from_dict(_record_json(i))
+
+
+def _record_json(i: int) -> dict[str, Any]:
+    """The record as the admin API's ``/requests`` has it."""
     return {
         "id": i,
         "request_id": f"r-{i}",
@@ -111,7 +116,7 @@ def test_the_selection_stays_pinned_to_its_record_as_rows_arrive_and_leave(qtbot
     panel.append_requests([_summary(i) for i in range(1, 6)])
     panel.select_request(2)
     assert asked == [2]
-    panel.show_details(dict(_record(2), id=2))
+    panel.show_details(_record(2))
     for start in range(6, 60, 3):  # the poll's batches: the selected row would fall off
         panel.append_requests([_summary(i) for i in range(start, start + 3)])
     assert asked == [2]  # asked once: no refetch per poll
@@ -123,7 +128,7 @@ def test_the_selection_stays_pinned_to_its_record_as_rows_arrive_and_leave(qtbot
     assert ids[:4] == [59, 58, 57, 56]
     assert panel.shown_id == 2
     # a late answer for another record does not replace the shown one
-    panel.show_details(dict(_record(9), id=9))
+    panel.show_details(_record(9))
     assert panel.shown_id == 2 and panel.renders == 1
     # selecting another row asks once for it
     panel.select_request(58)
@@ -159,8 +164,8 @@ def test_filter_bar_terms_and_a_bad_term(qtbot) -> None:
         [
             _summary(1),
             _summary(2, status=503, path="/api/orders", failed="auth"),
-            _summary(3, method="POST", path="/api/echo", changed_by=[]),
-            _summary(4, status=404, plugins=["auth"], changed_by=[]),
+            _summary(3, method="POST", path="/api/echo", changed_by=()),
+            _summary(4, status=404, plugins=("auth",), changed_by=()),
         ]
     )
     cases = {
@@ -244,9 +249,10 @@ def test_callback_result_names() -> None:
     assert callback_result_name("proxy_on_configure", 1) == "true"
     assert callback_result_name("proxy_on_request_headers", 9) == "9"
     assert callback_result_name("proxy_on_request_headers", "trap") == "trap"
-    assert not hop_not_reached({"ran": False, "callbacks": []})
-    assert hop_not_reached({"ran": True, "callbacks": []})
-    assert not hop_not_reached({"ran": True, "callbacks": [], "failure": {"kind": "x"}})
+    assert not hop_not_reached(HopView("p", ran=False))
+    assert hop_not_reached(HopView("p", ran=True))
+    failed = HopView.from_dict({"plugin": "p", "ran": True, "failure": {"kind": "x"}})
+    assert not hop_not_reached(failed)
 
 
 def test_export_as_curl_and_har(qtbot, tmp_path) -> None:
@@ -303,17 +309,17 @@ def test_intercept_tab_arms_edits_and_resumes(qtbot) -> None:
     panel.path_edit.setText("/api")
     panel.arm_button.click()
     assert got == [("arm", ("add-header", "request_body", "/api"))]
-    held = {
-        "id": 3,
-        "plugin": "add-header",
-        "stage": "request_body",
-        "method": "POST",
-        "path": "/api/x",
-        "headers": [[":method", "POST"], [":path", "/api/x"], ["x-a", "1"]],
-        "body": "abc",
-        "held_at": 1e12,
-        "timeout_s": 60,
-    }
+    held = HeldView(
+        id=3,
+        plugin="add-header",
+        stage="request_body",
+        method="POST",
+        path="/api/x",
+        headers=((":method", "POST"), (":path", "/api/x"), ("x-a", "1")),
+        body="abc",
+        held_at=1e12,
+        timeout_s=60,
+    )
     panel.show_held([held])
     assert "#3 POST /api/x at add-header" in panel.held_list.item(0).text()
     assert panel.headers_edit.toPlainText() == ":method: POST\n:path: /api/x\nx-a: 1"
@@ -324,9 +330,10 @@ def test_intercept_tab_arms_edits_and_resumes(qtbot) -> None:
     assert got[-1] == ("resume", (3, None, "xyz"))
     # another one caught meanwhile: the editor keeps the one being edited
     panel.headers_edit.setPlainText("in progress")
-    panel.show_held([held, dict(held, id=4, stage="request_headers", body=None)])
+    panel.show_held([held, dataclasses.replace(held, id=4, stage="request_headers", body=None)])
     assert panel.headers_edit.toPlainText() == "in progress"
-    panel.show_held([dict(held, id=4, stage="request_headers", body=None)])  # 3 went on
+    # 3 went on
+    panel.show_held([dataclasses.replace(held, id=4, stage="request_headers", body=None)])
     assert not panel.headers_edit.isReadOnly() and not panel.body_edit.isEnabled()
     panel.headers_edit.setPlainText(":method: POST\n:path: /api/y\nX-B: 2")
     panel.resume_button.click()
@@ -409,19 +416,7 @@ def test_held_requests_reach_the_intercept_tab(qtbot) -> None:
     window.inspector_panel.intercept_button.click()
     assert window.tabs.currentWidget() is window.intercept_panel
     svc.intercepts_changed.emit(
-        [
-            {
-                "id": 1,
-                "plugin": "a",
-                "stage": "request_headers",
-                "method": "GET",
-                "path": "/",
-                "headers": [],
-                "body": None,
-                "held_at": 1e12,
-                "timeout_s": 60,
-            }
-        ]
+        (HeldView(1, "a", "request_headers", "GET", "/", held_at=1e12, timeout_s=60),)
     )
     assert window.tabs.tabText(window.tabs.indexOf(window.intercept_panel)) == "Intercept (1)"
     window.intercept_panel.unchanged_button.click()

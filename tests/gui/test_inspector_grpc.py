@@ -16,28 +16,14 @@ import pytest
 
 from gui.inspector_export import parse_filter, record_exchange
 from gui.inspector_panel import InspectorPanel, render_exchange_html, render_request_html
+from host.proxy.request_views import RequestGone, RequestSummary, RequestView
 
 
-def _summary(rid: int, **kw: Any) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "id": rid,
-        "request_id": f"r{rid}",
-        "method": "POST",
-        "path": "/p",
-        "status": 200,
-        "protocol": "HTTP/1.1",
-        "grpc_status": None,
-        "grpc_message": "",
-        "duration_ms": 1.0,
-        "started": 0.0,
-        "plugins": [],
-        "local_reply": "",
-        "would": 0,
-        "failed": "",
-        "changed_by": [],
-    }
-    d.update(kw)
-    return d
+def _summary(rid: int, **kw: Any) -> RequestSummary:
+    s = RequestSummary(
+        id=rid, request_id=f"r{rid}", method="POST", path="/p", status=200, duration_ms=1.0
+    )
+    return dataclasses.replace(s, **kw)
 
 
 SUMMARIES = [
@@ -84,7 +70,7 @@ def test_the_list_shows_the_protocol_and_the_grpc_status(qtbot) -> None:
 )
 def test_protocol_and_grpc_filters(text: str, ids: list[int]) -> None:
     f = parse_filter(text)
-    assert [s["id"] for s in SUMMARIES if f.matches(s)] == ids
+    assert [s.id for s in SUMMARIES if f.matches(s)] == ids
 
 
 def test_bad_protocol_and_grpc_filters_say_why() -> None:
@@ -98,7 +84,7 @@ def _trailers(before: list[list[str]] | None, after: list[list[str]] | None) -> 
     return {"response_trailers_before": before, "response_trailers_after": after}
 
 
-RECORD = {
+RECORD_JSON: dict[str, Any] = {
     "id": 7,
     "request_id": "r7",
     "method": "POST",
@@ -127,12 +113,14 @@ RECORD = {
         },
     ],
 }
+RECORD = RequestView.from_dict(RECORD_JSON)
 
 
 def test_details_show_the_grpc_status_and_the_trailers_at_both_ends() -> None:
     ex = record_exchange(RECORD)
-    assert ex["response_trailers_upstream"] == [["grpc-status", "14"]]
-    assert ex["response_trailers_client"][-1] == ["x-outer", "1"]
+    assert ex.response_trailers_upstream == (("grpc-status", "14"),)
+    assert ex.response_trailers_client is not None
+    assert ex.response_trailers_client[-1] == ("x-outer", "1")
     html = render_request_html(RECORD)
     assert "HTTP/2 · request id r7" in html
     assert "14 UNAVAILABLE" in html and "grpc-message: no healthy upstream" in html
@@ -143,7 +131,7 @@ def test_details_show_the_grpc_status_and_the_trailers_at_both_ends() -> None:
     assert "trailers as upstream sent them" in resp and "grpc-status: 14" in resp
     assert "trailers as the client received them" in resp and "x-outer: 1" in resp
     # a plain HTTP exchange says nothing about gRPC
-    plain = dict(RECORD, grpc_status=None, protocol="HTTP/1.1")
+    plain = dataclasses.replace(RECORD, grpc_status=None, protocol="HTTP/1.1")
     assert "gRPC status" not in render_request_html(plain)
 
 
@@ -207,7 +195,7 @@ def test_a_real_record_shows_the_upstream_trailers_and_what_a_plugin_added(
         with qtbot.waitSignal(svc.response_received, timeout=10_000) as got:
             svc.send_request("POST", "/pkg.Svc/Do", [("content-type", "application/grpc")])
         assert got.args[0]["status"] == 200
-        seen: list[dict[str, Any]] = []
+        seen: list[RequestSummary] = []
 
         def arrived() -> bool:
             snap = svc.snapshot()
@@ -218,17 +206,25 @@ def test_a_real_record_shows_the_upstream_trailers_and_what_a_plugin_added(
         qtbot.waitUntil(arrived, timeout=5_000)
         panel.append_requests(seen)
         # gRPC over HTTP/1.1: the record keeps the wire protocol and the trailer's status
-        assert seen[0]["protocol"] == "HTTP/1.1" and seen[0]["grpc_status"] == 14
+        assert seen[0].protocol == "HTTP/1.1" and seen[0].grpc_status == 14
         assert panel.rows()[0][panel.PROTOCOL_COLUMN] == "gRPC"
         panel.request_selected.connect(svc.fetch_request)
         svc.request_details_received.connect(panel.show_details)
         with qtbot.waitSignal(svc.request_details_received, timeout=5_000):
-            panel.select_request(int(seen[0]["id"]))
+            panel.select_request(seen[0].id)
         resp = panel.response_view.toPlainText()
         assert "trailers as upstream sent them" in resp
         assert "grpc-status: 14" in resp and "grpc-message: no backend" in resp
         assert "trailers as the client received them" in resp and "x-added: resp" in resp
         assert "response trailers (+1 −0)" in panel.detail_view.toPlainText()
+        # a record the engine no longer has: a value that says so, shown as such
+        with qtbot.waitSignal(svc.request_details_received, timeout=5_000) as gone:
+            svc.fetch_request(10_000)
+        assert gone.args[0] == RequestGone(10_000)
+        panel.selected_id = 10_000
+        panel.show_details(gone.args[0])
+        assert "left the inspector's ring" in panel.detail_view.toPlainText()
+        assert not panel.curl_button.isEnabled() and not panel.replay_button.isEnabled()
     finally:
         assert svc.close(10)
 
@@ -236,13 +232,9 @@ def test_a_real_record_shows_the_upstream_trailers_and_what_a_plugin_added(
 def test_send_again_keeps_the_protocol_and_unframes_a_grpc_message() -> None:
     from gui.inspector_panel import replay_request
 
-    def rec(headers: list[list[str]], body: str, **kw: Any) -> dict[str, Any]:
-        return {
-            "method": "POST",
-            "path": "/pkg.Svc/Do",
-            "hops": [{"request_headers_before": headers, "request_body_before": body}],
-            **kw,
-        }
+    def rec(headers: list[list[str]], body: str, **kw: Any) -> RequestView:
+        hop = {"plugin": "p", "request_headers_before": headers, "request_body_before": body}
+        return RequestView.from_dict({"method": "POST", "path": "/pkg.Svc/Do", "hops": [hop], **kw})
 
     h2 = replay_request(rec([[":method", "POST"], ["x-a", "1"]], "hi", protocol="HTTP/2"))
     assert h2 == {
@@ -278,15 +270,15 @@ def test_send_again_keeps_the_protocol_and_unframes_a_grpc_message() -> None:
 def test_curl_and_har_of_an_http2_grpc_record_say_so() -> None:
     from gui.inspector_export import record_to_curl, record_to_har
 
-    rec = dict(
+    rec = dataclasses.replace(
         RECORD,
-        hops=[
-            dict(
-                RECORD["hops"][0],
-                request_headers_before=[[":method", "POST"], ["content-type", "application/grpc"]],
+        hops=(
+            dataclasses.replace(
+                RECORD.hops[0],
+                request_headers_before=((":method", "POST"), ("content-type", "application/grpc")),
             ),
-            RECORD["hops"][1],
-        ],
+            RECORD.hops[1],
+        ),
     )
     assert record_to_curl(rec, "http://127.0.0.1:10000").startswith(
         "curl --http2-prior-knowledge -X POST http://127.0.0.1:10000/pkg.Svc/Do"
@@ -295,6 +287,6 @@ def test_curl_and_har_of_an_http2_grpc_record_say_so() -> None:
     assert entry["request"]["httpVersion"] == entry["response"]["httpVersion"] == "HTTP/2"
     assert (entry["_grpcStatus"], entry["_grpcMessage"]) == (14, "no healthy upstream")
     assert {"name": "x-outer", "value": "1"} in entry["_responseTrailers"]
-    plain = record_to_har(dict(RECORD, protocol="HTTP/1.1", grpc_status=None))
+    plain = record_to_har(dataclasses.replace(RECORD, protocol="HTTP/1.1", grpc_status=None))
     (entry,) = plain["log"]["entries"]
     assert entry["request"]["httpVersion"] == "HTTP/1.1" and "_grpcStatus" not in entry

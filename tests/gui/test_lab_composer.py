@@ -4,14 +4,14 @@ are dropped (the proxy will make a fresh id), the client's own x-forwarded-for s
 from __future__ import annotations
 
 from gui.inspector_panel import replay_request
+from host.proxy.request_views import HopView, RequestView
 
 
-def _rec(before: list[list[str]]) -> dict:
-    return {
-        "method": "GET",
-        "path": "/p",
-        "hops": [{"request_headers_before": before, "request_body_before": None}],
-    }
+def _rec(before: list[list[str]]) -> RequestView:
+    pairs = tuple((k, v) for k, v in before)
+    return RequestView(
+        1, method="GET", path="/p", hops=(HopView("p", request_headers_before=pairs),)
+    )
 
 
 def test_send_again_drops_what_the_proxy_added() -> None:

@@ -20,6 +20,7 @@ from gui.plugin_panel import PluginDetailsPanel, PluginListView, state_badge
 from gui.stats_panel import Ring, StatsPanel
 from gui.workspace import Workspace
 from host.proxy.errors import ErrorKind, PluginError
+from host.proxy.request_views import RequestSummary, RequestView
 from host.proxy.snapshots import FailureView
 from host.proxy.stats import StatsStore
 from host.resources import demo_plugin
@@ -237,15 +238,15 @@ def test_inspector_lists_newest_first_and_shows_a_hop_diff(qtbot) -> None:
     qtbot.addWidget(panel)
     panel.append_requests(
         [
-            {
-                "id": i,
-                "method": "GET",
-                "path": f"/p{i}",
-                "status": 200,
-                "duration_ms": 1.0,
-                "started": 1.7e9,
-                "plugins": ["add-header"],
-            }
+            RequestSummary(
+                i,
+                method="GET",
+                path=f"/p{i}",
+                status=200,
+                duration_ms=1.0,
+                started=1.7e9,
+                plugins=("add-header",),
+            )
             for i in range(1, 5)
         ]
     )
@@ -253,7 +254,7 @@ def test_inspector_lists_newest_first_and_shows_a_hop_diff(qtbot) -> None:
     with qtbot.waitSignal(panel.request_selected) as sig:
         panel.select_request(3)
     assert sig.args == [3]
-    panel.show_details(
+    record = RequestView.from_dict(
         {
             "id": 3,
             "method": "GET",
@@ -275,6 +276,7 @@ def test_inspector_lists_newest_first_and_shows_a_hop_diff(qtbot) -> None:
             ],
         }
     )
+    panel.show_details(record)
     text = panel.detail_view.toPlainText()
     assert "+ x-wasmdesk: hello" in text
     assert "req headers ±1" in text  # the hop summary
@@ -295,7 +297,11 @@ def test_inspector_reports_whole_body_sizes_when_the_record_keeps_only_the_start
         "callbacks": [],
         "would": [],
     }
-    panel.show_details({"id": 1, "method": "GET", "path": "/big", "status": 200, "hops": [hop]})
+    panel.show_details(
+        RequestView.from_dict(
+            {"id": 1, "method": "GET", "path": "/big", "status": 200, "hops": [hop]}
+        )
+    )
     text = panel.detail_view.toPlainText()
     assert "changed: 300000 → 300010 bytes, diff of the recorded start" in text
     assert "- hello hello" in text and "+ HELLO HELLO" in text
@@ -428,15 +434,15 @@ def test_poll_feeds_graphs_logs_and_inspector(
 ) -> None:
     fake_service.pending_logs.append(_log("add-header", "info", "added x-wasmdesk", "r1"))
     fake_service.pending_requests.append(
-        {
-            "id": 1,
-            "method": "GET",
-            "path": "/x",
-            "status": 200,
-            "duration_ms": 0.5,
-            "started": 1.7e9,
-            "plugins": ["add-header"],
-        }
+        RequestSummary(
+            1,
+            method="GET",
+            path="/x",
+            status=200,
+            duration_ms=0.5,
+            started=1.7e9,
+            plugins=("add-header",),
+        )
     )
     window._on_poll_timer_timeout()
     assert window.logs_panel.visible_rows()[0][4] == "added x-wasmdesk"

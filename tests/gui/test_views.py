@@ -10,6 +10,7 @@ from gui.composer_panel import ComposerPanel
 from gui.inspector_panel import InspectorPanel, body_diff, replay_request
 from gui.logs_panel import LogsPanel
 from gui.stats_panel import AUTO_PICK, StatsPanel
+from host.proxy.request_views import RequestSummary, RequestView
 from host.proxy.stats import StatsStore
 from host.wasm.metrics import MetricsRegistry, MetricType
 
@@ -177,7 +178,7 @@ def test_inspector_shows_log_only_intent_callouts_body_diff_and_callback_times(q
             _hop(plugin="off", ran=False, skipped_reason="not sampled by canary"),
         ],
     }
-    panel.show_details(rec)
+    panel.show_details(RequestView.from_dict(rec))
     text = panel.detail_view.toPlainText()
     assert "Log-only: the changes below are what this plugin would have made" in text
     assert "would reply 403" in text and "would have replied 403 (denied)" in text
@@ -194,7 +195,7 @@ def test_inspector_shows_log_only_intent_callouts_body_diff_and_callback_times(q
     panel.replay_requested.connect(got.append)
     panel.replay_button.click()
     assert got == [{"method": "POST", "path": "/api", "headers": [["x-a", "1"]], "body": "hi"}]
-    assert replay_request({"hops": []}) is None
+    assert replay_request(RequestView(id=1)) is None
 
 
 def test_body_diff_is_line_by_line() -> None:
@@ -206,12 +207,12 @@ def test_pausing_the_inspector_freezes_the_list(qtbot) -> None:
     qtbot.addWidget(panel)
     toggles: list = []
     panel.capture_toggled.connect(toggles.append)
-    panel.append_requests([{"id": 1, "method": "GET", "path": "/a", "status": 200}])
+    panel.append_requests([RequestSummary(1, method="GET", path="/a", status=200)])
     panel.pause_button.click()
-    panel.append_requests([{"id": 2, "method": "GET", "path": "/b", "status": 200}])
+    panel.append_requests([RequestSummary(2, method="GET", path="/b", status=200)])
     assert panel.request_ids() == [1] and toggles == [False]
     panel.pause_button.click()
-    panel.append_requests([{"id": 3, "method": "GET", "path": "/c", "status": 200}])
+    panel.append_requests([RequestSummary(3, method="GET", path="/c", status=200)])
     assert panel.request_ids() == [3, 1] and toggles == [False, True]
 
 
@@ -231,9 +232,7 @@ def test_double_clicking_a_log_line_opens_its_request(qtbot) -> None:
     assert got == ["r-7"]
     insp = InspectorPanel()
     qtbot.addWidget(insp)
-    insp.append_requests(
-        [{"id": 5, "request_id": "r-7", "method": "GET", "path": "/", "status": 200}]
-    )
+    insp.append_requests([RequestSummary(5, request_id="r-7", method="GET", path="/", status=200)])
     assert insp.select_request_id("r-7") and not insp.select_request_id("r-8")
     assert insp.request_list.currentItem().data(0, Qt.ItemDataRole.UserRole) == 5
 
