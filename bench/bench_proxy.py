@@ -330,12 +330,20 @@ spec:
 
 
 def wasmdesk(
-    d: str, upstream: int, plugins: int, plugin: Path = PLUGIN, root_id: str = "typical"
+    d: str,
+    upstream: int,
+    plugins: int,
+    plugin: Path = PLUGIN,
+    root_id: str = "typical",
+    pure: bool = False,
 ) -> Proc:
     port, admin = free_port(), free_port()
     cfg = wasmdesk_config(d, port, admin, upstream, plugins, plugin, root_id)
     exe = Path(sys.executable).parent / "wasmdesk"
     env = dict(os.environ, WASMDESK_CACHE_DIR=str(Path(d) / "cache"))
+    env.pop("WASMDESK_PURE", None)
+    if pure:  # the data path's plain-Python modules, even when a mypyc build exists
+        env["WASMDESK_PURE"] = "1"
     return Proc(
         [str(exe), "serve", "--config", cfg, "--no-watch", "--log-level", "warn"], port, env
     )
@@ -362,6 +370,9 @@ def main() -> int:
     have_nginx = shutil.which("nginx") is not None
     gen = "wrk" if shutil.which("wrk") else "python asyncio client"
     rows: dict[str, tuple[Load, Load, float]] = {}
+    from host import _native
+
+    native = _native.state()
     with tempfile.TemporaryDirectory() as d:
         procs: list[Proc] = []
         try:
@@ -410,13 +421,19 @@ def main() -> int:
 
             wat = Path(d) / "typical_wat.wasm"
             wat.write_bytes(make_hostcall_sequence_module())
-            for label, n, plugin, rid in (
-                ("wasmdesk, no plugin", 0, PLUGIN, "typical"),
-                ("wasmdesk, typical plugin", 1, wat, ""),
-                ("wasmdesk, 5 plugins", 5, wat, ""),
-                ("wasmdesk, typical (AS SDK)", 1, PLUGIN, "typical"),
-            ):
-                w = wasmdesk(d, up_port, n, plugin, rid)
+            runs = [
+                ("wasmdesk, no plugin", 0, PLUGIN, "typical", False),
+                ("wasmdesk, typical plugin", 1, wat, "", False),
+                ("wasmdesk, 5 plugins", 5, wat, "", False),
+                ("wasmdesk, typical (AS SDK)", 1, PLUGIN, "typical", False),
+            ]
+            if native == "compiled":  # what the mypyc build is worth, in the same run
+                runs += [
+                    ("no plugin, plain Python", 0, PLUGIN, "typical", True),
+                    ("typical, plain Python", 1, wat, "", True),
+                ]
+            for label, n, plugin, rid, pure in runs:
+                w = wasmdesk(d, up_port, n, plugin, rid, pure)
                 procs.append(w)
                 rows[label] = measure(
                     w, f"http://127.0.0.1:{w.port}/bench", args.seconds, args.connections
@@ -434,6 +451,7 @@ def main() -> int:
         f"Local proxy on loopback: {args.connections} connections, {args.seconds:.0f}s per run, "
         f"load by {gen}; upstream: {upstream}"
     )
+    print(f"data path: {native} (host/_native.py; packaging/build_native.py builds it)")
     print("typical plugin = the hand-written WAT module with exactly the typical call sequence;")
     print("typical (AS SDK) = the same plugin built with the AssemblyScript SDK (its own overhead)")
     print(f"{'':26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p50@1c ms':>10} {'CPU µs/req':>11}")
@@ -465,6 +483,12 @@ def main() -> int:
     print(
         f"  p99 typical / p99 no-plugin         {one_p[0].p99_ms / base[0].p99_ms:6.2f}   [<= 2.0]"
     )
+    if "no plugin, plain Python" in rows:
+        pure0, pure1 = rows["no plugin, plain Python"], rows["typical, plain Python"]
+        print("The mypyc build of the data path (a lever: kept if it pays >= 1.3x)")
+        print(f"  no-plugin CPU, plain / compiled     {pure0[2] / base[2]:6.2f}")
+        print(f"  no-plugin throughput, compiled / plain {base[0].rps / pure0[0].rps:6.2f}")
+        print(f"  typical CPU, plain / compiled       {pure1[2] / one_p[2]:6.2f}")
     print_http2(rows, h2_gen)
     return 0
 

@@ -35,7 +35,7 @@ class HeaderMap:
     @classmethod
     def wrap(cls, items: list[tuple[bytes, bytes]]) -> HeaderMap:
         """A map over ``items`` itself (no copy): keys already lower-case."""
-        m = cls.__new__(cls)
+        m = cls()
         m._items = items
         return m
 

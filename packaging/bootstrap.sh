@@ -15,3 +15,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install --quiet -e '.[test]'
     echo "$want" > "$stamp"
 fi
+# The data path compiled with mypyc (about 30 s once; plain Python when it cannot be
+# built, and whenever its sources changed since: see host/_native.py).
+.venv/bin/python packaging/build_native.py || echo "data path: pure Python (the build script failed)"

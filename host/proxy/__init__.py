@@ -18,3 +18,7 @@ finished connections); ``tls`` the listener's and upstreams' TLS; ``config`` par
 and exports the YAML; ``stats`` the counters and their renderings; ``admin`` the
 loopback admin API; ``server`` wires them onto one asyncio loop.
 """
+
+from host import _native
+
+_native.enable(__name__, __path__)  # the data path compiled with mypyc, when built

@@ -53,7 +53,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import httptools
 
-from host import __version__
+from host import __version__, _native
 from host.proxy.http1 import reason
 from host.safe_regex import PatternError, compile_pattern
 
@@ -498,6 +498,8 @@ def _server_info(srv: ProxyServer, *_: Any) -> Response:
             "uptime_all_epochs": up,
             # ours: the listener's TLS files (spec.tls), the demo CA for curl --cacert
             "listener_tls": srv.listener_tls.describe() if srv.listener_tls else None,
+            # ours: "compiled" (the mypyc build of the data path) or "pure: why"
+            "data_path": _native.current(),
         },
     )
 

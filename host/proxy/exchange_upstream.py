@@ -12,45 +12,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote
 
 from host.headers import HeaderMap
+from host.proxy.core_api import Downstream, ProxyCore
 from host.proxy.framing import HOP_BY_HOP
 from host.proxy.halfstream import LOW_WATER, HalfStream, framed_headers
 from host.proxy.stream import ExchangeInfo, LocalReply, StreamFilter, Verdict
-from host.proxy.upstream import TRANSPORT_FAILURE, Cluster, UpstreamPool
+from host.proxy.upstream import TRANSPORT_FAILURE, Cluster
 from host.proxy.upstream_api import BACKLOG, PEER_FULL, UpstreamStream
 from host.proxy.upstream_h2 import H2StreamReset
-
-
-class _Core(Protocol):
-    """What the upstream leg uses of ``exchange.ProxyCore`` (declared here, not imported:
-    ``exchange`` imports this module)."""
-
-    loop: asyncio.AbstractEventLoop
-    pool: UpstreamPool
-
-    @property
-    def limits(self) -> _Limits: ...
-
-    def route(self, headers: HeaderMap, info: ExchangeInfo) -> Cluster | None: ...
-
-
-class _Limits(Protocol):
-    @property
-    def idle_timeout_s(self) -> float: ...
-
-
-class _Down(Protocol):
-    """What the upstream leg uses of ``exchange.Downstream``."""
-
-    @property
-    def write_paused(self) -> bool: ...
-
-    def pause(self, why: int) -> None: ...
-
-    def resume(self, why: int) -> None: ...
 
 __all__ = ["UpstreamLeg"]
 
@@ -64,8 +35,8 @@ class UpstreamLeg:
 
     __slots__ = ("_upstream_sent_at", "cluster", "response_started", "timer", "upstream")
 
-    core: _Core
-    down: _Down
+    core: ProxyCore
+    down: Downstream
     info: ExchangeInfo
     filter: StreamFilter
     req: HalfStream
@@ -79,19 +50,25 @@ class UpstreamLeg:
     response_started: bool
     _upstream_sent_at: float
 
-    if TYPE_CHECKING:
+    # -- what the exchange provides (it overrides these) --
 
-        def send_local(self, reply: LocalReply) -> None: ...
+    def send_local(self, reply: LocalReply) -> None:
+        raise NotImplementedError  # the exchange's
 
-        def _reset(self, why: str) -> None: ...
+    def _reset(self, why: str) -> None:
+        raise NotImplementedError  # the exchange's
 
-        def _headers_step(self, half: HalfStream, step: Verdict) -> None: ...
+    def _headers_step(self, half: HalfStream, step: Verdict) -> None:
+        raise NotImplementedError  # the exchange's
 
-        def _hold(self, half: HalfStream, chunk: bytes, eos: bool, flow: bool = True) -> None: ...
+    def _hold(self, half: HalfStream, chunk: bytes, eos: bool, flow: bool = True) -> None:
+        raise NotImplementedError  # the exchange's
 
-        def _data_step(self, half: HalfStream, step: Verdict, eos: bool) -> None: ...
+    def _data_step(self, half: HalfStream, step: Verdict, eos: bool) -> None:
+        raise NotImplementedError  # the exchange's
 
-        def _event(self, half: HalfStream, chunk: bytes, eos: bool) -> Verdict: ...
+    def _event(self, half: HalfStream, chunk: bytes, eos: bool) -> Verdict:
+        raise NotImplementedError  # the exchange's
 
     # -- the request, upstream --
 

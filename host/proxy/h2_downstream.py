@@ -32,6 +32,7 @@ import h2.exceptions
 import h2.settings
 
 from host.headers import HeaderMap
+from host.proxy.core_api import ExchangeState
 from host.proxy.downstream import admit, endpoints, stop_timer
 from host.proxy.edge import add_edge_headers
 from host.proxy.exchange import Exchange, ProxyCore
@@ -229,7 +230,7 @@ class H2Stream:
         self.conn.reset(self.sid, h2.errors.ErrorCodes.INTERNAL_ERROR)
         self.end_sent = True
 
-    def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
+    def exchange_done(self, ex: ExchangeState, keep_alive: bool) -> None:
         self.done = True
         self.done_at = time.monotonic()
         self._maybe_close()

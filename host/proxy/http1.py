@@ -12,6 +12,7 @@ This module also re-exports the data path's names its callers always imported fr
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from typing import NamedTuple
@@ -20,6 +21,7 @@ import httptools
 
 from host.headers import HeaderMap
 from host.proxy import framing
+from host.proxy.core_api import ExchangeState
 from host.proxy.downstream import admit, endpoints, stop_timer
 from host.proxy.edge import add_edge_headers
 from host.proxy.exchange import (
@@ -188,6 +190,15 @@ def request_headers(p: ParsedRequest, client_ip: bytes, scheme: bytes = b"http")
     return _Request(h, has_body, cl if not te_chunked else -1, expect_continue, rid)
 
 
+_connection_ids = itertools.count(1)
+
+
+def next_connection_id() -> int:
+    """A new ``connection.id``: one sequence for every downstream connection of the
+    process, whatever protocol it turns out to speak."""
+    return next(_connection_ids)
+
+
 class DownstreamProtocol(ReadGate, asyncio.Protocol):
     """One client connection. Requests are answered strictly in order (HTTP/1.1
     pipelining is honoured by queueing later requests until the current one ends).
@@ -197,8 +208,6 @@ class DownstreamProtocol(ReadGate, asyncio.Protocol):
     headers must arrive within ``limits.request_headers_timeout_s`` of its first byte;
     a connection with no request for ``limits.idle_timeout_s`` is closed."""
 
-    _ids = 0
-
     def __init__(self, core: ProxyCore) -> None:
         self.core = core
         self.transport: asyncio.Transport | None = None
@@ -207,8 +216,7 @@ class DownstreamProtocol(ReadGate, asyncio.Protocol):
         self.client_ip = b""
         self.local = ("", 0)
         self.tls: TlsInfo | None = None
-        DownstreamProtocol._ids += 1
-        self.id = DownstreamProtocol._ids
+        self.id = next_connection_id()
         self.current: Exchange | None = None
         self.queued: deque[ParsedRequest] = deque()
         self._parsing: ParsedRequest | None = None
@@ -455,7 +463,7 @@ class DownstreamProtocol(ReadGate, asyncio.Protocol):
         if p.complete and ex.parsed is p:
             ex.downstream_complete(p.trailers)
 
-    def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
+    def exchange_done(self, ex: ExchangeState, keep_alive: bool) -> None:
         if self.current is ex:
             self.current = None
         if self._paused:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from host.proxy.exchange import ProxyCore
 from host.proxy.h2_downstream import PREFACE, H2Connection
-from host.proxy.http1 import DownstreamProtocol
+from host.proxy.http1 import DownstreamProtocol, next_connection_id
 
 __all__ = ["ProtocolSniffer", "protocol_factory"]
 
@@ -42,8 +42,7 @@ class ProtocolSniffer(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
-            DownstreamProtocol._ids += 1  # one sequence of connection ids
-            self._switch(H2Connection(self.core, DownstreamProtocol._ids), b"")
+            self._switch(H2Connection(self.core, next_connection_id()), b"")
             return
         h1 = DownstreamProtocol(self.core)
         self.h1 = h1

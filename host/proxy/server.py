@@ -32,13 +32,13 @@ from host.proxy.config import (
     explain_order,
     load_config,
 )
+from host.proxy.core_api import ExchangeState
 from host.proxy.demo_cert import ensure_demo_cert
 from host.proxy.demo_upstream import EchoServer, start_echo_server
 from host.proxy.errors import ErrorKind, PluginError
 from host.proxy.grpc_callouts import GrpcCluster
 from host.proxy.http1 import (
     Cluster,
-    Exchange,
     ExchangeInfo,
     Limits,
     StreamFilter,
@@ -139,7 +139,7 @@ class ProxyServer:
         self.requests_total = 0
         self.open_connections = 0
         self.limits = _limits(config)
-        self.on_request_done: list[Callable[[Exchange], None]] = []
+        self.on_request_done: list[Callable[[ExchangeState], None]] = []
         # hot-path stats objects, resolved once
         s = self.stats
         self._rq_total = s.counter("http.downstream_rq_total")
@@ -417,12 +417,12 @@ class ProxyServer:
             return _NO_PLUGINS
         return ChainRun(self.manager, info, self.route)
 
-    def exchange_started(self, ex: Exchange) -> None:
+    def exchange_started(self, ex: ExchangeState) -> None:
         (self._rq_http2 if ex.info.protocol == "HTTP/2" else self._rq_http1).inc()
         self.active_requests += 1
         self._rq_active.set(self.active_requests)
 
-    def exchange_finished(self, ex: Exchange) -> None:
+    def exchange_finished(self, ex: ExchangeState) -> None:
         self.active_requests -= 1
         self._rq_active.set(self.active_requests)
         self.requests_total += 1
@@ -820,9 +820,7 @@ def _same_upstream(old: Cluster, new: Cluster) -> bool:
 
 
 def _limits(config: ProxyConfig) -> Limits:
-    return Limits(
-        config.request_headers_timeout_s, config.idle_timeout_s, config.max_connections
-    )
+    return Limits(config.request_headers_timeout_s, config.idle_timeout_s, config.max_connections)
 
 
 def _sockname(server: asyncio.base_events.Server) -> tuple[str, int]:

@@ -23,6 +23,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from mypy_extensions import mypyc_attr
+
 from host.headers import HeaderMap
 from host.tls_info import TlsInfo
 
@@ -143,6 +145,7 @@ class StreamFilter(Protocol):
     def complete(self) -> None: ...
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (canary.NoPluginsFilter)
 class PassThroughFilter:
     """No plugins: every event continues with its own data."""
 

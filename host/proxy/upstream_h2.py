@@ -76,6 +76,7 @@ class Cluster(Protocol):
     @property
     def address(self) -> str: ...
 
+
 __all__ = [
     "CONGESTED_BYTES",
     "CONNECTION_WINDOW",

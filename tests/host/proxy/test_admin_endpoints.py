@@ -88,6 +88,11 @@ def test_server_info(proxy):
     assert info["command_line_options"]["config_path"] == "<test>"
     assert info["command_line_options"]["log_level"] == "info"
     assert info["node"]["user_agent_name"] == "wasmdesk"
+    # which data path serves: the mypyc build when it matches the sources, else why not
+    from host import _native
+
+    assert info["data_path"] == _native.current()
+    assert info["data_path"] == "compiled" or info["data_path"].startswith("pure: ")
 
 
 def test_memory_shows_rss_and_each_vms_linear_memory(proxy):

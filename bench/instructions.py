@@ -1,0 +1,75 @@
+"""Benchmark: instructions per request of the no-plugin data path, counted, not timed.
+
+On a small shared machine a 3 % change in CPU time is below the noise of
+``bench_datapath.py``; an instruction count is not. This runs ``bench_datapath.py`` under
+valgrind's callgrind twice, with a small and a larger number of requests, and prints the
+difference in instructions divided by the difference in requests: what one more request
+costs, start-up and warm-up cancelled out. Deterministic to a few hundred instructions,
+so levers of ~1 % can be compared (A/B: ``--tree`` another checkout, same interpreter).
+
+Needs ``valgrind`` (Debian: ``apt-get install valgrind``); about a minute per tree.
+Usage: .venv/bin/python bench/instructions.py [--tree PATH ...] [--small N] [--large N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def instructions(tree: Path, requests: int) -> int:
+    """Instructions callgrind counted for ``bench_datapath.py`` serving ``requests``
+    (after its warm-up of min(requests, 2000))."""
+    with tempfile.TemporaryDirectory() as d:
+        out = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={d}/cg.out",
+                sys.executable,
+                str(tree / "bench" / "bench_datapath.py"),
+                "--rounds",
+                "1",
+                "--requests",
+                str(requests),
+            ],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=str(tree)),
+            timeout=900,
+        )
+    m = re.search(r"Collected : (\d+)", out.stderr)
+    if out.returncode != 0 or not m:
+        raise RuntimeError(f"callgrind run failed: {out.stderr[-2000:]}")
+    return int(m.group(1))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tree", type=Path, action="append", help="checkout(s) to measure")
+    ap.add_argument("--small", type=int, default=2000)
+    ap.add_argument("--large", type=int, default=6000)
+    args = ap.parse_args()
+    if not shutil.which("valgrind"):
+        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    if args.small < 2000:
+        ap.error("--small must be at least 2000 (bench_datapath's warm-up is min(N, 2000))")
+    for tree in args.tree or [ROOT]:
+        a = instructions(tree.resolve(), args.small)
+        b = instructions(tree.resolve(), args.large)
+        per = (b - a) / (args.large - args.small)
+        print(f"{tree}: {per:,.0f} instructions per request (no plugin, data path)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
