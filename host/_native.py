@@ -39,6 +39,14 @@ NATIVE_MODULES = (
     "host/proxy/stream.py",
     "host/proxy/upstream.py",
     "host/proxy/upstream_api.py",
+    # the plugin chain around the host
+    "host/proxy/canary.py",
+    "host/proxy/chain.py",
+    "host/proxy/hops.py",
+    "host/proxy/pause.py",
+    "host/proxy/records.py",
+    "host/proxy/routes.py",
+    "host/proxy/stream_attrs.py",
 )
 
 ROOT = Path(__file__).resolve().parents[1]

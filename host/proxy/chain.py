@@ -36,6 +36,7 @@ per event kind with the direction as a value, and what each plugin action means.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import ChainMap
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -140,10 +141,11 @@ class ChainHost(Protocol):
     def count(self, what: str) -> None: ...
 
 
+_run_seq = itertools.count(1)  # ChainRun.seq: one sequence per process
+
+
 class ChainRun:
     """The plugin chain for one request (a ``StreamFilter`` for ``http1.Exchange``)."""
-
-    _seq = 0
 
     def __init__(
         self,
@@ -157,8 +159,7 @@ class ChainRun:
         # arrive, so plugins read xds.route_name / xds.cluster_name (Envoy's route cache)
         self._route = route
         self.loop = manager.loop
-        ChainRun._seq += 1
-        self.seq = ChainRun._seq
+        self.seq = next(_run_seq)
         self.hops: list[Hop] = []
         self.records: list[HopRecord] = []
         self.headers: HeaderMap | None = None

@@ -9,7 +9,9 @@ recorder; no plugin calls and no I/O here (``chain.py`` fills them).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+from mypy_extensions import mypyc_attr
 
 __all__ = [
     "BodyTap",
@@ -48,6 +50,7 @@ class HopSideRecord:
         self.body_after_size: int | None = None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (tcp_records.ConnectionHopRecord)
 class PluginHopRecord:
     """What any plugin's row in an inspector has, HTTP (``HopRecord``) or TCP
     (``tcp_records.ConnectionHopRecord``): which plugin in which mode, whether it ran and
@@ -94,7 +97,7 @@ class HopRecord(PluginHopRecord):
     # copy of it, 500 records) keeps hundreds of records, so each keeps at most this
     # much: 16 KiB shows a body diff, and 500 records of 4 hops with every body large
     # and mutated stay under 130 MiB (an unchanged body is stored once).
-    BODY_CAP = 16 * 1024
+    BODY_CAP: Final = 16 * 1024
 
     __slots__ = ("callouts", "local_reply", "request", "response")
 
