@@ -1,6 +1,5 @@
-"""Fixtures shared by every test package: a real HTTP upstream on 127.0.0.1. Also how the
-whole suite is spread over CPUs (pytest-xdist, ``-n auto --dist loadfile`` in pyproject):
-see the two hooks at the end."""
+"""Fixtures shared by every test package: a real HTTP upstream on 127.0.0.1; the hooks that
+spread the whole suite over the CPUs (tests/parallel.py)."""
 
 from __future__ import annotations
 
@@ -87,25 +86,12 @@ def upstream() -> Iterator[Upstream]:
 
 
 
-# -- running the suite in parallel (pytest-xdist) ----------------------------------------------
 
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """``-n auto``: one worker per CPU (xdist's own count, or PYTEST_XDIST_AUTO_NUM_WORKERS)
-    for the whole suite, the README's ``pytest -q``; none (in-process, as before) when the
-    command line names tests: starting workers costs more than a few files take."""
-    if config.args_source is not pytest.Config.ArgsSource.TESTPATHS:
-        return 0
-    return None
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On xdist workers, modules marked ``early`` come first. ``--dist loadfile
-    --no-loadscope-reorder`` hands out whole files in collection order, so such a module
-    (the PyInstaller bundle, a ~40 s module-scoped build) is built once, at the start, while
-    the other workers run the rest, instead of being the suite's tail. The sort is stable
-    and the same on every worker (xdist checks that they all collected alike); an
-    in-process run keeps the plain collection order."""
-    if hasattr(config, "workerinput"):
-        items.sort(key=lambda item: item.get_closest_marker("early") is None)
+# how the whole suite runs on every CPU (pytest-xdist): tests/parallel.py
+from tests.parallel import (  # noqa: E402, F401
+    pytest_collection_modifyitems,
+    pytest_configure_node,
+    pytest_runtest_protocol,
+    pytest_unconfigure,
+    pytest_xdist_auto_num_workers,
+)
