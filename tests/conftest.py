@@ -1,4 +1,5 @@
-"""Fixtures shared by every test package: a real HTTP upstream on 127.0.0.1."""
+"""Fixtures shared by every test package: a real HTTP upstream on 127.0.0.1; the hooks that
+spread the whole suite over the CPUs (tests/parallel.py)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,15 @@ def upstream() -> Iterator[Upstream]:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+
+
+# how the whole suite runs on every CPU (pytest-xdist): tests/parallel.py
+from tests.parallel import (  # noqa: E402, F401
+    pytest_collection_modifyitems,
+    pytest_configure_node,
+    pytest_runtest_protocol,
+    pytest_unconfigure,
+    pytest_xdist_auto_num_workers,
+)

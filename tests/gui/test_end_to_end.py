@@ -32,6 +32,7 @@ def _heap_of_a_fresh_app() -> Iterator[None]:
         gc.unfreeze()
 
 
+@pytest.mark.alone  # its figures are timing: nothing else runs meanwhile
 def test_generate_traffic_moves_graphs_inspector_and_logs(qtbot, app_window) -> None:
     window, service = app_window
     host, port = service.listen_address
@@ -190,6 +191,7 @@ def test_user_loads_a_plugin_file_then_sees_its_effect(qtbot, app_window, tmp_pa
     )
 
 
+@pytest.mark.alone  # its figures are timing: nothing else runs meanwhile
 def test_gui_event_loop_stays_responsive_at_1000_requests_per_second(qtbot, app_window) -> None:
     window, service = app_window
     # warm up: the first traffic creates the per-plugin curves once

@@ -35,6 +35,7 @@ def _p90(samples: list[float]) -> float:
     return s[int(0.9 * (len(s) - 1))]
 
 
+@pytest.mark.alone  # its figures are timing: nothing else runs meanwhile
 def test_a_selected_row_costs_neither_throughput_nor_gui_time(qtbot, app_window) -> None:
     window, service = app_window
     window.tabs.setCurrentWidget(window.inspector_panel)

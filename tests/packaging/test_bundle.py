@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+# early: in a parallel run one worker builds the bundle first while the others run the rest
+pytestmark = [pytest.mark.slow, pytest.mark.early]
 
 
 def _free_port() -> int:

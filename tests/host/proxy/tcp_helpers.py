@@ -54,7 +54,7 @@ class EchoServer:
             self._threads.append(t)
 
     def _handle(self, conn: socket.socket) -> None:
-        got = bytearray()
+        got: bytearray | None = bytearray()
         conn.settimeout(10)
         with conn:
             try:
@@ -71,13 +71,17 @@ class EchoServer:
                     return  # closing with SO_LINGER 0 sends a reset
                 with self._lock:
                     self.eof_seen += 1
+                    # recorded before the half-close: a client that saw the end may look at once
+                    self.received.append(bytes(got))
+                    got = None
                 if self.goodbye:
                     conn.sendall(self.goodbye)
                 conn.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
-        with self._lock:
-            self.received.append(bytes(got))
+        if got is not None:
+            with self._lock:
+                self.received.append(bytes(got))
 
     def close(self) -> None:
         self._stop = True

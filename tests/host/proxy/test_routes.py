@@ -56,7 +56,9 @@ def upstreams() -> Iterator[dict[str, str]]:
         srv = ThreadingHTTPServer(("127.0.0.1", 0), _Named)
         srv.daemon_threads = True
         srv.name = name  # type: ignore[attr-defined]
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         servers.append(srv)
         urls[name] = f"http://127.0.0.1:{srv.server_address[1]}"
     yield urls

@@ -666,7 +666,9 @@ def test_an_authz_callout_decides_whether_the_connection_goes_on(start_proxy: St
             pass
 
     authz = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Authz)
-    threading.Thread(target=authz.serve_forever, daemon=True).start()
+    threading.Thread(
+        target=authz.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
     try:
         with echo_server() as up:
             h = start_proxy(

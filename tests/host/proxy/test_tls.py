@@ -502,7 +502,7 @@ def tls_upstream(pki: Pki) -> Iterator[TlsUpstream]:
     ctx.sni_callback = lambda _o, name, _c: seen.append(name or "")  # type: ignore[assignment]
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
     httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     try:
         yield TlsUpstream(httpd.server_address[1], seen)

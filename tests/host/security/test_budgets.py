@@ -249,6 +249,7 @@ def test_in_flight_callouts_are_capped_per_vm(make_host):
     assert h2.get(b"x-calls-ok") == b"10"
 
 
+@pytest.mark.alone  # its figures are timing: nothing else runs meanwhile
 def test_ten_thousand_callouts_do_not_stall_the_proxy(start_proxy, wasm_file):
     # Before: 10,000 calls stopped data path and admin API for > 9 minutes.
     mod = hostile_module(

@@ -38,6 +38,9 @@ from tests.host.security.hostile_wat import (
 DEMO = "wasmdesk-demo-upstream"
 POLICIES = ("FAIL_CLOSE", "FAIL_OPEN")
 PAUSE_TIMEOUT_S = 0.3  # the suite's; the default (30 s) is unchanged
+# a plugin that never resumes: every request ends at the pause timeout (504), no callout
+# has to come back first, so a shorter one shows the same
+NEVER_RESUMES_TIMEOUT_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,13 @@ def test_hostile_plugin(start_proxy, wasm_file, case: Case, policy: str) -> None
     # reach the paused stream when the VM fails, long before any timeout (a loaded machine
     # can take more than the suite's short timeout for the callout's round trip).
     waits_for_callout = case.outcome == "fails_while_paused"
-    h.server.manager.pause_timeout_s = 10.0 if waits_for_callout else PAUSE_TIMEOUT_S
+    h.server.manager.pause_timeout_s = (
+        10.0
+        if waits_for_callout
+        else NEVER_RESUMES_TIMEOUT_S
+        if case.outcome == "paused"
+        else PAUSE_TIMEOUT_S
+    )
     if case.outcome == "fails_in_background":
         h.wait_for(lambda: h.slot("hostile").state == "failed", 5, "the tick to trap")
 
