@@ -52,6 +52,7 @@ NATIVE_MODULES = (
     "host/wasm/abi/buffers.py",
     "host/wasm/abi/contexts.py",
     "host/wasm/abi/header_maps.py",
+    "host/wasm/abi/logging.py",
     "host/wasm/abi/properties.py",
     "host/wasm/abi/stream_control.py",
     "host/wasm/context.py",

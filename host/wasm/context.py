@@ -96,6 +96,7 @@ class LocalResponse:
         return m
 
 
+@mypyc_attr(native_class=False)  # (weak references: a callout dies with its context)
 @dataclass
 class HttpCallout:
     """An ``proxy_http_call`` in flight; owned by the root context."""

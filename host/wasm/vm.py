@@ -276,7 +276,6 @@ class Callbacks:
         return self.__main_void
 
 
-@mypyc_attr(native_class=False)  # (tests spy on its methods per instance)
 class PluginVM:
     def __init__(self, host: PluginHost, module: Module, config: VmConfig) -> None:
         from host.wasm.abi import FUNCTIONS
@@ -285,6 +284,7 @@ class PluginVM:
         self.module = module
         self.config = config
         self.name = config.name or module.sha256[:12]
+        self.guest_allocations = 0  # calls of the guest allocator from host functions
         self.failure: Failure | None = None
         self.contexts: dict[int, Context] = {}
         self.roots: dict[str, RootContext] = {}
@@ -547,6 +547,7 @@ class PluginVM:
         running callback's deadline, a trap in it fails the outer call, and it runs
         on the VM context (id 0) as in cpp-host, so host functions it calls (Go's
         runtime calls clocks) act on no stream (ABI doc §1.4)."""
+        self.guest_allocations += 1
         prev_current, prev_effective = self.current, self.effective
         self.current = self.vm_context
         self.effective = None
