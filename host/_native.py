@@ -47,6 +47,18 @@ NATIVE_MODULES = (
     "host/proxy/records.py",
     "host/proxy/routes.py",
     "host/proxy/stream_attrs.py",
+    # the Proxy-Wasm host's per-call glue
+    "host/wasm/abi/_common.py",
+    "host/wasm/abi/buffers.py",
+    "host/wasm/abi/contexts.py",
+    "host/wasm/abi/header_maps.py",
+    "host/wasm/abi/logging.py",
+    "host/wasm/abi/properties.py",
+    "host/wasm/abi/stream_control.py",
+    "host/wasm/context.py",
+    "host/wasm/pairs.py",
+    "host/wasm/runtime.py",
+    "host/wasm/vm.py",
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -415,6 +415,7 @@ class Driver:
         before = len(self.listener.resumed)
         waited = 0.0
         root = ctx.root
+        assert isinstance(root, RootContext)  # a stream's context has a plugin root
         while True:
             self.settle()
             stop = self.stopped(ctx)

@@ -4,6 +4,12 @@ Knows nothing of sockets or Qt. ``PluginHost`` owns what VMs share; ``PluginVM``
 one module instance with its contexts; ``HttpContext`` is one plugin on one stream.
 """
 
+from host import _native
+
+# the host's per-call glue compiled with mypyc, when built (before the submodules load)
+_native.enable(__name__, __path__)
+
+
 from host.headers import HeaderMap
 from host.wasm.context import (
     Action,

@@ -16,6 +16,8 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mypy_extensions import mypyc_attr
+
 from host.headers import HeaderMap
 from host.tls_info import TlsInfo
 from host.wasm.node import Node
@@ -94,6 +96,7 @@ class LocalResponse:
         return m
 
 
+@mypyc_attr(native_class=False)  # (weak references: a callout dies with its context)
 @dataclass
 class HttpCallout:
     """An ``proxy_http_call`` in flight; owned by the root context."""
@@ -173,6 +176,7 @@ class StreamInfo:
     refresh: Callable[[StreamInfo], None] | None = None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (the proxy's hops, the runner, tests)
 class StreamListener:
     """What a stream's driver hears about things that happen outside its own calls.
 
@@ -201,7 +205,11 @@ class Context:
     def __init__(self, vm: PluginVM, context_id: int, root: RootContext | None) -> None:
         self.vm = vm
         self.id = context_id
-        self.root: RootContext = root if root is not None else self  # type: ignore[assignment]
+        # the plugin's root context; the VM context (id 0) is its own root
+        self.root: Context = root if root is not None else self
+        # host extensions' data (declared properties, CEL expressions), read through
+        # ``root``: a plugin's root context's, or the VM context's own
+        self.foreign_data: dict[str, Any] = {}
         self.created = False  # proxy_on_context_create delivered
         self.deleted = False
         # proxy_set_property values. A stream driver may put one mapping shared by the
@@ -243,8 +251,6 @@ class RootContext(Context):
         self.grpc_trailing_metadata: list[tuple[bytes, bytes]] | None = None
         self.grpc_message: bytes | None = None
         self.call_data: bytes | None = None
-        # per-root data of host extensions (declared properties, CEL expressions)
-        self.foreign_data: dict[str, Any] = {}
 
 
 class _Direction:

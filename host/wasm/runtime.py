@@ -160,16 +160,29 @@ class ProcExit(Exception):
         self.code = code
 
 
-@dataclass(frozen=True)
 class CallFailed(Exception):
-    """A guest call trapped (or a host function raised): the VM must be failed."""
+    """A guest call trapped (or a host function raised): the VM must be failed.
+    (A plain class, not a dataclass: mypyc compiles no dataclass exception.)"""
 
-    kind: str  # wasmtime trap code name ("unreachable", "interrupt", ...) or host kind
-    message: str
-    backtrace: tuple[str, ...] = ()
+    def __init__(self, kind: str, message: str, backtrace: tuple[str, ...] = ()) -> None:
+        super().__init__(kind, message, backtrace)
+        # wasmtime trap code name ("unreachable", "interrupt", ...) or host kind
+        self.kind = kind
+        self.message = message
+        self.backtrace = backtrace
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.message}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CallFailed) and (self.kind, self.message, self.backtrace) == (
+            other.kind,
+            other.message,
+            other.backtrace,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.message, self.backtrace))
 
 
 # --- engine -------------------------------------------------------------------------
@@ -256,8 +269,9 @@ class Engine:
 
     # -- modules --
 
-    def compile(self, wasm: bytes) -> Module:
-        """Validate and compile ``wasm`` (cached on disk by sha256)."""
+    def compile(self, wasm: object) -> Module:
+        """Validate and compile ``wasm`` (cached on disk by sha256); anything but bytes is
+        refused as ``not_wasm``."""
         if not isinstance(wasm, (bytes, bytearray)):
             raise LoadError("not_wasm", "module must be given as bytes")
         wasm = bytes(wasm)

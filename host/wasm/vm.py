@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from time import perf_counter_ns as _perf_ns
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from host.headers import HeaderMap
 from host.wasm.context import (
     Action,
@@ -207,6 +209,18 @@ def export_signature_problems(module: Module) -> list[str]:
     return out
 
 
+def _lookup(
+    inst: Instance, name: str, nparams: int, nresults: int, mismatched: list[str]
+) -> RawFunc | None:
+    """The export ``name`` with that many i32 parameters and results, or None (noted in
+    ``mismatched`` when it exists with another signature)."""
+    f = inst.func(name, ("i32",) * nparams, ("i32",) * nresults)
+    if f is None and inst.has_export(name):
+        mismatched.append(name)
+    return f
+
+
+@mypyc_attr(native_class=False)  # its attributes are the callback names, set in a loop
 class Callbacks:
     """Guest exports resolved once per instance; None = absent (means "continue").
 
@@ -219,14 +233,8 @@ class Callbacks:
     def __init__(self, inst: Instance, abi: str) -> None:
         self.mismatched: list[str] = []
 
-        def get(name: str, nparams: int, nresults: int) -> RawFunc | None:
-            f = inst.func(name, ("i32",) * nparams, ("i32",) * nresults)
-            if f is None and inst.has_export(name):
-                self.mismatched.append(name)
-            return f
-
         for name, (np, nr) in _CALLBACKS.items():
-            setattr(self, name, get(name, np, nr))
+            setattr(self, name, _lookup(inst, name, np, nr, self.mismatched))
         # The ABI's arity first, then the other one (one lookup per instance).
         arities = _HEADERS_ARITIES if abi != "0.1.0" else _HEADERS_ARITIES[::-1]
         for name in _HEADERS:
@@ -246,7 +254,9 @@ class Callbacks:
             and self.proxy_on_response_headers.nparams == 3
         )
         # 0.2.0 added this callback; a 0.1.0-marked module that exports it gets it too.
-        self.proxy_on_foreign_function = get("proxy_on_foreign_function", 3, 0)
+        self.proxy_on_foreign_function = _lookup(
+            inst, "proxy_on_foreign_function", 3, 0, self.mismatched
+        )
         if getattr(self, "proxy_on_grpc_receive_trailing_metadata", None) is None:
             # The AssemblyScript runtime exports this callback misspelled (ABI doc §3.4).
             self.proxy_on_grpc_receive_trailing_metadata: RawFunc | None = inst.func(
@@ -274,6 +284,7 @@ class PluginVM:
         self.module = module
         self.config = config
         self.name = config.name or module.sha256[:12]
+        self.guest_allocations = 0  # calls of the guest allocator from host functions
         self.failure: Failure | None = None
         self.contexts: dict[int, Context] = {}
         self.roots: dict[str, RootContext] = {}
@@ -385,7 +396,7 @@ class PluginVM:
             elif cb._start is not None:
                 self._call(cb._start, (), self.vm_context, "_start")
         except _Trapped:
-            f = self.failure
+            f = self.failed_with()
             assert f is not None
             self.failure = Failure(
                 FailState.UNABLE_TO_INITIALIZE_CODE,
@@ -396,7 +407,7 @@ class PluginVM:
                 f.backtrace,
                 f.at,
             )
-            raise VmStartError(self.failure) from None
+            raise VmStartError(self._failure()) from None
 
     # -- identity / info ----------------------------------------------------------------
 
@@ -488,6 +499,16 @@ class PluginVM:
             self.trace.append((name, ctx.id, r))
         return r
 
+    def failed_with(self) -> Failure | None:
+        """``self.failure`` read afresh (a guest call in between may have set it; mypy
+        would keep an earlier narrowing of the attribute, and mypyc would check it)."""
+        return self.failure
+
+    def _failure(self) -> Failure:
+        f = self.failure
+        assert f is not None
+        return f
+
     def check_budget(self) -> None:
         """From a host function that can run long: fail the running callback (a trap
         reported as ``interrupt``) once its budget is spent, host time included."""
@@ -526,6 +547,7 @@ class PluginVM:
         running callback's deadline, a trap in it fails the outer call, and it runs
         on the VM context (id 0) as in cpp-host, so host functions it calls (Go's
         runtime calls clocks) act on no stream (ABI doc §1.4)."""
+        self.guest_allocations += 1
         prev_current, prev_effective = self.current, self.effective
         self.current = self.vm_context
         self.effective = None
@@ -599,7 +621,7 @@ class PluginVM:
     ) -> RootContext:
         """Create the root context, then on_vm_start and on_configure (§1.3 step 5)."""
         if self.failure is not None:
-            raise VmStartError(self.failure)
+            raise VmStartError(self._failure())
         if root_id in self.roots:
             raise ValueError(
                 f"a plugin with root id {root_id!r} already runs on this VM; "
@@ -630,9 +652,9 @@ class PluginVM:
                         "proxy_on_vm_start",
                         root.id,
                     )
-                    raise VmStartError(self.failure)  # type: ignore[arg-type]
+                    raise VmStartError(self._failure())
         except _Trapped:
-            f = self.failure
+            f = self.failed_with()
             assert f is not None
             self.failure = Failure(
                 FailState.START_FAILED,
@@ -643,10 +665,9 @@ class PluginVM:
                 f.backtrace,
                 f.at,
             )
-            raise VmStartError(self.failure) from None
+            raise VmStartError(self._failure()) from None
         if not self.configure(root, configuration):
-            assert self.failure is not None
-            raise VmStartError(self.failure)
+            raise VmStartError(self._failure())
         self._apply_actions(self._take_actions())
         return root
 
@@ -672,7 +693,7 @@ class PluginVM:
                     cb.proxy_on_configure, (root.id, len(configuration)), root, "proxy_on_configure"
                 )
         except _Trapped:
-            f = self.failure
+            f = self.failed_with()
             assert f is not None
             self.failure = Failure(
                 FailState.CONFIGURE_FAILED,

@@ -6,6 +6,11 @@ function is named exactly as its import so grepping the spec finds the code.
 
 from __future__ import annotations
 
+from host import _native
+
+# the host's per-call glue compiled with mypyc, when built (before the submodules load)
+_native.enable(__name__, __path__)
+
 from host.wasm.abi import (
     buffers,
     callouts,

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-import host.wasm.abi.logging as abi_logging
 from host.wasm import Action, FailState, HeaderMap, VmConfig, VmStartError
 from tests.fixtures import wat_modules as wm
 
@@ -155,10 +154,15 @@ def test_wasi_probe_without_the_trigger_keeps_working(start_vm):
 def test_host_function_raising_becomes_a_host_error_failure(start_vm, monkeypatch):
     host, vm, root = start_vm(wm.make_hostcall_sequence_module())
 
-    def broken_emit(*args, **kwargs):
-        raise RuntimeError("log sink exploded")
+    real_log = host.log
 
-    monkeypatch.setattr(abi_logging, "emit", broken_emit)
+    def broken_log(record):
+        if record.source == "plugin":  # the plugin's proxy_log line, not the host's own
+            raise RuntimeError("log sink exploded")
+        real_log(record)
+
+    # the host's log breaks under proxy_log: the host function raises inside the callback
+    monkeypatch.setattr(host, "log", broken_log)
 
     action = vm.new_http_context(root).on_request_headers(request(), True)  # must not raise
 
