@@ -1,16 +1,26 @@
 """What the HTTP/1.1 and the HTTP/2 downstream adapters do alike with a new client
-connection: the listener's connection cap, the peer and local addresses with the TLS
-facts, and stopping the per-connection timer."""
+connection: its ``connection.id`` (one sequence with the TCP listeners'), the listener's
+connection cap, the peer and local addresses with the TLS facts, and stopping the
+per-connection timer."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import NamedTuple
 
-from host.proxy.exchange import ProxyCore
+from host.proxy.core_api import ProxyCore
 from host.proxy.tls import TlsInfo, tls_info_of
 
-__all__ = ["Endpoints", "admit", "endpoints", "stop_timer"]
+__all__ = ["Endpoints", "admit", "endpoints", "next_connection_id", "stop_timer"]
+
+_connection_ids = itertools.count(1)
+
+
+def next_connection_id() -> int:
+    """A new ``connection.id``: one sequence for every downstream connection of the
+    process, HTTP/1.1, HTTP/2 or TCP, as Envoy's ids are unique across listeners."""
+    return next(_connection_ids)
 
 
 class Endpoints(NamedTuple):

@@ -12,7 +12,6 @@ This module also re-exports the data path's names its callers always imported fr
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections import deque
 from typing import NamedTuple
@@ -22,7 +21,7 @@ import httptools
 from host.headers import HeaderMap
 from host.proxy import framing
 from host.proxy.core_api import ExchangeState
-from host.proxy.downstream import admit, endpoints, stop_timer
+from host.proxy.downstream import admit, endpoints, next_connection_id, stop_timer
 from host.proxy.edge import add_edge_headers
 from host.proxy.exchange import (
     ENTRY_COST,
@@ -188,15 +187,6 @@ def request_headers(p: ParsedRequest, client_ip: bytes, scheme: bytes = b"http")
     h = HeaderMap.wrap(items)
     has_body = cl > 0 or te_chunked
     return _Request(h, has_body, cl if not te_chunked else -1, expect_continue, rid)
-
-
-_connection_ids = itertools.count(1)
-
-
-def next_connection_id() -> int:
-    """A new ``connection.id``: one sequence for every downstream connection of the
-    process, whatever protocol it turns out to speak."""
-    return next(_connection_ids)
 
 
 class DownstreamProtocol(ReadGate, asyncio.Protocol):

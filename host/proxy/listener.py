@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from host.proxy.downstream import next_connection_id
 from host.proxy.exchange import ProxyCore
 from host.proxy.h2_downstream import PREFACE, H2Connection
-from host.proxy.http1 import DownstreamProtocol, next_connection_id
+from host.proxy.http1 import DownstreamProtocol
 
 __all__ = ["ProtocolSniffer", "protocol_factory"]
 

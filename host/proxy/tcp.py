@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
+from host.proxy.downstream import next_connection_id
 from host.proxy.network_chain import DOWN, UP, NetworkChain
 from host.proxy.routes import plugin_match_verdict
 from host.proxy.tcp_records import ConnectionRecord, ConnectionRing
@@ -185,7 +186,6 @@ class TcpProxy:
         # listeners a reload removed: closed, their open connections still finishing
         self._draining: list[TcpListener] = []
         self.direction = "SERVER"
-        self._next_connection_id = 0
         self.on_connection_done: list[Callable[[ConnectionRecord], None]] = self.ring.listeners
 
     # -- network_chain.NetworkHost --------------------------------------------------------
@@ -208,10 +208,6 @@ class TcpProxy:
 
     def log_error(self, message: str) -> None:
         self.manager.log_error(message)
-
-    def connection_id(self) -> int:
-        self._next_connection_id += 1
-        return self._next_connection_id
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -324,7 +320,7 @@ class _Downstream(asyncio.Protocol):
             cluster=lst.upstream.cluster,
             client=(str(peer[0]), int(peer[1])),
             local=(str(local[0]), int(local[1])),
-            connection_id=self.proxy.connection_id(),
+            connection_id=next_connection_id(),
             listener_direction=2 if self.proxy.direction == "CLIENT" else 1,
             buffer_limit=self.limit,
         )

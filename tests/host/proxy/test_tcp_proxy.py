@@ -733,3 +733,25 @@ def test_a_new_tcp_listener_that_cannot_bind_is_an_apply_error_of_its_own_kind(
         s.shutdown(socket.SHUT_WR)
         assert read_until_eof(s) == b"still here"
         s.close()
+
+
+def test_tcp_and_http_connections_take_ids_from_one_sequence(start_proxy: Start) -> None:
+    # Envoy's connection.id is unique across all listeners: a TCP connection and an HTTP
+    # one never share an id (the TCP listeners once counted on their own from 1).
+    import httpx
+
+    from host.proxy.downstream import next_connection_id
+
+    with echo_server() as up:
+        h = start_proxy(tcp_config(up.url, network_plugin("shout", {"upper": "downstream"})))
+        before = next_connection_id()
+        s = connect(tcp_port(h))
+        s.sendall(b"a")
+        assert read_exactly(s, 1) == b"A"
+        s.close()
+        connections(h, 1)
+        with httpx.Client(trust_env=False) as c:
+            c.get(h.url + "/x")  # a new HTTP connection, whatever the answer
+        after = next_connection_id()
+        # the TCP connection and the HTTP connection each took the next id of the one sequence
+        assert after == before + 3
