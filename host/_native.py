@@ -46,6 +46,8 @@ NATIVE_MODULES = (
     "host/proxy/pause.py",
     "host/proxy/records.py",
     "host/proxy/routes.py",
+    "host/proxy/server.py",
+    "host/proxy/stats.py",
     "host/proxy/stream_attrs.py",
     # the Proxy-Wasm host's per-call glue
     "host/wasm/abi/_common.py",

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from host.proxy import stats as st
 from host.proxy.admin import AdminProtocol
@@ -124,7 +124,6 @@ class ProxyServer:
         self.admin_address = ("", 0)
         self.listener_tls: ListenerTlsRuntime | None = None  # spec.tls, read at start
         self.running = False
-        self._stop = asyncio.Event() if False else None
         self._stop_event: asyncio.Event | None = None
         self.log_seq = 0
         self.logs: list[tuple[int, LogRecord]] = []
@@ -140,6 +139,9 @@ class ProxyServer:
         self.open_connections = 0
         self.limits = _limits(config)
         self.on_request_done: list[Callable[[ExchangeState], None]] = []
+        # when set, every new HTTP stream runs this filter instead of the plugin chain (an
+        # embedding's own filter; the tests' probes of the exchange core)
+        self.filter_factory: Callable[[ExchangeInfo], StreamFilter] | None = None
         # hot-path stats objects, resolved once
         s = self.stats
         self._rq_total = s.counter("http.downstream_rq_total")
@@ -413,6 +415,8 @@ class ProxyServer:
         return self.clusters.get(r.cluster)
 
     def new_filter(self, info: ExchangeInfo) -> StreamFilter:
+        if self.filter_factory is not None:
+            return self.filter_factory(info)
         if not self.manager.applied:
             return _NO_PLUGINS
         return ChainRun(self.manager, info, self.route)
@@ -824,5 +828,6 @@ def _limits(config: ProxyConfig) -> Limits:
 
 
 def _sockname(server: asyncio.base_events.Server) -> tuple[str, int]:
-    sock = server.sockets[0].getsockname()
+    # (uvloop's ``sockets`` is a list, typeshed says tuple: read it untyped)
+    sock = cast(Any, server).sockets[0].getsockname()
     return str(sock[0]), int(sock[1])

@@ -187,7 +187,7 @@ class Histogram:
     def __init__(self, name: str) -> None:
         self.name = name
         self.count = 0
-        self.sum: float = 0
+        self.sum: float = 0.0
         self.buckets = [0] * _NBUCKETS
         self._was_used = False
 
@@ -209,7 +209,7 @@ class Histogram:
         # A fresh list, not an in-place clear: a reader copying the old one stays consistent.
         self.buckets = [0] * _NBUCKETS
         self.count = 0
-        self.sum = 0
+        self.sum = 0.0
 
 
 def _quantile(bounds: tuple[float, ...], buckets: Iterable[int], q: float) -> float:
@@ -368,11 +368,11 @@ class StatsStore:
             for other in (self._counters, self._gauges, self._histograms):
                 if other is not table and full in other:
                     raise ValueError(f"stat {full!r} already exists with another type")
-            s = kind(full)
+            made: _S = kind(full)
             if info is not None:
                 self._labels[full] = info
-            table[full] = s
-            return s
+            table[full] = made
+            return made
 
     def include_plugin_metrics(
         self, registry: MetricsRegistry, namespace: str = CUSTOM_NAMESPACE
@@ -712,9 +712,9 @@ class RateTracker:
         for name, s in self._series.items():
             raw: float
             if name in snap.counters:
-                raw = snap.counters[name]
+                raw = float(snap.counters[name])
             elif name in snap.histograms:
-                raw = snap.histograms[name].count
+                raw = float(snap.histograms[name].count)
             else:
                 continue
             if s.last_raw is not None and raw < s.last_raw:

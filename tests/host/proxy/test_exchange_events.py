@@ -65,7 +65,7 @@ def test_bad_trailers_after_a_streamed_head_are_dropped_both_ways(
 
     up = scripted_upstream(script)
     h = start_proxy(make_config(clusters={"backend": up.url}))
-    h.sync(setattr, h.server, "new_filter", lambda info: _BadTrailers())
+    h.sync(setattr, h.server, "filter_factory", lambda info: _BadTrailers())
     with connect(h) as s:
         s.sendall(b"POST /t HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n")
         time.sleep(0.2)  # the request head went upstream before its trailers

@@ -633,7 +633,7 @@ class _BadResponseHeader(PassThroughFilter):
 )
 def test_an_unsendable_response_header_gets_502_on_http2(start_proxy, name, value) -> None:
     h = start_proxy(make_config())
-    h.sync(setattr, h.server, "new_filter", lambda info: _BadResponseHeader(name, value))
+    h.sync(setattr, h.server, "filter_factory", lambda info: _BadResponseHeader(name, value))
     c = _connect(h)
     try:
         s = c.response(c.request("/h"))

@@ -50,7 +50,7 @@ class _Inject(PassThroughFilter):
 
 
 def _with_filter(h, make) -> None:
-    h.sync(setattr, h.server, "new_filter", lambda info: make())
+    h.sync(setattr, h.server, "filter_factory", lambda info: make())
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from host.proxy.stream import PassThroughFilter
+
 from .conftest import ScriptedUpstream
 
 _FAST_TIMEOUTS = {"requestHeaders": "300ms", "idle": "500ms"}
@@ -180,16 +182,17 @@ def _conversation(draw: Any) -> tuple[list[bytes], int, float]:
 
 
 def _track_parsed_paths(h: Any) -> list[bytes]:
-    """The request targets the proxy itself parsed from clients, in order (taken where each
-    exchange is routed: before any byte goes upstream)."""
+    """The request targets the proxy itself parsed from clients, in order (taken by the
+    stream filter every exchange runs when its headers arrive: before any byte goes
+    upstream)."""
     paths: list[bytes] = []
-    route = h.server.route
 
-    def tracking_route(headers: Any, info: Any) -> Any:
-        paths.append(headers.get(b":path") or b"")
-        return route(headers, info)
+    class Tracking(PassThroughFilter):
+        def request_headers(self, headers: Any, end_stream: bool) -> Any:
+            paths.append(headers.get(b":path") or b"")
+            return super().request_headers(headers, end_stream)
 
-    h.server.route = tracking_route
+    h.sync(setattr, h.server, "filter_factory", lambda info: Tracking())
     return paths
 
 

@@ -273,11 +273,12 @@ def test_a_write_during_a_slow_reload_is_applied_at_the_next_look(start_proxy, t
     cfg = _file_config(tmp_path, doc("v1"))
     h = start_proxy(load_config(cfg))
     server = h.server
-    real_apply = server.apply_config
+    real_apply = server.manager.apply
     writes = iter(["v3"])
 
     async def slow_apply(config: Any) -> list[str]:
-        # the operator saves again while the reload of the previous save runs
+        # the operator saves again while the reload of the previous save runs (the plugins'
+        # part of the server's apply_config)
         value = next(writes, None)
         if value is not None:
             cfg.write_text(config_text(doc(value)))
@@ -285,7 +286,7 @@ def test_a_write_during_a_slow_reload_is_applied_at_the_next_look(start_proxy, t
             os.utime(cfg, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
         return await real_apply(config)
 
-    server.apply_config = slow_apply  # type: ignore[method-assign]
+    server.manager.apply = slow_apply  # type: ignore[method-assign]
     cfg.write_text(config_text(doc("v2")))
     st = cfg.stat()
     os.utime(cfg, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
