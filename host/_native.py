@@ -34,6 +34,7 @@ NATIVE_MODULES = (
     "host/proxy/exchange.py",
     "host/proxy/exchange_upstream.py",
     "host/proxy/framing.py",
+    "host/proxy/grpc_reply.py",
     "host/proxy/halfstream.py",
     "host/proxy/http1.py",
     "host/proxy/stream.py",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import NamedTuple
+from typing import Final
 
 import httptools
 
@@ -115,14 +115,22 @@ class ParsedRequest:
         self.trailers: list[tuple[bytes, bytes]] | None = None
 
 
-class _Request(NamedTuple):
+class _Request:
     """A parsed request's headers as the exchange takes them."""
 
-    headers: HeaderMap
-    has_body: bool
-    length: int  # content-length (-1: none, or chunked)
-    expect_continue: bool
-    request_id: bytes
+    def __init__(
+        self,
+        headers: HeaderMap,
+        has_body: bool,
+        length: int,
+        expect_continue: bool,
+        request_id: bytes,
+    ) -> None:
+        self.headers: Final = headers
+        self.has_body: Final = has_body
+        self.length: Final = length  # content-length (-1: none, or chunked)
+        self.expect_continue: Final = expect_continue
+        self.request_id: Final = request_id
 
 
 def request_headers(p: ParsedRequest, client_ip: bytes, scheme: bytes = b"http") -> _Request | str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Final, Protocol
 
 from mypy_extensions import mypyc_attr
 
@@ -56,12 +56,27 @@ class LocalReply:
 # -- verdicts ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class Continue:
-    """Forward ``data``; at the end of the stream, ``trailers`` a plugin added."""
+    """Forward ``data``; at the end of the stream, ``trailers`` a plugin added.
 
-    data: bytes = b""
-    trailers: HeaderMap | None = None
+    A compiled class, not a dataclass: a dataclass's ``__init__`` is generated Python that
+    mypyc does not compile, and a Continue is made for every body event."""
+
+    __match_args__: ClassVar = ("data", "trailers")
+
+    def __init__(self, data: bytes = b"", trailers: HeaderMap | None = None) -> None:
+        self.data: Final = data
+        self.trailers: Final = trailers
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Continue)
+            and self.data == other.data
+            and self.trailers == other.trailers
+        )
+
+    def __repr__(self) -> str:
+        return f"Continue(data={self.data!r}, trailers={self.trailers!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,35 +113,52 @@ RESET = Reset()
 # -- what a stream is, for filters and stats ------------------------------------------------
 
 
-@dataclass(slots=True)
 class ExchangeInfo:
-    """What the data path knows about a request, for filters and stats."""
+    """What the data path knows about a request, for filters and stats (a compiled class
+    with its own ``__init__``: one is made per request)."""
 
-    client: tuple[str, int]
-    local: tuple[str, int]
-    connection_id: int
-    request_id: str = ""
-    start: float = 0.0  # time.monotonic()
-    start_wall_ns: int = 0
-    cluster: str = ""
-    route_name: str | None = None  # the cached route; None: not selected yet (or cleared)
-    status: int = 0
-    request_bytes: int = 0
-    response_bytes: int = 0
-    upstream_address: str = ""
-    upstream_ms: float = 0.0
-    response_code_details: str = ""
-    outcome: str = ""  # "", "reply", "reset", "client_disconnect", "upstream_error"
-    # Envoy's request.protocol values: "HTTP/1.0", "HTTP/1.1", "HTTP/2" (set by the adapter)
-    protocol: str = "HTTP/1.1"
-    # the response's grpc-status (trailer, or header of a trailers-only reply); None: not gRPC
-    grpc_status: int | None = None
-    grpc_message: str = ""
-    # TLS: the client connection's (None: plain TCP), the upstream connection's, and why
-    # the upstream handshake failed (Envoy's transport failure reason; "" when it did not)
-    tls: TlsInfo | None = None
-    upstream_tls: TlsInfo | None = None
-    upstream_transport_failure_reason: str = ""
+    def __init__(
+        self,
+        client: tuple[str, int],
+        local: tuple[str, int],
+        connection_id: int,
+        request_id: str = "",
+        start: float = 0.0,
+        start_wall_ns: int = 0,
+    ) -> None:
+        self.client = client
+        self.local = local
+        self.connection_id = connection_id
+        self.request_id = request_id
+        self.start = start  # time.monotonic()
+        self.start_wall_ns = start_wall_ns
+        self.cluster = ""
+        # the cached route; None: not selected yet (or cleared)
+        self.route_name: str | None = None
+        self.status = 0
+        self.request_bytes = 0
+        self.response_bytes = 0
+        self.upstream_address = ""
+        self.upstream_ms = 0.0
+        self.response_code_details = ""
+        self.outcome = ""  # "", "reply", "reset", "client_disconnect", "upstream_error"
+        # Envoy's request.protocol values: "HTTP/1.0", "HTTP/1.1", "HTTP/2" (set by the adapter)
+        self.protocol = "HTTP/1.1"
+        # the response's grpc-status (trailer, or header of a trailers-only reply); None: not
+        # gRPC
+        self.grpc_status: int | None = None
+        self.grpc_message = ""
+        # TLS: the client connection's (None: plain TCP), the upstream connection's, and why
+        # the upstream handshake failed (Envoy's transport failure reason; "" when it did not)
+        self.tls: TlsInfo | None = None
+        self.upstream_tls: TlsInfo | None = None
+        self.upstream_transport_failure_reason = ""
+
+    def __repr__(self) -> str:
+        return (
+            f"ExchangeInfo(client={self.client!r}, connection_id={self.connection_id}, "
+            f"request_id={self.request_id!r}, cluster={self.cluster!r}, status={self.status})"
+        )
 
 
 class StreamFilter(Protocol):
