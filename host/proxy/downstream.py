@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from host.proxy.core_api import ProxyCore
 from host.proxy.tls import TlsInfo, tls_info_of
 
 __all__ = ["Endpoints", "admit", "endpoints", "next_connection_id", "stop_timer"]
 
-_connection_ids = itertools.count(1)
+_connection_ids: Final = itertools.count(1)
 
 
 def next_connection_id() -> int:

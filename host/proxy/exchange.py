@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Final
 
 from host.headers import HeaderMap
 from host.proxy.core_api import Downstream, Limits, ProxyCore
@@ -60,13 +61,13 @@ __all__ = [
 ]
 
 
-_PASS = PassThroughFilter()
+_PASS: Final = PassThroughFilter()
 
 
 # -- one exchange ----------------------------------------------------------------------------
 
-REQUEST = True
-RESPONSE = False
+REQUEST: Final = True
+RESPONSE: Final = False
 
 
 class Exchange(UpstreamLeg):

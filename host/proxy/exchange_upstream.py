@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
+from typing import Final
 from urllib.parse import unquote
 
 from host.headers import HeaderMap
@@ -25,8 +26,10 @@ from host.proxy.upstream_h2 import H2StreamReset
 
 __all__ = ["UpstreamLeg"]
 
-_RESPONSE_SPECIAL = HOP_BY_HOP | {b"content-length"}
-_BEFORE_HEADERS = b"upstream connect error or disconnect/reset before headers. reset reason: "
+_RESPONSE_SPECIAL: Final = HOP_BY_HOP | {b"content-length"}
+_BEFORE_HEADERS: Final = (
+    b"upstream connect error or disconnect/reset before headers. reset reason: "
+)
 
 
 class UpstreamLeg:

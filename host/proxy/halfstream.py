@@ -11,6 +11,7 @@ format, no socket, no wasm here.
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 from host.headers import HeaderMap
 
@@ -18,9 +19,9 @@ __all__ = ["ENTRY_COST", "HIGH_WATER", "LOW_WATER", "HalfStream", "framed_header
 
 # Flow control: past the high-water mark of bytes held for the other side, reading
 # from the sending side pauses; it resumes below the low-water mark.
-HIGH_WATER = 1024 * 1024
-LOW_WATER = 256 * 1024
-ENTRY_COST = 64  # what one held chunk costs besides its bytes (so 1-byte chunks count too)
+HIGH_WATER: Final = 1024 * 1024
+LOW_WATER: Final = 256 * 1024
+ENTRY_COST: Final = 64  # what one held chunk costs besides its bytes (so 1-byte chunks count too)
 
 
 class HalfStream:

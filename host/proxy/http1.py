@@ -77,12 +77,12 @@ __all__ = [
     "request_line_problem",
 ]
 
-MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_BYTES: Final = 64 * 1024
 _HIGH_WATER, _ENTRY_COST = HIGH_WATER, ENTRY_COST
-MAX_QUEUED_REQUESTS = 16  # pipelined requests parsed ahead of the one in flight
+MAX_QUEUED_REQUESTS: Final = 16  # pipelined requests parsed ahead of the one in flight
 # why reading from a peer is paused (bits)
-_QUEUE = 4  # too many pipelined requests waiting
-_OWN_FULL = 8  # our socket write buffer to this same peer is over its high-water mark
+_QUEUE: Final = 4  # too many pipelined requests waiting
+_OWN_FULL: Final = 8  # our socket write buffer to this same peer is over its high-water mark
 
 
 # -- downstream ------------------------------------------------------------------------------

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from host.headers import HeaderMap
 from host.proxy.config import RouteConfig, TrafficSelector
 
 __all__ = ["DEFAULT_ROUTE_NAME", "Route", "RouteTable", "plugin_match_verdict"]
 
-DEFAULT_ROUTE_NAME = "default"
+DEFAULT_ROUTE_NAME: Final = "default"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from host.proxy import stats as st
 from host.proxy.admin import AdminProtocol
@@ -63,8 +63,8 @@ from host.wasm.runtime import user_cache_root
 
 __all__ = ["DEMO_CLUSTER", "ProxyServer", "StartupError", "StartupKind"]
 
-DEMO_CLUSTER = "wasmdesk-demo-upstream"
-_NO_PLUGINS = NoPluginsFilter()
+DEMO_CLUSTER: Final = "wasmdesk-demo-upstream"
+_NO_PLUGINS: Final = NoPluginsFilter()
 
 
 class StartupKind(StrEnum):

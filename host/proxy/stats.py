@@ -126,8 +126,8 @@ Filter = str | re.Pattern[str] | SafePattern | None
 
 _BOUNDS: Final = ENVOY_BUCKETS
 _NBUCKETS: Final = len(ENVOY_BUCKETS) + 1
-_LABEL_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-_PROM_INVALID = re.compile(r"[^a-zA-Z0-9_]")
+_LABEL_KEY: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_PROM_INVALID: Final = re.compile(r"[^a-zA-Z0-9_]")
 
 
 # -- the stats (written by the engine thread only) ------------------------------------------

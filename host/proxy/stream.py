@@ -105,9 +105,9 @@ class Reset:
 
 Verdict = Continue | Hold | Reply | Wait | Reset
 
-CONTINUE = Continue()
-HOLD = Hold()
-RESET = Reset()
+CONTINUE: Final = Continue()
+HOLD: Final = Hold()
+RESET: Final = Reset()
 
 
 # -- what a stream is, for filters and stats ------------------------------------------------

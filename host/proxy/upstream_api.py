@@ -12,7 +12,7 @@ Nothing here knows a socket, a wire format or wasm.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Final, Protocol
 
 from host.headers import HeaderMap
 from host.tls_info import TlsInfo
@@ -27,11 +27,11 @@ __all__ = [
 ]
 
 # what follows it in a connect failure's reason is Envoy's transport failure reason
-TRANSPORT_FAILURE = "transport failure reason: "
+TRANSPORT_FAILURE: Final = "transport failure reason: "
 
 # why reading from a peer is paused (bits; an adapter may add its own above these)
-PEER_FULL = 1  # the other side's socket write buffer is over its high-water mark
-BACKLOG = 2  # too many bytes held in the exchange
+PEER_FULL: Final = 1  # the other side's socket write buffer is over its high-water mark
+BACKLOG: Final = 2  # too many bytes held in the exchange
 
 
 class ReadGate:
