@@ -514,7 +514,7 @@ class EngineService(QObject):
         async def do(server: ProxyServer) -> None:
             from host.lab.mocks import install_mocks
 
-            server.lab_mocks = rules  # type: ignore[attr-defined]
+            server.lab_mocks = rules
             install_mocks(server, server.config.mocks)
 
         return self._submit("mocks", do)

@@ -379,7 +379,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if mocks is not None:
             from host.lab.mocks import install_mocks
 
-            server.lab_mocks = mocks  # type: ignore[attr-defined]
+            server.lab_mocks = mocks
             install_mocks(server, server.config.mocks)
         if args.record:
             from host.lab.record import start_recording

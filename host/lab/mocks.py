@@ -269,7 +269,7 @@ def install_mocks(server: Any, config_rules: Any = ()) -> None:
     """Make ``server`` (a ProxyServer) answer callouts from mocks: the rules given on the
     command line or in the app (``server.lab_mocks``) first, then the config's
     ``spec.mocks``; none: the clusters alone. Called whenever clusters are applied."""
-    rules = [*getattr(server, "lab_mocks", ()), *(config_rules or ())]
+    rules = [*server.lab_mocks, *(config_rules or ())]
     inner = server.manager.callouts
     inner_grpc = server.manager.grpc_callouts  # the grpc.aio transport
     if rules:

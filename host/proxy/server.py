@@ -142,6 +142,9 @@ class ProxyServer:
         # when set, every new HTTP stream runs this filter instead of the plugin chain (an
         # embedding's own filter; the tests' probes of the exchange core)
         self.filter_factory: Callable[[ExchangeInfo], StreamFilter] | None = None
+        # the lab's mock rules given on the command line or in the app (host.lab.mocks
+        # answers callouts from them before the config's spec.mocks)
+        self.lab_mocks: list[Any] = []
         # hot-path stats objects, resolved once
         s = self.stats
         self._rq_total = s.counter("http.downstream_rq_total")
