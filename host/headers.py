@@ -19,12 +19,18 @@ def _lower(key: bytes) -> bytes:
 
 
 class HeaderMap:
-    """Ordered multi-map of byte strings with case-insensitive (lower-cased) keys."""
+    """Ordered multi-map of byte strings with case-insensitive (lower-cased) keys.
 
-    __slots__ = ("_items",)
+    ``verified``: every field is as a strict HTTP/1.1 parser (llhttp) delivered it, so
+    names are tokens and values hold no CR, LF or NUL; the framing then skips its own
+    scan. Only the HTTP/1.1 adapters set it, and every change through this class clears
+    it (a plugin's edits are checked again when the head is written)."""
+
+    __slots__ = ("_items", "verified")
 
     def __init__(self, items: Iterable[tuple[bytes | str, bytes | str]] = ()) -> None:
         self._items: list[tuple[bytes, bytes]] = [(_lower(_b(k)), _b(v)) for k, v in items]
+        self.verified = False
 
     @classmethod
     def from_pairs(cls, pairs: list[tuple[bytes, bytes]]) -> HeaderMap:
@@ -33,10 +39,12 @@ class HeaderMap:
         return m
 
     @classmethod
-    def wrap(cls, items: list[tuple[bytes, bytes]]) -> HeaderMap:
-        """A map over ``items`` itself (no copy): keys already lower-case."""
+    def wrap(cls, items: list[tuple[bytes, bytes]], verified: bool = False) -> HeaderMap:
+        """A map over ``items`` itself (no copy): keys already lower-case. ``verified``:
+        the caller vouches for every field (see the class) and hands ``items`` over."""
         m = cls()
         m._items = items
+        m.verified = verified
         return m
 
     def __len__(self) -> int:
@@ -77,6 +85,7 @@ class HeaderMap:
 
     def add(self, key: bytes | str, value: bytes | str) -> None:
         self._items.append((_lower(_b(key)), _b(value)))
+        self.verified = False
 
     def replace(self, key: bytes | str, value: bytes | str) -> None:
         k = _lower(_b(key))
@@ -93,13 +102,16 @@ class HeaderMap:
         if not done:
             out.append((k, v))
         self._items = out
+        self.verified = False
 
     def remove(self, key: bytes | str) -> None:
         k = _lower(_b(key))
         self._items = [(ik, iv) for ik, iv in self._items if ik != k]
+        self.verified = False
 
     def set_all(self, pairs: list[tuple[bytes, bytes]]) -> None:
         self._items = [(k.lower(), v) for k, v in pairs]
+        self.verified = False
 
     def byte_size(self) -> int:
         return sum(len(k) + len(v) for k, v in self._items)

@@ -211,7 +211,11 @@ class UpstreamLeg:
     # -- the response, from upstream (ResponseSink) --
 
     def upstream_headers(
-        self, status: int, headers: list[tuple[bytes, bytes]], expect_body: bool
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        expect_body: bool,
+        verified: bool = False,
     ) -> None:
         if self.finished or self.replying:
             return
@@ -232,7 +236,7 @@ class UpstreamLeg:
                     items.append((k, v))
                 continue
             items.append((k, v))
-        h = HeaderMap.wrap(items)
+        h = HeaderMap.wrap(items, verified)
         has_body = expect_body and status not in (204, 304) and (cl != 0)
         if not has_body:
             _note_grpc(self.info, headers)  # a trailers-only gRPC answer

@@ -235,6 +235,7 @@ def request_head(
     lines = []
     declared = -1
     suspect = False
+    verified = h.verified  # (as a strict parser delivered it: no scan needed)
     for k, v in h:
         if k[:1] == b":":
             if k == b":method":
@@ -252,7 +253,7 @@ def request_head(
             continue
         if k in HOP_BY_HOP:
             continue
-        if k not in _GOOD_NAMES:
+        if not verified and k not in _GOOD_NAMES:
             suspect = True
         lines.append(k + b": " + v)
     method = method or b"GET"
@@ -277,7 +278,7 @@ def request_head(
     block = b"\r\n".join(lines)
     if (
         suspect
-        or (lines and _block_suspect(block, len(lines)))
+        or (not verified and lines and _block_suspect(block, len(lines)))
         or method not in _GOOD_NAMES
         or path[:1] != b"/"
         or trailers
@@ -313,6 +314,7 @@ def response_head(
     lines = []
     declared = -1
     suspect = False
+    verified = h.verified  # (as a strict parser delivered it: no scan needed)
     for k, v in h:
         if k == b":status":
             try:
@@ -330,7 +332,7 @@ def response_head(
             continue
         if k in HOP_BY_HOP:
             continue
-        if k not in _GOOD_NAMES:
+        if not verified and k not in _GOOD_NAMES:
             suspect = True
         lines.append(k + b": " + v)
     if suspect or trailers:
@@ -358,7 +360,7 @@ def response_head(
     if close:
         lines.append(b"connection: close")
     block = b"\r\n".join(lines)
-    if lines and _block_suspect(block, len(lines)):
+    if not verified and lines and _block_suspect(block, len(lines)):
         return None  # a CR, LF or NUL in a value
     if not lines:  # (a 204 or 304 with no header at all)
         data = b"HTTP/1.1 %d %s\r\n\r\n" % (status, reason_bytes(status))

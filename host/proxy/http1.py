@@ -192,7 +192,8 @@ def request_headers(p: ParsedRequest, client_ip: bytes, scheme: bytes = b"http")
     rid = add_edge_headers(items, xff, rid, client_ip, scheme)
     if cl >= 0 and not te_chunked:
         items.append((b"content-length", b"%d" % cl))
-    h = HeaderMap.wrap(items)
+    # every field is llhttp's (strict: token names, no CR/LF/NUL in values) or our own
+    h = HeaderMap.wrap(items, verified=True)
     has_body = cl > 0 or te_chunked
     return _Request(h, has_body, cl if not te_chunked else -1, expect_continue, rid)
 

@@ -236,7 +236,8 @@ class UpstreamProtocol(ReadGate, asyncio.Protocol):
             if not framed:
                 self._until_eof = True
                 self.reusable = False
-        ex.upstream_headers(status, self._headers, self._expect_body)
+        # (llhttp's fields: verified, see HeaderMap)
+        ex.upstream_headers(status, self._headers, self._expect_body, True)
         if not self._expect_body and status >= 200:
             # A HEAD response: no body follows whatever its content-length says, and
             # the parser cannot be told so; end here and do not reuse the connection.

@@ -63,8 +63,15 @@ class ResponseSink(Protocol):
     """What an upstream stream reports to the exchange it serves."""
 
     def upstream_headers(
-        self, status: int, headers: list[tuple[bytes, bytes]], expect_body: bool
-    ) -> None: ...
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        expect_body: bool,
+        verified: bool = False,
+    ) -> None:
+        """``verified``: the fields are as a strict HTTP/1.1 parser delivered them
+        (``HeaderMap.verified``)."""
+        ...
 
     def upstream_body(self, chunk: bytes) -> None: ...
 

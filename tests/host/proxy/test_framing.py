@@ -119,3 +119,49 @@ def test_request_ids_are_version_4_uuids() -> None:
     assert [len(p) for p in parts] == [8, 4, 4, 4, 12]
     assert parts[2][:1] == b"4" and parts[3][:1] in b"89ab"
     assert framing.request_id() != rid
+
+
+# -- verified maps: the HTTP/1.1 parser's fields skip the scan, any change brings it back ---
+
+
+def _parsed(*extra: tuple[bytes, bytes]) -> HeaderMap:
+    items = [(b":method", b"GET"), (b":path", b"/"), (b":authority", b"svc"), *extra]
+    return HeaderMap.wrap(items, verified=True)
+
+
+def test_a_verified_map_frames_as_an_unverified_one() -> None:
+    fields = ((b"user-agent", b"wrk"), (b"x-request-id", b"abc"))
+    verified = framing.request_head(_parsed(*fields), b"up", None, True, [], False)
+    plain = framing.request_head(
+        HeaderMap.wrap([(b":method", b"GET"), (b":path", b"/"), (b":authority", b"svc"), *fields]),
+        b"up",
+        None,
+        True,
+        [],
+        False,
+    )
+    assert isinstance(verified, RequestHead) and verified == plain
+    resp = [(b":status", b"200"), (b"server", b"x"), (b"content-length", b"2")]
+    assert framing.response_head(
+        HeaderMap.wrap(list(resp), verified=True), None, True, [b"ok"], False, False
+    ) == framing.response_head(HeaderMap.wrap(list(resp)), None, True, [b"ok"], False, False)
+
+
+def test_every_change_to_a_verified_map_is_checked_again() -> None:
+    evil = b"a\r\nx-smuggled: 1"
+    changes = [
+        lambda h: h.add(b"x-evil", evil),
+        lambda h: h.replace(b"x-request-id", evil),
+        lambda h: (h.remove(b"x-request-id"), h.add(b"bad name", b"v")),
+        lambda h: h.set_all([*h, (b"x-evil", b"a\x00b")]),
+    ]
+    for change in changes:
+        h = _parsed((b"x-request-id", b"abc"))
+        change(h)
+        assert not h.verified
+        assert isinstance(framing.request_head(h, b"up", None, True, [], False), str)
+        resp = HeaderMap.wrap([(b":status", b"200")], verified=True)
+        change(resp)
+        assert framing.response_head(resp, None, True, [], False, False) is None
+    # a copy is a new map: checked again too
+    assert not _parsed().copy().verified
