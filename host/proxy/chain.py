@@ -66,6 +66,7 @@ from host.proxy.stream import (
     Hold,
     LocalReply,
     Reply,
+    StreamFilter,
     Verdict,
 )
 from host.proxy.stream_attrs import new_stream_info, refresh_stream_info
@@ -144,7 +145,7 @@ class ChainHost(Protocol):
 _run_seq = itertools.count(1)  # ChainRun.seq: one sequence per process
 
 
-class ChainRun:
+class ChainRun(StreamFilter):
     """The plugin chain for one request (a ``StreamFilter`` for ``http1.Exchange``)."""
 
     def __init__(

@@ -21,7 +21,7 @@ from host.proxy.framing import HOP_BY_HOP
 from host.proxy.halfstream import LOW_WATER, HalfStream, framed_headers
 from host.proxy.stream import ExchangeInfo, LocalReply, StreamFilter, Verdict
 from host.proxy.upstream import TRANSPORT_FAILURE, Cluster
-from host.proxy.upstream_api import BACKLOG, PEER_FULL, UpstreamStream
+from host.proxy.upstream_api import BACKLOG, PEER_FULL, ResponseSink, UpstreamStream
 from host.proxy.upstream_h2 import H2StreamReset
 
 __all__ = ["UpstreamLeg"]
@@ -32,7 +32,7 @@ _BEFORE_HEADERS: Final = (
 )
 
 
-class UpstreamLeg:
+class UpstreamLeg(ResponseSink):
     """The upstream half of ``exchange.Exchange`` (a mixin: the state it writes lives in
     its slots, the rest is the exchange's)."""
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from typing import Final, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from host.headers import HeaderMap
 from host.tls_info import TlsInfo
 
@@ -59,8 +61,10 @@ class ReadGate:
             self.transport.resume_reading()
 
 
-class ResponseSink(Protocol):
-    """What an upstream stream reports to the exchange it serves."""
+@mypyc_attr(allow_interpreted_subclasses=True)  # (the tests' sinks)
+class ResponseSink:
+    """What an upstream stream reports to the exchange it serves (``exchange.Exchange``).
+    A base class, not a Protocol, for the same reason as ``stream.StreamFilter``."""
 
     def upstream_headers(
         self,
@@ -71,19 +75,23 @@ class ResponseSink(Protocol):
     ) -> None:
         """``verified``: the fields are as a strict HTTP/1.1 parser delivered them
         (``HeaderMap.verified``)."""
-        ...
+        raise NotImplementedError
 
-    def upstream_body(self, chunk: bytes) -> None: ...
+    def upstream_body(self, chunk: bytes) -> None:
+        raise NotImplementedError
 
-    def upstream_complete(self, trailers: HeaderMap | None = None) -> None: ...
+    def upstream_complete(self, trailers: HeaderMap | None = None) -> None:
+        raise NotImplementedError
 
-    def upstream_lost(self, exc: Exception | None) -> None: ...
+    def upstream_lost(self, exc: Exception | None) -> None:
+        raise NotImplementedError
 
-    def upstream_error(self, status: int, message: str) -> None: ...
+    def upstream_error(self, status: int, message: str) -> None:
+        raise NotImplementedError
 
     def upstream_congested(self, congested: bool) -> None:
         """The upstream stopped (True) or resumed (False) reading what we write to it."""
-        ...
+        raise NotImplementedError
 
 
 class UpstreamStream(Protocol):

@@ -20,6 +20,7 @@ import pytest
 from host.headers import HeaderMap
 from host.proxy.config import parse_config
 from host.proxy.upstream import BACKLOG, Cluster
+from host.proxy.upstream_api import ResponseSink
 from host.proxy.upstream_h2 import (
     STREAM_WINDOW,
     H2Pool,
@@ -34,7 +35,7 @@ from .grpc_echo_server import EchoServer
 from .h2_test_server import ScriptedH2Server, ThreadedH2Server
 
 
-class Sink:
+class Sink(ResponseSink):
     """Records what the upstream reports, as an exchange would receive it."""
 
     def __init__(self) -> None:
@@ -49,7 +50,11 @@ class Sink:
         self.congested: list[bool] = []
 
     def upstream_headers(
-        self, status: int, headers: list[tuple[bytes, bytes]], expect_body: bool
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        expect_body: bool,
+        verified: bool = False,
     ) -> None:
         self.status, self.headers, self.expect_body = status, dict(headers), expect_body
         self.got_headers.set()
