@@ -11,12 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from mypy_extensions import mypyc_attr
+
 from host.headers import HeaderMap
 from host.proxy.stream import ExchangeInfo, StreamFilter
 from host.proxy.upstream import Cluster
 from host.proxy.upstream_api import ResponseSink, UpstreamStream
 
-__all__ = ["Downstream", "ExchangeState", "Limits", "ProxyCore", "StreamOpener"]
+__all__ = ["Downstream", "ExchangeState", "Limits", "ProxyCore"]
 
 
 class ExchangeState(Protocol):
@@ -47,8 +49,17 @@ class Limits:
 # -- the proxy core (what every connection shares) -----------------------------------------
 
 
-class StreamOpener(Protocol):
-    """What the exchange needs of the upstream connection pool (``upstream.UpstreamPool``)."""
+@mypyc_attr(allow_interpreted_subclasses=True)  # (the tests' cores)
+class ProxyCore:
+    """What the data path needs from the server that owns it (``server.ProxyServer``).
+
+    A base class rather than a Protocol, as ``stream.StreamFilter``: the exchange calls
+    it several times per request, and a compiled call through a protocol goes through
+    Python's method lookup."""
+
+    loop: asyncio.AbstractEventLoop
+    limits: Limits
+    open_connections: int
 
     def open_stream(
         self,
@@ -56,37 +67,32 @@ class StreamOpener(Protocol):
         sink: ResponseSink,
         done: Callable[[UpstreamStream | None, str], None],
     ) -> None:
-        """Call ``done(stream, "")`` with a stream to ``cluster`` serving ``sink``, or
-        ``done(None, reason)``."""
-        ...
-
-
-class ProxyCore(Protocol):
-    """What the data path needs from the server that owns it."""
-
-    loop: asyncio.AbstractEventLoop
-    limits: Limits
-    open_connections: int
-
-    @property
-    def pool(self) -> StreamOpener: ...
+        """Call ``done(stream, "")`` with a stream to ``cluster`` serving ``sink`` (from
+        the upstream connection pool), or ``done(None, reason)``."""
+        raise NotImplementedError
 
     def route(self, headers: HeaderMap, info: ExchangeInfo) -> Cluster | None:
         """The request's cluster: its cached route (``info.route_name`` set), else the
         route selected now from ``headers`` (and cached in ``info``); None: no route."""
-        ...
+        raise NotImplementedError
 
-    def new_filter(self, info: ExchangeInfo) -> StreamFilter: ...
+    def new_filter(self, info: ExchangeInfo) -> StreamFilter:
+        raise NotImplementedError
 
-    def exchange_started(self, ex: ExchangeState) -> None: ...
+    def exchange_started(self, ex: ExchangeState) -> None:
+        raise NotImplementedError
 
-    def exchange_finished(self, ex: ExchangeState) -> None: ...
+    def exchange_finished(self, ex: ExchangeState) -> None:
+        raise NotImplementedError
 
-    def connection_opened(self) -> None: ...
+    def connection_opened(self) -> None:
+        raise NotImplementedError
 
-    def connection_closed(self) -> None: ...
+    def connection_closed(self) -> None:
+        raise NotImplementedError
 
-    def connection_rejected(self) -> None: ...
+    def connection_rejected(self) -> None:
+        raise NotImplementedError
 
 
 class Downstream(Protocol):

@@ -86,7 +86,7 @@ class UpstreamLeg(ResponseSink):
         self.cluster = cluster
         self.info.cluster = cluster.name
         self.info.upstream_address = cluster.address
-        self.core.pool.open_stream(cluster, self, self._connected)
+        self.core.open_stream(cluster, self, self._connected)
 
     def _connected(self, stream: UpstreamStream | None, why: str) -> None:
         if self.finished or self.replying:

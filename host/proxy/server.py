@@ -32,7 +32,7 @@ from host.proxy.config import (
     explain_order,
     load_config,
 )
-from host.proxy.core_api import ExchangeState
+from host.proxy.core_api import ExchangeState, ProxyCore
 from host.proxy.demo_cert import ensure_demo_cert
 from host.proxy.demo_upstream import EchoServer, start_echo_server
 from host.proxy.errors import ErrorKind, PluginError
@@ -56,6 +56,7 @@ from host.proxy.tls import (
     listener_stat_prefix,
     server_context,
 )
+from host.proxy.upstream_api import ResponseSink, UpstreamStream
 from host.proxy.upstream_h2 import Cluster as H2Cluster
 from host.wasm import Engine, HeaderMap, LogLevel, PluginHost
 from host.wasm.plugin_host import LogRecord
@@ -92,7 +93,7 @@ class StartupError(Exception):
         self.address = address
 
 
-class ProxyServer:
+class ProxyServer(ProxyCore):
     def __init__(
         self,
         config: ProxyConfig,
@@ -416,6 +417,14 @@ class ProxyServer:
             return None
         info.route_name, info.cluster = r.name, r.cluster
         return self.clusters.get(r.cluster)
+
+    def open_stream(
+        self,
+        cluster: Cluster,
+        sink: ResponseSink,
+        done: Callable[[UpstreamStream | None, str], None],
+    ) -> None:
+        self.pool.open_stream(cluster, sink, done)
 
     def new_filter(self, info: ExchangeInfo) -> StreamFilter:
         if self.filter_factory is not None:

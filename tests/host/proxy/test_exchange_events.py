@@ -10,6 +10,7 @@ import socket
 import time
 
 from host.headers import HeaderMap
+from host.proxy.core_api import ProxyCore
 from host.proxy.stream import CONTINUE, PassThroughFilter, Verdict
 
 from .conftest import ScriptedUpstream, connect, make_config
@@ -107,7 +108,7 @@ class _Up:
         self.events.append(("abandon",))
 
 
-class _Core:
+class _Core(ProxyCore):
     def __init__(self, loop, flt) -> None:  # type: ignore[no-untyped-def]
         from host.proxy.exchange import Limits
 
