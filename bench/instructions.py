@@ -1,4 +1,4 @@
-"""Benchmark: instructions per request of the no-plugin data path, counted, not timed.
+"""Benchmark: instructions per request of the data path, counted, not timed.
 
 On a small shared machine a 3 % change in CPU time is below the noise of
 ``bench_datapath.py``; an instruction count is not. This runs ``bench_datapath.py`` under
@@ -6,9 +6,13 @@ valgrind's callgrind twice, with a small and a larger number of requests, and pr
 difference in instructions divided by the difference in requests: what one more request
 costs, start-up and warm-up cancelled out. Deterministic to a few hundred instructions,
 so levers of ~1 % can be compared (A/B: ``--tree`` another checkout, same interpreter).
+``--plugin`` (and ``--root-id``) are passed to ``bench_datapath.py``: one WasmPlugin on
+the path (``typical``, ``wat`` or a .wasm path); the figure then includes the plugin, and
+the same run without ``--plugin`` gives what the plugin adds.
 
 Needs ``valgrind`` (Debian: ``apt-get install valgrind``); about a minute per tree.
 Usage: .venv/bin/python bench/instructions.py [--tree PATH ...] [--small N] [--large N]
+       [--plugin typical|wat|PATH] [--root-id ID]
 """
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def instructions(tree: Path, requests: int) -> int:
+def instructions(tree: Path, requests: int, extra: Sequence[str] = ()) -> int:
     """Instructions callgrind counted for ``bench_datapath.py`` serving ``requests``
-    (after its warm-up of min(requests, 2000))."""
+    (after its warm-up of min(requests, 2000)); ``extra``: more of its arguments."""
     with tempfile.TemporaryDirectory() as d:
         out = subprocess.run(
             [
@@ -40,10 +45,12 @@ def instructions(tree: Path, requests: int) -> int:
                 "1",
                 "--requests",
                 str(requests),
+                *extra,
             ],
             capture_output=True,
             text=True,
-            env=dict(os.environ, PYTHONPATH=str(tree)),
+            # a fixed hash seed: str hashes (dict and set probing) then repeat run to run
+            env={"PYTHONHASHSEED": "0", **os.environ, "PYTHONPATH": str(tree)},
             timeout=900,
         )
     m = re.search(r"Collected : (\d+)", out.stderr)
@@ -57,17 +64,28 @@ def main() -> int:
     ap.add_argument("--tree", type=Path, action="append", help="checkout(s) to measure")
     ap.add_argument("--small", type=int, default=2000)
     ap.add_argument("--large", type=int, default=6000)
+    ap.add_argument("--plugin", help="bench_datapath.py's --plugin: typical, wat or a .wasm path")
+    ap.add_argument("--root-id", help="bench_datapath.py's --root-id")
     args = ap.parse_args()
+    extra: list[str] = []
+    if args.plugin:
+        plugin = args.plugin
+        if plugin not in ("typical", "wat"):
+            plugin = str(Path(plugin).resolve())  # the run's cwd is not ours
+        extra += ["--plugin", plugin]
+    if args.root_id is not None:
+        extra += ["--root-id", args.root_id]
+    what = f"plugin {args.plugin}" if args.plugin else "no plugin"
     if not shutil.which("valgrind"):
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
     if args.small < 2000:
         ap.error("--small must be at least 2000 (bench_datapath's warm-up is min(N, 2000))")
     for tree in args.tree or [ROOT]:
-        a = instructions(tree.resolve(), args.small)
-        b = instructions(tree.resolve(), args.large)
+        a = instructions(tree.resolve(), args.small, extra)
+        b = instructions(tree.resolve(), args.large, extra)
         per = (b - a) / (args.large - args.small)
-        print(f"{tree}: {per:,.0f} instructions per request (no plugin, data path)")
+        print(f"{tree}: {per:,.0f} instructions per request ({what}, data path)")
     return 0
 
 
