@@ -43,12 +43,15 @@ NATIVE_MODULES = (
     "host/proxy/canary.py",
     "host/proxy/chain.py",
     "host/proxy/hops.py",
+    "host/proxy/inspector.py",
     "host/proxy/pause.py",
     "host/proxy/records.py",
     "host/proxy/routes.py",
+    "host/proxy/slots.py",
     "host/proxy/stream_attrs.py",
     # the Proxy-Wasm host's per-call glue
     "host/wasm/abi/_common.py",
+    "host/wasm/abi/_validate.py",
     "host/wasm/abi/buffers.py",
     "host/wasm/abi/contexts.py",
     "host/wasm/abi/header_maps.py",
@@ -57,6 +60,7 @@ NATIVE_MODULES = (
     "host/wasm/abi/stream_control.py",
     "host/wasm/context.py",
     "host/wasm/pairs.py",
+    "host/wasm/plugin_host.py",
     "host/wasm/runtime.py",
     "host/wasm/vm.py",
 )
