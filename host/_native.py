@@ -45,6 +45,7 @@ NATIVE_MODULES = (
     "host/proxy/hops.py",
     "host/proxy/inspector.py",
     "host/proxy/pause.py",
+    "host/proxy/plugins_requests.py",
     "host/proxy/records.py",
     "host/proxy/routes.py",
     "host/proxy/slots.py",
