@@ -47,11 +47,14 @@ def instructions(tree: Path, requests: int, extra: Sequence[str] = ()) -> int:
                 "1",
                 "--requests",
                 str(requests),
+                "--no-ticker",
                 *extra,
             ],
             capture_output=True,
             text=True,
-            # a fixed hash seed: str hashes (dict and set probing) then repeat run to run
+            # a fixed hash seed: str hashes (dict and set probing) then repeat run to run;
+            # --no-ticker: no wasm epoch thread waking on wall time (slowed and
+            # load-dependent under valgrind)
             env={"PYTHONHASHSEED": "0", **os.environ, "PYTHONPATH": str(tree)},
             timeout=900,
         )
