@@ -614,8 +614,8 @@ class RawFunc:
     holder: Any = field(repr=False, default=None)
     n: int = 0  # length of the args-and-results array
     # ``addr`` and ``n`` as the ctypes arguments of ``_CALL_PREPARED``
-    c_addr: Any = field(repr=False, default=None)
-    c_n: Any = field(repr=False, default=None)
+    c_addr: Any = field(repr=False, compare=False, default=None)
+    c_n: Any = field(repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         self.n = max(self.nparams, self.nresults)
