@@ -1,11 +1,15 @@
-"""Benchmark: the no-plugin HTTP/1.1 data path's own Python CPU per request, without sockets.
+"""Benchmark: the HTTP/1.1 data path's own Python CPU per request, without sockets.
 
-A real ``ProxyServer`` (no plugin) serves requests fed straight into a
+A real ``ProxyServer`` (no plugin, or with ``--plugin PATH`` one WasmPlugin, root id
+``--root-id``, as ``bench_proxy.py`` configures it) serves requests fed straight into a
 ``DownstreamProtocol`` whose pooled ``UpstreamProtocol`` is answered with an nginx-like
 response; both sides write into recording transports, so no syscall, no wrk and no
 other process is measured: only the parse -> exchange -> framing path, which makes A/B
 comparisons of data-path changes far less noisy than ``bench_proxy.py`` on a shared
 machine (run both trees interleaved, e.g. ``PYTHONPATH=<tree> python bench/bench_datapath.py``).
+``--plugin typical`` is the AssemblyScript build ``resources/plugins/typical.wasm`` (root id
+``typical``); ``--plugin wat`` is the hand-written WAT module with exactly the typical call
+sequence that ``bench_proxy.py``'s "typical plugin" row runs (root id ``""``).
 Prints the minimum and median of ``--rounds`` rounds of ``--requests`` requests.
 """
 
@@ -15,8 +19,10 @@ import argparse
 import asyncio
 import socket
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from host.proxy.config import parse_config
@@ -24,6 +30,8 @@ from host.proxy.http1 import DownstreamProtocol
 from host.proxy.server import ProxyServer
 from host.proxy.upstream import UpstreamProtocol
 
+ROOT = Path(__file__).resolve().parents[1]
+TYPICAL = ROOT / "resources" / "plugins" / "typical.wasm"
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n"
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 04 Dec 2026 19:00:00 GMT\r\n"
@@ -70,7 +78,28 @@ class RecordingTransport:
         self.closed = True
 
 
-async def run(rounds: int, requests: int) -> list[float]:
+def plugin_file(name: str, scratch: str) -> tuple[Path, str | None]:
+    """(the .wasm to load, its default root id) for ``--plugin``: ``typical``, ``wat`` or a path."""
+    if name == "typical":
+        return TYPICAL, "typical"
+    if name == "wat":
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        from tests.fixtures.wat_modules import make_hostcall_sequence_module
+
+        path = Path(scratch) / "typical_wat.wasm"
+        path.write_bytes(make_hostcall_sequence_module())
+        return path, ""
+    return Path(name).resolve(), None
+
+
+async def run(
+    rounds: int,
+    requests: int,
+    plugin: Path | None = None,
+    root_id: str = "typical",
+    ticker: bool = True,
+) -> list[float]:
     config = f"""apiVersion: wasmdesk.dev/v1alpha1
 kind: Proxy
 spec:
@@ -79,8 +108,22 @@ spec:
   clusters: [{{name: up, url: "http://127.0.0.1:{free_port()}", timeout: 10s}}]
   defaultCluster: up
 """
+    if plugin is not None:
+        config += f"""---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: typical-0}}
+spec:
+  url: {plugin}
+  pluginName: "{root_id}"
+"""
     server = ProxyServer(parse_config(config, "<bench>", tempfile.gettempdir()))
     await server.start()
+    if not ticker and server.engine is not None:
+        # Engine.close only stops the epoch ticker: a thread waking every 5 ms of wall
+        # time, which under callgrind (slowed, and as slow as the machine is loaded)
+        # adds instructions per request that depend on the load, not on the code
+        server.engine.close()
     try:
         cluster = server.clusters["up"]
         down, down_t = DownstreamProtocol(server), RecordingTransport()
@@ -89,12 +132,18 @@ spec:
         up.connection_made(up_t)  # type: ignore[arg-type]
         cluster.idle.append(up)
 
+        # the typical plugin's two headers, when it is the one loaded
+        typical = plugin is not None and plugin.name in (TYPICAL.name, "typical_wat.wasm")
+        expect = (b"x-typical: 1\r\n", b"x-typical-response: 1\r\n") if typical else None
+
         def serve(n: int) -> None:
             for _ in range(n):
                 down.data_received(REQUEST)
                 up.data_received(RESPONSE)
             if len(up_t.out) != n or len(down_t.out) != n or not down_t.out[-1].endswith(b"ok\n"):
                 raise RuntimeError("the data path did not answer every request")
+            if expect and not (expect[0] in up_t.out[-1] and expect[1] in down_t.out[-1]):
+                raise RuntimeError(f"the plugin did not run: no {expect} in the last exchange")
             up_t.out.clear()
             down_t.out.clear()
 
@@ -114,15 +163,39 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument(
+        "--plugin",
+        help="one WasmPlugin on the path: typical (resources/plugins/typical.wasm), "
+        "wat (the WAT typical module of bench_proxy.py) or a .wasm path",
+    )
+    ap.add_argument("--root-id", help="its pluginName (default: typical; wat: empty)")
+    ap.add_argument(
+        "--no-ticker",
+        action="store_true",
+        help="stop the wasm engine's epoch ticker (instructions.py: counts that do not "
+        "depend on wall time)",
+    )
     args = ap.parse_args()
-    try:
-        import uvloop
+    with tempfile.TemporaryDirectory() as scratch:
+        plugin, root_id = None, "typical"
+        label = "no-plugin"
+        if args.plugin:
+            plugin, default_root = plugin_file(args.plugin, scratch)
+            root_id = (
+                args.root_id
+                if args.root_id is not None
+                else (default_root if default_root is not None else "typical")
+            )
+            label = f"{plugin.name} (root id {root_id!r})"
+        job = run(args.rounds, args.requests, plugin, root_id, not args.no_ticker)
+        try:
+            import uvloop
 
-        times = uvloop.run(run(args.rounds, args.requests))
-    except ImportError:
-        times = asyncio.run(run(args.rounds, args.requests))
+            times = uvloop.run(job)
+        except ImportError:
+            times = asyncio.run(job)
     print(
-        f"no-plugin data path, Python CPU per request: min {min(times):.2f} µs, "
+        f"{label} data path, Python CPU per request: min {min(times):.2f} µs, "
         f"median {statistics.median(times):.2f} µs ({args.rounds} x {args.requests} requests)"
     )
     return 0

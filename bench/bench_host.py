@@ -16,9 +16,10 @@ Prints, in one run on this machine:
    records, stats, the inspector ring), with nobody watching the inspector and watched;
 6. a cold compile and a cached load of a ~1 MB module (target < 50 ms cached).
 
-Usage: ``.venv/bin/python bench/bench_host.py [--seconds S]``. Each figure is the
-median of several timed rounds; the machine is small and noisy, so compare the
-ratios, not the absolute numbers, across runs.
+Usage: ``.venv/bin/python bench/bench_host.py [--seconds S]``; ``--count N --only
+host|floor|chain`` runs one of them N times untimed (for ``bench/instructions.py --host``).
+Each figure is the median of several timed rounds; the machine is small and noisy, so
+compare the ratios, not the absolute numbers, across runs.
 """
 
 from __future__ import annotations
@@ -381,9 +382,26 @@ def bench_cache() -> tuple[int, float, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    ap.add_argument(
+        "--count",
+        type=int,
+        help="untimed: run only --only's request this many times (after 200 to warm up), "
+        "for an instruction count (bench/instructions.py --host)",
+    )
+    ap.add_argument("--only", choices=("host", "floor", "chain"), default="host")
     args = ap.parse_args()
     wat = wat_modules.make_hostcall_sequence_module()
     engine = Engine(cache_dir=False)
+    if args.count is not None:
+        if args.only == "host":
+            fn = full_host(wat, engine)[0]
+        elif args.only == "floor":
+            fn = Floor(wat).one
+        else:
+            fn = chain_run(wat, engine)[0]
+        for _ in range(200 + args.count):
+            fn()
+        return 0
 
     host_one, _ = full_host(wat, engine)
     floor = Floor(wat)

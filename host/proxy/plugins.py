@@ -35,6 +35,7 @@ from host.proxy.grpc_callouts import GrpcCalloutDispatcher
 from host.proxy.http1 import LocalReply
 from host.proxy.inspector import InspectorRing
 from host.proxy.modules import ModuleError, ModuleSource
+from host.proxy.plugins_requests import RequestServices
 from host.proxy.policy import (
     DEFAULT_RELOAD_POLICY,
     FailureAction,
@@ -46,7 +47,6 @@ from host.proxy.routes import plugin_match_verdict
 from host.proxy.slots import PluginInstance, PluginSlot
 from host.proxy.ticks import TickScheduler
 from host.wasm import LogLevel, PluginHost, VmConfig, VmStartError
-from host.wasm.context import HttpContext
 from host.wasm.plugin_host import LogRecord
 from host.wasm.runtime import Module
 from host.wasm.types import FailState, Failure
@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 
-class PluginManager:
+class PluginManager(RequestServices):
     """The configured plugins of one proxy, kept running to its configuration."""
 
     def __init__(
@@ -198,28 +198,7 @@ class PluginManager:
             details="wasm_fail_stream",
         )
 
-    def record_callback_time(self, slot: PluginSlot, ctx: HttpContext) -> None:
-        total = 0.0
-        for _name, _r, us in ctx.callbacks:
-            total += us
-        slot.callback_us.append(total)  # the Overview's time per request
-        if self.stats is not None:
-            h = slot.callback_time_stat
-            if h is None:
-                h = slot.callback_time_stat = self.stats.histogram(
-                    f"wasm.{slot.name}.callback_time_us"
-                )
-            h.record(total)
-
-    def record_detail(self) -> bool:
-        """Whether a request starting now records its per-hop detail: while someone
-        watches the inspector (``InspectorRing.detailed``) or the lab records."""
-        return self.recorder is not None or self.inspector.detailed()
-
-    def request_finished(self, run: ChainRun) -> None:
-        rec = self.inspector.record(run)
-        if self.recorder is not None:
-            self.recorder.exchange_finished(run, rec)
+    # record_callback_time, record_detail, request_finished: RequestServices (compiled)
 
     # -- failure policy -----------------------------------------------------------------------
 

@@ -197,7 +197,7 @@ class HopRecord(PluginHopRecord):
         }
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)  # eq and repr generated; the __init__ compiled below
 class RequestRecord:
     """One finished request for the inspector ring."""
 
@@ -212,10 +212,46 @@ class RequestRecord:
     duration_ms: float
     started: float  # wall clock seconds
     hops: list[HopRecord]
-    response_code_details: str = ""
-    protocol: str = "HTTP/1.1"  # ExchangeInfo.protocol
-    grpc_status: int | None = None  # None: not a gRPC exchange
-    grpc_message: str = ""
+    response_code_details: str
+    protocol: str  # ExchangeInfo.protocol
+    grpc_status: int | None  # None: not a gRPC exchange
+    grpc_message: str
+
+    # Written out (not the dataclass's generated one, which mypyc leaves interpreted):
+    # one per request with a plugin.
+    def __init__(
+        self,
+        id: int,
+        request_id: str,
+        method: str,
+        path: str,
+        authority: str,
+        client: str,
+        status: int,
+        outcome: str,
+        duration_ms: float,
+        started: float,
+        hops: list[HopRecord],
+        response_code_details: str = "",
+        protocol: str = "HTTP/1.1",
+        grpc_status: int | None = None,
+        grpc_message: str = "",
+    ) -> None:
+        self.id = id
+        self.request_id = request_id
+        self.method = method
+        self.path = path
+        self.authority = authority
+        self.client = client
+        self.status = status
+        self.outcome = outcome
+        self.duration_ms = duration_ms
+        self.started = started
+        self.hops = hops
+        self.response_code_details = response_code_details
+        self.protocol = protocol
+        self.grpc_status = grpc_status
+        self.grpc_message = grpc_message
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from host.wasm import foreign
 from host.wasm.metrics import MetricsRegistry
 from host.wasm.node import DEFAULT_NODE
@@ -93,6 +95,7 @@ class LogRecord:
         }
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (the lab's RecordingClock)
 class Clock:
     """Wall and monotonic time for plugins; frozen per callback is allowed by the ABI."""
 
@@ -118,6 +121,7 @@ class Clock:
         return os.urandom(n)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (the lab's ReplayClock)
 class VirtualClock(Clock):
     """A clock that moves only when told to: deterministic ticks and timeouts in tests."""
 

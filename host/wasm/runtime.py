@@ -76,6 +76,13 @@ _CALL_UNCHECKED.argtypes = [
     ctypes.c_void_p,
 ]
 
+# The same entry point for the per-request calls, without argtypes: every argument is
+# a ctypes object made once (``Instance``'s store context, buffers and trap slots,
+# ``RawFunc.c_addr``/``c_n``), passed by value as is. With argtypes, each call runs a
+# ``from_param`` per argument, which allocates a converted argument object for an int.
+_CALL_PREPARED = _dll["wasmtime_func_call_unchecked"]  # a new function object, not shared
+_CALL_PREPARED.restype = ctypes.c_void_p
+
 _SET_EPOCH_DEADLINE = _dll["wasmtime_context_set_epoch_deadline"]
 _SET_EPOCH_DEADLINE.restype = None
 _SET_EPOCH_DEADLINE.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
@@ -510,6 +517,78 @@ def _trampoline_source(params: Sequence[str], results: Sequence[str]) -> str:
 _TRAMPOLINE_FACTORIES: dict[tuple[tuple[str, ...], tuple[str, ...]], Callable[..., Any]] = {}
 
 
+class _I32Trampoline:
+    """The raw callback of a host function whose parameters are all i32 (up to six) and
+    which returns one i32 or nothing: every per-request Proxy-Wasm host function. The
+    same as the generated ``cb`` of ``_trampoline_source``, but a compiled class (with
+    the data path compiled, the generated one is an interpreted frame per host call)."""
+
+    def __init__(
+        self,
+        impl: Callable[..., int | None],
+        owner: object,
+        fault: int,
+        on_error: Callable[[str, BaseException], int],
+        name: str,
+        nparams: int,
+        returns: bool,
+    ) -> None:
+        self.impl: Callable[..., Any] = impl  # its int result is masked, None ignored
+        self.owner = owner
+        self.fault = fault
+        self.on_error = on_error
+        self.name = name
+        self.nparams = nparams
+        self.returns = returns
+
+    def __call__(self, env: object, caller: object, p: Any, n: int) -> int:
+        impl = self.impl
+        owner = self.owner
+        k = self.nparams
+        try:
+            # slot i of the args-and-results array starts at u32 word 4*i
+            if k == 5:
+                r = impl(owner, p[0], p[4], p[8], p[12], p[16])
+            elif k == 3:
+                r = impl(owner, p[0], p[4], p[8])
+            elif k == 4:
+                r = impl(owner, p[0], p[4], p[8], p[12])
+            elif k == 2:
+                r = impl(owner, p[0], p[4])
+            elif k == 1:
+                r = impl(owner, p[0])
+            elif k == 6:
+                r = impl(owner, p[0], p[4], p[8], p[12], p[16], p[20])
+            else:
+                r = impl(owner)
+            if self.returns:
+                p[0] = r & 0xFFFFFFFF
+            return 0
+        except GuestFault:
+            if self.returns:
+                p[0] = self.fault
+            return 0
+        except BaseException as e:
+            return self.on_error(self.name, e)
+
+
+def _trampoline(
+    hf: HostFunction, owner: object, on_error: Callable[[str, BaseException], int]
+) -> Callable[..., int]:
+    """The Python callable behind ``hf``'s raw callback."""
+    if (
+        len(hf.params) <= 6
+        and all(p == "i32" for p in hf.params)
+        and (hf.results == () or hf.results == ("i32",))
+    ):
+        return _I32Trampoline(
+            hf.impl, owner, hf.fault, on_error, hf.name, len(hf.params), bool(hf.results)
+        )
+    fac = _trampoline_factory(hf.params, hf.results)
+    cb: Callable[..., int] = fac(hf.impl, owner, hf.fault, on_error, hf.name)
+    return cb
+
+
 def _trampoline_factory(params: tuple[str, ...], results: tuple[str, ...]) -> Callable[..., Any]:
     key = (params, results)
     fac = _TRAMPOLINE_FACTORIES.get(key)
@@ -534,9 +613,19 @@ class RawFunc:
     nresults: int
     holder: Any = field(repr=False, default=None)
     n: int = 0  # length of the args-and-results array
+    # ``addr`` and ``n`` as the ctypes arguments of ``_CALL_PREPARED``
+    c_addr: Any = field(repr=False, compare=False, default=None)
+    c_n: Any = field(repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         self.n = max(self.nparams, self.nresults)
+        self.c_addr = ctypes.c_void_p(self.addr)
+        self.c_n = ctypes.c_size_t(self.n)
+
+
+def _u32_view(arr: Any) -> memoryview:
+    """A u32 memoryview over a ctypes array (it keeps the array alive)."""
+    return memoryview(arr).cast("B").cast("I")
 
 
 class Instance:
@@ -626,6 +715,7 @@ class Instance:
         self._mem_base = 0
         self.mem_size = 0
         self.mem: memoryview = memoryview(b"")
+        self._chars: Any = b""  # ctypes c_char array over the memory (read's copies)
         self._mem_limit = memory_limit_bytes
         if mem is not None:
             self._map_memory()
@@ -638,6 +728,16 @@ class Instance:
         self._buf_addr = ctypes.addressof(self._buf)
         self._trap_slot = ctypes.c_void_p()
         self._trap_addr = ctypes.addressof(self._trap_slot)
+        # the same addresses as ctypes arguments (see _CALL_PREPARED)
+        self._c_ctx = ctypes.c_void_p(self._ctx)
+        self._c_buf = ctypes.c_void_p(self._buf_addr)
+        self._c_trap = ctypes.c_void_p(self._trap_addr)
+        self._c_buf2 = ctypes.c_void_p(self._buf2_addr)
+        self._c_trap2 = ctypes.c_void_p(ctypes.addressof(self._trap_slot2))
+        # the buffers as u32 memoryviews: an item access is several times cheaper than a
+        # ctypes array's (which goes through the field's set/get functions)
+        self._words = _u32_view(self._buf)
+        self._words2 = _u32_view(self._buf2)
         self.depth = 0
 
     # -- linking --
@@ -647,11 +747,7 @@ class Instance:
             [_VALTYPES[p]() for p in hf.params], [_VALTYPES[r]() for r in hf.results]
         )
         self._functypes.append(ft)
-        cb = _RAW_CALLBACK(
-            _trampoline_factory(hf.params, hf.results)(
-                hf.impl, owner, hf.fault, self._on_host_error, hf.name
-            )
-        )
+        cb = _RAW_CALLBACK(_trampoline(hf, owner, self._on_host_error))
         self._callbacks.append(cb)
         mod_b = hf.module.encode()
         name_b = hf.name.encode()
@@ -732,13 +828,13 @@ class Instance:
         if epoch != self._deadline_epoch:
             _SET_EPOCH_DEADLINE(self._ctx, deadline_ticks)
             self._deadline_epoch = epoch
-        buf = self._buf
+        buf = self._words
         w = 0
         for a in args:
-            buf[w] = a
+            buf[w] = a & 0xFFFFFFFF  # what a c_uint32 store keeps
             w += 4
         self.depth = 1
-        err = _CALL_UNCHECKED(self._ctx, fn.addr, self._buf_addr, fn.n, self._trap_addr)
+        err = _CALL_PREPARED(self._c_ctx, fn.c_addr, self._c_buf, fn.c_n, self._c_trap)
         self.depth = 0
         if err or self._trap_slot.value:
             trap = self._trap_slot.value
@@ -751,18 +847,21 @@ class Instance:
         # Depth 1 → the spare buffer; deeper (an allocator calling a host function that
         # allocates) → a fresh one. The outer call's slots are never touched.
         if self.depth == 1:
-            buf, addr, trap_slot = self._buf2, self._buf2_addr, self._trap_slot2
+            buf, c_buf, trap_slot = self._words2, self._c_buf2, self._trap_slot2
+            c_trap = self._c_trap2
         else:
-            buf = (ctypes.c_uint32 * (_WORDS_PER_SLOT * _MAX_SLOTS))()
-            addr = ctypes.addressof(buf)
+            fresh = (ctypes.c_uint32 * (_WORDS_PER_SLOT * _MAX_SLOTS))()
+            buf = _u32_view(fresh)
+            c_buf = ctypes.c_void_p(ctypes.addressof(fresh))
             trap_slot = ctypes.c_void_p()
+            c_trap = ctypes.c_void_p(ctypes.addressof(trap_slot))
         w = 0
         for a in args:
-            buf[w] = a
+            buf[w] = a & 0xFFFFFFFF
             w += 4
         self.depth += 1
         try:
-            err = _CALL_UNCHECKED(self._ctx, fn.addr, addr, fn.n, ctypes.addressof(trap_slot))
+            err = _CALL_PREPARED(self._c_ctx, fn.c_addr, c_buf, fn.c_n, c_trap)
         finally:
             self.depth -= 1
         if err or trap_slot.value:
@@ -834,8 +933,11 @@ class Instance:
             if base and size:
                 arr = (ctypes.c_ubyte * size).from_address(base)
                 self.mem = memoryview(arr).cast("B")
+                # the same bytes as a char array: a slice of it is a bytes copy at once
+                self._chars = (ctypes.c_char * size).from_address(base)
             else:
                 self.mem = memoryview(b"")
+                self._chars = b""
 
     def check(self, ptr: int, size: int) -> None:
         """Raise ``GuestFault`` unless [ptr, ptr+size) is inside linear memory."""
@@ -849,7 +951,8 @@ class Instance:
         end = ptr + size
         if end > self.mem_size:
             self.check(ptr, size)
-        return bytes(self.mem[ptr:end])
+        chars: bytes = self._chars[ptr:end]  # bytes(self.mem[ptr:end]) without the view
+        return chars
 
     def write(self, ptr: int, data: bytes) -> None:
         end = ptr + len(data)

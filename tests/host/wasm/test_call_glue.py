@@ -1,0 +1,155 @@
+"""The per-call glue made cheaper for the plugin path (issue 8): guest calls with prepared
+ctypes arguments and u32 buffer views, host calls through the compiled all-i32 trampoline,
+guest memory reads sliced from a char array, and the header-name check's memo. Each keeps
+the behaviour of the code it replaced; these pin it on a real engine and module.
+"""
+
+from __future__ import annotations
+
+import pytest
+import wasmtime
+
+from host.wasm.abi import FUNCTIONS, _validate
+from host.wasm.runtime import (
+    CallFailed,
+    Engine,
+    GuestFault,
+    HostFunction,
+    Instance,
+    _I32Trampoline,
+    _trampoline,
+)
+
+GUEST = """(module
+  (import "env" "f" (func $f (param i32 i32) (result i32)))
+  (import "env" "g" (func $g (param i32 i64) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "call_f") (param i32 i32) (result i32) (call $f (local.get 0) (local.get 1)))
+  (func (export "call_g") (param i32 i64) (result i32) (call $g (local.get 0) (local.get 1)))
+  (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1)))
+  (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+  (func (export "poke") (param i32 i32) (i32.store8 (local.get 0) (local.get 1))))"""
+
+
+class Host:
+    """What the host functions of GUEST do, set per test."""
+
+    def __init__(self) -> None:
+        self.f_result: object = 0
+        self.f_raises: BaseException | None = None
+        self.seen: list[tuple[int, ...]] = []
+
+    def f(self, owner: object, a: int, b: int) -> object:
+        self.seen.append((a, b))
+        if self.f_raises is not None:
+            raise self.f_raises
+        return self.f_result
+
+    def g(self, owner: object, a: int, b: int) -> int:
+        self.seen.append((a, b))
+        return 7
+
+
+@pytest.fixture
+def world(engine: Engine):
+    host = Host()
+    functions = [
+        HostFunction("env", "f", ("i32", "i32"), ("i32",), host.f, fault=6),
+        HostFunction("env", "g", ("i32", "i64"), ("i32",), host.g, fault=6),
+    ]
+    module = engine.compile(bytes(wasmtime.wat2wasm(GUEST)))
+    inst = Instance(module, functions, None, memory_limit_bytes=1 << 20, stub_result=lambda _: 0)
+    yield host, inst
+    inst.close()
+
+
+def fn(inst: Instance, name: str, params: tuple[str, ...], results: tuple[str, ...] = ("i32",)):
+    f = inst.func(name, params, results)
+    assert f is not None
+    return f
+
+
+def test_call_arguments_keep_their_low_32_bits_as_a_c_uint32_store_did(world):
+    _, inst = world
+    add = fn(inst, "add", ("i32", "i32"))
+    assert inst.call(add, (-1, 0), 100) == 0xFFFFFFFF  # -1 is i32 0xFFFFFFFF
+    assert inst.call(add, ((1 << 32) + 5, 2), 100) == 7  # bits above 32 are dropped
+    assert inst.call(add, (0xFFFFFFFF, 1), 100) == 0  # results come back unsigned
+
+
+def test_the_all_i32_host_functions_get_the_compiled_trampoline():
+    """Every per-request Proxy-Wasm host function is all-i32 (so it takes the compiled
+    path); a signature with an i64 falls back to the generated trampoline."""
+    hot = {"proxy_get_header_map_value", "proxy_add_header_map_value", "proxy_log"}
+    by_name = {hf.name: hf for hf in FUNCTIONS}
+    for name in hot:
+        assert isinstance(_trampoline(by_name[name], None, lambda n, e: 0), _I32Trampoline)
+    wide = HostFunction("env", "g", ("i32", "i64"), ("i32",), lambda *a: 0)
+    assert not isinstance(_trampoline(wide, None, lambda n, e: 0), _I32Trampoline)
+
+
+def test_host_calls_pass_arguments_and_mask_results_on_both_trampolines(world):
+    host, inst = world
+    call_f = fn(inst, "call_f", ("i32", "i32"))
+    call_g = fn(inst, "call_g", ("i32", "i64"))
+    host.f_result = -1
+    assert inst.call(call_f, (3, 0xFFFFFFFE), 100) == 0xFFFFFFFF  # the i32 result, masked
+    host.f_result = (1 << 40) + 9
+    assert inst.call(call_f, (4, 5), 100) == 9
+    assert inst.call(call_g, (6, 0xFFFFFFFF), 100) == 7  # the generated one, i64 argument
+    assert host.seen == [(3, 0xFFFFFFFE), (4, 5), (6, 0xFFFFFFFF)]
+
+
+def test_a_guest_fault_in_a_host_call_returns_the_fault_status(world):
+    host, inst = world
+    host.f_raises = GuestFault("bad pointer")
+    assert inst.call(fn(inst, "call_f", ("i32", "i32")), (1, 2), 100) == 6
+
+
+def test_any_other_exception_in_a_host_call_traps_the_guest_call(world):
+    host, inst = world
+    host.f_raises = RuntimeError("boom")
+    with pytest.raises(CallFailed) as e:
+        inst.call(fn(inst, "call_f", ("i32", "i32")), (1, 2), 100)
+    assert e.value.kind == "host_error" and "RuntimeError: boom" in e.value.message
+    host.f_raises = None
+    host.f_result = 5
+    assert inst.call(fn(inst, "call_f", ("i32", "i32")), (1, 2), 100) == 5  # usable again
+
+
+def test_reads_are_bytes_copies_and_follow_memory_growth(world):
+    _, inst = world
+    poke = fn(inst, "poke", ("i32", "i32"), ())
+    inst.call(poke, (10, 0x41), 100)
+    got = inst.read(10, 2)
+    assert type(got) is bytes and got == b"A\0"
+    inst.call(poke, (10, 0x42), 100)
+    assert got == b"A\0"  # a copy, not a view of guest memory
+    assert inst.read(10, 0) == b""
+    inst.call(fn(inst, "grow", ("i32",)), (2,), 100)
+    inst.call(poke, (2 * 65536 + 1, 0x43), 100)
+    assert inst.read(2 * 65536, 2) == b"\0C"  # pages added after the first read
+    with pytest.raises(GuestFault):
+        inst.read(3 * 65536 - 1, 2)
+
+
+def test_valid_name_memo_never_admits_an_invalid_name_and_stays_bounded():
+    assert _validate.valid_name(b"x-typical")
+    assert _validate.valid_name(b"x-typical")  # from the memo
+    for bad in (b"", b"x typical", b"x:y", b"x\r\n", b"x\0", b"\xff"):
+        assert not _validate.valid_name(bad)
+        assert not _validate.valid_name(bad)  # refused again: invalid names are not kept
+    for i in range(3000):
+        assert _validate.valid_name(b"n-%d" % i)
+    assert len(_validate._VALID_NAMES) <= 1024
+    assert _validate.valid_name(b":path") and not _validate.valid_name(b":nope")
+
+
+@pytest.mark.parametrize("byte", [b"\r", b"\n", b"\0"])
+def test_values_with_cr_lf_or_nul_are_refused_wherever_the_byte_is(byte):
+    for value in (byte, b"a" + byte, byte + b"a", b"ab" + byte + b"cd"):
+        assert not _validate.valid_value(value)
+        assert not _validate.valid_header(b"x", value)
+    assert _validate.valid_value(b"a\tb c")
+    assert not _validate.valid_origin_path(b"/a b") and not _validate.valid_origin_path(b"/a#b")
+    assert _validate.valid_origin_path(b"/a?b=c")
