@@ -99,6 +99,9 @@ def full_host(
 _CB = rt._RAW_CALLBACK
 
 
+_ONE = ctypes.c_size_t(1)
+
+
 class Floor:
     """The same call sequence with nothing but raw calls and minimal host callbacks."""
 
@@ -147,7 +150,7 @@ class Floor:
                 return 0
             buf = self.abuf
             buf[0] = len(v)
-            rt._CALL_UNCHECKED(self.ctx, self.malloc_addr, self.abuf_addr, 1, self.trap_addr)
+            rt._CALL_PREPARED(self.c_ctx, self.c_malloc, self.c_abuf, _ONE, self.c_trap)
             ptr = buf[0]
             mem[ptr : ptr + len(v)] = v
             rp, rs = p[12], p[16]
@@ -208,6 +211,16 @@ class Floor:
         self.abuf_addr = ctypes.addressof(self.abuf)
         self.trap = ctypes.c_void_p()
         self.trap_addr = ctypes.addressof(self.trap)
+        # every call argument a ctypes object made once, as the host passes them (a plain
+        # int would be converted by ctypes on each call): the floor keeps the host's
+        # cheapest call convention, so the host cannot beat it by calling better
+        self.c_ctx = ctypes.c_void_p(self.ctx)
+        self.c_buf = ctypes.c_void_p(self.buf_addr)
+        self.c_abuf = ctypes.c_void_p(self.abuf_addr)
+        self.c_trap = ctypes.c_void_p(self.trap_addr)
+        self.c_malloc = ctypes.c_void_p(self.malloc_addr)
+        self.c_fns = {n: ctypes.c_void_p(a) for n, a in self.fns.items()}
+        self.c_sizes = [ctypes.c_size_t(max(k, 1)) for k in range(8)]
         self.call("proxy_on_context_create", 1, 0)
         self.call("proxy_on_vm_start", 1, 0)
         self.call("proxy_on_configure", 1, 0)
@@ -216,8 +229,8 @@ class Floor:
         b = self.buf
         for i, a in enumerate(args):
             b[4 * i] = a
-        err = rt._CALL_UNCHECKED(
-            self.ctx, self.fns[name], self.buf_addr, max(len(args), 1), self.trap_addr
+        err = rt._CALL_PREPARED(
+            self.c_ctx, self.c_fns[name], self.c_buf, self.c_sizes[len(args)], self.c_trap
         )
         assert not err and not self.trap.value
         return int(b[0])
