@@ -23,8 +23,9 @@ class HeaderMap:
 
     ``verified``: every field is as a strict HTTP/1.1 parser (llhttp) delivered it, so
     names are tokens and values hold no CR, LF or NUL; the framing then skips its own
-    scan. Only the HTTP/1.1 adapters set it, and every change through this class clears
-    it (a plugin's edits are checked again when the head is written)."""
+    scan. Only the HTTP/1.1 adapters set it. A change clears it, unless its caller says
+    the field was ``checked`` to the same rule (the ABI's header functions, which refuse
+    anything else); a removal keeps it."""
 
     __slots__ = ("_items", "verified")
 
@@ -83,11 +84,12 @@ class HeaderMap:
         vals = self.get_all(key)
         return b",".join(vals) if vals else None
 
-    def add(self, key: bytes | str, value: bytes | str) -> None:
+    def add(self, key: bytes | str, value: bytes | str, checked: bool = False) -> None:
         self._items.append((_lower(_b(key)), _b(value)))
-        self.verified = False
+        if not checked:
+            self.verified = False
 
-    def replace(self, key: bytes | str, value: bytes | str) -> None:
+    def replace(self, key: bytes | str, value: bytes | str, checked: bool = False) -> None:
         k = _lower(_b(key))
         v = _b(value)
         out: list[tuple[bytes, bytes]] = []
@@ -102,16 +104,17 @@ class HeaderMap:
         if not done:
             out.append((k, v))
         self._items = out
-        self.verified = False
+        if not checked:
+            self.verified = False
 
     def remove(self, key: bytes | str) -> None:
         k = _lower(_b(key))
         self._items = [(ik, iv) for ik, iv in self._items if ik != k]
-        self.verified = False
 
-    def set_all(self, pairs: list[tuple[bytes, bytes]]) -> None:
+    def set_all(self, pairs: list[tuple[bytes, bytes]], checked: bool = False) -> None:
         self._items = [(k.lower(), v) for k, v in pairs]
-        self.verified = False
+        if not checked:
+            self.verified = False
 
     def byte_size(self) -> int:
         return sum(len(k) + len(v) for k, v in self._items)

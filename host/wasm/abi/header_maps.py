@@ -81,7 +81,7 @@ def proxy_set_header_map_pairs(vm: PluginVM, mtype: int, ptr: int, size: int) ->
         return BAD_ARGUMENT
     if not valid_headers(pairs):
         return BAD_ARGUMENT  # CR/LF/NUL in a value or a non-token name
-    m.set_all(pairs)
+    m.set_all(pairs, checked=True)
     return OK
 
 
@@ -121,7 +121,7 @@ def proxy_add_header_map_value(
     m = _map(vm, mtype, True)
     if m is None or not valid_header(key, value):
         return BAD_ARGUMENT
-    m.add(key, value)
+    m.add(key, value, checked=True)  # (a map the parser verified stays so)
     return OK
 
 
@@ -136,7 +136,7 @@ def proxy_replace_header_map_value(
     m = _map(vm, mtype, True)
     if m is None or not valid_header(key, value):
         return BAD_ARGUMENT
-    m.replace(key, value)
+    m.replace(key, value, checked=True)
     return OK
 
 

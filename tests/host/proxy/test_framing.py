@@ -165,3 +165,17 @@ def test_every_change_to_a_verified_map_is_checked_again() -> None:
         assert framing.response_head(resp, None, True, [], False, False) is None
     # a copy is a new map: checked again too
     assert not _parsed().copy().verified
+
+
+def test_a_field_checked_by_the_abi_or_a_removal_keeps_a_map_verified() -> None:
+    h = _parsed((b"x-request-id", b"abc"), (b"x-drop", b"1"))
+    h.add(b"x-added", b"v", checked=True)  # what proxy_add_header_map_value does
+    h.replace(b"x-request-id", b"def", checked=True)
+    h.remove(b"x-drop")
+    assert h.verified
+    head = framing.request_head(h, b"up", None, True, [], False)
+    assert isinstance(head, RequestHead)
+    assert b"x-added: v\r\n" in head.data and b"x-request-id: def\r\n" in head.data
+    assert b"x-drop" not in head.data
+    h.set_all([*h], checked=True)
+    assert h.verified
