@@ -78,7 +78,6 @@ __all__ = [
 ]
 
 MAX_HEADER_BYTES: Final = 64 * 1024
-_HIGH_WATER, _ENTRY_COST = HIGH_WATER, ENTRY_COST
 MAX_QUEUED_REQUESTS: Final = 16  # pipelined requests parsed ahead of the one in flight
 # why reading from a peer is paused (bits)
 _QUEUE: Final = 4  # too many pipelined requests waiting
@@ -425,8 +424,8 @@ class DownstreamProtocol(ReadGate, asyncio.Protocol):
             ex.downstream_body(body)
         else:
             p.body.append(body)
-            p.body_bytes += len(body) + _ENTRY_COST
-            if p.body_bytes > _HIGH_WATER:
+            p.body_bytes += len(body) + ENTRY_COST
+            if p.body_bytes > HIGH_WATER:
                 self.pause(_QUEUE)  # a queued request's body waits in memory
 
     def on_message_complete(self) -> None:
