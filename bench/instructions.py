@@ -32,9 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def instructions(tree: Path, requests: int, extra: Sequence[str] = ()) -> int:
-    """Instructions callgrind counted for ``bench_datapath.py`` serving ``requests``
-    (after its warm-up of min(requests, 2000)); ``extra``: more of its arguments."""
+def _callgrind(tree: Path, script: str, args: Sequence[str]) -> int:
+    """Instructions callgrind counted for ``tree``'s ``bench/<script>`` run with ``args``."""
     with tempfile.TemporaryDirectory() as d:
         out = subprocess.run(
             [
@@ -42,19 +41,12 @@ def instructions(tree: Path, requests: int, extra: Sequence[str] = ()) -> int:
                 "--tool=callgrind",
                 f"--callgrind-out-file={d}/cg.out",
                 sys.executable,
-                str(tree / "bench" / "bench_datapath.py"),
-                "--rounds",
-                "1",
-                "--requests",
-                str(requests),
-                "--no-ticker",
-                *extra,
+                str(tree / "bench" / script),
+                *args,
             ],
             capture_output=True,
             text=True,
-            # a fixed hash seed: str hashes (dict and set probing) then repeat run to run;
-            # --no-ticker: no wasm epoch thread waking on wall time (slowed and
-            # load-dependent under valgrind)
+            # a fixed hash seed: str hashes (dict and set probing) then repeat run to run
             env={"PYTHONHASHSEED": "0", **os.environ, "PYTHONPATH": str(tree)},
             timeout=900,
         )
@@ -62,32 +54,20 @@ def instructions(tree: Path, requests: int, extra: Sequence[str] = ()) -> int:
     if out.returncode != 0 or not m:
         raise RuntimeError(f"callgrind run failed: {out.stderr[-2000:]}")
     return int(m.group(1))
+
+
+def instructions(tree: Path, requests: int, extra: Sequence[str] = ()) -> int:
+    """Instructions callgrind counted for ``bench_datapath.py`` serving ``requests``
+    (after its warm-up of min(requests, 2000)); ``extra``: more of its arguments.
+    --no-ticker: no wasm epoch thread waking on wall time (slowed and load-dependent
+    under valgrind)."""
+    args = ["--rounds", "1", "--requests", str(requests), "--no-ticker", *extra]
+    return _callgrind(tree, "bench_datapath.py", args)
 
 
 def host_instructions(tree: Path, which: str, count: int) -> int:
     """Instructions callgrind counted for ``bench_host.py --count`` running ``which``."""
-    with tempfile.TemporaryDirectory() as d:
-        out = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={d}/cg.out",
-                sys.executable,
-                str(tree / "bench" / "bench_host.py"),
-                "--count",
-                str(count),
-                "--only",
-                which,
-            ],
-            capture_output=True,
-            text=True,
-            env={"PYTHONHASHSEED": "0", **os.environ, "PYTHONPATH": str(tree)},
-            timeout=900,
-        )
-    m = re.search(r"Collected : (\d+)", out.stderr)
-    if out.returncode != 0 or not m:
-        raise RuntimeError(f"callgrind run failed: {out.stderr[-2000:]}")
-    return int(m.group(1))
+    return _callgrind(tree, "bench_host.py", ["--count", str(count), "--only", which])
 
 
 def host_ratio(tree: Path, small: int, large: int) -> None:
