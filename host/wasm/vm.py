@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from time import perf_counter_ns as _perf_ns
 from typing import TYPE_CHECKING
 
-from mypy_extensions import mypyc_attr
-
 from host.headers import HeaderMap
 from host.wasm.context import (
     Action,
@@ -220,7 +218,6 @@ def _lookup(
     return f
 
 
-@mypyc_attr(native_class=False)  # its attributes are the callback names, set in a loop
 class Callbacks:
     """Guest exports resolved once per instance; None = absent (means "continue").
 
@@ -232,20 +229,46 @@ class Callbacks:
 
     def __init__(self, inst: Instance, abi: str) -> None:
         self.mismatched: list[str] = []
+        mismatched = self.mismatched
 
-        for name, (np, nr) in _CALLBACKS.items():
-            setattr(self, name, _lookup(inst, name, np, nr, self.mismatched))
+        def get(name: str) -> RawFunc | None:
+            np, nr = _CALLBACKS[name]
+            return _lookup(inst, name, np, nr, mismatched)
+
+        # one declared attribute per callback of _CALLBACKS (a compiled class: reading
+        # one is a slot load, not a dictionary lookup through __getattr__)
+        self.proxy_on_context_create = get("proxy_on_context_create")
+        self.proxy_on_vm_start = get("proxy_on_vm_start")
+        self.proxy_on_configure = get("proxy_on_configure")
+        self.proxy_validate_configuration = get("proxy_validate_configuration")
+        self.proxy_on_tick = get("proxy_on_tick")
+        self.proxy_on_queue_ready = get("proxy_on_queue_ready")
+        self.proxy_on_done = get("proxy_on_done")
+        self.proxy_on_log = get("proxy_on_log")
+        self.proxy_on_delete = get("proxy_on_delete")
+        self.proxy_on_new_connection = get("proxy_on_new_connection")
+        self.proxy_on_downstream_data = get("proxy_on_downstream_data")
+        self.proxy_on_upstream_data = get("proxy_on_upstream_data")
+        self.proxy_on_downstream_connection_close = get("proxy_on_downstream_connection_close")
+        self.proxy_on_upstream_connection_close = get("proxy_on_upstream_connection_close")
+        self.proxy_on_request_body = get("proxy_on_request_body")
+        self.proxy_on_request_trailers = get("proxy_on_request_trailers")
+        self.proxy_on_request_metadata = get("proxy_on_request_metadata")
+        self.proxy_on_response_body = get("proxy_on_response_body")
+        self.proxy_on_response_trailers = get("proxy_on_response_trailers")
+        self.proxy_on_response_metadata = get("proxy_on_response_metadata")
+        self.proxy_on_http_call_response = get("proxy_on_http_call_response")
+        self.proxy_on_grpc_receive_initial_metadata = get("proxy_on_grpc_receive_initial_metadata")
+        self.proxy_on_grpc_receive = get("proxy_on_grpc_receive")
+        # The AssemblyScript runtime exports this callback misspelled (ABI doc §3.4).
+        self.proxy_on_grpc_receive_trailing_metadata = get(
+            "proxy_on_grpc_receive_trailing_metadata"
+        ) or inst.func("proxy_on_grpc_trailing_metadata", ("i32",) * 3, ())
+        self.proxy_on_grpc_close = get("proxy_on_grpc_close")
         # The ABI's arity first, then the other one (one lookup per instance).
         arities = _HEADERS_ARITIES if abi != "0.1.0" else _HEADERS_ARITIES[::-1]
-        for name in _HEADERS:
-            fn: RawFunc | None = None
-            for n in arities:
-                fn = inst.func(name, ("i32",) * n, ("i32",))
-                if fn is not None:
-                    break
-            if fn is None and inst.has_export(name):
-                self.mismatched.append(name)
-            setattr(self, name, fn)
+        self.proxy_on_request_headers = self._headers(inst, "proxy_on_request_headers", arities)
+        self.proxy_on_response_headers = self._headers(inst, "proxy_on_response_headers", arities)
         self.request_headers_eos = (
             self.proxy_on_request_headers is not None and self.proxy_on_request_headers.nparams == 3
         )
@@ -257,11 +280,6 @@ class Callbacks:
         self.proxy_on_foreign_function = _lookup(
             inst, "proxy_on_foreign_function", 3, 0, self.mismatched
         )
-        if getattr(self, "proxy_on_grpc_receive_trailing_metadata", None) is None:
-            # The AssemblyScript runtime exports this callback misspelled (ABI doc §3.4).
-            self.proxy_on_grpc_receive_trailing_metadata: RawFunc | None = inst.func(
-                "proxy_on_grpc_trailing_metadata", ("i32",) * 3, ()
-            )
         self._initialize = inst.func("_initialize", (), ())
         self._start = inst.func("_start", (), ())
         self.main = inst.func("main", ("i32", "i32"), ("i32",))
@@ -269,8 +287,15 @@ class Callbacks:
         self.proxy_on_memory_allocate = inst.func("proxy_on_memory_allocate", ("i32",), ("i32",))
         self.malloc = inst.func("malloc", ("i32",), ("i32",))
 
-    def __getattr__(self, name: str) -> RawFunc | None:  # for mypy: dynamic attributes
-        raise AttributeError(name)
+    def _headers(self, inst: Instance, name: str, arities: tuple[int, ...]) -> RawFunc | None:
+        fn: RawFunc | None = None
+        for n in arities:
+            fn = inst.func(name, ("i32",) * n, ("i32",))
+            if fn is not None:
+                return fn
+        if inst.has_export(name):
+            self.mismatched.append(name)
+        return None
 
     def main_void(self) -> RawFunc | None:
         return self.__main_void
