@@ -451,7 +451,12 @@ def main() -> int:
         f"Local proxy on loopback: {args.connections} connections, {args.seconds:.0f}s per run, "
         f"load by {gen}; upstream: {upstream}"
     )
-    print(f"data path: {native} (host/_native.py; packaging/build_native.py builds it)")
+    from host.wasm.runtime import crossing
+
+    print(
+        f"data path: {native}, wasm crossing: {crossing()} "
+        "(host/_native.py; packaging/build_native.py builds both)"
+    )
     print("typical plugin = the hand-written WAT module with exactly the typical call sequence;")
     print("typical (AS SDK) = the same plugin built with the AssemblyScript SDK (its own overhead)")
     print(f"{'':26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p50@1c ms':>10} {'CPU µs/req':>11}")

@@ -21,7 +21,15 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["NATIVE_MODULES", "current", "enable", "native_dir", "sources_digest", "state"]
+__all__ = [
+    "NATIVE_EXTENSIONS",
+    "NATIVE_MODULES",
+    "current",
+    "enable",
+    "native_dir",
+    "sources_digest",
+    "state",
+]
 
 # The data path's modules, as paths from the checkout's root; what they import from
 # outside this list stays interpreted. Each must compile with mypyc (no class subclassed
@@ -69,6 +77,11 @@ NATIVE_MODULES = (
     "host/wasm/vm.py",
 )
 
+# Hand-written C extension modules built beside them (see each file's header): only
+# what has to be C, the crossing between Python and wasmtime; each has a pure-Python
+# path its importer falls back to.
+NATIVE_EXTENSIONS = ("host/wasm/_crossing.c",)
+
 ROOT = Path(__file__).resolve().parents[1]
 _state: str | None = None
 
@@ -85,7 +98,7 @@ def interpreter_tag() -> str:
 
 def sources_digest(root: Path = ROOT) -> str:
     h = hashlib.sha256()
-    for rel in NATIVE_MODULES:
+    for rel in NATIVE_MODULES + NATIVE_EXTENSIONS:
         h.update(rel.encode() + b"\0")
         h.update((root / rel).read_bytes())
     return h.hexdigest()

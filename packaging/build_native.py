@@ -1,4 +1,5 @@
-"""Compile the data path with mypyc into ``.native/`` (see ``host/_native.py``).
+"""Compile the data path with mypyc, and the C crossing (``host/wasm/_crossing.c``),
+into ``.native/`` (see ``host/_native.py``).
 
 Run by ``packaging/bootstrap.sh``; quick when the stamp already matches the sources and
 the interpreter. Needs mypy (the test extras install it), setuptools and a C compiler
@@ -31,6 +32,18 @@ sys.path.insert(0, str(ROOT))
 
 from host import _native  # noqa: E402
 
+# setuptools' build_ext for the C files named as arguments, in place (run in the
+# scratch copy): module name = path without ".c", dots for slashes
+_BUILD_EXTENSIONS = """
+import sys
+from setuptools import Extension, setup
+setup(
+    name="wasmdesk-native",
+    ext_modules=[Extension(p[:-2].replace("/", "."), [p]) for p in sys.argv[1:]],
+    script_args=["build_ext", "--inplace", "--quiet"],
+)
+"""
+
 
 def build(force: bool = False) -> str:
     """Build when needed; returns what the process would now run (``_native.state``)."""
@@ -58,6 +71,16 @@ def build(force: bool = False) -> str:
         if r.returncode != 0:
             tail = (r.stdout + r.stderr).strip().splitlines()[-15:]
             return "pure: mypyc failed:\n  " + "\n  ".join(tail)
+        r = subprocess.run(
+            [sys.executable, "-c", _BUILD_EXTENSIONS, *_native.NATIVE_EXTENSIONS],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if r.returncode != 0:
+            tail = (r.stdout + r.stderr).strip().splitlines()[-15:]
+            return "pure: the C extensions failed to build:\n  " + "\n  ".join(tail)
         lib = out / "lib"
         if out.exists():
             shutil.rmtree(out)
@@ -67,6 +90,13 @@ def build(force: bool = False) -> str:
             so = work / (rel[: -len(".py")] + suffix)
             if not so.exists():
                 return f"pure: mypyc wrote no {so.name}"
+            dest = lib / so.relative_to(work)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(so, dest)
+        for rel in _native.NATIVE_EXTENSIONS:
+            so = work / (rel[: -len(".c")] + suffix)
+            if not so.exists():
+                return f"pure: the C build wrote no {so.name}"
             dest = lib / so.relative_to(work)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(so, dest)

@@ -56,6 +56,7 @@ import httptools
 from host import __version__, _native
 from host.proxy.http1 import reason
 from host.safe_regex import PatternError, compile_pattern
+from host.wasm.runtime import crossing as wasm_crossing
 
 if TYPE_CHECKING:
     from host.proxy.config import ProxyConfig
@@ -500,6 +501,8 @@ def _server_info(srv: ProxyServer, *_: Any) -> Response:
             "listener_tls": srv.listener_tls.describe() if srv.listener_tls else None,
             # ours: "compiled" (the mypyc build of the data path) or "pure: why"
             "data_path": _native.current(),
+            # ours: how guest and host calls cross into wasmtime, "C" or "ctypes"
+            "wasm_crossing": wasm_crossing(),
         },
     )
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib
 import importlib.metadata
 import os
 import threading
@@ -127,6 +128,34 @@ _DEFINE_UNCHECKED.argtypes = [
     ctypes.c_void_p,
     ctypes.c_void_p,
 ]
+
+
+def _entry_address(name: str) -> int:
+    return int(ctypes.cast(_dll[name], ctypes.c_void_p).value or 0)
+
+
+# The C crossing (``_crossing.c``), built with the compiled data path by
+# ``packaging/build_native.py``: a guest call and a host function's callback without
+# ctypes' per-call conversions and libffi. Without it (plain Python, or no compiler)
+# the same crossings go through the ctypes entry points above.
+_crossing: Any = None
+try:
+    # by name: a C module is no node of the import graph (tests/test_architecture.py)
+    _crossing_c: Any = importlib.import_module("host.wasm._crossing")
+    _crossing_c.bind(
+        _entry_address("wasmtime_func_call_unchecked"),
+        _entry_address("wasmtime_linker_define_func_unchecked"),
+        _entry_address("wasmtime_trap_new"),
+    )
+    _crossing = _crossing_c
+except ImportError:
+    pass
+
+
+def crossing() -> str:
+    """How guest and host calls cross: ``"C"`` (the compiled crossing) or ``"ctypes"``."""
+    return "C" if _crossing is not None else "ctypes"
+
 
 _WORDS_PER_SLOT = 4  # sizeof(wasmtime_val_raw_t) == 16
 _MAX_FRAMES = 32  # a stack overflow yields thousands; keep the top of the stack
@@ -575,18 +604,24 @@ class _I32Trampoline:
 def _trampoline(
     hf: HostFunction, owner: object, on_error: Callable[[str, BaseException], int]
 ) -> Callable[..., int]:
-    """The Python callable behind ``hf``'s raw callback."""
-    if (
-        len(hf.params) <= 6
-        and all(p == "i32" for p in hf.params)
-        and (hf.results == () or hf.results == ("i32",))
-    ):
+    """The Python callable behind ``hf``'s raw ctypes callback."""
+    if _all_i32(hf) and len(hf.params) <= 6:
         return _I32Trampoline(
             hf.impl, owner, hf.fault, on_error, hf.name, len(hf.params), bool(hf.results)
         )
     fac = _trampoline_factory(hf.params, hf.results)
     cb: Callable[..., int] = fac(hf.impl, owner, hf.fault, on_error, hf.name)
     return cb
+
+
+def _all_i32(hf: HostFunction) -> bool:
+    """Up to 8 i32 parameters and one i32 result or none: every Proxy-Wasm host
+    function of the per-request path (the C crossing's shape)."""
+    return (
+        len(hf.params) <= 8
+        and all(p == "i32" for p in hf.params)
+        and (hf.results == () or hf.results == ("i32",))
+    )
 
 
 def _trampoline_factory(params: tuple[str, ...], results: tuple[str, ...]) -> Callable[..., Any]:
@@ -643,8 +678,11 @@ class Instance:
         memory_limit_bytes: int,
         stub_result: Callable[[Import], int],
         start_deadline_ticks: int = 1000,
+        c_crossing: bool = True,
     ) -> None:
         self.module = module
+        # the C crossing's call (None: ctypes); c_crossing=False is for tests
+        self._fast: Any = _crossing.call if (_crossing is not None and c_crossing) else None
         self.engine = module.engine
         self._closed = False
         self._callbacks: list[Any] = []
@@ -733,11 +771,13 @@ class Instance:
         self._c_buf = ctypes.c_void_p(self._buf_addr)
         self._c_trap = ctypes.c_void_p(self._trap_addr)
         self._c_buf2 = ctypes.c_void_p(self._buf2_addr)
-        self._c_trap2 = ctypes.c_void_p(ctypes.addressof(self._trap_slot2))
+        self._trap2_addr = ctypes.addressof(self._trap_slot2)
+        self._c_trap2 = ctypes.c_void_p(self._trap2_addr)
         # the buffers as u32 memoryviews: an item access is several times cheaper than a
         # ctypes array's (which goes through the field's set/get functions)
         self._words = _u32_view(self._buf)
         self._words2 = _u32_view(self._buf2)
+        self._deep: list[tuple[Any, Any]] = []  # buffers of calls nested deeper than 1
         self.depth = 0
 
     # -- linking --
@@ -747,21 +787,32 @@ class Instance:
             [_VALTYPES[p]() for p in hf.params], [_VALTYPES[r]() for r in hf.results]
         )
         self._functypes.append(ft)
-        cb = _RAW_CALLBACK(_trampoline(hf, owner, self._on_host_error))
-        self._callbacks.append(cb)
         mod_b = hf.module.encode()
         name_b = hf.name.encode()
-        err = _DEFINE_UNCHECKED(
-            linker_addr,
-            mod_b,
-            len(mod_b),
-            name_b,
-            len(name_b),
-            ctypes.cast(ft.ptr(), ctypes.c_void_p).value,
-            cb,
-            None,
-            None,
-        )
+        ft_addr = ctypes.cast(ft.ptr(), ctypes.c_void_p).value
+        if self._fast is not None and _all_i32(hf):
+            # wasmtime owns the C callback's references from here (it drops them
+            # with the definition)
+            err = _crossing.define(
+                linker_addr or 0,
+                mod_b,
+                name_b,
+                ft_addr or 0,
+                hf.impl,
+                owner,
+                self._on_host_error,
+                hf.name,
+                GuestFault,
+                hf.fault,
+                len(hf.params),
+                bool(hf.results),
+            )
+        else:
+            cb = _RAW_CALLBACK(_trampoline(hf, owner, self._on_host_error))
+            self._callbacks.append(cb)
+            err = _DEFINE_UNCHECKED(
+                linker_addr, mod_b, len(mod_b), name_b, len(name_b), ft_addr, cb, None, None
+            )
         if err:
             raise LoadError(
                 "link",
@@ -828,6 +879,15 @@ class Instance:
         if epoch != self._deadline_epoch:
             _SET_EPOCH_DEADLINE(self._ctx, deadline_ticks)
             self._deadline_epoch = epoch
+        fast = self._fast
+        if fast is not None:
+            self.depth = 1
+            r = fast(self._ctx, fn.addr, self._buf_addr, fn.n, self._trap_addr, args)
+            self.depth = 0
+            if isinstance(r, tuple):  # (error, trap): the trap slot is already cleared
+                self._deadline_epoch = -1
+                raise self._failure(fn.name, r[0], r[1])
+            return int(r) if fn.nresults else None
         buf = self._words
         w = 0
         for a in args:
@@ -846,6 +906,25 @@ class Instance:
     def _call_nested(self, fn: RawFunc, args: Sequence[int]) -> int | None:
         # Depth 1 → the spare buffer; deeper (an allocator calling a host function that
         # allocates) → a fresh one. The outer call's slots are never touched.
+        fast = self._fast
+        if fast is not None:
+            if self.depth == 1:
+                r = self._nested_fast(fast, fn, args, self._buf2_addr, self._trap2_addr)
+            else:
+                fresh = (ctypes.c_uint32 * (_WORDS_PER_SLOT * _MAX_SLOTS))()
+                slot = ctypes.c_void_p()
+                # held for the call: compiled code drops a local after its last use, and
+                # only the addresses are used below
+                self._deep.append((fresh, slot))
+                try:
+                    r = self._nested_fast(
+                        fast, fn, args, ctypes.addressof(fresh), ctypes.addressof(slot)
+                    )
+                finally:
+                    self._deep.pop()
+            if isinstance(r, tuple):
+                raise self._failure(fn.name, r[0], r[1])
+            return int(r) if fn.nresults else None
         if self.depth == 1:
             buf, c_buf, trap_slot = self._words2, self._c_buf2, self._trap_slot2
             c_trap = self._c_trap2
@@ -869,6 +948,15 @@ class Instance:
             trap_slot.value = None
             raise self._failure(fn.name, err, trap)
         return buf[0] if fn.nresults else None
+
+    def _nested_fast(
+        self, fast: Any, fn: RawFunc, args: Sequence[int], buf_addr: int, trap_addr: int
+    ) -> Any:
+        self.depth += 1
+        try:
+            return fast(self._ctx, fn.addr, buf_addr, fn.n, trap_addr, args)
+        finally:
+            self.depth -= 1
 
     def _failure(self, fname: str, err: int | None, trap: int | None) -> CallFailed:
         host_error, self.host_error = self.host_error, None

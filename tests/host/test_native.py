@@ -30,6 +30,7 @@ def free_port():
 from host.proxy.config import parse_config
 from host.proxy.server import ProxyServer
 import host.proxy.exchange as ex
+from host.wasm.runtime import crossing
 
 async def main():
     async def upstream(reader, writer):
@@ -57,7 +58,7 @@ async def main():
     finally:
         await server.stop()
         up.close()
-    print(json.dumps({"state": n.current(), "file": ex.__file__,
+    print(json.dumps({"state": n.current(), "file": ex.__file__, "crossing": crossing(),
                       "status": head.split(b" ")[1].decode(), "body": body.decode()}))
 
 asyncio.run(main())
@@ -81,6 +82,7 @@ def test_the_plain_python_data_path_serves_when_asked_to() -> None:
     got = _smoke({"WASMDESK_PURE": "1"})
     assert got["state"] == "pure: WASMDESK_PURE is set"
     assert got["file"].endswith("exchange.py")
+    assert got["crossing"] == "ctypes"  # the C crossing is part of the build
     assert (got["status"], got["body"]) == ("200", "ok\n")
 
 
@@ -93,12 +95,13 @@ def test_the_compiled_data_path_is_used_when_built_and_serves_the_same() -> None
     got = _smoke({})
     assert got["state"] == "compiled"
     assert ".native" in got["file"] and not got["file"].endswith(".py")
+    assert got["crossing"] == "C"
     assert (got["status"], got["body"]) == ("200", "ok\n")
 
 
 def test_a_changed_source_is_never_shadowed_by_an_older_build(tmp_path: Path) -> None:
     # a checkout with a matching stamp, then one source edited
-    for rel in _native.NATIVE_MODULES:
+    for rel in _native.NATIVE_MODULES + _native.NATIVE_EXTENSIONS:
         dest = tmp_path / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dest)
@@ -114,6 +117,16 @@ def test_a_changed_source_is_never_shadowed_by_an_older_build(tmp_path: Path) ->
         assert _native.state(tmp_path) == "compiled"
         edited = tmp_path / "host" / "proxy" / "framing.py"
         edited.write_text(edited.read_text() + "\n# edited\n")
+        assert _native.state(tmp_path) == "pure: sources changed since the build"
+        # so does a C extension's source
+        stamp.write_text(
+            json.dumps(
+                {"sources": _native.sources_digest(tmp_path), "interpreter": _native.interpreter_tag()}
+            )
+        )
+        assert _native.state(tmp_path) == "compiled"
+        c_source = tmp_path / "host" / "wasm" / "_crossing.c"
+        c_source.write_text(c_source.read_text() + "\n/* edited */\n")
         assert _native.state(tmp_path) == "pure: sources changed since the build"
         stamp.write_text(
             json.dumps(

@@ -2,6 +2,9 @@
 ctypes arguments and u32 buffer views, host calls through the compiled all-i32 trampoline,
 guest memory reads sliced from a char array, and the header-name check's memo. Each keeps
 the behaviour of the code it replaced; these pin it on a real engine and module.
+
+The guest-call and host-call tests run on both crossings: the C one (``_crossing.c``,
+built with the compiled data path) and ctypes (the plain-Python path), which must agree.
 """
 
 from __future__ import annotations
@@ -9,7 +12,12 @@ from __future__ import annotations
 import pytest
 import wasmtime
 
+from host import _native
+from host.wasm import runtime
 from host.wasm.abi import FUNCTIONS, _validate
+import gc
+import weakref
+
 from host.wasm.runtime import (
     CallFailed,
     Engine,
@@ -23,11 +31,22 @@ from host.wasm.runtime import (
 GUEST = """(module
   (import "env" "f" (func $f (param i32 i32) (result i32)))
   (import "env" "g" (func $g (param i32 i64) (result i32)))
+  (import "env" "h8" (func $h8 (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "h9" (func $h9 (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "note" (func $note (param i32)))
   (memory (export "memory") 1)
   (func (export "call_f") (param i32 i32) (result i32) (call $f (local.get 0) (local.get 1)))
   (func (export "call_g") (param i32 i64) (result i32) (call $g (local.get 0) (local.get 1)))
   (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1)))
   (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+  (func (export "call_h8") (result i32)
+    (call $h8 (i32.const 1) (i32.const 2) (i32.const 3) (i32.const 4) (i32.const 5)
+              (i32.const 6) (i32.const 7) (i32.const -1)))
+  (func (export "call_h9") (result i32)
+    (call $h9 (i32.const 1) (i32.const 2) (i32.const 3) (i32.const 4) (i32.const 5)
+              (i32.const 6) (i32.const 7) (i32.const 8) (i32.const 9)))
+  (func (export "call_note") (param i32) (call $note (local.get 0)))
+  (func (export "boom") (result i32) unreachable)
   (func (export "poke") (param i32 i32) (i32.store8 (local.get 0) (local.get 1))))"""
 
 
@@ -49,16 +68,45 @@ class Host:
         self.seen.append((a, b))
         return 7
 
+    def many(self, owner: object, *args: int) -> int:
+        self.seen.append(args)
+        return sum(args)
 
-@pytest.fixture
-def world(engine: Engine):
-    host = Host()
-    functions = [
+    def note(self, owner: object, a: int) -> None:
+        self.seen.append((a,))
+
+
+def functions(host: Host) -> list[HostFunction]:
+    return [
         HostFunction("env", "f", ("i32", "i32"), ("i32",), host.f, fault=6),
         HostFunction("env", "g", ("i32", "i64"), ("i32",), host.g, fault=6),
+        HostFunction("env", "h8", ("i32",) * 8, ("i32",), host.many),
+        HostFunction("env", "h9", ("i32",) * 9, ("i32",), host.many),
+        HostFunction("env", "note", ("i32",), (), host.note),
     ]
+
+
+CROSSINGS = ["C", "ctypes"]
+
+
+def instance(engine: Engine, host: Host, crossing: str, owner: object = None) -> Instance:
+    if crossing == "C" and runtime.crossing() != "C":
+        pytest.skip(f"no C crossing in this process (data path: {_native.current()})")
     module = engine.compile(bytes(wasmtime.wat2wasm(GUEST)))
-    inst = Instance(module, functions, None, memory_limit_bytes=1 << 20, stub_result=lambda _: 0)
+    return Instance(
+        module,
+        functions(host),
+        owner,
+        memory_limit_bytes=1 << 20,
+        stub_result=lambda _: 0,
+        c_crossing=crossing == "C",
+    )
+
+
+@pytest.fixture(params=CROSSINGS)
+def world(engine: Engine, request: pytest.FixtureRequest):
+    host = Host()
+    inst = instance(engine, host, request.param)
     yield host, inst
     inst.close()
 
@@ -115,6 +163,89 @@ def test_any_other_exception_in_a_host_call_traps_the_guest_call(world):
     host.f_raises = None
     host.f_result = 5
     assert inst.call(fn(inst, "call_f", ("i32", "i32")), (1, 2), 100) == 5  # usable again
+
+
+def test_eight_i32_arguments_cross_and_a_ninth_takes_the_generated_trampoline(world):
+    host, inst = world
+    assert inst.call(fn(inst, "call_h8", ()), (), 100) == (28 + 0xFFFFFFFF) & 0xFFFFFFFF
+    assert inst.call(fn(inst, "call_h9", ()), (), 100) == 45
+    assert host.seen == [(1, 2, 3, 4, 5, 6, 7, 0xFFFFFFFF), (1, 2, 3, 4, 5, 6, 7, 8, 9)]
+
+
+def test_a_host_function_without_a_result_is_called_and_its_result_ignored(world):
+    host, inst = world
+    assert inst.call(fn(inst, "call_note", ("i32",), ()), (77,), 100) is None
+    assert host.seen == [(77,)]
+
+
+def test_a_non_int_result_traps_as_a_host_error(world):
+    host, inst = world
+    host.f_result = None
+    with pytest.raises(CallFailed) as e:
+        inst.call(fn(inst, "call_f", ("i32", "i32")), (1, 2), 100)
+    assert e.value.kind == "host_error" and "TypeError" in e.value.message
+
+
+def test_a_base_exception_in_a_host_call_traps_and_keeps_its_traceback(world):
+    host, inst = world
+    host.f_raises = KeyboardInterrupt()
+    with pytest.raises(CallFailed) as e:
+        inst.call(fn(inst, "call_f", ("i32", "i32")), (1, 2), 100)
+    assert e.value.kind == "host_error" and "KeyboardInterrupt" in e.value.message
+
+
+def test_a_guest_trap_fails_the_call_with_its_kind_and_frames(world):
+    _, inst = world
+    with pytest.raises(CallFailed) as e:
+        inst.call(fn(inst, "boom", ()), (), 100)
+    assert e.value.kind == "unreachable" and e.value.backtrace
+    assert inst.call(fn(inst, "add", ("i32", "i32")), (2, 3), 100) == 5  # usable again
+
+
+@pytest.mark.parametrize("crossing", CROSSINGS)
+def test_calls_nested_in_host_functions_keep_each_level_apart(engine: Engine, crossing):
+    """A host function calling back into the guest (as the guest allocator is called),
+    two and three levels deep: each level's arguments and result stay its own (depth 1
+    has a spare buffer, deeper levels a fresh one)."""
+    host = Host()
+    holder: list[Instance] = []
+
+    def f(owner: object, a: int, b: int) -> int:
+        inst = holder[0]
+        add = fn(inst, "add", ("i32", "i32"))
+        if inst.depth == 1:
+            inner = inst.call(fn(inst, "call_f", ("i32", "i32")), (a + 1, b + 1), 100)
+            return (inst.call(add, (a, b), 100) or 0) + 1000 * (inner or 0)
+        return (inst.call(add, (a, b), 100) or 0) + 100 * inst.depth
+
+    host.f = f  # type: ignore[method-assign]
+    inst = instance(engine, host, crossing)
+    holder.append(inst)
+    try:
+        # outer f(1, 2) = add(1, 2) + 1000 * f(2, 3) at depth 2 = 3 + 1000 * (5 + 200)
+        assert inst.call(fn(inst, "call_f", ("i32", "i32")), (1, 2), 100) == 3 + 205_000
+        assert inst.depth == 0
+        assert inst.call(fn(inst, "add", ("i32", "i32")), (4, 5), 100) == 9
+    finally:
+        inst.close()
+
+
+@pytest.mark.parametrize("crossing", CROSSINGS)
+def test_closing_an_instance_releases_what_its_host_functions_hold(engine: Engine, crossing):
+    """The C crossing hands wasmtime references to the owner and the functions; closing
+    the instance must give them back (no leak per plugin reload)."""
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    gone = weakref.ref(owner)
+    inst = instance(engine, Host(), crossing, owner=owner)
+    assert inst.call(fn(inst, "add", ("i32", "i32")), (1, 1), 100) == 2
+    inst.close()
+    del owner, inst
+    gc.collect()
+    assert gone() is None
 
 
 def test_reads_are_bytes_copies_and_follow_memory_growth(world):

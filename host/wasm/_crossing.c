@@ -1,0 +1,326 @@
+/* The crossing between Python and wasmtime on the per-request path, in C.
+ *
+ * Built beside the mypyc modules by packaging/build_native.py; runtime.py uses it when
+ * it imports, and otherwise makes the same two crossings with ctypes (the pure-Python
+ * path, and the reference for what this does). Each ctypes crossing converts every
+ * argument through a ctypes type, allocates a tuple and a pointer object, and goes
+ * through libffi; here a guest call is one C call and a host function is called with
+ * its i32 arguments as ints straight from wasmtime's args-and-results array.
+ *
+ * Nothing here links against wasmtime: `bind` receives the addresses of the three C
+ * entry points it needs from the library wasmtime-py already loaded.
+ *
+ *   call(ctx, func, buf, n, trap_slot, args) -> int | (err, trap)
+ *       wasmtime_func_call_unchecked with `args` (i32s, masked to 32 bits) written to
+ *       the u32 words 0, 4, 8, ... of `buf` (wasmtime_val_raw_t is 16 bytes), the GIL
+ *       released around the call (the epoch ticker and other threads run meanwhile).
+ *       Returns word 0 of `buf` (the i32 result, if any) on success; on an error or a
+ *       trap, (err, trap) as addresses, with the trap slot cleared.
+ *   define(linker, module, name, functype, impl, owner, on_error, label, fault_type,
+ *          fault, nparams, returns) -> err
+ *       wasmtime_linker_define_func_unchecked for a host function of up to 8 i32
+ *       parameters and one i32 result or none. When the guest calls it:
+ *       r = impl(owner, a0, ..., a{n-1}); the result (if any) is stored masked to 32
+ *       bits; a `fault_type` exception stores `fault` instead (a bad guest pointer is a
+ *       status, not a trap); any other exception (or a result that is not an int)
+ *       becomes the trap that on_error(label, exc) returns (an address, or 0).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef void *(*call_unchecked_t)(void *ctx, const void *func, void *args, size_t n,
+                                  void **trap);
+typedef void *(*callback_t)(void *env, void *caller, void *args, size_t n);
+typedef void *(*define_unchecked_t)(void *linker, const char *module, size_t module_len,
+                                    const char *name, size_t name_len, const void *ty,
+                                    callback_t cb, void *env, void (*finalizer)(void *));
+typedef void *(*trap_new_t)(const char *msg, size_t len);
+
+static call_unchecked_t g_call = NULL;
+static define_unchecked_t g_define = NULL;
+static trap_new_t g_trap_new = NULL;
+
+#define MAX_PARAMS 8
+#define SLOT_BYTES 16 /* sizeof(wasmtime_val_raw_t) */
+
+typedef struct {
+    PyObject *impl;
+    PyObject *owner;
+    PyObject *on_error;
+    PyObject *label;
+    PyObject *fault_type;
+    uint32_t fault;
+    int nparams;
+    int returns;
+} host_env;
+
+static void *
+address(PyObject *o, int *ok)
+{
+    void *p = PyLong_AsVoidPtr(o);
+    if (p == NULL && PyErr_Occurred())
+        *ok = 0;
+    return p;
+}
+
+static PyObject *
+crossing_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int ok = 1;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "bind(call, define, trap_new) takes 3 addresses");
+        return NULL;
+    }
+    void *c = address(args[0], &ok), *d = address(args[1], &ok), *t = address(args[2], &ok);
+    if (!ok)
+        return NULL;
+    if (c == NULL || d == NULL || t == NULL) {
+        PyErr_SetString(PyExc_ValueError, "bind: a null entry point");
+        return NULL;
+    }
+    g_call = (call_unchecked_t)c;
+    g_define = (define_unchecked_t)d;
+    g_trap_new = (trap_new_t)t;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+crossing_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int ok = 1;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "call(ctx, func, buf, n, trap_slot, args)");
+        return NULL;
+    }
+    if (g_call == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "call before bind");
+        return NULL;
+    }
+    void *ctx = address(args[0], &ok);
+    void *func = address(args[1], &ok);
+    uint8_t *buf = (uint8_t *)address(args[2], &ok);
+    size_t n = PyLong_AsSize_t(args[3]);
+    void **trap_slot = (void **)address(args[4], &ok);
+    if (!ok || (n == (size_t)-1 && PyErr_Occurred()))
+        return NULL;
+    PyObject *seq = PySequence_Fast(args[5], "call: args must be a sequence of ints");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t k = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    if ((size_t)k > n) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "call: more arguments than slots");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        unsigned long long v = PyLong_AsUnsignedLongLongMask(items[i]);
+        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        uint32_t w = (uint32_t)v;
+        memcpy(buf + i * SLOT_BYTES, &w, 4);
+    }
+    Py_DECREF(seq);
+    void *err;
+    Py_BEGIN_ALLOW_THREADS
+    err = g_call(ctx, func, buf, n, trap_slot);
+    Py_END_ALLOW_THREADS
+    void *trap = *trap_slot;
+    if (err != NULL || trap != NULL) {
+        *trap_slot = NULL;
+        return Py_BuildValue("(NN)", PyLong_FromVoidPtr(err), PyLong_FromVoidPtr(trap));
+    }
+    uint32_t r;
+    memcpy(&r, buf, 4);
+    return PyLong_FromUnsignedLong(r);
+}
+
+/* The exception being handled (a reference) with its traceback attached. */
+static PyObject *
+fetch_exception(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value == NULL) {
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        Py_RETURN_NONE;
+    }
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+static void *
+trap_for_exception(host_env *e)
+{
+    PyObject *exc = fetch_exception();
+    PyObject *r = PyObject_CallFunctionObjArgs(e->on_error, e->label, exc, NULL);
+    Py_DECREF(exc);
+    void *trap = NULL;
+    if (r != NULL) {
+        trap = PyLong_AsVoidPtr(r);
+        Py_DECREF(r);
+    }
+    if (r == NULL || PyErr_Occurred()) {
+        PyErr_WriteUnraisable(e->on_error);
+        trap = NULL;
+    }
+    if (trap == NULL) {
+        static const char msg[] = "host function failed";
+        trap = g_trap_new(msg, sizeof msg - 1);
+    }
+    return trap;
+}
+
+static void *
+host_callback(void *env, void *caller, void *args_results, size_t n)
+{
+    host_env *e = (host_env *)env;
+    uint8_t *slots = (uint8_t *)args_results;
+    void *trap = NULL;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *argv[MAX_PARAMS + 1];
+    int made = 0;
+    argv[0] = e->owner;
+    for (int i = 0; i < e->nparams; i++) {
+        uint32_t w;
+        memcpy(&w, slots + i * SLOT_BYTES, 4);
+        PyObject *v = PyLong_FromUnsignedLong(w);
+        if (v == NULL)
+            break;
+        argv[i + 1] = v;
+        made++;
+    }
+    PyObject *r = NULL;
+    if (made == e->nparams)
+        r = PyObject_Vectorcall(e->impl, argv, (size_t)(made + 1), NULL);
+    for (int i = 1; i <= made; i++)
+        Py_DECREF(argv[i]);
+    if (r != NULL && e->returns && !PyLong_Check(r)) {
+        PyErr_Format(PyExc_TypeError, "host function returned %.100s, not an int",
+                     Py_TYPE(r)->tp_name);
+        Py_CLEAR(r);
+    }
+    if (r != NULL) {
+        if (e->returns) {
+            uint32_t w = (uint32_t)PyLong_AsUnsignedLongLongMask(r);
+            memcpy(slots, &w, 4);
+        }
+        Py_DECREF(r);
+    } else if (PyErr_ExceptionMatches(e->fault_type)) {
+        PyErr_Clear();
+        if (e->returns)
+            memcpy(slots, &e->fault, 4);
+    } else {
+        trap = trap_for_exception(e);
+    }
+    PyGILState_Release(gil);
+    return trap;
+}
+
+static void
+host_env_free(void *env)
+{
+    host_env *e = (host_env *)env;
+    if (e == NULL)
+        return;
+    if (!Py_IsInitialized()) /* at exit: the objects go with the interpreter */
+        return;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Py_XDECREF(e->impl);
+    Py_XDECREF(e->owner);
+    Py_XDECREF(e->on_error);
+    Py_XDECREF(e->label);
+    Py_XDECREF(e->fault_type);
+    PyMem_RawFree(e);
+    PyGILState_Release(gil);
+}
+
+static PyObject *
+crossing_define(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int ok = 1;
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError,
+                        "define(linker, module, name, functype, impl, owner, on_error, "
+                        "label, fault_type, fault, nparams, returns)");
+        return NULL;
+    }
+    if (g_define == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "define before bind");
+        return NULL;
+    }
+    void *linker = address(args[0], &ok);
+    void *functype = address(args[3], &ok);
+    if (!ok)
+        return NULL;
+    char *module, *name;
+    Py_ssize_t module_len, name_len;
+    if (PyBytes_AsStringAndSize(args[1], &module, &module_len) < 0 ||
+        PyBytes_AsStringAndSize(args[2], &name, &name_len) < 0)
+        return NULL;
+    if (!PyCallable_Check(args[4]) || !PyCallable_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "define: impl and on_error must be callable");
+        return NULL;
+    }
+    if (!PyExceptionClass_Check(args[8])) {
+        PyErr_SetString(PyExc_TypeError, "define: fault_type must be an exception class");
+        return NULL;
+    }
+    unsigned long long fault = PyLong_AsUnsignedLongLongMask(args[9]);
+    long nparams = PyLong_AsLong(args[10]);
+    int returns = PyObject_IsTrue(args[11]);
+    if (PyErr_Occurred() || returns < 0)
+        return NULL;
+    if (nparams < 0 || nparams > MAX_PARAMS) {
+        PyErr_SetString(PyExc_ValueError, "define: up to 8 i32 parameters");
+        return NULL;
+    }
+    host_env *e = (host_env *)PyMem_RawMalloc(sizeof(host_env));
+    if (e == NULL)
+        return PyErr_NoMemory();
+    e->impl = Py_NewRef(args[4]);
+    e->owner = Py_NewRef(args[5]);
+    e->on_error = Py_NewRef(args[6]);
+    e->label = Py_NewRef(args[7]);
+    e->fault_type = Py_NewRef(args[8]);
+    e->fault = (uint32_t)fault;
+    e->nparams = (int)nparams;
+    e->returns = returns;
+    /* wasmtime owns env from here: it calls host_env_free when the definition goes,
+       and also when defining fails */
+    void *err = g_define(linker, module, (size_t)module_len, name, (size_t)name_len, functype,
+                         host_callback, e, host_env_free);
+    return PyLong_FromVoidPtr(err);
+}
+
+static PyMethodDef crossing_methods[] = {
+    {"bind", (PyCFunction)(void (*)(void))crossing_bind, METH_FASTCALL,
+     "bind(call, define, trap_new): the wasmtime entry points, as addresses"},
+    {"call", (PyCFunction)(void (*)(void))crossing_call, METH_FASTCALL,
+     "call(ctx, func, buf, n, trap_slot, args) -> result word | (err, trap)"},
+    {"define", (PyCFunction)(void (*)(void))crossing_define, METH_FASTCALL,
+     "define(linker, module, name, functype, impl, owner, on_error, label, fault_type, "
+     "fault, nparams, returns) -> err"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef crossing_module = {
+    PyModuleDef_HEAD_INIT, "_crossing",
+    "The Python/wasmtime crossing of the per-request path (see _crossing.c).", -1,
+    crossing_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__crossing(void)
+{
+    return PyModule_Create(&crossing_module);
+}

@@ -1,0 +1,22 @@
+# The C crossing (see _crossing.c); built only with the compiled data path.
+from collections.abc import Callable, Sequence
+
+def bind(call: int, define: int, trap_new: int, /) -> None: ...
+def call(
+    ctx: int, func: int, buf: int, n: int, trap_slot: int, args: Sequence[int], /
+) -> int | tuple[int, int]: ...
+def define(
+    linker: int,
+    module: bytes,
+    name: bytes,
+    functype: int,
+    impl: Callable[..., int | None],
+    owner: object,
+    on_error: Callable[[str, BaseException], int],
+    label: str,
+    fault_type: type[BaseException],
+    fault: int,
+    nparams: int,
+    returns: bool,
+    /,
+) -> int: ...
