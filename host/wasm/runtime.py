@@ -651,11 +651,17 @@ class RawFunc:
     # ``addr`` and ``n`` as the ctypes arguments of ``_CALL_PREPARED``
     c_addr: Any = field(repr=False, compare=False, default=None)
     c_n: Any = field(repr=False, compare=False, default=None)
+    # ``addr`` and ``n`` as Python ints made once, for the C crossing (compiled code
+    # would make a new int object from a native one per call)
+    addr_obj: Any = field(repr=False, compare=False, default=None)
+    n_obj: Any = field(repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         self.n = max(self.nparams, self.nresults)
         self.c_addr = ctypes.c_void_p(self.addr)
         self.c_n = ctypes.c_size_t(self.n)
+        self.addr_obj = self.addr
+        self.n_obj = self.n
 
 
 def _u32_view(arr: Any) -> memoryview:
@@ -778,6 +784,12 @@ class Instance:
         self._words = _u32_view(self._buf)
         self._words2 = _u32_view(self._buf2)
         self._deep: list[tuple[Any, Any]] = []  # buffers of calls nested deeper than 1
+        # the addresses the C crossing takes, as Python ints made once (see RawFunc)
+        self._ctx_obj: object = self._ctx
+        self._buf_obj: object = self._buf_addr
+        self._trap_obj: object = self._trap_addr
+        self._buf2_obj: object = self._buf2_addr
+        self._trap2_obj: object = self._trap2_addr
         self.depth = 0
 
     # -- linking --
@@ -882,7 +894,7 @@ class Instance:
         fast = self._fast
         if fast is not None:
             self.depth = 1
-            r = fast(self._ctx, fn.addr, self._buf_addr, fn.n, self._trap_addr, args)
+            r = fast(self._ctx_obj, fn.addr_obj, self._buf_obj, fn.n_obj, self._trap_obj, args)
             self.depth = 0
             if isinstance(r, tuple):  # (error, trap): the trap slot is already cleared
                 self._deadline_epoch = -1
@@ -909,7 +921,7 @@ class Instance:
         fast = self._fast
         if fast is not None:
             if self.depth == 1:
-                r = self._nested_fast(fast, fn, args, self._buf2_addr, self._trap2_addr)
+                r = self._nested_fast(fast, fn, args, self._buf2_obj, self._trap2_obj)
             else:
                 fresh = (ctypes.c_uint32 * (_WORDS_PER_SLOT * _MAX_SLOTS))()
                 slot = ctypes.c_void_p()
@@ -950,11 +962,11 @@ class Instance:
         return buf[0] if fn.nresults else None
 
     def _nested_fast(
-        self, fast: Any, fn: RawFunc, args: Sequence[int], buf_addr: int, trap_addr: int
+        self, fast: Any, fn: RawFunc, args: Sequence[int], buf_addr: object, trap_addr: object
     ) -> Any:
         self.depth += 1
         try:
-            return fast(self._ctx, fn.addr, buf_addr, fn.n, trap_addr, args)
+            return fast(self._ctx_obj, fn.addr_obj, buf_addr, fn.n_obj, trap_addr, args)
         finally:
             self.depth -= 1
 
