@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from time import perf_counter_ns as _perf_ns
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from host.headers import HeaderMap
 from host.wasm.context import (
@@ -48,18 +47,19 @@ __all__ = [
     "load_abi",
 ]
 
-DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024
-DEFAULT_CALLBACK_TIMEOUT_MS = 100.0
+DEFAULT_MEMORY_LIMIT: Final = 256 * 1024 * 1024
+DEFAULT_CALLBACK_TIMEOUT_MS: Final = 100.0
 # enum members read on the per-callback path (a module global is one dict lookup)
-_CONTINUE = Action.CONTINUE
-_RELEASED = MapState.RELEASED
-_ACTIVE = MapState.ACTIVE
-_HTTP_REQUEST = StreamType.HTTP_REQUEST
-_GRACE_TICKS = 2  # past the guest's own epoch deadline, so that one reports first
+_perf_ns: Final = time.perf_counter_ns
+_CONTINUE: Final = Action.CONTINUE
+_RELEASED: Final = MapState.RELEASED
+_ACTIVE: Final = MapState.ACTIVE
+_HTTP_REQUEST: Final = StreamType.HTTP_REQUEST
+_GRACE_TICKS: Final = 2  # past the guest's own epoch deadline, so that one reports first
 
-WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
-WASI_NOSYS = 52
-_START_FUNCTIONS = frozenset(("_start", "_initialize", "main", "__main_void"))
+WASI_MODULES: Final = ("wasi_snapshot_preview1", "wasi_unstable")
+WASI_NOSYS: Final = 52
+_START_FUNCTIONS: Final = frozenset(("_start", "_initialize", "main", "__main_void"))
 # gRPC events that carry a payload: the RootContext slot it is readable from, and the
 # root callback that reads it (ABI doc §3.4).
 _GRPC_PAYLOAD_EVENTS = {
@@ -160,8 +160,8 @@ _CALLBACKS: dict[str, tuple[int, int]] = {
 # headers callbacks take end_of_stream from 0.2.0 on. Plugins of 2020 (C++ SDK, mosn,
 # TinyGo-era Go) often pair the 0.1.0 marker with the 3-parameter shape, so each is
 # called with the arity its export has (cpp-host would treat it as absent).
-_HEADERS = ("proxy_on_request_headers", "proxy_on_response_headers")
-_HEADERS_ARITIES = (3, 2)
+_HEADERS: Final = ("proxy_on_request_headers", "proxy_on_response_headers")
+_HEADERS_ARITIES: Final = (3, 2)
 # Other exports the host calls, with the one shape it calls them with.
 _OTHER_EXPORTS: dict[str, tuple[int, int]] = {
     "proxy_on_foreign_function": (3, 0),

@@ -9,7 +9,7 @@ by the trampoline), delegate, copy results back through the guest allocator.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from host.wasm.runtime import HostFunction
 from host.wasm.types import Status
@@ -17,10 +17,10 @@ from host.wasm.types import Status
 if TYPE_CHECKING:
     from host.wasm.vm import PluginVM
 
-OK = int(Status.OK)
-NOT_FOUND = int(Status.NOT_FOUND)
-BAD_ARGUMENT = int(Status.BAD_ARGUMENT)
-INVALID_MEMORY_ACCESS = int(Status.INVALID_MEMORY_ACCESS)
+OK: Final = int(Status.OK)
+NOT_FOUND: Final = int(Status.NOT_FOUND)
+BAD_ARGUMENT: Final = int(Status.BAD_ARGUMENT)
+INVALID_MEMORY_ACCESS: Final = int(Status.INVALID_MEMORY_ACCESS)
 
 _SIG = {"i": "i32", "I": "i64"}
 

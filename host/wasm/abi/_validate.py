@@ -16,8 +16,8 @@ from typing import Final
 __all__ = ["PSEUDO_HEADERS", "valid_header", "valid_headers", "valid_origin_path", "valid_value"]
 
 # RFC 9110 §5.6.2 token characters.
-_TCHAR = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-PSEUDO_HEADERS = frozenset((b":path", b":method", b":authority", b":scheme", b":status"))
+_TCHAR: Final = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+PSEUDO_HEADERS: Final = frozenset((b":path", b":method", b":authority", b":scheme", b":status"))
 # The refused bytes as ints: ``13 in value`` is a memchr, while ``b"\r" in value`` first
 # tries the one-byte needle as an int, fails with a TypeError and clears it (~15x dearer).
 _CR: Final = 13

@@ -9,7 +9,7 @@ Callout and gRPC maps are read-only and exist only inside their callback.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from host.wasm.abi._common import BAD_ARGUMENT, NOT_FOUND, OK, hostfn, read, return_bytes
 from host.wasm.abi._validate import valid_header, valid_headers
@@ -20,8 +20,8 @@ from host.wasm.types import MapType
 if TYPE_CHECKING:
     from host.wasm.vm import PluginVM
 
-_MAX_TYPE = 7
-_ACTIVE = MapState.ACTIVE
+_MAX_TYPE: Final = 7
+_ACTIVE: Final = MapState.ACTIVE
 
 
 def _map(vm: PluginVM, mtype: int, write: bool) -> HeaderMap | None:

@@ -7,7 +7,7 @@ would make them hold gigabytes). Only the kept prefix is copied from the guest.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from host.wasm.abi._common import BAD_ARGUMENT, OK, hostfn, read
 from host.wasm.context import HttpContext, RootContext
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from host.wasm.plugin_host import LogRecord
     from host.wasm.vm import PluginVM
 
-MAX_LOG_LINE = 16 * 1024
+MAX_LOG_LINE: Final = 16 * 1024
 
 
 def truncated(data: bytes, total: int) -> str:
@@ -50,7 +50,7 @@ def emit(vm: PluginVM, level: LogLevel, message: str, source: str = "plugin") ->
     )
 
 
-_LEVELS = tuple(LogLevel)
+_LEVELS: Final = tuple(LogLevel)
 _RECORD: list[type[LogRecord]] = []
 
 
