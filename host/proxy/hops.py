@@ -251,12 +251,13 @@ def select_hops(
     policy rejects the request (FAIL_CLOSE/FAIL_RELOAD), if one does."""
     forced = canary_forced(headers)
     for slot in applied:  # the plugins whose match selects this listener
-        inst, enforce, skipped, rejects, policy = slot.admit(headers, client_ip, forced)
+        adm = slot.admit(headers, client_ip, forced)
+        inst, enforce = adm.inst, adm.enforce
         if inst is None:
-            if not rejects:
-                run.records.append(HopRecord(slot.name, slot.mode, False, skipped))
+            if not adm.rejects:
+                run.records.append(HopRecord(slot.name, slot.mode, False, adm.skipped))
                 continue
-            rec = HopRecord(slot.name, slot.mode, False, f"failed, {policy}: request rejected")
+            rec = HopRecord(slot.name, slot.mode, False, f"failed, {adm.policy}: request rejected")
             rec.failure = slot.failure_dict()
             run.records.append(rec)
             return slot

@@ -199,13 +199,16 @@ class NetworkChain:
         plugin that fails closed refuses the connection before any plugin runs."""
         chosen: list[tuple[PluginSlot, PluginInstance, bool, int]] = []
         for slot in self._slots:
-            inst, enforce, skipped, rejects, policy = slot.admit(_EMPTY_HEADERS, self.client[0])
+            adm = slot.admit(_EMPTY_HEADERS, self.client[0])
+            inst, enforce = adm.inst, adm.enforce
             if inst is None:
-                if not rejects:
-                    self.records.append(ConnectionHopRecord(slot.name, slot.mode, False, skipped))
+                if not adm.rejects:
+                    self.records.append(
+                        ConnectionHopRecord(slot.name, slot.mode, False, adm.skipped)
+                    )
                     continue
                 rec = ConnectionHopRecord(
-                    slot.name, slot.mode, False, f"failed, {policy}: connection closed"
+                    slot.name, slot.mode, False, f"failed, {adm.policy}: connection closed"
                 )
                 rec.failure = slot.failure_dict()
                 self.records.append(rec)

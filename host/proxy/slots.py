@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from host.headers import HeaderMap
 from host.proxy.canary import canary_sampled
@@ -34,14 +34,27 @@ if TYPE_CHECKING:
 __all__ = ["Admission", "PluginInstance", "PluginSlot", "SlotOwner"]
 
 
-class Admission(NamedTuple):
-    """What one plugin does on one request or connection (``PluginSlot.admit``)."""
+class Admission:
+    """What one plugin does on one request or connection (``PluginSlot.admit``).
 
-    inst: PluginInstance | None  # the instance to run; None: the plugin does not run
-    enforce: bool  # its mode applies what it does (not log-only)
-    skipped: str = ""  # why it is skipped (the inspector's reason), when it is
-    rejects: bool = False  # failed, and its policy rejects (FAIL_CLOSE / FAIL_RELOAD)
-    policy: str = ""  # the failure policy that decided, when the plugin had failed
+    A plain class with its own ``__init__``, not a NamedTuple: compiled, a NamedTuple's
+    ``__new__`` stays an interpreted frame per plugin per request."""
+
+    __slots__ = ("enforce", "inst", "policy", "rejects", "skipped")
+
+    def __init__(
+        self,
+        inst: PluginInstance | None,
+        enforce: bool,
+        skipped: str = "",
+        rejects: bool = False,
+        policy: str = "",
+    ) -> None:
+        self.inst = inst  # the instance to run; None: the plugin does not run
+        self.enforce = enforce  # its mode applies what it does (not log-only)
+        self.skipped = skipped  # why it is skipped (the inspector's reason), when it is
+        self.rejects = rejects  # failed, and its policy rejects (FAIL_CLOSE / FAIL_RELOAD)
+        self.policy = policy  # the failure policy that decided, when the plugin had failed
 
 
 class SlotOwner(Protocol):
