@@ -34,7 +34,7 @@ def _default_folder() -> Path:
 
 
 class CrashKeeper:
-    """A request listener: on a request where a plugin trapped, keep its session."""
+    """A failure listener: on a request where a plugin trapped, keep its session."""
 
     def __init__(
         self, manager: PluginManager, folder: Callable[[], Path] = _default_folder

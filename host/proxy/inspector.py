@@ -2,7 +2,8 @@
 
 Every finished ``ChainRun`` becomes one ``RequestRecord`` (numbered in finishing
 order) in a bounded ring that the admin API's ``/requests`` and the GUI's
-inspector read; listeners (the lab's crash keeper) get each record as it lands.
+inspector read; listeners get each record as it lands, failure listeners (the lab's
+crash keeper) each record of a request on which a plugin failed.
 
 Detail costs: the per-hop header snapshots, body taps and callback lists are most of
 a plugin's bookkeeping per request. So they are recorded only while someone reads
@@ -35,6 +36,9 @@ class InspectorRing:
     def __init__(self, size: int) -> None:
         self.recent: deque[RequestRecord] = deque(maxlen=size)
         self.listeners: list[Callable[[RequestRecord], None]] = []
+        # only the records of requests on which a plugin failed (the lab's crash keeper;
+        # it then needs no interpreted call per request)
+        self.failure_listeners: list[Callable[[RequestRecord], None]] = []
         self._seq = 0
         self._holders = 0
         self._read_until = 0.0  # time.monotonic() until which a read keeps detail on
@@ -90,4 +94,10 @@ class InspectorRing:
         self.recent.append(rec)
         for fn in self.listeners:
             fn(rec)
+        if self.failure_listeners:
+            for hop in rec.hops:
+                if hop.ran and hop.failure is not None:
+                    for fn in self.failure_listeners:
+                        fn(rec)
+                    break
         return rec

@@ -125,6 +125,10 @@ class PluginManager(RequestServices):
         host.grpc = self.grpc_callouts
         host.wakeup = self._wakeup
         self.request_listeners: list[Callable[[RequestRecord], None]] = self.inspector.listeners
+        # only requests on which a plugin failed
+        self.failure_listeners: list[Callable[[RequestRecord], None]] = (
+            self.inspector.failure_listeners
+        )
         # serve --record, POST /recording: host.lab.record.Recorder (not imported here:
         # the lab builds on the proxy, not the other way)
         self.recorder: Any = None

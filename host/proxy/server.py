@@ -183,7 +183,7 @@ class ProxyServer(ProxyCore):
         self.manager = PluginManager(self.loop, self.host, self.stats, cache_dir=cache)
         from host.lab.crash import CrashKeeper
 
-        self.manager.request_listeners.append(CrashKeeper(self.manager).on_request)
+        self.manager.failure_listeners.append(CrashKeeper(self.manager).on_request)
         self.stats.include_plugin_metrics(self.host.metrics)
         await self._apply_clusters(self.config)
         errors = await self.manager.apply(self.config)
