@@ -7,15 +7,19 @@
  * through libffi; here a guest call is one C call and a host function is called with
  * its i32 arguments as ints straight from wasmtime's args-and-results array.
  *
- * Nothing here links against wasmtime: `bind` receives the addresses of the three C
- * entry points it needs from the library wasmtime-py already loaded.
+ * Nothing here links against wasmtime: `bind` receives the addresses of the C entry
+ * points it needs from the library wasmtime-py already loaded.
  *
- *   call(ctx, func, buf, n, trap_slot, args) -> int | (err, trap)
+ *   call(ctx, func, buf, n, trap_slot, args, deadline) -> int | (err, trap)
  *       wasmtime_func_call_unchecked with `args` (i32s, masked to 32 bits) written to
  *       the u32 words 0, 4, 8, ... of `buf` (wasmtime_val_raw_t is 16 bytes), the GIL
- *       released around the call (the epoch ticker and other threads run meanwhile).
- *       Returns word 0 of `buf` (the i32 result, if any) on success; on an error or a
- *       trap, (err, trap) as addresses, with the trap slot cleared.
+ *       released around the call (other threads run meanwhile). A nonzero `deadline`
+ *       first sets the store's epoch deadline that many ticks ahead (an outermost
+ *       call; a nested one shares its caller's). Returns word 0 of `buf` (the i32
+ *       result, if any) on success; on an error or a trap, (err, trap) as addresses,
+ *       with the trap slot cleared.
+ *   ticker_start(engine, interval_us, keep) / ticker_ticks(t) / ticker_stop(t)
+ *       the engine's epoch ticker as a native thread (see below).
  *   define(linker, module, name, functype, impl, owner, on_error, label, fault_type,
  *          fault, nparams, returns) -> err
  *       wasmtime_linker_define_func_unchecked for a host function of up to 8 i32
@@ -27,8 +31,12 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 typedef void *(*call_unchecked_t)(void *ctx, const void *func, void *args, size_t n,
                                   void **trap);
@@ -37,10 +45,14 @@ typedef void *(*define_unchecked_t)(void *linker, const char *module, size_t mod
                                     const char *name, size_t name_len, const void *ty,
                                     callback_t cb, void *env, void (*finalizer)(void *));
 typedef void *(*trap_new_t)(const char *msg, size_t len);
+typedef void (*set_deadline_t)(void *ctx, uint64_t ticks_beyond_current);
+typedef void (*increment_epoch_t)(void *engine);
 
 static call_unchecked_t g_call = NULL;
 static define_unchecked_t g_define = NULL;
 static trap_new_t g_trap_new = NULL;
+static set_deadline_t g_set_deadline = NULL;
+static increment_epoch_t g_increment_epoch = NULL;
 
 #define MAX_PARAMS 8
 #define SLOT_BYTES 16 /* sizeof(wasmtime_val_raw_t) */
@@ -69,20 +81,27 @@ static PyObject *
 crossing_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int ok = 1;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "bind(call, define, trap_new) takes 3 addresses");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "bind(call, define, trap_new, set_deadline, increment_epoch) takes "
+                        "5 addresses");
         return NULL;
     }
-    void *c = address(args[0], &ok), *d = address(args[1], &ok), *t = address(args[2], &ok);
+    void *a[5];
+    for (int i = 0; i < 5; i++) {
+        a[i] = address(args[i], &ok);
+        if (ok && a[i] == NULL) {
+            PyErr_SetString(PyExc_ValueError, "bind: a null entry point");
+            return NULL;
+        }
+    }
     if (!ok)
         return NULL;
-    if (c == NULL || d == NULL || t == NULL) {
-        PyErr_SetString(PyExc_ValueError, "bind: a null entry point");
-        return NULL;
-    }
-    g_call = (call_unchecked_t)c;
-    g_define = (define_unchecked_t)d;
-    g_trap_new = (trap_new_t)t;
+    g_call = (call_unchecked_t)a[0];
+    g_define = (define_unchecked_t)a[1];
+    g_trap_new = (trap_new_t)a[2];
+    g_set_deadline = (set_deadline_t)a[3];
+    g_increment_epoch = (increment_epoch_t)a[4];
     Py_RETURN_NONE;
 }
 
@@ -90,8 +109,8 @@ static PyObject *
 crossing_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int ok = 1;
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "call(ctx, func, buf, n, trap_slot, args)");
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "call(ctx, func, buf, n, trap_slot, args, deadline)");
         return NULL;
     }
     if (g_call == NULL) {
@@ -103,7 +122,9 @@ crossing_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     uint8_t *buf = (uint8_t *)address(args[2], &ok);
     size_t n = PyLong_AsSize_t(args[3]);
     void **trap_slot = (void **)address(args[4], &ok);
-    if (!ok || (n == (size_t)-1 && PyErr_Occurred()))
+    unsigned long long deadline = PyLong_AsUnsignedLongLong(args[6]);
+    if (!ok || (n == (size_t)-1 && PyErr_Occurred()) ||
+        (deadline == (unsigned long long)-1 && PyErr_Occurred()))
         return NULL;
     PyObject *seq = PySequence_Fast(args[5], "call: args must be a sequence of ints");
     if (seq == NULL)
@@ -126,6 +147,8 @@ crossing_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_DECREF(seq);
     void *err;
+    if (deadline)
+        g_set_deadline(ctx, deadline);
     Py_BEGIN_ALLOW_THREADS
     err = g_call(ctx, func, buf, n, trap_slot);
     Py_END_ALLOW_THREADS
@@ -302,11 +325,142 @@ crossing_define(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromVoidPtr(err);
 }
 
+/* The epoch ticker: a native thread that bumps an engine's epoch every interval, so
+   a guest call past its deadline traps. A Python thread would need the GIL for each
+   tick, and so take it from the data path (a dozen handoffs per tick, as the guest
+   calls release and retake it); this one never touches Python. `keep` (the wasmtime
+   engine object) is held until the thread has stopped. */
+typedef struct {
+    pthread_t thread;
+    void *engine;
+    PyObject *keep;
+    long interval_ns;
+    uint64_t ticks; /* atomic */
+    int stop;       /* atomic */
+    int joined;
+} ticker_t;
+
+static void *
+ticker_main(void *arg)
+{
+    ticker_t *t = (ticker_t *)arg;
+    struct timespec ts = {t->interval_ns / 1000000000L, t->interval_ns % 1000000000L};
+    while (!__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE)) {
+        nanosleep(&ts, NULL);
+        if (__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE))
+            break;
+        g_increment_epoch(t->engine);
+        __atomic_add_fetch(&t->ticks, 1, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+static void
+ticker_join(ticker_t *t)
+{
+    if (t->joined)
+        return;
+    __atomic_store_n(&t->stop, 1, __ATOMIC_RELEASE);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(t->thread, NULL);
+    Py_END_ALLOW_THREADS
+    t->joined = 1;
+}
+
+static void
+ticker_free(PyObject *capsule)
+{
+    ticker_t *t = (ticker_t *)PyCapsule_GetPointer(capsule, "wasmdesk.ticker");
+    if (t == NULL)
+        return;
+    ticker_join(t);
+    Py_XDECREF(t->keep);
+    PyMem_RawFree(t);
+}
+
+static ticker_t *
+ticker_of(PyObject *capsule)
+{
+    return (ticker_t *)PyCapsule_GetPointer(capsule, "wasmdesk.ticker");
+}
+
+static PyObject *
+crossing_ticker_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int ok = 1;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "ticker_start(engine, interval_us, keep)");
+        return NULL;
+    }
+    if (g_increment_epoch == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "ticker_start before bind");
+        return NULL;
+    }
+    void *engine = address(args[0], &ok);
+    long interval_us = PyLong_AsLong(args[1]);
+    if (!ok || (interval_us == -1 && PyErr_Occurred()))
+        return NULL;
+    if (engine == NULL || interval_us <= 0) {
+        PyErr_SetString(PyExc_ValueError, "ticker_start: an engine and a positive interval");
+        return NULL;
+    }
+    ticker_t *t = (ticker_t *)PyMem_RawCalloc(1, sizeof(ticker_t));
+    if (t == NULL)
+        return PyErr_NoMemory();
+    t->engine = engine;
+    t->interval_ns = interval_us * 1000L;
+    t->keep = Py_NewRef(args[2]);
+    /* the thread takes no signal: they stay with the threads Python runs on */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&t->thread, NULL, ticker_main, t);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        Py_DECREF(t->keep);
+        PyMem_RawFree(t);
+        errno = rc;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *capsule = PyCapsule_New(t, "wasmdesk.ticker", ticker_free);
+    if (capsule == NULL) {
+        ticker_join(t);
+        Py_DECREF(t->keep);
+        PyMem_RawFree(t);
+    }
+    return capsule;
+}
+
+static PyObject *
+crossing_ticker_ticks(PyObject *self, PyObject *capsule)
+{
+    ticker_t *t = ticker_of(capsule);
+    if (t == NULL)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(__atomic_load_n(&t->ticks, __ATOMIC_ACQUIRE));
+}
+
+static PyObject *
+crossing_ticker_stop(PyObject *self, PyObject *capsule)
+{
+    ticker_t *t = ticker_of(capsule);
+    if (t == NULL)
+        return NULL;
+    ticker_join(t);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef crossing_methods[] = {
+    {"ticker_start", (PyCFunction)(void (*)(void))crossing_ticker_start, METH_FASTCALL,
+     "ticker_start(engine, interval_us, keep) -> ticker: a native thread bumping the "
+     "engine's epoch"},
+    {"ticker_ticks", crossing_ticker_ticks, METH_O, "ticker_ticks(ticker) -> ticks so far"},
+    {"ticker_stop", crossing_ticker_stop, METH_O, "ticker_stop(ticker): stop and join"},
     {"bind", (PyCFunction)(void (*)(void))crossing_bind, METH_FASTCALL,
-     "bind(call, define, trap_new): the wasmtime entry points, as addresses"},
+     "bind(call, define, trap_new, set_deadline, increment_epoch): the wasmtime entry "
+     "points, as addresses"},
     {"call", (PyCFunction)(void (*)(void))crossing_call, METH_FASTCALL,
-     "call(ctx, func, buf, n, trap_slot, args) -> result word | (err, trap)"},
+     "call(ctx, func, buf, n, trap_slot, args, deadline) -> result word | (err, trap)"},
     {"define", (PyCFunction)(void (*)(void))crossing_define, METH_FASTCALL,
      "define(linker, module, name, functype, impl, owner, on_error, label, fault_type, "
      "fault, nparams, returns) -> err"},

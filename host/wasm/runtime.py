@@ -146,6 +146,8 @@ try:
         _entry_address("wasmtime_func_call_unchecked"),
         _entry_address("wasmtime_linker_define_func_unchecked"),
         _entry_address("wasmtime_trap_new"),
+        _entry_address("wasmtime_context_set_epoch_deadline"),
+        _entry_address("wasmtime_engine_increment_epoch"),
     )
     _crossing = _crossing_c
 except ImportError:
@@ -252,7 +254,7 @@ class Engine:
 
     TICK_MS = 5
 
-    def __init__(self, cache_dir: Path | bool | None = None) -> None:
+    def __init__(self, cache_dir: Path | bool | None = None, c_ticker: bool = True) -> None:
         cfg = wasmtime.Config()
         cfg.epoch_interruption = True
         cfg.memory_may_move = False
@@ -263,9 +265,11 @@ class Engine:
             self.cache_dir: Path | None = None
         else:
             self.cache_dir = cache_dir if isinstance(cache_dir, Path) else _default_cache_dir()
-        self.epoch = 0  # mirrors the engine's epoch (bumped by the ticker thread)
+        self._epoch = 0  # the Python ticker's count of the engine's epoch
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._c_ticker: Any = None  # the C crossing's ticker thread, when it is built
+        self._c_ticker_wanted = c_ticker  # False: the Python thread (for tests)
         self._lock = threading.Lock()
         self.stats = {"compiled": 0, "cache_hits": 0, "cache_misses": 0, "cache_errors": 0}
 
@@ -276,9 +280,25 @@ class Engine:
     def deadline_ticks(self, timeout_ms: float) -> int:
         return max(1, int(-(-timeout_ms // self.TICK_MS)) + 1)
 
+    @property
+    def epoch(self) -> int:
+        """The engine's epoch, as far as its ticker has bumped it."""
+        c = self._c_ticker
+        if c is not None:
+            return int(_crossing.ticker_ticks(c))
+        return self._epoch
+
     def ensure_ticker(self) -> None:
+        """Start the epoch ticker: a native thread from the C crossing when it is built
+        (it needs no GIL, so it never takes the interpreter from the data path), else a
+        Python daemon thread."""
         with self._lock:
-            if self._ticker is not None or self._stop.is_set():
+            if self._ticker is not None or self._c_ticker is not None or self._stop.is_set():
+                return
+            if _crossing is not None and self._c_ticker_wanted:
+                self._c_ticker = _crossing.ticker_start(
+                    self._engine_addr, self.TICK_MS * 1000, self._wt
+                )
                 return
             t = threading.Thread(target=self._tick_loop, name="wasmdesk-epoch", daemon=True)
             self._ticker = t
@@ -289,10 +309,14 @@ class Engine:
         addr = self._engine_addr
         while not self._stop.wait(interval):
             _INCREMENT_EPOCH(addr)
-            self.epoch += 1
+            self._epoch += 1
 
     def close(self) -> None:
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
+            c = self._c_ticker
+        if c is not None:
+            _crossing.ticker_stop(c)  # its count stays readable
         t = self._ticker
         if t is not None:
             t.join(timeout=1.0)
@@ -878,7 +902,8 @@ class Instance:
     def call(self, fn: RawFunc, args: Sequence[int], deadline_ticks: int) -> int | None:
         """Call ``fn`` on the unchecked path; raises ``CallFailed`` on a trap.
 
-        ``deadline_ticks`` is applied to an outermost call, refreshed only when the
+        ``deadline_ticks`` is applied to an outermost call: by the C crossing before
+        each one (a C call from C is cheap); through ctypes, refreshed only when the
         engine's epoch moved since it was last set (the budget is exact to one tick,
         and the common case costs no extra C call). A re-entrant call (the guest
         allocator from inside a host function) shares its caller's budget.
@@ -887,19 +912,26 @@ class Instance:
             return self._call_nested(fn, args)
         if self._closed:
             raise CallFailed("closed", "instance is closed")
+        fast = self._fast
+        if fast is not None:
+            self.depth = 1
+            r = fast(
+                self._ctx_obj,
+                fn.addr_obj,
+                self._buf_obj,
+                fn.n_obj,
+                self._trap_obj,
+                args,
+                deadline_ticks,
+            )
+            self.depth = 0
+            if isinstance(r, tuple):  # (error, trap): the trap slot is already cleared
+                raise self._failure(fn.name, r[0], r[1])
+            return int(r) if fn.nresults else None
         epoch = self.engine.epoch
         if epoch != self._deadline_epoch:
             _SET_EPOCH_DEADLINE(self._ctx, deadline_ticks)
             self._deadline_epoch = epoch
-        fast = self._fast
-        if fast is not None:
-            self.depth = 1
-            r = fast(self._ctx_obj, fn.addr_obj, self._buf_obj, fn.n_obj, self._trap_obj, args)
-            self.depth = 0
-            if isinstance(r, tuple):  # (error, trap): the trap slot is already cleared
-                self._deadline_epoch = -1
-                raise self._failure(fn.name, r[0], r[1])
-            return int(r) if fn.nresults else None
         buf = self._words
         w = 0
         for a in args:
@@ -966,7 +998,7 @@ class Instance:
     ) -> Any:
         self.depth += 1
         try:
-            return fast(self._ctx_obj, fn.addr_obj, buf_addr, fn.n_obj, trap_addr, args)
+            return fast(self._ctx_obj, fn.addr_obj, buf_addr, fn.n_obj, trap_addr, args, 0)
         finally:
             self.depth -= 1
 

@@ -16,6 +16,7 @@ from host import _native
 from host.wasm import runtime
 from host.wasm.abi import FUNCTIONS, _validate
 import gc
+import time
 import weakref
 
 from host.wasm.runtime import (
@@ -47,6 +48,7 @@ GUEST = """(module
               (i32.const 6) (i32.const 7) (i32.const 8) (i32.const 9)))
   (func (export "call_note") (param i32) (call $note (local.get 0)))
   (func (export "boom") (result i32) unreachable)
+  (func (export "spin") (loop $l (br $l)))
   (func (export "poke") (param i32 i32) (i32.store8 (local.get 0) (local.get 1))))"""
 
 
@@ -246,6 +248,47 @@ def test_closing_an_instance_releases_what_its_host_functions_hold(engine: Engin
     del owner, inst
     gc.collect()
     assert gone() is None
+
+
+@pytest.mark.parametrize("ticker", ["C", "Python"])
+def test_the_epoch_ticker_runs_until_the_engine_closes(ticker):
+    if ticker == "C" and runtime.crossing() != "C":
+        pytest.skip(f"no C crossing in this process (data path: {_native.current()})")
+    engine = Engine(cache_dir=False, c_ticker=ticker == "C")
+    try:
+        assert engine.epoch == 0
+        engine.ensure_ticker()
+        engine.ensure_ticker()  # one ticker, however often asked
+        time.sleep(0.1)
+        assert 5 <= engine.epoch <= 40  # every TICK_MS (5 ms): ~20, loosely on a busy box
+    finally:
+        engine.close()
+    stopped = engine.epoch
+    time.sleep(0.03)
+    assert engine.epoch == stopped
+    engine.ensure_ticker()  # a closed engine does not start again
+    time.sleep(0.03)
+    assert engine.epoch == stopped
+
+
+@pytest.mark.parametrize("ticker", ["C", "Python"])
+@pytest.mark.parametrize("crossing", CROSSINGS)
+def test_a_runaway_guest_call_is_interrupted_at_its_deadline(ticker, crossing):
+    if "C" in (ticker, crossing) and runtime.crossing() != "C":
+        pytest.skip(f"no C crossing in this process (data path: {_native.current()})")
+    engine = Engine(cache_dir=False, c_ticker=ticker == "C")
+    engine.ensure_ticker()
+    try:
+        inst = instance(engine, Host(), crossing)
+        started = time.monotonic()
+        with pytest.raises(CallFailed) as e:
+            inst.call(fn(inst, "spin", (), ()), (), 4)  # 4 ticks: ~20 ms
+        assert e.value.kind == "interrupt"
+        assert time.monotonic() - started < 2.0
+        assert inst.call(fn(inst, "add", ("i32", "i32")), (1, 2), 4) == 3  # a fresh budget
+        inst.close()
+    finally:
+        engine.close()
 
 
 def test_reads_are_bytes_copies_and_follow_memory_growth(world):
