@@ -18,8 +18,9 @@
  *       call; a nested one shares its caller's). Returns word 0 of `buf` (the i32
  *       result, if any) on success; on an error or a trap, (err, trap) as addresses,
  *       with the trap slot cleared.
- *   ticker_start(engine, interval_us, keep) / ticker_ticks(t) / ticker_stop(t)
- *       the engine's epoch ticker as a native thread (see below).
+ *   ticker_start(engine, interval_us, cell, keep) / ticker_stop(t)
+ *       the engine's epoch ticker as a native thread (see below); it counts its ticks
+ *       in the aligned u64 at `cell`, which Python reads through a memoryview.
  *   define(linker, module, name, functype, impl, owner, on_error, label, fault_type,
  *          fault, nparams, returns) -> err
  *       wasmtime_linker_define_func_unchecked for a host function of up to 8 i32
@@ -329,14 +330,14 @@ crossing_define(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
    a guest call past its deadline traps. A Python thread would need the GIL for each
    tick, and so take it from the data path (a dozen handoffs per tick, as the guest
    calls release and retake it); this one never touches Python. `keep` (the wasmtime
-   engine object) is held until the thread has stopped. */
+   engine object and the cell's owner) is held until the thread has stopped. */
 typedef struct {
     pthread_t thread;
     void *engine;
     PyObject *keep;
     long interval_ns;
-    uint64_t ticks; /* atomic */
-    int stop;       /* atomic */
+    uint64_t *ticks; /* the caller's 8-byte cell (in `keep`), atomic */
+    int stop;        /* atomic */
     int joined;
 } ticker_t;
 
@@ -350,7 +351,7 @@ ticker_main(void *arg)
         if (__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE))
             break;
         g_increment_epoch(t->engine);
-        __atomic_add_fetch(&t->ticks, 1, __ATOMIC_RELEASE);
+        __atomic_add_fetch(t->ticks, 1, __ATOMIC_RELEASE);
     }
     return NULL;
 }
@@ -388,8 +389,8 @@ static PyObject *
 crossing_ticker_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int ok = 1;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "ticker_start(engine, interval_us, keep)");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "ticker_start(engine, interval_us, cell, keep)");
         return NULL;
     }
     if (g_increment_epoch == NULL) {
@@ -398,10 +399,12 @@ crossing_ticker_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     void *engine = address(args[0], &ok);
     long interval_us = PyLong_AsLong(args[1]);
+    uint64_t *cell = (uint64_t *)address(args[2], &ok);
     if (!ok || (interval_us == -1 && PyErr_Occurred()))
         return NULL;
-    if (engine == NULL || interval_us <= 0) {
-        PyErr_SetString(PyExc_ValueError, "ticker_start: an engine and a positive interval");
+    if (engine == NULL || cell == NULL || ((uintptr_t)cell & 7) || interval_us <= 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "ticker_start: an engine, an aligned cell and a positive interval");
         return NULL;
     }
     ticker_t *t = (ticker_t *)PyMem_RawCalloc(1, sizeof(ticker_t));
@@ -409,7 +412,8 @@ crossing_ticker_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return PyErr_NoMemory();
     t->engine = engine;
     t->interval_ns = interval_us * 1000L;
-    t->keep = Py_NewRef(args[2]);
+    t->ticks = cell;
+    t->keep = Py_NewRef(args[3]);
     /* the thread takes no signal: they stay with the threads Python runs on */
     sigset_t all, old;
     sigfillset(&all);
@@ -432,15 +436,6 @@ crossing_ticker_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-crossing_ticker_ticks(PyObject *self, PyObject *capsule)
-{
-    ticker_t *t = ticker_of(capsule);
-    if (t == NULL)
-        return NULL;
-    return PyLong_FromUnsignedLongLong(__atomic_load_n(&t->ticks, __ATOMIC_ACQUIRE));
-}
-
-static PyObject *
 crossing_ticker_stop(PyObject *self, PyObject *capsule)
 {
     ticker_t *t = ticker_of(capsule);
@@ -452,9 +447,8 @@ crossing_ticker_stop(PyObject *self, PyObject *capsule)
 
 static PyMethodDef crossing_methods[] = {
     {"ticker_start", (PyCFunction)(void (*)(void))crossing_ticker_start, METH_FASTCALL,
-     "ticker_start(engine, interval_us, keep) -> ticker: a native thread bumping the "
-     "engine's epoch"},
-    {"ticker_ticks", crossing_ticker_ticks, METH_O, "ticker_ticks(ticker) -> ticks so far"},
+     "ticker_start(engine, interval_us, cell, keep) -> ticker: a native thread bumping "
+     "the engine's epoch and the u64 at `cell`"},
     {"ticker_stop", crossing_ticker_stop, METH_O, "ticker_stop(ticker): stop and join"},
     {"bind", (PyCFunction)(void (*)(void))crossing_bind, METH_FASTCALL,
      "bind(call, define, trap_new, set_deadline, increment_epoch): the wasmtime entry "
