@@ -10,12 +10,13 @@
  * Nothing here links against wasmtime: `bind` receives the addresses of the C entry
  * points it needs from the library wasmtime-py already loaded.
  *
- *   call(ctx, func, buf, n, trap_slot, args, deadline) -> int | (err, trap)
+ *   call(ctx, func, buf, n, trap_slot, args, deadline, keep_gil) -> int | (err, trap)
  *       wasmtime_func_call_unchecked with `args` (i32s, masked to 32 bits) written to
- *       the u32 words 0, 4, 8, ... of `buf` (wasmtime_val_raw_t is 16 bytes), the GIL
- *       released around the call (other threads run meanwhile). A nonzero `deadline`
- *       first sets the store's epoch deadline that many ticks ahead (an outermost
- *       call; a nested one shares its caller's). Returns word 0 of `buf` (the i32
+ *       the u32 words 0, 4, 8, ... of `buf` (wasmtime_val_raw_t is 16 bytes). A
+ *       nonzero `deadline` (an outermost call) first sets the store's epoch deadline
+ *       that many ticks ahead; 0 (a nested call) shares its caller's. The GIL is
+ *       released around the call (other threads run meanwhile) unless `keep_gil` (a
+ *       nested call while a native ticker enforces the deadline). Returns word 0 of `buf` (the i32
  *       result, if any) on success; on an error or a trap, (err, trap) as addresses,
  *       with the trap slot cleared.
  *   ticker_start(engine, interval_us, cell, keep) / ticker_stop(t)
@@ -110,8 +111,9 @@ static PyObject *
 crossing_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int ok = 1;
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "call(ctx, func, buf, n, trap_slot, args, deadline)");
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "call(ctx, func, buf, n, trap_slot, args, deadline, keep_gil)");
         return NULL;
     }
     if (g_call == NULL) {
@@ -124,6 +126,9 @@ crossing_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     size_t n = PyLong_AsSize_t(args[3]);
     void **trap_slot = (void **)address(args[4], &ok);
     unsigned long long deadline = PyLong_AsUnsignedLongLong(args[6]);
+    int keep_gil = PyObject_IsTrue(args[7]);
+    if (keep_gil < 0)
+        return NULL;
     if (!ok || (n == (size_t)-1 && PyErr_Occurred()) ||
         (deadline == (unsigned long long)-1 && PyErr_Occurred()))
         return NULL;
@@ -150,9 +155,16 @@ crossing_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     void *err;
     if (deadline)
         g_set_deadline(ctx, deadline);
-    Py_BEGIN_ALLOW_THREADS
-    err = g_call(ctx, func, buf, n, trap_slot);
-    Py_END_ALLOW_THREADS
+    if (keep_gil) {
+        /* A nested call (the guest allocator, from a host function): short, inside its
+           caller's deadline, which a native ticker enforces without the GIL; a GIL
+           handoff would cost more than the call. */
+        err = g_call(ctx, func, buf, n, trap_slot);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        err = g_call(ctx, func, buf, n, trap_slot);
+        Py_END_ALLOW_THREADS
+    }
     void *trap = *trap_slot;
     if (err != NULL || trap != NULL) {
         *trap_slot = NULL;
@@ -454,7 +466,8 @@ static PyMethodDef crossing_methods[] = {
      "bind(call, define, trap_new, set_deadline, increment_epoch): the wasmtime entry "
      "points, as addresses"},
     {"call", (PyCFunction)(void (*)(void))crossing_call, METH_FASTCALL,
-     "call(ctx, func, buf, n, trap_slot, args, deadline) -> result word | (err, trap)"},
+     "call(ctx, func, buf, n, trap_slot, args, deadline, keep_gil) -> result word | "
+     "(err, trap)"},
     {"define", (PyCFunction)(void (*)(void))crossing_define, METH_FASTCALL,
      "define(linker, module, name, functype, impl, owner, on_error, label, fault_type, "
      "fault, nparams, returns) -> err"},

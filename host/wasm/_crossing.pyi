@@ -5,7 +5,15 @@ def bind(
     call: int, define: int, trap_new: int, set_deadline: int, increment_epoch: int, /
 ) -> None: ...
 def call(
-    ctx: int, func: int, buf: int, n: int, trap_slot: int, args: Sequence[int], deadline: int, /
+    ctx: int,
+    func: int,
+    buf: int,
+    n: int,
+    trap_slot: int,
+    args: Sequence[int],
+    deadline: int,
+    keep_gil: bool,
+    /,
 ) -> int | tuple[int, int]: ...
 def define(
     linker: int,

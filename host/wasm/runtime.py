@@ -285,6 +285,11 @@ class Engine:
         return max(1, int(-(-timeout_ms // self.TICK_MS)) + 1)
 
     @property
+    def native_ticker(self) -> bool:
+        """Whether the C ticker runs (it needs no GIL to interrupt a guest)."""
+        return self._c_ticker is not None
+
+    @property
     def epoch(self) -> int:
         """The engine's epoch, as far as its ticker has bumped it."""
         if self._c_ticker is not None:
@@ -930,6 +935,7 @@ class Instance:
                 self._trap_obj,
                 args,
                 deadline_ticks,
+                False,
             )
             self.depth = 0
             if isinstance(r, tuple):  # (error, trap): the trap slot is already cleared
@@ -1007,7 +1013,17 @@ class Instance:
     ) -> Any:
         self.depth += 1
         try:
-            return fast(self._ctx_obj, fn.addr_obj, buf_addr, fn.n_obj, trap_addr, args, 0)
+            # the GIL stays held when a native ticker enforces the deadline without it
+            return fast(
+                self._ctx_obj,
+                fn.addr_obj,
+                buf_addr,
+                fn.n_obj,
+                trap_addr,
+                args,
+                0,
+                self.engine.native_ticker,
+            )
         finally:
             self.depth -= 1
 

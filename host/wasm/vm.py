@@ -315,6 +315,12 @@ class PluginVM:
         self.roots: dict[str, RootContext] = {}
         self._next_context_id = 1
         self._deadline = host.engine.deadline_ticks(config.callback_timeout_ms)
+        # A guest call shorter than this cannot have spent its budget in host calls: the
+        # epoch moves at most once per TICK_MS (plus a tick right after the call began),
+        # so only a longer call reads the epoch again when it returns (see _call).
+        self._budget_floor_ns = (
+            (self._deadline + _GRACE_TICKS - 1) * host.engine.TICK_MS * 1_000_000
+        )
         self.vm_context = Context(self, 0, None)
         self.current: Context = self.vm_context
         self.effective: Context | None = None
@@ -477,9 +483,15 @@ class PluginVM:
         prev_deadline = self.call_deadline_epoch
         if not prev_deadline:
             self.call_deadline_epoch = engine.epoch + self._deadline + _GRACE_TICKS
+        t1 = 0
         try:
             r = self.instance.call(fn, args, self._deadline)
-            if not prev_deadline and engine.epoch > self.call_deadline_epoch:
+            t1 = _perf_ns()
+            if (
+                not prev_deadline
+                and t1 - t0 >= self._budget_floor_ns
+                and engine.epoch > self.call_deadline_epoch
+            ):
                 self._budget_spent = True
                 raise CallFailed("interrupt", "")  # host calls spent the budget
         except CallFailed as e:
@@ -511,7 +523,7 @@ class PluginVM:
             self._fail(FailState.RUNTIME_ERROR, kind, message, name, ctx.id, bt)
             raise _Trapped() from None
         finally:
-            dt = _perf_ns() - t0
+            dt = (t1 or _perf_ns()) - t0
             self.last_call_ns = dt
             self.callback_ns += dt
             self.callback_count += 1
