@@ -7,7 +7,9 @@ Prints, in one run on this machine:
    deleted), through the full host (``PluginVM`` + ``HttpContext``);
 2. the raw-call floor for the same call sequence: the same module driven by bare
    ``wasmtime_func_call_unchecked`` calls with minimal raw host callbacks (a dict
-   lookup, the guest allocator, a list append) and nothing else;
+   lookup, the guest allocator, a list append) and nothing else, through the crossing
+   the host uses (the C one when it is built, else ctypes; the ctypes floor is printed
+   too);
 3. their ratio (target ≤ 1.3), plus the same plugin through wasmtime-py's
    convenient API (``Func.__call__`` + ``Linker.define_func``) for reference;
 4. the AssemblyScript-SDK build of the typical plugin through the full host;
@@ -17,7 +19,8 @@ Prints, in one run on this machine:
 6. a cold compile and a cached load of a ~1 MB module (target < 50 ms cached).
 
 Usage: ``.venv/bin/python bench/bench_host.py [--seconds S]``; ``--count N --only
-host|floor|chain`` runs one of them N times untimed (for ``bench/instructions.py --host``).
+host|floor|floor-ctypes|chain`` runs one of them N times untimed (for
+``bench/instructions.py --host``).
 Each figure is the median of several timed rounds; the machine is small and noisy, so
 compare the ratios, not the absolute numbers, across runs.
 """
@@ -247,6 +250,150 @@ class Floor:
         call("proxy_on_delete", 2)
 
 
+class CFloor:
+    """The same floor through the C crossing (``host/wasm/_crossing.c``), as the compiled
+    host now calls: bare guest calls, and host callbacks that get their i32 arguments as
+    ints and return the status. The callbacks are the ctypes floor's, minus the array
+    reads; the guest allocator is called without handing over the GIL, as the host does."""
+
+    def __init__(self, wasm: bytes) -> None:
+        c = rt._crossing
+        assert c is not None
+        self.c = c
+        cfg = wasmtime.Config()
+        cfg.epoch_interruption = False
+        cfg.memory_may_move = False
+        self.engine = wasmtime.Engine(cfg)
+        self.store = wasmtime.Store(self.engine)
+        self.linker = wasmtime.Linker(self.engine)
+        self.module = wasmtime.Module(self.engine, wasm)
+        self.headers: dict[int, list[tuple[bytes, bytes]]] = {}
+        self.logs: list[bytes] = []
+        self.keep: list[object] = []
+        self.ctx = ctypes.cast(self.store._context(), ctypes.c_void_p).value
+        laddr = ctypes.cast(self.linker.ptr(), ctypes.c_void_p).value
+        i32 = wasmtime.ValType.i32
+
+        def on_error(name: str, exc: BaseException) -> int:
+            raise AssertionError(f"{name}: {exc!r}")
+
+        def define(name: str, nparams: int, fn: Callable[..., int]) -> None:
+            ft = wasmtime.FuncType([i32()] * nparams, [i32()])
+            self.keep.append(ft)
+            ft_addr = ctypes.cast(ft.ptr(), ctypes.c_void_p).value
+            err = c.define(
+                laddr,
+                b"env",
+                name.encode(),
+                ft_addr,
+                fn,
+                None,
+                on_error,
+                name,
+                rt.GuestFault,
+                6,
+                nparams,
+                True,
+            )
+            assert not err
+
+        def get_value(_o: object, mtype: int, kp: int, kl: int, rp: int, rs: int) -> int:
+            mem = self.mem
+            key = bytes(mem[kp : kp + kl])
+            for k, v in self.headers[mtype]:  # noqa: B007 - v is the match after break
+                if k == key:
+                    break
+            else:
+                return 1
+            ptr = c.call(
+                self.ctx, self.malloc_addr, self.abuf_addr, 1, self.trap_addr, (len(v),), 0, True
+            )
+            mem[ptr : ptr + len(v)] = v
+            mem[rp : rp + 4] = ptr.to_bytes(4, "little")
+            mem[rs : rs + 4] = len(v).to_bytes(4, "little")
+            return 0
+
+        def add_value(_o: object, mtype: int, kp: int, kl: int, vp: int, vl: int) -> int:
+            mem = self.mem
+            self.headers[mtype].append((bytes(mem[kp : kp + kl]), bytes(mem[vp : vp + vl])))
+            return 0
+
+        def log(_o: object, level: int, p: int, n: int) -> int:
+            self.logs.append(bytes(self.mem[p : p + n]))
+            if len(self.logs) > 64:
+                self.logs.clear()
+            return 0
+
+        define("proxy_get_header_map_value", 5, get_value)
+        define("proxy_add_header_map_value", 5, add_value)
+        define("proxy_log", 3, log)
+        self.instance = self.linker.instantiate(self.store, self.module)
+        ex = self.instance.exports(self.store)
+        mem = ex["memory"]
+        base = ctypes.cast(mem.data_ptr(self.store), ctypes.c_void_p).value
+        size = mem.data_len(self.store)
+        self.mem = memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B")
+
+        def addr(name: str) -> int:
+            f = ex[name]
+            self.keep.append(f)
+            return ctypes.addressof(f._func)
+
+        self.malloc_addr = addr("malloc")
+        self.fns = {
+            n: addr(n)
+            for n in (
+                "proxy_on_context_create",
+                "proxy_on_request_headers",
+                "proxy_on_response_headers",
+                "proxy_on_done",
+                "proxy_on_log",
+                "proxy_on_delete",
+                "proxy_on_vm_start",
+                "proxy_on_configure",
+            )
+        }
+        self.buf = (ctypes.c_uint32 * 64)()
+        self.buf_addr = ctypes.addressof(self.buf)
+        self.abuf = (ctypes.c_uint32 * 16)()
+        self.abuf_addr = ctypes.addressof(self.abuf)
+        self.trap = ctypes.c_void_p()
+        self.trap_addr = ctypes.addressof(self.trap)
+        self.call("proxy_on_context_create", 1, 0)
+        self.call("proxy_on_vm_start", 1, 0)
+        self.call("proxy_on_configure", 1, 0)
+
+    def call(self, name: str, *args: int) -> int:
+        r = self.c.call(
+            self.ctx,
+            self.fns[name],
+            self.buf_addr,
+            max(len(args), 1),
+            self.trap_addr,
+            args,
+            0,
+            False,
+        )
+        assert not isinstance(r, tuple), r
+        return int(r)
+
+    def one(self) -> None:
+        call = self.call
+        self.headers[0] = list(REQ_HEADERS)
+        self.headers[2] = list(RESP_HEADERS)
+        call("proxy_on_context_create", 2, 1)
+        call("proxy_on_request_headers", 2, len(REQ_HEADERS), 1)
+        call("proxy_on_response_headers", 2, len(RESP_HEADERS), 1)
+        call("proxy_on_done", 2)
+        call("proxy_on_log", 2)
+        call("proxy_on_delete", 2)
+
+
+def floor_for(wat: bytes) -> Floor | CFloor:
+    """The floor of the crossing the host uses: C when it is built, else ctypes."""
+    return CFloor(wat) if rt.crossing() == "C" else Floor(wat)
+
+
 # -- 3. the convenient API -------------------------------------------------------------
 
 
@@ -401,7 +548,7 @@ def main() -> int:
         help="untimed: run only --only's request this many times (after 200 to warm up), "
         "for an instruction count (bench/instructions.py --host)",
     )
-    ap.add_argument("--only", choices=("host", "floor", "chain"), default="host")
+    ap.add_argument("--only", choices=("host", "floor", "floor-ctypes", "chain"), default="host")
     args = ap.parse_args()
     wat = wat_modules.make_hostcall_sequence_module()
     engine = Engine(cache_dir=False)
@@ -409,6 +556,8 @@ def main() -> int:
         if args.only == "host":
             fn = full_host(wat, engine)[0]
         elif args.only == "floor":
+            fn = floor_for(wat).one
+        elif args.only == "floor-ctypes":
             fn = Floor(wat).one
         else:
             fn = chain_run(wat, engine)[0]
@@ -417,15 +566,18 @@ def main() -> int:
         return 0
 
     host_one, _ = full_host(wat, engine)
-    floor = Floor(wat)
+    floor = floor_for(wat)
+    ctypes_floor = Floor(wat)
     conv = Convenient(wat)
     # Interleave the measurements so machine noise hits each alike.
-    host_us, floor_us, conv_us = [], [], []
+    host_us, floor_us, ctf_us, conv_us = [], [], [], []
     for _ in range(3):
         floor_us.append(timed(floor.one, args.seconds / 3))
         host_us.append(timed(host_one, args.seconds / 3))
+        ctf_us.append(timed(ctypes_floor.one, args.seconds / 6, rounds=3))
         conv_us.append(timed(conv.one, args.seconds / 6, rounds=3))
     h, f, c = statistics.median(host_us), statistics.median(floor_us), statistics.median(conv_us)
+    ctf = statistics.median(ctf_us)
     as_one, _ = full_host(demo_plugin("typical").read_bytes(), engine, "typical")
     as_us = timed(as_one, args.seconds / 2)
     chain_one, watch = chain_run(wat, engine)
@@ -444,8 +596,9 @@ def main() -> int:
     print("Proxy-Wasm host: typical header plugin, per request (4 stream callbacks + create/")
     print("done/log/delete; 2 header reads, 1 add, 1 log, 1 response add)")
     print(f"  full host (PluginVM + HttpContext)      {h:8.1f} µs")
-    print(f"  raw-call floor, same call sequence      {f:8.1f} µs")
+    print(f"  raw-call floor, same call sequence      {f:8.1f} µs   (crossing: {rt.crossing()})")
     print(f"  ratio host / floor                      {h / f:8.2f}   (target <= 1.3)")
+    print(f"  the floor through ctypes                {ctf:8.1f} µs")
     print(f"  convenient wasmtime-py API, same calls  {c:8.1f} µs   ({c / f:.1f}x the floor)")
     print(f"  AssemblyScript SDK build, full host     {as_us:8.1f} µs")
     print("Proxy chain over the full host (ChainRun, in process, no sockets), per request")
