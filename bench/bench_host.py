@@ -105,8 +105,9 @@ _CB = rt._RAW_CALLBACK
 _ONE = ctypes.c_size_t(1)
 
 
-class Floor:
-    """The same call sequence with nothing but raw calls and minimal host callbacks."""
+class _FloorBase:
+    """What both floors share: the engine (no epoch interruption), the module with three
+    host functions, its memory as one view, the exports' addresses, the call sequence."""
 
     def __init__(self, wasm: bytes) -> None:
         cfg = wasmtime.Config()
@@ -119,22 +120,91 @@ class Floor:
         self.headers: dict[int, list[tuple[bytes, bytes]]] = {}
         self.logs: list[bytes] = []
         self.keep: list[object] = []
-        ctxp = ctypes.cast(self.store._context(), ctypes.c_void_p).value
-        self.ctx = ctxp
-        laddr = ctypes.cast(self.linker.ptr(), ctypes.c_void_p).value
-        i32 = wasmtime.ValType.i32
+        self.ctx = ctypes.cast(self.store._context(), ctypes.c_void_p).value
+        self.laddr = ctypes.cast(self.linker.ptr(), ctypes.c_void_p).value
+        self.define_host()
+        self.instance = self.linker.instantiate(self.store, self.module)
+        ex = self.instance.exports(self.store)
+        mem = ex["memory"]
+        base = ctypes.cast(mem.data_ptr(self.store), ctypes.c_void_p).value
+        size = mem.data_len(self.store)
+        # memory_may_move=False and this module never grows past its initial pages
+        # in the loop, so one view stays valid (the floor skips the host's checks).
+        self.mem = memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B")
 
+        def addr(name: str) -> int:
+            f = ex[name]
+            self.keep.append(f)
+            return ctypes.addressof(f._func)
+
+        self.malloc_addr = addr("malloc")
+        self.fns = {
+            n: addr(n)
+            for n in (
+                "proxy_on_context_create",
+                "proxy_on_request_headers",
+                "proxy_on_response_headers",
+                "proxy_on_done",
+                "proxy_on_log",
+                "proxy_on_delete",
+                "proxy_on_vm_start",
+                "proxy_on_configure",
+            )
+        }
+        self.buf = (ctypes.c_uint32 * 64)()
+        self.buf_addr = ctypes.addressof(self.buf)
+        self.abuf = (ctypes.c_uint32 * 16)()
+        self.abuf_addr = ctypes.addressof(self.abuf)
+        self.trap = ctypes.c_void_p()
+        self.trap_addr = ctypes.addressof(self.trap)
+        self.prepare()
+        self.call("proxy_on_context_create", 1, 0)
+        self.call("proxy_on_vm_start", 1, 0)
+        self.call("proxy_on_configure", 1, 0)
+
+    def functype(self, nparams: int) -> int:
+        """A FuncType of ``nparams`` i32 to one i32, kept alive; its address."""
+        i32 = wasmtime.ValType.i32
+        ft = wasmtime.FuncType([i32()] * nparams, [i32()])
+        self.keep.append(ft)
+        return int(ctypes.cast(ft.ptr(), ctypes.c_void_p).value or 0)
+
+    def define_host(self) -> None:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """After instantiation, before the first call."""
+
+    def call(self, name: str, *args: int) -> int:
+        raise NotImplementedError
+
+    def one(self) -> None:
+        call = self.call
+        self.headers[0] = list(REQ_HEADERS)
+        self.headers[2] = list(RESP_HEADERS)
+        call("proxy_on_context_create", 2, 1)
+        call("proxy_on_request_headers", 2, len(REQ_HEADERS), 1)
+        call("proxy_on_response_headers", 2, len(RESP_HEADERS), 1)
+        call("proxy_on_done", 2)
+        call("proxy_on_log", 2)
+        call("proxy_on_delete", 2)
+
+
+class Floor(_FloorBase):
+    """The same call sequence with nothing but raw ctypes calls and minimal host
+    callbacks."""
+
+    def define_host(self) -> None:
         def define(name: str, nparams: int, fn: Callable[..., int]) -> None:
-            ft = wasmtime.FuncType([i32()] * nparams, [i32()])
             cb = _CB(fn)
-            self.keep += [ft, cb]
+            self.keep.append(cb)
             err = rt._DEFINE_UNCHECKED(
-                laddr,
+                self.laddr,
                 b"env",
                 3,
                 name.encode(),
                 len(name),
-                ctypes.cast(ft.ptr(), ctypes.c_void_p).value,
+                self.functype(nparams),
                 cb,
                 None,
                 None,
@@ -180,43 +250,11 @@ class Floor:
         define("proxy_get_header_map_value", 5, get_value)
         define("proxy_add_header_map_value", 5, add_value)
         define("proxy_log", 3, log)
-        self.instance = self.linker.instantiate(self.store, self.module)
-        ex = self.instance.exports(self.store)
-        mem = ex["memory"]
-        base = ctypes.cast(mem.data_ptr(self.store), ctypes.c_void_p).value
-        size = mem.data_len(self.store)
-        # memory_may_move=False and this module never grows past its initial pages
-        # in the loop, so one view stays valid (the floor skips the host's checks).
-        self.mem = memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B")
 
-        def addr(name: str) -> int:
-            f = ex[name]
-            self.keep.append(f)
-            return ctypes.addressof(f._func)
-
-        self.malloc_addr = addr("malloc")
-        self.fns = {
-            n: addr(n)
-            for n in (
-                "proxy_on_context_create",
-                "proxy_on_request_headers",
-                "proxy_on_response_headers",
-                "proxy_on_done",
-                "proxy_on_log",
-                "proxy_on_delete",
-                "proxy_on_vm_start",
-                "proxy_on_configure",
-            )
-        }
-        self.buf = (ctypes.c_uint32 * 64)()
-        self.buf_addr = ctypes.addressof(self.buf)
-        self.abuf = (ctypes.c_uint32 * 16)()
-        self.abuf_addr = ctypes.addressof(self.abuf)
-        self.trap = ctypes.c_void_p()
-        self.trap_addr = ctypes.addressof(self.trap)
-        # every call argument a ctypes object made once, as the host passes them (a plain
-        # int would be converted by ctypes on each call): the floor keeps the host's
-        # cheapest call convention, so the host cannot beat it by calling better
+    def prepare(self) -> None:
+        # every call argument a ctypes object made once, as the host passed them through
+        # ctypes (a plain int would be converted by ctypes on each call): the floor keeps
+        # the cheapest call convention, so a host cannot beat it by calling better
         self.c_ctx = ctypes.c_void_p(self.ctx)
         self.c_buf = ctypes.c_void_p(self.buf_addr)
         self.c_abuf = ctypes.c_void_p(self.abuf_addr)
@@ -224,9 +262,6 @@ class Floor:
         self.c_malloc = ctypes.c_void_p(self.malloc_addr)
         self.c_fns = {n: ctypes.c_void_p(a) for n, a in self.fns.items()}
         self.c_sizes = [ctypes.c_size_t(max(k, 1)) for k in range(8)]
-        self.call("proxy_on_context_create", 1, 0)
-        self.call("proxy_on_vm_start", 1, 0)
-        self.call("proxy_on_configure", 1, 0)
 
     def call(self, name: str, *args: int) -> int:
         b = self.buf
@@ -238,54 +273,27 @@ class Floor:
         assert not err and not self.trap.value
         return int(b[0])
 
-    def one(self) -> None:
-        call = self.call
-        self.headers[0] = list(REQ_HEADERS)
-        self.headers[2] = list(RESP_HEADERS)
-        call("proxy_on_context_create", 2, 1)
-        call("proxy_on_request_headers", 2, len(REQ_HEADERS), 1)
-        call("proxy_on_response_headers", 2, len(RESP_HEADERS), 1)
-        call("proxy_on_done", 2)
-        call("proxy_on_log", 2)
-        call("proxy_on_delete", 2)
 
-
-class CFloor:
+class CFloor(_FloorBase):
     """The same floor through the C crossing (``host/wasm/_crossing.c``), as the compiled
     host now calls: bare guest calls, and host callbacks that get their i32 arguments as
     ints and return the status. The callbacks are the ctypes floor's, minus the array
     reads; the guest allocator is called without handing over the GIL, as the host does."""
 
-    def __init__(self, wasm: bytes) -> None:
+    def define_host(self) -> None:
         c = rt._crossing
         assert c is not None
         self.c = c
-        cfg = wasmtime.Config()
-        cfg.epoch_interruption = False
-        cfg.memory_may_move = False
-        self.engine = wasmtime.Engine(cfg)
-        self.store = wasmtime.Store(self.engine)
-        self.linker = wasmtime.Linker(self.engine)
-        self.module = wasmtime.Module(self.engine, wasm)
-        self.headers: dict[int, list[tuple[bytes, bytes]]] = {}
-        self.logs: list[bytes] = []
-        self.keep: list[object] = []
-        self.ctx = ctypes.cast(self.store._context(), ctypes.c_void_p).value
-        laddr = ctypes.cast(self.linker.ptr(), ctypes.c_void_p).value
-        i32 = wasmtime.ValType.i32
 
         def on_error(name: str, exc: BaseException) -> int:
             raise AssertionError(f"{name}: {exc!r}")
 
         def define(name: str, nparams: int, fn: Callable[..., int]) -> None:
-            ft = wasmtime.FuncType([i32()] * nparams, [i32()])
-            self.keep.append(ft)
-            ft_addr = ctypes.cast(ft.ptr(), ctypes.c_void_p).value
             err = c.define(
-                laddr,
+                self.laddr,
                 b"env",
                 name.encode(),
-                ft_addr,
+                self.functype(nparams),
                 fn,
                 None,
                 on_error,
@@ -327,41 +335,6 @@ class CFloor:
         define("proxy_get_header_map_value", 5, get_value)
         define("proxy_add_header_map_value", 5, add_value)
         define("proxy_log", 3, log)
-        self.instance = self.linker.instantiate(self.store, self.module)
-        ex = self.instance.exports(self.store)
-        mem = ex["memory"]
-        base = ctypes.cast(mem.data_ptr(self.store), ctypes.c_void_p).value
-        size = mem.data_len(self.store)
-        self.mem = memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B")
-
-        def addr(name: str) -> int:
-            f = ex[name]
-            self.keep.append(f)
-            return ctypes.addressof(f._func)
-
-        self.malloc_addr = addr("malloc")
-        self.fns = {
-            n: addr(n)
-            for n in (
-                "proxy_on_context_create",
-                "proxy_on_request_headers",
-                "proxy_on_response_headers",
-                "proxy_on_done",
-                "proxy_on_log",
-                "proxy_on_delete",
-                "proxy_on_vm_start",
-                "proxy_on_configure",
-            )
-        }
-        self.buf = (ctypes.c_uint32 * 64)()
-        self.buf_addr = ctypes.addressof(self.buf)
-        self.abuf = (ctypes.c_uint32 * 16)()
-        self.abuf_addr = ctypes.addressof(self.abuf)
-        self.trap = ctypes.c_void_p()
-        self.trap_addr = ctypes.addressof(self.trap)
-        self.call("proxy_on_context_create", 1, 0)
-        self.call("proxy_on_vm_start", 1, 0)
-        self.call("proxy_on_configure", 1, 0)
 
     def call(self, name: str, *args: int) -> int:
         r = self.c.call(
@@ -376,17 +349,6 @@ class CFloor:
         )
         assert not isinstance(r, tuple), r
         return int(r)
-
-    def one(self) -> None:
-        call = self.call
-        self.headers[0] = list(REQ_HEADERS)
-        self.headers[2] = list(RESP_HEADERS)
-        call("proxy_on_context_create", 2, 1)
-        call("proxy_on_request_headers", 2, len(REQ_HEADERS), 1)
-        call("proxy_on_response_headers", 2, len(RESP_HEADERS), 1)
-        call("proxy_on_done", 2)
-        call("proxy_on_log", 2)
-        call("proxy_on_delete", 2)
 
 
 def floor_for(wat: bytes) -> Floor | CFloor:

@@ -86,17 +86,10 @@ def build(force: bool = False) -> str:
             shutil.rmtree(out)
         lib.mkdir(parents=True)
         suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-        for rel in _native.NATIVE_MODULES:
-            so = work / (rel[: -len(".py")] + suffix)
+        for rel in (*_native.NATIVE_MODULES, *_native.NATIVE_EXTENSIONS):
+            so = work / (rel.rsplit(".", 1)[0] + suffix)  # a .py's or a .c's module
             if not so.exists():
-                return f"pure: mypyc wrote no {so.name}"
-            dest = lib / so.relative_to(work)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(so, dest)
-        for rel in _native.NATIVE_EXTENSIONS:
-            so = work / (rel[: -len(".c")] + suffix)
-            if not so.exists():
-                return f"pure: the C build wrote no {so.name}"
+                return f"pure: the build wrote no {so.name}"
             dest = lib / so.relative_to(work)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(so, dest)
