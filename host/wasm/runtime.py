@@ -4,9 +4,9 @@ This is the only module that touches wasmtime below its public API. It drives
 guest exports through ``wasmtime_func_call_unchecked`` with a preallocated
 argument buffer, and registers host functions as raw "unchecked" callbacks that
 read their arguments straight out of wasmtime's ``wasmtime_val_raw_t`` array.
-Measured on the reference machine that is ~0.5 µs a guest call and ~0.5 µs a
-host call, against 12-45 µs and 2-15 µs through ``Func.__call__`` and the
-high-level trampoline (see the host issue and ``bench/bench_host.py``).
+Both crossings go through the C module ``_crossing`` when it is built (with the
+compiled data path), else through ctypes; the epoch ticker likewise is a native
+thread or a Python one. ``bench/bench_host.py`` measures them against bare calls.
 
 Rules this module keeps so that misuse of the lower layer cannot crash the
 process (wasmtime-py 50 aborts rather than raises on these):
@@ -14,7 +14,9 @@ process (wasmtime-py 50 aborts rather than raises on these):
 * one ``FuncType`` per definition, created on the engine the linker belongs to,
   and kept alive with the instance;
 * every ctypes callback is owned by the ``Instance`` and outlives its Store:
-  ``Instance.close`` deletes the Store first and drops callbacks last;
+  ``Instance.close`` deletes the Store first and drops callbacks last (a C
+  crossing's definition is owned by wasmtime, which releases its references
+  when the definition goes);
 * no pointer to a temporary crosses into the C API: argument buffers, trap
   slots and ``wasmtime_func_t`` structs are attributes of the instance.
 
@@ -67,20 +69,10 @@ WASM_PAGE = 65536
 # --- raw C entry points, declared once with integer-address argument types -------------
 _dll = ffi.dll
 
-_CALL_UNCHECKED = _dll["wasmtime_func_call_unchecked"]
-_CALL_UNCHECKED.restype = ctypes.c_void_p
-_CALL_UNCHECKED.argtypes = [
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_void_p,
-]
-
-# The same entry point for the per-request calls, without argtypes: every argument is
-# a ctypes object made once (``Instance``'s store context, buffers and trap slots,
-# ``RawFunc.c_addr``/``c_n``), passed by value as is. With argtypes, each call runs a
-# ``from_param`` per argument, which allocates a converted argument object for an int.
+# Guest calls through ctypes, without argtypes: every argument is a ctypes object made
+# once (``Instance``'s store context, buffers and trap slots, ``RawFunc.c_addr``/``c_n``),
+# passed by value as is. With argtypes, each call runs a ``from_param`` per argument,
+# which allocates a converted argument object for an int.
 _CALL_PREPARED = _dll["wasmtime_func_call_unchecked"]  # a new function object, not shared
 _CALL_PREPARED.restype = ctypes.c_void_p
 
