@@ -70,9 +70,13 @@ typedef struct {
     int returns;
 } host_env;
 
+/* An address argument; once one has failed (`*ok` cleared, the error set), the rest
+   are not read, so no C-API call runs with an exception pending. */
 static void *
 address(PyObject *o, int *ok)
 {
+    if (!*ok)
+        return NULL;
     void *p = PyLong_AsVoidPtr(o);
     if (p == NULL && PyErr_Occurred())
         *ok = 0;
@@ -123,14 +127,17 @@ crossing_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     void *ctx = address(args[0], &ok);
     void *func = address(args[1], &ok);
     uint8_t *buf = (uint8_t *)address(args[2], &ok);
-    size_t n = PyLong_AsSize_t(args[3]);
     void **trap_slot = (void **)address(args[4], &ok);
+    if (!ok)
+        return NULL;
+    size_t n = PyLong_AsSize_t(args[3]);
+    if (n == (size_t)-1 && PyErr_Occurred())
+        return NULL;
     unsigned long long deadline = PyLong_AsUnsignedLongLong(args[6]);
+    if (deadline == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
     int keep_gil = PyObject_IsTrue(args[7]);
     if (keep_gil < 0)
-        return NULL;
-    if (!ok || (n == (size_t)-1 && PyErr_Occurred()) ||
-        (deadline == (unsigned long long)-1 && PyErr_Occurred()))
         return NULL;
     PyObject *seq = PySequence_Fast(args[5], "call: args must be a sequence of ints");
     if (seq == NULL)
@@ -380,21 +387,21 @@ ticker_join(ticker_t *t)
     t->joined = 1;
 }
 
+static ticker_t *
+ticker_of(PyObject *capsule)
+{
+    return (ticker_t *)PyCapsule_GetPointer(capsule, "wasmdesk.ticker");
+}
+
 static void
 ticker_free(PyObject *capsule)
 {
-    ticker_t *t = (ticker_t *)PyCapsule_GetPointer(capsule, "wasmdesk.ticker");
+    ticker_t *t = ticker_of(capsule);
     if (t == NULL)
         return;
     ticker_join(t);
     Py_XDECREF(t->keep);
     PyMem_RawFree(t);
-}
-
-static ticker_t *
-ticker_of(PyObject *capsule)
-{
-    return (ticker_t *)PyCapsule_GetPointer(capsule, "wasmdesk.ticker");
 }
 
 static PyObject *
@@ -410,9 +417,11 @@ crossing_ticker_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     void *engine = address(args[0], &ok);
-    long interval_us = PyLong_AsLong(args[1]);
     uint64_t *cell = (uint64_t *)address(args[2], &ok);
-    if (!ok || (interval_us == -1 && PyErr_Occurred()))
+    if (!ok)
+        return NULL;
+    long interval_us = PyLong_AsLong(args[1]);
+    if (interval_us == -1 && PyErr_Occurred())
         return NULL;
     if (engine == NULL || cell == NULL || ((uintptr_t)cell & 7) || interval_us <= 0) {
         PyErr_SetString(PyExc_ValueError,
