@@ -82,7 +82,7 @@ class HeaderMap:
         return m
 
     def get(self, key: bytes | str) -> bytes | None:
-        k = _lower(key) if type(key) is bytes else _lower(_b(key))
+        k = _lower(_b(key))
         for ik, iv in self._items:
             if ik == k:
                 return iv

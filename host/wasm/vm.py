@@ -288,7 +288,6 @@ class Callbacks:
         self.malloc = inst.func("malloc", ("i32",), ("i32",))
 
     def _headers(self, inst: Instance, name: str, arities: tuple[int, ...]) -> RawFunc | None:
-        fn: RawFunc | None = None
         for n in arities:
             fn = inst.func(name, ("i32",) * n, ("i32",))
             if fn is not None:

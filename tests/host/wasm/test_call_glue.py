@@ -13,7 +13,7 @@ import pytest
 import wasmtime
 
 from host import _native
-from host.wasm import runtime
+from host.wasm import runtime, vm
 from host.wasm.abi import FUNCTIONS, _validate
 import gc
 import time
@@ -289,6 +289,16 @@ def test_a_runaway_guest_call_is_interrupted_at_its_deadline(ticker, crossing):
         inst.close()
     finally:
         engine.close()
+
+
+def test_every_callback_of_the_table_is_a_declared_attribute_of_callbacks(world):
+    """``vm.Callbacks`` lists its attributes one by one (a compiled class): a callback
+    added to ``_CALLBACKS`` without its line there would be missing at run time."""
+    _, inst = world
+    cb = vm.Callbacks(inst, "0.2.1")
+    for name in (*vm._CALLBACKS, *vm._HEADERS):
+        assert getattr(cb, name) is None, name  # GUEST exports none of them
+    assert cb.mismatched == []
 
 
 def test_reads_are_bytes_copies_and_follow_memory_growth(world):
