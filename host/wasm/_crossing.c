@@ -30,6 +30,13 @@
  *       bits; a `fault_type` exception stores `fault` instead (a bad guest pointer is a
  *       status, not a trap); any other exception (or a result that is not an int)
  *       becomes the trap that on_error(label, exc) returns (an address, or 0).
+ *   Memory(): a window onto a guest's linear memory, kept by its Instance:
+ *       remap(base, size) points it at [base, base+size) (0, 0: nothing); read(ptr, n)
+ *       -> bytes, read_u32(ptr) -> int, write(ptr, data), write_u32(ptr, v),
+ *       write_u64(ptr, v) (little-endian, v masked) -> True. Every access is checked
+ *       against the window: one outside it (or with a negative number) touches nothing
+ *       and returns None (reads) or False (writes), and the Instance then maps the
+ *       memory again (it may have grown) or raises its GuestFault.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -466,6 +473,201 @@ crossing_ticker_stop(PyObject *self, PyObject *capsule)
     Py_RETURN_NONE;
 }
 
+/* -- Memory: checked access to a guest's linear memory -- */
+
+typedef struct {
+    PyObject_HEAD
+    unsigned char *base; /* never NULL */
+    uint64_t size;
+} memory_t;
+
+static unsigned char no_memory;
+
+static PyObject *
+memory_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    memory_t *m = (memory_t *)type->tp_alloc(type, 0);
+    if (m != NULL) {
+        m->base = &no_memory;
+        m->size = 0;
+    }
+    return (PyObject *)m;
+}
+
+/* [ptr, ptr+n) inside the window: the address of ptr, or NULL (nothing set when a
+   number is merely out of range; an error set when an argument is not an int). */
+static unsigned char *
+window(memory_t *m, PyObject *ptr_o, uint64_t n, int *err)
+{
+    int overflow = 0;
+    long long ptr = PyLong_AsLongLongAndOverflow(ptr_o, &overflow);
+    if (ptr == -1 && PyErr_Occurred()) {
+        *err = 1;
+        return NULL;
+    }
+    if (overflow || ptr < 0 || (uint64_t)ptr > m->size ||
+        n > m->size - (uint64_t)ptr)
+        return NULL;
+    return m->base + ptr;
+}
+
+/* A length argument: -1 when it is negative or too large (out of any window), -2 on
+   an error (set). */
+static long long
+length(PyObject *o)
+{
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (n == -1 && PyErr_Occurred())
+        return -2;
+    return (overflow || n < 0) ? -1 : n;
+}
+
+static PyObject *
+memory_remap(memory_t *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "remap(base, size)");
+        return NULL;
+    }
+    void *base = PyLong_AsVoidPtr(args[0]);
+    if (base == NULL && PyErr_Occurred())
+        return NULL;
+    unsigned long long size = PyLong_AsUnsignedLongLong(args[1]);
+    if (size == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    /* no memory is an empty window: [0, 0) is still inside it */
+    m->base = base == NULL ? &no_memory : (unsigned char *)base;
+    m->size = base == NULL ? 0 : size;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+memory_read(memory_t *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "read(ptr, n)");
+        return NULL;
+    }
+    long long n = length(args[1]);
+    if (n == -2)
+        return NULL;
+    int err = 0;
+    unsigned char *p = n < 0 ? NULL : window(m, args[0], (uint64_t)n, &err);
+    if (p == NULL) {
+        if (err)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n);
+}
+
+static PyObject *
+memory_read_u32(memory_t *m, PyObject *ptr)
+{
+    int err = 0;
+    unsigned char *p = window(m, ptr, 4, &err);
+    if (p == NULL) {
+        if (err)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                 (uint32_t)p[3] << 24;
+    return PyLong_FromUnsignedLong(v);
+}
+
+static PyObject *
+memory_write(memory_t *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "write(ptr, data)");
+        return NULL;
+    }
+    Py_buffer view;
+    const char *src;
+    Py_ssize_t n;
+    int buffered = 0;
+    if (PyBytes_CheckExact(args[1])) {
+        src = PyBytes_AS_STRING(args[1]);
+        n = PyBytes_GET_SIZE(args[1]);
+    } else {
+        if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0)
+            return NULL;
+        buffered = 1;
+        src = (const char *)view.buf;
+        n = view.len;
+    }
+    int err = 0;
+    unsigned char *p = window(m, args[0], (uint64_t)n, &err);
+    if (p != NULL)
+        memmove(p, src, (size_t)n);
+    if (buffered)
+        PyBuffer_Release(&view);
+    if (err)
+        return NULL;
+    return PyBool_FromLong(p != NULL);
+}
+
+static PyObject *
+store_word(memory_t *m, PyObject *const *args, Py_ssize_t nargs, int bytes)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "write_u32/write_u64(ptr, value)");
+        return NULL;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLongMask(args[1]);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    int err = 0;
+    unsigned char *p = window(m, args[0], (uint64_t)bytes, &err);
+    if (p == NULL) {
+        if (err)
+            return NULL;
+        Py_RETURN_FALSE;
+    }
+    for (int i = 0; i < bytes; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+memory_write_u32(memory_t *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    return store_word(m, args, nargs, 4);
+}
+
+static PyObject *
+memory_write_u64(memory_t *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    return store_word(m, args, nargs, 8);
+}
+
+static PyMethodDef memory_methods[] = {
+    {"remap", (PyCFunction)(void (*)(void))memory_remap, METH_FASTCALL,
+     "remap(base, size): the window is [base, base+size) from now on"},
+    {"read", (PyCFunction)(void (*)(void))memory_read, METH_FASTCALL,
+     "read(ptr, n) -> bytes, or None outside the window"},
+    {"read_u32", (PyCFunction)memory_read_u32, METH_O,
+     "read_u32(ptr) -> int (little-endian), or None outside the window"},
+    {"write", (PyCFunction)(void (*)(void))memory_write, METH_FASTCALL,
+     "write(ptr, data) -> True, or False (nothing written) outside the window"},
+    {"write_u32", (PyCFunction)(void (*)(void))memory_write_u32, METH_FASTCALL,
+     "write_u32(ptr, value) -> bool: the low 32 bits, little-endian"},
+    {"write_u64", (PyCFunction)(void (*)(void))memory_write_u64, METH_FASTCALL,
+     "write_u64(ptr, value) -> bool: the low 64 bits, little-endian"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject memory_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "host.wasm._crossing.Memory",
+    .tp_basicsize = sizeof(memory_t),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Memory(): checked access to a guest's linear memory (see _crossing.c)",
+    .tp_methods = memory_methods,
+    .tp_new = memory_new,
+};
+
 static PyMethodDef crossing_methods[] = {
     {"ticker_start", (PyCFunction)(void (*)(void))crossing_ticker_start, METH_FASTCALL,
      "ticker_start(engine, interval_us, cell, keep) -> ticker: a native thread bumping "
@@ -492,5 +694,16 @@ static struct PyModuleDef crossing_module = {
 PyMODINIT_FUNC
 PyInit__crossing(void)
 {
-    return PyModule_Create(&crossing_module);
+    if (PyType_Ready(&memory_type) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&crossing_module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&memory_type);
+    if (PyModule_AddObject(m, "Memory", (PyObject *)&memory_type) < 0) {
+        Py_DECREF(&memory_type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

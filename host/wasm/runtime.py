@@ -151,6 +151,58 @@ def crossing() -> str:
     return "C" if _crossing is not None else "ctypes"
 
 
+class _PyMemory:
+    """The plain-Python twin of ``_crossing.Memory``: checked access through a ctypes
+    view of [base, base+size). Outside the window a read returns None and a write
+    returns False, touching nothing."""
+
+    def __init__(self) -> None:
+        self._size = 0
+        self._view: memoryview = memoryview(b"")
+        self._chars: Any = b""  # a c_char array: its slice is a bytes copy at once
+
+    def remap(self, base: int, size: int) -> None:
+        if base and size:
+            self._view = memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B")
+            self._chars = (ctypes.c_char * size).from_address(base)
+            self._size = size
+        else:
+            self._view, self._chars, self._size = memoryview(b""), b"", 0
+
+    def _inside(self, ptr: int, n: int) -> bool:
+        return ptr >= 0 and n >= 0 and ptr + n <= self._size
+
+    def read(self, ptr: int, n: int) -> bytes | None:
+        if not self._inside(ptr, n):
+            return None
+        chars: bytes = self._chars[ptr : ptr + n]
+        return chars
+
+    def read_u32(self, ptr: int) -> int | None:
+        if not self._inside(ptr, 4):
+            return None
+        return int.from_bytes(self._view[ptr : ptr + 4], "little")
+
+    def write(self, ptr: int, data: bytes | bytearray | memoryview) -> bool:
+        n = len(data)
+        if not self._inside(ptr, n):
+            return False
+        self._view[ptr : ptr + n] = data
+        return True
+
+    def write_u32(self, ptr: int, value: int) -> bool:
+        if not self._inside(ptr, 4):
+            return False
+        self._view[ptr : ptr + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
+        return True
+
+    def write_u64(self, ptr: int, value: int) -> bool:
+        if not self._inside(ptr, 8):
+            return False
+        self._view[ptr : ptr + 8] = (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+        return True
+
+
 _WORDS_PER_SLOT = 4  # sizeof(wasmtime_val_raw_t) == 16
 _MAX_FRAMES = 32  # a stack overflow yields thousands; keep the top of the stack
 _MAX_SLOTS = 16
@@ -719,6 +771,21 @@ class Instance:
         self._fast: Any = _crossing.call if (_crossing is not None and c_crossing) else None
         self.engine = module.engine
         self._closed = False
+        self._mem_struct_addr = 0
+        self._mem_base = 0
+        self.mem_size = 0
+        self.mem: memoryview = memoryview(b"")
+        # every host function's accesses go through the window's bound methods (a C
+        # call each with the C crossing); _map_memory keeps it on the memory
+        window: Any = (
+            _crossing.Memory() if (_crossing is not None and c_crossing) else _PyMemory()
+        )
+        self._window = window
+        self._win_read: Callable[[int, int], bytes | None] = window.read
+        self._win_read_u32: Callable[[int], int | None] = window.read_u32
+        self._win_write: Callable[[int, bytes | bytearray | memoryview], bool] = window.write
+        self._win_write_u32: Callable[[int, int], bool] = window.write_u32
+        self._win_write_u64: Callable[[int, int], bool] = window.write_u64
         self._callbacks: list[Any] = []
         self._functypes: list[wasmtime.FuncType] = []
         self.host_error: BaseException | None = None
@@ -784,10 +851,6 @@ class Instance:
                     break
         self._memory = mem
         self._mem_struct_addr = ctypes.addressof(mem._memory) if mem is not None else 0
-        self._mem_base = 0
-        self.mem_size = 0
-        self.mem: memoryview = memoryview(b"")
-        self._chars: Any = b""  # ctypes c_char array over the memory (read's copies)
         self._mem_limit = memory_limit_bytes
         if mem is not None:
             self._map_memory()
@@ -1074,55 +1137,70 @@ class Instance:
     # -- memory --
 
     def _map_memory(self) -> None:
+        if not self._mem_struct_addr:  # no memory export, or the store is gone
+            return
         size = int(_MEMORY_DATA_SIZE(self._ctx, self._mem_struct_addr))
         base = int(_MEMORY_DATA(self._ctx, self._mem_struct_addr) or 0)
         if base != self._mem_base or size != self.mem_size:
+            self._unmap_memory()
             self._mem_base = base
             self.mem_size = size
             if base and size:
-                arr = (ctypes.c_ubyte * size).from_address(base)
-                self.mem = memoryview(arr).cast("B")
-                # the same bytes as a char array: a slice of it is a bytes copy at once
-                self._chars = (ctypes.c_char * size).from_address(base)
-            else:
-                self.mem = memoryview(b"")
-                self._chars = b""
+                self.mem = memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B")
+            self._window.remap(base, size)
+
+    def _unmap_memory(self) -> None:
+        self._mem_base = 0
+        self.mem_size = 0
+        self.mem = memoryview(b"")
+        self._window.remap(0, 0)
 
     def check(self, ptr: int, size: int) -> None:
         """Raise ``GuestFault`` unless [ptr, ptr+size) is inside linear memory."""
         end = ptr + size
-        if end > self.mem_size:
+        if ptr < 0 or size < 0 or end > self.mem_size:
             self._map_memory()
-            if end > self.mem_size:
+            if ptr < 0 or size < 0 or end > self.mem_size:
                 raise GuestFault(f"range [{ptr}, {end}) outside memory of {self.mem_size} bytes")
 
-    def read(self, ptr: int, size: int) -> bytes:
-        end = ptr + size
-        if end > self.mem_size:
-            self.check(ptr, size)
-        chars: bytes = self._chars[ptr:end]  # bytes(self.mem[ptr:end]) without the view
-        return chars
+    # Each access tries the window first; one outside it maps the memory again (the
+    # guest may have grown it) and tries once more, or raises GuestFault.
 
-    def write(self, ptr: int, data: bytes) -> None:
-        end = ptr + len(data)
-        if end > self.mem_size:
+    def read(self, ptr: int, size: int) -> bytes:
+        data = self._win_read(ptr, size)
+        if data is None:
+            self.check(ptr, size)
+            data = self._win_read(ptr, size)
+            if data is None:
+                raise GuestFault(f"range [{ptr}, {ptr + size}) outside memory")
+        return data
+
+    def write(self, ptr: int, data: bytes | bytearray | memoryview) -> None:
+        if not self._win_write(ptr, data):
             self.check(ptr, len(data))
-        self.mem[ptr:end] = data
+            if not self._win_write(ptr, data):
+                raise GuestFault(f"range [{ptr}, {ptr + len(data)}) outside memory")
 
     def write_u32(self, ptr: int, value: int) -> None:
-        if ptr + 4 > self.mem_size:
+        if not self._win_write_u32(ptr, value):
             self.check(ptr, 4)
-        self.mem[ptr : ptr + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
+            if not self._win_write_u32(ptr, value):
+                raise GuestFault(f"range [{ptr}, {ptr + 4}) outside memory")
 
     def write_u64(self, ptr: int, value: int) -> None:
-        if ptr + 8 > self.mem_size:
+        if not self._win_write_u64(ptr, value):
             self.check(ptr, 8)
-        self.mem[ptr : ptr + 8] = (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+            if not self._win_write_u64(ptr, value):
+                raise GuestFault(f"range [{ptr}, {ptr + 8}) outside memory")
 
     def read_u32(self, ptr: int) -> int:
-        if ptr + 4 > self.mem_size:
+        value = self._win_read_u32(ptr)
+        if value is None:
             self.check(ptr, 4)
-        return int.from_bytes(self.mem[ptr : ptr + 4], "little")
+            value = self._win_read_u32(ptr)
+            if value is None:
+                raise GuestFault(f"range [{ptr}, {ptr + 4}) outside memory")
+        return value
 
     def memory_pages(self) -> int:
         self._map_memory()
@@ -1133,7 +1211,9 @@ class Instance:
     def _delete_store(self) -> None:
         store = getattr(self, "store", None)
         if store is not None:
-            self.mem = memoryview(b"")
+            # nothing reads or writes the freed memory, nor asks the gone store for it
+            self._mem_struct_addr = 0
+            self._unmap_memory()
             store.close()
         self.linker.close()
 
@@ -1142,7 +1222,6 @@ class Instance:
         if self._closed:
             return
         self._closed = True
-        self.mem = memoryview(b"")
         self._exports = None  # type: ignore[assignment]
         self.wt_instance = None  # type: ignore[assignment]
         self._delete_store()

@@ -61,11 +61,9 @@ def return_bytes(vm: PluginVM, data: bytes, ret_ptr: int, ret_size: int) -> int:
     if p == 0:
         return INVALID_MEMORY_ACCESS
     inst.write(p, data)
-    # the out-slots were checked above; memory only grows (it never moves: the engine
-    # sets memory_may_move=False), so the current view still covers them
-    mem = inst.mem
-    mem[ret_ptr : ret_ptr + 4] = p.to_bytes(4, "little")
-    mem[ret_size : ret_size + 4] = n.to_bytes(4, "little")
+    # the out-slots were checked above (before allocating); memory only grows
+    inst.write_u32(ret_ptr, p)
+    inst.write_u32(ret_size, n)
     return OK
 
 

@@ -1,6 +1,7 @@
 """The per-call glue made cheaper for the plugin path (issue 8): guest calls with prepared
 ctypes arguments and u32 buffer views, host calls through the compiled all-i32 trampoline,
-guest memory reads sliced from a char array, and the header-name check's memo. Each keeps
+guest memory reached through a checked window (``_crossing.Memory``, or its ctypes twin),
+and the header-name check's memo. Each keeps
 the behaviour of the code it replaced; these pin it on a real engine and module.
 
 The guest-call and host-call tests run on both crossings: the C one (``_crossing.c``,
@@ -315,6 +316,78 @@ def test_reads_are_bytes_copies_and_follow_memory_growth(world):
     assert inst.read(2 * 65536, 2) == b"\0C"  # pages added after the first read
     with pytest.raises(GuestFault):
         inst.read(3 * 65536 - 1, 2)
+
+
+def test_writes_and_word_reads_follow_memory_growth_and_refuse_what_is_outside(world):
+    _, inst = world
+    inst.write(100, b"abc")
+    inst.write(103, bytearray(b"de"))
+    inst.write(105, memoryview(b"xfx")[1:2])
+    assert inst.read(100, 6) == b"abcdef"
+    inst.write_u32(200, 0x1_8786_8584)  # the low 32 bits, little-endian
+    assert inst.read(200, 4) == b"\x84\x85\x86\x87"
+    assert inst.read_u32(200) == 0x87868584
+    inst.write_u64(300, -1)
+    assert inst.read(300, 9) == b"\xff" * 8 + b"\0"
+    end = inst.mem_size
+    inst.write(end - 3, b"xyz")  # up to the last byte
+    assert inst.read(end - 3, 3) == b"xyz"
+    for bad in (
+        lambda: inst.write(end - 2, b"xyz"),
+        lambda: inst.write_u32(end - 3, 1),
+        lambda: inst.write_u64(end - 7, 1),
+        lambda: inst.read_u32(end - 3),
+        lambda: inst.read(end, 1),
+        lambda: inst.read(-1, 1),
+        lambda: inst.read(0, -1),
+        lambda: inst.write(-4, b"a"),
+        lambda: inst.read(1 << 40, 1),
+        lambda: inst.read(4, 1 << 70),
+    ):
+        with pytest.raises(GuestFault):
+            bad()
+    assert inst.read(end - 3, 3) == b"xyz"  # a refused access wrote nothing
+    inst.call(fn(inst, "grow", ("i32",)), (1,), 100)
+    inst.write_u32(end + 10, 7)  # in the page the guest just added
+    assert inst.read_u32(end + 10) == 7 and inst.mem_size == end + 65536
+    with pytest.raises(TypeError):
+        inst.write(0, "text")  # type: ignore[arg-type]
+
+
+def test_a_closed_instance_refuses_every_access_without_touching_freed_memory(world):
+    _, inst = world
+    inst.write(8, b"kept")
+    inst.close()
+    assert inst.mem_size == 0
+    for access in (
+        lambda: inst.read(8, 4),
+        lambda: inst.read_u32(8),
+        lambda: inst.write(8, b"x"),
+        lambda: inst.write_u32(8, 1),
+        lambda: inst.write_u64(8, 1),
+    ):
+        with pytest.raises(GuestFault):
+            access()
+    assert inst.read(0, 0) == b""  # an empty range is inside even no memory
+
+
+@pytest.mark.parametrize("crossing", CROSSINGS)
+def test_a_module_without_memory_has_an_empty_window(engine: Engine, crossing):
+    if crossing == "C" and runtime.crossing() != "C":
+        pytest.skip(f"no C crossing in this process (data path: {_native.current()})")
+    module = engine.compile(bytes(wasmtime.wat2wasm('(module (func (export "f")))')))
+    inst = Instance(
+        module, [], None, memory_limit_bytes=1 << 20, stub_result=lambda _: 0,
+        c_crossing=crossing == "C",
+    )
+    try:
+        assert inst.read(0, 0) == b""
+        with pytest.raises(GuestFault):
+            inst.read(0, 1)
+        with pytest.raises(GuestFault):
+            inst.write_u32(0, 1)
+    finally:
+        inst.close()
 
 
 def test_valid_name_memo_never_admits_an_invalid_name_and_stays_bounded():
