@@ -65,6 +65,8 @@ from host.wasm.runtime import user_cache_root
 __all__ = ["DEMO_CLUSTER", "ProxyServer", "StartupError", "StartupKind"]
 
 DEMO_CLUSTER: Final = "wasmdesk-demo-upstream"
+#: the cyclic GC's young-generation threshold once a server runs (CPython's is 700)
+YOUNG_GC_THRESHOLD: Final = 10_000
 _NO_PLUGINS: Final = NoPluginsFilter()
 
 
@@ -237,6 +239,12 @@ class ProxyServer(ProxyCore):
         # cyclic GC from rescanning them on every collection (tail latency).
         gc.collect()
         gc.freeze()
+        # A young collection traverses the objects of the exchanges in flight, which
+        # is about the same set however often it runs: collect every YOUNG_GC_THRESHOLD
+        # allocations rather than CPython's 700 (a plugin's request: -5.7k instructions).
+        first, second, third = gc.get_threshold()
+        if 0 < first < YOUNG_GC_THRESHOLD:
+            gc.set_threshold(YOUNG_GC_THRESHOLD, second, third)
         if self.watch:
             self._remember_mtimes()
             self._watch_task = self.loop.create_task(self._watch_loop())

@@ -283,3 +283,27 @@ def test_check_plugin_reports_a_missing_file(start_proxy, tmp_path):
     h = start_proxy(make_config())
     err = h.call(h.server.check_plugin(_spec(wasm_plugin("gone", str(tmp_path / "no.wasm")))))
     assert err is not None and err.kind is ErrorKind.FETCH and "cannot read" in err.message
+
+
+# -- process tuning once running ----------------------------------------------------------------
+
+
+def test_a_running_server_collects_the_young_generation_less_often(start_proxy):
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, before[1], before[2])
+        start_proxy(make_config())
+        assert gc.get_threshold() == (
+            server_module.YOUNG_GC_THRESHOLD, before[1], before[2]
+        )
+        # a higher threshold, or a collector switched off (0), is left as it is
+        gc.set_threshold(50_000, 3, 4)
+        start_proxy(make_config())
+        assert gc.get_threshold() == (50_000, 3, 4)
+        gc.set_threshold(0, 3, 4)
+        start_proxy(make_config())
+        assert gc.get_threshold() == (0, 3, 4)
+    finally:
+        gc.set_threshold(*before)
