@@ -99,6 +99,19 @@ def test_histogram_keeps_count_sum_and_le_buckets():
     assert sum(h.buckets) == h.count
 
 
+def test_the_compiled_bucket_search_agrees_with_bisect_on_every_kind_of_value():
+    from host.proxy.stats import _bucket
+
+    rng = random.Random(8)
+    values = [float(b) for b in ENVOY_BUCKETS]
+    values += [b * (1 + d) for b in values for d in (-1e-9, 1e-9)]
+    values += [0.0, -0.0, -1.0, 1e-300, math.inf, -math.inf]
+    values += [rng.uniform(0, 4e6) for _ in range(500)] + [rng.expovariate(0.01) for _ in range(500)]
+    for v in values:
+        assert _bucket(v) == bisect_left(ENVOY_BUCKETS, v), v
+    assert _bucket(math.nan) == bisect_left(ENVOY_BUCKETS, math.nan) == 0
+
+
 def test_get_or_create_returns_the_same_object():
     s = StatsStore()
     assert s.counter("a") is s.counter("a")
