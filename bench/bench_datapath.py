@@ -117,7 +117,8 @@ spec:
   url: {plugin}
   pluginName: "{root_id}"
 """
-    server = ProxyServer(parse_config(config, "<bench>", tempfile.gettempdir()))
+    # as ``wasmdesk serve`` runs it: guest calls keep the GIL
+    server = ProxyServer(parse_config(config, "<bench>", tempfile.gettempdir()), hold_gil=True)
     await server.start()
     if not ticker:
         # Engine.close only stops the epoch ticker: a thread waking every 5 ms of wall

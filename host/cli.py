@@ -369,7 +369,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         server = ProxyServer(
-            config, strict=not args.lenient, log_level=level, on_log=show, watch=not args.no_watch
+            config,
+            strict=not args.lenient,
+            log_level=level,
+            on_log=show,
+            watch=not args.no_watch,
+            hold_gil=True,  # headless: no other Python thread waits while a plugin runs
         )
         try:
             await server.start()

@@ -503,6 +503,8 @@ def _server_info(srv: ProxyServer, *_: Any) -> Response:
             "data_path": _native.current(),
             # ours: how guest and host calls cross into wasmtime, "C" or "ctypes"
             "wasm_crossing": wasm_crossing(),
+            # ours: whether guest calls keep the GIL (Engine.hold_gil: wasmdesk serve)
+            "wasm_calls_keep_gil": srv.host.engine.calls_keep_gil if srv.host else False,
         },
     )
 

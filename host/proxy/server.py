@@ -105,8 +105,12 @@ class ProxyServer(ProxyCore):
         log_level: LogLevel = LogLevel.INFO,
         on_log: Callable[[LogRecord], None] | None = None,
         watch: bool = False,
+        hold_gil: bool = False,
     ) -> None:
         self.config = config
+        # guest calls keep the GIL (Engine.hold_gil): for a process with no other Python
+        # thread to keep responsive, as ``wasmdesk serve``; not the app (its GUI thread)
+        self.hold_gil = hold_gil
         self.strict = strict
         self.engine = engine
         self.log_level = log_level
@@ -178,6 +182,8 @@ class ProxyServer(ProxyCore):
         # first, so a certificate problem does not wait for the plugins to load
         self.listener_tls = self._listener_tls(self.config)
         self.host = PluginHost(self.engine, log_level=self.log_level, log_sink=self._log_sink)
+        if self.hold_gil:
+            self.host.engine.hold_gil = True
         self.host.node = self.config.node  # fixed at start, as Envoy's bootstrap node
         self.pool = UpstreamPool(self.loop)
         self.pool.h2.count = self._count_cluster  # Envoy's cluster.<name>.upstream_* counters

@@ -320,6 +320,11 @@ class Engine:
         self._c_ticks: Any = memoryview(self._c_cell).cast("B").cast("Q")
         self._lock = threading.Lock()
         self.stats = {"compiled": 0, "cache_hits": 0, "cache_misses": 0, "cache_errors": 0}
+        # Outermost guest calls keep the GIL when this is set and the native ticker runs
+        # (it enforces deadlines without the GIL): for a process where no other Python
+        # thread must run while a plugin does (``wasmdesk serve``). The app leaves it
+        # off, so its window stays responsive while a slow plugin runs.
+        self.hold_gil = False
 
     @property
     def wasmtime_engine(self) -> wasmtime.Engine:
@@ -332,6 +337,12 @@ class Engine:
     def native_ticker(self) -> bool:
         """Whether the C ticker runs (it needs no GIL to interrupt a guest)."""
         return self._c_ticker is not None
+
+    @property
+    def calls_keep_gil(self) -> bool:
+        """Whether an outermost guest call keeps the GIL (``hold_gil`` and a native
+        ticker); a nested one keeps it whenever the native ticker runs."""
+        return self.hold_gil and self._c_ticker is not None
 
     @property
     def epoch(self) -> int:
@@ -990,7 +1001,7 @@ class Instance:
                 self._trap_obj,
                 args,
                 deadline_ticks,
-                False,
+                self.engine.calls_keep_gil,
             )
             self.depth = 0
             if isinstance(r, tuple):  # (error, trap): the trap slot is already cleared

@@ -95,6 +95,8 @@ def test_server_info(proxy):
     assert info["data_path"] == "compiled" or info["data_path"].startswith("pure: ")
     # the C crossing comes with the build, ctypes without it
     assert info["wasm_crossing"] == ("C" if info["data_path"] == "compiled" else "ctypes")
+    # a library server (and the app) releases the GIL in guest calls; serve keeps it
+    assert info["wasm_calls_keep_gil"] is False
 
 
 def test_memory_shows_rss_and_each_vms_linear_memory(proxy):

@@ -113,6 +113,11 @@ def test_serve_default_config_and_sigterm(serve):
     assert a.status_code == 200
     # the effective order is printed at start-up
     assert "auth-token" in s.stderr() and "add-header" in s.stderr()
+    # headless, guest calls keep the GIL when the native ticker runs (C crossing)
+    info = httpx.get(
+        f"http://127.0.0.1:{s.admin_port}/server_info", trust_env=False, timeout=10
+    ).json()
+    assert info["wasm_calls_keep_gil"] is (info["wasm_crossing"] == "C")
     s.proc.send_signal(signal.SIGTERM)
     assert s.wait() == 0, s.stderr()
 

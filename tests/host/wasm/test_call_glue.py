@@ -17,6 +17,7 @@ from host import _native
 from host.wasm import runtime, vm
 from host.wasm.abi import FUNCTIONS, _validate
 import gc
+import threading
 import time
 import weakref
 
@@ -290,6 +291,54 @@ def test_a_runaway_guest_call_is_interrupted_at_its_deadline(ticker, crossing):
         inst.close()
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("hold", [False, True])
+def test_an_engine_that_holds_the_gil_keeps_other_threads_waiting_during_a_guest_call(hold):
+    """``Engine.hold_gil`` (``wasmdesk serve``): an outermost guest call keeps the GIL, so
+    another Python thread makes no progress while it runs; without it (the app), the
+    other thread runs meanwhile. A runaway call is interrupted at its deadline either
+    way: the native ticker needs no GIL."""
+    if runtime.crossing() != "C":
+        pytest.skip(f"no C crossing in this process (data path: {_native.current()})")
+    engine = Engine(cache_dir=False)
+    engine.hold_gil = hold
+    engine.ensure_ticker()
+    counter = [0]
+    stop = threading.Event()
+
+    def count() -> None:
+        while not stop.is_set():
+            counter[0] += 1
+
+    t = threading.Thread(target=count, daemon=True)
+    try:
+        assert engine.calls_keep_gil is hold
+        inst = instance(engine, Host(), "C")
+        spin = fn(inst, "spin", (), ())
+        t.start()
+        while counter[0] == 0:
+            time.sleep(0.001)
+        start = counter[0]
+        time.sleep(0.05)
+        per_50ms = counter[0] - start  # the other thread alone, for 50 ms
+        before = counter[0]
+        with pytest.raises(CallFailed) as e:
+            inst.call(spin, (), 80)  # 80 ticks: ~400 ms
+        during = counter[0] - before
+        assert e.value.kind == "interrupt"
+        # held: at most the switch interval it had before the call began; released: a
+        # good part of the 400 ms
+        if hold:
+            assert during < per_50ms, (during, per_50ms)
+        else:
+            assert during > 2 * per_50ms, (during, per_50ms)
+        inst.close()
+    finally:
+        stop.set()
+        t.join(5)
+        engine.close()
+    assert not Engine(cache_dir=False, c_ticker=False).calls_keep_gil  # no native ticker
 
 
 def test_every_callback_of_the_table_is_a_declared_attribute_of_callbacks(world):
