@@ -103,6 +103,8 @@ class AdminServer(Protocol):
 
     def failing_closed(self) -> list[str]: ...
 
+    def wasm_calls_keep_gil(self) -> bool: ...
+
     def stats_snapshot(self) -> StatsSnapshot: ...
 
     def config_dump(self) -> dict[str, Any]: ...
@@ -504,7 +506,7 @@ def _server_info(srv: ProxyServer, *_: Any) -> Response:
             # ours: how guest and host calls cross into wasmtime, "C" or "ctypes"
             "wasm_crossing": wasm_crossing(),
             # ours: whether guest calls keep the GIL (Engine.hold_gil: wasmdesk serve)
-            "wasm_calls_keep_gil": srv.host.engine.calls_keep_gil if srv.host else False,
+            "wasm_calls_keep_gil": srv.wasm_calls_keep_gil(),
         },
     )
 

@@ -561,6 +561,10 @@ class ProxyServer(ProxyCore):
         """``plugin_snapshots`` as the admin API's JSON objects."""
         return [p.to_dict() for p in self.plugin_snapshots()]
 
+    def wasm_calls_keep_gil(self) -> bool:
+        """Whether guest calls keep the GIL now (``hold_gil`` and the native ticker)."""
+        return self.host is not None and self.host.engine.calls_keep_gil
+
     def failing_closed(self) -> list[str]:
         network = self.tcp.applied() if self.tcp is not None else []
         return [
