@@ -138,10 +138,15 @@ spec:
         typical = plugin is not None and plugin.name in (TYPICAL.name, "typical_wat.wasm")
         expect = (b"x-typical: 1\r\n", b"x-typical-response: 1\r\n") if typical else None
 
+        # the end of a loop tick: the writes held in it go out (write_batch.py)
+        flush = server.write_batch.flush
+
         def serve(n: int) -> None:
             for _ in range(n):
                 down.data_received(REQUEST)
+                flush()
                 up.data_received(RESPONSE)
+                flush()
             if len(up_t.out) != n or len(down_t.out) != n or not down_t.out[-1].endswith(b"ok\n"):
                 raise RuntimeError("the data path did not answer every request")
             if expect and not (expect[0] in up_t.out[-1] and expect[1] in down_t.out[-1]):

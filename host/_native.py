@@ -48,6 +48,7 @@ NATIVE_MODULES = (
     "host/proxy/stream.py",
     "host/proxy/upstream.py",
     "host/proxy/upstream_api.py",
+    "host/proxy/write_batch.py",
     # the plugin chain around the host
     "host/proxy/canary.py",
     "host/proxy/chain.py",

@@ -17,6 +17,7 @@ from host.headers import HeaderMap
 from host.proxy.stream import ExchangeInfo, StreamFilter
 from host.proxy.upstream import Cluster
 from host.proxy.upstream_api import ResponseSink, UpstreamStream
+from host.proxy.write_batch import WriteBatch
 
 __all__ = ["Downstream", "ExchangeState", "Limits", "ProxyCore"]
 
@@ -60,6 +61,7 @@ class ProxyCore:
     loop: asyncio.AbstractEventLoop
     limits: Limits
     open_connections: int
+    write_batch: WriteBatch  # the loop's held writes (write_batch.py), set with the loop
 
     def open_stream(
         self,

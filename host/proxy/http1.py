@@ -54,6 +54,7 @@ from host.proxy.upstream import (
     UpstreamPool,
 )
 from host.proxy.upstream_api import ReadGate
+from host.proxy.write_batch import BatchedWriter, WriteBatch
 
 __all__ = [
     "CONTINUE",
@@ -197,18 +198,23 @@ def request_headers(p: ParsedRequest, client_ip: bytes, scheme: bytes = b"http")
     return _Request(h, has_body, cl if not te_chunked else -1, expect_continue, rid)
 
 
-class DownstreamProtocol(ReadGate, asyncio.Protocol):
+class DownstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
     """One client connection. Requests are answered strictly in order (HTTP/1.1
     pipelining is honoured by queueing later requests until the current one ends).
 
     Bounded: reading pauses while the upstream's socket (or the exchange) holds too
     much of this client's data, or too many pipelined requests wait; a request's
     headers must arrive within ``limits.request_headers_timeout_s`` of its first byte;
-    a connection with no request for ``limits.idle_timeout_s`` is closed."""
+    a connection with no request for ``limits.idle_timeout_s`` is closed.
+
+    Writes are held to the end of the loop's tick (``write_batch``); every close of the
+    transport goes through ``_close``, which sends them first."""
 
     def __init__(self, core: ProxyCore) -> None:
         self.core = core
         self.transport: asyncio.Transport | None = None
+        self.batch: WriteBatch = core.write_batch
+        self._out: list[bytes] = []  # written in this tick, not yet sent
         self.parser = httptools.HttpRequestParser(self)
         self.client = ("", 0)
         self.client_ip = b""
@@ -261,6 +267,7 @@ class DownstreamProtocol(ReadGate, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self._out.clear()
         stop_timer(self._watchdog)
         self._watchdog = None
         if not self._accepted:
@@ -315,7 +322,7 @@ class DownstreamProtocol(ReadGate, asyncio.Protocol):
             left = self._idle_since + limits.idle_timeout_s - now
             if left <= 0:
                 self.closing = True
-                self.transport.close()  # Envoy's idle_timeout: close the idle connection
+                self._close()  # Envoy's idle_timeout: close the idle connection
                 return
             step = min(step, left)
         self._arm(step)
@@ -360,12 +367,11 @@ class DownstreamProtocol(ReadGate, asyncio.Protocol):
             # Write before the exchange ends: its end closes the transport, and asyncio
             # drops writes made after close() (it still flushes the ones made before).
             if self.transport is not None:
-                self.transport.write(framing.error_message(status, message))
+                self._hold(framing.error_message(status, message))
             if ex is not None:
                 self.current = None
                 ex.codec_error(status, message)
-        if self.transport is not None:
-            self.transport.close()
+        self._close()
 
     # parser callbacks
     def on_message_begin(self) -> None:
@@ -468,8 +474,7 @@ class DownstreamProtocol(ReadGate, asyncio.Protocol):
             self.resume(BACKLOG | PEER_FULL)
         if not keep_alive or self.closing or self._close_after:
             self.closing = True
-            if self.transport is not None:
-                self.transport.close()
+            self._close()
             return
         if self.queued:
             self._start(self.queued.popleft())
@@ -529,16 +534,37 @@ class DownstreamProtocol(ReadGate, asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closing:
-            self.transport.write(data)
+            self._hold(data)
+
+    def _hold(self, data: bytes) -> None:
+        out = self._out
+        if not out:
+            self.batch.hold(self)
+        out.append(data)
+
+    def flush_out(self) -> None:
+        out = self._out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            if self.transport is not None:
+                self.transport.write(data)
+
+    def _close(self) -> None:
+        """Send what this tick wrote, then close (asyncio drops writes after close)."""
+        self.flush_out()
+        if self.transport is not None:
+            self.transport.close()
 
     def drop(self, abort: bool) -> None:
         """End the connection now: abort it (a reset) when no response byte went out,
         else close it after what was written."""
         if self.transport is not None:
             if abort:
+                self._out.clear()
                 self.transport.abort()
             else:
-                self.transport.close()
+                self._close()
 
 
 class _HeadersTooLarge(Exception):

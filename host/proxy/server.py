@@ -58,6 +58,7 @@ from host.proxy.tls import (
 )
 from host.proxy.upstream_api import ResponseSink, UpstreamStream
 from host.proxy.upstream_h2 import Cluster as H2Cluster
+from host.proxy.write_batch import WriteBatch
 from host.wasm import Engine, HeaderMap, LogLevel, PluginHost
 from host.wasm.plugin_host import LogRecord
 from host.wasm.runtime import user_cache_root
@@ -121,6 +122,7 @@ class ProxyServer(ProxyCore):
         self.host: PluginHost | None = None
         self.manager: PluginManager = None  # type: ignore[assignment]
         self.pool: UpstreamPool = None  # type: ignore[assignment]
+        self.write_batch: WriteBatch = None  # type: ignore[assignment]
         self.clusters: dict[str, Cluster] = {}
         self.default_cluster: Cluster | None = None
         self.routes = RouteTable((), None)
@@ -186,6 +188,9 @@ class ProxyServer(ProxyCore):
             self.host.engine.hold_gil = True
         self.host.node = self.config.node  # fixed at start, as Envoy's bootstrap node
         self.pool = UpstreamPool(self.loop)
+        # one batch of held writes per loop: the clients' responses and the upstream
+        # requests of a tick go out together (write_batch.py)
+        self.write_batch = self.pool.write_batch
         self.pool.h2.count = self._count_cluster  # Envoy's cluster.<name>.upstream_* counters
         cache = user_cache_root() / "downloads"
         self.manager = PluginManager(self.loop, self.host, self.stats, cache_dir=cache)

@@ -31,6 +31,7 @@ from host.proxy.upstream_api import (
     UpstreamStream,
 )
 from host.proxy.upstream_h2 import H2Pool
+from host.proxy.write_batch import BatchedWriter, WriteBatch
 
 __all__ = [
     "BACKLOG",
@@ -124,13 +125,17 @@ class Cluster:
         return f"{self.host}:{self.port}"
 
 
-class UpstreamProtocol(ReadGate, asyncio.Protocol):
-    """One pooled keep-alive connection to a cluster; parses responses for its exchange."""
+class UpstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
+    """One pooled keep-alive connection to a cluster; parses responses for its exchange.
+    Writes are held to the end of the loop's tick (``write_batch``); every close of the
+    transport goes through ``_close``, which sends them first."""
 
     def __init__(self, cluster: Cluster, pool: UpstreamPool) -> None:
         self.cluster = cluster
         self.pool = pool
         self.transport: asyncio.Transport | None = None
+        self.batch: WriteBatch = pool.write_batch
+        self._out: list[bytes] = []  # written in this tick, not yet sent
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: ResponseSink | None = None
         self.closed = False
@@ -172,6 +177,7 @@ class UpstreamProtocol(ReadGate, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._out.clear()
         try:
             self.cluster.idle.remove(self)
         except ValueError:
@@ -195,7 +201,7 @@ class UpstreamProtocol(ReadGate, asyncio.Protocol):
             ex = self.exchange
             self.exchange = None
             if self.transport is not None:
-                self.transport.close()
+                self._close()
             if ex is not None:
                 why = self._bad or str(e)  # httptools wraps what a callback raised
                 ex.upstream_error(502, f"upstream sent a malformed response: {why}")
@@ -245,7 +251,7 @@ class UpstreamProtocol(ReadGate, asyncio.Protocol):
             self.exchange = None
             ex.upstream_complete()
             if self.transport is not None:
-                self.transport.close()
+                self._close()
 
     def on_body(self, body: bytes) -> None:
         ex = self.exchange
@@ -314,8 +320,24 @@ class UpstreamProtocol(ReadGate, asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         self._sent = True
-        assert self.transport is not None
-        self.transport.write(data)
+        out = self._out
+        if not out:
+            self.batch.hold(self)
+        out.append(data)
+
+    def flush_out(self) -> None:
+        out = self._out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            if self.transport is not None:
+                self.transport.write(data)
+
+    def _close(self) -> None:
+        """Send what this tick wrote, then close (asyncio drops writes after close)."""
+        self.flush_out()
+        if self.transport is not None:
+            self.transport.close()
 
     def abandon(self) -> None:
         """The exchange gave up on this connection (client gone, reply sent): close it
@@ -327,12 +349,13 @@ class UpstreamProtocol(ReadGate, asyncio.Protocol):
         self._paused = 0
         self.reusable = False
         if self.transport is not None:
-            self.transport.close()
+            self._close()
 
 
 class UpstreamPool:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.write_batch = WriteBatch(loop)  # the HTTP/1.1 connections' writes, per tick
         self.connects = 0
         self.h2 = H2Pool(loop)  # the HTTP/2 clusters' multiplexed connections
 
@@ -408,8 +431,8 @@ class UpstreamPool:
             and len(conn.cluster.idle) < conn.cluster.max_idle
         ):
             conn.cluster.idle.append(conn)
-        elif conn.transport is not None:
-            conn.transport.close()
+        else:
+            conn._close()
 
     def retire(self, clusters: list[Cluster]) -> None:
         """Clusters a reload replaced: their HTTP/2 connections close once idle."""
@@ -419,6 +442,4 @@ class UpstreamPool:
         self.h2.close()  # every HTTP/2 connection, also of clusters a reload replaced
         for c in clusters:
             while c.idle:
-                conn = c.idle.pop()
-                if conn.transport is not None:
-                    conn.transport.close()
+                c.idle.pop()._close()
