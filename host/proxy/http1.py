@@ -216,6 +216,7 @@ class DownstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
         self.batch: WriteBatch = core.write_batch
         self._out: list[bytes] = []  # written in this tick, not yet sent
         self.parser = httptools.HttpRequestParser(self)
+        self._feed = self.parser.feed_data  # bound once: a call by name looks it up
         self.client = ("", 0)
         self.client_ip = b""
         self.local = ("", 0)
@@ -331,7 +332,7 @@ class DownstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
         if self.closing:
             return
         try:
-            self.parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade as e:
             self._upgrade(data, e)
         except httptools.HttpParserError as e:
@@ -356,6 +357,7 @@ class DownstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
             return
         offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
         self.parser = httptools.HttpRequestParser(self)
+        self._feed = self.parser.feed_data
         if offset < len(data):
             self.data_received(data[offset:])
 

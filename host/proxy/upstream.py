@@ -137,6 +137,7 @@ class UpstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
         self.batch: WriteBatch = pool.write_batch
         self._out: list[bytes] = []  # written in this tick, not yet sent
         self.parser = httptools.HttpResponseParser(self)
+        self._feed = self.parser.feed_data  # bound once: a call by name looks it up
         self.exchange: ResponseSink | None = None
         self.closed = False
         self.reusable = True
@@ -195,7 +196,7 @@ class UpstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            self.parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserError as e:
             self.reusable = False
             ex = self.exchange

@@ -42,11 +42,14 @@ class WriteBatch:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.waiting: list[BatchedWriter] = []
+        # bound once: a call by name looks the method up every time
+        self._call_soon = loop.call_soon
+        self._flush = self.flush
 
     def hold(self, writer: BatchedWriter) -> None:
         """``writer`` holds bytes now (it calls this once until its next flush)."""
         if not self.waiting:
-            self.loop.call_soon(self.flush)
+            self._call_soon(self._flush)
         self.waiting.append(writer)
 
     def flush(self) -> None:

@@ -3,7 +3,8 @@ library over an asyncio server on the test's own loop (cleartext, prior knowledg
 
 What a request gets depends on its ``:path``:
 
-* ``/echo``: once the request ended, 200 with the request body back (honouring the
+* ``/echo``: once the request ended (and ``x-delay-ms`` later, when the request has that
+  header), 200 with the request body back (honouring the
   client's flow-control window), ``x-seen-*`` headers telling what arrived
   (``te``, ``:authority``, ``:scheme``, connection-specific fields) and trailers
   ``x-trailer: yes`` and ``x-request-bytes``; request trailers come back as
@@ -185,37 +186,50 @@ class _ServerConn(asyncio.Protocol):
         if req is None or req.ended:
             return
         req.ended = True
+        delay = dict(req.headers).get(b"x-delay-ms")
+        if req.path == "/echo" and delay:  # answered that much later (streams overlap)
+            asyncio.get_running_loop().call_later(int(delay) / 1000, self._echo_late, sid)
+            return
         if req.path == "/echo":
-            seen = dict(req.headers)
-            names = {k for k, _ in req.headers}
-            self.h2.send_headers(
-                sid,
-                [
-                    (b":status", b"200"),
-                    (b"x-seen-te", seen.get(b"te", b"-")),
-                    (b"x-seen-authority", seen.get(b":authority", b"-")),
-                    (b"x-seen-scheme", seen.get(b":scheme", b"-")),
-                    (
-                        b"x-seen-connection-fields",
-                        b",".join(
-                            sorted(
-                                n
-                                for n in names
-                                if n
-                                in (b"connection", b"keep-alive", b"transfer-encoding", b"host")
-                            )
-                        )
-                        or b"-",
-                    ),
-                ],
-            )
-            trailers = [(b"x-trailer", b"yes"), (b"x-request-bytes", b"%d" % len(req.body))]
-            trailers += [(b"x-req-trailer-" + k, v) for k, v in req.trailers]
-            self._send(sid, bytes(req.body), trailers)
+            self._echo(sid)
         elif req.path.startswith("/big/"):
             n = int(req.path.rsplit("/", 1)[1])
             self.h2.send_headers(sid, [(b":status", b"200")])
             self._send(sid, b"x" * n, None)
+
+    def _echo_late(self, sid: int) -> None:
+        if sid not in self.resets:
+            self._echo(sid)
+            self._write()
+
+    def _echo(self, sid: int) -> None:
+        req = self.requests[sid]
+        seen = dict(req.headers)
+        names = {k for k, _ in req.headers}
+        self.h2.send_headers(
+            sid,
+            [
+                (b":status", b"200"),
+                (b"x-seen-te", seen.get(b"te", b"-")),
+                (b"x-seen-authority", seen.get(b":authority", b"-")),
+                (b"x-seen-scheme", seen.get(b":scheme", b"-")),
+                (
+                    b"x-seen-connection-fields",
+                    b",".join(
+                        sorted(
+                            n
+                            for n in names
+                            if n
+                            in (b"connection", b"keep-alive", b"transfer-encoding", b"host")
+                        )
+                    )
+                    or b"-",
+                ),
+            ],
+        )
+        trailers = [(b"x-trailer", b"yes"), (b"x-request-bytes", b"%d" % len(req.body))]
+        trailers += [(b"x-req-trailer-" + k, v) for k, v in req.trailers]
+        self._send(sid, bytes(req.body), trailers)
 
     def _answer_late(self, sid: int) -> None:
         if sid in self.resets:

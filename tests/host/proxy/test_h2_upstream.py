@@ -776,7 +776,8 @@ def test_many_clients_at_once_share_one_h2_connection(
 
     def one(i: int) -> tuple[int, int]:
         with h.client() as c:
-            r = c.post("/echo", content=b"%d" % i * 5000)
+            # each answer 50 ms late: the streams of concurrent clients overlap for sure
+            r = c.post("/echo", content=b"%d" % i * 5000, headers={"x-delay-ms": "50"})
             return r.status_code, len(r.content)
 
     with ThreadPoolExecutor(max_workers=16) as pool:

@@ -48,14 +48,6 @@ class _Transport(asyncio.Transport):
 def test_one_flush_per_tick_sends_every_writer_in_the_order_it_first_wrote() -> None:
     loop = asyncio.new_event_loop()
     try:
-        pool = UpstreamPool(loop)
-        batch = pool.write_batch
-        log: list[tuple[str, bytes]] = []
-        a, b = (UpstreamProtocol(Cluster("c", "127.0.0.1", 9), pool) for _ in range(2))
-        a.connection_made(_Transport(log, "a"))
-        b.connection_made(_Transport(log, "b"))
-        flushes = []
-        real_flush = batch.flush
         scheduled: list[Any] = []
         real_call_soon = loop.call_soon
 
@@ -64,6 +56,14 @@ def test_one_flush_per_tick_sends_every_writer_in_the_order_it_first_wrote() -> 
             return real_call_soon(fn, *args, **kw)
 
         loop.call_soon = call_soon  # type: ignore[method-assign]
+        pool = UpstreamPool(loop)  # its batch binds loop.call_soon: count what it schedules
+        batch = pool.write_batch
+        log: list[tuple[str, bytes]] = []
+        a, b = (UpstreamProtocol(Cluster("c", "127.0.0.1", 9), pool) for _ in range(2))
+        a.connection_made(_Transport(log, "a"))
+        b.connection_made(_Transport(log, "b"))
+        flushes = []
+        real_flush = batch.flush
 
         def tick() -> None:  # one tick's callbacks: both write, nothing is sent yet
             b._write(b"b1 ")
