@@ -37,6 +37,7 @@ __all__ = [
 NATIVE_MODULES = (
     "host/headers.py",
     "host/proxy/core_api.py",
+    "host/proxy/deadlines.py",
     "host/proxy/downstream.py",
     "host/proxy/edge.py",
     "host/proxy/exchange.py",

@@ -14,6 +14,7 @@ from typing import Protocol
 from mypy_extensions import mypyc_attr
 
 from host.headers import HeaderMap
+from host.proxy.deadlines import Deadlines
 from host.proxy.stream import ExchangeInfo, StreamFilter
 from host.proxy.upstream import Cluster
 from host.proxy.upstream_api import ResponseSink, UpstreamStream
@@ -62,6 +63,7 @@ class ProxyCore:
     limits: Limits
     open_connections: int
     write_batch: WriteBatch  # the loop's held writes (write_batch.py), set with the loop
+    deadlines: Deadlines  # the exchanges' route and upload timeouts, one timer for all
 
     def open_stream(
         self,

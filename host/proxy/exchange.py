@@ -107,7 +107,7 @@ class Exchange(UpstreamLeg):
         self.replying = False
         self.finished = False
         self.keep_alive = keep_alive
-        self.timer: asyncio.TimerHandle | None = None
+        self.timed = False  # a deadline is watched (UpstreamLeg)
         self._upstream_sent_at = 0.0
 
     # -- request path --
@@ -433,9 +433,7 @@ class Exchange(UpstreamLeg):
         if self.finished:
             return
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._stop_timer()
         up = self.upstream
         if up is not None:
             if (

@@ -9,7 +9,6 @@ trailers), never in a wire format.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
 from typing import Final
@@ -36,7 +35,7 @@ class UpstreamLeg(ResponseSink):
     """The upstream half of ``exchange.Exchange`` (a mixin: the state it writes lives in
     its slots, the rest is the exchange's)."""
 
-    __slots__ = ("_upstream_sent_at", "cluster", "response_started", "timer", "upstream")
+    __slots__ = ("_upstream_sent_at", "cluster", "response_started", "timed", "upstream")
 
     core: ProxyCore
     down: Downstream
@@ -47,7 +46,7 @@ class UpstreamLeg(ResponseSink):
     method: bytes
     upstream: UpstreamStream | None
     cluster: Cluster | None
-    timer: asyncio.TimerHandle | None
+    timed: bool  # a deadline is watched (core.deadlines): the route or upload timeout
     finished: bool
     replying: bool
     response_started: bool
@@ -116,20 +115,28 @@ class UpstreamLeg(ResponseSink):
         # filter passed it (req.end), not when the client sent it. A body still queued
         # in req.pending (headers were paused) follows through _drain.
         self._flush_request(end=self.req.end)
-        if self.timer is None and not self.finished and self.upstream is stream:
+        if not self.timed and not self.finished and self.upstream is stream:
             # The route timeout runs from the moment the whole request went upstream
             # (as Envoy's); until then only a stalled upload is bounded, by the idle
             # timeout.
-            self.timer = self.core.loop.call_later(self.core.limits.idle_timeout_s, self._timeout)
+            self.timed = True
+            self.core.deadlines.watch(self, self.core.limits.idle_timeout_s)
 
     def _start_route_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
         assert self.cluster is not None
-        self.timer = self.core.loop.call_later(self.cluster.timeout_s, self._timeout)
+        self.timed = True
+        self.core.deadlines.watch(self, self.cluster.timeout_s)  # replaces an earlier one
+
+    def _stop_timer(self) -> None:
+        if self.timed:
+            self.timed = False
+            self.core.deadlines.unwatch(self)
+
+    def deadline_passed(self) -> None:
+        self._timeout()
 
     def _timeout(self) -> None:
-        self.timer = None
+        self.timed = False
         if self.finished or self.response_started:
             if not self.finished and self.upstream is not None:
                 # mid-body: nothing sane to send; drop both sides
@@ -258,9 +265,7 @@ class UpstreamLeg(ResponseSink):
             self.resp.trailers = trailers
             _note_grpc(self.info, trailers)
         self.upstream = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._stop_timer()
         if self.finished or self.replying:
             return
         if not self.resp.has_body:

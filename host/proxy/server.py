@@ -33,6 +33,7 @@ from host.proxy.config import (
     load_config,
 )
 from host.proxy.core_api import ExchangeState, ProxyCore
+from host.proxy.deadlines import Deadlines
 from host.proxy.demo_cert import ensure_demo_cert
 from host.proxy.demo_upstream import EchoServer, start_echo_server
 from host.proxy.errors import ErrorKind, PluginError
@@ -123,6 +124,7 @@ class ProxyServer(ProxyCore):
         self.manager: PluginManager = None  # type: ignore[assignment]
         self.pool: UpstreamPool = None  # type: ignore[assignment]
         self.write_batch: WriteBatch = None  # type: ignore[assignment]
+        self.deadlines: Deadlines = None  # type: ignore[assignment]
         self.clusters: dict[str, Cluster] = {}
         self.default_cluster: Cluster | None = None
         self.routes = RouteTable((), None)
@@ -191,6 +193,7 @@ class ProxyServer(ProxyCore):
         # one batch of held writes per loop: the clients' responses and the upstream
         # requests of a tick go out together (write_batch.py)
         self.write_batch = self.pool.write_batch
+        self.deadlines = Deadlines(self.loop)  # the exchanges' timeouts on one timer
         self.pool.h2.count = self._count_cluster  # Envoy's cluster.<name>.upstream_* counters
         cache = user_cache_root() / "downloads"
         self.manager = PluginManager(self.loop, self.host, self.stats, cache_dir=cache)

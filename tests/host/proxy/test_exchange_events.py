@@ -112,8 +112,12 @@ class _Core(ProxyCore):
     def __init__(self, loop, flt) -> None:  # type: ignore[no-untyped-def]
         from host.proxy.exchange import Limits
 
+        from host.proxy.deadlines import Deadlines
+        from host.proxy.write_batch import WriteBatch
+
         self.loop, self.filter, self.limits = loop, flt, Limits()
         self.pool, self.open_connections, self.up = self, 0, None
+        self.deadlines, self.write_batch = Deadlines(loop), WriteBatch(loop)
 
     def route(self, headers, info):  # type: ignore[no-untyped-def]
         from host.proxy.upstream import Cluster
