@@ -216,7 +216,7 @@ class DownstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
         self.batch: WriteBatch = core.write_batch
         self._out: list[bytes] = []  # written in this tick, not yet sent
         self.parser = httptools.HttpRequestParser(self)
-        self._feed = self.parser.feed_data  # bound once: a call by name looks it up
+        self._bind_parser()
         self.client = ("", 0)
         self.client_ip = b""
         self.local = ("", 0)
@@ -244,6 +244,15 @@ class DownstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
         self._written = 0  # body bytes written
         self._head_request = False
         self._close_after = False  # the response's body broke its declared length
+
+    def _bind_parser(self) -> None:
+        """The parser's methods this calls per request, bound once (a compiled call by
+        name looks the method up every time)."""
+        p = self.parser
+        self._feed = p.feed_data
+        self._get_method = p.get_method
+        self._get_version = p.get_http_version
+        self._keeps_alive = p.should_keep_alive
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -357,7 +366,7 @@ class DownstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
             return
         offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
         self.parser = httptools.HttpRequestParser(self)
-        self._feed = self.parser.feed_data
+        self._bind_parser()
         if offset < len(data):
             self.data_received(data[offset:])
 
@@ -411,10 +420,10 @@ class DownstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
         self._head_started = None
         self._last = p
         self._in_body = True
-        p.method = self.parser.get_method()
+        p.method = self._get_method()
         p.target = self._url
-        p.version = self.parser.get_http_version()
-        p.keep_alive = self.parser.should_keep_alive()
+        p.version = self._get_version()
+        p.keep_alive = self._keeps_alive()
         if self.closing:
             return  # answered with an error already: later requests are not served
         if self.current is None:

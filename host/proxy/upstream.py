@@ -137,7 +137,10 @@ class UpstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
         self.batch: WriteBatch = pool.write_batch
         self._out: list[bytes] = []  # written in this tick, not yet sent
         self.parser = httptools.HttpResponseParser(self)
-        self._feed = self.parser.feed_data  # bound once: a call by name looks it up
+        # bound once: a compiled call by name looks the method up every time
+        self._feed = self.parser.feed_data
+        self._keeps_alive = self.parser.should_keep_alive
+        self._status_code = self.parser.get_status_code
         self.exchange: ResponseSink | None = None
         self.closed = False
         self.reusable = True
@@ -225,9 +228,9 @@ class UpstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
         ex = self.exchange
         if ex is None:
             return
-        if not self.parser.should_keep_alive():
+        if not self._keeps_alive():
             self.reusable = False
-        status = self.parser.get_status_code()
+        status = self._status_code()
         if status > 599:
             # RFC 9110 §15: status codes are 100-599; llhttp accepts any three digits
             self._bad = f"status code {status} out of range"
