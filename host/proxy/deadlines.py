@@ -12,12 +12,12 @@ fires at it, not on a tick).
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Final, Protocol
 
 __all__ = ["Deadlines", "Expiring"]
 
 # a timer may fire a little before its time (libuv counts in milliseconds)
-_EARLY: float = 0.001
+_EARLY: Final = 0.001
 
 
 class Expiring(Protocol):

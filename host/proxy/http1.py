@@ -208,7 +208,7 @@ class DownstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
     a connection with no request for ``limits.idle_timeout_s`` is closed.
 
     Writes are held to the end of the loop's tick (``write_batch``); every close of the
-    transport goes through ``_close``, which sends them first."""
+    transport goes through ``close_held``, which sends them first."""
 
     def __init__(self, core: ProxyCore) -> None:
         self.core = core
@@ -332,7 +332,7 @@ class DownstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
             left = self._idle_since + limits.idle_timeout_s - now
             if left <= 0:
                 self.closing = True
-                self._close()  # Envoy's idle_timeout: close the idle connection
+                self.close_held()  # Envoy's idle_timeout: close the idle connection
                 return
             step = min(step, left)
         self._arm(step)
@@ -378,11 +378,11 @@ class DownstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
             # Write before the exchange ends: its end closes the transport, and asyncio
             # drops writes made after close() (it still flushes the ones made before).
             if self.transport is not None:
-                self._hold(framing.error_message(status, message))
+                self.hold(framing.error_message(status, message))
             if ex is not None:
                 self.current = None
                 ex.codec_error(status, message)
-        self._close()
+        self.close_held()
 
     # parser callbacks
     def on_message_begin(self) -> None:
@@ -485,7 +485,7 @@ class DownstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
             self.resume(BACKLOG | PEER_FULL)
         if not keep_alive or self.closing or self._close_after:
             self.closing = True
-            self._close()
+            self.close_held()
             return
         if self.queued:
             self._start(self.queued.popleft())
@@ -545,27 +545,7 @@ class DownstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closing:
-            self._hold(data)
-
-    def _hold(self, data: bytes) -> None:
-        out = self._out
-        if not out:
-            self.batch.hold(self)
-        out.append(data)
-
-    def flush_out(self) -> None:
-        out = self._out
-        if out:
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-            if self.transport is not None:
-                self.transport.write(data)
-
-    def _close(self) -> None:
-        """Send what this tick wrote, then close (asyncio drops writes after close)."""
-        self.flush_out()
-        if self.transport is not None:
-            self.transport.close()
+            self.hold(data)
 
     def drop(self, abort: bool) -> None:
         """End the connection now: abort it (a reset) when no response byte went out,
@@ -575,7 +555,7 @@ class DownstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
                 self._out.clear()
                 self.transport.abort()
             else:
-                self._close()
+                self.close_held()
 
 
 class _HeadersTooLarge(Exception):

@@ -128,7 +128,7 @@ class Cluster:
 class UpstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
     """One pooled keep-alive connection to a cluster; parses responses for its exchange.
     Writes are held to the end of the loop's tick (``write_batch``); every close of the
-    transport goes through ``_close``, which sends them first."""
+    transport goes through ``close_held``, which sends them first."""
 
     def __init__(self, cluster: Cluster, pool: UpstreamPool) -> None:
         self.cluster = cluster
@@ -205,7 +205,7 @@ class UpstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
             ex = self.exchange
             self.exchange = None
             if self.transport is not None:
-                self._close()
+                self.close_held()
             if ex is not None:
                 why = self._bad or str(e)  # httptools wraps what a callback raised
                 ex.upstream_error(502, f"upstream sent a malformed response: {why}")
@@ -255,7 +255,7 @@ class UpstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
             self.exchange = None
             ex.upstream_complete()
             if self.transport is not None:
-                self._close()
+                self.close_held()
 
     def on_body(self, body: bytes) -> None:
         ex = self.exchange
@@ -324,24 +324,7 @@ class UpstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         self._sent = True
-        out = self._out
-        if not out:
-            self.batch.hold(self)
-        out.append(data)
-
-    def flush_out(self) -> None:
-        out = self._out
-        if out:
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-            if self.transport is not None:
-                self.transport.write(data)
-
-    def _close(self) -> None:
-        """Send what this tick wrote, then close (asyncio drops writes after close)."""
-        self.flush_out()
-        if self.transport is not None:
-            self.transport.close()
+        self.hold(data)
 
     def abandon(self) -> None:
         """The exchange gave up on this connection (client gone, reply sent): close it
@@ -353,7 +336,7 @@ class UpstreamProtocol(ReadGate, BatchedWriter, asyncio.Protocol):
         self._paused = 0
         self.reusable = False
         if self.transport is not None:
-            self._close()
+            self.close_held()
 
 
 class UpstreamPool:
@@ -436,7 +419,7 @@ class UpstreamPool:
         ):
             conn.cluster.idle.append(conn)
         else:
-            conn._close()
+            conn.close_held()
 
     def retire(self, clusters: list[Cluster]) -> None:
         """Clusters a reload replaced: their HTTP/2 connections close once idle."""
@@ -446,4 +429,4 @@ class UpstreamPool:
         self.h2.close()  # every HTTP/2 connection, also of clusters a reload replaced
         for c in clusters:
             while c.idle:
-                c.idle.pop()._close()
+                c.idle.pop().close_held()

@@ -26,12 +26,34 @@ __all__ = ["BatchedWriter", "WriteBatch"]
 
 @trait
 class BatchedWriter:
-    """A connection whose writes a ``WriteBatch`` flushes: ``flush_out`` sends what it
-    holds (nothing, if it closed meanwhile). A trait: the adapters also derive from
-    ``ReadGate`` and asyncio's ``Protocol``."""
+    """A connection whose writes a ``WriteBatch`` flushes: ``hold`` keeps bytes for the
+    end of the tick, ``flush_out`` sends them (nothing to a transport gone meanwhile),
+    ``close_held`` sends them, then closes. A trait: the adapters also derive from
+    ``ReadGate`` and asyncio's ``Protocol``; they set the three attributes."""
+
+    transport: asyncio.Transport | None
+    batch: WriteBatch
+    _out: list[bytes]  # written in this tick, not yet sent
+
+    def hold(self, data: bytes) -> None:
+        out = self._out
+        if not out:
+            self.batch.hold(self)
+        out.append(data)
 
     def flush_out(self) -> None:
-        raise NotImplementedError
+        out = self._out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            if self.transport is not None:
+                self.transport.write(data)
+
+    def close_held(self) -> None:
+        """Send what this tick wrote, then close (asyncio drops writes after close)."""
+        self.flush_out()
+        if self.transport is not None:
+            self.transport.close()
 
 
 class WriteBatch:
